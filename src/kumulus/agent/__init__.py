@@ -1,0 +1,1 @@
+"""kumulus-agent: runs on each provider host, turns API requests into hardened VM containers."""

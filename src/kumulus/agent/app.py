@@ -1,0 +1,128 @@
+"""The agent's ASGI app: composition of settings, runtime, service, auth and stats."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from substrateinterface import Keypair
+
+from kumulus import __version__
+from kumulus.agent.auth import AuthConfig, Caller, ensure_admin_token
+from kumulus.agent.errors import AgentError
+from kumulus.agent.firewall import ensure_isolation
+from kumulus.agent.routes import legacy, vms
+from kumulus.agent.runtime import VMRuntime
+from kumulus.agent.service import VMService
+from kumulus.agent.stats import StatsCollector
+from kumulus.config import AgentSettings
+from kumulus.core.signing import NonceCache, SecretFileError, SignedEnvelope, load_keypair
+
+log = logging.getLogger(__name__)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts) or "invalid request"
+
+
+def load_wallet(settings: AgentSettings) -> Keypair | None:
+    path = settings.mnemonic_path
+    if not path.exists():
+        log.warning(
+            "no wallet mnemonic at %s: health stats are off until the provider runs "
+            "`kumulus wallet import`", path,
+        )
+        return None
+    try:
+        return load_keypair(path)
+    except SecretFileError as exc:
+        log.error("wallet not loaded: %s; health stats are off", exc)
+        return None
+
+
+def create_app(
+    settings: AgentSettings,
+    runtime: VMRuntime | None = None,
+    *,
+    keypair: Keypair | None = None,
+    collect_stats: bool = True,
+) -> FastAPI:
+    if runtime is None:
+        from kumulus.agent.runtime.docker_driver import DockerRuntime
+
+        runtime = DockerRuntime(settings.docker_host)
+    if keypair is None:
+        keypair = load_wallet(settings)
+    isolation = ensure_isolation() if settings.firewall else (False, "disabled by configuration")
+    service = VMService(
+        runtime,
+        settings,
+        isolation=isolation,
+        wallet_address=str(keypair.ss58_address) if keypair else None,
+    )
+    collector = (
+        StatsCollector(service, keypair, backend_url=settings.backend_url,
+                       interval=settings.stats_interval)
+        if keypair is not None else None
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        quota, detail = service.disk_quota()
+        log.info(
+            "agent %s: %d VMs on this host; disk limits %s (%s); VM isolation: %s",
+            __version__, len(runtime.list()), "ENFORCED" if quota else "NOT ENFORCED", detail,
+            isolation[1],
+        )
+        if collector is not None and collect_stats:
+            collector.start()
+        yield
+        if collector is not None:
+            collector.stop()
+
+    app = FastAPI(
+        title="kumulus-agent",
+        version=__version__,
+        description="Creates, starts, stops and deletes hardened VM containers on this host.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.collector = collector
+    app.state.auth = AuthConfig(
+        admin_token=ensure_admin_token(settings.token_path),
+        backend_key_file=settings.backend_key_path,
+        nonces=NonceCache(ttl=2 * settings.signature_max_skew + 5),
+        max_skew=settings.signature_max_skew,
+    )
+
+    @app.exception_handler(AgentError)
+    async def _agent_error(_: Request, exc: AgentError) -> JSONResponse:
+        return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": _validation_message(exc)})
+
+    @app.get("/healthz", tags=["host"])
+    def healthz() -> dict[str, Any]:
+        """Liveness only; tells nothing about VMs (no authentication)."""
+        return {"ok": True, "version": __version__}
+
+    @app.get("/v1/stats/latest", response_model=SignedEnvelope | None, tags=["host"])
+    def latest_stats(_: Caller) -> SignedEnvelope | None:
+        """The last signed health envelope this agent produced."""
+        return collector.last if collector else None
+
+    app.include_router(vms.router)
+    app.include_router(legacy.router)
+    return app

@@ -1,0 +1,106 @@
+"""Who may call the agent: the provider (local admin token) or the pinned backend (signed).
+
+Every route except /healthz depends on `Caller`; there is no anonymous access.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import Depends, HTTPException, Request, status
+
+from kumulus.core.signing import (
+    HDR_SIGNATURE,
+    NonceCache,
+    SecretFileError,
+    SignatureError,
+    read_secret_file,
+    verify_request,
+    write_secret_file,
+)
+
+log = logging.getLogger(__name__)
+
+
+def ensure_admin_token(path: Path) -> str:
+    """Return the agent's admin token, creating it (0600) on first use."""
+    if path.exists():
+        return read_secret_file(path)
+    token = secrets.token_urlsafe(32)
+    write_secret_file(path, token)
+    log.info("created the agent admin token file %s (mode 0600)", path)
+    return token
+
+
+def read_pinned_backend(path: Path) -> str | None:
+    """The ss58 address of the backend this agent trusts, if one was pinned."""
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return value or None
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    admin_token: str
+    backend_key_file: Path
+    nonces: NonceCache
+    max_skew: float
+
+
+@dataclass(frozen=True)
+class Principal:
+    kind: Literal["admin", "backend"]
+    address: str | None = None
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(
+        status_code=status.HTTP_401_UNAUTHORIZED,
+        detail=detail,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+async def authenticate(request: Request) -> Principal:
+    cfg: AuthConfig = request.app.state.auth
+    header = request.headers.get("authorization", "")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise _unauthorized("use 'Authorization: Bearer <token>' (kumulus agent token)")
+        if hmac.compare_digest(token.strip().encode(), cfg.admin_token.encode()):
+            return Principal(kind="admin")
+        raise _unauthorized("invalid token")
+    if HDR_SIGNATURE.lower() in request.headers:
+        # Read on every request: the pin is set when the agent registers with a backend.
+        pinned = read_pinned_backend(cfg.backend_key_file)
+        if pinned is None:
+            raise _unauthorized("this agent has no pinned backend key; signed calls are refused")
+        body = await request.body()
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        try:
+            verify_request(
+                request.headers,
+                request.method,
+                target,
+                body,
+                cfg.nonces,
+                expected_address=pinned,
+                max_skew=cfg.max_skew,
+            )
+        except SignatureError as exc:
+            raise _unauthorized(f"signature refused: {exc.reason}") from exc
+        return Principal(kind="backend", address=pinned)
+    raise _unauthorized("authentication required: send 'Authorization: Bearer <token>'")
+
+
+Caller = Annotated[Principal, Depends(authenticate)]
+
+__all__ = ["AuthConfig", "Caller", "Principal", "SecretFileError", "ensure_admin_token"]

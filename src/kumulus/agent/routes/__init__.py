@@ -1,0 +1,1 @@
+"""HTTP routes: REST (/v1/...) and the original design's aliases (/create-vm, ...)."""

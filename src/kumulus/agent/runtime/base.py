@@ -1,0 +1,113 @@
+"""What the agent needs from a container engine, stated once so higher layers can use a fake."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+VM_ID_LENGTH = 16  # lowercase hex
+
+
+@dataclass(frozen=True)
+class VMSpec:
+    """Everything needed to (re)create a VM; stored on the container itself as labels/env."""
+
+    vm_id: str
+    username: str
+    ssh_key: str  # normalised authorized_keys line
+    cpu: float
+    memory: int  # bytes
+    disk: int | None  # bytes; None only where the engine cannot enforce a disk size
+    ssh_bind: str
+    ssh_port: int
+    created_at: float
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class VMInfo:
+    """A VM as the engine sees it now. `state` is Docker's: created, running, paused,
+    restarting, removing, exited or dead."""
+
+    spec: VMSpec
+    state: str
+    exit_code: int | None = None
+    started_at: str | None = None
+    ip_address: str | None = None
+
+
+@dataclass(frozen=True)
+class VMUsage:
+    cpu_seconds: float  # cumulative CPU time used
+    memory_bytes: int
+    memory_limit: int
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    version: str
+    storage_driver: str
+    root_dir: str
+    userns_remap: bool
+    ncpu: int
+    mem_total: int
+
+
+class RuntimeFailure(Exception):
+    """The engine refused or failed an operation. `retryable` says whether trying again may help."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class VMNotFoundError(RuntimeFailure):
+    """No Kumulus VM with that id (containers without our label are never visible)."""
+
+
+class PortInUseError(RuntimeFailure):
+    """The SSH port was taken by something outside Kumulus between choosing and binding it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=True)
+
+
+class VMRuntime(Protocol):
+    """A container engine seen through Kumulus' eyes.
+
+    Only containers created by this runtime (labelled as Kumulus VMs) are listed or touched.
+    All methods are blocking and thread-safe; none interprets user text as code.
+    """
+
+    def create(self, spec: VMSpec, image: str, pids_limit: int) -> VMInfo:
+        """Create (not start) the VM with its own network; clean up fully on failure."""
+
+    def start(self, vm_id: str) -> VMInfo:
+        """Start a created or stopped VM. Raise PortInUseError if its SSH port is taken."""
+
+    def stop(self, vm_id: str, timeout: int = 10) -> VMInfo:
+        """Stop the VM, keeping its files. Idempotent."""
+
+    def destroy(self, vm_id: str) -> None:
+        """Remove the VM, its writable layer (all its files) and its network. Idempotent."""
+
+    def inspect(self, vm_id: str) -> VMInfo:
+        """Current state; raise VMNotFoundError for unknown ids."""
+
+    def list(self) -> list[VMInfo]:
+        """All Kumulus VMs on this engine, running or not (the agent's state after a restart)."""
+
+    def logs(self, vm_id: str, tail: int) -> str:
+        """The last `tail` lines of the VM's console output."""
+
+    def usage(self, vm_id: str) -> VMUsage:
+        """Cumulative CPU time and current memory of a running VM."""
+
+    def engine(self) -> EngineInfo:
+        """Facts about the engine; raise RuntimeFailure when it does not answer."""
+
+    def supports_disk_limit(self, image: str) -> bool:
+        """True when the engine enforces a per-VM disk size (probed, not guessed)."""
+
+    def has_image(self, image: str) -> bool:
+        """True when the VM base image is present."""

@@ -1,0 +1,319 @@
+"""VMRuntime on the Docker Engine API (docker-py).
+
+Docker is the source of truth: each VM is one container plus one bridge network, both
+labelled, and a VM's whole spec is read back from its labels, so an agent restart loses
+nothing. Hardening lives here because it is a property of how containers are created.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import docker
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.types import LogConfig
+
+from kumulus.agent.runtime.base import (
+    EngineInfo,
+    PortInUseError,
+    RuntimeFailure,
+    VMInfo,
+    VMNotFoundError,
+    VMSpec,
+    VMUsage,
+)
+
+LABEL_VM = "io.kumulus.vm"
+_L = "io.kumulus.vm."
+
+# sshd and sudo need these; everything else Docker grants by default (NET_RAW, MKNOD,
+# SETFCAP, SETPCAP, ...) is dropped. no-new-privileges is deliberately not set: the VM user
+# is promised sudo inside the VM, which is a setuid program.
+VM_CAPABILITIES = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "SETUID",
+    "SETGID",
+    "KILL",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "AUDIT_WRITE",
+]
+
+
+def container_name(vm_id: str) -> str:
+    return f"kumulus-{vm_id}"
+
+
+def bridge_name(vm_id: str) -> str:
+    # Linux interface names are at most 15 bytes; the firewall matches the "kmvm" prefix.
+    return f"kmvm{vm_id[:11]}"
+
+
+def _labels(spec: VMSpec) -> dict[str, str]:
+    labels = {
+        LABEL_VM: "1",
+        _L + "id": spec.vm_id,
+        _L + "username": spec.username,
+        _L + "cpu": repr(spec.cpu),
+        _L + "memory": str(spec.memory),
+        _L + "disk": "" if spec.disk is None else str(spec.disk),
+        _L + "ssh_bind": spec.ssh_bind,
+        _L + "ssh_port": str(spec.ssh_port),
+        _L + "created_at": repr(spec.created_at),
+    }
+    if spec.idempotency_key:
+        labels[_L + "idempotency_key"] = spec.idempotency_key
+    return labels
+
+
+def _spec_from(labels: dict[str, str], env: list[str] | None) -> VMSpec:
+    ssh_key = ""
+    for item in env or []:
+        if item.startswith("KUMULUS_SSH_KEY="):
+            ssh_key = item.split("=", 1)[1]
+    disk = labels.get(_L + "disk", "")
+    return VMSpec(
+        vm_id=labels[_L + "id"],
+        username=labels[_L + "username"],
+        ssh_key=ssh_key,
+        cpu=float(labels[_L + "cpu"]),
+        memory=int(labels[_L + "memory"]),
+        disk=int(disk) if disk else None,
+        ssh_bind=labels[_L + "ssh_bind"],
+        ssh_port=int(labels[_L + "ssh_port"]),
+        created_at=float(labels[_L + "created_at"]),
+        idempotency_key=labels.get(_L + "idempotency_key") or None,
+    )
+
+
+class DockerRuntime:
+    """VMRuntime backed by a Docker engine reached through `base_url` (default: environment)."""
+
+    def __init__(self, base_url: str | None = None, timeout: int = 60) -> None:
+        try:
+            if base_url:
+                self._client = docker.DockerClient(base_url=base_url, timeout=timeout)
+            else:
+                self._client = docker.from_env(timeout=timeout)
+        except DockerException as exc:
+            raise RuntimeFailure(f"cannot reach the Docker engine: {exc}", retryable=True) from exc
+        self._api = self._client.api
+        self._disk_probe: dict[str, bool] = {}
+        self._probe_lock = threading.Lock()
+
+    @property
+    def client(self) -> docker.DockerClient:
+        return self._client
+
+    # -- lookups -------------------------------------------------------------------------
+
+    def _inspect_raw(self, vm_id: str) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = self._api.inspect_container(container_name(vm_id))
+        except NotFound as exc:
+            raise VMNotFoundError(f"no VM {vm_id} on this host") from exc
+        except (APIError, DockerException) as exc:
+            raise RuntimeFailure(f"Docker engine error: {exc}", retryable=True) from exc
+        labels = data.get("Config", {}).get("Labels") or {}
+        # A container that merely has our name but not our label is not ours to touch.
+        if labels.get(LABEL_VM) != "1" or labels.get(_L + "id") != vm_id:
+            raise VMNotFoundError(f"no VM {vm_id} on this host")
+        return data
+
+    @staticmethod
+    def _info_from_inspect(data: dict[str, Any]) -> VMInfo:
+        state = data.get("State", {})
+        nets = (data.get("NetworkSettings") or {}).get("Networks") or {}
+        ip = next((n.get("IPAddress") for n in nets.values() if n.get("IPAddress")), None)
+        return VMInfo(
+            spec=_spec_from(data["Config"]["Labels"], data["Config"].get("Env")),
+            state=str(state.get("Status", "unknown")),
+            exit_code=state.get("ExitCode"),
+            started_at=state.get("StartedAt"),
+            ip_address=ip,
+        )
+
+    def inspect(self, vm_id: str) -> VMInfo:
+        return self._info_from_inspect(self._inspect_raw(vm_id))
+
+    def list(self) -> list[VMInfo]:
+        try:
+            rows = self._api.containers(all=True, filters={"label": f"{LABEL_VM}=1"})
+        except (APIError, DockerException) as exc:
+            raise RuntimeFailure(f"Docker engine error: {exc}", retryable=True) from exc
+        result = []
+        for row in rows:
+            labels = row.get("Labels") or {}
+            if _L + "id" not in labels:
+                continue
+            # The list API omits Env; the key is only needed when inspecting one VM.
+            result.append(VMInfo(spec=_spec_from(labels, None), state=str(row.get("State"))))
+        return result
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def create(self, spec: VMSpec, image: str, pids_limit: int) -> VMInfo:
+        labels = _labels(spec)
+        name = container_name(spec.vm_id)
+        network = None
+        try:
+            network = self._client.networks.create(
+                name,
+                driver="bridge",
+                labels=labels,
+                options={
+                    "com.docker.network.bridge.name": bridge_name(spec.vm_id),
+                    "com.docker.network.bridge.enable_icc": "false",
+                },
+            )
+            kwargs: dict[str, Any] = {}
+            if spec.disk is not None:
+                kwargs["storage_opt"] = {"size": str(spec.disk)}
+            container = self._client.containers.create(
+                image,
+                name=name,
+                hostname=f"vm-{spec.vm_id[:8]}",
+                labels=labels,
+                # Data only: the image's fixed entrypoint reads these; no shell, no Dockerfile.
+                environment={"KUMULUS_USER": spec.username, "KUMULUS_SSH_KEY": spec.ssh_key},
+                network=name,
+                ports={"22/tcp": (spec.ssh_bind, spec.ssh_port)},
+                nano_cpus=int(spec.cpu * 1e9),
+                mem_limit=spec.memory,
+                memswap_limit=spec.memory,  # no swap beyond the memory limit
+                pids_limit=pids_limit,
+                cap_drop=["ALL"],
+                cap_add=VM_CAPABILITIES,
+                restart_policy={"Name": "unless-stopped"},
+                init=True,
+                log_config=LogConfig(type="json-file", config={"max-size": "5m", "max-file": "2"}),
+                detach=True,
+                **kwargs,
+            )
+        except ImageNotFound as exc:
+            self._cleanup(name, network)
+            raise RuntimeFailure(
+                f"VM base image {image} is missing: run `kumulus image build`"
+            ) from exc
+        except (APIError, DockerException) as exc:
+            self._cleanup(name, network)
+            raise RuntimeFailure(f"Docker could not create the VM: {_explain(exc)}") from exc
+        del container
+        return self.inspect(spec.vm_id)
+
+    def _cleanup(self, name: str, network: Any) -> None:
+        try:
+            self._api.remove_container(name, force=True, v=True)
+        except (NotFound, APIError, DockerException):
+            pass
+        if network is not None:
+            try:
+                network.remove()
+            except (NotFound, APIError, DockerException):
+                pass
+
+    def start(self, vm_id: str) -> VMInfo:
+        self._inspect_raw(vm_id)
+        try:
+            self._api.start(container_name(vm_id))
+        except APIError as exc:
+            text = _explain(exc)
+            if "port is already allocated" in text or "address already in use" in text:
+                raise PortInUseError(f"SSH port of VM {vm_id} is taken: {text}") from exc
+            raise RuntimeFailure(f"Docker could not start VM {vm_id}: {text}") from exc
+        return self.inspect(vm_id)
+
+    def stop(self, vm_id: str, timeout: int = 10) -> VMInfo:
+        self._inspect_raw(vm_id)
+        try:
+            self._api.stop(container_name(vm_id), timeout=timeout)
+        except APIError as exc:
+            raise RuntimeFailure(f"Docker could not stop VM {vm_id}: {_explain(exc)}") from exc
+        return self.inspect(vm_id)
+
+    def destroy(self, vm_id: str) -> None:
+        self._inspect_raw(vm_id)
+        name = container_name(vm_id)
+        try:
+            self._api.remove_container(name, force=True, v=True)
+        except NotFound:
+            pass
+        except APIError as exc:
+            raise RuntimeFailure(f"Docker could not remove VM {vm_id}: {_explain(exc)}") from exc
+        try:
+            net = self._client.networks.get(name)
+            if (net.attrs.get("Labels") or {}).get(LABEL_VM) == "1":
+                net.remove()
+        except NotFound:
+            pass
+        except APIError as exc:
+            raise RuntimeFailure(f"Docker could not remove the network of {vm_id}: {exc}") from exc
+
+    def logs(self, vm_id: str, tail: int) -> str:
+        self._inspect_raw(vm_id)
+        raw: bytes = self._api.logs(container_name(vm_id), tail=tail, timestamps=False)
+        return raw.decode("utf-8", errors="replace")
+
+    def usage(self, vm_id: str) -> VMUsage:
+        self._inspect_raw(vm_id)
+        stats: dict[str, Any] = self._api.stats(container_name(vm_id), stream=False, one_shot=True)
+        cpu = stats.get("cpu_stats", {}).get("cpu_usage", {}).get("total_usage", 0)
+        mem = stats.get("memory_stats", {})
+        return VMUsage(
+            cpu_seconds=cpu / 1e9,
+            memory_bytes=int(mem.get("usage", 0)),
+            memory_limit=int(mem.get("limit", 0)),
+        )
+
+    # -- engine --------------------------------------------------------------------------
+
+    def engine(self) -> EngineInfo:
+        try:
+            info: dict[str, Any] = self._client.info()
+        except (APIError, DockerException) as exc:
+            raise RuntimeFailure(f"Docker engine does not answer: {exc}", retryable=True) from exc
+        return EngineInfo(
+            version=str(info.get("ServerVersion", "")),
+            storage_driver=str(info.get("Driver", "")),
+            root_dir=str(info.get("DockerRootDir", "")),
+            userns_remap=any("userns" in str(o) for o in info.get("SecurityOptions") or []),
+            ncpu=int(info.get("NCPU", 0)),
+            mem_total=int(info.get("MemTotal", 0)),
+        )
+
+    def has_image(self, image: str) -> bool:
+        try:
+            self._api.inspect_image(image)
+        except NotFound:
+            return False
+        return True
+
+    def supports_disk_limit(self, image: str) -> bool:
+        """Probe by creating (never starting) a container with a size quota."""
+        with self._probe_lock:
+            if image in self._disk_probe:
+                return self._disk_probe[image]
+            try:
+                cid = self._api.create_container(
+                    image,
+                    host_config=self._api.create_host_config(storage_opt={"size": "1G"}),
+                    labels={"io.kumulus.probe": "1"},
+                    entrypoint=["/bin/true"],
+                )["Id"]
+            except ImageNotFound:
+                return False  # not cached: decided once the image exists
+            except APIError:
+                self._disk_probe[image] = False
+                return False
+            self._api.remove_container(cid, force=True)
+            self._disk_probe[image] = True
+            return True
+
+
+def _explain(exc: Exception) -> str:
+    explanation = getattr(exc, "explanation", None)
+    return str(explanation or exc)

@@ -1,0 +1,320 @@
+"""The agent's VM operations: validation beyond syntax, capacity, ports, idempotency, and
+readiness. Transport-free: the HTTP routes (REST and the original aliases) both call this."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+
+from kumulus import __version__
+from kumulus.agent.capacity import Resources, measure_capacity, reserved_by, shortfall
+from kumulus.agent.errors import (
+    EngineUnavailable,
+    InsufficientCapacity,
+    NotFound,
+    Unenforceable,
+    VMFailed,
+)
+from kumulus.agent.ports import choose_port
+from kumulus.agent.runtime import (
+    EngineInfo,
+    PortInUseError,
+    RuntimeFailure,
+    VMInfo,
+    VMNotFoundError,
+    VMRuntime,
+    VMSpec,
+)
+from kumulus.agent.sshprobe import banner, probe_host, wait_for_banner
+from kumulus.config import AgentSettings
+from kumulus.core.schemas import VM_ID_RE, Capacity, HostInfo, VMCreate, VMPublic, VMStatus
+from kumulus.core.sizes import format_size, parse_size
+
+log = logging.getLogger(__name__)
+
+_PORT_RETRIES = 3
+_IDEMPOTENCY_MAX = 128
+
+
+class VMService:
+    """Thread-safe. Docker (through the runtime) holds all state; this object only caches
+    facts about the engine and serialises the decisions that must not race."""
+
+    def __init__(
+        self,
+        runtime: VMRuntime,
+        settings: AgentSettings,
+        *,
+        isolation: tuple[bool, str] = (False, "not configured"),
+        wallet_address: str | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.isolation = isolation
+        self.wallet_address = wallet_address
+        self._create_lock = threading.Lock()
+        engine = self._engine()
+        self.engine_info = engine
+        self.capacity = measure_capacity(settings, engine.root_dir)
+        self.public_host = settings.ssh_public_host or probe_host(settings.ssh_bind)
+
+    def _engine(self) -> EngineInfo:
+        try:
+            return self.runtime.engine()
+        except RuntimeFailure as exc:
+            raise EngineUnavailable(str(exc)) from exc
+
+    # -- facts ---------------------------------------------------------------------------
+
+    def disk_quota(self) -> tuple[bool, str]:
+        image = self.settings.image
+        if not self.runtime.has_image(image):
+            return False, f"unknown until the VM image {image} is built"
+        if self.runtime.supports_disk_limit(image):
+            return True, f"enforced by the {self.engine_info.storage_driver} storage driver"
+        return False, (
+            f"the {self.engine_info.storage_driver} storage driver here cannot limit a "
+            "container's disk (needs btrfs, zfs, or overlay2 on XFS with pquota); VMs can only "
+            "be created without a disk size"
+        )
+
+    def host_info(self) -> HostInfo:
+        vms = self._list()
+        reserved = reserved_by(vms)
+        free = self.capacity - reserved
+        quota, quota_detail = self.disk_quota()
+        return HostInfo(
+            agent_version=__version__,
+            engine_version=self.engine_info.version,
+            storage_driver=self.engine_info.storage_driver,
+            userns_remap=self.engine_info.userns_remap,
+            disk_quota_supported=quota,
+            disk_quota_detail=quota_detail,
+            vm_isolation=self.isolation[0],
+            vm_isolation_detail=self.isolation[1],
+            image=self.settings.image,
+            image_ready=self.runtime.has_image(self.settings.image),
+            ssh_bind=self.settings.ssh_bind,
+            ssh_public_host=self.public_host,
+            ssh_port_range=(self.settings.ssh_port_min, self.settings.ssh_port_max),
+            capacity=_cap(self.capacity),
+            reserved=_cap(reserved),
+            free=_cap(free),
+            vms=len(vms),
+            wallet_address=self.wallet_address,
+        )
+
+    # -- views ---------------------------------------------------------------------------
+
+    def _status(self, info: VMInfo) -> VMStatus:
+        if info.state == "running":
+            host = probe_host(info.spec.ssh_bind)
+            return "Running" if banner(host, info.spec.ssh_port, timeout=0.5) else "Starting"
+        return {
+            "created": "Created",
+            "exited": "Stopped",
+            "restarting": "Restarting",
+            "paused": "Paused",
+        }.get(info.state, "Failed")
+
+    def view(self, info: VMInfo, status: VMStatus | None = None) -> VMPublic:
+        spec = info.spec
+        host = self.public_host
+        target = f"[{host}]" if ":" in host else host
+        return VMPublic(
+            vm_id=spec.vm_id,
+            username=spec.username,
+            ssh_host=host,
+            ssh_port=spec.ssh_port,
+            ssh_command=f"ssh -p {spec.ssh_port} {spec.username}@{target}",
+            status=status or self._status(info),
+            state=info.state,
+            cpu=spec.cpu,
+            memory=format_size(spec.memory),
+            disk=None if spec.disk is None else format_size(spec.disk),
+            created_at=spec.created_at,
+        )
+
+    # -- operations ----------------------------------------------------------------------
+
+    def _list(self) -> list[VMInfo]:
+        try:
+            return self.runtime.list()
+        except RuntimeFailure as exc:
+            raise EngineUnavailable(str(exc)) from exc
+
+    def _inspect(self, vm_id: str) -> VMInfo:
+        if not VM_ID_RE.fullmatch(vm_id):
+            raise NotFound(f"no VM {vm_id[:40]!r} on this host")
+        try:
+            return self.runtime.inspect(vm_id)
+        except VMNotFoundError as exc:
+            raise NotFound(str(exc)) from exc
+        except RuntimeFailure as exc:
+            raise EngineUnavailable(str(exc)) from exc
+
+    def list(self) -> list[VMPublic]:
+        return [self.view(vm) for vm in sorted(self._list(), key=lambda v: v.spec.created_at)]
+
+    def get(self, vm_id: str) -> VMPublic:
+        return self.view(self._inspect(vm_id))
+
+    def create(self, req: VMCreate, idempotency_key: str | None = None) -> tuple[VMPublic, bool]:
+        """Create and start a VM; return (view, created). With an idempotency key seen before,
+        return that VM instead (created=False): a retried request never makes a second VM."""
+        if idempotency_key is not None and not (0 < len(idempotency_key) <= _IDEMPOTENCY_MAX):
+            raise Unenforceable(f"Idempotency-Key must be 1-{_IDEMPOTENCY_MAX} characters")
+        self._check_sizes(req)
+        for _attempt in range(_PORT_RETRIES):
+            with self._create_lock:
+                vms = self._list()
+                if idempotency_key is not None:
+                    for vm in vms:
+                        if vm.spec.idempotency_key == idempotency_key:
+                            info = self._inspect(vm.spec.vm_id)
+                            return self._await_ready(info, fail_removes=False), False
+                spec = self._place(req, vms, idempotency_key)
+                try:
+                    self.runtime.create(spec, self.settings.image, self.settings.pids_limit)
+                except RuntimeFailure as exc:
+                    raise VMFailed(str(exc)) from exc
+            # Starting and waiting for sshd happen outside the lock: the container (with its
+            # labels: port, reservation) already exists, so the next create accounts for it.
+            try:
+                info = self.runtime.start(spec.vm_id)
+            except PortInUseError:
+                log.warning("port %s taken by another program; choosing another", spec.ssh_port)
+                self._destroy_quietly(spec.vm_id)
+                continue
+            except RuntimeFailure as exc:
+                self._destroy_quietly(spec.vm_id)
+                raise VMFailed(str(exc)) from exc
+            log.info(
+                "created VM %s for %s (cpu=%g memory=%s disk=%s port=%d)",
+                spec.vm_id, spec.username, spec.cpu, format_size(spec.memory),
+                "-" if spec.disk is None else format_size(spec.disk), spec.ssh_port,
+            )
+            return self._await_ready(info, fail_removes=True), True
+        raise InsufficientCapacity("could not bind an SSH port after several tries; retry later")
+
+    def _check_sizes(self, req: VMCreate) -> None:
+        min_memory = parse_size(self.settings.min_memory)
+        if req.memory < min_memory:
+            raise Unenforceable(f"memory must be at least {self.settings.min_memory}")
+        if req.disk is not None:
+            min_disk = parse_size(self.settings.min_disk)
+            if req.disk < min_disk:
+                raise Unenforceable(f"disk must be at least {self.settings.min_disk}")
+            supported, detail = self.disk_quota()
+            if not supported:
+                raise Unenforceable(f"this host cannot enforce a disk size: {detail}")
+        if not self.runtime.has_image(self.settings.image):
+            raise EngineUnavailable(
+                f"the VM base image {self.settings.image} is not built yet; "
+                "the provider must run `kumulus image build`"
+            )
+
+    def _place(self, req: VMCreate, vms: list[VMInfo], idempotency_key: str | None) -> VMSpec:
+        want = Resources(cpu=req.cpu, memory=req.memory, disk=req.disk or 0)
+        free = self.capacity - reserved_by(vms)
+        problem = shortfall(want, free)
+        if problem:
+            raise InsufficientCapacity(f"not enough free capacity on this host: {problem}")
+        port = choose_port(
+            self.settings.ssh_bind,
+            self.settings.ssh_port_min,
+            self.settings.ssh_port_max,
+            (vm.spec.ssh_port for vm in vms),
+        )
+        if port is None:
+            raise InsufficientCapacity(
+                f"no free SSH port in {self.settings.ssh_port_min}-{self.settings.ssh_port_max}"
+            )
+        return VMSpec(
+            vm_id=secrets.token_hex(8),
+            username=req.username,
+            ssh_key=req.ssh_key,
+            cpu=req.cpu,
+            memory=req.memory,
+            disk=req.disk,
+            ssh_bind=self.settings.ssh_bind,
+            ssh_port=port,
+            created_at=round(time.time(), 3),
+            idempotency_key=idempotency_key,
+        )
+
+    def _await_ready(self, info: VMInfo, *, fail_removes: bool) -> VMPublic:
+        """Wait for the SSH banner. If the VM dies first, report why (and remove it when it
+        was just created, so a failed create leaves nothing behind)."""
+        spec = info.spec
+        deadline = time.monotonic() + self.settings.ssh_ready_timeout
+
+        def alive() -> bool:
+            try:
+                return self.runtime.inspect(spec.vm_id).state in ("running", "restarting")
+            except RuntimeFailure:
+                return False
+
+        if info.state in ("running", "restarting") and wait_for_banner(
+            probe_host(spec.ssh_bind), spec.ssh_port, deadline, alive
+        ):
+            return self.view(self._inspect(spec.vm_id), status="Running")
+        current = self._inspect(spec.vm_id)
+        if current.state == "running":
+            return self.view(current, status="Starting")  # slow host: still coming up
+        tail = ""
+        try:
+            tail = self.runtime.logs(spec.vm_id, tail=20).strip()
+        except RuntimeFailure:
+            pass
+        if fail_removes:
+            self._destroy_quietly(spec.vm_id)
+        raise VMFailed(f"VM {spec.vm_id} stopped while starting ({current.state}): {tail[-500:]}")
+
+    def start(self, vm_id: str) -> VMPublic:
+        self._inspect(vm_id)
+        try:
+            info = self.runtime.start(vm_id)
+        except PortInUseError as exc:
+            raise InsufficientCapacity(
+                f"{exc}; the port is used by another program on the host"
+            ) from exc
+        except RuntimeFailure as exc:
+            raise VMFailed(str(exc)) from exc
+        return self._await_ready(info, fail_removes=False)
+
+    def stop(self, vm_id: str) -> VMPublic:
+        self._inspect(vm_id)
+        try:
+            return self.view(self.runtime.stop(vm_id))
+        except RuntimeFailure as exc:
+            raise VMFailed(str(exc)) from exc
+
+    def delete(self, vm_id: str) -> None:
+        self._inspect(vm_id)
+        try:
+            self.runtime.destroy(vm_id)
+        except VMNotFoundError as exc:
+            raise NotFound(str(exc)) from exc
+        except RuntimeFailure as exc:
+            raise VMFailed(str(exc)) from exc
+        log.info("deleted VM %s", vm_id)
+
+    def logs(self, vm_id: str, tail: int = 200) -> str:
+        self._inspect(vm_id)
+        try:
+            return self.runtime.logs(vm_id, tail=max(1, min(tail, 10_000)))
+        except RuntimeFailure as exc:
+            raise VMFailed(str(exc)) from exc
+
+    def _destroy_quietly(self, vm_id: str) -> None:
+        try:
+            self.runtime.destroy(vm_id)
+        except RuntimeFailure:
+            log.exception("could not clean up VM %s", vm_id)
+
+
+def _cap(r: Resources) -> Capacity:
+    return Capacity(cpu=round(r.cpu, 6), memory=r.memory, disk=r.disk)

@@ -1,0 +1,151 @@
+"""Health stats, signed with the provider's sr25519 wallet key and sent to the backend.
+
+Without a backend URL the collector still runs and logs a one-line summary, so a provider
+can see what would be sent. The mnemonic stays inside the Keypair object: it is never
+logged, passed to a child process or written anywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import httpx
+import psutil
+from substrateinterface import Keypair
+
+from kumulus import __version__
+from kumulus.agent.errors import AgentError
+from kumulus.agent.runtime import RuntimeFailure
+from kumulus.agent.service import VMService
+from kumulus.core.signing import SignedEnvelope, sign_envelope
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_PATH = "/v1/hosts/heartbeat"
+
+
+class StatsCollector:
+    def __init__(
+        self,
+        service: VMService,
+        keypair: Keypair,
+        *,
+        backend_url: str | None,
+        interval: float,
+        http: httpx.Client | None = None,
+    ) -> None:
+        self.service = service
+        self.keypair = keypair
+        self.backend_url = backend_url.rstrip("/") if backend_url else None
+        self.interval = interval
+        self._http = http or httpx.Client(timeout=10.0)
+        self._cpu_seen: dict[str, tuple[float, float]] = {}
+        self.last: SignedEnvelope | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        psutil.cpu_percent(interval=None)  # prime: the first call has no baseline
+
+    @property
+    def address(self) -> str:
+        return str(self.keypair.ss58_address)
+
+    def collect(self) -> dict[str, Any]:
+        """One snapshot of the host and its VMs (plain JSON types only)."""
+        vm_mem = psutil.virtual_memory()
+        root = self.service.engine_info.root_dir or "/"
+        try:
+            disk = psutil.disk_usage(root)
+        except OSError:
+            disk = psutil.disk_usage("/")
+        load1, load5, load15 = psutil.getloadavg()
+        docker_up = True
+        vm_stats: list[dict[str, Any]] = []
+        running = unhealthy = total = 0
+        try:
+            vms = self.service.runtime.list()
+        except RuntimeFailure:
+            docker_up, vms = False, []
+        now = time.monotonic()
+        for vm in vms:
+            total += 1
+            item: dict[str, Any] = {"vmId": vm.spec.vm_id, "state": vm.state}
+            if vm.state == "running":
+                running += 1
+                try:
+                    usage = self.service.runtime.usage(vm.spec.vm_id)
+                except RuntimeFailure:
+                    usage = None
+                if usage is not None:
+                    prev = self._cpu_seen.get(vm.spec.vm_id)
+                    self._cpu_seen[vm.spec.vm_id] = (now, usage.cpu_seconds)
+                    cpu_pct = None
+                    if prev and now > prev[0]:
+                        cpu_pct = round(100 * (usage.cpu_seconds - prev[1]) / (now - prev[0]), 2)
+                    item.update(cpuPercent=cpu_pct, memoryBytes=usage.memory_bytes,
+                                memoryLimit=usage.memory_limit)
+            elif vm.state in ("restarting", "dead"):
+                unhealthy += 1
+            vm_stats.append(item)
+        capacity = self.service.capacity
+        return {
+            "kind": "health",
+            "agentVersion": __version__,
+            "host": {
+                "cpuCount": psutil.cpu_count() or 0,
+                "cpuPercent": psutil.cpu_percent(interval=None),
+                "memoryTotal": vm_mem.total,
+                "memoryUsed": vm_mem.total - vm_mem.available,
+                "memoryPercent": vm_mem.percent,
+                "diskTotal": disk.total,
+                "diskUsed": disk.used,
+                "diskPercent": disk.percent,
+                "load": [round(load1, 2), round(load5, 2), round(load15, 2)],
+                "uptime": round(time.time() - psutil.boot_time()),
+            },
+            "capacity": {"cpu": capacity.cpu, "memory": capacity.memory, "disk": capacity.disk},
+            "docker": {"up": docker_up, "version": self.service.engine_info.version},
+            "vms": {"total": total, "running": running, "unhealthy": unhealthy},
+            "vmStats": vm_stats,
+        }
+
+    def send_once(self) -> SignedEnvelope:
+        envelope = sign_envelope(self.keypair, self.collect())
+        self.last = envelope
+        p = envelope.payload
+        if self.backend_url is None:
+            log.info(
+                "health stats (signed by %s, no backend configured, kept local): cpu %.0f%%, "
+                "memory %.0f%%, disk %.0f%%, %d/%d VMs running",
+                envelope.address, p["host"]["cpuPercent"], p["host"]["memoryPercent"],
+                p["host"]["diskPercent"], p["vms"]["running"], p["vms"]["total"],
+            )
+            return envelope
+        url = self.backend_url + HEARTBEAT_PATH
+        try:
+            resp = self._http.post(url, json=envelope.model_dump())
+            if resp.status_code >= 400:
+                log.warning("backend refused health stats: HTTP %s %s", resp.status_code,
+                            resp.text[:200])
+        except httpx.HTTPError as exc:
+            log.warning("could not send health stats to %s: %s", url, type(exc).__name__)
+        return envelope
+
+    def run_forever(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.send_once()
+            except (AgentError, RuntimeFailure, OSError) as exc:
+                log.warning("health stats round failed: %s", exc)
+            self._stop.wait(self.interval)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run_forever, name="stats", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

@@ -1,0 +1,205 @@
+"""`kumulus`: the command line for providers (agent, image, wallet)."""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kumulus import __version__
+from kumulus.config import AgentSettings
+
+app = typer.Typer(help="Kumulus: a decentralized cloud.", no_args_is_help=True)
+agent_app = typer.Typer(help="The provider agent (VM API on port 8000).", no_args_is_help=True)
+image_app = typer.Typer(help="The VM base image.", no_args_is_help=True)
+wallet_app = typer.Typer(help="The provider's sr25519 wallet key.", no_args_is_help=True)
+app.add_typer(agent_app, name="agent")
+app.add_typer(image_app, name="image")
+app.add_typer(wallet_app, name="wallet")
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code)
+
+
+@app.command()
+def version() -> None:
+    """Print the Kumulus version."""
+    typer.echo(__version__)
+
+
+# -- agent ----------------------------------------------------------------------------------
+
+
+@agent_app.command("run")
+def agent_run(
+    host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="port to listen on")] = None,
+) -> None:
+    """Run the agent API (and the signed health-stats collector)."""
+    import uvicorn
+
+    from kumulus.agent.app import create_app
+    from kumulus.agent.errors import AgentError
+
+    _setup_logging()
+    settings = AgentSettings()
+    try:
+        api = create_app(settings)
+    except AgentError as exc:
+        raise _fail(exc.detail) from exc
+    uvicorn.run(
+        api,
+        host=host or settings.host,
+        port=port or settings.port,
+        log_config=None,
+        access_log=True,
+    )
+
+
+@agent_app.command("token")
+def agent_token() -> None:
+    """Print the agent's admin token (created, mode 0600, on first use)."""
+    from kumulus.agent.auth import ensure_admin_token
+    from kumulus.core.signing import SecretFileError
+
+    settings = AgentSettings()
+    try:
+        typer.echo(ensure_admin_token(settings.token_path))
+    except (SecretFileError, PermissionError) as exc:
+        raise _fail(str(exc)) from exc
+
+
+@agent_app.command("pin-backend")
+def agent_pin_backend(
+    address: Annotated[str, typer.Argument(help="the backend's ss58 address")],
+) -> None:
+    """Trust requests signed by this backend key (replaces any earlier pin)."""
+    from kumulus.core.signing import SignatureError, public_key_of
+
+    try:
+        public_key_of(address)
+    except SignatureError as exc:
+        raise _fail(exc.reason) from exc
+    path = AgentSettings().backend_key_path
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.write_text(address + "\n")
+    path.chmod(0o644)
+    typer.echo(f"pinned backend {address}")
+
+
+# -- image ----------------------------------------------------------------------------------
+
+
+@image_app.command("build")
+def image_build(
+    offline: Annotated[bool, typer.Option(help="skip the registry; debootstrap")] = False,
+    online: Annotated[bool, typer.Option(help="only FROM ubuntu:24.04")] = False,
+    force: Annotated[bool, typer.Option(help="rebuild even if this version exists")] = False,
+    mirror: Annotated[str, typer.Option(help="Debian mirror for offline builds")] = (
+        "http://deb.debian.org/debian"
+    ),
+) -> None:
+    """Build the VM base image once (reused while its version matches)."""
+    import docker
+    from docker.errors import DockerException
+
+    from kumulus.agent.images import ImageBuildError, ensure_image
+
+    if offline and online:
+        raise _fail("choose --offline or --online, not both", 2)
+    settings = AgentSettings()
+    try:
+        client = docker.DockerClient(base_url=settings.docker_host) if settings.docker_host \
+            else docker.from_env()
+        how = ensure_image(
+            client,
+            settings.image,
+            lambda line: typer.echo(f"[image] {line}"),
+            mode="offline" if offline else "online" if online else "auto",
+            mirror=mirror,
+            force=force,
+        )
+    except (ImageBuildError, DockerException) as exc:
+        raise _fail(f"image build failed: {exc}") from exc
+    typer.echo(f"{settings.image} ready ({how})")
+
+
+# -- wallet ---------------------------------------------------------------------------------
+
+
+def _store_mnemonic(mnemonic: str) -> str:
+    from kumulus.core.signing import keypair_from_mnemonic, write_secret_file
+
+    keypair = keypair_from_mnemonic(" ".join(mnemonic.split()))
+    path = AgentSettings().mnemonic_path
+    write_secret_file(path, " ".join(mnemonic.split()))
+    return str(keypair.ss58_address)
+
+
+@wallet_app.command("import")
+def wallet_import(
+    mnemonic_file: Annotated[
+        Path | None,
+        typer.Option(help="read the mnemonic from this file ('-' = stdin) instead of a prompt"),
+    ] = None,
+) -> None:
+    """Store the provider's wallet mnemonic (0600) for signing; prints the address only.
+
+    The mnemonic is never accepted as a command-line argument (it would show in `ps`)."""
+    from kumulus.core.signing import SecretFileError
+
+    if mnemonic_file is None:
+        if not sys.stdin.isatty():
+            raise _fail("no terminal to ask on: pass --mnemonic-file FILE (or - for stdin)", 2)
+        mnemonic = getpass.getpass("Wallet mnemonic (input hidden): ")
+    elif str(mnemonic_file) == "-":
+        mnemonic = sys.stdin.readline()
+    else:
+        try:
+            mnemonic = mnemonic_file.read_text()
+        except OSError as exc:
+            raise _fail(f"cannot read {mnemonic_file}: {exc.strerror}") from exc
+    try:
+        address = _store_mnemonic(mnemonic)
+    except SecretFileError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"wallet stored; address {address}")
+
+
+@wallet_app.command("new")
+def wallet_new() -> None:
+    """Create a new wallet mnemonic in the agent's 0600 file (for tests and trials)."""
+    from kumulus.core.signing import new_mnemonic
+
+    path = AgentSettings().mnemonic_path
+    if path.exists():
+        raise _fail(f"{path} exists already; refusing to overwrite a wallet")
+    address = _store_mnemonic(new_mnemonic())
+    typer.echo(f"new wallet in {path} (back it up); address {address}")
+
+
+@wallet_app.command("address")
+def wallet_address() -> None:
+    """Print the ss58 address of the stored wallet."""
+    from kumulus.core.signing import SecretFileError, load_keypair
+
+    try:
+        typer.echo(load_keypair(AgentSettings().mnemonic_path).ss58_address)
+    except SecretFileError as exc:
+        raise _fail(str(exc)) from exc
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,93 @@
+"""Settings, one pydantic-settings object per process, from `KUMULUS_*` variables.
+
+Secrets are never settings values: settings name the 0600 files they live in.
+"""
+
+from __future__ import annotations
+
+from ipaddress import ip_address
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kumulus import __version__
+
+DEFAULT_STATE_DIR = Path("/var/lib/kumulus")
+
+
+class AgentSettings(BaseSettings):
+    """Everything the provider agent needs. Environment: KUMULUS_AGENT_<NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix="KUMULUS_AGENT_", extra="ignore")
+
+    state_dir: Path = DEFAULT_STATE_DIR / "agent"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    docker_host: str | None = None  # e.g. unix:///run/docker.sock; default: DOCKER_HOST / local
+
+    image: str = f"kumulus/vm-base:{__version__}"
+
+    # Where VM SSH ports are published, and the name/IP developers are told to ssh to.
+    ssh_bind: str = "0.0.0.0"  # noqa: S104 - developers must reach VMs; the range is dedicated
+    ssh_public_host: str | None = None
+    ssh_port_min: int = Field(default=2200, ge=1024, le=65535)
+    ssh_port_max: int = Field(default=2999, ge=1024, le=65535)
+    ssh_ready_timeout: float = Field(default=30.0, gt=0)
+
+    # Capacity offered to Kumulus; None = measured from the host at start.
+    cpu_capacity: float | None = Field(default=None, gt=0)
+    memory_capacity: str | None = None
+    disk_capacity: str | None = None
+    memory_reserve: str = "512m"  # kept for the host itself when capacity is measured
+
+    pids_limit: int = Field(default=512, ge=32)
+    min_memory: str = "64m"
+    min_disk: str = "1g"
+    firewall: bool = True  # isolate VMs from the host and private networks with iptables
+
+    backend_url: str | None = None
+    stats_interval: float = Field(default=10.0, gt=0)
+    signature_max_skew: float = Field(default=60.0, gt=0)
+
+    @field_validator("ssh_bind")
+    @classmethod
+    def _valid_ip(cls, value: str) -> str:
+        ip_address(value)
+        return value
+
+    @model_validator(mode="after")
+    def _port_range(self) -> AgentSettings:
+        if self.ssh_port_min > self.ssh_port_max:
+            raise ValueError("ssh_port_min must be <= ssh_port_max")
+        return self
+
+    # Secrets and trust anchors live in files; by default under state_dir.
+    admin_token_file: Path | None = None
+    backend_key_file: Path | None = None  # ss58 address of the pinned backend
+    mnemonic_file: Path | None = None  # the provider's wallet mnemonic (0600)
+
+    @model_validator(mode="after")
+    def _default_files(self) -> AgentSettings:
+        if self.admin_token_file is None:
+            self.admin_token_file = self.state_dir / "admin-token"
+        if self.backend_key_file is None:
+            self.backend_key_file = self.state_dir / "backend-address"
+        if self.mnemonic_file is None:
+            self.mnemonic_file = self.state_dir / "wallet-mnemonic"
+        return self
+
+    @property
+    def token_path(self) -> Path:
+        assert self.admin_token_file is not None
+        return self.admin_token_file
+
+    @property
+    def backend_key_path(self) -> Path:
+        assert self.backend_key_file is not None
+        return self.backend_key_file
+
+    @property
+    def mnemonic_path(self) -> Path:
+        assert self.mnemonic_file is not None
+        return self.mnemonic_file

@@ -1,0 +1,125 @@
+"""API schemas shared by the agent, the backend and the CLI (JSON is camelCase, as the
+original agent API spoke it: vmId, sshKey, sshPort)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasGenerator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+from kumulus.core.sizes import SizeError, parse_size
+from kumulus.core.sshkeys import SSHKeyError, parse_ssh_public_key
+from kumulus.core.usernames import UsernameError, validate_username
+
+VM_ID_RE = re.compile(r"^[0-9a-f]{16}$")
+MAX_CPU = 256.0
+
+
+class CamelModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=AliasGenerator(alias=to_camel),
+        populate_by_name=True,
+        extra="forbid",
+    )
+
+
+def _size(value: Any) -> int:
+    try:
+        return parse_size(value)
+    except SizeError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+Size = Annotated[int, BeforeValidator(_size)]
+
+VMStatus = Literal["Created", "Starting", "Running", "Stopped", "Restarting", "Paused", "Failed"]
+
+
+class VMCreate(CamelModel):
+    """A VM request exactly as the original design writes it:
+    {"username", "sshKey", "cpu", "memory": "1g", "disk": "4g"}."""
+
+    username: str = Field(max_length=32, examples=["devtest"])
+    ssh_key: str = Field(max_length=16384, examples=["ssh-ed25519 AAAAC3Nza... me@laptop"])
+    cpu: float = Field(gt=0, le=MAX_CPU, examples=[1], description="vCPUs; fractions allowed")
+    memory: Size = Field(examples=["1g"], description="RAM, e.g. 512m, 1g, 1.5g")
+    disk: Size | None = Field(
+        default=None, examples=["4g"], description="disk size; refused where not enforceable"
+    )
+
+    @field_validator("username")
+    @classmethod
+    def _username(cls, value: str) -> str:
+        try:
+            return validate_username(value)
+        except UsernameError as exc:
+            raise ValueError(str(exc)) from exc
+
+    @field_validator("ssh_key")
+    @classmethod
+    def _ssh_key(cls, value: str) -> str:
+        try:
+            return parse_ssh_public_key(value).line
+        except SSHKeyError as exc:
+            raise ValueError(str(exc)) from exc
+
+
+class VMIdBody(CamelModel):
+    vm_id: str = Field(pattern=VM_ID_RE.pattern, examples=["3f2a9c0d1e4b5a6f"])
+
+
+class VMPublic(CamelModel):
+    vm_id: str
+    username: str
+    ssh_host: str
+    ssh_port: int
+    ssh_command: str
+    status: VMStatus
+    state: str = Field(description="the container engine's own state, for diagnostics")
+    cpu: float
+    memory: str
+    disk: str | None
+    created_at: float
+
+
+class VMDeleted(CamelModel):
+    vm_id: str
+    status: Literal["Deleted"] = "Deleted"
+
+
+class VMLogs(CamelModel):
+    vm_id: str
+    logs: str
+
+
+class Capacity(CamelModel):
+    cpu: float
+    memory: int
+    disk: int
+
+
+class HostInfo(CamelModel):
+    agent_version: str
+    engine_version: str
+    storage_driver: str
+    userns_remap: bool
+    disk_quota_supported: bool
+    disk_quota_detail: str
+    vm_isolation: bool
+    vm_isolation_detail: str
+    image: str
+    image_ready: bool
+    ssh_bind: str
+    ssh_public_host: str
+    ssh_port_range: tuple[int, int]
+    capacity: Capacity
+    reserved: Capacity
+    free: Capacity
+    vms: int
+    wallet_address: str | None
+
+
+class ErrorBody(BaseModel):
+    detail: str
