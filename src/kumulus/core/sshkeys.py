@@ -51,10 +51,10 @@ def parse_ssh_public_key(text: str) -> SSHPublicKey:
     if len(text) > _MAX_LEN:
         raise SSHKeyError("SSH key is too long")
     stripped = text.strip()
-    if "\n" in stripped or "\r" in stripped or "\x00" in stripped:
-        raise SSHKeyError("SSH key must be a single line")
     if "PRIVATE KEY" in stripped:
         raise SSHKeyError("this is a private key: paste the public key (the .pub file) instead")
+    if "\n" in stripped or "\r" in stripped or "\x00" in stripped:
+        raise SSHKeyError("SSH key must be a single line")
     parts = stripped.split()
     if len(parts) < 2:
         raise SSHKeyError("SSH key must look like 'ssh-ed25519 AAAA... comment'")

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Kumulus on a fresh Debian 12 / Ubuntu machine, as root. Installs whatever is missing
+# (system packages, Python environment, Docker engine, VM base image), then:
+#   setup.sh up     start the platform (for now: the provider agent on port 8000)
+#   setup.sh test   run the whole test suite (unit, then end-to-end on the real engine)
+#   setup.sh bench  run the benchmarks (bench/provision)
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+venv=${KUMULUS_VENV:-$repo/.venv}
+
+log() { printf '[kumulus] %s\n' "$*" >&2; }
+die() { printf '[kumulus] error: %s\n' "$*" >&2; exit 1; }
+
+# shellcheck source=scripts/lib/engine.sh
+source "$here/lib/engine.sh"
+
+need_root() {
+  [ "$(id -u)" -eq 0 ] || die "run as root (sudo $0 $*): Docker and the VM image need it"
+}
+
+install_system_packages() {
+  local missing=() pkg
+  command -v dockerd >/dev/null || missing+=(docker.io)
+  command -v debootstrap >/dev/null || missing+=(debootstrap)
+  command -v mkfs.btrfs >/dev/null || missing+=(btrfs-progs)
+  command -v iptables >/dev/null || missing+=(iptables)
+  command -v ssh >/dev/null || missing+=(openssh-client)
+  command -v ssh-keygen >/dev/null || missing+=(openssh-client)
+  command -v curl >/dev/null || missing+=(curl)
+  python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+  if [ ${#missing[@]} -eq 0 ]; then
+    return 0
+  fi
+  log "installing system packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  for pkg in "${missing[@]}"; do log "  installed $pkg"; done
+}
+
+install_python_env() {
+  local extras=$1 stamp="$venv/.kumulus-installed-$1"
+  python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
+    || die "Python 3.11 or newer is required (found $(python3 -V 2>&1))"
+  if [ ! -x "$venv/bin/python" ]; then
+    log "creating the Python environment in $venv"
+    python3 -m venv "$venv"
+  fi
+  if [ ! -f "$stamp" ] || [ "$repo/pyproject.toml" -nt "$stamp" ]; then
+    log "installing Kumulus and its Python dependencies ($extras)"
+    "$venv/bin/pip" install -q --disable-pip-version-check --upgrade pip >/dev/null
+    if [ "$extras" = dev ]; then
+      "$venv/bin/pip" install -q --disable-pip-version-check -e "${repo}[dev]"
+    else
+      "$venv/bin/pip" install -q --disable-pip-version-check -e "$repo"
+    fi
+    touch "$stamp"
+  fi
+}
+
+build_image() {
+  log "ensuring the VM base image (built once per Kumulus version)"
+  "$venv/bin/kumulus" image build
+}
+
+prepare() {
+  need_root "$@"
+  install_system_packages
+  install_python_env "$1"
+  engine_start
+  build_image
+}
+
+cmd=${1:-}
+case $cmd in
+  up)
+    prepare prod
+    export KUMULUS_AGENT_STATE_DIR=${KUMULUS_AGENT_STATE_DIR:-$KUMULUS_STATE_DIR/agent}
+    "$venv/bin/kumulus" agent token >/dev/null  # creates the 0600 token file on first run
+    port=${KUMULUS_AGENT_PORT:-8000}
+    log "agent API: http://${KUMULUS_AGENT_HOST:-127.0.0.1}:$port (OpenAPI: /docs)"
+    log "admin token: $KUMULUS_AGENT_STATE_DIR/admin-token (print it with: $venv/bin/kumulus agent token)"
+    log "first VM: curl -X POST -H \"Authorization: Bearer \$($venv/bin/kumulus agent token)\" -H 'Content-Type: application/json' -d '{\"username\":\"devtest\",\"sshKey\":\"'\"\$(cat ~/.ssh/id_ed25519.pub)\"'\",\"cpu\":1,\"memory\":\"1g\",\"disk\":\"4g\"}' http://127.0.0.1:$port/create-vm"
+    exec "$venv/bin/kumulus" agent run
+    ;;
+  test)
+    prepare dev
+    cd "$repo"
+    log "lint and types"
+    "$venv/bin/ruff" check src tests bench
+    "$venv/bin/mypy"
+    log "unit tests (no Docker)"
+    "$venv/bin/pytest" -q -m "not e2e" tests
+    log "end-to-end tests on the real Docker engine"
+    KUMULUS_E2E_REQUIRED=1 "$venv/bin/pytest" -q -m "e2e and not disruptive" tests
+    log "engine-restart tests (restart the shared dockerd; run last)"
+    KUMULUS_E2E_REQUIRED=1 "$venv/bin/pytest" -q -m "disruptive" tests
+    ;;
+  bench)
+    prepare dev
+    cd "$repo"
+    shift
+    exec "$venv/bin/python" -m bench.provision "$@"
+    ;;
+  *)
+    echo "usage: sudo $0 up|test|bench" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from kumulus.agent.app import create_app
+from kumulus.config import AgentSettings
+from tests.fakes import FakeRuntime
+
+
+@pytest.fixture
+def ssh_keypair(tmp_path: Path) -> tuple[Path, str]:
+    """A fresh ed25519 key pair made by the real ssh-keygen: (private key path, public line)."""
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "test@kumulus",
+                    "-f", str(key)], check=True)
+    return key, key.with_suffix(".pub").read_text().strip()
+
+
+@pytest.fixture
+def fake_runtime() -> FakeRuntime:
+    return FakeRuntime()
+
+
+@pytest.fixture
+def agent_settings(tmp_path: Path) -> AgentSettings:
+    return AgentSettings(
+        state_dir=tmp_path / "agent",
+        ssh_bind="127.0.0.1",
+        ssh_port_min=40100,
+        ssh_port_max=40199,
+        cpu_capacity=4,
+        memory_capacity="8g",
+        disk_capacity="100g",
+        firewall=False,
+        ssh_ready_timeout=0.2,
+    )
+
+
+@pytest.fixture
+def fake_agent(agent_settings: AgentSettings, fake_runtime: FakeRuntime) -> Iterator[TestClient]:
+    """The real agent app over a fake engine; `.token` holds the admin token.
+
+    sshd never answers in the fake, so created VMs report "Starting", never "Running"."""
+    app = create_app(agent_settings, fake_runtime, keypair=None, collect_stats=False)
+    with TestClient(app) as client:
+        client.token = agent_settings.token_path.read_text().strip()  # type: ignore[attr-defined]
+        client.headers["Authorization"] = f"Bearer {client.token}"  # type: ignore[attr-defined]
+        yield client

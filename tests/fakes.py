@@ -1,0 +1,83 @@
+"""An in-memory VMRuntime for testing the layers above the engine (API, service, stats)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+
+from kumulus.agent.runtime import (
+    EngineInfo,
+    RuntimeFailure,
+    VMInfo,
+    VMNotFoundError,
+    VMSpec,
+    VMUsage,
+)
+
+
+class FakeRuntime:
+    def __init__(self, *, disk_quota: bool = True, image: bool = True) -> None:
+        self.vms: dict[str, VMInfo] = {}
+        self.disk_quota = disk_quota
+        self.image = image
+        self.create_calls = 0
+        self.create_delay = 0.0
+        self.fail_create: str | None = None
+        self._lock = threading.Lock()
+
+    def create(self, spec: VMSpec, image: str, pids_limit: int) -> VMInfo:
+        self.create_calls += 1
+        if self.fail_create:
+            raise RuntimeFailure(self.fail_create)
+        time.sleep(self.create_delay)
+        info = VMInfo(spec=spec, state="created")
+        with self._lock:
+            self.vms[spec.vm_id] = info
+        return info
+
+    def _get(self, vm_id: str) -> VMInfo:
+        try:
+            return self.vms[vm_id]
+        except KeyError:
+            raise VMNotFoundError(f"no VM {vm_id} on this host") from None
+
+    def _set(self, vm_id: str, state: str) -> VMInfo:
+        info = replace(self._get(vm_id), state=state)
+        self.vms[vm_id] = info
+        return info
+
+    def start(self, vm_id: str) -> VMInfo:
+        return self._set(vm_id, "running")
+
+    def stop(self, vm_id: str, timeout: int = 10) -> VMInfo:
+        return self._set(vm_id, "exited")
+
+    def destroy(self, vm_id: str) -> None:
+        self._get(vm_id)
+        del self.vms[vm_id]
+
+    def inspect(self, vm_id: str) -> VMInfo:
+        return self._get(vm_id)
+
+    def list(self) -> list[VMInfo]:
+        with self._lock:
+            return list(self.vms.values())
+
+    def logs(self, vm_id: str, tail: int) -> str:
+        self._get(vm_id)
+        return "sshd started\n"
+
+    def usage(self, vm_id: str) -> VMUsage:
+        self._get(vm_id)
+        return VMUsage(cpu_seconds=1.5, memory_bytes=10 << 20, memory_limit=self.vms[vm_id].spec.memory)
+
+    def engine(self) -> EngineInfo:
+        return EngineInfo(version="fake", storage_driver="btrfs" if self.disk_quota else "overlay2",
+                          root_dir="/", userns_remap=True, ncpu=2, mem_total=8 << 30)
+
+    def supports_disk_limit(self, image: str) -> bool:
+        return self.disk_quota
+
+    def has_image(self, image: str) -> bool:
+        return self.image
