@@ -51,3 +51,10 @@ def fake_agent(agent_settings: AgentSettings, fake_runtime: FakeRuntime) -> Iter
         client.token = agent_settings.token_path.read_text().strip()  # type: ignore[attr-defined]
         client.headers["Authorization"] = f"Bearer {client.token}"  # type: ignore[attr-defined]
         yield client
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/e2e needs the real engine (the `e2e` marker)."""
+    for item in items:
+        if "/tests/e2e/" in str(item.path):
+            item.add_marker(pytest.mark.e2e)

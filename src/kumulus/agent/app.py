@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from substrateinterface import Keypair
 
 from kumulus import __version__
-from kumulus.agent.auth import AuthConfig, Caller, ensure_admin_token
+from kumulus.agent.auth import AuthConfig, Caller, ensure_admin_token, ensure_agent_id
 from kumulus.agent.errors import AgentError
 from kumulus.agent.firewall import ensure_isolation
 from kumulus.agent.routes import legacy, vms
@@ -60,7 +60,7 @@ def create_app(
     if runtime is None:
         from kumulus.agent.runtime.docker_driver import DockerRuntime
 
-        runtime = DockerRuntime(settings.docker_host)
+        runtime = DockerRuntime(ensure_agent_id(settings.state_dir), settings.docker_host)
     if keypair is None:
         keypair = load_wallet(settings)
     isolation = ensure_isolation() if settings.firewall else (False, "disabled by configuration")

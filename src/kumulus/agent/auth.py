@@ -37,6 +37,20 @@ def ensure_admin_token(path: Path) -> str:
     return token
 
 
+def ensure_agent_id(state_dir: Path) -> str:
+    """This agent's stable id (labels its VMs), created on first start."""
+    path = state_dir / "agent-id"
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        value = ""
+    if not value:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        value = secrets.token_hex(8)
+        path.write_text(value + "\n")
+    return value
+
+
 def read_pinned_backend(path: Path) -> str | None:
     """The ss58 address of the backend this agent trusts, if one was pinned."""
     try:

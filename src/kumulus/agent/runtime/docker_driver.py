@@ -25,6 +25,7 @@ from kumulus.agent.runtime.base import (
 )
 
 LABEL_VM = "io.kumulus.vm"
+LABEL_AGENT = "io.kumulus.agent"  # which agent owns the VM (several may share one engine)
 _L = "io.kumulus.vm."
 
 # sshd and sudo need these; everything else Docker grants by default (NET_RAW, MKNOD,
@@ -53,9 +54,10 @@ def bridge_name(vm_id: str) -> str:
     return f"kmvm{vm_id[:11]}"
 
 
-def _labels(spec: VMSpec) -> dict[str, str]:
+def _labels(spec: VMSpec, owner: str) -> dict[str, str]:
     labels = {
         LABEL_VM: "1",
+        LABEL_AGENT: owner,
         _L + "id": spec.vm_id,
         _L + "username": spec.username,
         _L + "cpu": repr(spec.cpu),
@@ -91,9 +93,13 @@ def _spec_from(labels: dict[str, str], env: list[str] | None) -> VMSpec:
 
 
 class DockerRuntime:
-    """VMRuntime backed by a Docker engine reached through `base_url` (default: environment)."""
+    """VMRuntime backed by a Docker engine reached through `base_url` (default: environment).
 
-    def __init__(self, base_url: str | None = None, timeout: int = 60) -> None:
+    `owner` is this agent's id: it only sees and touches VMs labelled with it.
+    """
+
+    def __init__(self, owner: str, base_url: str | None = None, timeout: int = 60) -> None:
+        self.owner = owner
         try:
             if base_url:
                 self._client = docker.DockerClient(base_url=base_url, timeout=timeout)
@@ -120,7 +126,11 @@ class DockerRuntime:
             raise RuntimeFailure(f"Docker engine error: {exc}", retryable=True) from exc
         labels = data.get("Config", {}).get("Labels") or {}
         # A container that merely has our name but not our label is not ours to touch.
-        if labels.get(LABEL_VM) != "1" or labels.get(_L + "id") != vm_id:
+        if (
+            labels.get(LABEL_VM) != "1"
+            or labels.get(LABEL_AGENT) != self.owner
+            or labels.get(_L + "id") != vm_id
+        ):
             raise VMNotFoundError(f"no VM {vm_id} on this host")
         return data
 
@@ -142,7 +152,9 @@ class DockerRuntime:
 
     def list(self) -> list[VMInfo]:
         try:
-            rows = self._api.containers(all=True, filters={"label": f"{LABEL_VM}=1"})
+            rows = self._api.containers(
+                all=True, filters={"label": [f"{LABEL_VM}=1", f"{LABEL_AGENT}={self.owner}"]}
+            )
         except (APIError, DockerException) as exc:
             raise RuntimeFailure(f"Docker engine error: {exc}", retryable=True) from exc
         result = []
@@ -157,7 +169,7 @@ class DockerRuntime:
     # -- lifecycle -----------------------------------------------------------------------
 
     def create(self, spec: VMSpec, image: str, pids_limit: int) -> VMInfo:
-        labels = _labels(spec)
+        labels = _labels(spec, self.owner)
         name = container_name(spec.vm_id)
         network = None
         try:
@@ -246,7 +258,7 @@ class DockerRuntime:
             raise RuntimeFailure(f"Docker could not remove VM {vm_id}: {_explain(exc)}") from exc
         try:
             net = self._client.networks.get(name)
-            if (net.attrs.get("Labels") or {}).get(LABEL_VM) == "1":
+            if (net.attrs.get("Labels") or {}).get(LABEL_AGENT) == self.owner:
                 net.remove()
         except NotFound:
             pass

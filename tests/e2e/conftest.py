@@ -1,0 +1,192 @@
+"""End-to-end fixtures: a real dockerd, the real VM image, real agents as subprocesses, the
+real OpenSSH client. Tests share one engine and one image; each cleans up its VMs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import pytest
+
+from kumulus.config import AgentSettings
+from kumulus.core.signing import new_mnemonic, write_secret_file
+
+IMAGE = AgentSettings().image
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> docker.DockerClient:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:
+        if os.environ.get("KUMULUS_E2E_REQUIRED"):
+            pytest.fail(f"Docker engine required but not reachable: {exc}")
+        pytest.skip(f"no Docker engine: {exc}")
+    try:
+        client.images.get(IMAGE)
+    except docker.errors.ImageNotFound:
+        message = f"VM image {IMAGE} missing: run `kumulus image build`"
+        if os.environ.get("KUMULUS_E2E_REQUIRED"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return client
+
+
+class AgentProcess:
+    """`kumulus agent run` in a subprocess, as a provider would run it."""
+
+    def __init__(self, state_dir: Path, port_range: tuple[int, int], **env: str) -> None:
+        self.state_dir = state_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = state_dir / "agent.log"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("KUMULUS_")},
+            "KUMULUS_AGENT_STATE_DIR": str(state_dir),
+            "KUMULUS_AGENT_HOST": "127.0.0.1",
+            "KUMULUS_AGENT_PORT": str(self.port),
+            "KUMULUS_AGENT_SSH_BIND": "127.0.0.1",
+            "KUMULUS_AGENT_SSH_PORT_MIN": str(port_range[0]),
+            "KUMULUS_AGENT_SSH_PORT_MAX": str(port_range[1]),
+            **env,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.token = ""
+
+    def start(self) -> AgentProcess:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kumulus.cli", "agent", "run"],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"agent exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError(f"agent did not start: {self.log_path.read_text()[-2000:]}")
+        self.token = (self.state_dir / "admin-token").read_text().strip()
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=120,
+                            headers={"Authorization": f"Bearer {self.token}"})
+
+
+class StatsReceiver:
+    """A minimal stand-in for the backend's heartbeat endpoint: records what arrives."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                receiver.received.append({"path": self.path, "body": json.loads(body)})
+                self.send_response(202)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture(scope="session")
+def wallet_mnemonic() -> str:
+    return new_mnemonic()
+
+
+@pytest.fixture(scope="session")
+def stats_receiver() -> Iterator[StatsReceiver]:
+    receiver = StatsReceiver()
+    yield receiver
+    receiver.server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def agent(
+    docker_client: docker.DockerClient,
+    tmp_path_factory: pytest.TempPathFactory,
+    wallet_mnemonic: str,
+    stats_receiver: StatsReceiver,
+) -> Iterator[AgentProcess]:
+    """The shared agent: wallet configured, stats every second to the test receiver."""
+    state = tmp_path_factory.mktemp("agent")
+    write_secret_file(state / "wallet-mnemonic", wallet_mnemonic)
+    proc = AgentProcess(state, (23000, 23499), KUMULUS_AGENT_BACKEND_URL=stats_receiver.url,
+                        KUMULUS_AGENT_STATS_INTERVAL="1").start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def api(agent: AgentProcess) -> Iterator[httpx.Client]:
+    with agent.client() as client:
+        yield client
+
+
+VMFactory = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture
+def make_vm(api: httpx.Client, ssh_keypair: tuple[Path, str]) -> Iterator[VMFactory]:
+    """Create VMs through the agent's API; every one is deleted after the test."""
+    created: list[str] = []
+
+    def make(client: httpx.Client | None = None, **over: Any) -> dict[str, Any]:
+        body = {"username": "devtest", "sshKey": ssh_keypair[1], "cpu": 0.5, "memory": "256m",
+                "disk": "2g", **over}
+        resp = (client or api).post("/v1/vms", json=body)
+        assert resp.status_code == 201, resp.text
+        vm: dict[str, Any] = resp.json()
+        created.append(vm["vmId"])
+        return vm
+
+    yield make
+    for vm_id in created:
+        api.delete(f"/v1/vms/{vm_id}")
+
+
+def ssh(key: Path, vm: dict[str, Any], command: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run `command` in the VM over real SSH, as the developer would."""
+    return subprocess.run(
+        ["ssh", "-i", str(key), "-p", str(vm["sshPort"]),
+         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+         "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR",
+         f"{vm['username']}@{vm['sshHost']}", command],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )
