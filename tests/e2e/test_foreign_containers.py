@@ -34,3 +34,20 @@ def test_unlabelled_container_cannot_be_seen_stopped_or_deleted(
     finally:
         impostor.remove(force=True)
         bystander.remove(force=True)
+
+
+def test_another_agents_vm_is_invisible(
+    make_vm, docker_client: docker.DockerClient, tmp_path, ssh_keypair  # type: ignore[no-untyped-def]
+) -> None:
+    from tests.e2e.conftest import AgentProcess
+
+    vm = make_vm()
+    other = AgentProcess(tmp_path / "other", (23520, 23529)).start()
+    try:
+        with other.client() as api:
+            assert api.get("/v1/vms").json() == []
+            assert api.post("/delete-vm", json={"vmId": vm["vmId"]}).status_code == 404
+            assert api.post(f"/v1/vms/{vm['vmId']}/stop").status_code == 404
+    finally:
+        other.stop()
+    assert docker_client.containers.get(f"kumulus-{vm['vmId']}").status == "running"
