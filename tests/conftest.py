@@ -16,8 +16,10 @@ from tests.fakes import FakeRuntime
 def ssh_keypair(tmp_path: Path) -> tuple[Path, str]:
     """A fresh ed25519 key pair made by the real ssh-keygen: (private key path, public line)."""
     key = tmp_path / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "test@kumulus",
-                    "-f", str(key)], check=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "test@kumulus", "-f", str(key)],
+        check=True,
+    )
     return key, key.with_suffix(".pub").read_text().strip()
 
 

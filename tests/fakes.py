@@ -7,8 +7,8 @@ import time
 from dataclasses import replace
 
 from kumulus.agent.runtime import (
+    EngineError,
     EngineInfo,
-    RuntimeFailure,
     VMInfo,
     VMNotFoundError,
     VMSpec,
@@ -29,7 +29,7 @@ class FakeRuntime:
     def create(self, spec: VMSpec, image: str, pids_limit: int) -> VMInfo:
         self.create_calls += 1
         if self.fail_create:
-            raise RuntimeFailure(self.fail_create)
+            raise EngineError(self.fail_create)
         time.sleep(self.create_delay)
         info = VMInfo(spec=spec, state="created")
         with self._lock:
@@ -70,11 +70,19 @@ class FakeRuntime:
 
     def usage(self, vm_id: str) -> VMUsage:
         self._get(vm_id)
-        return VMUsage(cpu_seconds=1.5, memory_bytes=10 << 20, memory_limit=self.vms[vm_id].spec.memory)
+        return VMUsage(
+            cpu_seconds=1.5, memory_bytes=10 << 20, memory_limit=self.vms[vm_id].spec.memory
+        )
 
     def engine(self) -> EngineInfo:
-        return EngineInfo(version="fake", storage_driver="btrfs" if self.disk_quota else "overlay2",
-                          root_dir="/", userns_remap=True, ncpu=2, mem_total=8 << 30)
+        return EngineInfo(
+            version="fake",
+            storage_driver="btrfs" if self.disk_quota else "overlay2",
+            root_dir="/",
+            userns_remap=True,
+            ncpu=2,
+            mem_total=8 << 30,
+        )
 
     def supports_disk_limit(self, image: str) -> bool:
         return self.disk_quota

@@ -121,8 +121,11 @@ def image_build(
         raise _fail("choose --offline or --online, not both", 2)
     settings = AgentSettings()
     try:
-        client = docker.DockerClient(base_url=settings.docker_host) if settings.docker_host \
+        client = (
+            docker.DockerClient(base_url=settings.docker_host)
+            if settings.docker_host
             else docker.from_env()
+        )
         how = ensure_image(
             client,
             settings.image,

@@ -90,10 +90,12 @@ def test_signed_body_cannot_be_swapped(
     signed_body = b'{"username":"alice","sshKey":"x","cpu":1,"memory":"1g"}'
     headers = sign_request(backend, "POST", "/v1/vms", signed_body)
     del fake_agent.headers["Authorization"]
-    other = (b'{"username":"mallory","sshKey":"' + ssh_keypair[1].encode()
-             + b'","cpu":1,"memory":"1g"}')
-    resp = fake_agent.post("/v1/vms", content=other,
-                           headers={**headers, "Content-Type": "application/json"})
+    other = (
+        b'{"username":"mallory","sshKey":"' + ssh_keypair[1].encode() + b'","cpu":1,"memory":"1g"}'
+    )
+    resp = fake_agent.post(
+        "/v1/vms", content=other, headers={**headers, "Content-Type": "application/json"}
+    )
     assert resp.status_code == 401
     assert "bad signature" in resp.json()["detail"]
 

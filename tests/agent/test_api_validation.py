@@ -9,8 +9,13 @@ from tests.fakes import FakeRuntime
 
 
 def _req(key: str, **over: object) -> dict[str, object]:
-    body: dict[str, object] = {"username": "devtest", "sshKey": key, "cpu": 1, "memory": "1g",
-                               "disk": "4g"}
+    body: dict[str, object] = {
+        "username": "devtest",
+        "sshKey": key,
+        "cpu": 1,
+        "memory": "1g",
+        "disk": "4g",
+    }
     body.update(over)
     return body
 
@@ -37,8 +42,11 @@ def _req(key: str, **over: object) -> dict[str, object]:
     ],
 )
 def test_bad_create_is_422_with_message(
-    fake_agent: TestClient, fake_runtime: FakeRuntime, ssh_keypair: tuple[Path, str],
-    over: dict[str, object], message: str,
+    fake_agent: TestClient,
+    fake_runtime: FakeRuntime,
+    ssh_keypair: tuple[Path, str],
+    over: dict[str, object],
+    message: str,
 ) -> None:
     for path in ("/create-vm", "/v1/vms"):
         resp = fake_agent.post(path, json=_req(ssh_keypair[1], **over))
@@ -51,8 +59,9 @@ def test_missing_fields_and_broken_json(fake_agent: TestClient, fake_runtime: Fa
     resp = fake_agent.post("/create-vm", json={})
     assert resp.status_code == 422
     assert "username" in resp.json()["detail"] and "sshKey" in resp.json()["detail"]
-    resp = fake_agent.post("/create-vm", content=b"{not json",
-                           headers={"Content-Type": "application/json"})
+    resp = fake_agent.post(
+        "/create-vm", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert resp.status_code == 422
     assert fake_runtime.create_calls == 0
 
@@ -71,7 +80,8 @@ def test_legacy_routes_validate_vm_id(fake_agent: TestClient) -> None:
 
 
 def test_disk_size_refused_where_not_enforceable(
-    agent_settings, ssh_keypair: tuple[Path, str]  # type: ignore[no-untyped-def]
+    agent_settings,
+    ssh_keypair: tuple[Path, str],  # type: ignore[no-untyped-def]
 ) -> None:
     from kumulus.agent.app import create_app
 
@@ -92,7 +102,8 @@ def test_disk_size_refused_where_not_enforceable(
 
 
 def test_missing_image_is_503_with_the_fix(
-    agent_settings, ssh_keypair: tuple[Path, str]  # type: ignore[no-untyped-def]
+    agent_settings,
+    ssh_keypair: tuple[Path, str],  # type: ignore[no-untyped-def]
 ) -> None:
     from kumulus.agent.app import create_app
 

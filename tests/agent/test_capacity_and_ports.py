@@ -16,7 +16,9 @@ def test_beyond_free_capacity_is_409_naming_what_is_short(
     fake_agent: TestClient, fake_runtime: FakeRuntime, ssh_keypair: tuple[Path, str]
 ) -> None:
     # Host: 4 vCPU, 8g memory, 100g disk.
-    assert fake_agent.post("/v1/vms", json=_req(ssh_keypair[1], cpu=3, memory="6g")).status_code == 201
+    assert (
+        fake_agent.post("/v1/vms", json=_req(ssh_keypair[1], cpu=3, memory="6g")).status_code == 201
+    )
     resp = fake_agent.post("/v1/vms", json=_req(ssh_keypair[1], cpu=2, memory="4g"))
     assert resp.status_code == 409
     detail = resp.json()["detail"]
@@ -42,11 +44,14 @@ def test_concurrent_creates_get_distinct_ports_and_never_overcommit(
 ) -> None:
     fake_runtime.create_delay = 0.01  # widen the race window
     with ThreadPoolExecutor(max_workers=16) as pool:
-        results = list(pool.map(
-            lambda _: fake_agent.post("/v1/vms", json=_req(ssh_keypair[1], cpu=0.5, memory="512m",
-                                                           disk="1g")),
-            range(24),
-        ))
+        results = list(
+            pool.map(
+                lambda _: fake_agent.post(
+                    "/v1/vms", json=_req(ssh_keypair[1], cpu=0.5, memory="512m", disk="1g")
+                ),
+                range(24),
+            )
+        )
     codes = sorted(r.status_code for r in results)
     assert codes.count(201) == 8  # 4 vCPU / 0.5
     assert codes.count(409) == 16
@@ -58,7 +63,8 @@ def test_concurrent_creates_get_distinct_ports_and_never_overcommit(
 
 
 def test_port_range_exhaustion_is_409(
-    agent_settings, ssh_keypair: tuple[Path, str]  # type: ignore[no-untyped-def]
+    agent_settings,
+    ssh_keypair: tuple[Path, str],  # type: ignore[no-untyped-def]
 ) -> None:
     from kumulus.agent.app import create_app
 
@@ -67,7 +73,10 @@ def test_port_range_exhaustion_is_409(
     with TestClient(create_app(settings, runtime, collect_stats=False)) as client:
         client.headers["Authorization"] = f"Bearer {settings.token_path.read_text().strip()}"
         for _ in range(2):
-            assert client.post("/v1/vms", json=_req(ssh_keypair[1], cpu=0.1, disk="1g")).status_code == 201
+            assert (
+                client.post("/v1/vms", json=_req(ssh_keypair[1], cpu=0.1, disk="1g")).status_code
+                == 201
+            )
         resp = client.post("/v1/vms", json=_req(ssh_keypair[1], cpu=0.1, disk="1g"))
         assert resp.status_code == 409
         assert "no free SSH port in 40300-40301" in resp.json()["detail"]

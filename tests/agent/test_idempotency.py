@@ -26,17 +26,21 @@ def test_concurrent_retries_with_one_key_give_one_vm(
 ) -> None:
     fake_runtime.create_delay = 0.02
     with ThreadPoolExecutor(max_workers=8) as pool:
-        results = list(pool.map(
-            lambda _: fake_agent.post("/v1/vms", json=_req(ssh_keypair[1]),
-                                      headers={"Idempotency-Key": "same"}),
-            range(8),
-        ))
+        results = list(
+            pool.map(
+                lambda _: fake_agent.post(
+                    "/v1/vms", json=_req(ssh_keypair[1]), headers={"Idempotency-Key": "same"}
+                ),
+                range(8),
+            )
+        )
     assert {r.json()["vmId"] for r in results} == set(fake_runtime.vms)
     assert len(fake_runtime.vms) == 1
     assert sorted(r.status_code for r in results) == [200] * 7 + [201]
 
 
 def test_too_long_key_is_refused(fake_agent: TestClient, ssh_keypair: tuple[Path, str]) -> None:
-    resp = fake_agent.post("/v1/vms", json=_req(ssh_keypair[1]),
-                           headers={"Idempotency-Key": "k" * 200})
+    resp = fake_agent.post(
+        "/v1/vms", json=_req(ssh_keypair[1]), headers={"Idempotency-Key": "k" * 200}
+    )
     assert resp.status_code == 422

@@ -28,8 +28,16 @@ def _service(fake_agent: TestClient):  # type: ignore[no-untyped-def]
 def test_stats_are_signed_sent_and_verifiable(
     fake_agent: TestClient, ssh_keypair: tuple[Path, str]
 ) -> None:
-    fake_agent.post("/v1/vms", json={"username": "dev", "sshKey": ssh_keypair[1], "cpu": 1,
-                                     "memory": "512m", "disk": "2g"})
+    fake_agent.post(
+        "/v1/vms",
+        json={
+            "username": "dev",
+            "sshKey": ssh_keypair[1],
+            "cpu": 1,
+            "memory": "512m",
+            "disk": "2g",
+        },
+    )
     received: list[bytes] = []
 
     def backend(request: httpx.Request) -> httpx.Response:
@@ -38,8 +46,13 @@ def test_stats_are_signed_sent_and_verifiable(
         return httpx.Response(202)
 
     kp = keypair_from_mnemonic(PHRASE)
-    collector = StatsCollector(_service(fake_agent), kp, backend_url="http://backend.test",
-                               interval=10, http=httpx.Client(transport=httpx.MockTransport(backend)))
+    collector = StatsCollector(
+        _service(fake_agent),
+        kp,
+        backend_url="http://backend.test",
+        interval=10,
+        http=httpx.Client(transport=httpx.MockTransport(backend)),
+    )
     collector.send_once()
     collector.send_once()  # second round has per-VM CPU %
     assert len(received) == 2
@@ -80,7 +93,8 @@ def test_backend_refusal_is_logged_not_raised(
 ) -> None:
     kp = keypair_from_mnemonic(PHRASE)
     http = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(401, text="no")))
-    collector = StatsCollector(_service(fake_agent), kp, backend_url="http://b", interval=1,
-                               http=http)
+    collector = StatsCollector(
+        _service(fake_agent), kp, backend_url="http://b", interval=1, http=http
+    )
     collector.send_once()
     assert "HTTP 401" in caplog.text

@@ -20,7 +20,9 @@ def test_valid_envelope_verifies_once(keypair) -> None:  # type: ignore[no-untyp
     nonces = NonceCache()
     env = sign_envelope(keypair, {"cpu": 12.5, "vms": [1, 2]})
     assert verify_envelope(env, nonces, expected_address=keypair.ss58_address) == {
-        "cpu": 12.5, "vms": [1, 2]}
+        "cpu": 12.5,
+        "vms": [1, 2],
+    }
     with pytest.raises(SignatureError, match="replayed"):
         verify_envelope(env, nonces)
 

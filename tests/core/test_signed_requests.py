@@ -19,16 +19,21 @@ def test_signed_request_roundtrip_replay_and_tamper() -> None:
     with pytest.raises(SignatureError, match="replayed"):
         verify_request(headers, "POST", "/v1/vms", body, nonces, expected_address=kp.ss58_address)
     fresh = sign_request(kp, "POST", "/v1/vms", body)
-    for method, path, data in [("DELETE", "/v1/vms", body), ("POST", "/v1/vms/x", body),
-                               ("POST", "/v1/vms", b'{"username":"root"}')]:
+    for method, path, data in [
+        ("DELETE", "/v1/vms", body),
+        ("POST", "/v1/vms/x", body),
+        ("POST", "/v1/vms", b'{"username":"root"}'),
+    ]:
         with pytest.raises(SignatureError, match="bad signature"):
-            verify_request(fresh, method, path, data, NonceCache(),
-                           expected_address=kp.ss58_address)
+            verify_request(
+                fresh, method, path, data, NonceCache(), expected_address=kp.ss58_address
+            )
 
 
 def test_request_from_unpinned_key_is_refused() -> None:
     kp, other = (keypair_from_mnemonic(new_mnemonic()) for _ in range(2))
     headers = sign_request(other, "GET", "/v1/vms", b"")
     with pytest.raises(SignatureError, match="does not trust"):
-        verify_request(headers, "GET", "/v1/vms", b"", NonceCache(),
-                       expected_address=kp.ss58_address)
+        verify_request(
+            headers, "GET", "/v1/vms", b"", NonceCache(), expected_address=kp.ss58_address
+        )

@@ -77,7 +77,9 @@ class AgentProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kumulus.cli", "agent", "run"],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -99,8 +101,9 @@ class AgentProcess:
             self.proc.wait(timeout=30)
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=120,
-                            headers={"Authorization": f"Bearer {self.token}"})
+        return httpx.Client(
+            base_url=self.url, timeout=120, headers={"Authorization": f"Bearer {self.token}"}
+        )
 
 
 class StatsReceiver:
@@ -111,7 +114,7 @@ class StatsReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 receiver.received.append({"path": self.path, "body": json.loads(body)})
                 self.send_response(202)
@@ -147,8 +150,12 @@ def agent(
     """The shared agent: wallet configured, stats every second to the test receiver."""
     state = tmp_path_factory.mktemp("agent")
     write_secret_file(state / "wallet-mnemonic", wallet_mnemonic)
-    proc = AgentProcess(state, (23000, 23499), KUMULUS_AGENT_BACKEND_URL=stats_receiver.url,
-                        KUMULUS_AGENT_STATS_INTERVAL="1").start()
+    proc = AgentProcess(
+        state,
+        (23000, 23499),
+        KUMULUS_AGENT_BACKEND_URL=stats_receiver.url,
+        KUMULUS_AGENT_STATS_INTERVAL="1",
+    ).start()
     yield proc
     proc.stop()
 
@@ -168,8 +175,14 @@ def make_vm(api: httpx.Client, ssh_keypair: tuple[Path, str]) -> Iterator[VMFact
     created: list[str] = []
 
     def make(client: httpx.Client | None = None, **over: Any) -> dict[str, Any]:
-        body = {"username": "devtest", "sshKey": ssh_keypair[1], "cpu": 0.5, "memory": "256m",
-                "disk": "2g", **over}
+        body = {
+            "username": "devtest",
+            "sshKey": ssh_keypair[1],
+            "cpu": 0.5,
+            "memory": "256m",
+            "disk": "2g",
+            **over,
+        }
         resp = (client or api).post("/v1/vms", json=body)
         assert resp.status_code == 201, resp.text
         vm: dict[str, Any] = resp.json()
@@ -181,12 +194,32 @@ def make_vm(api: httpx.Client, ssh_keypair: tuple[Path, str]) -> Iterator[VMFact
         api.delete(f"/v1/vms/{vm_id}")
 
 
-def ssh(key: Path, vm: dict[str, Any], command: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def ssh(
+    key: Path, vm: dict[str, Any], command: str, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
     """Run `command` in the VM over real SSH, as the developer would."""
     return subprocess.run(
-        ["ssh", "-i", str(key), "-p", str(vm["sshPort"]),
-         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-         "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR",
-         f"{vm['username']}@{vm['sshHost']}", command],
-        capture_output=True, text=True, timeout=timeout, check=False,
+        [
+            "ssh",
+            "-i",
+            str(key),
+            "-p",
+            str(vm["sshPort"]),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=5",
+            "-o",
+            "LogLevel=ERROR",
+            f"{vm['username']}@{vm['sshHost']}",
+            command,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )

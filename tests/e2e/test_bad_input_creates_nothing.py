@@ -21,18 +21,28 @@ BAD = [
 
 
 def _ours(client: docker.DockerClient) -> tuple[int, int]:
-    return (len(client.containers.list(all=True, filters={"label": "io.kumulus.vm=1"})),
-            len(client.networks.list(filters={"label": "io.kumulus.vm=1"})))
+    return (
+        len(client.containers.list(all=True, filters={"label": "io.kumulus.vm=1"})),
+        len(client.networks.list(filters={"label": "io.kumulus.vm=1"})),
+    )
 
 
 @pytest.mark.parametrize("over", BAD)
 def test_refused_and_nothing_created(
-    api: httpx.Client, docker_client: docker.DockerClient, ssh_keypair: tuple[Path, str],
+    api: httpx.Client,
+    docker_client: docker.DockerClient,
+    ssh_keypair: tuple[Path, str],
     over: dict[str, object],
 ) -> None:
     before = _ours(docker_client)
-    body = {"username": "devtest", "sshKey": ssh_keypair[1], "cpu": 1, "memory": "1g",
-            "disk": "4g", **over}
+    body = {
+        "username": "devtest",
+        "sshKey": ssh_keypair[1],
+        "cpu": 1,
+        "memory": "1g",
+        "disk": "4g",
+        **over,
+    }
     resp = api.post("/create-vm", json=body)
     assert resp.status_code in (409, 422), resp.text
     assert isinstance(resp.json()["detail"], str) and resp.json()["detail"]

@@ -12,8 +12,13 @@ from tests.e2e.conftest import AgentProcess, ssh
 def test_parallel_creates_get_distinct_ports_and_all_log_in(
     agent: AgentProcess, ssh_keypair: tuple[Path, str], docker_client: docker.DockerClient
 ) -> None:
-    body = {"username": "devtest", "sshKey": ssh_keypair[1], "cpu": 0.1, "memory": "128m",
-            "disk": "1g"}
+    body = {
+        "username": "devtest",
+        "sshKey": ssh_keypair[1],
+        "cpu": 0.1,
+        "memory": "128m",
+        "disk": "1g",
+    }
 
     def create(i: int) -> httpx.Response:
         with agent.client() as api:
@@ -37,15 +42,21 @@ def test_parallel_creates_get_distinct_ports_and_all_log_in(
 def test_retried_create_with_same_key_makes_one_vm(
     api: httpx.Client, ssh_keypair: tuple[Path, str], docker_client: docker.DockerClient
 ) -> None:
-    body = {"username": "devtest", "sshKey": ssh_keypair[1], "cpu": 0.1, "memory": "128m",
-            "disk": "1g"}
+    body = {
+        "username": "devtest",
+        "sshKey": ssh_keypair[1],
+        "cpu": 0.1,
+        "memory": "128m",
+        "disk": "1g",
+    }
     first = api.post("/create-vm", json=body, headers={"Idempotency-Key": "retry-me"})
     try:
         second = api.post("/create-vm", json=body, headers={"Idempotency-Key": "retry-me"})
         assert (first.status_code, second.status_code) == (201, 200)
         assert first.json()["vmId"] == second.json()["vmId"]
         found = docker_client.containers.list(
-            all=True, filters={"label": "io.kumulus.vm.idempotency_key=retry-me"})
+            all=True, filters={"label": "io.kumulus.vm.idempotency_key=retry-me"}
+        )
         assert len(found) == 1
     finally:
         api.delete(f"/v1/vms/{first.json()['vmId']}")

@@ -12,8 +12,10 @@ def test_original_request_gives_a_vm_you_can_ssh_into(
     api: httpx.Client, ssh_keypair: tuple[Path, str], docker_client: docker.DockerClient
 ) -> None:
     key, pub = ssh_keypair
-    resp = api.post("/create-vm", json={"username": "devtest", "sshKey": pub, "cpu": 1,
-                                        "memory": "1g", "disk": "4g"})
+    resp = api.post(
+        "/create-vm",
+        json={"username": "devtest", "sshKey": pub, "cpu": 1, "memory": "1g", "disk": "4g"},
+    )
     assert resp.status_code == 201, resp.text
     vm = resp.json()
     try:
@@ -23,8 +25,10 @@ def test_original_request_gives_a_vm_you_can_ssh_into(
 
         out = ssh(key, vm, "whoami; sudo -n whoami; . /etc/os-release; echo $ID")
         assert out.returncode == 0, out.stderr
-        assert out.stdout.split() == ["devtest", "root", "debian"] or \
-            out.stdout.split()[:2] == ["devtest", "root"]
+        assert out.stdout.split() == ["devtest", "root", "debian"] or out.stdout.split()[:2] == [
+            "devtest",
+            "root",
+        ]
 
         assert api.post("/get-vm-status", json={"vmId": vm["vmId"]}).json()["status"] == "Running"
         assert vm["vmId"] in [v["vmId"] for v in api.get("/v1/vms").json()]
@@ -41,7 +45,9 @@ def test_original_request_gives_a_vm_you_can_ssh_into(
 
 
 def test_passwords_and_root_login_are_refused(
-    make_vm, ssh_keypair: tuple[Path, str], tmp_path: Path  # type: ignore[no-untyped-def]
+    make_vm,
+    ssh_keypair: tuple[Path, str],
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     vm = make_vm()
     key, _ = ssh_keypair
@@ -51,7 +57,14 @@ def test_passwords_and_root_login_are_refused(
 
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     assert ssh(other, vm, "true").returncode != 0
-    out = ssh(key, vm, "sudo -n sshd -T | grep -Ei '^(passwordauthentication|permitrootlogin|"
-                       "kbdinteractiveauthentication) '")
+    out = ssh(
+        key,
+        vm,
+        "sudo -n sshd -T | grep -Ei '^(passwordauthentication|permitrootlogin|"
+        "kbdinteractiveauthentication) '",
+    )
     assert sorted(out.stdout.split("\n")[:3]) == [
-        "kbdinteractiveauthentication no", "passwordauthentication no", "permitrootlogin no"]
+        "kbdinteractiveauthentication no",
+        "passwordauthentication no",
+        "permitrootlogin no",
+    ]

@@ -18,8 +18,11 @@ pytestmark = [pytest.mark.disruptive, pytest.mark.slow]
 
 
 def _restart_dockerd() -> None:
-    pid = int(subprocess.run(["pidof", "dockerd"], capture_output=True, text=True,
-                             check=True).stdout.split()[0])
+    pid = int(
+        subprocess.run(
+            ["pidof", "dockerd"], capture_output=True, text=True, check=True
+        ).stdout.split()[0]
+    )
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 60
@@ -40,11 +43,18 @@ def _restart_dockerd() -> None:
 
 
 def test_running_vms_come_back_after_an_engine_restart(
-    docker_client, tmp_path: Path, ssh_keypair: tuple[Path, str]  # type: ignore[no-untyped-def]
+    docker_client,
+    tmp_path: Path,
+    ssh_keypair: tuple[Path, str],  # type: ignore[no-untyped-def]
 ) -> None:
     agent = AgentProcess(tmp_path / "agent", (23530, 23539)).start()
-    body = {"username": "devtest", "sshKey": ssh_keypair[1], "cpu": 0.25, "memory": "128m",
-            "disk": "1g"}
+    body = {
+        "username": "devtest",
+        "sshKey": ssh_keypair[1],
+        "cpu": 0.25,
+        "memory": "128m",
+        "disk": "1g",
+    }
     ids: list[str] = []
     try:
         with agent.client() as api:

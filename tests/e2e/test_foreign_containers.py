@@ -37,7 +37,10 @@ def test_unlabelled_container_cannot_be_seen_stopped_or_deleted(
 
 
 def test_another_agents_vm_is_invisible(
-    make_vm, docker_client: docker.DockerClient, tmp_path, ssh_keypair  # type: ignore[no-untyped-def]
+    make_vm,
+    docker_client: docker.DockerClient,
+    tmp_path,
+    ssh_keypair,  # type: ignore[no-untyped-def]
 ) -> None:
     from tests.e2e.conftest import AgentProcess
 

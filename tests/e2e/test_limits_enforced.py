@@ -13,7 +13,9 @@ READ_LIMITS = (
 )
 
 
-def test_memory_cpu_and_pids_limits_read_back_inside(make_vm, ssh_keypair: tuple[Path, str]) -> None:  # type: ignore[no-untyped-def]
+def test_memory_cpu_and_pids_limits_read_back_inside(
+    make_vm, ssh_keypair: tuple[Path, str]
+) -> None:  # type: ignore[no-untyped-def]
     vm = make_vm(cpu=0.5, memory="384m", disk="2g")
     out = ssh(ssh_keypair[0], vm, READ_LIMITS)
     assert out.returncode == 0, out.stderr
@@ -27,17 +29,24 @@ def test_memory_cpu_and_pids_limits_read_back_inside(make_vm, ssh_keypair: tuple
 def test_memory_limit_is_enforced(make_vm, ssh_keypair: tuple[Path, str]) -> None:  # type: ignore[no-untyped-def]
     vm = make_vm(memory="128m", disk="2g")
     # Allocating 300 MiB in a 128 MiB VM gets the process killed (no swap beyond the limit).
-    out = ssh(ssh_keypair[0], vm,
-              "python3 -c 'x=bytearray(300<<20)' 2>/dev/null && echo survived || "
-              "(head -c 300M /dev/zero | tail >/dev/null && echo survived) || echo killed")
+    out = ssh(
+        ssh_keypair[0],
+        vm,
+        "python3 -c 'x=bytearray(300<<20)' 2>/dev/null && echo survived || "
+        "(head -c 300M /dev/zero | tail >/dev/null && echo survived) || echo killed",
+    )
     assert "killed" in out.stdout, out.stdout + out.stderr
 
 
 def test_writing_past_the_disk_size_fails(make_vm, ssh_keypair: tuple[Path, str]) -> None:  # type: ignore[no-untyped-def]
     vm = make_vm(disk="1g")
-    out = ssh(ssh_keypair[0], vm,
-              "dd if=/dev/zero of=$HOME/fill bs=1M count=1500 2>&1; echo rc=$?; "
-              "du -m $HOME/fill | cut -f1", timeout=120)
+    out = ssh(
+        ssh_keypair[0],
+        vm,
+        "dd if=/dev/zero of=$HOME/fill bs=1M count=1500 2>&1; echo rc=$?; "
+        "du -m $HOME/fill | cut -f1",
+        timeout=120,
+    )
     assert "rc=1" in out.stdout, out.stdout
     assert "Disk quota exceeded" in out.stdout or "No space left" in out.stdout
     written = int(out.stdout.strip().split("\n")[-1])

@@ -27,7 +27,10 @@ def _wait_for(received: list, count: int, timeout: float = 15) -> None:  # type:
 
 
 def test_stats_arrive_signed_by_the_wallet_and_replays_fail(
-    agent: AgentProcess, api: httpx.Client, make_vm, stats_receiver: StatsReceiver,  # type: ignore[no-untyped-def]
+    agent: AgentProcess,
+    api: httpx.Client,
+    make_vm,
+    stats_receiver: StatsReceiver,  # type: ignore[no-untyped-def]
     wallet_mnemonic: str,
 ) -> None:
     vm = make_vm()
@@ -55,7 +58,10 @@ def test_stats_arrive_signed_by_the_wallet_and_replays_fail(
 
 
 def test_mnemonic_never_appears_in_logs_processes_or_images(
-    agent: AgentProcess, make_vm, stats_receiver: StatsReceiver, wallet_mnemonic: str,  # type: ignore[no-untyped-def]
+    agent: AgentProcess,
+    make_vm,
+    stats_receiver: StatsReceiver,
+    wallet_mnemonic: str,  # type: ignore[no-untyped-def]
     docker_client: docker.DockerClient,
 ) -> None:
     make_vm()
@@ -74,10 +80,13 @@ def test_mnemonic_never_appears_in_logs_processes_or_images(
             except OSError:
                 continue
             assert secret not in data, f"mnemonic in /proc/{proc_dir.name}/{name}"
-    history = subprocess.run(["docker", "history", "--no-trunc", IMAGE], capture_output=True,
-                             check=True).stdout
+    history = subprocess.run(
+        ["docker", "history", "--no-trunc", IMAGE], capture_output=True, check=True
+    ).stdout
     assert secret not in history
     for container in docker_client.api.containers(all=True):
-        assert secret not in json.dumps(docker_client.api.inspect_container(container["Id"])).encode()
+        assert (
+            secret not in json.dumps(docker_client.api.inspect_container(container["Id"])).encode()
+        )
     assert secret not in json.dumps(docker_client.api.inspect_image(IMAGE)).encode()
     assert (agent.state_dir / "wallet-mnemonic").stat().st_mode & 0o777 == 0o600

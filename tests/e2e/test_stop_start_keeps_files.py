@@ -6,11 +6,15 @@ from tests.e2e.conftest import ssh
 
 
 def test_stop_refuses_ssh_and_start_brings_back_the_files(
-    api: httpx.Client, make_vm, ssh_keypair: tuple[Path, str]  # type: ignore[no-untyped-def]
+    api: httpx.Client,
+    make_vm,
+    ssh_keypair: tuple[Path, str],  # type: ignore[no-untyped-def]
 ) -> None:
     key = ssh_keypair[0]
     vm = make_vm()
-    assert ssh(key, vm, "echo precious > ~/data.txt && sudo touch /etc/kumulus-mark").returncode == 0
+    assert (
+        ssh(key, vm, "echo precious > ~/data.txt && sudo touch /etc/kumulus-mark").returncode == 0
+    )
 
     stopped = api.post("/stop-vm", json={"vmId": vm["vmId"]}).json()
     assert stopped["status"] == "Stopped"

@@ -11,14 +11,19 @@ CAP_NET_RAW, CAP_SYS_ADMIN, CAP_MKNOD, CAP_SETUID = 13, 21, 27, 7
 
 
 def test_root_in_a_vm_is_unprivileged(
-    make_vm, ssh_keypair: tuple[Path, str], docker_client: docker.DockerClient  # type: ignore[no-untyped-def]
+    make_vm,
+    ssh_keypair: tuple[Path, str],
+    docker_client: docker.DockerClient,  # type: ignore[no-untyped-def]
 ) -> None:
     vm = make_vm()
-    out = ssh(ssh_keypair[0], vm,
-              "sudo -n grep -E '^(CapEff|Seccomp):' /proc/self/status; "
-              "sudo -n mount -t tmpfs none /mnt >/dev/null 2>&1 && echo MOUNTED || echo mount-denied; "
-              "ls /var/run/docker.sock /run/docker.sock 2>/dev/null || echo no-docker-socket; "
-              "sudo -n mknod /tmp/sda b 8 0 2>/dev/null && echo MKNOD || echo mknod-denied")
+    out = ssh(
+        ssh_keypair[0],
+        vm,
+        "sudo -n grep -E '^(CapEff|Seccomp):' /proc/self/status; "
+        "sudo -n mount -t tmpfs none /mnt >/dev/null 2>&1 && echo MOUNTED || echo mount-denied; "
+        "ls /var/run/docker.sock /run/docker.sock 2>/dev/null || echo no-docker-socket; "
+        "sudo -n mknod /tmp/sda b 8 0 2>/dev/null && echo MKNOD || echo mknod-denied",
+    )
     assert out.returncode == 0, out.stderr
     fields = dict(line.split(":\t") for line in out.stdout.splitlines() if ":\t" in line)
     caps = int(fields["CapEff"], 16)
@@ -31,13 +36,16 @@ def test_root_in_a_vm_is_unprivileged(
 
     # userns-remap: the VM's root (sshd runs as root) is an unprivileged uid on the host.
     pid = docker_client.api.inspect_container(f"kumulus-{vm['vmId']}")["State"]["Pid"]
-    uid_line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines()
-                    if x.startswith("Uid:"))
+    uid_line = next(
+        x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("Uid:")
+    )
     assert int(uid_line.split()[1]) >= 100000
 
 
 def test_vms_cannot_reach_the_host_or_each_other(
-    make_vm, ssh_keypair: tuple[Path, str], docker_client: docker.DockerClient  # type: ignore[no-untyped-def]
+    make_vm,
+    ssh_keypair: tuple[Path, str],
+    docker_client: docker.DockerClient,  # type: ignore[no-untyped-def]
 ) -> None:
     a, b = make_vm(), make_vm()
     info = docker_client.api.inspect_container(f"kumulus-{b['vmId']}")
@@ -45,7 +53,7 @@ def test_vms_cannot_reach_the_host_or_each_other(
     a_info = docker_client.api.inspect_container(f"kumulus-{a['vmId']}")
     gateway = next(iter(a_info["NetworkSettings"]["Networks"].values()))["Gateway"]
     assert b_ip and gateway
-    probe = ("timeout 3 bash -c 'echo > /dev/tcp/{ip}/{port}' 2>&1; echo rc=$?")
+    probe = "timeout 3 bash -c 'echo > /dev/tcp/{ip}/{port}' 2>&1; echo rc=$?"
     # To the host (its bridge address): nothing answers on port 9, so an unfiltered host
     # would refuse at once (rc=1); the firewall drops silently (timeout, rc=124).
     out = ssh(ssh_keypair[0], a, probe.format(ip=gateway, port=9))

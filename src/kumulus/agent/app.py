@@ -40,7 +40,8 @@ def load_wallet(settings: AgentSettings) -> Keypair | None:
     if not path.exists():
         log.warning(
             "no wallet mnemonic at %s: health stats are off until the provider runs "
-            "`kumulus wallet import`", path,
+            "`kumulus wallet import`",
+            path,
         )
         return None
     try:
@@ -71,9 +72,11 @@ def create_app(
         wallet_address=str(keypair.ss58_address) if keypair else None,
     )
     collector = (
-        StatsCollector(service, keypair, backend_url=settings.backend_url,
-                       interval=settings.stats_interval)
-        if keypair is not None else None
+        StatsCollector(
+            service, keypair, backend_url=settings.backend_url, interval=settings.stats_interval
+        )
+        if keypair is not None
+        else None
     )
 
     @asynccontextmanager
@@ -81,7 +84,10 @@ def create_app(
         quota, detail = service.disk_quota()
         log.info(
             "agent %s: %d VMs on this host; disk limits %s (%s); VM isolation: %s",
-            __version__, len(runtime.list()), "ENFORCED" if quota else "NOT ENFORCED", detail,
+            __version__,
+            len(runtime.list()),
+            "ENFORCED" if quota else "NOT ENFORCED",
+            detail,
             isolation[1],
         )
         if collector is not None and collect_stats:

@@ -57,5 +57,7 @@ def shortfall(want: Resources, free: Resources) -> str | None:
             f"{format_size(want.memory)} memory asked, {format_size(max(free.memory, 0))} free"
         )
     if want.disk > free.disk:
-        problems.append(f"{format_size(want.disk)} disk asked, {format_size(max(free.disk, 0))} free")
+        problems.append(
+            f"{format_size(want.disk)} disk asked, {format_size(max(free.disk, 0))} free"
+        )
     return "; ".join(problems) or None

@@ -11,23 +11,23 @@ class AgentError(Exception):
         self.detail = detail
 
 
-class NotFound(AgentError):
+class NotFoundError(AgentError):
     status_code = 404
 
 
-class InsufficientCapacity(AgentError):
+class InsufficientCapacityError(AgentError):
     status_code = 409
 
 
-class Unenforceable(AgentError):
+class UnenforceableError(AgentError):
     """A limit was asked that this host cannot enforce: refuse rather than ignore it."""
 
     status_code = 422
 
 
-class EngineUnavailable(AgentError):
+class EngineUnavailableError(AgentError):
     status_code = 503
 
 
-class VMFailed(AgentError):
+class VMFailedError(AgentError):
     status_code = 502

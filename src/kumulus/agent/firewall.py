@@ -20,13 +20,19 @@ log = logging.getLogger(__name__)
 
 IFACE = "kmvm+"
 CHAIN = "KUMULUS-VM-INPUT"
-PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
-                  "100.64.0.0/10"]
+PRIVATE_RANGES = [
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "169.254.0.0/16",
+    "100.64.0.0/10",
+]
 
 
 def _ipt(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["iptables", "-w", "5", *args], capture_output=True, text=True,
-                          check=False, timeout=30)
+    return subprocess.run(
+        ["iptables", "-w", "5", *args], capture_output=True, text=True, check=False, timeout=30
+    )
 
 
 def _ensure(table_chain: tuple[str, ...], rule: list[str], position: int | None = None) -> None:
@@ -76,14 +82,16 @@ def ensure_isolation() -> tuple[bool, str]:
         if _ipt("-n", "-L", "DOCKER-USER").returncode != 0:
             _ipt("-N", "DOCKER-USER")
             _ensure(("FORWARD",), ["-j", "DOCKER-USER"], position=1)
-        desired = [["-i", IFACE, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED",
-                    "-j", "RETURN"]]
+        desired = [
+            ["-i", IFACE, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN"]
+        ]
         # Docker's embedded DNS forwards from inside the VM's namespace to the host's
         # resolvers, which often sit in a private range: let DNS to exactly those through.
         for ns in host_nameservers():
             for proto in ("udp", "tcp"):
-                desired.append(["-i", IFACE, "-d", f"{ns}/32", "-p", proto, "--dport", "53",
-                                "-j", "RETURN"])
+                desired.append(
+                    ["-i", IFACE, "-d", f"{ns}/32", "-p", proto, "--dport", "53", "-j", "RETURN"]
+                )
         desired += [["-i", IFACE, "-d", cidr, "-j", "DROP"] for cidr in PRIVATE_RANGES]
         for rule in reversed(desired):  # inserting at 1 in reverse keeps this order
             _ensure(("DOCKER-USER",), rule, position=1)

@@ -101,8 +101,14 @@ def _build_offline(client: docker.DockerClient, tag: str, progress: Progress, mi
         rootfs = Path(tmp) / "rootfs"
         progress(f"debootstrap {DEBIAN_SUITE} (minbase + {PACKAGES}); about a minute")
         proc = subprocess.Popen(
-            [debootstrap, "--variant=minbase", f"--include={PACKAGES}", DEBIAN_SUITE,
-             str(rootfs), mirror],
+            [
+                debootstrap,
+                "--variant=minbase",
+                f"--include={PACKAGES}",
+                DEBIAN_SUITE,
+                str(rootfs),
+                mirror,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

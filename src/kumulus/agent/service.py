@@ -3,6 +3,8 @@ readiness. Transport-free: the HTTP routes (REST and the original aliases) both 
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import logging
 import secrets
 import threading
@@ -11,17 +13,17 @@ import time
 from kumulus import __version__
 from kumulus.agent.capacity import Resources, measure_capacity, reserved_by, shortfall
 from kumulus.agent.errors import (
-    EngineUnavailable,
-    InsufficientCapacity,
-    NotFound,
-    Unenforceable,
-    VMFailed,
+    EngineUnavailableError,
+    InsufficientCapacityError,
+    NotFoundError,
+    UnenforceableError,
+    VMFailedError,
 )
 from kumulus.agent.ports import choose_port
 from kumulus.agent.runtime import (
+    EngineError,
     EngineInfo,
     PortInUseError,
-    RuntimeFailure,
     VMInfo,
     VMNotFoundError,
     VMRuntime,
@@ -35,6 +37,12 @@ from kumulus.core.sizes import format_size, parse_size
 log = logging.getLogger(__name__)
 
 _PORT_RETRIES = 3
+_STATUS_OF_STATE: dict[str, VMStatus] = {
+    "created": "Created",
+    "exited": "Stopped",
+    "restarting": "Restarting",
+    "paused": "Paused",
+}
 _IDEMPOTENCY_MAX = 128
 
 
@@ -63,8 +71,8 @@ class VMService:
     def _engine(self) -> EngineInfo:
         try:
             return self.runtime.engine()
-        except RuntimeFailure as exc:
-            raise EngineUnavailable(str(exc)) from exc
+        except EngineError as exc:
+            raise EngineUnavailableError(str(exc)) from exc
 
     # -- facts ---------------------------------------------------------------------------
 
@@ -112,12 +120,7 @@ class VMService:
         if info.state == "running":
             host = probe_host(info.spec.ssh_bind)
             return "Running" if banner(host, info.spec.ssh_port, timeout=0.5) else "Starting"
-        return {
-            "created": "Created",
-            "exited": "Stopped",
-            "restarting": "Restarting",
-            "paused": "Paused",
-        }.get(info.state, "Failed")
+        return _STATUS_OF_STATE.get(info.state, "Failed")
 
     def view(self, info: VMInfo, status: VMStatus | None = None) -> VMPublic:
         spec = info.spec
@@ -142,18 +145,18 @@ class VMService:
     def _list(self) -> list[VMInfo]:
         try:
             return self.runtime.list()
-        except RuntimeFailure as exc:
-            raise EngineUnavailable(str(exc)) from exc
+        except EngineError as exc:
+            raise EngineUnavailableError(str(exc)) from exc
 
     def _inspect(self, vm_id: str) -> VMInfo:
         if not VM_ID_RE.fullmatch(vm_id):
-            raise NotFound(f"no VM {vm_id[:40]!r} on this host")
+            raise NotFoundError(f"no VM {vm_id[:40]!r} on this host")
         try:
             return self.runtime.inspect(vm_id)
         except VMNotFoundError as exc:
-            raise NotFound(str(exc)) from exc
-        except RuntimeFailure as exc:
-            raise EngineUnavailable(str(exc)) from exc
+            raise NotFoundError(str(exc)) from exc
+        except EngineError as exc:
+            raise EngineUnavailableError(str(exc)) from exc
 
     def list(self) -> list[VMPublic]:
         return [self.view(vm) for vm in sorted(self._list(), key=lambda v: v.spec.created_at)]
@@ -165,7 +168,7 @@ class VMService:
         """Create and start a VM; return (view, created). With an idempotency key seen before,
         return that VM instead (created=False): a retried request never makes a second VM."""
         if idempotency_key is not None and not (0 < len(idempotency_key) <= _IDEMPOTENCY_MAX):
-            raise Unenforceable(f"Idempotency-Key must be 1-{_IDEMPOTENCY_MAX} characters")
+            raise UnenforceableError(f"Idempotency-Key must be 1-{_IDEMPOTENCY_MAX} characters")
         self._check_sizes(req)
         for _attempt in range(_PORT_RETRIES):
             with self._create_lock:
@@ -178,8 +181,8 @@ class VMService:
                 spec = self._place(req, vms, idempotency_key)
                 try:
                     self.runtime.create(spec, self.settings.image, self.settings.pids_limit)
-                except RuntimeFailure as exc:
-                    raise VMFailed(str(exc)) from exc
+                except EngineError as exc:
+                    raise VMFailedError(str(exc)) from exc
             # Starting and waiting for sshd happen outside the lock: the container (with its
             # labels: port, reservation) already exists, so the next create accounts for it.
             try:
@@ -188,40 +191,48 @@ class VMService:
                 log.warning("port %s taken by another program; choosing another", spec.ssh_port)
                 self._destroy_quietly(spec.vm_id)
                 continue
-            except RuntimeFailure as exc:
+            except EngineError as exc:
                 self._destroy_quietly(spec.vm_id)
-                raise VMFailed(str(exc)) from exc
+                raise VMFailedError(str(exc)) from exc
             log.info(
                 "created VM %s for %s (cpu=%g memory=%s disk=%s port=%d)",
-                spec.vm_id, spec.username, spec.cpu, format_size(spec.memory),
-                "-" if spec.disk is None else format_size(spec.disk), spec.ssh_port,
+                spec.vm_id,
+                spec.username,
+                spec.cpu,
+                format_size(spec.memory),
+                "-" if spec.disk is None else format_size(spec.disk),
+                spec.ssh_port,
             )
             return self._await_ready(info, fail_removes=True), True
-        raise InsufficientCapacity("could not bind an SSH port after several tries; retry later")
+        raise InsufficientCapacityError(
+            "could not bind an SSH port after several tries; retry later"
+        )
 
     def _check_sizes(self, req: VMCreate) -> None:
         min_memory = parse_size(self.settings.min_memory)
         if req.memory < min_memory:
-            raise Unenforceable(f"memory must be at least {self.settings.min_memory}")
+            raise UnenforceableError(f"memory must be at least {self.settings.min_memory}")
         if req.disk is not None:
             min_disk = parse_size(self.settings.min_disk)
             if req.disk < min_disk:
-                raise Unenforceable(f"disk must be at least {self.settings.min_disk}")
+                raise UnenforceableError(f"disk must be at least {self.settings.min_disk}")
             supported, detail = self.disk_quota()
             if not supported:
-                raise Unenforceable(f"this host cannot enforce a disk size: {detail}")
+                raise UnenforceableError(f"this host cannot enforce a disk size: {detail}")
         if not self.runtime.has_image(self.settings.image):
-            raise EngineUnavailable(
+            raise EngineUnavailableError(
                 f"the VM base image {self.settings.image} is not built yet; "
                 "the provider must run `kumulus image build`"
             )
 
-    def _place(self, req: VMCreate, vms: list[VMInfo], idempotency_key: str | None) -> VMSpec:
+    def _place(
+        self, req: VMCreate, vms: builtins.list[VMInfo], idempotency_key: str | None
+    ) -> VMSpec:
         want = Resources(cpu=req.cpu, memory=req.memory, disk=req.disk or 0)
         free = self.capacity - reserved_by(vms)
         problem = shortfall(want, free)
         if problem:
-            raise InsufficientCapacity(f"not enough free capacity on this host: {problem}")
+            raise InsufficientCapacityError(f"not enough free capacity on this host: {problem}")
         port = choose_port(
             self.settings.ssh_bind,
             self.settings.ssh_port_min,
@@ -229,7 +240,7 @@ class VMService:
             (vm.spec.ssh_port for vm in vms),
         )
         if port is None:
-            raise InsufficientCapacity(
+            raise InsufficientCapacityError(
                 f"no free SSH port in {self.settings.ssh_port_min}-{self.settings.ssh_port_max}"
             )
         return VMSpec(
@@ -254,7 +265,7 @@ class VMService:
         def alive() -> bool:
             try:
                 return self.runtime.inspect(spec.vm_id).state in ("running", "restarting")
-            except RuntimeFailure:
+            except EngineError:
                 return False
 
         if info.state in ("running", "restarting") and wait_for_banner(
@@ -265,54 +276,54 @@ class VMService:
         if current.state == "running":
             return self.view(current, status="Starting")  # slow host: still coming up
         tail = ""
-        try:
+        with contextlib.suppress(EngineError):
             tail = self.runtime.logs(spec.vm_id, tail=20).strip()
-        except RuntimeFailure:
-            pass
         if fail_removes:
             self._destroy_quietly(spec.vm_id)
-        raise VMFailed(f"VM {spec.vm_id} stopped while starting ({current.state}): {tail[-500:]}")
+        raise VMFailedError(
+            f"VM {spec.vm_id} stopped while starting ({current.state}): {tail[-500:]}"
+        )
 
     def start(self, vm_id: str) -> VMPublic:
         self._inspect(vm_id)
         try:
             info = self.runtime.start(vm_id)
         except PortInUseError as exc:
-            raise InsufficientCapacity(
+            raise InsufficientCapacityError(
                 f"{exc}; the port is used by another program on the host"
             ) from exc
-        except RuntimeFailure as exc:
-            raise VMFailed(str(exc)) from exc
+        except EngineError as exc:
+            raise VMFailedError(str(exc)) from exc
         return self._await_ready(info, fail_removes=False)
 
     def stop(self, vm_id: str) -> VMPublic:
         self._inspect(vm_id)
         try:
             return self.view(self.runtime.stop(vm_id))
-        except RuntimeFailure as exc:
-            raise VMFailed(str(exc)) from exc
+        except EngineError as exc:
+            raise VMFailedError(str(exc)) from exc
 
     def delete(self, vm_id: str) -> None:
         self._inspect(vm_id)
         try:
             self.runtime.destroy(vm_id)
         except VMNotFoundError as exc:
-            raise NotFound(str(exc)) from exc
-        except RuntimeFailure as exc:
-            raise VMFailed(str(exc)) from exc
+            raise NotFoundError(str(exc)) from exc
+        except EngineError as exc:
+            raise VMFailedError(str(exc)) from exc
         log.info("deleted VM %s", vm_id)
 
     def logs(self, vm_id: str, tail: int = 200) -> str:
         self._inspect(vm_id)
         try:
             return self.runtime.logs(vm_id, tail=max(1, min(tail, 10_000)))
-        except RuntimeFailure as exc:
-            raise VMFailed(str(exc)) from exc
+        except EngineError as exc:
+            raise VMFailedError(str(exc)) from exc
 
     def _destroy_quietly(self, vm_id: str) -> None:
         try:
             self.runtime.destroy(vm_id)
-        except RuntimeFailure:
+        except EngineError:
             log.exception("could not clean up VM %s", vm_id)
 
 

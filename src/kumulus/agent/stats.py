@@ -18,7 +18,7 @@ from substrateinterface import Keypair
 
 from kumulus import __version__
 from kumulus.agent.errors import AgentError
-from kumulus.agent.runtime import RuntimeFailure
+from kumulus.agent.runtime import EngineError
 from kumulus.agent.service import VMService
 from kumulus.core.signing import SignedEnvelope, sign_envelope
 
@@ -66,7 +66,7 @@ class StatsCollector:
         running = unhealthy = total = 0
         try:
             vms = self.service.runtime.list()
-        except RuntimeFailure:
+        except EngineError:
             docker_up, vms = False, []
         now = time.monotonic()
         for vm in vms:
@@ -76,7 +76,7 @@ class StatsCollector:
                 running += 1
                 try:
                     usage = self.service.runtime.usage(vm.spec.vm_id)
-                except RuntimeFailure:
+                except EngineError:
                     usage = None
                 if usage is not None:
                     prev = self._cpu_seen.get(vm.spec.vm_id)
@@ -84,8 +84,11 @@ class StatsCollector:
                     cpu_pct = None
                     if prev and now > prev[0]:
                         cpu_pct = round(100 * (usage.cpu_seconds - prev[1]) / (now - prev[0]), 2)
-                    item.update(cpuPercent=cpu_pct, memoryBytes=usage.memory_bytes,
-                                memoryLimit=usage.memory_limit)
+                    item.update(
+                        cpuPercent=cpu_pct,
+                        memoryBytes=usage.memory_bytes,
+                        memoryLimit=usage.memory_limit,
+                    )
             elif vm.state in ("restarting", "dead"):
                 unhealthy += 1
             vm_stats.append(item)
@@ -119,16 +122,21 @@ class StatsCollector:
             log.info(
                 "health stats (signed by %s, no backend configured, kept local): cpu %.0f%%, "
                 "memory %.0f%%, disk %.0f%%, %d/%d VMs running",
-                envelope.address, p["host"]["cpuPercent"], p["host"]["memoryPercent"],
-                p["host"]["diskPercent"], p["vms"]["running"], p["vms"]["total"],
+                envelope.address,
+                p["host"]["cpuPercent"],
+                p["host"]["memoryPercent"],
+                p["host"]["diskPercent"],
+                p["vms"]["running"],
+                p["vms"]["total"],
             )
             return envelope
         url = self.backend_url + HEARTBEAT_PATH
         try:
             resp = self._http.post(url, json=envelope.model_dump())
             if resp.status_code >= 400:
-                log.warning("backend refused health stats: HTTP %s %s", resp.status_code,
-                            resp.text[:200])
+                log.warning(
+                    "backend refused health stats: HTTP %s %s", resp.status_code, resp.text[:200]
+                )
         except httpx.HTTPError as exc:
             log.warning("could not send health stats to %s: %s", url, type(exc).__name__)
         return envelope
@@ -137,7 +145,7 @@ class StatsCollector:
         while not self._stop.is_set():
             try:
                 self.send_once()
-            except (AgentError, RuntimeFailure, OSError) as exc:
+            except (AgentError, EngineError, OSError) as exc:
                 log.warning("health stats round failed: %s", exc)
             self._stop.wait(self.interval)
 

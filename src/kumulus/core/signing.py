@@ -136,9 +136,7 @@ class NonceCache:
 
 def _check_fresh(timestamp: float, now: float, max_skew: float) -> None:
     if abs(now - timestamp) > max_skew:
-        raise SignatureError(
-            f"stale or future timestamp (allowed clock skew is {int(max_skew)} s)"
-        )
+        raise SignatureError(f"stale or future timestamp (allowed clock skew is {int(max_skew)} s)")
 
 
 def _check_nonce(nonce: str) -> None:
@@ -175,7 +173,9 @@ class SignedEnvelope(BaseModel):
     signature: str = Field(max_length=200)
 
 
-def _envelope_message(address: str, timestamp: float, nonce: str, payload: Mapping[str, Any]) -> bytes:
+def _envelope_message(
+    address: str, timestamp: float, nonce: str, payload: Mapping[str, Any]
+) -> bytes:
     body = json.dumps(
         {"address": address, "timestamp": timestamp, "nonce": nonce, "payload": payload},
         sort_keys=True,
@@ -195,7 +195,11 @@ def sign_envelope(
     message = _envelope_message(address, timestamp, nonce, payload)
     signature = "0x" + bytes(keypair.sign(message)).hex()
     return SignedEnvelope(
-        address=address, timestamp=timestamp, nonce=nonce, payload=dict(payload), signature=signature
+        address=address,
+        timestamp=timestamp,
+        nonce=nonce,
+        payload=dict(payload),
+        signature=signature,
     )
 
 
@@ -213,7 +217,9 @@ def verify_envelope(
         raise SignatureError("envelope is signed by an unexpected address")
     _check_nonce(envelope.nonce)
     _check_fresh(envelope.timestamp, now, max_skew)
-    message = _envelope_message(envelope.address, envelope.timestamp, envelope.nonce, envelope.payload)
+    message = _envelope_message(
+        envelope.address, envelope.timestamp, envelope.nonce, envelope.payload
+    )
     _verify(envelope.address, message, envelope.signature)
     # Only a valid signature may consume a nonce, or anyone could burn others' nonces.
     if not nonces.check_and_store(envelope.address, envelope.nonce, now):

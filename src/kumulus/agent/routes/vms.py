@@ -9,12 +9,17 @@ from fastapi import APIRouter, Query, Response, status
 from kumulus.agent.auth import Caller
 from kumulus.agent.routes.deps import IdempotencyKey, Service
 from kumulus.core.schemas import ErrorBody, HostInfo, VMCreate, VMDeleted, VMLogs, VMPublic
-from kumulus.core.signing import SignedEnvelope
 
 router = APIRouter(
     prefix="/v1",
-    responses={401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody},
-               422: {"model": ErrorBody}, 502: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+    responses={
+        401: {"model": ErrorBody},
+        404: {"model": ErrorBody},
+        409: {"model": ErrorBody},
+        422: {"model": ErrorBody},
+        502: {"model": ErrorBody},
+        503: {"model": ErrorBody},
+    },
 )
 
 

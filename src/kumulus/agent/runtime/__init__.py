@@ -1,9 +1,9 @@
 """The VM runtime contract (base) and its Docker implementation (docker_driver)."""
 
 from kumulus.agent.runtime.base import (
+    EngineError,
     EngineInfo,
     PortInUseError,
-    RuntimeFailure,
     VMInfo,
     VMNotFoundError,
     VMRuntime,
@@ -12,9 +12,9 @@ from kumulus.agent.runtime.base import (
 )
 
 __all__ = [
+    "EngineError",
     "EngineInfo",
     "PortInUseError",
-    "RuntimeFailure",
     "VMInfo",
     "VMNotFoundError",
     "VMRuntime",

@@ -53,7 +53,7 @@ class EngineInfo:
     mem_total: int
 
 
-class RuntimeFailure(Exception):
+class EngineError(Exception):
     """The engine refused or failed an operation. `retryable` says whether trying again may help."""
 
     def __init__(self, message: str, *, retryable: bool = False) -> None:
@@ -61,11 +61,11 @@ class RuntimeFailure(Exception):
         self.retryable = retryable
 
 
-class VMNotFoundError(RuntimeFailure):
+class VMNotFoundError(EngineError):
     """No Kumulus VM with that id (containers without our label are never visible)."""
 
 
-class PortInUseError(RuntimeFailure):
+class PortInUseError(EngineError):
     """The SSH port was taken by something outside Kumulus between choosing and binding it."""
 
     def __init__(self, message: str) -> None:
@@ -104,7 +104,7 @@ class VMRuntime(Protocol):
         """Cumulative CPU time and current memory of a running VM."""
 
     def engine(self) -> EngineInfo:
-        """Facts about the engine; raise RuntimeFailure when it does not answer."""
+        """Facts about the engine; raise EngineError when it does not answer."""
 
     def supports_disk_limit(self, image: str) -> bool:
         """True when the engine enforces a per-VM disk size (probed, not guessed)."""

@@ -7,6 +7,7 @@ nothing. Hardening lives here because it is a property of how containers are cre
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any
 
@@ -15,9 +16,9 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import LogConfig
 
 from kumulus.agent.runtime.base import (
+    EngineError,
     EngineInfo,
     PortInUseError,
-    RuntimeFailure,
     VMInfo,
     VMNotFoundError,
     VMSpec,
@@ -106,7 +107,7 @@ class DockerRuntime:
             else:
                 self._client = docker.from_env(timeout=timeout)
         except DockerException as exc:
-            raise RuntimeFailure(f"cannot reach the Docker engine: {exc}", retryable=True) from exc
+            raise EngineError(f"cannot reach the Docker engine: {exc}", retryable=True) from exc
         self._api = self._client.api
         self._disk_probe: dict[str, bool] = {}
         self._probe_lock = threading.Lock()
@@ -123,7 +124,7 @@ class DockerRuntime:
         except NotFound as exc:
             raise VMNotFoundError(f"no VM {vm_id} on this host") from exc
         except (APIError, DockerException) as exc:
-            raise RuntimeFailure(f"Docker engine error: {exc}", retryable=True) from exc
+            raise EngineError(f"Docker engine error: {exc}", retryable=True) from exc
         labels = data.get("Config", {}).get("Labels") or {}
         # A container that merely has our name but not our label is not ours to touch.
         if (
@@ -156,7 +157,7 @@ class DockerRuntime:
                 all=True, filters={"label": [f"{LABEL_VM}=1", f"{LABEL_AGENT}={self.owner}"]}
             )
         except (APIError, DockerException) as exc:
-            raise RuntimeFailure(f"Docker engine error: {exc}", retryable=True) from exc
+            raise EngineError(f"Docker engine error: {exc}", retryable=True) from exc
         result = []
         for row in rows:
             labels = row.get("Labels") or {}
@@ -208,25 +209,21 @@ class DockerRuntime:
             )
         except ImageNotFound as exc:
             self._cleanup(name, network)
-            raise RuntimeFailure(
+            raise EngineError(
                 f"VM base image {image} is missing: run `kumulus image build`"
             ) from exc
         except (APIError, DockerException) as exc:
             self._cleanup(name, network)
-            raise RuntimeFailure(f"Docker could not create the VM: {_explain(exc)}") from exc
+            raise EngineError(f"Docker could not create the VM: {_explain(exc)}") from exc
         del container
         return self.inspect(spec.vm_id)
 
     def _cleanup(self, name: str, network: Any) -> None:
-        try:
+        with contextlib.suppress(NotFound, APIError, DockerException):
             self._api.remove_container(name, force=True, v=True)
-        except (NotFound, APIError, DockerException):
-            pass
         if network is not None:
-            try:
+            with contextlib.suppress(NotFound, APIError, DockerException):
                 network.remove()
-            except (NotFound, APIError, DockerException):
-                pass
 
     def start(self, vm_id: str) -> VMInfo:
         self._inspect_raw(vm_id)
@@ -236,7 +233,7 @@ class DockerRuntime:
             text = _explain(exc)
             if "port is already allocated" in text or "address already in use" in text:
                 raise PortInUseError(f"SSH port of VM {vm_id} is taken: {text}") from exc
-            raise RuntimeFailure(f"Docker could not start VM {vm_id}: {text}") from exc
+            raise EngineError(f"Docker could not start VM {vm_id}: {text}") from exc
         return self.inspect(vm_id)
 
     def stop(self, vm_id: str, timeout: int = 10) -> VMInfo:
@@ -244,7 +241,7 @@ class DockerRuntime:
         try:
             self._api.stop(container_name(vm_id), timeout=timeout)
         except APIError as exc:
-            raise RuntimeFailure(f"Docker could not stop VM {vm_id}: {_explain(exc)}") from exc
+            raise EngineError(f"Docker could not stop VM {vm_id}: {_explain(exc)}") from exc
         return self.inspect(vm_id)
 
     def destroy(self, vm_id: str) -> None:
@@ -255,7 +252,7 @@ class DockerRuntime:
         except NotFound:
             pass
         except APIError as exc:
-            raise RuntimeFailure(f"Docker could not remove VM {vm_id}: {_explain(exc)}") from exc
+            raise EngineError(f"Docker could not remove VM {vm_id}: {_explain(exc)}") from exc
         try:
             net = self._client.networks.get(name)
             if (net.attrs.get("Labels") or {}).get(LABEL_AGENT) == self.owner:
@@ -263,7 +260,7 @@ class DockerRuntime:
         except NotFound:
             pass
         except APIError as exc:
-            raise RuntimeFailure(f"Docker could not remove the network of {vm_id}: {exc}") from exc
+            raise EngineError(f"Docker could not remove the network of {vm_id}: {exc}") from exc
 
     def logs(self, vm_id: str, tail: int) -> str:
         self._inspect_raw(vm_id)
@@ -287,7 +284,7 @@ class DockerRuntime:
         try:
             info: dict[str, Any] = self._client.info()
         except (APIError, DockerException) as exc:
-            raise RuntimeFailure(f"Docker engine does not answer: {exc}", retryable=True) from exc
+            raise EngineError(f"Docker engine does not answer: {exc}", retryable=True) from exc
         return EngineInfo(
             version=str(info.get("ServerVersion", "")),
             storage_driver=str(info.get("Driver", "")),
