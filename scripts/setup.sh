@@ -69,7 +69,7 @@ prepare() {
   need_root "$@"
   install_system_packages
   install_python_env "$1"
-  engine_start
+  KUMULUS_PYTHON="$venv/bin/python" engine_start
   build_image
 }
 

@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
-import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,14 +18,9 @@ import pytest
 
 from kumulus.config import AgentSettings
 from kumulus.core.signing import new_mnemonic, write_secret_file
+from tests.e2e.agent_process import AgentProcess
 
 IMAGE = AgentSettings().image
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -49,61 +40,6 @@ def docker_client() -> docker.DockerClient:
             pytest.fail(message)
         pytest.skip(message)
     return client
-
-
-class AgentProcess:
-    """`kumulus agent run` in a subprocess, as a provider would run it."""
-
-    def __init__(self, state_dir: Path, port_range: tuple[int, int], **env: str) -> None:
-        self.state_dir = state_dir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = state_dir / "agent.log"
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("KUMULUS_")},
-            "KUMULUS_AGENT_STATE_DIR": str(state_dir),
-            "KUMULUS_AGENT_HOST": "127.0.0.1",
-            "KUMULUS_AGENT_PORT": str(self.port),
-            "KUMULUS_AGENT_SSH_BIND": "127.0.0.1",
-            "KUMULUS_AGENT_SSH_PORT_MIN": str(port_range[0]),
-            "KUMULUS_AGENT_SSH_PORT_MAX": str(port_range[1]),
-            **env,
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.token = ""
-
-    def start(self) -> AgentProcess:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kumulus.cli", "agent", "run"],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"agent exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError(f"agent did not start: {self.log_path.read_text()[-2000:]}")
-        self.token = (self.state_dir / "admin-token").read_text().strip()
-        return self
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=30)
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.url, timeout=120, headers={"Authorization": f"Bearer {self.token}"}
-        )
 
 
 class StatsReceiver:

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import AgentProcess, ssh
+from tests.e2e.agent_process import AgentProcess
+from tests.e2e.conftest import ssh
 
 
 @pytest.mark.slow

@@ -12,7 +12,8 @@ import docker
 import httpx
 import pytest
 
-from tests.e2e.conftest import AgentProcess, ssh
+from tests.e2e.agent_process import AgentProcess
+from tests.e2e.conftest import ssh
 
 pytestmark = [pytest.mark.disruptive, pytest.mark.slow]
 

@@ -42,7 +42,7 @@ def test_another_agents_vm_is_invisible(
     tmp_path,
     ssh_keypair,  # type: ignore[no-untyped-def]
 ) -> None:
-    from tests.e2e.conftest import AgentProcess
+    from tests.e2e.agent_process import AgentProcess
 
     vm = make_vm()
     other = AgentProcess(tmp_path / "other", (23520, 23529)).start()

@@ -16,7 +16,8 @@ from kumulus.core.signing import (
     keypair_from_mnemonic,
     verify_envelope,
 )
-from tests.e2e.conftest import IMAGE, AgentProcess, StatsReceiver
+from tests.e2e.agent_process import AgentProcess
+from tests.e2e.conftest import IMAGE, StatsReceiver
 
 
 def _wait_for(received: list, count: int, timeout: float = 15) -> None:  # type: ignore[type-arg]

@@ -170,8 +170,10 @@ class VMService:
         if idempotency_key is not None and not (0 < len(idempotency_key) <= _IDEMPOTENCY_MAX):
             raise UnenforceableError(f"Idempotency-Key must be 1-{_IDEMPOTENCY_MAX} characters")
         self._check_sizes(req)
+        t0 = time.monotonic()
         for _attempt in range(_PORT_RETRIES):
             with self._create_lock:
+                t_lock = time.monotonic()
                 vms = self._list()
                 if idempotency_key is not None:
                     for vm in vms:
@@ -179,10 +181,12 @@ class VMService:
                             info = self._inspect(vm.spec.vm_id)
                             return self._await_ready(info, fail_removes=False), False
                 spec = self._place(req, vms, idempotency_key)
+                t_placed = time.monotonic()
                 try:
                     self.runtime.create(spec, self.settings.image, self.settings.pids_limit)
                 except EngineError as exc:
                     raise VMFailedError(str(exc)) from exc
+                t_created = time.monotonic()
             # Starting and waiting for sshd happen outside the lock: the container (with its
             # labels: port, reservation) already exists, so the next create accounts for it.
             try:
@@ -194,16 +198,26 @@ class VMService:
             except EngineError as exc:
                 self._destroy_quietly(spec.vm_id)
                 raise VMFailedError(str(exc)) from exc
+            t_started = time.monotonic()
+            view = self._await_ready(info, fail_removes=True)
+            t_ready = time.monotonic()
             log.info(
-                "created VM %s for %s (cpu=%g memory=%s disk=%s port=%d)",
+                "created VM %s for %s (cpu=%g memory=%s disk=%s port=%d) in %.2f s: "
+                "wait %.2f, place %.2f, engine create %.2f, start %.2f, sshd %.2f",
                 spec.vm_id,
                 spec.username,
                 spec.cpu,
                 format_size(spec.memory),
                 "-" if spec.disk is None else format_size(spec.disk),
                 spec.ssh_port,
+                t_ready - t0,
+                t_lock - t0,
+                t_placed - t_lock,
+                t_created - t_placed,
+                t_started - t_created,
+                t_ready - t_started,
             )
-            return self._await_ready(info, fail_removes=True), True
+            return view, True
         raise InsufficientCapacityError(
             "could not bind an SSH port after several tries; retry later"
         )
