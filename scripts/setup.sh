@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # Kumulus on a fresh Debian 12 / Ubuntu machine, as root. Installs whatever is missing
 # (system packages, Python environment, Docker engine, VM base image), then:
 #   setup.sh up     start the platform (for now: the provider agent on port 8000)
@@ -13,7 +14,7 @@ venv=${KUMULUS_VENV:-$repo/.venv}
 log() { printf '[kumulus] %s\n' "$*" >&2; }
 die() { printf '[kumulus] error: %s\n' "$*" >&2; exit 1; }
 
-# shellcheck source=scripts/lib/engine.sh
+# shellcheck source=lib/engine.sh
 source "$here/lib/engine.sh"
 
 need_root() {
@@ -58,6 +59,11 @@ install_python_env() {
     fi
     touch "$stamp"
   fi
+  # `kumulus` on PATH, so `curl ... -H "Authorization: Bearer $(kumulus agent token)"` works.
+  local link=/usr/local/bin/kumulus
+  if [ ! -e "$link" ] || [ -L "$link" ]; then
+    ln -sfn "$venv/bin/kumulus" "$link"
+  fi
 }
 
 build_image() {
@@ -89,6 +95,10 @@ case $cmd in
     prepare dev
     cd "$repo"
     log "lint and types"
+    if ! command -v shellcheck >/dev/null; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q shellcheck >/dev/null
+    fi
+    shellcheck -x scripts/setup.sh scripts/lib/engine.sh .ci/run
     "$venv/bin/ruff" check src tests bench
     "$venv/bin/mypy"
     log "unit tests (no Docker)"
