@@ -101,12 +101,8 @@ case $cmd in
     shellcheck -x scripts/setup.sh scripts/lib/engine.sh .ci/run
     "$venv/bin/ruff" check src tests bench
     "$venv/bin/mypy"
-    log "unit tests (no Docker)"
-    "$venv/bin/pytest" -q -m "not e2e" tests
-    log "end-to-end tests on the real Docker engine"
-    KUMULUS_E2E_REQUIRED=1 "$venv/bin/pytest" -q -m "e2e and not disruptive" tests
-    log "engine-restart tests (restart the shared dockerd; run last)"
-    KUMULUS_E2E_REQUIRED=1 "$venv/bin/pytest" -q -m "disruptive" tests
+    log "tests: unit (no Docker), then end-to-end on the real engine, engine restarts last"
+    KUMULUS_E2E_REQUIRED=1 "$venv/bin/pytest" -q tests
     ;;
   bench)
     prepare dev

@@ -56,7 +56,15 @@ def fake_agent(agent_settings: AgentSettings, fake_runtime: FakeRuntime) -> Iter
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Everything under tests/e2e needs the real engine (the `e2e` marker)."""
+    """Everything under tests/e2e needs the real engine (the `e2e` marker). Order: unit
+    tests first (fast feedback), then e2e, and `disruptive` ones (engine restarts) last."""
     for item in items:
         if "/tests/e2e/" in str(item.path):
             item.add_marker(pytest.mark.e2e)
+
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("disruptive"):
+            return 2
+        return 1 if item.get_closest_marker("e2e") else 0
+
+    items.sort(key=rank)  # stable: keeps file order within each group
