@@ -16,9 +16,21 @@ die() { printf '[kumulus] error: %s\n' "$*" >&2; exit 1; }
 
 # shellcheck source=lib/engine.sh
 source "$here/lib/engine.sh"
+# shellcheck source=lib/postgres.sh
+source "$here/lib/postgres.sh"
 
 need_root() {
   [ "$(id -u)" -eq 0 ] || die "run as root (sudo $0 $*): Docker and the VM image need it"
+}
+
+apt_updated=0
+apt_install() {
+  export DEBIAN_FRONTEND=noninteractive
+  if [ "$apt_updated" -eq 0 ]; then
+    apt-get update -q >/dev/null
+    apt_updated=1
+  fi
+  apt-get install -y -q --no-install-recommends "$@" >/dev/null
 }
 
 install_system_packages() {
@@ -35,9 +47,7 @@ install_system_packages() {
     return 0
   fi
   log "installing system packages: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q
-  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  apt_install "${missing[@]}"
   for pkg in "${missing[@]}"; do log "  installed $pkg"; done
 }
 
@@ -95,10 +105,9 @@ case $cmd in
     prepare dev
     cd "$repo"
     log "lint and types"
-    if ! command -v shellcheck >/dev/null; then
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -q shellcheck >/dev/null
-    fi
-    shellcheck -x scripts/setup.sh scripts/lib/engine.sh .ci/run
+    command -v shellcheck >/dev/null || apt_install shellcheck
+    shellcheck -x scripts/setup.sh scripts/lib/engine.sh scripts/lib/postgres.sh .ci/run
+    postgres_start
     "$venv/bin/ruff" check src tests bench
     "$venv/bin/mypy"
     log "tests: unit (no Docker), then end-to-end on the real engine, engine restarts last"

@@ -8,7 +8,7 @@ from __future__ import annotations
 from ipaddress import ip_address
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kumulus import __version__
@@ -91,3 +91,39 @@ class AgentSettings(BaseSettings):
     def mnemonic_path(self) -> Path:
         assert self.mnemonic_file is not None
         return self.mnemonic_file
+
+
+class BackendSettings(BaseSettings):
+    """The backend service. Environment: KUMULUS_BACKEND_<NAME>; the database also from
+    KUMULUS_DATABASE_URL (SQLite file under data_dir when unset)."""
+
+    model_config = SettingsConfigDict(env_prefix="KUMULUS_BACKEND_", extra="ignore")
+
+    data_dir: Path = DEFAULT_STATE_DIR / "backend"
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KUMULUS_DATABASE_URL", "KUMULUS_BACKEND_DATABASE_URL"),
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    public_url: str | None = None  # how agents and browsers reach this backend
+    key_file: Path | None = None  # the backend's own sr25519 mnemonic (0600); made on start
+    heartbeat_ttl: float = Field(default=30.0, gt=0)  # silence after which a host is offline
+    signature_max_skew: float = Field(default=60.0, gt=0)
+    challenge_ttl: float = Field(default=600.0, gt=0)
+    host_token_ttl: float = Field(default=24 * 3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _defaults(self) -> BackendSettings:
+        if self.key_file is None:
+            self.key_file = self.data_dir / "backend-mnemonic"
+        return self
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'kumulus.db'}"
+
+    @property
+    def key_path(self) -> Path:
+        assert self.key_file is not None
+        return self.key_file

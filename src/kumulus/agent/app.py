@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from substrateinterface import Keypair
 
@@ -21,18 +20,10 @@ from kumulus.agent.runtime import VMRuntime
 from kumulus.agent.service import VMService
 from kumulus.agent.stats import StatsCollector
 from kumulus.config import AgentSettings
+from kumulus.core.http import install_validation_handler
 from kumulus.core.signing import NonceCache, SecretFileError, SignedEnvelope, load_keypair
 
 log = logging.getLogger(__name__)
-
-
-def _validation_message(exc: RequestValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
-        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(parts) or "invalid request"
 
 
 def load_wallet(settings: AgentSettings) -> Keypair | None:
@@ -115,9 +106,7 @@ def create_app(
     async def _agent_error(_: Request, exc: AgentError) -> JSONResponse:
         return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
 
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(status_code=422, content={"detail": _validation_message(exc)})
+    install_validation_handler(app)
 
     @app.get("/healthz", tags=["host"])
     def healthz() -> dict[str, Any]:

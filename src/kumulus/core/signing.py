@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 from substrateinterface import Keypair, KeypairType
@@ -106,6 +106,12 @@ def public_key_of(address: str) -> bytes:
     except Exception as exc:
         raise SignatureError("address is not a valid ss58 address") from exc
     return bytes(kp.public_key)
+
+
+class NonceStore(Protocol):
+    """Where accepted (signer, nonce) pairs are remembered; `check_and_store` must be atomic."""
+
+    def check_and_store(self, signer: str, nonce: str, now: float | None = None) -> bool: ...
 
 
 class NonceCache:
@@ -205,7 +211,7 @@ def sign_envelope(
 
 def verify_envelope(
     envelope: SignedEnvelope,
-    nonces: NonceCache,
+    nonces: NonceStore,
     *,
     expected_address: str | None = None,
     max_skew: float = DEFAULT_MAX_SKEW,
@@ -255,7 +261,7 @@ def verify_request(
     method: str,
     target: str,
     body: bytes,
-    nonces: NonceCache,
+    nonces: NonceStore,
     *,
     expected_address: str,
     max_skew: float = DEFAULT_MAX_SKEW,
@@ -280,3 +286,18 @@ def verify_request(
     _verify(address, _request_message(method, target, timestamp, nonce, body), signature)
     if not nonces.check_and_store(address, nonce, now):
         raise SignatureError("replayed request (nonce already used)")
+
+
+# --- wallet signatures (polkadot.js / Talisman signRaw) --------------------------------------
+
+
+def verify_wallet_signature(address: str, message: str, signature_hex: str) -> None:
+    """Accept a signature of `message` by `address`, made over the raw bytes or over the
+    `<Bytes>...</Bytes>` wrapping that polkadot.js and Talisman apply in signRaw."""
+    try:
+        _verify(address, message.encode(), signature_hex)
+        return
+    except SignatureError as exc:
+        if exc.reason != "bad signature":
+            raise
+    _verify(address, b"<Bytes>" + message.encode() + b"</Bytes>", signature_hex)

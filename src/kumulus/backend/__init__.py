@@ -1,0 +1,1 @@
+"""Kumulus backend: accounts, providers and their hosts, developers and their VMs."""

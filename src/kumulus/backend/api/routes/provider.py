@@ -1,0 +1,146 @@
+"""Provider API: profile, wallet linking by signed challenge, host tokens, hosts."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+
+from fastapi import APIRouter, HTTPException, status
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from kumulus.backend.clock import aware, utcnow
+from kumulus.backend.deps import CurrentProvider, Db, Settings
+from kumulus.backend.hosts import host_public
+from kumulus.backend.models import Account, Host, HostToken, ProviderProfile, WalletChallenge
+from kumulus.backend.schemas import (
+    HostPublic,
+    HostTokenCreated,
+    ProviderProfileIn,
+    ProviderProfileOut,
+    WalletChallengeOut,
+    WalletLinkIn,
+)
+from kumulus.backend.security import new_token
+from kumulus.core.signing import SignatureError, public_key_of, verify_wallet_signature
+
+router = APIRouter(prefix="/v1/provider", tags=["provider"])
+
+
+def profile_of(db: Db, account: Account) -> ProviderProfile:
+    profile = db.get(ProviderProfile, account.id)
+    if profile is None:
+        profile = ProviderProfile(account_id=account.id, name="", contact="", country="", region="")
+        db.add(profile)
+        db.flush()
+    return profile
+
+
+def _out(profile: ProviderProfile) -> ProviderProfileOut:
+    return ProviderProfileOut(
+        name=profile.name,
+        contact=profile.contact,
+        country=profile.country,
+        region=profile.region,
+        wallet_address=profile.wallet_address,
+    )
+
+
+@router.get("/profile", response_model=ProviderProfileOut)
+def get_profile(account: CurrentProvider, db: Db) -> ProviderProfileOut:
+    profile = profile_of(db, account)
+    db.commit()
+    return _out(profile)
+
+
+@router.put("/profile", response_model=ProviderProfileOut)
+def put_profile(body: ProviderProfileIn, account: CurrentProvider, db: Db) -> ProviderProfileOut:
+    profile = profile_of(db, account)
+    profile.name, profile.contact = body.name, body.contact
+    profile.country, profile.region = body.country, body.region
+    db.commit()
+    return _out(profile)
+
+
+@router.post(
+    "/wallet/challenge", response_model=WalletChallengeOut, status_code=status.HTTP_201_CREATED
+)
+def wallet_challenge(account: CurrentProvider, db: Db, settings: Settings) -> WalletChallengeOut:
+    expires = utcnow() + timedelta(seconds=settings.challenge_ttl)
+    message = (
+        f"Kumulus: link this wallet to account {account.email} "
+        f"(nonce {secrets.token_hex(16)}, valid until {expires:%Y-%m-%dT%H:%M:%SZ})"
+    )
+    row = WalletChallenge(account_id=account.id, message=message, expires_at=expires)
+    db.add(row)
+    db.commit()
+    return WalletChallengeOut(challenge_id=row.id, message=message, expires_at=expires)
+
+
+@router.post("/wallet/link", response_model=ProviderProfileOut)
+def wallet_link(body: WalletLinkIn, account: CurrentProvider, db: Db) -> ProviderProfileOut:
+    challenge = db.get(WalletChallenge, body.challenge_id)
+    if challenge is None or challenge.account_id != account.id:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no challenge {body.challenge_id}")
+    if challenge.used_at is not None or aware(challenge.expires_at) < utcnow():
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, "challenge used or expired: ask for a new one"
+        )
+    try:
+        public_key_of(body.address)
+        verify_wallet_signature(body.address, challenge.message, body.signature)
+    except SignatureError as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY, f"wallet not linked: {exc.reason}"
+        ) from exc
+    # A challenge links one wallet once, even when two requests race with it.
+    claimed = db.execute(
+        update(WalletChallenge)
+        .where(WalletChallenge.id == challenge.id, WalletChallenge.used_at.is_(None))
+        .values(used_at=utcnow())
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        db.rollback()
+        raise HTTPException(status.HTTP_409_CONFLICT, "challenge already used")
+    profile = profile_of(db, account)
+    profile.wallet_address = body.address
+    try:
+        db.commit()
+    except IntegrityError as exc:
+        db.rollback()
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, "this wallet is linked to another account"
+        ) from exc
+    return _out(profile)
+
+
+@router.post("/host-tokens", response_model=HostTokenCreated, status_code=status.HTTP_201_CREATED)
+def create_host_token(account: CurrentProvider, db: Db, settings: Settings) -> HostTokenCreated:
+    if profile_of(db, account).wallet_address is None:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            "link a wallet first: hosts prove they are yours by its signature",
+        )
+    token, digest = new_token("kmh")
+    expires = utcnow() + timedelta(seconds=settings.host_token_ttl)
+    db.add(
+        HostToken(account_id=account.id, token_hash=digest, created_at=utcnow(), expires_at=expires)
+    )
+    db.commit()
+    return HostTokenCreated(token=token, expires_at=expires)
+
+
+@router.get("/hosts", response_model=list[HostPublic])
+def list_hosts(account: CurrentProvider, db: Db, settings: Settings) -> list[HostPublic]:
+    hosts = db.scalars(
+        select(Host).where(Host.account_id == account.id).order_by(Host.registered_at)
+    )
+    return [host_public(h, settings.heartbeat_ttl) for h in hosts]
+
+
+@router.get("/hosts/{host_id}", response_model=HostPublic)
+def get_host(host_id: str, account: CurrentProvider, db: Db, settings: Settings) -> HostPublic:
+    host = db.get(Host, host_id)
+    if host is None or host.account_id != account.id:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no host {host_id[:40]}")
+    return host_public(host, settings.heartbeat_ttl)

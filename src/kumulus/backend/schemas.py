@@ -1,0 +1,116 @@
+"""Backend API schemas (requests and responses). Rows are in models.py."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from kumulus.core.schemas import CamelModel
+
+_EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+Role = Literal["developer", "provider"]
+
+
+class SignupRequest(CamelModel):
+    email: str = Field(max_length=254)
+    password: str = Field(min_length=10, max_length=256)
+    role: Role
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not _EMAIL_RE.fullmatch(value):
+            raise ValueError("not a valid email address")
+        return value
+
+
+class LoginRequest(CamelModel):
+    email: str = Field(max_length=254)
+    password: str = Field(max_length=256)
+    token_name: str = Field(default="login", max_length=64)
+
+
+class AccountPublic(CamelModel):
+    id: int
+    email: str
+    role: Role
+    created_at: datetime
+
+
+class TokenCreate(CamelModel):
+    name: str = Field(min_length=1, max_length=64)
+
+
+class TokenPublic(CamelModel):
+    id: int
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenCreated(TokenPublic):
+    token: str = Field(description="shown once; only its hash is stored")
+
+
+class LoginResponse(CamelModel):
+    account: AccountPublic
+    token: str
+
+
+class ProviderProfileIn(CamelModel):
+    name: str = Field(default="", max_length=100)
+    contact: str = Field(default="", max_length=200)
+    country: str = Field(default="", pattern=r"^([A-Z]{2})?$", description="ISO 3166 alpha-2")
+    region: str = Field(default="", pattern=r"^[a-z0-9-]{0,32}$", examples=["eu", "us-east"])
+
+
+class ProviderProfileOut(ProviderProfileIn):
+    wallet_address: str | None
+
+
+class WalletChallengeOut(CamelModel):
+    challenge_id: int
+    message: str = Field(description="sign exactly this text with the wallet (signRaw)")
+    expires_at: datetime
+
+
+class WalletLinkIn(CamelModel):
+    challenge_id: int
+    address: str = Field(max_length=64)
+    signature: str = Field(max_length=200)
+
+
+class HostTokenCreated(CamelModel):
+    token: str = Field(description="one-time; give it to the new host's setup")
+    expires_at: datetime
+
+
+class HostPublic(CamelModel):
+    id: str
+    status: Literal["online", "offline"]
+    api_url: str
+    public_ip: str
+    region: str
+    cpu: float
+    memory: int
+    disk: int
+    disk_quota: bool
+    agent_version: str
+    registered_at: datetime
+    last_heartbeat_at: datetime | None
+
+
+class HostRegistered(CamelModel):
+    host_id: str
+    backend_address: str = Field(description="the backend's sr25519 address: agents pin it")
+    heartbeat_path: str
+
+
+class Accepted(CamelModel):
+    ok: bool = True
