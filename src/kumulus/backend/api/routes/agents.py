@@ -66,9 +66,7 @@ def _parse(model: type[_P], payload: dict[str, Any]) -> _P:
         return model.model_validate(payload)
     except ValidationError as exc:
         fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY, f"invalid payload fields: {fields}"
-        ) from exc
+        raise HTTPException(422, f"invalid payload fields: {fields}") from exc
 
 
 def _host_for(db: Db, envelope: SignedEnvelope, host_id: str) -> Host:
@@ -140,7 +138,7 @@ def heartbeat(envelope: SignedEnvelope, db: Db, settings: Settings) -> Accepted:
     payload = _verified(envelope, db, settings)
     parsed = _parse(HostPayload, payload)
     if parsed.kind != "health":
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "payload kind must be 'health'")
+        raise HTTPException(422, "payload kind must be 'health'")
     host = _host_for(db, envelope, parsed.host_id)
     now = utcnow()
     db.add(
@@ -156,7 +154,7 @@ def heartbeat(envelope: SignedEnvelope, db: Db, settings: Settings) -> Accepted:
 def update_ip(envelope: SignedEnvelope, db: Db, settings: Settings) -> Accepted:
     parsed = _parse(IpPayload, _verified(envelope, db, settings))
     if parsed.kind != "ip":
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "payload kind must be 'ip'")
+        raise HTTPException(422, "payload kind must be 'ip'")
     host = _host_for(db, envelope, parsed.host_id)
     host.public_ip = parsed.public_ip
     db.commit()

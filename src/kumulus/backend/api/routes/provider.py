@@ -90,9 +90,7 @@ def wallet_link(body: WalletLinkIn, account: CurrentProvider, db: Db) -> Provide
         public_key_of(body.address)
         verify_wallet_signature(body.address, challenge.message, body.signature)
     except SignatureError as exc:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY, f"wallet not linked: {exc.reason}"
-        ) from exc
+        raise HTTPException(422, f"wallet not linked: {exc.reason}") from exc
     # A challenge links one wallet once, even when two requests race with it.
     claimed = db.execute(
         update(WalletChallenge)
