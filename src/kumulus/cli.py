@@ -11,13 +11,17 @@ from typing import Annotated
 import typer
 
 from kumulus import __version__
-from kumulus.config import AgentSettings
+from kumulus.config import AgentSettings, BackendSettings
 
 app = typer.Typer(help="Kumulus: a decentralized cloud.", no_args_is_help=True)
 agent_app = typer.Typer(help="The provider agent (VM API on port 8000).", no_args_is_help=True)
+backend_app = typer.Typer(
+    help="The backend (API for providers, developers, agents).", no_args_is_help=True
+)
 image_app = typer.Typer(help="The VM base image.", no_args_is_help=True)
 wallet_app = typer.Typer(help="The provider's sr25519 wallet key.", no_args_is_help=True)
 app.add_typer(agent_app, name="agent")
+app.add_typer(backend_app, name="backend")
 app.add_typer(image_app, name="image")
 app.add_typer(wallet_app, name="wallet")
 
@@ -97,6 +101,80 @@ def agent_pin_backend(
     path.write_text(address + "\n")
     path.chmod(0o644)
     typer.echo(f"pinned backend {address}")
+
+
+@agent_app.command("register")
+def agent_register(
+    backend: Annotated[str, typer.Option(help="backend URL, e.g. https://kumulus.example")],
+    token: Annotated[str, typer.Option(help="one-time provider token (provider console)")],
+    public_ip: Annotated[
+        str | None, typer.Option(help="IP/name developers ssh to (default: SSH_PUBLIC_HOST)")
+    ] = None,
+    api_url: Annotated[str | None, typer.Option(help="URL the backend calls this agent on")] = None,
+) -> None:
+    """Register this host with a backend (signed by the wallet) and pin the backend's key.
+
+    The agent must be running (its /v1/host reports capacity and disk-quota support)."""
+    import httpx
+
+    from kumulus.agent.auth import ensure_admin_token
+    from kumulus.agent.registration import RegistrationError, register
+    from kumulus.core.signing import SecretFileError, load_keypair
+
+    settings = AgentSettings()
+    try:
+        keypair = load_keypair(settings.mnemonic_path)
+    except SecretFileError as exc:
+        raise _fail(f"{exc}; store the wallet first: kumulus wallet import") from exc
+    local = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
+    agent_url = f"http://{local}:{settings.port}"
+    try:
+        info = httpx.get(
+            agent_url + "/v1/host",
+            headers={"Authorization": f"Bearer {ensure_admin_token(settings.token_path)}"},
+            timeout=30,
+        )
+        info.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise _fail(f"the agent does not answer at {agent_url} (start it first): {exc}") from exc
+    ip = public_ip or settings.ssh_public_host or local
+    try:
+        reg = register(
+            state_dir=settings.state_dir,
+            backend_key_file=settings.backend_key_path,
+            keypair=keypair,
+            backend_url=backend,
+            provider_token=token,
+            api_url=api_url or f"http://{ip}:{settings.port}",
+            public_ip=ip,
+            host_info=info.json(),
+        )
+    except RegistrationError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"registered as host {reg.host_id}; pinned backend key {reg.backend_address}")
+
+
+# -- backend --------------------------------------------------------------------------------
+
+
+@backend_app.command("run")
+def backend_run(
+    host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="port to listen on")] = None,
+) -> None:
+    """Run the backend API (applies database migrations first)."""
+    import uvicorn
+
+    from kumulus.backend.app import create_app
+
+    _setup_logging()
+    settings = BackendSettings()
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_config=None,
+    )
 
 
 # -- image ----------------------------------------------------------------------------------

@@ -64,7 +64,11 @@ def create_app(
     )
     collector = (
         StatsCollector(
-            service, keypair, backend_url=settings.backend_url, interval=settings.stats_interval
+            service,
+            keypair,
+            backend_url=settings.backend_url,
+            interval=settings.stats_interval,
+            state_dir=settings.state_dir,
         )
         if keypair is not None
         else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from substrateinterface import Keypair
 
 from kumulus import __version__
 from kumulus.agent.errors import AgentError
+from kumulus.agent.registration import load_registration
 from kumulus.agent.runtime import EngineError
 from kumulus.agent.service import VMService
 from kumulus.core.signing import SignedEnvelope, sign_envelope
@@ -36,10 +38,12 @@ class StatsCollector:
         backend_url: str | None,
         interval: float,
         http: httpx.Client | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         self.service = service
         self.keypair = keypair
-        self.backend_url = backend_url.rstrip("/") if backend_url else None
+        self._configured_url = backend_url.rstrip("/") if backend_url else None
+        self.state_dir = state_dir
         self.interval = interval
         self._http = http or httpx.Client(timeout=10.0)
         self._cpu_seen: dict[str, tuple[float, float]] = {}
@@ -47,6 +51,16 @@ class StatsCollector:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         psutil.cpu_percent(interval=None)  # prime: the first call has no baseline
+
+    def _target(self) -> tuple[str | None, str | None]:
+        """(backend URL, host id): configuration wins, else this agent's registration."""
+        reg = load_registration(self.state_dir) if self.state_dir else None
+        url = self._configured_url or (reg.backend_url if reg else None)
+        return url, (reg.host_id if reg else None)
+
+    @property
+    def backend_url(self) -> str | None:
+        return self._target()[0]
 
     @property
     def address(self) -> str:
@@ -115,10 +129,14 @@ class StatsCollector:
         }
 
     def send_once(self) -> SignedEnvelope:
-        envelope = sign_envelope(self.keypair, self.collect())
+        backend_url, host_id = self._target()
+        payload = self.collect()
+        if host_id:
+            payload["hostId"] = host_id
+        envelope = sign_envelope(self.keypair, payload)
         self.last = envelope
         p = envelope.payload
-        if self.backend_url is None:
+        if backend_url is None:
             log.info(
                 "health stats (signed by %s, no backend configured, kept local): cpu %.0f%%, "
                 "memory %.0f%%, disk %.0f%%, %d/%d VMs running",
@@ -130,7 +148,7 @@ class StatsCollector:
                 p["vms"]["total"],
             )
             return envelope
-        url = self.backend_url + HEARTBEAT_PATH
+        url = backend_url + HEARTBEAT_PATH
         try:
             resp = self._http.post(url, json=envelope.model_dump())
             if resp.status_code >= 400:

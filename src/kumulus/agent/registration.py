@@ -1,0 +1,84 @@
+"""This agent's registration with a backend: made once by `kumulus agent register`, read by
+the stats collector on every round (so registering a running agent needs no restart)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import BaseModel
+from substrateinterface import Keypair
+
+from kumulus import __version__
+from kumulus.core.signing import sign_envelope
+
+REGISTRATION_FILE = "registration.json"
+
+
+class Registration(BaseModel):
+    backend_url: str
+    host_id: str
+    backend_address: str
+
+
+class RegistrationError(RuntimeError):
+    pass
+
+
+def load_registration(state_dir: Path) -> Registration | None:
+    try:
+        return Registration.model_validate_json((state_dir / REGISTRATION_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def register(
+    *,
+    state_dir: Path,
+    backend_key_file: Path,
+    keypair: Keypair,
+    backend_url: str,
+    provider_token: str,
+    api_url: str,
+    public_ip: str,
+    host_info: dict[str, Any],
+    http: httpx.Client | None = None,
+) -> Registration:
+    """Register with the backend (signed by the provider's wallet), then pin the backend's
+    key so the agent accepts calls signed by it, and only by it."""
+    payload = {
+        "kind": "register",
+        "providerToken": provider_token,
+        "apiUrl": api_url,
+        "publicIp": public_ip,
+        "capacity": host_info["capacity"],
+        "diskQuota": host_info["diskQuotaSupported"],
+        "agentVersion": __version__,
+    }
+    envelope = sign_envelope(keypair, payload)
+    client = http or httpx.Client(timeout=30)
+    url = backend_url.rstrip("/") + "/v1/hosts/register"
+    try:
+        resp = client.post(url, json=envelope.model_dump())
+    except httpx.HTTPError as exc:
+        raise RegistrationError(f"cannot reach the backend at {backend_url}: {exc}") from exc
+    if resp.status_code != 201:
+        try:
+            detail = resp.json().get("detail", resp.text)
+        except ValueError:
+            detail = resp.text
+        raise RegistrationError(f"backend refused the registration ({resp.status_code}): {detail}")
+    body = resp.json()
+    reg = Registration(
+        backend_url=backend_url.rstrip("/"),
+        host_id=body["hostId"],
+        backend_address=body["backendAddress"],
+    )
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    backend_key_file.write_text(reg.backend_address + "\n")
+    tmp = state_dir / (REGISTRATION_FILE + ".tmp")
+    tmp.write_text(json.dumps(reg.model_dump(), indent=2) + "\n")
+    tmp.replace(state_dir / REGISTRATION_FILE)
+    return reg

@@ -1,0 +1,120 @@
+"""A real agent registers with a real backend: wallet-signed registration, pinned backend
+key, signed heartbeats that bring the host online."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from kumulus.core.signing import (
+    keypair_from_mnemonic,
+    load_keypair,
+    new_mnemonic,
+    sign_request,
+    write_secret_file,
+)
+from tests.e2e.agent_process import AgentProcess, BackendProcess
+
+
+def test_agent_registers_and_heartbeats_bring_it_online(docker_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    backend = BackendProcess(tmp_path / "backend").start()
+    mnemonic = new_mnemonic()
+    wallet = keypair_from_mnemonic(mnemonic)
+    write_secret_file(tmp_path / "agent" / "wallet-mnemonic", mnemonic)
+    agent = AgentProcess(
+        tmp_path / "agent", (23540, 23549), KUMULUS_AGENT_STATS_INTERVAL="1"
+    ).start()
+    try:
+        with httpx.Client(base_url=backend.url, timeout=30) as api:
+            api.post(
+                "/v1/auth/signup",
+                json={"email": "p@example.com", "password": "long password", "role": "provider"},
+            )
+            token = api.post(
+                "/v1/auth/login", json={"email": "p@example.com", "password": "long password"}
+            ).json()["token"]
+            api.headers["Authorization"] = f"Bearer {token}"
+            challenge = api.post("/v1/provider/wallet/challenge").json()
+            signature = "0x" + bytes(wallet.sign(challenge["message"].encode())).hex()
+            assert (
+                api.post(
+                    "/v1/provider/wallet/link",
+                    json={
+                        "challengeId": challenge["challengeId"],
+                        "address": wallet.ss58_address,
+                        "signature": signature,
+                    },
+                ).status_code
+                == 200
+            )
+            host_token = api.post("/v1/provider/host-tokens").json()["token"]
+
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "kumulus.cli",
+                    "agent",
+                    "register",
+                    "--backend",
+                    backend.url,
+                    "--token",
+                    host_token,
+                ],
+                env=agent.env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert out.returncode == 0, out.stderr
+            assert "registered as host" in out.stdout
+
+            deadline = time.monotonic() + 20
+            hosts = []
+            while time.monotonic() < deadline:
+                hosts = api.get("/v1/provider/hosts").json()
+                if hosts and hosts[0]["status"] == "online":
+                    break
+                time.sleep(0.5)
+            assert hosts and hosts[0]["status"] == "online", hosts
+            assert hosts[0]["apiUrl"] == f"http://127.0.0.1:{agent.port}"
+            assert hosts[0]["diskQuota"] is True
+
+        # The agent now trusts the backend's key, and only it.
+        backend_key = load_keypair(tmp_path / "backend" / "backend-mnemonic")
+        ok = httpx.get(
+            agent.url + "/v1/host", headers=sign_request(backend_key, "GET", "/v1/host", b"")
+        )
+        assert ok.status_code == 200
+        intruder = keypair_from_mnemonic(new_mnemonic())
+        refused = httpx.get(
+            agent.url + "/v1/host", headers=sign_request(intruder, "GET", "/v1/host", b"")
+        )
+        assert refused.status_code == 401
+
+        # A second registration with the same one-time token is refused.
+        again = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "kumulus.cli",
+                "agent",
+                "register",
+                "--backend",
+                backend.url,
+                "--token",
+                host_token,
+            ],
+            env=agent.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert again.returncode == 1 and "used" in again.stderr
+    finally:
+        agent.stop()
+        backend.stop()
