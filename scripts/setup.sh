@@ -35,7 +35,10 @@ apt_install() {
 
 install_system_packages() {
   local missing=() pkg
-  command -v dockerd >/dev/null || missing+=(docker.io)
+  if ! command -v dockerd >/dev/null; then
+    missing+=(docker.io)
+    KUMULUS_ENGINE_TAKEOVER=1
+  fi
   command -v debootstrap >/dev/null || missing+=(debootstrap)
   command -v mkfs.btrfs >/dev/null || missing+=(btrfs-progs)
   command -v iptables >/dev/null || missing+=(iptables)
@@ -85,7 +88,7 @@ prepare() {
   need_root "$@"
   install_system_packages
   install_python_env "$1"
-  KUMULUS_PYTHON="$venv/bin/python" engine_start
+  KUMULUS_PYTHON="$venv/bin/python" KUMULUS_ENGINE_TAKEOVER=${KUMULUS_ENGINE_TAKEOVER:-0} engine_start
   build_image
 }
 

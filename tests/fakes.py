@@ -89,3 +89,9 @@ class FakeRuntime:
 
     def has_image(self, image: str) -> bool:
         return self.image
+
+    def recover(self) -> list[str]:
+        gone = [vm_id for vm_id, vm in self.vms.items() if vm.state == "created"]
+        for vm_id in gone:
+            del self.vms[vm_id]
+        return gone

@@ -61,6 +61,16 @@ EOF
 }
 
 engine_start() {
+  # KUMULUS_ENGINE_TAKEOVER=1: Docker was installed by this run, so a running engine is the
+  # distribution's fresh default (overlay2, no userns-remap, no VMs of anyone's); replace it
+  # by the configuration we ship. An engine that was there before is never touched.
+  if engine_running && [ "${KUMULUS_ENGINE_TAKEOVER:-0}" = 1 ] \
+      && [ "$(docker info --format '{{.Driver}}' 2>/dev/null)" != btrfs ] \
+      && command -v systemctl >/dev/null; then
+    log "stopping the distribution's default Docker service to start the Kumulus engine"
+    systemctl stop docker.socket docker.service || true
+    systemctl disable --quiet docker.socket docker.service || true
+  fi
   if engine_running; then
     log "Docker engine already running: $(docker info --format '{{.Driver}} storage, security: {{.SecurityOptions}}' 2>/dev/null)"
     return 0

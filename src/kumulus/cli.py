@@ -96,10 +96,9 @@ def agent_pin_backend(
         public_key_of(address)
     except SignatureError as exc:
         raise _fail(exc.reason) from exc
-    path = AgentSettings().backend_key_path
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.write_text(address + "\n")
-    path.chmod(0o644)
+    from kumulus.agent.registration import pin_backend
+
+    pin_backend(AgentSettings().backend_key_path, address)
     typer.echo(f"pinned backend {address}")
 
 
@@ -235,12 +234,15 @@ def wallet_import(
         Path | None,
         typer.Option(help="read the mnemonic from this file ('-' = stdin) instead of a prompt"),
     ] = None,
+    force: Annotated[bool, typer.Option(help="replace a wallet stored before")] = False,
 ) -> None:
     """Store the provider's wallet mnemonic (0600) for signing; prints the address only.
 
     The mnemonic is never accepted as a command-line argument (it would show in `ps`)."""
     from kumulus.core.signing import SecretFileError
 
+    if AgentSettings().mnemonic_path.exists() and not force:
+        raise _fail("a wallet is stored already; pass --force to replace it")
     if mnemonic_file is None:
         if not sys.stdin.isatty():
             raise _fail("no terminal to ask on: pass --mnemonic-file FILE (or - for stdin)", 2)

@@ -44,6 +44,7 @@ class AgentSettings(BaseSettings):
     pids_limit: int = Field(default=512, ge=32)
     min_memory: str = "64m"
     min_disk: str = "1g"
+    default_disk: str = "10g"  # for requests without a disk size, where it is enforceable
     firewall: bool = True  # isolate VMs from the host and private networks with iptables
 
     backend_url: str | None = None

@@ -52,8 +52,13 @@ def test_admin_token_file_is_0600(agent_settings: AgentSettings, fake_agent: Tes
     assert fake_agent.get("/v1/vms").status_code == 200
 
 
+def _aud(settings: AgentSettings) -> str:
+    return (settings.state_dir / "agent-id").read_text().strip()
+
+
 def _signed(client: TestClient, kp, method: str, path: str, body: bytes = b""):  # type: ignore[no-untyped-def]
-    headers = sign_request(kp, method, path, body)
+    audience = client.app.state.auth.agent_id  # type: ignore[attr-defined]
+    headers = sign_request(kp, method, path, body, audience=audience)
     headers["Content-Type"] = "application/json"
     del client.headers["Authorization"]
     return client.request(method, path, content=body, headers=headers)
@@ -64,7 +69,7 @@ def test_pinned_backend_signature_is_accepted_once(
 ) -> None:
     backend = keypair_from_mnemonic(new_mnemonic())
     agent_settings.backend_key_path.write_text(backend.ss58_address)
-    headers = sign_request(backend, "GET", "/v1/host", b"")
+    headers = sign_request(backend, "GET", "/v1/host", b"", audience=_aud(agent_settings))
     del fake_agent.headers["Authorization"]
     assert fake_agent.get("/v1/host", headers=headers).status_code == 200
     replay = fake_agent.get("/v1/host", headers=headers)
@@ -88,7 +93,7 @@ def test_signed_body_cannot_be_swapped(
     backend = keypair_from_mnemonic(new_mnemonic())
     agent_settings.backend_key_path.write_text(backend.ss58_address)
     signed_body = b'{"username":"alice","sshKey":"x","cpu":1,"memory":"1g"}'
-    headers = sign_request(backend, "POST", "/v1/vms", signed_body)
+    headers = sign_request(backend, "POST", "/v1/vms", signed_body, audience=_aud(agent_settings))
     del fake_agent.headers["Authorization"]
     other = (
         b'{"username":"mallory","sshKey":"' + ssh_keypair[1].encode() + b'","cpu":1,"memory":"1g"}'
@@ -105,3 +110,42 @@ def test_without_a_pinned_backend_signed_calls_are_refused(fake_agent: TestClien
     resp = _signed(fake_agent, backend, "GET", "/v1/vms")
     assert resp.status_code == 401
     assert "no pinned backend" in resp.json()["detail"]
+
+
+def test_request_for_another_agent_is_refused(
+    fake_agent: TestClient, agent_settings: AgentSettings
+) -> None:
+    backend = keypair_from_mnemonic(new_mnemonic())
+    agent_settings.backend_key_path.write_text(backend.ss58_address)
+    agent_settings.backend_key_path.chmod(0o644)
+    headers = sign_request(backend, "GET", "/v1/host", b"", audience="0123456789abcdef")
+    del fake_agent.headers["Authorization"]
+    resp = fake_agent.get("/v1/host", headers=headers)
+    assert resp.status_code == 401 and "another agent" in resp.json()["detail"]
+
+
+def test_request_signed_before_the_agent_started_is_refused(
+    fake_agent: TestClient, agent_settings: AgentSettings
+) -> None:
+    import time
+
+    backend = keypair_from_mnemonic(new_mnemonic())
+    agent_settings.backend_key_path.write_text(backend.ss58_address)
+    headers = sign_request(
+        backend, "GET", "/v1/host", b"", audience=_aud(agent_settings), now=time.time() - 30
+    )
+    del fake_agent.headers["Authorization"]
+    resp = fake_agent.get("/v1/host", headers=headers)
+    assert resp.status_code == 401 and "before this service started" in resp.json()["detail"]
+
+
+def test_pin_file_writable_by_others_is_ignored(
+    fake_agent: TestClient, agent_settings: AgentSettings
+) -> None:
+    backend = keypair_from_mnemonic(new_mnemonic())
+    agent_settings.backend_key_path.write_text(backend.ss58_address)
+    agent_settings.backend_key_path.chmod(0o666)
+    headers = sign_request(backend, "GET", "/v1/host", b"", audience=_aud(agent_settings))
+    del fake_agent.headers["Authorization"]
+    resp = fake_agent.get("/v1/host", headers=headers)
+    assert resp.status_code == 401

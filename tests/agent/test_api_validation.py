@@ -29,6 +29,8 @@ def _req(key: str, **over: object) -> dict[str, object]:
         ({"sshKey": "ssh-ed25519 AAAA"}, "sshKey"),
         ({"sshKey": "hello"}, "sshKey"),
         ({"cpu": 0}, "cpu"),
+        ({"cpu": 1e-10}, "cpu"),  # would round to "no CPU limit" in Docker
+        ({"cpu": 0.001}, "cpu"),
         ({"cpu": -1}, "cpu"),
         ({"cpu": 1000}, "cpu"),
         ({"cpu": "lots"}, "cpu"),
@@ -113,3 +115,12 @@ def test_missing_image_is_503_with_the_fix(
         resp = client.post("/create-vm", json=_req(ssh_keypair[1], disk=None))
         assert resp.status_code == 503
         assert "kumulus image build" in resp.json()["detail"]
+
+
+def test_without_disk_size_an_enforcing_host_applies_its_default(
+    fake_agent: TestClient, fake_runtime: FakeRuntime, ssh_keypair: tuple[Path, str]
+) -> None:
+    resp = fake_agent.post("/create-vm", json=_req(ssh_keypair[1], disk=None))
+    assert resp.status_code == 201
+    assert resp.json()["disk"] == "10g"
+    assert next(iter(fake_runtime.vms.values())).spec.disk == 10 << 30

@@ -44,3 +44,25 @@ def test_too_long_key_is_refused(fake_agent: TestClient, ssh_keypair: tuple[Path
         "/v1/vms", json=_req(ssh_keypair[1]), headers={"Idempotency-Key": "k" * 200}
     )
     assert resp.status_code == 422
+
+
+def test_same_key_with_a_different_request_is_refused(
+    fake_agent: TestClient, fake_runtime: FakeRuntime, ssh_keypair: tuple[Path, str]
+) -> None:
+    headers = {"Idempotency-Key": "k1"}
+    assert fake_agent.post("/v1/vms", json=_req(ssh_keypair[1]), headers=headers).status_code == 201
+    other = {**_req(ssh_keypair[1]), "memory": "512m"}
+    resp = fake_agent.post("/v1/vms", json=other, headers=headers)
+    assert resp.status_code == 422 and "different request" in resp.json()["detail"]
+    assert len(fake_runtime.vms) == 1
+
+
+def test_retry_starts_a_vm_whose_first_attempt_died_before_start(
+    fake_agent: TestClient, fake_runtime: FakeRuntime, ssh_keypair: tuple[Path, str]
+) -> None:
+    first = fake_agent.post("/v1/vms", json=_req(ssh_keypair[1]), headers={"Idempotency-Key": "x"})
+    vm_id = first.json()["vmId"]
+    fake_runtime._set(vm_id, "created")  # as if the agent crashed between create and start
+    again = fake_agent.post("/v1/vms", json=_req(ssh_keypair[1]), headers={"Idempotency-Key": "x"})
+    assert again.status_code == 200 and again.json()["vmId"] == vm_id
+    assert fake_runtime.vms[vm_id].state == "running"

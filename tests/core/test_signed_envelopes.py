@@ -77,3 +77,15 @@ def test_failed_verification_does_not_burn_the_nonce(keypair) -> None:  # type: 
     with pytest.raises(SignatureError):
         verify_envelope(bad, nonces)
     assert verify_envelope(env, nonces) == {"x": 1}
+
+
+def test_nan_timestamp_or_payload_is_refused_not_crashing(keypair) -> None:  # type: ignore[no-untyped-def]
+    env = sign_envelope(keypair, {"x": 1})
+    with pytest.raises(SignatureError):
+        verify_envelope(
+            SignedEnvelope(**{**env.model_dump(), "timestamp": float("nan")}), NonceCache()
+        )
+    with pytest.raises(SignatureError, match="canonical"):
+        verify_envelope(
+            SignedEnvelope(**{**env.model_dump(), "payload": {"x": float("nan")}}), NonceCache()
+        )

@@ -82,16 +82,19 @@ def test_agent_registers_and_heartbeats_bring_it_online(docker_client, tmp_path:
             assert hosts and hosts[0]["status"] == "online", hosts
             assert hosts[0]["apiUrl"] == f"http://127.0.0.1:{agent.port}"
             assert hosts[0]["diskQuota"] is True
+            host_id = hosts[0]["id"]
 
         # The agent now trusts the backend's key, and only it.
         backend_key = load_keypair(tmp_path / "backend" / "backend-mnemonic")
         ok = httpx.get(
-            agent.url + "/v1/host", headers=sign_request(backend_key, "GET", "/v1/host", b"")
+            agent.url + "/v1/host",
+            headers=sign_request(backend_key, "GET", "/v1/host", b"", audience=host_id),
         )
         assert ok.status_code == 200
         intruder = keypair_from_mnemonic(new_mnemonic())
         refused = httpx.get(
-            agent.url + "/v1/host", headers=sign_request(intruder, "GET", "/v1/host", b"")
+            agent.url + "/v1/host",
+            headers=sign_request(intruder, "GET", "/v1/host", b"", audience=host_id),
         )
         assert refused.status_code == 401
 

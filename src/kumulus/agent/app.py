@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -49,10 +50,11 @@ def create_app(
     keypair: Keypair | None = None,
     collect_stats: bool = True,
 ) -> FastAPI:
+    agent_id = ensure_agent_id(settings.state_dir)
     if runtime is None:
         from kumulus.agent.runtime.docker_driver import DockerRuntime
 
-        runtime = DockerRuntime(ensure_agent_id(settings.state_dir), settings.docker_host)
+        runtime = DockerRuntime(agent_id, settings.docker_host)
     if keypair is None:
         keypair = load_wallet(settings)
     isolation = ensure_isolation() if settings.firewall else (False, "disabled by configuration")
@@ -76,6 +78,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        for note in runtime.recover():
+            log.warning("recovered after a crash: removed %s", note)
         quota, detail = service.disk_quota()
         log.info(
             "agent %s: %d VMs on this host; disk limits %s (%s); VM isolation: %s",
@@ -102,8 +106,11 @@ def create_app(
     app.state.auth = AuthConfig(
         admin_token=ensure_admin_token(settings.token_path),
         backend_key_file=settings.backend_key_path,
+        state_dir=settings.state_dir,
+        agent_id=agent_id,
         nonces=NonceCache(ttl=2 * settings.signature_max_skew + 5),
         max_skew=settings.signature_max_skew,
+        started_at=time.time(),
     )
 
     @app.exception_handler(AgentError)

@@ -1,6 +1,7 @@
 """Who may call the agent: the provider (local admin token) or the pinned backend (signed).
 
-Every route except /healthz depends on `Caller`; there is no anonymous access.
+Every VM and host route depends on `Caller`. Only /healthz and the API description
+(/docs, /openapi.json) are open; they reveal nothing about VMs.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, HTTPException, Request, status
 
+from kumulus.agent.registration import load_registration, read_pinned_backend
 from kumulus.core.signing import (
+    HDR_ADDRESS,
     HDR_SIGNATURE,
     NonceCache,
     SecretFileError,
@@ -38,34 +41,36 @@ def ensure_admin_token(path: Path) -> str:
 
 
 def ensure_agent_id(state_dir: Path) -> str:
-    """This agent's stable id (labels its VMs), created on first start."""
+    """This agent's stable id (labels its VMs), created on first start. Written atomically:
+    losing it would hide every existing VM from the agent."""
     path = state_dir / "agent-id"
     try:
         value = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         value = ""
     if not value:
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         value = secrets.token_hex(8)
-        path.write_text(value + "\n")
+        write_secret_file(path, value)
     return value
 
 
-def read_pinned_backend(path: Path) -> str | None:
-    """The ss58 address of the backend this agent trusts, if one was pinned."""
-    try:
-        value = path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        return None
-    return value or None
+MAX_SIGNED_BODY = 1 << 20
 
 
 @dataclass(frozen=True)
 class AuthConfig:
     admin_token: str
     backend_key_file: Path
+    state_dir: Path
+    agent_id: str
     nonces: NonceCache
     max_skew: float
+    started_at: float
+
+    def audience(self) -> str:
+        """Signed calls name the agent they are for: its host id once registered."""
+        reg = load_registration(self.state_dir)
+        return reg.host_id if reg else self.agent_id
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,12 @@ async def authenticate(request: Request) -> Principal:
         pinned = read_pinned_backend(cfg.backend_key_file)
         if pinned is None:
             raise _unauthorized("this agent has no pinned backend key; signed calls are refused")
+        if request.headers.get(HDR_ADDRESS) != pinned:
+            raise _unauthorized(
+                "signature refused: request is signed by a key this agent does not trust"
+            )
+        if int(request.headers.get("content-length") or 0) > MAX_SIGNED_BODY:
+            raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "body too large")
         body = await request.body()
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         try:
@@ -107,7 +118,9 @@ async def authenticate(request: Request) -> Principal:
                 body,
                 cfg.nonces,
                 expected_address=pinned,
+                audience=cfg.audience(),
                 max_skew=cfg.max_skew,
+                not_before=cfg.started_at,
             )
         except SignatureError as exc:
             raise _unauthorized(f"signature refused: {exc.reason}") from exc

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import tempfile
@@ -32,6 +33,15 @@ def image_files() -> Path:
     return Path(str(resources.files("kumulus.agent") / "image"))
 
 
+def build_version() -> str:
+    """Kumulus version + a digest of the files baked into the image: changing the entrypoint
+    or sshd config rebuilds the image even within one release."""
+    digest = hashlib.sha256()
+    for name in ("Dockerfile", "kumulus-init", "sshd-kumulus.conf"):
+        digest.update((image_files() / name).read_bytes())
+    return f"{__version__}-{digest.hexdigest()[:12]}"
+
+
 def image_version(client: docker.DockerClient, tag: str) -> str | None:
     try:
         image = client.images.get(tag)
@@ -55,8 +65,8 @@ def ensure_image(
     mode: "auto" tries the registry (ubuntu:24.04) and falls back to debootstrap;
     "online" or "offline" force one path.
     """
-    if not force and image_version(client, tag) == __version__:
-        progress(f"image {tag} (version {__version__}) already built; reusing it")
+    if not force and image_version(client, tag) == build_version():
+        progress(f"image {tag} (build {build_version()}) already built; reusing it")
         return "cached"
     if mode in ("auto", "online"):
         try:
@@ -81,7 +91,7 @@ def _build_online(client: docker.DockerClient, tag: str, progress: Progress) -> 
         for chunk in client.api.build(
             path=str(image_files()),
             tag=tag,
-            buildargs={"KUMULUS_IMAGE_VERSION": __version__},
+            buildargs={"KUMULUS_IMAGE_VERSION": build_version()},
             rm=True,
             decode=True,
         ):
@@ -132,7 +142,7 @@ def _build_offline(client: docker.DockerClient, tag: str, progress: Progress, mi
                 repository=tag.rsplit(":", 1)[0],
                 tag=tag.rsplit(":", 1)[1] if ":" in tag else "latest",
                 changes=[
-                    f"LABEL {IMAGE_VERSION_LABEL}={__version__}",
+                    f"LABEL {IMAGE_VERSION_LABEL}={build_version()}",
                     "EXPOSE 22",
                     "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                     'ENTRYPOINT ["/usr/local/sbin/kumulus-init"]',

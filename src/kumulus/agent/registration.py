@@ -4,6 +4,10 @@ the stats collector on every round (so registering a running agent needs no rest
 from __future__ import annotations
 
 import json
+import logging
+import os
+import secrets
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,7 @@ from kumulus import __version__
 from kumulus.core.signing import sign_envelope
 
 REGISTRATION_FILE = "registration.json"
+log = logging.getLogger(__name__)
 
 
 class Registration(BaseModel):
@@ -25,6 +30,30 @@ class Registration(BaseModel):
 
 class RegistrationError(RuntimeError):
     pass
+
+
+def read_pinned_backend(path: Path) -> str | None:
+    """The ss58 address of the backend this agent trusts, if one was pinned. Whoever can
+    write this file controls the agent: a file others may write (or not root's/ours) is
+    ignored."""
+    try:
+        st = path.stat()
+        value = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or st.st_uid not in (0, os.getuid()):
+        log.error("ignoring %s: writable by others or foreign owner", path)
+        return None
+    return value or None
+
+
+def pin_backend(path: Path, address: str) -> None:
+    """Pin (atomically) the backend address this agent trusts for signed calls."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    tmp.write_text(address + "\n")
+    tmp.chmod(0o644)
+    os.replace(tmp, path)
 
 
 def load_registration(state_dir: Path) -> Registration | None:
@@ -77,7 +106,7 @@ def register(
         backend_address=body["backendAddress"],
     )
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    backend_key_file.write_text(reg.backend_address + "\n")
+    pin_backend(backend_key_file, reg.backend_address)
     tmp = state_dir / (REGISTRATION_FILE + ".tmp")
     tmp.write_text(json.dumps(reg.model_dump(), indent=2) + "\n")
     tmp.replace(state_dir / REGISTRATION_FILE)

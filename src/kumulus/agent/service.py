@@ -29,7 +29,7 @@ from kumulus.agent.runtime import (
     VMRuntime,
     VMSpec,
 )
-from kumulus.agent.sshprobe import banner, probe_host, wait_for_banner
+from kumulus.agent.sshprobe import banner, default_public_host, probe_host, wait_for_banner
 from kumulus.config import AgentSettings
 from kumulus.core.schemas import VM_ID_RE, Capacity, HostInfo, VMCreate, VMPublic, VMStatus
 from kumulus.core.sizes import format_size, parse_size
@@ -66,7 +66,7 @@ class VMService:
         engine = self._engine()
         self.engine_info = engine
         self.capacity = measure_capacity(settings, engine.root_dir)
-        self.public_host = settings.ssh_public_host or probe_host(settings.ssh_bind)
+        self.public_host = settings.ssh_public_host or default_public_host(settings.ssh_bind)
 
     def _engine(self) -> EngineInfo:
         try:
@@ -166,27 +166,33 @@ class VMService:
 
     def create(self, req: VMCreate, idempotency_key: str | None = None) -> tuple[VMPublic, bool]:
         """Create and start a VM; return (view, created). With an idempotency key seen before,
-        return that VM instead (created=False): a retried request never makes a second VM."""
+        return that VM instead (created=False): a retried request never makes a second VM.
+        The same key with a different request is refused (422)."""
         if idempotency_key is not None and not (0 < len(idempotency_key) <= _IDEMPOTENCY_MAX):
             raise UnenforceableError(f"Idempotency-Key must be 1-{_IDEMPOTENCY_MAX} characters")
+        req = self._with_default_disk(req)
         self._check_sizes(req)
         t0 = time.monotonic()
         for _attempt in range(_PORT_RETRIES):
+            existing: VMInfo | None = None
             with self._create_lock:
                 t_lock = time.monotonic()
                 vms = self._list()
                 if idempotency_key is not None:
-                    for vm in vms:
-                        if vm.spec.idempotency_key == idempotency_key:
-                            info = self._inspect(vm.spec.vm_id)
-                            return self._await_ready(info, fail_removes=False), False
-                spec = self._place(req, vms, idempotency_key)
-                t_placed = time.monotonic()
-                try:
-                    self.runtime.create(spec, self.settings.image, self.settings.pids_limit)
-                except EngineError as exc:
-                    raise VMFailedError(str(exc)) from exc
-                t_created = time.monotonic()
+                    existing = next(
+                        (vm for vm in vms if vm.spec.idempotency_key == idempotency_key), None
+                    )
+                if existing is None:
+                    spec = self._place(req, vms, idempotency_key)
+                    t_placed = time.monotonic()
+                    try:
+                        self.runtime.create(spec, self.settings.image, self.settings.pids_limit)
+                    except EngineError as exc:
+                        raise VMFailedError(str(exc)) from exc
+                    t_created = time.monotonic()
+            if existing is not None:
+                # Outside the lock: waiting for a retried VM must not block other creates.
+                return self._retried(existing, req), False
             # Starting and waiting for sshd happen outside the lock: the container (with its
             # labels: port, reservation) already exists, so the next create accounts for it.
             try:
@@ -221,6 +227,28 @@ class VMService:
         raise InsufficientCapacityError(
             "could not bind an SSH port after several tries; retry later"
         )
+
+    def _with_default_disk(self, req: VMCreate) -> VMCreate:
+        """No disk size asked: the host's default where it can enforce one (never unlimited
+        disk on a host that can limit it), none where it cannot (and the view says so)."""
+        if req.disk is None and self.disk_quota()[0]:
+            return req.model_copy(update={"disk": parse_size(self.settings.default_disk)})
+        return req
+
+    def _retried(self, vm: VMInfo, req: VMCreate) -> VMPublic:
+        info = self._inspect(vm.spec.vm_id)
+        spec = info.spec
+        asked = (req.username, req.ssh_key, req.cpu, req.memory, req.disk)
+        if asked != (spec.username, spec.ssh_key, spec.cpu, spec.memory, spec.disk):
+            raise UnenforceableError(
+                "this Idempotency-Key was used for a different request; use a new key"
+            )
+        if info.state == "created":  # the first attempt died between create and start
+            try:
+                info = self.runtime.start(spec.vm_id)
+            except EngineError as exc:
+                raise VMFailedError(str(exc)) from exc
+        return self._await_ready(info, fail_removes=False)
 
     def _check_sizes(self, req: VMCreate) -> None:
         min_memory = parse_size(self.settings.min_memory)

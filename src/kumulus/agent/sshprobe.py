@@ -6,10 +6,26 @@ import socket
 import time
 from collections.abc import Callable
 
+import psutil
+
 
 def probe_host(bind: str) -> str:
     """Where to connect to reach a port published on `bind`."""
     return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(bind, bind)  # noqa: S104
+
+
+def default_public_host(bind: str) -> str:
+    """What developers should ssh to when the provider did not say: the bind address, or
+    for a wildcard bind the host's first non-loopback IPv4 outside Docker's bridges."""
+    if bind not in ("0.0.0.0", "::"):  # noqa: S104
+        return bind
+    for name, addrs in psutil.net_if_addrs().items():
+        if name == "lo" or name.startswith(("docker", "br-", "kmvm", "veth")):
+            continue
+        for addr in addrs:
+            if addr.family == socket.AF_INET and not addr.address.startswith("127."):
+                return str(addr.address)
+    return "127.0.0.1"
 
 
 def banner(host: str, port: int, timeout: float = 0.5) -> bytes | None:

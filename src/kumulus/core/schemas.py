@@ -43,10 +43,14 @@ class VMCreate(CamelModel):
 
     username: str = Field(max_length=32, examples=["devtest"])
     ssh_key: str = Field(max_length=16384, examples=["ssh-ed25519 AAAAC3Nza... me@laptop"])
-    cpu: float = Field(gt=0, le=MAX_CPU, examples=[1], description="vCPUs; fractions allowed")
+    cpu: float = Field(
+        ge=0.01, le=MAX_CPU, examples=[1], description="vCPUs; fractions down to 0.01"
+    )
     memory: Size = Field(examples=["1g"], description="RAM, e.g. 512m, 1g, 1.5g")
     disk: Size | None = Field(
-        default=None, examples=["4g"], description="disk size; refused where not enforceable"
+        default=None,
+        examples=["4g"],
+        description="disk size; refused where not enforceable; default: the host's default",
     )
 
     @field_validator("username")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import secrets
 import stat
@@ -36,6 +37,7 @@ HDR_ADDRESS = "X-Kumulus-Address"
 HDR_TIMESTAMP = "X-Kumulus-Timestamp"
 HDR_NONCE = "X-Kumulus-Nonce"
 HDR_SIGNATURE = "X-Kumulus-Signature"
+HDR_AUDIENCE = "X-Kumulus-Audience"  # the agent (host id) a request is meant for
 
 
 class SignatureError(ValueError):
@@ -85,9 +87,9 @@ def keypair_from_mnemonic(mnemonic: str) -> Keypair:
         return Keypair.create_from_mnemonic(
             mnemonic, ss58_format=SS58_FORMAT, crypto_type=KeypairType.SR25519
         )
-    except Exception as exc:
-        # Never include the mnemonic (or the library's message, which may echo it).
-        raise SecretFileError("the wallet mnemonic is not a valid BIP-39 phrase") from exc
+    except Exception:
+        # Never include the mnemonic, nor chain the library's error (which may echo it).
+        raise SecretFileError("the wallet mnemonic is not a valid BIP-39 phrase") from None
 
 
 def load_keypair(mnemonic_file: Path) -> Keypair:
@@ -140,9 +142,15 @@ class NonceCache:
             return True
 
 
-def _check_fresh(timestamp: float, now: float, max_skew: float) -> None:
-    if abs(now - timestamp) > max_skew:
+def _check_fresh(
+    timestamp: float, now: float, max_skew: float, not_before: float | None = None
+) -> None:
+    if not math.isfinite(timestamp) or abs(now - timestamp) > max_skew:
         raise SignatureError(f"stale or future timestamp (allowed clock skew is {int(max_skew)} s)")
+    # Nonces are remembered in memory: anything signed before this verifier started could
+    # be a replay it cannot recognise, so it is refused.
+    if not_before is not None and timestamp < not_before:
+        raise SignatureError("signed before this service started; sign again")
 
 
 def _check_nonce(nonce: str) -> None:
@@ -223,9 +231,12 @@ def verify_envelope(
         raise SignatureError("envelope is signed by an unexpected address")
     _check_nonce(envelope.nonce)
     _check_fresh(envelope.timestamp, now, max_skew)
-    message = _envelope_message(
-        envelope.address, envelope.timestamp, envelope.nonce, envelope.payload
-    )
+    try:
+        message = _envelope_message(
+            envelope.address, envelope.timestamp, envelope.nonce, envelope.payload
+        )
+    except ValueError as exc:  # NaN/Infinity in the payload: never signed by us
+        raise SignatureError("payload is not canonical JSON") from exc
     _verify(envelope.address, message, envelope.signature)
     # Only a valid signature may consume a nonce, or anyone could burn others' nonces.
     if not nonces.check_and_store(envelope.address, envelope.nonce, now):
@@ -236,19 +247,32 @@ def verify_envelope(
 # --- signed HTTP requests -------------------------------------------------------------------
 
 
-def _request_message(method: str, target: str, timestamp: str, nonce: str, body: bytes) -> bytes:
+def _request_message(
+    method: str, target: str, audience: str, timestamp: str, nonce: str, body: bytes
+) -> bytes:
     digest = hashlib.sha256(body).hexdigest()
-    return _REQUEST_DOMAIN + "\n".join([method.upper(), target, timestamp, nonce, digest]).encode()
+    parts = [method.upper(), target, audience, timestamp, nonce, digest]
+    return _REQUEST_DOMAIN + "\n".join(parts).encode()
 
 
 def sign_request(
-    keypair: Keypair, method: str, target: str, body: bytes, now: float | None = None
+    keypair: Keypair,
+    method: str,
+    target: str,
+    body: bytes,
+    *,
+    audience: str,
+    now: float | None = None,
 ) -> dict[str, str]:
-    """Headers that authenticate one HTTP request. `target` is the path plus query string."""
+    """Headers that authenticate one HTTP request to one agent. `target` is the path plus
+    query string; `audience` the receiving agent's id, so a request captured on its way to
+    one host cannot be replayed to another."""
     timestamp = f"{(time.time() if now is None else now):.3f}"
     nonce = secrets.token_hex(16)
-    signature = bytes(keypair.sign(_request_message(method, target, timestamp, nonce, body))).hex()
+    message = _request_message(method, target, audience, timestamp, nonce, body)
+    signature = bytes(keypair.sign(message)).hex()
     return {
+        HDR_AUDIENCE: audience,
         HDR_ADDRESS: str(keypair.ss58_address),
         HDR_TIMESTAMP: timestamp,
         HDR_NONCE: nonce,
@@ -264,11 +288,16 @@ def verify_request(
     nonces: NonceStore,
     *,
     expected_address: str,
+    audience: str,
     max_skew: float = DEFAULT_MAX_SKEW,
+    not_before: float | None = None,
     now: float | None = None,
 ) -> None:
-    """Accept a request signed by `expected_address`, fresh and never seen; raise else."""
+    """Accept a request signed by `expected_address` for `audience`, fresh (and not older
+    than `not_before`) and never seen; raise SignatureError otherwise."""
     now = time.time() if now is None else now
+    if headers.get(HDR_AUDIENCE, "") != audience:
+        raise SignatureError("request is addressed to another agent")
     address = headers.get(HDR_ADDRESS, "")
     timestamp = headers.get(HDR_TIMESTAMP, "")
     nonce = headers.get(HDR_NONCE, "")
@@ -282,8 +311,8 @@ def verify_request(
         ts = float(timestamp)
     except ValueError as exc:
         raise SignatureError("timestamp is not a number") from exc
-    _check_fresh(ts, now, max_skew)
-    _verify(address, _request_message(method, target, timestamp, nonce, body), signature)
+    _check_fresh(ts, now, max_skew, not_before)
+    _verify(address, _request_message(method, target, audience, timestamp, nonce, body), signature)
     if not nonces.check_and_store(address, nonce, now):
         raise SignatureError("replayed request (nonce already used)")
 

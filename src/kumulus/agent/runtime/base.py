@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -111,3 +112,6 @@ class VMRuntime(Protocol):
 
     def has_image(self, image: str) -> bool:
         """True when the VM base image is present."""
+
+    def recover(self) -> builtins.list[str]:
+        """At agent start: remove leftovers of creates a crash interrupted; say what."""

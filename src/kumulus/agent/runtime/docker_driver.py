@@ -7,11 +7,15 @@ nothing. Hardening lives here because it is a property of how containers are cre
 
 from __future__ import annotations
 
+import builtins
 import contextlib
+import functools
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import docker
+import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import LogConfig
 
@@ -93,6 +97,27 @@ def _spec_from(labels: dict[str, str], env: list[str] | None) -> VMSpec:
     )
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _engine_errors(func: _F) -> _F:
+    """No Docker or transport exception leaves the driver: unknown objects become
+    VMNotFoundError, an unreachable engine a retryable EngineError."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except EngineError:
+            raise
+        except NotFound as exc:
+            raise VMNotFoundError(f"not found: {_explain(exc)}") from exc
+        except (DockerException, requests.RequestException) as exc:
+            raise EngineError(f"Docker engine error: {_explain(exc)}", retryable=True) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
 class DockerRuntime:
     """VMRuntime backed by a Docker engine reached through `base_url` (default: environment).
 
@@ -148,9 +173,11 @@ class DockerRuntime:
             ip_address=ip,
         )
 
+    @_engine_errors
     def inspect(self, vm_id: str) -> VMInfo:
         return self._info_from_inspect(self._inspect_raw(vm_id))
 
+    @_engine_errors
     def list(self) -> list[VMInfo]:
         try:
             rows = self._api.containers(
@@ -169,6 +196,7 @@ class DockerRuntime:
 
     # -- lifecycle -----------------------------------------------------------------------
 
+    @_engine_errors
     def create(self, spec: VMSpec, image: str, pids_limit: int) -> VMInfo:
         labels = _labels(spec, self.owner)
         name = container_name(spec.vm_id)
@@ -225,6 +253,7 @@ class DockerRuntime:
             with contextlib.suppress(NotFound, APIError, DockerException):
                 network.remove()
 
+    @_engine_errors
     def start(self, vm_id: str) -> VMInfo:
         self._inspect_raw(vm_id)
         try:
@@ -236,6 +265,7 @@ class DockerRuntime:
             raise EngineError(f"Docker could not start VM {vm_id}: {text}") from exc
         return self.inspect(vm_id)
 
+    @_engine_errors
     def stop(self, vm_id: str, timeout: int = 10) -> VMInfo:
         self._inspect_raw(vm_id)
         try:
@@ -244,29 +274,63 @@ class DockerRuntime:
             raise EngineError(f"Docker could not stop VM {vm_id}: {_explain(exc)}") from exc
         return self.inspect(vm_id)
 
+    @_engine_errors
     def destroy(self, vm_id: str) -> None:
-        self._inspect_raw(vm_id)
         name = container_name(vm_id)
+        found = False
         try:
+            self._inspect_raw(vm_id)
+            found = True
             self._api.remove_container(name, force=True, v=True)
-        except NotFound:
+        except (VMNotFoundError, NotFound):
             pass
         except APIError as exc:
             raise EngineError(f"Docker could not remove VM {vm_id}: {_explain(exc)}") from exc
+        # The network goes too, also when a crash left it without its container.
         try:
             net = self._client.networks.get(name)
-            if (net.attrs.get("Labels") or {}).get(LABEL_AGENT) == self.owner:
+            labels = net.attrs.get("Labels") or {}
+            if labels.get(LABEL_AGENT) == self.owner and labels.get(_L + "id") == vm_id:
                 net.remove()
+                found = True
         except NotFound:
             pass
         except APIError as exc:
             raise EngineError(f"Docker could not remove the network of {vm_id}: {exc}") from exc
+        if not found:
+            raise VMNotFoundError(f"no VM {vm_id} on this host")
 
+    @_engine_errors
+    def recover(self) -> builtins.list[str]:
+        """Clean what a crash mid-create could leave: containers created but never started
+        (their create request never got an answer) and networks without their container.
+        Call only at agent start, when no create can be in flight. Returns what it removed."""
+        removed: builtins.list[str] = []
+        for vm in self.list():
+            if vm.state == "created":
+                self.destroy(vm.spec.vm_id)
+                removed.append(f"unstarted VM {vm.spec.vm_id}")
+        live = {vm.spec.vm_id for vm in self.list()}
+        nets = self._api.networks(
+            filters={"label": [f"{LABEL_VM}=1", f"{LABEL_AGENT}={self.owner}"]}
+        )
+        for net in nets:
+            vm_id = (net.get("Labels") or {}).get(_L + "id", "")
+            if vm_id and vm_id not in live:
+                try:
+                    self._api.remove_network(net["Id"])
+                    removed.append(f"orphan network of {vm_id}")
+                except (NotFound, APIError):
+                    pass
+        return removed
+
+    @_engine_errors
     def logs(self, vm_id: str, tail: int) -> str:
         self._inspect_raw(vm_id)
         raw: bytes = self._api.logs(container_name(vm_id), tail=tail, timestamps=False)
         return raw.decode("utf-8", errors="replace")
 
+    @_engine_errors
     def usage(self, vm_id: str) -> VMUsage:
         self._inspect_raw(vm_id)
         stats: dict[str, Any] = self._api.stats(container_name(vm_id), stream=False, one_shot=True)
@@ -280,6 +344,7 @@ class DockerRuntime:
 
     # -- engine --------------------------------------------------------------------------
 
+    @_engine_errors
     def engine(self) -> EngineInfo:
         try:
             info: dict[str, Any] = self._client.info()
@@ -294,6 +359,7 @@ class DockerRuntime:
             mem_total=int(info.get("MemTotal", 0)),
         )
 
+    @_engine_errors
     def has_image(self, image: str) -> bool:
         try:
             self._api.inspect_image(image)
@@ -301,6 +367,7 @@ class DockerRuntime:
             return False
         return True
 
+    @_engine_errors
     def supports_disk_limit(self, image: str) -> bool:
         """Probe by creating (never starting) a container with a size quota."""
         with self._probe_lock:
