@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from substrateinterface import Keypair
 
 from kumulus import __version__
-from kumulus.backend.api.routes import agents, auth, provider
+from kumulus.backend.api.routes import agents, auth, developer, provider
 from kumulus.backend.db import Database, migrate
 from kumulus.config import BackendSettings
 from kumulus.core.http import install_validation_handler
@@ -46,6 +46,7 @@ def create_app(settings: BackendSettings) -> FastAPI:
 
     app.include_router(auth.router)
     app.include_router(provider.router)
+    app.include_router(developer.router)
     app.include_router(agents.router)
     log.info(
         "backend %s on %s; signing address %s",

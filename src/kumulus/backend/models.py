@@ -110,6 +110,13 @@ class Host(Base):
     agent_version: Mapped[str] = mapped_column(String(32), default="")
     registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Capacity held by live VMs. Changed only by conditional UPDATEs (scheduler.reserve /
+    # release), so concurrent placements can never push it past the capacity above.
+    reserved_cpu: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    reserved_memory: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    reserved_disk: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Containers the agent reports that the backend does not know (drift), last heartbeat.
+    unknown_vms: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Heartbeat(Base):
@@ -132,3 +139,51 @@ class SeenNonce(Base):
     signer: Mapped[str] = mapped_column(String(64), primary_key=True)
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class SshKey(Base):
+    __tablename__ = "ssh_keys"
+    __table_args__ = (Index("ux_ssh_keys_account_fp", "account_id", "fingerprint", unique=True),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    public_key: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Vm(Base):
+    """A developer's VM. `intended_state` is what they asked; `actual_state` what the agent
+    last confirmed. Reservation fields hold what it holds on its host until released."""
+
+    __tablename__ = "vms"
+    __table_args__ = (
+        Index("ux_vms_account_idem", "account_id", "idempotency_key", unique=True),
+        Index("ix_vms_host", "host_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(64))
+    host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id", ondelete="SET NULL"))
+    agent_vm_id: Mapped[str | None] = mapped_column(String(32))
+    username: Mapped[str] = mapped_column(String(32))
+    ssh_key: Mapped[str] = mapped_column(Text)
+    cpu: Mapped[float] = mapped_column(Float)
+    memory: Mapped[int] = mapped_column(BigInteger)
+    disk: Mapped[int] = mapped_column(BigInteger)
+    region: Mapped[str] = mapped_column(String(32), default="")
+    intended_state: Mapped[str] = mapped_column(String(16))  # running | stopped | deleted
+    actual_state: Mapped[str] = mapped_column(
+        String(16)
+    )  # pending|starting|running|stopped|failed|missing|deleted
+    reserved: Mapped[bool] = mapped_column(Boolean, default=False)
+    ssh_host: Mapped[str | None] = mapped_column(String(255))
+    ssh_port: Mapped[int | None] = mapped_column(Integer)
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -114,3 +114,95 @@ class HostRegistered(CamelModel):
 
 class Accepted(CamelModel):
     ok: bool = True
+
+
+class SshKeyIn(CamelModel):
+    name: str = Field(min_length=1, max_length=64)
+    public_key: str = Field(max_length=16384, description="one line of a .pub file")
+
+    @field_validator("public_key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        from kumulus.core.sshkeys import SSHKeyError, parse_ssh_public_key
+
+        try:
+            return parse_ssh_public_key(value).line
+        except SSHKeyError as exc:
+            raise ValueError(str(exc)) from exc
+
+
+class SshKeyOut(CamelModel):
+    id: int
+    name: str
+    fingerprint: str
+    public_key: str
+    created_at: datetime
+
+
+class VmCreateIn(CamelModel):
+    """Requirements for a VM; the scheduler finds a host that fits."""
+
+    name: str = Field(default="vm", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    username: str = Field(max_length=32, examples=["dev"])
+    ssh_key_id: int | None = Field(default=None, description="one of your saved keys")
+    ssh_key: str | None = Field(default=None, max_length=16384, description="or a key line")
+    cpu: float = Field(ge=0.01, le=256, examples=[1])
+    memory: str | int = Field(examples=["1g"])
+    disk: str | int = Field(default="10g", examples=["10g"], validate_default=True)
+    region: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,32}$")
+
+    @field_validator("username")
+    @classmethod
+    def _username(cls, value: str) -> str:
+        from kumulus.core.usernames import UsernameError, validate_username
+
+        try:
+            return validate_username(value)
+        except UsernameError as exc:
+            raise ValueError(str(exc)) from exc
+
+    @field_validator("memory", "disk")
+    @classmethod
+    def _size(cls, value: str | int) -> int:
+        from kumulus.core.sizes import SizeError, parse_size
+
+        try:
+            return parse_size(value)
+        except SizeError as exc:
+            raise ValueError(str(exc)) from exc
+
+
+VmState = Literal[
+    "pending",
+    "starting",
+    "running",
+    "stopped",
+    "failed",
+    "missing",
+    "unreachable",
+    "deleted",
+    "restarting",
+]
+
+
+class VmOut(CamelModel):
+    id: str
+    name: str
+    username: str
+    cpu: float
+    memory: str
+    disk: str
+    region: str
+    host_id: str | None
+    intended_state: str
+    actual_state: VmState
+    ssh_host: str | None
+    ssh_port: int | None
+    ssh_command: str | None = Field(description="ready to paste")
+    failure_reason: str | None
+    created_at: datetime
+
+
+class VmLogsOut(CamelModel):
+    id: str
+    logs: str

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import secrets
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, HTTPException, Request, status
@@ -16,6 +17,7 @@ from kumulus.backend.models import Heartbeat, Host, HostToken, ProviderProfile
 from kumulus.backend.nonces import DbNonceStore
 from kumulus.backend.schemas import Accepted, HostRegistered
 from kumulus.backend.security import hash_token
+from kumulus.backend.vms import reconcile_inventory
 from kumulus.core.schemas import Capacity
 from kumulus.core.signing import SignatureError, SignedEnvelope, verify_envelope
 
@@ -146,6 +148,14 @@ def heartbeat(envelope: SignedEnvelope, db: Db, settings: Settings) -> Accepted:
     )
     host.last_heartbeat_at = now
     host.agent_version = str(payload.get("agentVersion", host.agent_version))[:32]
+    stats = payload.get("vmStats")
+    if isinstance(stats, list):
+        inventory = {
+            str(item.get("vmId")): str(item.get("state"))
+            for item in stats
+            if isinstance(item, dict) and item.get("vmId")
+        }
+        reconcile_inventory(db, host, inventory, datetime.fromtimestamp(envelope.timestamp, UTC))
     db.commit()
     return Accepted()
 

@@ -1,0 +1,287 @@
+"""Developer VMs end to end: validate, place (scheduler), ask the chosen host's agent, keep
+intended vs actual state, and release capacity whenever a VM stops holding it."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import datetime
+from typing import Any
+
+from fastapi import HTTPException, status
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from substrateinterface import Keypair
+
+from kumulus.backend.clock import aware, utcnow
+from kumulus.backend.hosts import host_status
+from kumulus.backend.models import Account, Host, SshKey, Vm
+from kumulus.backend.scheduler import NoHostFitsError, Want, place, release
+from kumulus.backend.schemas import VmCreateIn, VmOut
+from kumulus.client import AgentCallError, AgentClient
+from kumulus.config import BackendSettings
+from kumulus.core.sizes import format_size
+from kumulus.core.sshkeys import SSHKeyError, parse_ssh_public_key
+
+log = logging.getLogger(__name__)
+
+_DOCKER_TO_ACTUAL = {
+    "running": "running",
+    "exited": "stopped",
+    "created": "starting",
+    "restarting": "restarting",
+    "paused": "stopped",
+}
+
+
+def want_of(vm: Vm) -> Want:
+    return Want(cpu=vm.cpu, memory=vm.memory, disk=vm.disk, region=vm.region or None)
+
+
+class VmService:
+    def __init__(self, db: Session, settings: BackendSettings, keypair: Keypair) -> None:
+        self.db = db
+        self.settings = settings
+        self.keypair = keypair
+
+    # -- views ---------------------------------------------------------------------------
+
+    def view(self, vm: Vm) -> VmOut:
+        actual = vm.actual_state
+        if vm.host_id and actual not in ("failed", "deleted"):
+            host = self.db.get(Host, vm.host_id)
+            if host is None or host_status(host, self.settings.heartbeat_ttl) == "offline":
+                actual = "unreachable"  # never claim running for a host we cannot hear
+        command = None
+        if vm.ssh_host and vm.ssh_port:
+            target = f"[{vm.ssh_host}]" if ":" in vm.ssh_host else vm.ssh_host
+            command = f"ssh -p {vm.ssh_port} {vm.username}@{target}"
+        return VmOut(
+            id=vm.id,
+            name=vm.name,
+            username=vm.username,
+            cpu=vm.cpu,
+            memory=format_size(vm.memory),
+            disk=format_size(vm.disk),
+            region=vm.region,
+            host_id=vm.host_id,
+            intended_state=vm.intended_state,
+            actual_state=actual,  # type: ignore[arg-type]
+            ssh_host=vm.ssh_host,
+            ssh_port=vm.ssh_port,
+            ssh_command=command,
+            failure_reason=vm.failure_reason,
+            created_at=aware(vm.created_at),
+        )
+
+    def owned(self, account: Account, vm_id: str) -> Vm:
+        vm = self.db.get(Vm, vm_id[:32])
+        if vm is None or vm.account_id != account.id or vm.intended_state == "deleted":
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no VM {vm_id[:40]}")
+        return vm
+
+    def list(self, account: Account) -> list[Vm]:
+        return list(
+            self.db.scalars(
+                select(Vm)
+                .where(Vm.account_id == account.id, Vm.intended_state != "deleted")
+                .order_by(Vm.created_at)
+            )
+        )
+
+    # -- create --------------------------------------------------------------------------
+
+    def _key_line(self, account: Account, body: VmCreateIn) -> str:
+        if (body.ssh_key_id is None) == (body.ssh_key is None):
+            raise HTTPException(422, "give exactly one of sshKeyId or sshKey")
+        if body.ssh_key_id is not None:
+            key = self.db.get(SshKey, body.ssh_key_id)
+            if key is None or key.account_id != account.id:
+                raise HTTPException(status.HTTP_404_NOT_FOUND, f"no SSH key {body.ssh_key_id}")
+            return key.public_key
+        try:
+            return parse_ssh_public_key(body.ssh_key or "").line
+        except SSHKeyError as exc:
+            raise HTTPException(422, f"sshKey: {exc}") from exc
+
+    def create(self, account: Account, body: VmCreateIn, idempotency_key: str | None) -> Vm:
+        if idempotency_key is not None:
+            if not 0 < len(idempotency_key) <= 128:
+                raise HTTPException(422, "Idempotency-Key must be 1-128 characters")
+            existing = self.db.scalar(
+                select(Vm).where(Vm.account_id == account.id, Vm.idempotency_key == idempotency_key)
+            )
+            if existing is not None:
+                return existing
+        key_line = self._key_line(account, body)
+        now = utcnow()
+        vm = Vm(
+            id=secrets.token_hex(8),
+            account_id=account.id,
+            name=body.name,
+            username=body.username,
+            ssh_key=key_line,
+            cpu=body.cpu,
+            memory=int(body.memory),
+            disk=int(body.disk),
+            region=body.region or "",
+            intended_state="running",
+            actual_state="pending",
+            reserved=False,
+            idempotency_key=idempotency_key,
+            created_at=now,
+            updated_at=now,
+        )
+        self.db.add(vm)
+        try:
+            self.db.commit()
+        except IntegrityError:
+            self.db.rollback()  # the same key raced us: theirs is the VM
+            existing = self.db.scalar(
+                select(Vm).where(Vm.account_id == account.id, Vm.idempotency_key == idempotency_key)
+            )
+            if existing is None:
+                raise
+            return existing
+        return self._place_and_create(vm)
+
+    def _place_and_create(self, vm: Vm) -> Vm:
+        tried: set[str] = set()
+        last_error = ""
+        for _attempt in range(2):  # the chosen host, then one other
+            try:
+                host = place(self.db, want_of(vm), self.settings.heartbeat_ttl, exclude=tried)
+            except NoHostFitsError as exc:
+                if not tried:  # nothing fits at all: no VM to keep
+                    self.db.delete(vm)
+                    self.db.commit()
+                    raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+                break
+            vm.host_id, vm.reserved, vm.updated_at = host.id, True, utcnow()
+            self.db.commit()
+            try:
+                agent_vm = self._agent(host).create_vm(self._agent_body(vm), idempotency_key=vm.id)
+            except AgentCallError as exc:
+                last_error = f"host {host.id}: {exc.detail}"
+                log.warning("VM %s: agent create failed on %s: %s", vm.id, host.id, exc.detail)
+                self._release(vm)
+                vm.host_id = None
+                self.db.commit()
+                tried.add(host.id)
+                continue
+            vm.agent_vm_id = agent_vm.vm_id
+            vm.ssh_host = host.public_ip
+            vm.ssh_port = agent_vm.ssh_port
+            vm.actual_state = "running" if agent_vm.status == "Running" else "starting"
+            vm.updated_at = utcnow()
+            self.db.commit()
+            return vm
+        vm.actual_state = "failed"
+        vm.failure_reason = last_error or "no other host fits"
+        vm.updated_at = utcnow()
+        self.db.commit()
+        raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"VM {vm.id} failed: {vm.failure_reason}")
+
+    @staticmethod
+    def _agent_body(vm: Vm) -> dict[str, Any]:
+        return {
+            "username": vm.username,
+            "sshKey": vm.ssh_key,
+            "cpu": vm.cpu,
+            "memory": vm.memory,
+            "disk": vm.disk,
+        }
+
+    def _agent(self, host: Host) -> AgentClient:
+        return AgentClient(host.api_url, host.id, self.keypair)
+
+    def _release(self, vm: Vm) -> None:
+        if vm.reserved and vm.host_id:
+            release(self.db, vm.host_id, want_of(vm))
+            vm.reserved = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def _host_agent(self, vm: Vm) -> AgentClient:
+        host = self.db.get(Host, vm.host_id) if vm.host_id else None
+        if host is None or vm.agent_vm_id is None:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"VM {vm.id} is {vm.actual_state}; it has no host to act on",
+            )
+        if host_status(host, self.settings.heartbeat_ttl) == "offline":
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                f"host {host.id} is offline; the VM is unreachable, retry later",
+            )
+        return self._agent(host)
+
+    def _agent_error(self, exc: AgentCallError) -> HTTPException:
+        if exc.status is None:
+            return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, exc.detail)
+        return HTTPException(status.HTTP_502_BAD_GATEWAY, f"the host refused: {exc.detail}")
+
+    def start(self, vm: Vm) -> Vm:
+        vm.intended_state, vm.updated_at = "running", utcnow()
+        self.db.commit()
+        try:
+            agent_vm = self._host_agent(vm).start_vm(vm.agent_vm_id or "")
+        except AgentCallError as exc:
+            raise self._agent_error(exc) from exc
+        vm.actual_state = "running" if agent_vm.status == "Running" else "starting"
+        self.db.commit()
+        return vm
+
+    def stop(self, vm: Vm) -> Vm:
+        vm.intended_state, vm.updated_at = "stopped", utcnow()
+        self.db.commit()
+        try:
+            self._host_agent(vm).stop_vm(vm.agent_vm_id or "")
+        except AgentCallError as exc:
+            raise self._agent_error(exc) from exc
+        vm.actual_state = "stopped"
+        self.db.commit()
+        return vm
+
+    def delete(self, vm: Vm) -> None:
+        if vm.agent_vm_id is not None:
+            try:
+                self._host_agent(vm).delete_vm(vm.agent_vm_id)
+            except AgentCallError as exc:
+                if exc.status != 404:  # already gone on the host is fine
+                    raise self._agent_error(exc) from exc
+        self._release(vm)
+        vm.intended_state = vm.actual_state = "deleted"
+        vm.updated_at = utcnow()
+        self.db.commit()
+
+    def logs(self, vm: Vm, tail: int) -> str:
+        try:
+            return self._host_agent(vm).logs(vm.agent_vm_id or "", tail)
+        except AgentCallError as exc:
+            raise self._agent_error(exc) from exc
+
+
+def reconcile_inventory(
+    db: Session, host: Host, inventory: dict[str, str], as_of: datetime
+) -> None:
+    """Apply a heartbeat's VM inventory ({agent vm id: docker state}, observed at `as_of`)
+    to the VMs the backend placed on this host: update actual states, mark missing ones,
+    count unknown containers. VMs changed since `as_of` are left alone (newer news)."""
+    vms = db.scalars(
+        select(Vm).where(
+            Vm.host_id == host.id, Vm.agent_vm_id.is_not(None), Vm.intended_state != "deleted"
+        )
+    )
+    known: set[str] = set()
+    for vm in vms:
+        agent_id = vm.agent_vm_id or ""
+        known.add(agent_id)
+        if aware(vm.updated_at) >= as_of:
+            continue
+        if agent_id in inventory:
+            vm.actual_state = _DOCKER_TO_ACTUAL.get(inventory[agent_id], "failed")
+        elif vm.actual_state not in ("pending", "failed"):
+            vm.actual_state = "missing"
+    host.unknown_vms = len(set(inventory) - known)

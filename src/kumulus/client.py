@@ -1,0 +1,87 @@
+"""Typed HTTP client for an agent's API, as the backend calls it: every request signed by
+the backend's sr25519 key and addressed (audience) to one host."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+from substrateinterface import Keypair
+
+from kumulus.core.schemas import VMPublic
+from kumulus.core.signing import sign_request
+
+
+class AgentCallError(Exception):
+    """The agent refused (status 4xx/5xx, `detail` says why) or could not be reached
+    (status None: retrying elsewhere may help)."""
+
+    def __init__(self, detail: str, status: int | None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.status = status
+
+
+class AgentClient:
+    def __init__(
+        self,
+        base_url: str,
+        host_id: str,
+        keypair: Keypair,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.host_id = host_id
+        self.keypair = keypair
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"), timeout=timeout, transport=transport
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        content = json.dumps(body).encode() if body is not None else b""
+        signed = sign_request(self.keypair, method, path, content, audience=self.host_id)
+        if body is not None:
+            signed["Content-Type"] = "application/json"
+        try:
+            resp = self._http.request(
+                method, path, content=content, headers={**signed, **(headers or {})}
+            )
+        except httpx.HTTPError as exc:
+            raise AgentCallError(f"agent unreachable: {type(exc).__name__}", None) from exc
+        if resp.status_code >= 400:
+            try:
+                detail = str(resp.json().get("detail", resp.text))
+            except ValueError:
+                detail = resp.text[:300]
+            raise AgentCallError(detail, resp.status_code)
+        return resp.json()
+
+    def create_vm(self, body: dict[str, Any], idempotency_key: str) -> VMPublic:
+        return VMPublic.model_validate(
+            self._call("POST", "/v1/vms", body, {"Idempotency-Key": idempotency_key})
+        )
+
+    def get_vm(self, vm_id: str) -> VMPublic:
+        return VMPublic.model_validate(self._call("GET", f"/v1/vms/{vm_id}"))
+
+    def start_vm(self, vm_id: str) -> VMPublic:
+        return VMPublic.model_validate(self._call("POST", f"/v1/vms/{vm_id}/start"))
+
+    def stop_vm(self, vm_id: str) -> VMPublic:
+        return VMPublic.model_validate(self._call("POST", f"/v1/vms/{vm_id}/stop"))
+
+    def delete_vm(self, vm_id: str) -> None:
+        self._call("DELETE", f"/v1/vms/{vm_id}")
+
+    def logs(self, vm_id: str, tail: int = 200) -> str:
+        return str(self._call("GET", f"/v1/vms/{vm_id}/logs?tail={tail}")["logs"])
