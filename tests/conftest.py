@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,3 +70,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return 1 if item.get_closest_marker("e2e") else 0
 
     items.sort(key=rank)  # stable: keeps file order within each group
+
+
+POSTGRES = os.environ.get("KUMULUS_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'kumulus.db'}"
+        return
+    if not POSTGRES:
+        if os.environ.get("KUMULUS_E2E_REQUIRED"):
+            pytest.fail("PostgreSQL required: set KUMULUS_TEST_POSTGRES_URL")
+        pytest.skip("no PostgreSQL configured (KUMULUS_TEST_POSTGRES_URL)")
+    import psycopg
+
+    schema = f"t_{secrets.token_hex(6)}"
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in POSTGRES else "?"
+    yield f"{POSTGRES}{sep}options=-csearch_path%3D{schema}"
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
