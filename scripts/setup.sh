@@ -2,7 +2,7 @@
 # shellcheck source-path=SCRIPTDIR
 # Kumulus on a fresh Debian 12 / Ubuntu machine, as root. Installs whatever is missing
 # (system packages, Python environment, Docker engine, VM base image), then:
-#   setup.sh up     start the platform (for now: the provider agent on port 8000)
+#   setup.sh up     start the platform: backend (8080) + this machine's agent (8000) as a host
 #   setup.sh test   run the whole test suite (unit, then end-to-end on the real engine)
 #   setup.sh bench  run the benchmarks (bench/provision)
 set -euo pipefail
@@ -96,13 +96,8 @@ cmd=${1:-}
 case $cmd in
   up)
     prepare prod
-    export KUMULUS_AGENT_STATE_DIR=${KUMULUS_AGENT_STATE_DIR:-$KUMULUS_STATE_DIR/agent}
-    "$venv/bin/kumulus" agent token >/dev/null  # creates the 0600 token file on first run
-    port=${KUMULUS_AGENT_PORT:-8000}
-    log "agent API: http://${KUMULUS_AGENT_HOST:-127.0.0.1}:$port (OpenAPI: /docs)"
-    log "admin token: $KUMULUS_AGENT_STATE_DIR/admin-token (print it with: $venv/bin/kumulus agent token)"
-    log "first VM: curl -X POST -H \"Authorization: Bearer \$($venv/bin/kumulus agent token)\" -H 'Content-Type: application/json' -d '{\"username\":\"devtest\",\"sshKey\":\"'\"\$(cat ~/.ssh/id_ed25519.pub)\"'\",\"cpu\":1,\"memory\":\"1g\",\"disk\":\"4g\"}' http://127.0.0.1:$port/create-vm"
-    exec "$venv/bin/kumulus" agent run
+    # Backend + consoles + this machine's agent registered as a provider host.
+    exec "$venv/bin/kumulus" up
     ;;
   test)
     prepare dev

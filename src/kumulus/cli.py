@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from kumulus import __version__
+from kumulus import __version__, devcli
 from kumulus.config import AgentSettings, BackendSettings
 
 app = typer.Typer(help="Kumulus: a decentralized cloud.", no_args_is_help=True)
@@ -24,6 +24,10 @@ app.add_typer(agent_app, name="agent")
 app.add_typer(backend_app, name="backend")
 app.add_typer(image_app, name="image")
 app.add_typer(wallet_app, name="wallet")
+app.add_typer(devcli.key_app, name="ssh-key")
+app.add_typer(devcli.vm_app, name="vm")
+app.command()(devcli.signup)
+app.command()(devcli.login)
 
 
 def _setup_logging() -> None:
@@ -35,6 +39,14 @@ def _setup_logging() -> None:
 def _fail(message: str, code: int = 1) -> typer.Exit:
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
     return typer.Exit(code)
+
+
+@app.command()
+def up() -> None:
+    """Run the whole platform on this machine: backend + a local agent as its provider."""
+    from kumulus.up import run_up
+
+    run_up()
 
 
 @app.command()

@@ -85,3 +85,38 @@ class AgentClient:
 
     def logs(self, vm_id: str, tail: int = 200) -> str:
         return str(self._call("GET", f"/v1/vms/{vm_id}/logs?tail={tail}")["logs"])
+
+
+class BackendError(Exception):
+    """The backend refused (detail from its {"detail": ...}) or could not be reached."""
+
+    def __init__(self, detail: str, status: int | None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.status = status
+
+
+class BackendClient:
+    """The developer/provider API as the CLI uses it (bearer API token)."""
+
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 120.0) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, headers=headers)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def call(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> Any:
+        try:
+            resp = self._http.request(method, path, json=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise BackendError(f"cannot reach {self._http.base_url}: {exc}", None) from exc
+        if resp.status_code >= 400:
+            try:
+                detail = str(resp.json().get("detail", resp.text))
+            except ValueError:
+                detail = resp.text[:300]
+            raise BackendError(detail, resp.status_code)
+        return resp.json() if resp.content else None

@@ -41,6 +41,12 @@ def _fits(want: Want):  # type: ignore[no-untyped-def]
     )
 
 
+def _load_after(cpu: float, memory: int):  # type: ignore[no-untyped-def]
+    return (Host.reserved_cpu + cpu) / Host.cpu + (
+        Host.reserved_memory + memory
+    ) * 1.0 / Host.memory
+
+
 def reserve(db: Session, host_id: str, want: Want) -> bool:
     """Take `want` from the host's free capacity if it still fits; commit; True on success."""
     result = db.execute(
@@ -50,6 +56,7 @@ def reserve(db: Session, host_id: str, want: Want) -> bool:
             reserved_cpu=Host.reserved_cpu + want.cpu,
             reserved_memory=Host.reserved_memory + want.memory,
             reserved_disk=Host.reserved_disk + want.disk,
+            load=_load_after(want.cpu, want.memory),
         )
     )
     db.commit()
@@ -64,6 +71,7 @@ def release(db: Session, host_id: str, want: Want) -> None:
             reserved_cpu=Host.reserved_cpu - want.cpu,
             reserved_memory=Host.reserved_memory - want.memory,
             reserved_disk=Host.reserved_disk - want.disk,
+            load=_load_after(-want.cpu, -want.memory),
         )
     )
     db.commit()
@@ -79,8 +87,7 @@ def place(db: Session, want: Want, ttl: float, exclude: set[str] | None = None) 
         query = query.where(Host.region == want.region)
     if exclude:
         query = query.where(Host.id.not_in(exclude))
-    load = (Host.reserved_cpu / Host.cpu) + (Host.reserved_memory * 1.0 / Host.memory)
-    candidates = list(db.scalars(query.order_by(load, Host.id).limit(16)))
+    candidates = list(db.scalars(query.order_by(Host.load, Host.id).limit(16)))
     for host in candidates:
         if reserve(db, host.id, want):
             db.refresh(host)

@@ -2,13 +2,14 @@
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-25 10:45:02.918524
+Create Date: 2026-11-25 10:53:40.527990
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+
 
 revision = "0002"
 down_revision = "0001"
@@ -72,14 +73,20 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("reserved_disk", sa.BigInteger(), server_default="0", nullable=False)
         )
+        batch_op.add_column(sa.Column("load", sa.Float(), server_default="0", nullable=False))
         batch_op.add_column(
             sa.Column("unknown_vms", sa.Integer(), server_default="0", nullable=False)
         )
+        batch_op.create_index("ix_hosts_load", ["load"], unique=False)
+        batch_op.create_index("ix_hosts_region_load", ["region", "load"], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("hosts", schema=None) as batch_op:
+        batch_op.drop_index("ix_hosts_region_load")
+        batch_op.drop_index("ix_hosts_load")
         batch_op.drop_column("unknown_vms")
+        batch_op.drop_column("load")
         batch_op.drop_column("reserved_disk")
         batch_op.drop_column("reserved_memory")
         batch_op.drop_column("reserved_cpu")

@@ -1,0 +1,226 @@
+"""`kumulus login | ssh-key | vm`: the developer's command line over the backend API."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from kumulus.client import BackendClient, BackendError
+from kumulus.core.signing import write_secret_file
+
+key_app = typer.Typer(help="Your SSH public keys.", no_args_is_help=True)
+vm_app = typer.Typer(help="Your VMs.", no_args_is_help=True)
+
+
+def config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "kumulus" / "cli.json"
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code)
+
+
+def _client() -> BackendClient:
+    try:
+        cfg = json.loads(config_path().read_text())
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail("not logged in: run `kumulus login --backend URL --email ...`") from exc
+    return BackendClient(cfg["backend"], cfg["token"])
+
+
+def _call(method: str, path: str, body: Any = None, **kw: Any) -> Any:
+    client = _client()
+    try:
+        return client.call(method, path, body, **kw)
+    except BackendError as exc:
+        raise _fail(exc.detail) from exc
+    finally:
+        client.close()
+
+
+def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
+    cells = [
+        [str(row.get(key) if row.get(key) is not None else "-") for key, _ in columns]
+        for row in rows
+    ]
+    widths = [
+        max([len(title)] + [len(r[i]) for r in cells]) for i, (_, title) in enumerate(columns)
+    ]
+    typer.echo("  ".join(title.ljust(w) for (_, title), w in zip(columns, widths, strict=True)))
+    for r in cells:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+
+
+def _password(stdin: bool) -> str:
+    if stdin:
+        return sys.stdin.readline().rstrip("\n")
+    if not sys.stdin.isatty():
+        raise _fail("no terminal to ask for the password: use --password-stdin", 2)
+    return getpass.getpass("Password: ")
+
+
+def signup(
+    backend: Annotated[str, typer.Option(help="backend URL")],
+    email: Annotated[str, typer.Option()],
+    role: Annotated[str, typer.Option(help="developer or provider")] = "developer",
+    password_stdin: Annotated[bool, typer.Option(help="read the password from stdin")] = False,
+) -> None:
+    """Create an account."""
+    client = BackendClient(backend)
+    try:
+        client.call(
+            "POST",
+            "/v1/auth/signup",
+            {"email": email, "password": _password(password_stdin), "role": role},
+        )
+    except BackendError as exc:
+        raise _fail(exc.detail) from exc
+    typer.echo(f"account {email} created; now: kumulus login --backend {backend} --email {email}")
+
+
+def login(
+    backend: Annotated[str, typer.Option(help="backend URL")],
+    email: Annotated[str, typer.Option()],
+    password_stdin: Annotated[bool, typer.Option(help="read the password from stdin")] = False,
+) -> None:
+    """Log in; the API token is kept in ~/.config/kumulus/cli.json (0600)."""
+    client = BackendClient(backend)
+    try:
+        result = client.call(
+            "POST",
+            "/v1/auth/login",
+            {"email": email, "password": _password(password_stdin), "tokenName": "cli"},
+        )
+    except BackendError as exc:
+        raise _fail(exc.detail) from exc
+    write_secret_file(
+        config_path(), json.dumps({"backend": backend.rstrip("/"), "token": result["token"]})
+    )
+    typer.echo(f"logged in as {email} ({result['account']['role']})")
+
+
+@key_app.command("add")
+def key_add(
+    path: Annotated[Path, typer.Argument(help="public key file")] = Path("~/.ssh/id_ed25519.pub"),
+    name: Annotated[str | None, typer.Option(help="a name for it")] = None,
+) -> None:
+    """Save an SSH public key."""
+    file = path.expanduser()
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise _fail(f"cannot read {file}: {exc.strerror}") from exc
+    key = _call("POST", "/v1/ssh-keys", {"name": name or file.stem, "publicKey": text})
+    typer.echo(f"added key {key['id']} {key['fingerprint']}")
+
+
+@key_app.command("ls")
+def key_ls() -> None:
+    _table(
+        _call("GET", "/v1/ssh-keys"),
+        [("id", "ID"), ("name", "NAME"), ("fingerprint", "FINGERPRINT")],
+    )
+
+
+@key_app.command("rm")
+def key_rm(key_id: int) -> None:
+    _call("DELETE", f"/v1/ssh-keys/{key_id}")
+    typer.echo(f"removed key {key_id}")
+
+
+@vm_app.command("create")
+def vm_create(
+    username: Annotated[str, typer.Option(help="your user inside the VM")],
+    cpu: Annotated[float, typer.Option(help="vCPUs")] = 1.0,
+    memory: Annotated[str, typer.Option(help="e.g. 1g")] = "1g",
+    disk: Annotated[str, typer.Option(help="e.g. 10g")] = "10g",
+    key_id: Annotated[int | None, typer.Option(help="a saved key (kumulus ssh-key ls)")] = None,
+    region: Annotated[str | None, typer.Option()] = None,
+    name: Annotated[str, typer.Option()] = "vm",
+) -> None:
+    """Create a VM on a provider host that fits; prints the ssh command."""
+    if key_id is None:
+        keys = _call("GET", "/v1/ssh-keys")
+        if not keys:
+            raise _fail("no SSH key saved: kumulus ssh-key add ~/.ssh/id_ed25519.pub")
+        key_id = keys[0]["id"]
+    body = {
+        "name": name,
+        "username": username,
+        "sshKeyId": key_id,
+        "cpu": cpu,
+        "memory": memory,
+        "disk": disk,
+        "region": region,
+    }
+    vm = _call("POST", "/v1/vms", body)
+    typer.echo(f"VM {vm['id']} {vm['actualState']} on host {vm['hostId']}")
+    if vm.get("sshCommand"):
+        typer.echo(vm["sshCommand"])
+
+
+@vm_app.command("ls")
+def vm_ls() -> None:
+    _table(
+        _call("GET", "/v1/vms"),
+        [
+            ("id", "ID"),
+            ("name", "NAME"),
+            ("intendedState", "WANTED"),
+            ("actualState", "STATE"),
+            ("cpu", "CPU"),
+            ("memory", "MEM"),
+            ("disk", "DISK"),
+            ("sshCommand", "SSH"),
+        ],
+    )
+
+
+def _vm_action(action: str, vm_id: str) -> None:
+    vm = _call("POST", f"/v1/vms/{vm_id}/{action}")
+    typer.echo(f"VM {vm['id']}: {vm['actualState']}")
+
+
+@vm_app.command("start")
+def vm_start(vm_id: str) -> None:
+    _vm_action("start", vm_id)
+
+
+@vm_app.command("stop")
+def vm_stop(vm_id: str) -> None:
+    _vm_action("stop", vm_id)
+
+
+@vm_app.command("rm")
+def vm_rm(vm_id: str) -> None:
+    _call("DELETE", f"/v1/vms/{vm_id}")
+    typer.echo(f"VM {vm_id} deleted")
+
+
+@vm_app.command("logs")
+def vm_logs(vm_id: str, tail: int = 200) -> None:
+    typer.echo(_call("GET", f"/v1/vms/{vm_id}/logs?tail={tail}")["logs"], nl=False)
+
+
+@vm_app.command("ssh")
+def vm_ssh(
+    vm_id: str,
+    identity: Annotated[Path | None, typer.Option("-i", help="private key file")] = None,
+) -> None:
+    """Open an SSH session to the VM (runs your ssh client)."""
+    vm = _call("GET", f"/v1/vms/{vm_id}")
+    if not vm.get("sshCommand"):
+        raise _fail(f"VM {vm_id} has no SSH address yet ({vm['actualState']})")
+    argv = shlex.split(vm["sshCommand"])
+    if identity is not None:
+        argv[1:1] = ["-i", str(identity.expanduser())]
+    os.execvp(argv[0], argv)  # noqa: S606 - argument list from our own API, no shell

@@ -1,0 +1,186 @@
+"""`kumulus up`: the whole platform on one box. Backend + a local agent registered as a
+provider host of this machine, both supervised until Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import typer
+
+from kumulus.agent.auth import ensure_admin_token
+from kumulus.agent.registration import load_registration, register
+from kumulus.config import AgentSettings, BackendSettings
+from kumulus.core.signing import (
+    keypair_from_mnemonic,
+    new_mnemonic,
+    read_secret_file,
+    write_secret_file,
+)
+
+LOCAL_PROVIDER = "local-provider@kumulus.localhost"
+
+
+def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "kumulus.cli", *args], stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited; see {log}:\n{log.read_text()[-1500:]}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise RuntimeError(f"did not answer at {url}; see {log}")
+
+
+def _local_provider(backend_url: str, settings: BackendSettings, agent: AgentSettings) -> None:
+    """Create (once) the provider account of this machine, link the agent's wallet, and
+    register the agent as its host."""
+    if (reg := load_registration(agent.state_dir)) and reg.backend_url == backend_url:
+        return
+    wallet = keypair_from_mnemonic(read_secret_file(agent.mnemonic_path))
+    pw_file = settings.data_dir / "local-provider-password"
+    http = httpx.Client(base_url=backend_url, timeout=60)
+    if not pw_file.exists():
+        write_secret_file(pw_file, secrets.token_urlsafe(18))
+        http.post(
+            "/v1/auth/signup",
+            json={
+                "email": LOCAL_PROVIDER,
+                "role": "provider",
+                "password": read_secret_file(pw_file),
+            },
+        )
+    token = http.post(
+        "/v1/auth/login", json={"email": LOCAL_PROVIDER, "password": read_secret_file(pw_file)}
+    )
+    token.raise_for_status()
+    http.headers["Authorization"] = f"Bearer {token.json()['token']}"
+    profile = http.get("/v1/provider/profile").json()
+    if profile["walletAddress"] != wallet.ss58_address:
+        challenge = http.post("/v1/provider/wallet/challenge").json()
+        http.post(
+            "/v1/provider/wallet/link",
+            json={
+                "challengeId": challenge["challengeId"],
+                "address": wallet.ss58_address,
+                "signature": "0x" + bytes(wallet.sign(challenge["message"].encode())).hex(),
+            },
+        ).raise_for_status()
+    host_token = http.post("/v1/provider/host-tokens")
+    host_token.raise_for_status()
+    local = "127.0.0.1"
+    info = httpx.get(
+        f"http://{local}:{agent.port}/v1/host",
+        timeout=30,
+        headers={"Authorization": f"Bearer {ensure_admin_token(agent.token_path)}"},
+    )
+    info.raise_for_status()
+    reg = register(
+        state_dir=agent.state_dir,
+        backend_key_file=agent.backend_key_path,
+        keypair=wallet,
+        backend_url=backend_url,
+        provider_token=host_token.json()["token"],
+        api_url=f"http://{local}:{agent.port}",
+        public_ip=info.json()["sshPublicHost"],
+        host_info=info.json(),
+    )
+    typer.echo(f"this machine is provider host {reg.host_id} (wallet {wallet.ss58_address})")
+
+
+def _wait_online(backend_url: str, settings: BackendSettings, timeout: float) -> None:
+    http = httpx.Client(base_url=backend_url, timeout=10)
+    token = http.post(
+        "/v1/auth/login",
+        json={
+            "email": LOCAL_PROVIDER,
+            "password": read_secret_file(settings.data_dir / "local-provider-password"),
+        },
+    )
+    token.raise_for_status()
+    headers = {"Authorization": f"Bearer {token.json()['token']}"}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        hosts = http.get("/v1/provider/hosts", headers=headers).json()
+        if any(h["status"] == "online" for h in hosts):
+            return
+        time.sleep(0.5)
+    raise RuntimeError("the local host sent no heartbeat; see the agent log")
+
+
+def run_up() -> None:
+    backend = BackendSettings()
+    agent = AgentSettings()
+    backend_url = f"http://{backend.host}:{backend.port}"
+    logs = Path(os.environ.get("KUMULUS_LOG_DIR", str(backend.data_dir.parent / "logs")))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        b = _spawn(["backend", "run"], logs / "backend.log")
+        procs.append(b)
+        _wait_http(backend_url + "/healthz", b, logs / "backend.log")
+        if not agent.mnemonic_path.exists():  # the agent signs its stats with it from start
+            write_secret_file(agent.mnemonic_path, new_mnemonic())
+            typer.echo(f"created a wallet for this machine in {agent.mnemonic_path} (back it up)")
+        a = _spawn(["agent", "run"], logs / "agent.log")
+        procs.append(a)
+        _wait_http(f"http://127.0.0.1:{agent.port}/healthz", a, logs / "agent.log")
+        _local_provider(backend_url, backend, agent)
+        typer.echo("waiting for the host's first signed heartbeat ...")
+        _wait_online(backend_url, backend, agent.stats_interval * 2 + 10)
+    except (RuntimeError, httpx.HTTPError) as exc:
+        for p in procs:
+            p.terminate()
+        raise typer.Exit(_say_fail(str(exc))) from exc
+    typer.echo(f"""
+Kumulus is up.
+  backend API   {backend_url}  (OpenAPI: {backend_url}/docs)   log: {logs / "backend.log"}
+  agent API     http://127.0.0.1:{agent.port}  (kumulus agent token)  log: {logs / "agent.log"}
+  provider      {LOCAL_PROVIDER} (password in {backend.data_dir / "local-provider-password"})
+
+First VM, as a developer:
+  kumulus signup --backend {backend_url} --email you@example.com && \\
+  kumulus login --backend {backend_url} --email you@example.com && \\
+  kumulus ssh-key add ~/.ssh/id_ed25519.pub && kumulus vm create --username dev
+
+Ctrl-C stops both.""")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        while not stop.is_set():
+            if any(p.poll() is not None for p in procs):
+                typer.secho(
+                    "a component stopped; see the logs above", err=True, fg=typer.colors.RED
+                )
+                break
+            stop.wait(1)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _say_fail(message: str) -> int:
+    typer.secho(f"error: kumulus up failed: {message}", err=True, fg=typer.colors.RED)
+    return 1
