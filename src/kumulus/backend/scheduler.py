@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import BigInteger, DateTime, Float, String, and_, bindparam, select, text
 from sqlalchemy.orm import Session
 
 from kumulus.backend.clock import utcnow
@@ -41,57 +41,80 @@ def _fits(want: Want):  # type: ignore[no-untyped-def]
     )
 
 
-def _load_after(cpu: float, memory: int):  # type: ignore[no-untyped-def]
-    return (Host.reserved_cpu + cpu) / Host.cpu + (
-        Host.reserved_memory + memory
-    ) * 1.0 / Host.memory
+# The hot path of every placement, as one plain statement: SQLAlchemy's expression layer
+# cost ~1 ms per call here (measured), more than the database itself. Standard SQL: in an
+# UPDATE every right-hand side reads the old row, on SQLite and PostgreSQL alike.
+_RESERVE = text(
+    "UPDATE hosts SET"
+    " reserved_cpu = reserved_cpu + :cpu,"
+    " reserved_memory = reserved_memory + :memory,"
+    " reserved_disk = reserved_disk + :disk,"
+    " load = (reserved_cpu + :cpu) / cpu + (reserved_memory + :memory) * 1.0 / memory"
+    " WHERE id = :id"
+    " AND (:cpu <= 0 OR (reserved_cpu + :cpu <= cpu + 0.000000001"
+    " AND reserved_memory + :memory <= memory AND reserved_disk + :disk <= disk))"
+).bindparams(
+    bindparam("cpu", type_=Float()),
+    bindparam("memory", type_=BigInteger()),
+    bindparam("disk", type_=BigInteger()),
+)
 
 
-def reserve(db: Session, host_id: str, want: Want) -> bool:
-    """Take `want` from the host's free capacity if it still fits; commit; True on success."""
-    result = db.execute(
-        update(Host)
-        .where(Host.id == host_id, _fits(want))
-        .values(
-            reserved_cpu=Host.reserved_cpu + want.cpu,
-            reserved_memory=Host.reserved_memory + want.memory,
-            reserved_disk=Host.reserved_disk + want.disk,
-            load=_load_after(want.cpu, want.memory),
-        )
-    )
+def _change(db: Session, host_id: str, cpu: float, memory: int, disk: int) -> bool:
+    result = db.execute(_RESERVE, {"id": host_id, "cpu": cpu, "memory": memory, "disk": disk})
     db.commit()
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
+def reserve(db: Session, host_id: str, want: Want) -> bool:
+    """Take `want` from the host's free capacity if it still fits; commit; True on success."""
+    return _change(db, host_id, want.cpu, want.memory, want.disk)
+
+
 def release(db: Session, host_id: str, want: Want) -> None:
-    db.execute(
-        update(Host)
-        .where(Host.id == host_id)
-        .values(
-            reserved_cpu=Host.reserved_cpu - want.cpu,
-            reserved_memory=Host.reserved_memory - want.memory,
-            reserved_disk=Host.reserved_disk - want.disk,
-            load=_load_after(-want.cpu, -want.memory),
-        )
-    )
-    db.commit()
+    """Give `want` back (always succeeds)."""
+    _change(db, host_id, -want.cpu, -want.memory, -want.disk)
 
 
-def place(db: Session, want: Want, ttl: float, exclude: set[str] | None = None) -> Host:
-    """Reserve capacity on the best online host that fits and return it.
+_CANDIDATES_SQL = (
+    "SELECT id FROM hosts WHERE last_heartbeat_at >= :since"
+    " AND reserved_cpu + :cpu <= cpu + 0.000000001"
+    " AND reserved_memory + :memory <= memory AND reserved_disk + :disk <= disk"
+    " AND (:region IS NULL OR region = :region){exclude}"
+    " ORDER BY load LIMIT 8"
+)
+_TYPED = (
+    bindparam("since", type_=DateTime(timezone=True)),
+    bindparam("region", type_=String()),
+    bindparam("cpu", type_=Float()),
+    bindparam("memory", type_=BigInteger()),
+    bindparam("disk", type_=BigInteger()),
+)
+_CANDIDATES = text(_CANDIDATES_SQL.format(exclude="")).bindparams(*_TYPED)
+_CANDIDATES_EXCLUDING = text(_CANDIDATES_SQL.format(exclude=" AND id NOT IN :exclude")).bindparams(
+    *_TYPED, bindparam("exclude", expanding=True)
+)
+
+
+def place(db: Session, want: Want, ttl: float, exclude: set[str] | None = None) -> str:
+    """Reserve capacity on the best online host that fits and return its id.
 
     Preference: the least loaded host (spreads VMs; reputation will come first once it
     exists). A host that another placement filled in the meantime is skipped."""
-    query = select(Host).where(_online(ttl), _fits(want))
-    if want.region:
-        query = query.where(Host.region == want.region)
+    params: dict[str, object] = {
+        "since": utcnow() - timedelta(seconds=ttl),
+        "cpu": want.cpu,
+        "memory": want.memory,
+        "disk": want.disk,
+        "region": want.region,
+    }
     if exclude:
-        query = query.where(Host.id.not_in(exclude))
-    candidates = list(db.scalars(query.order_by(Host.load, Host.id).limit(16)))
-    for host in candidates:
-        if reserve(db, host.id, want):
-            db.refresh(host)
-            return host
+        params["exclude"] = sorted(exclude)
+    # Walks the load index: the least loaded hosts first, no sort of the whole table.
+    candidates = list(db.scalars(_CANDIDATES_EXCLUDING if exclude else _CANDIDATES, params))
+    for host_id in candidates:
+        if reserve(db, host_id, want):
+            return str(host_id)
     raise NoHostFitsError(explain(db, want, ttl, exclude))
 
 

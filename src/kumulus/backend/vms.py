@@ -151,15 +151,17 @@ class VmService:
         last_error = ""
         for _attempt in range(2):  # the chosen host, then one other
             try:
-                host = place(self.db, want_of(vm), self.settings.heartbeat_ttl, exclude=tried)
+                host_id = place(self.db, want_of(vm), self.settings.heartbeat_ttl, exclude=tried)
             except NoHostFitsError as exc:
                 if not tried:  # nothing fits at all: no VM to keep
                     self.db.delete(vm)
                     self.db.commit()
                     raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
                 break
-            vm.host_id, vm.reserved, vm.updated_at = host.id, True, utcnow()
+            vm.host_id, vm.reserved, vm.updated_at = host_id, True, utcnow()
             self.db.commit()
+            host = self.db.get(Host, host_id)
+            assert host is not None
             try:
                 agent_vm = self._agent(host).create_vm(self._agent_body(vm), idempotency_key=vm.id)
             except AgentCallError as exc:
