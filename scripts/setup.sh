@@ -4,7 +4,7 @@
 # (system packages, Python environment, Docker engine, VM base image), then:
 #   setup.sh up     start the platform: backend (8080) + this machine's agent (8000) as a host
 #   setup.sh test   run the whole test suite (unit, then end-to-end on the real engine)
-#   setup.sh bench  run the benchmarks (bench/provision)
+#   setup.sh bench  run the benchmarks (bench/: provision, scheduler, heartbeats)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -112,10 +112,18 @@ case $cmd in
     KUMULUS_E2E_REQUIRED=1 "$venv/bin/pytest" -q tests
     ;;
   bench)
+    # setup.sh bench [provision|scheduler|heartbeats] [args]; all three without a name.
     prepare dev
     cd "$repo"
     shift
-    exec "$venv/bin/python" -m bench.provision "$@"
+    if [ $# -gt 0 ] && [[ $1 != -* ]]; then
+      which=$1
+      shift
+      exec "$venv/bin/python" -m "bench.$which" "$@"
+    fi
+    for which in provision scheduler heartbeats; do
+      "$venv/bin/python" -m "bench.$which" "$@"
+    done
     ;;
   *)
     echo "usage: sudo $0 up|test|bench" >&2

@@ -266,14 +266,14 @@ class VmService:
 
 
 def reconcile_inventory(
-    db: Session, host: Host, inventory: dict[str, str], as_of: datetime
-) -> None:
+    db: Session, host_id: str, inventory: dict[str, str], as_of: datetime
+) -> int:
     """Apply a heartbeat's VM inventory ({agent vm id: docker state}, observed at `as_of`)
     to the VMs the backend placed on this host: update actual states, mark missing ones,
     count unknown containers. VMs changed since `as_of` are left alone (newer news)."""
     vms = db.scalars(
         select(Vm).where(
-            Vm.host_id == host.id, Vm.agent_vm_id.is_not(None), Vm.intended_state != "deleted"
+            Vm.host_id == host_id, Vm.agent_vm_id.is_not(None), Vm.intended_state != "deleted"
         )
     )
     known: set[str] = set()
@@ -286,4 +286,4 @@ def reconcile_inventory(
             vm.actual_state = _DOCKER_TO_ACTUAL.get(inventory[agent_id], "failed")
         elif vm.actual_state not in ("pending", "failed"):
             vm.actual_state = "missing"
-    host.unknown_vms = len(set(inventory) - known)
+    return len(set(inventory) - known)

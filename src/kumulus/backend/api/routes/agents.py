@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.deps import Db, Settings
@@ -69,6 +69,15 @@ def _parse(model: type[_P], payload: dict[str, Any]) -> _P:
     except ValidationError as exc:
         fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
         raise HTTPException(422, f"invalid payload fields: {fields}") from exc
+
+
+def _owned_host_id(db: Db, envelope: SignedEnvelope, host_id: str) -> str:
+    """The host id, once the signer is proven to be the wallet that registered it."""
+    wallet = db.scalar(select(Host.wallet_address).where(Host.id == host_id))
+    if wallet is None or wallet != envelope.address:
+        db.rollback()
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no host {host_id} for this wallet")
+    return host_id
 
 
 def _host_for(db: Db, envelope: SignedEnvelope, host_id: str) -> Host:
@@ -141,13 +150,18 @@ def heartbeat(envelope: SignedEnvelope, db: Db, settings: Settings) -> Accepted:
     parsed = _parse(HostPayload, payload)
     if parsed.kind != "health":
         raise HTTPException(422, "payload kind must be 'health'")
-    host = _host_for(db, envelope, parsed.host_id)
+    host_id = _owned_host_id(db, envelope, parsed.host_id)
     now = utcnow()
-    db.add(
-        Heartbeat(host_id=host.id, received_at=now, signed_at=envelope.timestamp, payload=payload)
+    # Core statements, not ORM objects: this runs for every host every few seconds.
+    db.execute(
+        insert(Heartbeat).values(
+            host_id=host_id, received_at=now, signed_at=envelope.timestamp, payload=payload
+        )
     )
-    host.last_heartbeat_at = now
-    host.agent_version = str(payload.get("agentVersion", host.agent_version))[:32]
+    changes: dict[str, Any] = {
+        "last_heartbeat_at": now,
+        "agent_version": str(payload.get("agentVersion", ""))[:32],
+    }
     stats = payload.get("vmStats")
     if isinstance(stats, list):
         inventory = {
@@ -155,7 +169,14 @@ def heartbeat(envelope: SignedEnvelope, db: Db, settings: Settings) -> Accepted:
             for item in stats
             if isinstance(item, dict) and item.get("vmId")
         }
-        reconcile_inventory(db, host, inventory, datetime.fromtimestamp(envelope.timestamp, UTC))
+        as_of = datetime.fromtimestamp(envelope.timestamp, UTC)
+        changes["unknown_vms"] = reconcile_inventory(db, host_id, inventory, as_of)
+    db.execute(
+        update(Host)
+        .where(Host.id == host_id)
+        .values(**changes)
+        .execution_options(synchronize_session=False)
+    )
     db.commit()
     return Accepted()
 
