@@ -17,12 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from sqlalchemy import Column, Integer, MetaData, String, Table, delete, insert
+from sqlalchemy import delete
 
+from bench.common import add_hosts, insert_commit_rate, remove_hosts
 from kumulus.backend.api.routes.agents import heartbeat
-from kumulus.backend.clock import utcnow
 from kumulus.backend.db import Database, migrate
-from kumulus.backend.models import Account, Heartbeat, Host, SeenNonce
+from kumulus.backend.models import Heartbeat, SeenNonce
 from kumulus.config import BackendSettings
 from kumulus.core.signing import (
     NonceCache,
@@ -31,8 +31,6 @@ from kumulus.core.signing import (
     sign_envelope,
     verify_envelope,
 )
-
-GIB = 1 << 30
 
 
 def main() -> int:
@@ -69,51 +67,10 @@ def main() -> int:
         settings = BackendSettings(data_dir=Path(tmp), database_url=url)
         db = Database(url)
         migrate(db.engine)
-        with db.session() as s:
-            account = Account(
-                email=f"bench-{suffix}@example.com",
-                password_hash="x",
-                role="provider",
-                created_at=utcnow(),
-            )
-            s.add(account)
-            s.flush()
-            s.execute(
-                insert(Host),
-                [
-                    {
-                        "id": hid,
-                        "account_id": account.id,
-                        "wallet_address": wallets[i % len(wallets)].ss58_address,
-                        "api_url": "http://127.0.0.1:1",
-                        "public_ip": "127.0.0.1",
-                        "region": "eu",
-                        "cpu": 8.0,
-                        "memory": 32 * GIB,
-                        "disk": 500 * GIB,
-                        "disk_quota": True,
-                        "agent_version": "bench",
-                        "registered_at": utcnow(),
-                    }
-                    for i, hid in enumerate(host_ids)
-                ],
-            )
-            s.commit()
-
-        scratch = Table(
-            f"bench_scratch_{suffix}",
-            MetaData(),
-            Column("id", Integer, primary_key=True),
-            Column("v", String(32)),
+        add_hosts(
+            db, suffix, host_ids, lambda i: wallets[i % len(wallets)].ss58_address, online=False
         )
-        scratch.create(db.engine)
-        t0 = time.perf_counter()
-        with db.engine.connect() as conn:
-            for i in range(min(args.count, 3000)):
-                conn.execute(insert(scratch).values(v=str(i)))
-                conn.commit()
-        insert_rate = min(args.count, 3000) / (time.perf_counter() - t0)
-        scratch.drop(db.engine)
+        insert_rate = insert_commit_rate(db, suffix, min(args.count, 3000))
 
         t0 = time.perf_counter()
         with db.session() as s:
@@ -132,9 +89,8 @@ def main() -> int:
             s.execute(
                 delete(SeenNonce).where(SeenNonce.signer.in_([w.ss58_address for w in wallets]))
             )
-            s.execute(delete(Host).where(Host.id.in_(host_ids)))
-            s.execute(delete(Account).where(Account.email == f"bench-{suffix}@example.com"))
             s.commit()
+        remove_hosts(db, suffix, host_ids)
         db.engine.dispose()
 
     result = {

@@ -20,14 +20,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from sqlalchemy import Column, Integer, MetaData, String, Table, delete, insert, select
+from sqlalchemy import select
 
-from kumulus.backend.clock import utcnow
+from bench.common import GIB, add_hosts, insert_commit_rate, remove_hosts
 from kumulus.backend.db import Database, migrate
-from kumulus.backend.models import Account, Host
+from kumulus.backend.models import Host
 from kumulus.backend.scheduler import NoHostFitsError, Want, place
-
-GIB = 1 << 30
 
 
 def main() -> int:
@@ -44,55 +42,9 @@ def main() -> int:
         db = Database(url)
         migrate(db.engine)
         suffix = secrets.token_hex(4)
-        with db.session() as s:
-            account = Account(
-                email=f"bench-{suffix}@example.com",
-                password_hash="x",
-                role="provider",
-                created_at=utcnow(),
-            )
-            s.add(account)
-            s.flush()
-            now = utcnow()
-            s.execute(
-                insert(Host),
-                [
-                    {
-                        "id": f"b{suffix}{i:07d}",
-                        "account_id": account.id,
-                        "wallet_address": "w",
-                        "api_url": "http://127.0.0.1:1",
-                        "public_ip": "127.0.0.1",
-                        "region": ("eu", "us", "ap")[i % 3],
-                        "cpu": 8.0,
-                        "memory": 32 * GIB,
-                        "disk": 500 * GIB,
-                        "disk_quota": True,
-                        "agent_version": "bench",
-                        "registered_at": now,
-                        "last_heartbeat_at": now,
-                    }
-                    for i in range(args.hosts)
-                ],
-            )
-            s.commit()
-
-        # Baseline: bare INSERT + COMMIT rate on the same database.
-        scratch = Table(
-            f"bench_scratch_{suffix}",
-            MetaData(),
-            Column("id", Integer, primary_key=True),
-            Column("v", String(32)),
-        )
-        scratch.create(db.engine)
-        n_base = min(args.placements, 3000)
-        t0 = time.perf_counter()
-        with db.engine.connect() as conn:
-            for i in range(n_base):
-                conn.execute(insert(scratch).values(v=str(i)))
-                conn.commit()
-        insert_rate = n_base / (time.perf_counter() - t0)
-        scratch.drop(db.engine)
+        ids = [f"b{suffix}{i:07d}" for i in range(args.hosts)]
+        add_hosts(db, suffix, ids, lambda _: "w", online=True)
+        insert_rate = insert_commit_rate(db, suffix, min(args.placements, 3000))
 
         want = Want(cpu=0.5, memory=GIB, disk=10 * GIB)
         failures = 0
@@ -117,7 +69,7 @@ def main() -> int:
         rate = (args.placements - failures) / elapsed
 
         with db.session() as s:
-            hosts = list(s.scalars(select(Host).where(Host.id.like(f"b{suffix}%"))))
+            hosts = list(s.scalars(select(Host).where(Host.id.in_(ids))))
             over = [
                 h.id
                 for h in hosts
@@ -127,10 +79,7 @@ def main() -> int:
             ]
             reserved = sum(h.reserved_cpu for h in hosts)
             busiest = max(h.reserved_cpu for h in hosts)
-            # Leave a shared database (--database-url) as it was.
-            s.execute(delete(Host).where(Host.id.like(f"b{suffix}%")))
-            s.execute(delete(Account).where(Account.email == f"bench-{suffix}@example.com"))
-            s.commit()
+        remove_hosts(db, suffix, ids)
         db.engine.dispose()
 
     result = {

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from kumulus.core.schemas import CamelModel
+from kumulus.core.schemas import CamelModel, Size, SshKeyLine, Username
 
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 Role = Literal["developer", "provider"]
@@ -118,17 +118,7 @@ class Accepted(CamelModel):
 
 class SshKeyIn(CamelModel):
     name: str = Field(min_length=1, max_length=64)
-    public_key: str = Field(max_length=16384, description="one line of a .pub file")
-
-    @field_validator("public_key")
-    @classmethod
-    def _key(cls, value: str) -> str:
-        from kumulus.core.sshkeys import SSHKeyError, parse_ssh_public_key
-
-        try:
-            return parse_ssh_public_key(value).line
-        except SSHKeyError as exc:
-            raise ValueError(str(exc)) from exc
+    public_key: SshKeyLine = Field(description="one line of a .pub file")
 
 
 class SshKeyOut(CamelModel):
@@ -143,33 +133,13 @@ class VmCreateIn(CamelModel):
     """Requirements for a VM; the scheduler finds a host that fits."""
 
     name: str = Field(default="vm", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-    username: str = Field(max_length=32, examples=["dev"])
+    username: Username
     ssh_key_id: int | None = Field(default=None, description="one of your saved keys")
-    ssh_key: str | None = Field(default=None, max_length=16384, description="or a key line")
+    ssh_key: SshKeyLine | None = Field(default=None, description="or a key line")
     cpu: float = Field(ge=0.01, le=256, examples=[1])
-    memory: str | int = Field(examples=["1g"])
-    disk: str | int = Field(default="10g", examples=["10g"], validate_default=True)
+    memory: Size = Field(examples=["1g"])
+    disk: Size = Field(default="10g", examples=["10g"], validate_default=True)
     region: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,32}$")
-
-    @field_validator("username")
-    @classmethod
-    def _username(cls, value: str) -> str:
-        from kumulus.core.usernames import UsernameError, validate_username
-
-        try:
-            return validate_username(value)
-        except UsernameError as exc:
-            raise ValueError(str(exc)) from exc
-
-    @field_validator("memory", "disk")
-    @classmethod
-    def _size(cls, value: str | int) -> int:
-        from kumulus.core.sizes import SizeError, parse_size
-
-        try:
-            return parse_size(value)
-        except SizeError as exc:
-            raise ValueError(str(exc)) from exc
 
 
 VmState = Literal[

@@ -22,7 +22,6 @@ from kumulus.backend.schemas import VmCreateIn, VmOut
 from kumulus.client import AgentCallError, AgentClient
 from kumulus.config import BackendSettings
 from kumulus.core.sizes import format_size
-from kumulus.core.sshkeys import SSHKeyError, parse_ssh_public_key
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +99,7 @@ class VmService:
             if key is None or key.account_id != account.id:
                 raise HTTPException(status.HTTP_404_NOT_FOUND, f"no SSH key {body.ssh_key_id}")
             return key.public_key
-        try:
-            return parse_ssh_public_key(body.ssh_key or "").line
-        except SSHKeyError as exc:
-            raise HTTPException(422, f"sshKey: {exc}") from exc
+        return body.ssh_key or ""  # validated and normalised by the schema
 
     def create(self, account: Account, body: VmCreateIn, idempotency_key: str | None) -> Vm:
         if idempotency_key is not None:
@@ -123,8 +119,8 @@ class VmService:
             username=body.username,
             ssh_key=key_line,
             cpu=body.cpu,
-            memory=int(body.memory),
-            disk=int(body.disk),
+            memory=body.memory,
+            disk=body.disk,
             region=body.region or "",
             intended_state="running",
             actual_state="pending",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasGenerator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, AliasGenerator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from kumulus.core.sizes import SizeError, parse_size
@@ -32,7 +32,28 @@ def _size(value: Any) -> int:
         raise ValueError(str(exc)) from exc
 
 
+def _username(value: str) -> str:
+    try:
+        return validate_username(value)
+    except UsernameError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def _ssh_key_line(value: str) -> str:
+    try:
+        return parse_ssh_public_key(value).line
+    except SSHKeyError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+# Validated field types, shared by every API that takes these inputs.
 Size = Annotated[int, BeforeValidator(_size)]
+Username = Annotated[str, Field(max_length=32, examples=["devtest"]), AfterValidator(_username)]
+SshKeyLine = Annotated[
+    str,
+    Field(max_length=16384, examples=["ssh-ed25519 AAAAC3Nza... me@laptop"]),
+    AfterValidator(_ssh_key_line),
+]
 
 VMStatus = Literal["Created", "Starting", "Running", "Stopped", "Restarting", "Paused", "Failed"]
 
@@ -41,8 +62,8 @@ class VMCreate(CamelModel):
     """A VM request exactly as the original design writes it:
     {"username", "sshKey", "cpu", "memory": "1g", "disk": "4g"}."""
 
-    username: str = Field(max_length=32, examples=["devtest"])
-    ssh_key: str = Field(max_length=16384, examples=["ssh-ed25519 AAAAC3Nza... me@laptop"])
+    username: Username
+    ssh_key: SshKeyLine
     cpu: float = Field(
         ge=0.01, le=MAX_CPU, examples=[1], description="vCPUs; fractions down to 0.01"
     )
@@ -52,22 +73,6 @@ class VMCreate(CamelModel):
         examples=["4g"],
         description="disk size; refused where not enforceable; default: the host's default",
     )
-
-    @field_validator("username")
-    @classmethod
-    def _username(cls, value: str) -> str:
-        try:
-            return validate_username(value)
-        except UsernameError as exc:
-            raise ValueError(str(exc)) from exc
-
-    @field_validator("ssh_key")
-    @classmethod
-    def _ssh_key(cls, value: str) -> str:
-        try:
-            return parse_ssh_public_key(value).line
-        except SSHKeyError as exc:
-            raise ValueError(str(exc)) from exc
 
 
 class VMIdBody(CamelModel):

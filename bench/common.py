@@ -1,0 +1,79 @@
+"""What the database benchmarks share: simulated hosts and the bare-INSERT baseline."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from sqlalchemy import Column, Integer, MetaData, String, Table, delete, insert
+
+from kumulus.backend.clock import utcnow
+from kumulus.backend.db import Database
+from kumulus.backend.models import Account, Host
+
+GIB = 1 << 30
+
+
+def add_hosts(
+    db: Database, suffix: str, ids: list[str], wallet: Callable[[int], str], online: bool
+) -> None:
+    """One provider account `bench-<suffix>` owning hosts `ids` (8 vCPU, 32g, 500g each)."""
+    with db.session() as s:
+        account = Account(
+            email=f"bench-{suffix}@example.com",
+            password_hash="x",
+            role="provider",
+            created_at=utcnow(),
+        )
+        s.add(account)
+        s.flush()
+        now = utcnow()
+        s.execute(
+            insert(Host),
+            [
+                {
+                    "id": host_id,
+                    "account_id": account.id,
+                    "wallet_address": wallet(i),
+                    "api_url": "http://127.0.0.1:1",
+                    "public_ip": "127.0.0.1",
+                    "region": ("eu", "us", "ap")[i % 3],
+                    "cpu": 8.0,
+                    "memory": 32 * GIB,
+                    "disk": 500 * GIB,
+                    "disk_quota": True,
+                    "agent_version": "bench",
+                    "registered_at": now,
+                    "last_heartbeat_at": now if online else None,
+                }
+                for i, host_id in enumerate(ids)
+            ],
+        )
+        s.commit()
+
+
+def remove_hosts(db: Database, suffix: str, ids: list[str]) -> None:
+    """Leave a shared database (--database-url) as it was."""
+    with db.session() as s:
+        s.execute(delete(Host).where(Host.id.in_(ids)))
+        s.execute(delete(Account).where(Account.email == f"bench-{suffix}@example.com"))
+        s.commit()
+
+
+def insert_commit_rate(db: Database, suffix: str, count: int) -> float:
+    """Baseline: one-row INSERT + COMMIT transactions per second on the same database."""
+    scratch = Table(
+        f"bench_scratch_{suffix}",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("v", String(32)),
+    )
+    scratch.create(db.engine)
+    t0 = time.perf_counter()
+    with db.engine.connect() as conn:
+        for i in range(count):
+            conn.execute(insert(scratch).values(v=str(i)))
+            conn.commit()
+    rate = count / (time.perf_counter() - t0)
+    scratch.drop(db.engine)
+    return rate
