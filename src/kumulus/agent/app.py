@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -41,6 +42,16 @@ def load_wallet(settings: AgentSettings) -> Keypair | None:
     except SecretFileError as exc:
         log.error("wallet not loaded: %s; health stats are off", exc)
         return None
+
+
+def _guard_isolation(service: VMService, stop: threading.Event, every: float = 60.0) -> None:
+    """Re-check the isolation rules now and then (someone may flush iptables), put back
+    what is missing, and keep /v1/host and the create guard truthful."""
+    while not stop.wait(every):
+        state = ensure_isolation()
+        if state != service.isolation:
+            log.warning("VM isolation changed: %s", state[1])
+        service.isolation = state
 
 
 def create_app(
@@ -91,7 +102,13 @@ def create_app(
         )
         if collector is not None and collect_stats:
             collector.start()
+        stop_guard = threading.Event()
+        if settings.firewall:
+            threading.Thread(
+                target=_guard_isolation, args=(service, stop_guard), daemon=True, name="isolation"
+            ).start()
         yield
+        stop_guard.set()
         if collector is not None:
             collector.stop()
 

@@ -251,6 +251,12 @@ class VMService:
         return self._await_ready(info, fail_removes=False)
 
     def _check_sizes(self, req: VMCreate) -> None:
+        if self.settings.firewall and not self.isolation[0]:
+            # Safe by default: no VM that could reach the host's private services.
+            raise EngineUnavailableError(
+                f"VM isolation is not in place ({self.isolation[1]}); the provider must fix "
+                "iptables, or set KUMULUS_AGENT_FIREWALL=false to accept VMs without it"
+            )
         min_memory = parse_size(self.settings.min_memory)
         if req.memory < min_memory:
             raise UnenforceableError(f"memory must be at least {self.settings.min_memory}")
