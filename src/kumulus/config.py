@@ -46,6 +46,7 @@ class AgentSettings(BaseSettings):
     min_disk: str = "1g"
     default_disk: str = "10g"  # for requests without a disk size, where it is enforceable
     firewall: bool = True  # isolate VMs from the host and private networks with iptables
+    guard_interval: float = Field(default=30.0, gt=0)  # re-check isolation and disk limits
 
     backend_url: str | None = None
     stats_interval: float = Field(default=10.0, gt=0)

@@ -48,7 +48,10 @@ def test_running_vms_come_back_after_an_engine_restart(
     tmp_path: Path,
     ssh_keypair: tuple[Path, str],  # type: ignore[no-untyped-def]
 ) -> None:
-    agent = AgentProcess(tmp_path / "agent", (23530, 23539)).start()
+    # guard every 2 s: the agent re-applies disk limits that the engine's shutdown dropped.
+    agent = AgentProcess(
+        tmp_path / "agent", (23530, 23539), KUMULUS_AGENT_GUARD_INTERVAL="2"
+    ).start()
     body = {
         "username": "devtest",
         "sshKey": ssh_keypair[1],
@@ -81,6 +84,17 @@ def test_running_vms_come_back_after_an_engine_restart(
             assert status == "Running"
             assert api.get(f"/v1/vms/{stopped['vmId']}").json()["status"] == "Stopped"
             assert ssh(ssh_keypair[0], running, "cat ~/f").stdout.strip() == "kept"
+            # The 1g disk limit still holds after the restart (Docker drops qgroup limits
+            # when it shuts down; the agent puts them back).
+            time.sleep(5)
+            out = ssh(
+                ssh_keypair[0],
+                running,
+                "dd if=/dev/zero of=$HOME/fill bs=1M count=1500 2>&1; echo rc=$?",
+                timeout=120,
+            )
+            assert "rc=1" in out.stdout, out.stdout
+            assert "Disk quota exceeded" in out.stdout or "No space left" in out.stdout
     finally:
         with agent.client() as api:
             for vm_id in ids:

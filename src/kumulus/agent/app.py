@@ -15,10 +15,11 @@ from substrateinterface import Keypair
 
 from kumulus import __version__
 from kumulus.agent.auth import AuthConfig, Caller, ensure_admin_token, ensure_agent_id
+from kumulus.agent.disk_limits import DiskLimits
 from kumulus.agent.errors import AgentError
 from kumulus.agent.firewall import ensure_isolation
 from kumulus.agent.routes import legacy, vms
-from kumulus.agent.runtime import VMRuntime
+from kumulus.agent.runtime import EngineError, VMRuntime
 from kumulus.agent.service import VMService
 from kumulus.agent.stats import StatsCollector
 from kumulus.config import AgentSettings
@@ -44,14 +45,21 @@ def load_wallet(settings: AgentSettings) -> Keypair | None:
         return None
 
 
-def _guard_isolation(service: VMService, stop: threading.Event, every: float = 60.0) -> None:
-    """Re-check the isolation rules now and then (someone may flush iptables), put back
-    what is missing, and keep /v1/host and the create guard truthful."""
-    while not stop.wait(every):
-        state = ensure_isolation()
-        if state != service.isolation:
-            log.warning("VM isolation changed: %s", state[1])
-        service.isolation = state
+def _guard(
+    service: VMService, limits: DiskLimits, settings: AgentSettings, stop: threading.Event
+) -> None:
+    """Now and then: put back isolation rules someone flushed (keeping /v1/host and the
+    create guard truthful) and disk limits an engine restart dropped."""
+    while not stop.wait(settings.guard_interval):
+        if settings.firewall:
+            state = ensure_isolation()
+            if state != service.isolation:
+                log.warning("VM isolation changed: %s", state[1])
+            service.isolation = state
+        try:
+            limits.reapply(service.runtime.list())
+        except EngineError as exc:
+            log.warning("disk limits not re-checked: %s", exc)
 
 
 def create_app(
@@ -75,6 +83,7 @@ def create_app(
         isolation=isolation,
         wallet_address=str(keypair.ss58_address) if keypair else None,
     )
+    limits = DiskLimits(service.engine_info.root_dir, service.engine_info.storage_driver)
     collector = (
         StatsCollector(
             service,
@@ -102,11 +111,13 @@ def create_app(
         )
         if collector is not None and collect_stats:
             collector.start()
+        applied = limits.reapply(runtime.list())
+        if applied:
+            log.info("disk limits in force for %d VMs", applied)
         stop_guard = threading.Event()
-        if settings.firewall:
-            threading.Thread(
-                target=_guard_isolation, args=(service, stop_guard), daemon=True, name="isolation"
-            ).start()
+        threading.Thread(
+            target=_guard, args=(service, limits, settings, stop_guard), daemon=True, name="guard"
+        ).start()
         yield
         stop_guard.set()
         if collector is not None:

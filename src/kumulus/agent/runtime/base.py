@@ -35,6 +35,7 @@ class VMInfo:
     exit_code: int | None = None
     started_at: str | None = None
     ip_address: str | None = None
+    container_id: str | None = None
 
 
 @dataclass(frozen=True)

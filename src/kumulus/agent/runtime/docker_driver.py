@@ -191,7 +191,13 @@ class DockerRuntime:
             if _L + "id" not in labels:
                 continue
             # The list API omits Env; the key is only needed when inspecting one VM.
-            result.append(VMInfo(spec=_spec_from(labels, None), state=str(row.get("State"))))
+            result.append(
+                VMInfo(
+                    spec=_spec_from(labels, None),
+                    state=str(row.get("State")),
+                    container_id=str(row.get("Id")),
+                )
+            )
         return result
 
     # -- lifecycle -----------------------------------------------------------------------
