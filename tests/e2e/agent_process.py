@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+from substrateinterface import Keypair
 
 
 def free_port() -> int:
@@ -114,3 +115,42 @@ class BackendProcess(ServiceProcess):
     def start(self) -> BackendProcess:
         self._start()
         return self
+
+
+def register_agent(
+    agent: AgentProcess, backend_url: str, token: str
+) -> subprocess.CompletedProcess[str]:
+    """`kumulus agent register` as the provider runs it on the agent's host."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kumulus.cli",
+            "agent",
+            "register",
+            "--backend",
+            backend_url,
+            "--token",
+            token,
+        ],
+        env=agent.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def link_wallet(provider: httpx.Client, wallet: Keypair, wrap: bool = False) -> httpx.Response:
+    """Link `wallet` to the provider logged in on `provider` by signing its challenge."""
+    challenge = provider.post("/v1/provider/wallet/challenge").json()
+    message = challenge["message"].encode()
+    signed = b"<Bytes>" + message + b"</Bytes>" if wrap else message
+    return provider.post(
+        "/v1/provider/wallet/link",
+        json={
+            "challengeId": challenge["challengeId"],
+            "address": wallet.ss58_address,
+            "signature": "0x" + bytes(wallet.sign(signed)).hex(),
+        },
+    )

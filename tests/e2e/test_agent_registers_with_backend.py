@@ -1,8 +1,6 @@
 """A real agent registers with a real backend: wallet-signed registration, pinned backend
 key, signed heartbeats that bring the host online."""
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +13,7 @@ from kumulus.core.signing import (
     sign_request,
     write_secret_file,
 )
-from tests.e2e.agent_process import AgentProcess, BackendProcess
+from tests.e2e.agent_process import AgentProcess, BackendProcess, link_wallet, register_agent
 
 
 def test_agent_registers_and_heartbeats_bring_it_online(docker_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -36,39 +34,10 @@ def test_agent_registers_and_heartbeats_bring_it_online(docker_client, tmp_path:
                 "/v1/auth/login", json={"email": "p@example.com", "password": "long password"}
             ).json()["token"]
             api.headers["Authorization"] = f"Bearer {token}"
-            challenge = api.post("/v1/provider/wallet/challenge").json()
-            signature = "0x" + bytes(wallet.sign(challenge["message"].encode())).hex()
-            assert (
-                api.post(
-                    "/v1/provider/wallet/link",
-                    json={
-                        "challengeId": challenge["challengeId"],
-                        "address": wallet.ss58_address,
-                        "signature": signature,
-                    },
-                ).status_code
-                == 200
-            )
+            assert link_wallet(api, wallet).status_code == 200
             host_token = api.post("/v1/provider/host-tokens").json()["token"]
 
-            out = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "kumulus.cli",
-                    "agent",
-                    "register",
-                    "--backend",
-                    backend.url,
-                    "--token",
-                    host_token,
-                ],
-                env=agent.env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
+            out = register_agent(agent, backend.url, host_token)
             assert out.returncode == 0, out.stderr
             assert "registered as host" in out.stdout
 
@@ -99,24 +68,7 @@ def test_agent_registers_and_heartbeats_bring_it_online(docker_client, tmp_path:
         assert refused.status_code == 401
 
         # A second registration with the same one-time token is refused.
-        again = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "kumulus.cli",
-                "agent",
-                "register",
-                "--backend",
-                backend.url,
-                "--token",
-                host_token,
-            ],
-            env=agent.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        again = register_agent(agent, backend.url, host_token)
         assert again.returncode == 1 and "used" in again.stderr
     finally:
         agent.stop()

@@ -6,8 +6,6 @@ go to the other host."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ import httpx
 import pytest
 
 from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic, write_secret_file
-from tests.e2e.agent_process import AgentProcess, BackendProcess
+from tests.e2e.agent_process import AgentProcess, BackendProcess, link_wallet, register_agent
 from tests.e2e.conftest import ssh
 
 pytestmark = pytest.mark.slow
@@ -78,42 +76,11 @@ def test_developer_gets_vms_placed_on_fitting_hosts(
     try:
         prov = _account(anon, "prov@example.com", "provider")
         prov.put("/v1/provider/profile", json={"name": "Acme", "country": "FR", "region": "eu"})
-        challenge = prov.post("/v1/provider/wallet/challenge").json()
-        sig = (
-            "0x"
-            + bytes(wallet.sign(b"<Bytes>" + challenge["message"].encode() + b"</Bytes>")).hex()
-        )
-        assert (
-            prov.post(
-                "/v1/provider/wallet/link",
-                json={
-                    "challengeId": challenge["challengeId"],
-                    "address": wallet.ss58_address,
-                    "signature": sig,
-                },
-            ).status_code
-            == 200
-        )
+        assert link_wallet(prov, wallet, wrap=True).status_code == 200
         host_ids: dict[str, str] = {}
         for name, agent in agents.items():
             token = prov.post("/v1/provider/host-tokens").json()["token"]
-            out = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "kumulus.cli",
-                    "agent",
-                    "register",
-                    "--backend",
-                    backend.url,
-                    "--token",
-                    token,
-                ],
-                env=agent.env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
+            out = register_agent(agent, backend.url, token)
             assert out.returncode == 0, out.stderr
             host_ids[name] = out.stdout.split("registered as host ")[1].split(";")[0]
         _wait(
