@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 from substrateinterface import Keypair
 
+from kumulus.core.http import error_detail
 from kumulus.core.schemas import VMPublic
 from kumulus.core.signing import sign_request
 
@@ -59,11 +60,7 @@ class AgentClient:
         except httpx.HTTPError as exc:
             raise AgentCallError(f"agent unreachable: {type(exc).__name__}", None) from exc
         if resp.status_code >= 400:
-            try:
-                detail = str(resp.json().get("detail", resp.text))
-            except ValueError:
-                detail = resp.text[:300]
-            raise AgentCallError(detail, resp.status_code)
+            raise AgentCallError(error_detail(resp), resp.status_code)
         return resp.json()
 
     def create_vm(self, body: dict[str, Any], idempotency_key: str) -> VMPublic:
@@ -114,9 +111,5 @@ class BackendClient:
         except httpx.HTTPError as exc:
             raise BackendError(f"cannot reach {self._http.base_url}: {exc}", None) from exc
         if resp.status_code >= 400:
-            try:
-                detail = str(resp.json().get("detail", resp.text))
-            except ValueError:
-                detail = resp.text[:300]
-            raise BackendError(detail, resp.status_code)
+            raise BackendError(error_detail(resp), resp.status_code)
         return resp.json() if resp.content else None

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from substrateinterface import Keypair
 
 from kumulus import __version__
+from kumulus.core.http import error_detail
 from kumulus.core.signing import sign_envelope
 
 REGISTRATION_FILE = "registration.json"
@@ -94,11 +95,9 @@ def register(
     except httpx.HTTPError as exc:
         raise RegistrationError(f"cannot reach the backend at {backend_url}: {exc}") from exc
     if resp.status_code != 201:
-        try:
-            detail = resp.json().get("detail", resp.text)
-        except ValueError:
-            detail = resp.text
-        raise RegistrationError(f"backend refused the registration ({resp.status_code}): {detail}")
+        raise RegistrationError(
+            f"backend refused the registration ({resp.status_code}): {error_detail(resp)}"
+        )
     body = resp.json()
     reg = Registration(
         backend_url=backend_url.rstrip("/"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -21,3 +22,11 @@ def install_validation_handler(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": validation_message(exc)})
+
+
+def error_detail(resp: httpx.Response) -> str:
+    """The message of an error answer in that convention, or the start of its body."""
+    try:
+        return str(resp.json().get("detail", resp.text))
+    except (ValueError, AttributeError):
+        return resp.text[:300]
