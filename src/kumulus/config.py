@@ -114,6 +114,20 @@ class BackendSettings(BaseSettings):
     signature_max_skew: float = Field(default=60.0, gt=0)
     challenge_ttl: float = Field(default=600.0, gt=0)
     host_token_ttl: float = Field(default=24 * 3600.0, gt=0)
+    # Money: amounts are planck (the chain's smallest unit); decimals/symbol are for people.
+    token_decimals: int = Field(default=12, ge=0, le=30)
+    token_symbol: str = Field(default="UNIT", pattern=r"^[A-Za-z]{1,12}$")
+    # Prices of hosts whose provider set none (planck per hour): 0.01 per vCPU,
+    # 0.005 per GiB of memory, 0.0001 per GiB of disk, with 12 decimals.
+    default_price_cpu_hour: int = Field(default=10_000_000_000, ge=0)
+    default_price_memory_gib_hour: int = Field(default=5_000_000_000, ge=0)
+    default_price_disk_gib_hour: int = Field(default=100_000_000, ge=0)
+    # Background upkeep (backend/maintenance.py): every `maintenance_interval` seconds it
+    # finishes deletes on hosts that came back, prunes nonces and old heartbeats, and
+    # recomputes reputations every `reputation_interval` seconds.
+    maintenance_interval: float = Field(default=15.0, gt=0)
+    reputation_interval: float = Field(default=300.0, gt=0)
+    heartbeat_retention_hours: float = Field(default=48.0, gt=0)
 
     @model_validator(mode="after")
     def _defaults(self) -> BackendSettings:

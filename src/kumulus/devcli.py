@@ -146,6 +146,9 @@ def vm_create(
     key_id: Annotated[int | None, typer.Option(help="a saved key (kumulus ssh-key ls)")] = None,
     region: Annotated[str | None, typer.Option()] = None,
     name: Annotated[str, typer.Option()] = "vm",
+    max_price: Annotated[
+        str | None, typer.Option(help="most it may cost per hour running, in tokens, e.g. 0.05")
+    ] = None,
 ) -> None:
     """Create a VM on a provider host that fits; prints the ssh command."""
     if key_id is None:
@@ -161,9 +164,13 @@ def vm_create(
         "memory": memory,
         "disk": disk,
         "region": region,
+        "maxPricePerHour": max_price,
     }
     vm = _call("POST", "/v1/vms", body)
-    typer.echo(f"VM {vm['id']} {vm['actualState']} on host {vm['hostId']}")
+    typer.echo(
+        f"VM {vm['id']} {vm['actualState']} on host {vm['hostId']}, "
+        f"{vm.get('pricePerHour') or '?'} per hour while running"
+    )
     if vm.get("sshCommand"):
         typer.echo(vm["sshCommand"])
 
@@ -180,6 +187,7 @@ def vm_ls() -> None:
             ("cpu", "CPU"),
             ("memory", "MEM"),
             ("disk", "DISK"),
+            ("pricePerHour", "PRICE/H"),
             ("sshCommand", "SSH"),
         ],
     )
@@ -202,8 +210,11 @@ def vm_stop(vm_id: str) -> None:
 
 @vm_app.command("rm")
 def vm_rm(vm_id: str) -> None:
-    _call("DELETE", f"/v1/vms/{vm_id}")
-    typer.echo(f"VM {vm_id} deleted")
+    pending = _call("DELETE", f"/v1/vms/{vm_id}")
+    if pending:  # 202: its host is away
+        typer.echo(f"VM {vm_id} deleting: its host is offline; it goes when the host is back")
+    else:
+        typer.echo(f"VM {vm_id} deleted")
 
 
 @vm_app.command("logs")

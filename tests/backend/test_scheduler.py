@@ -50,9 +50,9 @@ def test_places_where_it_fits_spreads_and_explains(backend: TestClient) -> None:
     small, big, us = _hosts(backend, [(2, 4, "eu"), (8, 16, "eu"), (8, 16, "us")])
     db_ = backend.app.state.db  # type: ignore[attr-defined]
     with db_.session() as db:
-        assert place(db, Want(4, 8 * GIB, 10 * GIB, "eu"), 30) == big
+        assert place(db, Want(4, 8 * GIB, 10 * GIB, "eu"), 30).host_id == big
         # Spreading: the emptier host gets the next small VM.
-        assert place(db, Want(1, 1 * GIB, 1 * GIB, "eu"), 30) == small
+        assert place(db, Want(1, 1 * GIB, 1 * GIB, "eu"), 30).host_id == small
         try:
             place(db, Want(1, 20 * GIB, 1 * GIB, "eu"), 30)
             raise AssertionError("should not fit")
@@ -61,7 +61,7 @@ def test_places_where_it_fits_spreads_and_explains(backend: TestClient) -> None:
                 "no provider fits: 2 host(s) online in region eu, none has 20g "
                 "memory (largest free is 8g) free"
             )
-        assert place(db, Want(1, 1 * GIB, 1 * GIB, "us"), 30) == us
+        assert place(db, Want(1, 1 * GIB, 1 * GIB, "us"), 30).host_id == us
 
 
 def test_concurrent_placements_never_overcommit(backend: TestClient) -> None:
@@ -71,7 +71,7 @@ def test_concurrent_placements_never_overcommit(backend: TestClient) -> None:
     def one(_: int) -> str | None:
         with db_.session() as db:
             try:
-                return place(db, Want(0.5, GIB, GIB, "eu"), 30)
+                return place(db, Want(0.5, GIB, GIB, "eu"), 30).host_id
             except NoHostFitsError:
                 return None
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -11,6 +13,8 @@ from substrateinterface import Keypair
 from kumulus import __version__
 from kumulus.backend.api.routes import agents, auth, developer, provider
 from kumulus.backend.db import Database, migrate
+from kumulus.backend.heartbeats import HeartbeatWriter
+from kumulus.backend.maintenance import Maintenance
 from kumulus.config import BackendSettings
 from kumulus.core.http import install_validation_handler
 from kumulus.core.signing import load_keypair, new_mnemonic, write_secret_file
@@ -30,14 +34,29 @@ def create_app(settings: BackendSettings) -> FastAPI:
     db = Database(settings.db_url)
     migrate(db.engine)
     keypair = backend_keypair(settings)
+    heartbeats = HeartbeatWriter(db, ttl=settings.heartbeat_ttl)
+    maintenance = Maintenance(db, settings, keypair)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        maintenance.start()
+        try:
+            yield
+        finally:
+            maintenance.stop()
+            heartbeats.close()
+
     app = FastAPI(
         title="Kumulus backend",
         version=__version__,
         description="Providers, their hosts, developers and their VMs.",
+        lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.db = db
     app.state.keypair = keypair
+    app.state.heartbeats = heartbeats
+    app.state.maintenance = maintenance
     install_validation_handler(app)
 
     @app.get("/healthz", tags=["meta"])

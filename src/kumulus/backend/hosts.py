@@ -1,13 +1,17 @@
-"""Host liveness: a host is online while its signed heartbeats keep arriving."""
+"""Host liveness (online while its signed heartbeats keep arriving), prices and views."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Literal
 
+from fastapi import HTTPException
+
 from kumulus.backend.clock import aware, utcnow
-from kumulus.backend.models import Host
-from kumulus.backend.schemas import HostPublic
+from kumulus.backend.models import Host, ProviderProfile
+from kumulus.backend.schemas import HostPublic, Prices
+from kumulus.config import BackendSettings
+from kumulus.core.money import format_amount, parse_amount
 
 
 def host_status(host: Host, ttl: float) -> Literal["online", "offline"]:
@@ -17,10 +21,48 @@ def host_status(host: Host, ttl: float) -> Literal["online", "offline"]:
     return "online" if fresh else "offline"
 
 
-def host_public(host: Host, ttl: float) -> HostPublic:
+def to_planck(settings: BackendSettings, amount: str, what: str) -> int:
+    """A token amount typed by a person -> planck, or a 422 that says what is wrong."""
+    try:
+        return parse_amount(amount, settings.token_decimals)
+    except ValueError as exc:
+        raise HTTPException(422, f"{what}: {exc}") from exc
+
+
+def prices_in(settings: BackendSettings, prices: Prices) -> tuple[int, int, int]:
+    return (
+        to_planck(settings, prices.cpu, "prices.cpu"),
+        to_planck(settings, prices.memory_gib, "prices.memoryGib"),
+        to_planck(settings, prices.disk_gib, "prices.diskGib"),
+    )
+
+
+def prices_out(settings: BackendSettings, cpu: int, memory_gib: int, disk_gib: int) -> Prices:
+    def fmt(planck: int) -> str:
+        return format_amount(planck, settings.token_decimals)
+
+    return Prices(cpu=fmt(cpu), memory_gib=fmt(memory_gib), disk_gib=fmt(disk_gib))
+
+
+def starting_prices(settings: BackendSettings, profile: ProviderProfile) -> tuple[int, int, int]:
+    """What a newly registered host charges: the provider's prices, else the platform's."""
+    if profile.price_cpu_hour is not None:
+        return (
+            profile.price_cpu_hour,
+            profile.price_memory_gib_hour or 0,
+            profile.price_disk_gib_hour or 0,
+        )
+    return (
+        settings.default_price_cpu_hour,
+        settings.default_price_memory_gib_hour,
+        settings.default_price_disk_gib_hour,
+    )
+
+
+def host_public(host: Host, settings: BackendSettings) -> HostPublic:
     return HostPublic(
         id=host.id,
-        status=host_status(host, ttl),
+        status=host_status(host, settings.heartbeat_ttl),
         api_url=host.api_url,
         public_ip=host.public_ip,
         region=host.region,
@@ -31,4 +73,16 @@ def host_public(host: Host, ttl: float) -> HostPublic:
         agent_version=host.agent_version,
         registered_at=aware(host.registered_at),
         last_heartbeat_at=aware(host.last_heartbeat_at) if host.last_heartbeat_at else None,
+        prices=prices_out(
+            settings, host.price_cpu_hour, host.price_memory_gib_hour, host.price_disk_gib_hour
+        ),
+        reserved_cpu=host.reserved_cpu,
+        reserved_memory=host.reserved_memory,
+        reserved_disk=host.reserved_disk,
+        reputation=round(host.reputation, 4),
+        uptime_24h=host.uptime_24h,
+        uptime_7d=host.uptime_7d,
+        uptime_30d=host.uptime_30d,
+        leases_completed=host.leases_completed,
+        leases_failed=host.leases_failed,
     )

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -62,6 +63,10 @@ class ProviderProfile(Base):
     country: Mapped[str] = mapped_column(String(2), default="")
     region: Mapped[str] = mapped_column(String(32), default="")
     wallet_address: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # Prices new hosts start with, in the chain's smallest unit (planck) per hour.
+    price_cpu_hour: Mapped[int | None] = mapped_column(BigInteger)
+    price_memory_gib_hour: Mapped[int | None] = mapped_column(BigInteger)
+    price_disk_gib_hour: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class WalletChallenge(Base):
@@ -95,8 +100,9 @@ class HostToken(Base):
 class Host(Base):
     __tablename__ = "hosts"
     __table_args__ = (
-        Index("ix_hosts_region_load", "region", "load"),
-        Index("ix_hosts_load", "load"),
+        # The scheduler's walk: best reputation tier first, then the least loaded.
+        Index("ix_hosts_tier_load", text("rep_tier DESC"), "load"),
+        Index("ix_hosts_region_tier_load", "region", text("rep_tier DESC"), "load"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -124,6 +130,32 @@ class Host(Base):
     load: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     # Containers the agent reports that the backend does not know (drift), last heartbeat.
     unknown_vms: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # What a VM pays per hour here (planck): per vCPU, per GiB of memory, per GiB of disk.
+    price_cpu_hour: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    price_memory_gib_hour: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    price_disk_gib_hour: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Reputation (backend/reputation.py): uptime from heartbeats, lease outcomes.
+    uptime_24h: Mapped[float | None] = mapped_column(Float)
+    uptime_7d: Mapped[float | None] = mapped_column(Float)
+    uptime_30d: Mapped[float | None] = mapped_column(Float)
+    leases_completed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    leases_failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    reputation: Mapped[float] = mapped_column(Float, default=0.5, server_default="0.5")
+    # floor(reputation * 10): hosts in one tier share VMs by load instead of the single
+    # best host taking everything.
+    rep_tier: Mapped[int] = mapped_column(Integer, default=5, server_default="5")
+
+
+class HostUptime(Base):
+    """Seconds a host was heard from (heartbeat gaps up to the TTL), per hour since the epoch."""
+
+    __tablename__ = "host_uptime"
+
+    host_id: Mapped[str] = mapped_column(
+        ForeignKey("hosts.id", ondelete="CASCADE"), primary_key=True
+    )
+    hour: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    up_seconds: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class Heartbeat(Base):
@@ -191,6 +223,12 @@ class Vm(Base):
     ssh_host: Mapped[str | None] = mapped_column(String(255))
     ssh_port: Mapped[int | None] = mapped_column(Integer)
     failure_reason: Mapped[str | None] = mapped_column(Text)
+    # Prices fixed when the VM was placed (planck per hour per unit), and the most the
+    # developer accepted to pay per hour.
+    price_cpu_hour: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    price_memory_gib_hour: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    price_disk_gib_hour: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    max_price_hour: Mapped[int | None] = mapped_column(BigInteger)
     idempotency_key: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,20 +1,28 @@
 """Placement: choose an online host that fits, and reserve its capacity atomically.
 
-Reservation is one conditional UPDATE per host (`reserved + want <= capacity`), checked by
-its row count: correct on SQLite and PostgreSQL alike, with any number of backend
-processes, and no lock held while talking to agents."""
+A placement is one statement: an UPDATE of the best fitting host, chosen by a sub-select
+that walks the (reputation tier, load) index, guarded again by the capacity condition and
+checked through RETURNING. On PostgreSQL the sub-select takes the row lock with SKIP LOCKED,
+so concurrent placements pick different hosts instead of queueing on one; SQLite runs one
+writer at a time. Either way no host is ever overcommitted, with any number of backend
+processes, and no lock is held while talking to agents."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import BigInteger, DateTime, Float, String, and_, bindparam, select, text
+from sqlalchemy import BigInteger, DateTime, Float, String, bindparam, select, text
 from sqlalchemy.orm import Session
 
 from kumulus.backend.clock import utcnow
 from kumulus.backend.models import Host
+from kumulus.core.money import GIB, hourly_price
 from kumulus.core.sizes import format_size
+
+# PostgreSQL: tries before giving up while fitting hosts exist but others hold them.
+_ATTEMPTS = 16
 
 
 @dataclass(frozen=True)
@@ -23,65 +31,44 @@ class Want:
     memory: int
     disk: int
     region: str | None = None
+    max_price_hour: int | None = None  # planck per hour; None: any price
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The host that took the VM and the unit prices the VM will pay there (planck/hour)."""
+
+    host_id: str
+    price_cpu_hour: int
+    price_memory_gib_hour: int
+    price_disk_gib_hour: int
 
 
 class NoHostFitsError(Exception):
     """No online host can take the VM; the message says what is missing."""
 
 
-def _online(ttl: float):  # type: ignore[no-untyped-def]
-    return Host.last_heartbeat_at >= utcnow() - timedelta(seconds=ttl)
-
-
-def _fits(want: Want):  # type: ignore[no-untyped-def]
-    return and_(
-        Host.reserved_cpu + want.cpu <= Host.cpu + 1e-9,
-        Host.reserved_memory + want.memory <= Host.memory,
-        Host.reserved_disk + want.disk <= Host.disk,
-    )
-
-
-# The hot path of every placement, as one plain statement: SQLAlchemy's expression layer
-# cost ~1 ms per call here (measured), more than the database itself. Standard SQL: in an
-# UPDATE every right-hand side reads the old row, on SQLite and PostgreSQL alike.
-_RESERVE = text(
+_FITS = (
+    "reserved_cpu + :cpu <= cpu + 0.000000001"
+    " AND reserved_memory + :memory <= memory AND reserved_disk + :disk <= disk"
+)
+# Online, fits, in the region, under the price, not excluded: constant fragments only, every
+# value is a bound parameter.
+_CANDIDATE = (
+    "SELECT id FROM hosts WHERE last_heartbeat_at >= :since AND "  # noqa: S608
+    + _FITS
+    + " AND (:region IS NULL OR region = :region)"
+    " AND (:max_price IS NULL OR :cpu * price_cpu_hour + :memory_gib * price_memory_gib_hour"
+    " + :disk_gib * price_disk_gib_hour <= :max_price){exclude}"
+)
+_PLACE = (
     "UPDATE hosts SET"
     " reserved_cpu = reserved_cpu + :cpu,"
     " reserved_memory = reserved_memory + :memory,"
     " reserved_disk = reserved_disk + :disk,"
     " load = (reserved_cpu + :cpu) / cpu + (reserved_memory + :memory) * 1.0 / memory"
-    " WHERE id = :id"
-    " AND (:cpu <= 0 OR (reserved_cpu + :cpu <= cpu + 0.000000001"
-    " AND reserved_memory + :memory <= memory AND reserved_disk + :disk <= disk))"
-).bindparams(
-    bindparam("cpu", type_=Float()),
-    bindparam("memory", type_=BigInteger()),
-    bindparam("disk", type_=BigInteger()),
-)
-
-
-def _change(db: Session, host_id: str, cpu: float, memory: int, disk: int) -> bool:
-    result = db.execute(_RESERVE, {"id": host_id, "cpu": cpu, "memory": memory, "disk": disk})
-    db.commit()
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
-
-
-def reserve(db: Session, host_id: str, want: Want) -> bool:
-    """Take `want` from the host's free capacity if it still fits; commit; True on success."""
-    return _change(db, host_id, want.cpu, want.memory, want.disk)
-
-
-def release(db: Session, host_id: str, want: Want) -> None:
-    """Give `want` back (always succeeds)."""
-    _change(db, host_id, -want.cpu, -want.memory, -want.disk)
-
-
-_CANDIDATES_SQL = (
-    "SELECT id FROM hosts WHERE last_heartbeat_at >= :since"
-    " AND reserved_cpu + :cpu <= cpu + 0.000000001"
-    " AND reserved_memory + :memory <= memory AND reserved_disk + :disk <= disk"
-    " AND (:region IS NULL OR region = :region){exclude}"
-    " ORDER BY load LIMIT 8"
+    " WHERE id = (" + _CANDIDATE + " ORDER BY rep_tier DESC, load LIMIT 1{lock})"
+    " AND " + _FITS + " RETURNING id, price_cpu_hour, price_memory_gib_hour, price_disk_gib_hour"
 )
 _TYPED = (
     bindparam("since", type_=DateTime(timezone=True)),
@@ -89,38 +76,99 @@ _TYPED = (
     bindparam("cpu", type_=Float()),
     bindparam("memory", type_=BigInteger()),
     bindparam("disk", type_=BigInteger()),
+    bindparam("memory_gib", type_=Float()),
+    bindparam("disk_gib", type_=Float()),
+    bindparam("max_price", type_=BigInteger()),
 )
-_CANDIDATES = text(_CANDIDATES_SQL.format(exclude="")).bindparams(*_TYPED)
-_CANDIDATES_EXCLUDING = text(_CANDIDATES_SQL.format(exclude=" AND id NOT IN :exclude")).bindparams(
-    *_TYPED, bindparam("exclude", expanding=True)
+_LOCKS = {"sqlite": "", "skip": " FOR UPDATE SKIP LOCKED", "wait": " FOR UPDATE"}
+
+
+def _compile(sql: str, exclude: bool, lock: str = "sqlite"):  # type: ignore[no-untyped-def]
+    sql = sql.format(exclude=" AND id NOT IN :exclude" if exclude else "", lock=_LOCKS[lock])
+    params = (*_TYPED, bindparam("exclude", expanding=True)) if exclude else _TYPED
+    return text(sql).bindparams(*params)
+
+
+_PLACE_STATEMENTS = {
+    (lock, exclude): _compile(_PLACE, exclude, lock) for lock in _LOCKS for exclude in (False, True)
+}
+# Is there a fitting host at all, held by another placement or not? Decides whether a retry
+# can succeed.
+_ANY_FITS_STATEMENTS = {
+    exclude: _compile(_CANDIDATE + " LIMIT 1", exclude) for exclude in (False, True)
+}
+
+_RELEASE = text(
+    "UPDATE hosts SET"
+    " reserved_cpu = reserved_cpu - :cpu,"
+    " reserved_memory = reserved_memory - :memory,"
+    " reserved_disk = reserved_disk - :disk,"
+    " load = (reserved_cpu - :cpu) / cpu + (reserved_memory - :memory) * 1.0 / memory"
+    " WHERE id = :id"
+).bindparams(
+    bindparam("cpu", type_=Float()),
+    bindparam("memory", type_=BigInteger()),
+    bindparam("disk", type_=BigInteger()),
 )
 
 
-def place(db: Session, want: Want, ttl: float, exclude: set[str] | None = None) -> str:
-    """Reserve capacity on the best online host that fits and return its id.
+def place(
+    db: Session,
+    want: Want,
+    ttl: float,
+    exclude: set[str] | None = None,
+    money: Callable[[int], str] = str,
+) -> Placement:
+    """Reserve `want` on the best online host that fits and commit.
 
-    Preference: the least loaded host (spreads VMs; reputation will come first once it
-    exists). A host that another placement filled in the meantime is skipped."""
+    Preference: the highest reputation tier, then the least loaded host in it (spreads
+    VMs). Raises NoHostFitsError, whose message says what is missing (`money` formats
+    prices in it)."""
     params: dict[str, object] = {
-        "since": utcnow() - timedelta(seconds=ttl),
         "cpu": want.cpu,
         "memory": want.memory,
         "disk": want.disk,
+        "memory_gib": want.memory / GIB,
+        "disk_gib": want.disk / GIB,
         "region": want.region,
+        "max_price": want.max_price_hour,
     }
     if exclude:
         params["exclude"] = sorted(exclude)
-    # Walks the load index: the least loaded hosts first, no sort of the whole table.
-    candidates = list(db.scalars(_CANDIDATES_EXCLUDING if exclude else _CANDIDATES, params))
-    for host_id in candidates:
-        if reserve(db, host_id, want):
-            return str(host_id)
-    raise NoHostFitsError(explain(db, want, ttl, exclude))
+    postgres = db.get_bind().dialect.name == "postgresql"
+    for attempt in range(_ATTEMPTS):
+        # First pass skips hosts other placements hold; later ones wait for them instead,
+        # so a busy moment never turns into a false "nothing fits".
+        lock = ("skip" if attempt == 0 else "wait") if postgres else "sqlite"
+        params["since"] = utcnow() - timedelta(seconds=ttl)
+        row = db.execute(_PLACE_STATEMENTS[(lock, bool(exclude))], params).first()
+        db.commit()
+        if row is not None:
+            return Placement(str(row[0]), int(row[1]), int(row[2]), int(row[3]))
+        if not postgres:
+            break  # one writer at a time: nothing fitting was skipped
+        fits = db.execute(_ANY_FITS_STATEMENTS[bool(exclude)], params).first()
+        db.commit()
+        if fits is None:
+            break
+    raise NoHostFitsError(explain(db, want, ttl, exclude, money))
 
 
-def explain(db: Session, want: Want, ttl: float, exclude: set[str] | None = None) -> str:
+def release(db: Session, host_id: str, want: Want) -> None:
+    """Give `want` back to the host's free capacity (always succeeds); commits."""
+    db.execute(_RELEASE, {"id": host_id, "cpu": want.cpu, "memory": want.memory, "disk": want.disk})
+    db.commit()
+
+
+def explain(
+    db: Session,
+    want: Want,
+    ttl: float,
+    exclude: set[str] | None = None,
+    money: Callable[[int], str] = str,
+) -> str:
     """Why nothing fits, in the user's terms."""
-    query = select(Host).where(_online(ttl))
+    query = select(Host).where(Host.last_heartbeat_at >= utcnow() - timedelta(seconds=ttl))
     if want.region:
         query = query.where(Host.region == want.region)
     if exclude:
@@ -129,6 +177,31 @@ def explain(db: Session, want: Want, ttl: float, exclude: set[str] | None = None
     where = f" in region {want.region}" if want.region else ""
     if not hosts:
         return f"no provider fits: no host is online{where}"
+    fitting = [
+        h
+        for h in hosts
+        if h.reserved_cpu + want.cpu <= h.cpu + 1e-9
+        and h.reserved_memory + want.memory <= h.memory
+        and h.reserved_disk + want.disk <= h.disk
+    ]
+    if fitting and want.max_price_hour is not None:
+        cheapest = min(
+            hourly_price(
+                want.cpu,
+                want.memory,
+                want.disk,
+                h.price_cpu_hour,
+                h.price_memory_gib_hour,
+                h.price_disk_gib_hour,
+            )
+            for h in fitting
+        )
+        return (
+            f"no provider fits: {len(fitting)} host(s) online{where} have room, but none "
+            f"under {money(want.max_price_hour)}/h; the cheapest costs {money(cheapest)}/h"
+        )
+    if fitting:  # lost every race for the last capacity
+        return f"no provider fits right now{where}: the hosts with room filled up; retry"
     free_cpu = max(h.cpu - h.reserved_cpu for h in hosts)
     free_mem = max(h.memory - h.reserved_memory for h in hosts)
     free_disk = max(h.disk - h.reserved_disk for h in hosts)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
@@ -12,6 +12,8 @@ from kumulus.core.schemas import CamelModel, Size, SshKeyLine, Username
 
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 Role = Literal["developer", "provider"]
+# A token amount as people write it ("0.05"); kept as text so no float rounding creeps in.
+Price = Annotated[str, Field(pattern=r"^\d{1,12}(\.\d{1,18})?$", max_length=32, examples=["0.05"])]
 
 
 class SignupRequest(CamelModel):
@@ -63,15 +65,31 @@ class LoginResponse(CamelModel):
     token: str
 
 
+class Prices(CamelModel):
+    """Unit prices in tokens per hour; a VM pays cpu * vCPU + GiB memory * memory + GiB
+    disk * disk (stopped VMs: disk only)."""
+
+    cpu: Price = Field(description="per vCPU-hour", examples=["0.01"])
+    memory_gib: Price = Field(description="per GiB-of-memory-hour", examples=["0.005"])
+    disk_gib: Price = Field(description="per GiB-of-disk-hour", examples=["0.0001"])
+
+
 class ProviderProfileIn(CamelModel):
     name: str = Field(default="", max_length=100)
     contact: str = Field(default="", max_length=200)
     country: str = Field(default="", pattern=r"^([A-Z]{2})?$", description="ISO 3166 alpha-2")
     region: str = Field(default="", pattern=r"^[a-z0-9-]{0,32}$", examples=["eu", "us-east"])
+    prices: Prices | None = Field(
+        default=None, description="what hosts registered from now on charge per hour"
+    )
 
 
 class ProviderProfileOut(ProviderProfileIn):
     wallet_address: str | None
+
+
+class HostUpdate(CamelModel):
+    prices: Prices
 
 
 class WalletChallengeOut(CamelModel):
@@ -104,6 +122,16 @@ class HostPublic(CamelModel):
     agent_version: str
     registered_at: datetime
     last_heartbeat_at: datetime | None
+    prices: Prices
+    reserved_cpu: float
+    reserved_memory: int
+    reserved_disk: int
+    reputation: float
+    uptime_24h: float | None = Field(serialization_alias="uptime24h")
+    uptime_7d: float | None = Field(serialization_alias="uptime7d")
+    uptime_30d: float | None = Field(serialization_alias="uptime30d")
+    leases_completed: int
+    leases_failed: int
 
 
 class HostRegistered(CamelModel):
@@ -140,6 +168,11 @@ class VmCreateIn(CamelModel):
     memory: Size = Field(examples=["1g"])
     disk: Size = Field(default="10g", examples=["10g"], validate_default=True)
     region: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,32}$")
+    max_price_per_hour: Price | None = Field(
+        default=None,
+        description="most this VM may cost per hour while running, in tokens",
+        examples=["0.05"],
+    )
 
 
 VmState = Literal[
@@ -151,6 +184,7 @@ VmState = Literal[
     "missing",
     "unreachable",
     "deleted",
+    "deleting",
     "restarting",
 ]
 
@@ -170,6 +204,7 @@ class VmOut(CamelModel):
     ssh_port: int | None
     ssh_command: str | None = Field(description="ready to paste")
     failure_reason: str | None
+    price_per_hour: str | None = Field(description="while running, fixed at placement")
     created_at: datetime
 
 

@@ -5,22 +5,24 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from fastapi import HTTPException, status
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from substrateinterface import Keypair
 
 from kumulus.backend.clock import aware, utcnow
-from kumulus.backend.hosts import host_status
+from kumulus.backend.hosts import host_status, to_planck
 from kumulus.backend.models import Account, Host, SshKey, Vm
 from kumulus.backend.scheduler import NoHostFitsError, Want, place, release
 from kumulus.backend.schemas import VmCreateIn, VmOut
 from kumulus.client import AgentCallError, AgentClient
 from kumulus.config import BackendSettings
+from kumulus.core.money import format_amount, hourly_price
 from kumulus.core.sizes import format_size
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,30 @@ _DOCKER_TO_ACTUAL = {
 
 
 def want_of(vm: Vm) -> Want:
-    return Want(cpu=vm.cpu, memory=vm.memory, disk=vm.disk, region=vm.region or None)
+    return Want(
+        cpu=vm.cpu,
+        memory=vm.memory,
+        disk=vm.disk,
+        region=vm.region or None,
+        max_price_hour=vm.max_price_hour,
+    )
+
+
+def price_hour(vm: Vm) -> int:
+    """What the VM pays per hour while running, at the prices fixed when it was placed."""
+    return hourly_price(
+        vm.cpu,
+        vm.memory,
+        vm.disk,
+        vm.price_cpu_hour,
+        vm.price_memory_gib_hour,
+        vm.price_disk_gib_hour,
+    )
+
+
+def _count_lease(db: Session, host_id: str, completed: bool) -> None:
+    column = Host.leases_completed if completed else Host.leases_failed
+    db.execute(update(Host).where(Host.id == host_id).values({column: column + 1}))
 
 
 class VmService:
@@ -46,9 +71,12 @@ class VmService:
 
     # -- views ---------------------------------------------------------------------------
 
+    def money(self, planck: int) -> str:
+        return format_amount(planck, self.settings.token_decimals, self.settings.token_symbol)
+
     def view(self, vm: Vm) -> VmOut:
         actual = vm.actual_state
-        if vm.host_id and actual not in ("failed", "deleted"):
+        if vm.host_id and actual not in ("failed", "deleted", "deleting"):
             host = self.db.get(Host, vm.host_id)
             if host is None or host_status(host, self.settings.heartbeat_ttl) == "offline":
                 actual = "unreachable"  # never claim running for a host we cannot hear
@@ -71,12 +99,14 @@ class VmService:
             ssh_port=vm.ssh_port,
             ssh_command=command,
             failure_reason=vm.failure_reason,
+            price_per_hour=self.money(price_hour(vm)) if vm.host_id else None,
             created_at=aware(vm.created_at),
         )
 
     def owned(self, account: Account, vm_id: str) -> Vm:
         vm = self.db.get(Vm, vm_id[:32])
-        if vm is None or vm.account_id != account.id or vm.intended_state == "deleted":
+        # A VM being deleted on a host that is away stays visible (actual "deleting").
+        if vm is None or vm.account_id != account.id or vm.actual_state == "deleted":
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no VM {vm_id[:40]}")
         return vm
 
@@ -84,7 +114,7 @@ class VmService:
         return list(
             self.db.scalars(
                 select(Vm)
-                .where(Vm.account_id == account.id, Vm.intended_state != "deleted")
+                .where(Vm.account_id == account.id, Vm.actual_state != "deleted")
                 .order_by(Vm.created_at)
             )
         )
@@ -125,6 +155,11 @@ class VmService:
             intended_state="running",
             actual_state="pending",
             reserved=False,
+            max_price_hour=(
+                None
+                if body.max_price_per_hour is None
+                else to_planck(self.settings, body.max_price_per_hour, "maxPricePerHour")
+            ),
             idempotency_key=idempotency_key,
             created_at=now,
             updated_at=now,
@@ -147,16 +182,25 @@ class VmService:
         last_error = ""
         for _attempt in range(2):  # the chosen host, then one other
             try:
-                host_id = place(self.db, want_of(vm), self.settings.heartbeat_ttl, exclude=tried)
+                placed = place(
+                    self.db,
+                    want_of(vm),
+                    self.settings.heartbeat_ttl,
+                    exclude=tried,
+                    money=self.money,
+                )
             except NoHostFitsError as exc:
                 if not tried:  # nothing fits at all: no VM to keep
                     self.db.delete(vm)
                     self.db.commit()
                     raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
                 break
-            vm.host_id, vm.reserved, vm.updated_at = host_id, True, utcnow()
+            vm.host_id, vm.reserved, vm.updated_at = placed.host_id, True, utcnow()
+            vm.price_cpu_hour = placed.price_cpu_hour
+            vm.price_memory_gib_hour = placed.price_memory_gib_hour
+            vm.price_disk_gib_hour = placed.price_disk_gib_hour
             self.db.commit()
-            host = self.db.get(Host, host_id)
+            host = self.db.get(Host, placed.host_id)
             assert host is not None
             try:
                 agent_vm = self._agent(host).create_vm(self._agent_body(vm), idempotency_key=vm.id)
@@ -164,6 +208,7 @@ class VmService:
                 last_error = f"host {host.id}: {exc.detail}"
                 log.warning("VM %s: agent create failed on %s: %s", vm.id, host.id, exc.detail)
                 self._release(vm)
+                _count_lease(self.db, host.id, completed=False)
                 vm.host_id = None
                 self.db.commit()
                 tried.add(host.id)
@@ -220,7 +265,13 @@ class VmService:
             return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, exc.detail)
         return HTTPException(status.HTTP_502_BAD_GATEWAY, f"the host refused: {exc.detail}")
 
+    @staticmethod
+    def _not_deleting(vm: Vm) -> None:
+        if vm.intended_state == "deleted":
+            raise HTTPException(status.HTTP_409_CONFLICT, f"VM {vm.id} is being deleted")
+
     def start(self, vm: Vm) -> Vm:
+        self._not_deleting(vm)
         vm.intended_state, vm.updated_at = "running", utcnow()
         self.db.commit()
         try:
@@ -232,6 +283,7 @@ class VmService:
         return vm
 
     def stop(self, vm: Vm) -> Vm:
+        self._not_deleting(vm)
         vm.intended_state, vm.updated_at = "stopped", utcnow()
         self.db.commit()
         try:
@@ -242,17 +294,42 @@ class VmService:
         self.db.commit()
         return vm
 
-    def delete(self, vm: Vm) -> None:
-        if vm.agent_vm_id is not None:
+    def delete(self, vm: Vm) -> bool:
+        """Delete the VM. True when it is gone; False when its host is away: the VM stays
+        `deleting` (capacity still held there) until the host is back and confirms."""
+        vm.intended_state, vm.updated_at = "deleted", utcnow()
+        self.db.commit()
+        return self.finish_delete(vm)
+
+    def finish_delete(self, vm: Vm) -> bool:
+        """Ask the host to remove a VM whose intended state is deleted; see `delete`."""
+        host = self.db.get(Host, vm.host_id) if vm.host_id else None
+        if host is not None and vm.agent_vm_id is not None:
+            if host_status(host, self.settings.heartbeat_ttl) == "offline":
+                return self._deleting(vm, f"host {host.id} is offline")
             try:
-                self._host_agent(vm).delete_vm(vm.agent_vm_id)
+                self._agent(host).delete_vm(vm.agent_vm_id)
             except AgentCallError as exc:
+                if exc.status is None or exc.status >= 500:
+                    return self._deleting(vm, exc.detail)
                 if exc.status != 404:  # already gone on the host is fine
-                    raise self._agent_error(exc) from exc
+                    raise HTTPException(
+                        status.HTTP_502_BAD_GATEWAY, f"the host refused: {exc.detail}"
+                    ) from exc
+            if vm.actual_state in ("running", "stopped", "starting", "restarting"):
+                _count_lease(self.db, host.id, completed=True)
         self._release(vm)
-        vm.intended_state = vm.actual_state = "deleted"
+        vm.actual_state = "deleted"
         vm.updated_at = utcnow()
         self.db.commit()
+        return True
+
+    def _deleting(self, vm: Vm, why: str) -> bool:
+        log.info("VM %s: delete deferred until its host answers (%s)", vm.id, why)
+        vm.actual_state = "deleting"
+        vm.failure_reason = None
+        self.db.commit()
+        return False
 
     def logs(self, vm: Vm, tail: int) -> str:
         try:
@@ -261,17 +338,11 @@ class VmService:
             raise self._agent_error(exc) from exc
 
 
-def reconcile_inventory(
-    db: Session, host_id: str, inventory: dict[str, str], as_of: datetime
-) -> int:
+def reconcile_inventory(vms: Iterable[Vm], inventory: dict[str, str], as_of: datetime) -> int:
     """Apply a heartbeat's VM inventory ({agent vm id: docker state}, observed at `as_of`)
-    to the VMs the backend placed on this host: update actual states, mark missing ones,
-    count unknown containers. VMs changed since `as_of` are left alone (newer news)."""
-    vms = db.scalars(
-        select(Vm).where(
-            Vm.host_id == host_id, Vm.agent_vm_id.is_not(None), Vm.intended_state != "deleted"
-        )
-    )
+    to `vms`, the live VMs the backend placed on that host: update actual states, mark
+    missing ones, and return how many containers the backend does not know. VMs changed
+    since `as_of` are left alone (newer news)."""
     known: set[str] = set()
     for vm in vms:
         agent_id = vm.agent_vm_id or ""

@@ -1,23 +1,26 @@
 """Agent-facing API: every body is an envelope signed by the provider's wallet key
-(sr25519), fresh and never seen before (nonces in the database)."""
+(sr25519), fresh and never seen before (nonces in the database). Heartbeats are stored by
+the group-commit writer (backend/heartbeats.py)."""
 
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime
+import time
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.deps import Db, Settings
-from kumulus.backend.models import Heartbeat, Host, HostToken, ProviderProfile
+from kumulus.backend.heartbeats import HeartbeatWriter, Outcome, VerifiedHeartbeat
+from kumulus.backend.hosts import starting_prices
+from kumulus.backend.models import Host, HostToken, ProviderProfile
 from kumulus.backend.nonces import DbNonceStore
 from kumulus.backend.schemas import Accepted, HostRegistered
 from kumulus.backend.security import hash_token
-from kumulus.backend.vms import reconcile_inventory
+from kumulus.config import BackendSettings
 from kumulus.core.schemas import Capacity
 from kumulus.core.signing import SignatureError, SignedEnvelope, verify_envelope
 
@@ -71,15 +74,6 @@ def _parse(model: type[_P], payload: dict[str, Any]) -> _P:
         raise HTTPException(422, f"invalid payload fields: {fields}") from exc
 
 
-def _owned_host_id(db: Db, envelope: SignedEnvelope, host_id: str) -> str:
-    """The host id, once the signer is proven to be the wallet that registered it."""
-    wallet = db.scalar(select(Host.wallet_address).where(Host.id == host_id))
-    if wallet is None or wallet != envelope.address:
-        db.rollback()
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no host {host_id} for this wallet")
-    return host_id
-
-
 def _host_for(db: Db, envelope: SignedEnvelope, host_id: str) -> Host:
     host = db.get(Host, host_id)
     # The signer must be the wallet this host registered with: a provider can only speak
@@ -112,6 +106,7 @@ def register(
             "signed by a wallet other than the one linked to this provider",
         )
     host_id = secrets.token_hex(8)
+    prices = starting_prices(settings, profile)
     claimed = db.execute(
         update(HostToken)
         .where(HostToken.id == token.id, HostToken.used_at.is_(None))
@@ -134,6 +129,9 @@ def register(
             disk_quota=payload.disk_quota,
             agent_version=payload.agent_version,
             registered_at=utcnow(),
+            price_cpu_hour=prices[0],
+            price_memory_gib_hour=prices[1],
+            price_disk_gib_hour=prices[2],
         )
     )
     db.commit()
@@ -144,40 +142,67 @@ def register(
     )
 
 
-@router.post("/heartbeat", response_model=Accepted, status_code=status.HTTP_202_ACCEPTED)
-def heartbeat(envelope: SignedEnvelope, db: Db, settings: Settings) -> Accepted:
-    payload = _verified(envelope, db, settings)
+class _SpendLater:
+    """Nonce store for heartbeats: the writer claims the nonce in the batch's transaction
+    (HeartbeatWriter), so here every nonce passes."""
+
+    def check_and_store(self, signer: str, nonce: str, now: float | None = None) -> bool:
+        return True
+
+
+def _inventory(payload: dict[str, Any]) -> dict[str, str] | None:
+    stats = payload.get("vmStats")
+    if not isinstance(stats, list):
+        return None
+    return {
+        str(item.get("vmId"))[:64]: str(item.get("state"))[:32]
+        for item in stats
+        if isinstance(item, dict) and item.get("vmId")
+    }
+
+
+def accept_heartbeat(
+    envelope: SignedEnvelope, writer: HeartbeatWriter, settings: BackendSettings
+) -> None:
+    """Verify a signed heartbeat and store it through the group-commit writer; raises the
+    HTTP error to answer otherwise. Returns once the heartbeat is committed."""
+    try:
+        payload = verify_envelope(envelope, _SpendLater(), max_skew=settings.signature_max_skew)
+    except SignatureError as exc:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, f"signature refused: {exc.reason}"
+        ) from exc
     parsed = _parse(HostPayload, payload)
     if parsed.kind != "health":
         raise HTTPException(422, "payload kind must be 'health'")
-    host_id = _owned_host_id(db, envelope, parsed.host_id)
-    now = utcnow()
-    # Core statements, not ORM objects: this runs for every host every few seconds.
-    db.execute(
-        insert(Heartbeat).values(
-            host_id=host_id, received_at=now, signed_at=envelope.timestamp, payload=payload
+    beat = VerifiedHeartbeat(
+        address=envelope.address,
+        nonce=envelope.nonce,
+        signed_at=envelope.timestamp,
+        host_id=parsed.host_id,
+        agent_version=str(payload.get("agentVersion", ""))[:32],
+        payload=payload,
+        inventory=_inventory(payload),
+        nonce_expires_at=time.time() + 2 * settings.signature_max_skew + 5,
+    )
+    try:
+        outcome = writer.submit(beat).result(timeout=30)
+    except Exception as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, "could not store the heartbeat; retry"
+        ) from exc
+    if outcome is Outcome.REPLAYED:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "signature refused: replayed envelope (nonce already used)",
         )
-    )
-    changes: dict[str, Any] = {
-        "last_heartbeat_at": now,
-        "agent_version": str(payload.get("agentVersion", ""))[:32],
-    }
-    stats = payload.get("vmStats")
-    if isinstance(stats, list):
-        inventory = {
-            str(item.get("vmId")): str(item.get("state"))
-            for item in stats
-            if isinstance(item, dict) and item.get("vmId")
-        }
-        as_of = datetime.fromtimestamp(envelope.timestamp, UTC)
-        changes["unknown_vms"] = reconcile_inventory(db, host_id, inventory, as_of)
-    db.execute(
-        update(Host)
-        .where(Host.id == host_id)
-        .values(**changes)
-        .execution_options(synchronize_session=False)
-    )
-    db.commit()
+    if outcome is Outcome.UNKNOWN_HOST:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no host {parsed.host_id} for this wallet")
+
+
+@router.post("/heartbeat", response_model=Accepted, status_code=status.HTTP_202_ACCEPTED)
+def heartbeat(envelope: SignedEnvelope, request: Request, settings: Settings) -> Accepted:
+    accept_heartbeat(envelope, request.app.state.heartbeats, settings)
     return Accepted()
 
 

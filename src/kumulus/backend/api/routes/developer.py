@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
+from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -95,10 +96,21 @@ def stop_vm(vm_id: str, account: CurrentDeveloper, vms: Vms) -> VmOut:
     return vms.view(vms.stop(vms.owned(account, vm_id)))
 
 
-@router.delete("/vms/{vm_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/vms/{vm_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={202: {"model": VmOut, "description": "host away: deleted when it is back"}},
+)
 def delete_vm(vm_id: str, account: CurrentDeveloper, vms: Vms) -> Response:
-    vms.delete(vms.owned(account, vm_id))
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    """204 when the VM is gone. 202 with the VM (actual state `deleting`) when its host is
+    offline: the backend finishes the delete as soon as the host is back."""
+    vm = vms.owned(account, vm_id)
+    if vms.delete(vm):
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return JSONResponse(
+        vms.view(vm).model_dump(mode="json", by_alias=True),
+        status_code=status.HTTP_202_ACCEPTED,
+    )
 
 
 @router.get("/vms/{vm_id}/logs", response_model=VmLogsOut)

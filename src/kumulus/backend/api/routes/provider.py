@@ -11,17 +11,19 @@ from sqlalchemy.exc import IntegrityError
 
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.deps import CurrentProvider, Db, Settings
-from kumulus.backend.hosts import host_public
+from kumulus.backend.hosts import host_public, prices_in, prices_out, starting_prices
 from kumulus.backend.models import Account, Host, HostToken, ProviderProfile, WalletChallenge
 from kumulus.backend.schemas import (
     HostPublic,
     HostTokenCreated,
+    HostUpdate,
     ProviderProfileIn,
     ProviderProfileOut,
     WalletChallengeOut,
     WalletLinkIn,
 )
 from kumulus.backend.security import new_token
+from kumulus.config import BackendSettings
 from kumulus.core.signing import SignatureError, public_key_of, verify_wallet_signature
 
 router = APIRouter(prefix="/v1/provider", tags=["provider"])
@@ -36,30 +38,40 @@ def profile_of(db: Db, account: Account) -> ProviderProfile:
     return profile
 
 
-def _out(profile: ProviderProfile) -> ProviderProfileOut:
+def _out(profile: ProviderProfile, settings: BackendSettings) -> ProviderProfileOut:
     return ProviderProfileOut(
         name=profile.name,
         contact=profile.contact,
         country=profile.country,
         region=profile.region,
         wallet_address=profile.wallet_address,
+        prices=prices_out(settings, *starting_prices(settings, profile)),
     )
 
 
 @router.get("/profile", response_model=ProviderProfileOut)
-def get_profile(account: CurrentProvider, db: Db) -> ProviderProfileOut:
+def get_profile(account: CurrentProvider, db: Db, settings: Settings) -> ProviderProfileOut:
     profile = profile_of(db, account)
     db.commit()
-    return _out(profile)
+    return _out(profile, settings)
 
 
 @router.put("/profile", response_model=ProviderProfileOut)
-def put_profile(body: ProviderProfileIn, account: CurrentProvider, db: Db) -> ProviderProfileOut:
+def put_profile(
+    body: ProviderProfileIn, account: CurrentProvider, db: Db, settings: Settings
+) -> ProviderProfileOut:
+    """Profile; `prices` (optional) are what hosts registered from now on charge."""
     profile = profile_of(db, account)
     profile.name, profile.contact = body.name, body.contact
     profile.country, profile.region = body.country, body.region
+    if body.prices is not None:
+        (
+            profile.price_cpu_hour,
+            profile.price_memory_gib_hour,
+            profile.price_disk_gib_hour,
+        ) = prices_in(settings, body.prices)
     db.commit()
-    return _out(profile)
+    return _out(profile, settings)
 
 
 @router.post(
@@ -78,7 +90,9 @@ def wallet_challenge(account: CurrentProvider, db: Db, settings: Settings) -> Wa
 
 
 @router.post("/wallet/link", response_model=ProviderProfileOut)
-def wallet_link(body: WalletLinkIn, account: CurrentProvider, db: Db) -> ProviderProfileOut:
+def wallet_link(
+    body: WalletLinkIn, account: CurrentProvider, db: Db, settings: Settings
+) -> ProviderProfileOut:
     challenge = db.get(WalletChallenge, body.challenge_id)
     if challenge is None or challenge.account_id != account.id:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no challenge {body.challenge_id}")
@@ -109,7 +123,7 @@ def wallet_link(body: WalletLinkIn, account: CurrentProvider, db: Db) -> Provide
         raise HTTPException(
             status.HTTP_409_CONFLICT, "this wallet is linked to another account"
         ) from exc
-    return _out(profile)
+    return _out(profile, settings)
 
 
 @router.post("/host-tokens", response_model=HostTokenCreated, status_code=status.HTTP_201_CREATED)
@@ -133,12 +147,31 @@ def list_hosts(account: CurrentProvider, db: Db, settings: Settings) -> list[Hos
     hosts = db.scalars(
         select(Host).where(Host.account_id == account.id).order_by(Host.registered_at)
     )
-    return [host_public(h, settings.heartbeat_ttl) for h in hosts]
+    return [host_public(h, settings) for h in hosts]
+
+
+def _owned_host(db: Db, account: Account, host_id: str) -> Host:
+    host = db.get(Host, host_id[:32])
+    if host is None or host.account_id != account.id:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no host {host_id[:40]}")
+    return host
 
 
 @router.get("/hosts/{host_id}", response_model=HostPublic)
 def get_host(host_id: str, account: CurrentProvider, db: Db, settings: Settings) -> HostPublic:
-    host = db.get(Host, host_id)
-    if host is None or host.account_id != account.id:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no host {host_id[:40]}")
-    return host_public(host, settings.heartbeat_ttl)
+    return host_public(_owned_host(db, account, host_id), settings)
+
+
+@router.patch("/hosts/{host_id}", response_model=HostPublic)
+def update_host(
+    host_id: str, body: HostUpdate, account: CurrentProvider, db: Db, settings: Settings
+) -> HostPublic:
+    """Set the host's prices. VMs already placed keep the prices they were placed at."""
+    host = _owned_host(db, account, host_id)
+    (
+        host.price_cpu_hour,
+        host.price_memory_gib_hour,
+        host.price_disk_gib_hour,
+    ) = prices_in(settings, body.prices)
+    db.commit()
+    return host_public(host, settings)

@@ -1,0 +1,337 @@
+"""Storing signed heartbeats with group commit.
+
+Request threads do the CPU work (sr25519 verification, parsing) and hand each verified
+heartbeat to one writer thread per process. The writer stores everything that arrived while
+its previous transaction was committing in one transaction: one host lookup, one nonce
+claim, one heartbeat insert, one uptime upsert and one host update per batch instead of per
+heartbeat. A request is answered only after its batch committed, so an accepted heartbeat
+is never lost; replay protection stays in the database (`seen_nonces` primary key), so it
+holds across any number of backend processes."""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+import logging
+import queue
+import threading
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Integer,
+    String,
+    bindparam,
+    delete,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
+from kumulus.backend.clock import aware, utcnow
+from kumulus.backend.db import Database
+from kumulus.backend.models import Heartbeat, Host, HostUptime, Vm
+from kumulus.backend.vms import reconcile_inventory
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(enum.Enum):
+    ACCEPTED = "accepted"
+    REPLAYED = "replayed"  # nonce already used: refused
+    UNKNOWN_HOST = "unknown_host"  # no such host, or registered by another wallet
+
+
+@dataclass
+class VerifiedHeartbeat:
+    """A heartbeat whose signature and freshness were checked; its nonce is not spent yet."""
+
+    address: str
+    nonce: str
+    signed_at: float
+    host_id: str
+    agent_version: str
+    payload: dict[str, Any]
+    inventory: dict[str, str] | None  # agent VM id -> docker state, when reported
+    nonce_expires_at: float
+    done: Future[Outcome] = field(default_factory=Future)
+
+
+_UPDATE_HOST = text(
+    "UPDATE hosts SET last_heartbeat_at = :now, agent_version = :version WHERE id = :id"
+).bindparams(
+    bindparam("now", type_=DateTime(timezone=True)),
+    bindparam("version", type_=String()),
+)
+_UPDATE_HOST_INVENTORY = text(
+    "UPDATE hosts SET last_heartbeat_at = :now, agent_version = :version,"
+    " unknown_vms = :unknown WHERE id = :id"
+).bindparams(
+    bindparam("now", type_=DateTime(timezone=True)),
+    bindparam("version", type_=String()),
+    bindparam("unknown", type_=Integer()),
+)
+
+
+_CLAIM_NONCES_PG = text(
+    "INSERT INTO seen_nonces (signer, nonce, expires_at)"
+    " SELECT * FROM unnest(CAST(:signers AS varchar[]), CAST(:nonces AS varchar[]),"
+    " CAST(:expires AS double precision[]))"
+    " ON CONFLICT DO NOTHING RETURNING signer, nonce"
+)
+# `WHERE true` resolves SQLite's parsing ambiguity of INSERT ... SELECT ... ON CONFLICT.
+_CLAIM_NONCES_SQLITE = text(
+    "INSERT INTO seen_nonces (signer, nonce, expires_at)"
+    " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
+    " json_extract(value, '$[2]') FROM json_each(:rows) WHERE true"
+    " ON CONFLICT DO NOTHING RETURNING signer, nonce"
+)
+
+
+def hour_of(moment: datetime) -> int:
+    """Hours since the epoch: the bucket uptime is summed in."""
+    return int(moment.timestamp()) // 3600
+
+
+class HeartbeatWriter:
+    """Group-commit writer. `submit` returns a future that resolves to the `Outcome` once the
+    heartbeat's batch committed (or raises if the database failed: nothing was stored)."""
+
+    def __init__(self, db: Database, ttl: float, max_batch: int = 500) -> None:
+        self._db = db
+        self._ttl = ttl  # a gap longer than this between heartbeats counts as downtime
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[VerifiedHeartbeat | None] = queue.SimpleQueue()
+        self._connection: Connection | None = None
+        self._thread = threading.Thread(target=self._run, name="heartbeat-writer", daemon=True)
+        self._thread.start()
+        self.batches = 0  # for tests and benchmarks: how many transactions were needed
+
+    def submit(self, beat: VerifiedHeartbeat) -> Future[Outcome]:
+        if not self._thread.is_alive():
+            raise RuntimeError("heartbeat writer is stopped")
+        self._queue.put(beat)
+        return beat.done
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Store what is queued, then stop."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+        self._drop_connection()
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._write_safely(batch)
+
+    def _write_safely(self, batch: list[VerifiedHeartbeat]) -> None:
+        try:
+            outcomes = self._write(batch)
+        except Exception:
+            if len(batch) == 1:
+                log.exception("storing a heartbeat failed")
+                batch[0].done.set_exception(RuntimeError("the database refused the heartbeat"))
+                return
+            # One bad heartbeat (say, its host deleted meanwhile) must not fail the others.
+            log.warning("a batch of %d heartbeats failed; storing them one by one", len(batch))
+            for beat in batch:
+                self._write_safely([beat])
+            return
+        self.batches += 1
+        for beat, outcome in zip(batch, outcomes, strict=True):
+            beat.done.set_result(outcome)
+
+    def _session(self) -> Session:
+        """A session on the writer's own connection, kept across batches: no pool checkout
+        and liveness ping per batch. Dropped after any failure, so the next batch starts
+        on a fresh connection."""
+        if self._connection is None or self._connection.closed:
+            self._connection = self._db.engine.connect()
+        return Session(bind=self._connection)
+
+    def _drop_connection(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                self._connection.close()
+        self._connection = None
+
+    def _write(self, batch: Sequence[VerifiedHeartbeat]) -> list[Outcome]:
+        now = utcnow()
+        try:
+            with self._session() as s:
+                outcomes = self._write_in(s, batch, now)
+                s.commit()
+        except Exception:
+            self._drop_connection()
+            raise
+        return outcomes
+
+    def _write_in(
+        self, s: Session, batch: Sequence[VerifiedHeartbeat], now: datetime
+    ) -> list[Outcome]:
+        host_ids = sorted({b.host_id for b in batch})
+        hosts = {
+            row.id: (row.wallet_address, row.last_heartbeat_at)
+            for row in s.execute(
+                select(Host.id, Host.wallet_address, Host.last_heartbeat_at).where(
+                    Host.id.in_(host_ids)
+                )
+            )
+        }
+        outcomes = [
+            Outcome.ACCEPTED
+            if b.host_id in hosts and hosts[b.host_id][0] == b.address
+            else Outcome.UNKNOWN_HOST
+            for b in batch
+        ]
+        owned = [i for i, o in enumerate(outcomes) if o is Outcome.ACCEPTED]
+        claimed = self._claim_nonces(s, [batch[i] for i in owned])
+        accepted: list[VerifiedHeartbeat] = []
+        for i in owned:
+            key = (batch[i].address, batch[i].nonce)
+            if key in claimed:
+                claimed.discard(key)  # the same envelope twice in one batch: first wins
+                accepted.append(batch[i])
+            else:
+                outcomes[i] = Outcome.REPLAYED
+        if accepted:
+            self._store(s, accepted, hosts, now)
+        return outcomes
+
+    @staticmethod
+    def _claim_nonces(s: Session, beats: list[VerifiedHeartbeat]) -> set[tuple[str, str]]:
+        """Spend the nonces; returns those that were new. One statement whose text does not
+        depend on the batch size (arrays / a JSON list), so it is compiled once."""
+        if not beats:
+            return set()
+        rows = {(b.address, b.nonce): b.nonce_expires_at for b in beats}
+        if s.get_bind().dialect.name == "postgresql":
+            params: dict[str, Any] = {
+                "signers": [k[0] for k in rows],
+                "nonces": [k[1] for k in rows],
+                "expires": list(rows.values()),
+            }
+            result = s.execute(_CLAIM_NONCES_PG, params)
+        else:
+            packed = json.dumps([[a, n, e] for (a, n), e in rows.items()])
+            result = s.execute(_CLAIM_NONCES_SQLITE, {"rows": packed})
+        return {(row[0], row[1]) for row in result}
+
+    def _store(
+        self,
+        s: Session,
+        beats: list[VerifiedHeartbeat],
+        hosts: dict[str, tuple[str, datetime | None]],
+        now: datetime,
+    ) -> None:
+        s.execute(
+            insert(Heartbeat),
+            [
+                {
+                    "host_id": b.host_id,
+                    "received_at": now,
+                    "signed_at": b.signed_at,
+                    "payload": b.payload,
+                }
+                for b in beats
+            ],
+        )
+        self._add_uptime(s, beats, hosts, now)
+        unknown = self._reconcile(s, beats)
+        latest: dict[str, VerifiedHeartbeat] = {}
+        for b in beats:
+            if b.host_id not in latest or b.signed_at >= latest[b.host_id].signed_at:
+                latest[b.host_id] = b
+        plain = [
+            {"id": h, "now": now, "version": b.agent_version[:32]}
+            for h, b in latest.items()
+            if h not in unknown
+        ]
+        counted = [
+            {"id": h, "now": now, "version": b.agent_version[:32], "unknown": unknown[h]}
+            for h, b in latest.items()
+            if h in unknown
+        ]
+        if plain:
+            s.execute(_UPDATE_HOST, plain)
+        if counted:
+            s.execute(_UPDATE_HOST_INVENTORY, counted)
+
+    def _add_uptime(
+        self,
+        s: Session,
+        beats: list[VerifiedHeartbeat],
+        hosts: dict[str, tuple[str, datetime | None]],
+        now: datetime,
+    ) -> None:
+        """Credit each host with the time since its previous heartbeat, up to the TTL: a host
+        heard every few seconds is up; silence longer than the TTL is downtime."""
+        up: dict[str, float] = defaultdict(float)
+        for host_id in {b.host_id for b in beats}:
+            last = hosts[host_id][1]  # None for a first heartbeat: nothing to credit yet
+            gap = 0.0 if last is None else (now - aware(last)).total_seconds()
+            up[host_id] = max(0.0, min(gap, self._ttl))
+        dialect = s.get_bind().dialect.name
+        builder = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        hour = hour_of(now)
+        stmt = builder(HostUptime).values(
+            host_id=bindparam("h", type_=String()),
+            hour=bindparam("hour", type_=BigInteger()),
+            up_seconds=bindparam("up"),
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[HostUptime.host_id, HostUptime.hour],
+            set_={"up_seconds": HostUptime.up_seconds + stmt.excluded.up_seconds},
+        )
+        s.execute(stmt, [{"h": h, "hour": hour, "up": seconds} for h, seconds in up.items()])
+
+    @staticmethod
+    def _reconcile(s: Session, beats: list[VerifiedHeartbeat]) -> dict[str, int]:
+        """Apply reported VM inventories; returns unknown-container counts per host."""
+        reported = {b.host_id: b for b in beats if b.inventory is not None}
+        if not reported:
+            return {}
+        vms: dict[str, list[Vm]] = defaultdict(list)
+        for vm in s.scalars(
+            select(Vm).where(
+                Vm.host_id.in_(sorted(reported)),
+                Vm.agent_vm_id.is_not(None),
+                Vm.intended_state != "deleted",
+            )
+        ):
+            vms[vm.host_id or ""].append(vm)
+        unknown = {}
+        for host_id, beat in reported.items():
+            as_of = datetime.fromtimestamp(beat.signed_at, UTC)
+            unknown[host_id] = reconcile_inventory(vms[host_id], beat.inventory or {}, as_of)
+        return unknown
+
+
+def prune_heartbeats(s: Session, keep: timedelta) -> int:
+    """Drop heartbeats older than `keep` (the consoles chart the recent ones; uptime is
+    kept per hour in host_uptime)."""
+    result = s.execute(delete(Heartbeat).where(Heartbeat.received_at < utcnow() - keep))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

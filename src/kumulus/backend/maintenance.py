@@ -1,0 +1,97 @@
+"""Background upkeep of one backend process. Every step is idempotent and claims its work
+through the database, so any number of backend processes may run it at once."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+from substrateinterface import Keypair
+
+from kumulus.backend import reputation
+from kumulus.backend.db import Database
+from kumulus.backend.heartbeats import prune_heartbeats
+from kumulus.backend.models import Vm
+from kumulus.backend.nonces import prune_nonces
+from kumulus.backend.vms import VmService
+from kumulus.config import BackendSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Report:
+    deletes_finished: int = 0
+    deletes_waiting: int = 0
+    nonces_pruned: int = 0
+    heartbeats_pruned: int = 0
+    reputations: int = 0
+
+
+class Maintenance:
+    """Finishes deletes on hosts that came back, prunes spent nonces and old heartbeats,
+    and recomputes reputations every `reputation_interval` seconds."""
+
+    def __init__(self, db: Database, settings: BackendSettings, keypair: Keypair) -> None:
+        self._db = db
+        self._settings = settings
+        self._keypair = keypair
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_reputation = 0.0
+
+    def run_once(self, force_reputation: bool = False) -> Report:
+        report = Report()
+        with self._db.session() as s:
+            pending = list(
+                s.scalars(
+                    select(Vm).where(Vm.intended_state == "deleted", Vm.actual_state != "deleted")
+                )
+            )
+            service = VmService(s, self._settings, self._keypair)
+            for vm in pending:
+                try:
+                    done = service.finish_delete(vm)
+                except Exception as exc:  # one host's refusal must not stop the others
+                    s.rollback()
+                    log.warning("VM %s: delete still refused by its host: %s", vm.id, exc)
+                    done = False
+                if done:
+                    report.deletes_finished += 1
+                else:
+                    report.deletes_waiting += 1
+            report.nonces_pruned = prune_nonces(s)
+            report.heartbeats_pruned = prune_heartbeats(
+                s, timedelta(hours=self._settings.heartbeat_retention_hours)
+            )
+            s.commit()
+            now = time.monotonic()
+            if force_reputation or now - self._last_reputation >= (
+                self._settings.reputation_interval
+            ):
+                report.reputations = reputation.recompute(s)
+                self._last_reputation = now
+        return report
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="maintenance", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._settings.maintenance_interval):
+            try:
+                report = self.run_once()
+            except Exception:
+                log.exception("maintenance pass failed; retrying at the next interval")
+                continue
+            if report.deletes_finished:
+                log.info("finished %d deferred VM deletes", report.deletes_finished)

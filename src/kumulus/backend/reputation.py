@@ -1,0 +1,108 @@
+"""Host reputation: how reliably a host was there (uptime from its signed heartbeats) and
+how its leases ended. The scheduler prefers higher tiers (floor(score * 10)).
+
+Uptime over a window is the seconds the host was heard from (host_uptime, filled by the
+heartbeat writer) over the seconds it could have been (since registration, within the
+window), smoothed by a prior of one hour at 50% so a host seen for a minute is neither
+perfect nor worthless."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import case, func, select, update
+from sqlalchemy.orm import Session
+
+from kumulus.backend.clock import aware, utcnow
+from kumulus.backend.heartbeats import hour_of
+from kumulus.backend.models import Host, HostUptime
+
+_PRIOR_SECONDS = 3600.0
+_PRIOR_UPTIME = 0.5
+WINDOWS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+
+
+@dataclass(frozen=True)
+class Score:
+    uptime_24h: float
+    uptime_7d: float
+    uptime_30d: float
+    reputation: float
+    tier: int
+
+
+def uptime(up_seconds: float, observed_seconds: float) -> float:
+    smoothed = (up_seconds + _PRIOR_SECONDS * _PRIOR_UPTIME) / (
+        max(observed_seconds, 0.0) + _PRIOR_SECONDS
+    )
+    return min(1.0, max(0.0, smoothed))
+
+
+def lease_success(completed: int, failed: int) -> float:
+    """Share of leases that ended well, with one of each assumed (Laplace)."""
+    return (completed + 1) / (completed + failed + 2)
+
+
+def score(
+    up: dict[str, float], registered_at: datetime, now: datetime, completed: int, failed: int
+) -> Score:
+    values = {}
+    for name, window in WINDOWS.items():
+        since = max(aware(registered_at), now - window)
+        values[name] = uptime(up.get(name, 0.0), (now - since).total_seconds())
+    reputation = 0.2 * values["24h"] + 0.5 * values["7d"] + 0.3 * lease_success(completed, failed)
+    return Score(
+        uptime_24h=values["24h"],
+        uptime_7d=values["7d"],
+        uptime_30d=values["30d"],
+        reputation=reputation,
+        tier=min(10, int(reputation * 10)),
+    )
+
+
+def recompute(db: Session, now: datetime | None = None) -> int:
+    """Refresh every host's uptimes, reputation and tier; returns how many hosts. Idempotent,
+    so several backend processes may run it."""
+    now = now or utcnow()
+    sums = [
+        func.sum(
+            case((HostUptime.hour >= hour_of(now - window), HostUptime.up_seconds), else_=0.0)
+        ).label(name)
+        for name, window in WINDOWS.items()
+    ]
+    oldest = hour_of(now - max(WINDOWS.values()))
+    totals = {
+        row.host_id: {name: float(getattr(row, name) or 0.0) for name in WINDOWS}
+        for row in db.execute(
+            select(HostUptime.host_id, *sums)
+            .where(HostUptime.hour >= oldest)
+            .group_by(HostUptime.host_id)
+        )
+    }
+    hosts = db.execute(
+        select(Host.id, Host.registered_at, Host.leases_completed, Host.leases_failed)
+    ).all()
+    rows = []
+    for host in hosts:
+        s = score(
+            totals.get(host.id, {}),
+            host.registered_at,
+            now,
+            host.leases_completed,
+            host.leases_failed,
+        )
+        rows.append(
+            {
+                "id": host.id,
+                "uptime_24h": s.uptime_24h,
+                "uptime_7d": s.uptime_7d,
+                "uptime_30d": s.uptime_30d,
+                "reputation": s.reputation,
+                "rep_tier": s.tier,
+            }
+        )
+    if rows:
+        db.execute(update(Host), rows)
+    db.commit()
+    return len(rows)

@@ -1,0 +1,44 @@
+"""Token amounts. Money is always an integer count of the chain's smallest unit (planck);
+decimals and the symbol only matter where people read or type amounts."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+GIB = 1 << 30
+SECONDS_PER_HOUR = 3600
+
+
+def parse_amount(text: str | int | float | Decimal, decimals: int) -> int:
+    """ "0.25" tokens -> planck. Refuses negatives, NaN and more precision than the token has."""
+    try:
+        value = Decimal(str(text).strip())
+    except InvalidOperation as exc:
+        raise ValueError(f"not an amount: {str(text)[:40]!r}") from exc
+    if not value.is_finite() or value < 0:
+        raise ValueError("an amount must be a finite number >= 0")
+    planck = value.scaleb(decimals)
+    if planck != planck.to_integral_value():
+        raise ValueError(f"at most {decimals} decimal places")
+    if planck > 2**63 - 1:
+        raise ValueError("amount too large")
+    return int(planck)
+
+
+def format_amount(planck: int, decimals: int, symbol: str = "") -> str:
+    """planck -> "0.25 UNIT", without trailing zeros."""
+    value = Decimal(planck).scaleb(-decimals)
+    text = format(value.normalize(), "f") if planck else "0"
+    return f"{text} {symbol}".rstrip()
+
+
+def hourly_price(
+    cpu: float, memory: int, disk: int, price_cpu: int, price_memory_gib: int, price_disk_gib: int
+) -> int:
+    """What a VM of this size pays per hour at these unit prices (planck, rounded up)."""
+    total = (
+        Decimal(str(cpu)) * price_cpu
+        + Decimal(memory) / GIB * price_memory_gib
+        + Decimal(disk) / GIB * price_disk_gib
+    )
+    return int(total.to_integral_value(rounding="ROUND_CEILING"))

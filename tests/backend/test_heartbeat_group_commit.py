@@ -1,0 +1,67 @@
+"""Heartbeats arriving together are stored together (group commit), each answered only
+after its batch committed; a replay inside one batch is still refused."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from substrateinterface import Keypair
+
+from kumulus.backend.api.routes.agents import accept_heartbeat
+from kumulus.backend.heartbeats import HeartbeatWriter
+from kumulus.backend.models import Heartbeat, Host, HostUptime
+from kumulus.core.signing import sign_envelope
+from tests.backend.conftest import Actor, link_wallet, register_host
+
+
+def test_concurrent_heartbeats_share_transactions(
+    backend: TestClient, provider: Actor, wallet: Keypair
+) -> None:
+    link_wallet(backend, provider, wallet)
+    hosts = [register_host(backend, provider, wallet) for _ in range(5)]
+    envelopes = [
+        sign_envelope(wallet, {"kind": "health", "hostId": hosts[i % 5], "agentVersion": "9"})
+        for i in range(200)
+    ]
+    replay = envelopes[7]
+    app = backend.app
+    writer: HeartbeatWriter = app.state.heartbeats  # type: ignore[attr-defined]
+    settings = app.state.settings  # type: ignore[attr-defined]
+    batches_before = writer.batches
+
+    def send(env):  # type: ignore[no-untyped-def]
+        try:
+            accept_heartbeat(env, writer, settings)
+            return 202
+        except Exception as exc:
+            return getattr(exc, "status_code", 500)
+
+    with ThreadPoolExecutor(32) as pool:
+        codes = list(pool.map(send, [*envelopes, replay]))
+    assert codes.count(202) == 200 and codes.count(401) == 1
+    assert writer.batches - batches_before < 200  # batched, not one transaction each
+
+    with app.state.db.session() as db:  # type: ignore[attr-defined]
+        stored = db.scalar(select(func.count()).where(Heartbeat.host_id.in_(hosts)))
+        assert stored == 200
+        versions = set(db.scalars(select(Host.agent_version).where(Host.id.in_(hosts))))
+        assert versions == {"9"}
+        # Every host was heard from more than once: uptime buckets exist for all.
+        buckets = db.scalar(select(func.count()).where(HostUptime.host_id.in_(hosts)))
+        assert buckets == 5
+
+
+def test_heartbeat_for_a_host_of_another_wallet_is_404(
+    backend: TestClient, provider: Actor, other_provider: Actor, wallet: Keypair
+) -> None:
+    from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic
+
+    link_wallet(backend, provider, wallet)
+    host_id = register_host(backend, provider, wallet)
+    stranger = keypair_from_mnemonic(new_mnemonic())
+    env = sign_envelope(stranger, {"kind": "health", "hostId": host_id})
+    resp = backend.post("/v1/hosts/heartbeat", json=env.model_dump())
+    assert resp.status_code == 404
+    # Its nonce was not spent on a refused heartbeat, and nothing was stored.
+    with backend.app.state.db.session() as db:  # type: ignore[attr-defined]
+        assert db.scalar(select(func.count()).where(Heartbeat.host_id == host_id)) == 0
