@@ -173,15 +173,15 @@ def backend_run(
     host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
     port: Annotated[int | None, typer.Option(help="port to listen on")] = None,
 ) -> None:
-    """Run the backend API (applies database migrations first)."""
+    """Run the backend API and the web consoles (applies database migrations first)."""
     import uvicorn
 
-    from kumulus.backend.app import create_app
+    from kumulus.server import create_server
 
     _setup_logging()
     settings = BackendSettings()
     uvicorn.run(
-        create_app(settings),
+        create_server(settings),
         host=host or settings.host,
         port=port or settings.port,
         log_config=None,

@@ -36,27 +36,38 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, {"WWW-Authenticate": "Bearer"})
 
 
-def current_account(request: Request, db: Db) -> Account:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise _unauthorized("authentication required: send 'Authorization: Bearer <api token>'")
+def account_for_token(db: Session, token: str) -> tuple[Account, ApiToken] | None:
+    """The account a bearer token (API token or console session) belongs to, if the token
+    is live (not revoked, not expired); records when it was last used."""
     row = db.execute(
         select(ApiToken, Account)
         .join(Account, Account.id == ApiToken.account_id)
         .where(ApiToken.token_hash == hash_token(token.strip()), ApiToken.revoked_at.is_(None))
     ).first()
     if row is None:
-        raise _unauthorized("invalid or revoked token")
+        return None
     api_token, account = row
     now = utcnow()
+    if api_token.expires_at is not None and aware(api_token.expires_at) <= now:
+        return None
     if (
         api_token.last_used_at is None
         or now - aware(api_token.last_used_at) > _LAST_USED_GRANULARITY
     ):
         api_token.last_used_at = now
         db.commit()
-    return account
+    return account, api_token
+
+
+def current_account(request: Request, db: Db) -> Account:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthorized("authentication required: send 'Authorization: Bearer <api token>'")
+    found = account_for_token(db, token)
+    if found is None:
+        raise _unauthorized("invalid, expired or revoked token")
+    return found[0]
 
 
 CurrentAccount = Annotated[Account, Depends(current_account)]

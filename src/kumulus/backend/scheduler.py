@@ -218,3 +218,30 @@ def explain(
         )
     need = " and ".join(short) or "that combination of cpu, memory and disk"
     return f"no provider fits: {len(hosts)} host(s) online{where}, none has {need} free"
+
+
+def quote(db: Session, want: Want, ttl: float) -> tuple[int, int] | None:
+    """Cheapest and dearest hourly price (planck) among online hosts that would take `want`
+    now, without reserving anything; None if none would."""
+    query = select(Host).where(
+        Host.last_heartbeat_at >= utcnow() - timedelta(seconds=ttl),
+        Host.reserved_cpu + want.cpu <= Host.cpu + 1e-9,
+        Host.reserved_memory + want.memory <= Host.memory,
+        Host.reserved_disk + want.disk <= Host.disk,
+    )
+    if want.region:
+        query = query.where(Host.region == want.region)
+    prices = [
+        hourly_price(
+            want.cpu,
+            want.memory,
+            want.disk,
+            h.price_cpu_hour,
+            h.price_memory_gib_hour,
+            h.price_disk_gib_hour,
+        )
+        for h in db.scalars(query.limit(1000))
+    ]
+    if want.max_price_hour is not None:
+        prices = [p for p in prices if p <= want.max_price_hour]
+    return (min(prices), max(prices)) if prices else None

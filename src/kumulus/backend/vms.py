@@ -316,12 +316,22 @@ class VmService:
                     raise HTTPException(
                         status.HTTP_502_BAD_GATEWAY, f"the host refused: {exc.detail}"
                     ) from exc
-            if vm.actual_state in ("running", "stopped", "starting", "restarting"):
+        ran = vm.actual_state in ("running", "stopped", "starting", "restarting")
+        # The user's request and the maintenance loop may both get here: exactly one of
+        # them releases the capacity and counts the lease.
+        claimed = self.db.execute(
+            update(Vm)
+            .where(Vm.id == vm.id, Vm.actual_state != "deleted")
+            .values(actual_state="deleted", reserved=False, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount == 1:  # type: ignore[attr-defined]
+            if vm.reserved and vm.host_id:
+                release(self.db, vm.host_id, want_of(vm))  # commits the claim with it
+            if ran and host is not None:
                 _count_lease(self.db, host.id, completed=True)
-        self._release(vm)
-        vm.actual_state = "deleted"
-        vm.updated_at = utcnow()
         self.db.commit()
+        self.db.refresh(vm)
         return True
 
     def _deleting(self, vm: Vm, why: str) -> bool:

@@ -1,0 +1,183 @@
+"""Sign up, log in, log out, and the account page (API tokens). Each form goes through the
+same schemas and functions as the API."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import RedirectResponse, Response
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from kumulus.backend.api.routes import auth as auth_api
+from kumulus.backend.api.routes import provider as provider_api
+from kumulus.backend.deps import Db, Settings
+from kumulus.backend.models import Account, ApiToken
+from kumulus.backend.schemas import ProviderProfileIn, SignupRequest, TokenCreate
+from kumulus.backend.security import verify_password
+from kumulus.console.web import (
+    AnyAccount,
+    Form,
+    MaybeAccount,
+    end_session,
+    field_errors,
+    redirect,
+    render,
+    start_session,
+)
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+_WRONG = "wrong email or password"  # the same for an unknown email: no account probing
+
+
+def home_of(account: Account) -> str:
+    return "/console/provider/hosts" if account.role == "provider" else "/console/vms"
+
+
+@router.get("")
+@router.get("/")
+def index(request: Request, account: MaybeAccount) -> Response:
+    return RedirectResponse(home_of(account) if account else "/console/login", status_code=303)
+
+
+@router.get("/login")
+def login_page(request: Request, account: MaybeAccount) -> Response:
+    if account is not None:
+        return redirect(request, home_of(account))
+    return render(request, "login.html", {"title": "Log in", "nav": "login"})
+
+
+@router.post("/login")
+def login(request: Request, form: Form, db: Db) -> Response:
+    email = str(form.get("email", "")).strip().lower()[:254]
+    password = str(form.get("password", ""))[:256]
+    errors = {}
+    required = "required"
+    if not email:
+        errors["email"] = required
+    if not password:
+        errors["password"] = required
+    account = db.scalar(select(Account).where(Account.email == email)) if email else None
+    if not errors and not verify_password(account.password_hash if account else None, password):
+        errors["password"] = _WRONG
+    if errors or account is None:
+        return render(
+            request,
+            "login.html",
+            {"title": "Log in", "nav": "login", "errors": errors, "values": {"email": email}},
+            status_code=422 if errors else 401,
+        )
+    response = redirect(request, home_of(account))
+    start_session(request, db, account, response)
+    return response
+
+
+@router.get("/signup")
+def signup_page(request: Request, account: MaybeAccount) -> Response:
+    if account is not None:
+        return redirect(request, home_of(account))
+    return render(request, "signup.html", {"title": "Sign up", "nav": "signup"})
+
+
+@router.post("/signup")
+def signup(request: Request, form: Form, db: Db, settings: Settings) -> Response:
+    values = {k: str(form.get(k, "")) for k in ("role", "email", "name", "contact")}
+    values["country"] = str(form.get("country", "")).strip().upper()
+    values["region"] = str(form.get("region", "")).strip().lower()
+    errors: dict[str, str] = {}
+    try:
+        body = SignupRequest.model_validate(
+            {"email": values["email"], "password": form.get("password", ""), "role": values["role"]}
+        )
+    except ValidationError as exc:
+        errors.update(field_errors(exc))
+    profile: ProviderProfileIn | None = None
+    if values["role"] == "provider":
+        try:
+            profile = ProviderProfileIn.model_validate(
+                {k: values[k] for k in ("name", "contact", "country", "region")}
+            )
+        except ValidationError as exc:
+            errors.update(field_errors(exc))
+    if errors:
+        return render(
+            request,
+            "signup.html",
+            {"title": "Sign up", "nav": "signup", "errors": errors, "values": values},
+            status_code=422,
+        )
+    try:
+        account = auth_api.signup(body, db)
+    except HTTPException as exc:
+        return render(
+            request,
+            "signup.html",
+            {"title": "Sign up", "errors": {"email": exc.detail}, "values": values},
+            status_code=exc.status_code,
+        )
+    if profile is not None:
+        provider_api.put_profile(profile, account, db, settings)
+    response = redirect(
+        request, "/console/provider/wallet" if account.role == "provider" else "/console/keys"
+    )
+    start_session(request, db, account, response)
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, form: Form, db: Db, account: MaybeAccount) -> Response:
+    response = redirect(request, "/console/login")
+    end_session(request, db, response)
+    return response
+
+
+def _account_page(
+    request: Request, db: Db, account: Account, status_code: int = 200, **extra: object
+) -> Response:
+    tokens = list(
+        db.scalars(select(ApiToken).where(ApiToken.account_id == account.id).order_by(ApiToken.id))
+    )
+    return render(
+        request,
+        "account.html",
+        {
+            "title": "Account",
+            "nav": "account",
+            "tokens": tokens,
+            "session_token_id": getattr(request.state, "session_token_id", None),
+            **extra,
+        },
+        status_code=status_code,
+    )
+
+
+@router.get("/account")
+def account_page(request: Request, db: Db, account: AnyAccount) -> Response:
+    return _account_page(request, db, account)
+
+
+@router.post("/account/tokens")
+def create_token(request: Request, form: Form, db: Db, account: AnyAccount) -> Response:
+    try:
+        body = TokenCreate.model_validate({"name": str(form.get("name", "")).strip()})
+    except ValidationError as exc:
+        return _account_page(
+            request, db, account, 422, errors=field_errors(exc), values={"name": form.get("name")}
+        )
+    created = auth_api.create_token(body, account, db)
+    # Rendered in this response only: never stored, never shown again.
+    return _account_page(request, db, account, new_token=created.token, new_token_name=body.name)
+
+
+@router.post("/account/tokens/{token_id}/revoke")
+def revoke_token(
+    request: Request, token_id: int, form: Form, db: Db, account: AnyAccount
+) -> Response:
+    try:
+        auth_api.revoke_token(token_id, account, db)
+    except HTTPException as exc:
+        return _account_page(request, db, account, exc.status_code, error=exc.detail)
+    if token_id == getattr(request.state, "session_token_id", None):
+        response = redirect(request, "/console/login")
+        end_session(request, db, response)
+        return response
+    return redirect(request, "/console/account")

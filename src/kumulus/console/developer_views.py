@@ -1,0 +1,338 @@
+"""Developer console: SSH keys, creating VMs (with a live price), the VM list and a VM's
+page with live state, the ssh line, stop/start/delete and logs. Every action calls the same
+functions as the developer API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from kumulus.backend.api.routes import developer as developer_api
+from kumulus.backend.clock import aware, utcnow
+from kumulus.backend.deps import Db, Settings
+from kumulus.backend.hosts import to_planck
+from kumulus.backend.models import Host, SshKey, Vm
+from kumulus.backend.scheduler import Want, explain, quote
+from kumulus.backend.schemas import SshKeyIn, VmCreateIn
+from kumulus.backend.vms import VmService, price_hour
+from kumulus.console.web import Developer, Form, field_errors, redirect, render
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    cpu: float
+    memory: str
+    disk: str
+
+
+PRESETS = (
+    Preset("Nano", 1, "1g", "10g"),
+    Preset("Small", 1, "2g", "20g"),
+    Preset("Medium", 2, "4g", "40g"),
+    Preset("Large", 4, "8g", "80g"),
+)
+
+
+def _service(request: Request, db: Db, settings: Settings) -> VmService:
+    return VmService(db, settings, request.app.state.keypair)
+
+
+def _keys(db: Db, account_id: int) -> list[SshKey]:
+    return list(
+        db.scalars(select(SshKey).where(SshKey.account_id == account_id).order_by(SshKey.id))
+    )
+
+
+# -- SSH keys -----------------------------------------------------------------------------
+
+
+def _keys_page(
+    request: Request, db: Db, account_id: int, status_code: int = 200, **extra: Any
+) -> Response:
+    return render(
+        request,
+        "developer/keys.html",
+        {"title": "SSH keys", "nav": "keys", "keys": _keys(db, account_id), **extra},
+        status_code=status_code,
+    )
+
+
+@router.get("/keys")
+def keys_page(request: Request, db: Db, account: Developer) -> Response:
+    return _keys_page(request, db, account.id)
+
+
+@router.post("/keys")
+async def add_key(request: Request, form: Form, db: Db, account: Developer) -> Response:
+    values = {"name": str(form.get("name", "")).strip(), "public_key": ""}
+    text = form.get("public_key") or ""
+    upload = form.get("key_file")
+    if not str(text).strip() and upload is not None and hasattr(upload, "read"):
+        text = (await upload.read(16_384)).decode("utf-8", "replace")
+    values["public_key"] = str(text).strip()
+    try:
+        body = SshKeyIn.model_validate(values)
+        developer_api.add_key(body, account, db)
+    except ValidationError as exc:
+        return _keys_page(request, db, account.id, 422, errors=field_errors(exc), values=values)
+    except HTTPException as exc:
+        return _keys_page(
+            request,
+            db,
+            account.id,
+            exc.status_code,
+            errors={"public_key": exc.detail},
+            values=values,
+        )
+    return _keys_page(request, db, account.id, flash=f"Key “{body.name}” added.")
+
+
+@router.post("/keys/{key_id}/delete")
+def delete_key(request: Request, key_id: int, form: Form, db: Db, account: Developer) -> Response:
+    try:
+        developer_api.delete_key(key_id, account, db)
+    except HTTPException as exc:
+        return _keys_page(request, db, account.id, exc.status_code, error=exc.detail)
+    return redirect(request, "/console/keys")
+
+
+# -- creating VMs -------------------------------------------------------------------------
+
+
+def _regions(db: Db) -> list[str]:
+    return sorted(r for r in db.scalars(select(Host.region).distinct()) if r)
+
+
+def _new_vm_page(
+    request: Request,
+    db: Db,
+    account_id: int,
+    settings: Settings,
+    status_code: int = 200,
+    **extra: Any,
+) -> Response:
+    values = extra.pop("values", None) or {
+        "preset": f"{PRESETS[0].cpu}/{PRESETS[0].memory}/{PRESETS[0].disk}",
+        "cpu": PRESETS[0].cpu,
+        "memory": PRESETS[0].memory,
+        "disk": PRESETS[0].disk,
+        "name": "vm",
+    }
+    return render(
+        request,
+        "developer/new_vm.html",
+        {
+            "title": "Create a VM",
+            "nav": "new",
+            "keys": _keys(db, account_id),
+            "presets": PRESETS,
+            "regions": _regions(db),
+            "symbol": settings.token_symbol,
+            "values": values,
+            **extra,
+        },
+        status_code=status_code,
+    )
+
+
+def _vm_body(form: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(form values to show again, VmCreateIn input)."""
+    values = {
+        k: str(form.get(k, "")).strip()
+        for k in ("preset", "cpu", "memory", "disk", "name", "username", "ssh_key_id", "region")
+    }
+    values["max_price"] = str(form.get("max_price", "")).strip()
+    body: dict[str, Any] = {
+        "name": values["name"] or "vm",
+        "username": values["username"],
+        "ssh_key_id": values["ssh_key_id"] or None,
+        "cpu": values["cpu"],
+        "memory": values["memory"],
+        "disk": values["disk"],
+        "region": values["region"] or None,
+        "max_price_per_hour": values["max_price"] or None,
+    }
+    return values, body
+
+
+@router.get("/vms/new")
+def new_vm_page(request: Request, db: Db, settings: Settings, account: Developer) -> Response:
+    return _new_vm_page(request, db, account.id, settings)
+
+
+@router.post("/vms/quote")
+def vm_quote(
+    request: Request, form: Form, db: Db, settings: Settings, account: Developer
+) -> Response:
+    """The price-per-hour fragment under the create form (or why nothing fits)."""
+    _, raw = _vm_body(form)
+    context: dict[str, Any] = {}
+    try:
+        body = VmCreateIn.model_validate({**raw, "username": "quote", "ssh_key_id": None})
+        max_price = (
+            None
+            if body.max_price_per_hour is None
+            else to_planck(settings, body.max_price_per_hour, "max price")
+        )
+    except (ValidationError, HTTPException) as exc:
+        if isinstance(exc, ValidationError):
+            errors = {k: v for k, v in field_errors(exc).items() if k in ("cpu", "memory", "disk")}
+            message = "; ".join(f"{k}: {v}" for k, v in errors.items())
+        else:
+            message = str(exc.detail)
+        context["quote_error"] = message or None
+        return render(request, "developer/_quote.html", context)
+    want = Want(body.cpu, body.memory, body.disk, body.region, max_price)
+    service = VmService(db, settings, request.app.state.keypair)
+    prices = quote(db, want, settings.heartbeat_ttl)
+    if prices is None:
+        context["quote_error"] = explain(db, want, settings.heartbeat_ttl, money=service.money)
+    else:
+        low, high = prices
+        context["quote"] = service.money(low)
+        if high != low:
+            context["quote_range"] = f"up to {service.money(high)} on other hosts"
+    return render(request, "developer/_quote.html", context)
+
+
+@router.post("/vms")
+def create_vm(
+    request: Request, form: Form, db: Db, settings: Settings, account: Developer
+) -> Response:
+    values, raw = _vm_body(form)
+    try:
+        body = VmCreateIn.model_validate(raw)
+    except ValidationError as exc:
+        errors = field_errors(exc)
+        if "max_price_per_hour" in errors:
+            errors["max_price"] = errors.pop("max_price_per_hour")
+        return _new_vm_page(request, db, account.id, settings, 422, errors=errors, values=values)
+    service = _service(request, db, settings)
+    try:
+        vm = service.create(account, body, idempotency_key=None)
+    except HTTPException as exc:
+        field = "ssh_key_id" if exc.status_code == 404 else None
+        return _new_vm_page(
+            request,
+            db,
+            account.id,
+            settings,
+            exc.status_code,
+            values=values,
+            errors={field: exc.detail} if field else {},
+            error=None if field else str(exc.detail),
+        )
+    return redirect(request, f"/console/vms/{vm.id}")
+
+
+# -- VM list and page ---------------------------------------------------------------------
+
+
+@router.get("/vms")
+def vms_page(request: Request, db: Db, settings: Settings, account: Developer) -> Response:
+    service = _service(request, db, settings)
+    vms = [service.view(vm) for vm in service.list(account)]
+    return render(request, "developer/vms.html", {"title": "VMs", "nav": "vms", "vms": vms})
+
+
+@router.get("/vms/rows")
+def vm_rows(request: Request, db: Db, settings: Settings, account: Developer) -> Response:
+    service = _service(request, db, settings)
+    vms = [service.view(vm) for vm in service.list(account)]
+    return render(request, "developer/_vm_rows.html", {"vms": vms})
+
+
+def _panel_context(service: VmService, vm: Vm) -> dict[str, Any]:
+    host = service.db.get(Host, vm.host_id) if vm.host_id else None
+    running_for = timedelta(0)
+    if vm.host_id and vm.intended_state == "running":
+        running_for = utcnow() - aware(vm.created_at)
+    seconds = int(running_for.total_seconds())
+    return {
+        "vm": service.view(vm),
+        "host_region": host.region if host else None,
+        "running_for": f"{seconds // 3600} h {seconds % 3600 // 60} min",
+        # An estimate at the placement price until per-second metering (billing) lands.
+        "usage_so_far": (
+            f"{service.money(price_hour(vm) * seconds // 3600)} (estimate)" if seconds else None
+        ),
+    }
+
+
+@router.get("/vms/{vm_id}")
+def vm_page(
+    request: Request, vm_id: str, db: Db, settings: Settings, account: Developer
+) -> Response:
+    service = _service(request, db, settings)
+    vm = service.owned(account, vm_id)
+    return render(
+        request,
+        "developer/vm.html",
+        {"title": vm.name, "nav": "vms", **_panel_context(service, vm)},
+    )
+
+
+@router.get("/vms/{vm_id}/panel")
+def vm_panel(
+    request: Request, vm_id: str, db: Db, settings: Settings, account: Developer
+) -> Response:
+    service = _service(request, db, settings)
+    try:
+        vm = service.owned(account, vm_id)
+    except HTTPException:
+        return redirect(request, "/console/vms")  # deleted meanwhile
+    return render(request, "developer/_vm_panel.html", _panel_context(service, vm))
+
+
+@router.post("/vms/{vm_id}/{action}")
+def vm_action(
+    request: Request,
+    vm_id: str,
+    action: str,
+    form: Form,
+    db: Db,
+    settings: Settings,
+    account: Developer,
+) -> Response:
+    service = _service(request, db, settings)
+    vm = service.owned(account, vm_id)
+    error = None
+    try:
+        if action == "start":
+            service.start(vm)
+        elif action == "stop":
+            service.stop(vm)
+        elif action == "delete":
+            if service.delete(vm):
+                return redirect(request, "/console/vms")
+        else:
+            raise HTTPException(404, f"no action {action[:20]}")
+    except HTTPException as exc:
+        error = str(exc.detail)
+        db.rollback()
+    db.refresh(vm)
+    return render(
+        request, "developer/_vm_panel.html", {**_panel_context(service, vm), "action_error": error}
+    )
+
+
+@router.get("/vms/{vm_id}/logs")
+def vm_logs(
+    request: Request, vm_id: str, db: Db, settings: Settings, account: Developer
+) -> Response:
+    service = _service(request, db, settings)
+    vm = service.owned(account, vm_id)
+    try:
+        text = service.logs(vm, 200)
+    except HTTPException as exc:
+        text = f"(logs unavailable: {exc.detail})"
+    return render(request, "partials/logs.html", {"logs": text})

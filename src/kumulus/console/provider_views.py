@@ -1,0 +1,362 @@
+"""Provider console: hosts (live status, capacity, charts from signed health stats), adding a
+host (one-time setup command, waits for it to register), wallet linking (browser extension
+or pasted signature), profile and prices. Every action calls the provider API's functions."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+from sqlalchemy import func, select
+
+from kumulus.backend.api.routes import provider as provider_api
+from kumulus.backend.clock import aware, utcnow
+from kumulus.backend.deps import Db, Settings
+from kumulus.backend.hosts import host_public, host_status, prices_out, starting_prices
+from kumulus.backend.models import Account, Heartbeat, Host, HostToken, Vm
+from kumulus.backend.schemas import ProviderProfileIn, WalletLinkIn
+from kumulus.backend.security import hash_token
+from kumulus.console.charts import percent_chart
+from kumulus.console.web import Form, Provider, field_errors, render
+
+router = APIRouter(prefix="/console/provider", include_in_schema=False)
+CHART_HOURS = 6
+
+
+def backend_url(request: Request, settings: Settings) -> str:
+    return (settings.public_url or str(request.base_url)).rstrip("/")
+
+
+def setup_command(request: Request, settings: Settings, token: str) -> str:
+    url = backend_url(request, settings)
+    return f"curl -sL {url}/provider-setup.sh | sudo bash -s -- --token {token}"
+
+
+# -- hosts ---------------------------------------------------------------------------------
+
+
+def _hosts_context(db: Db, settings: Settings, account: Account) -> dict[str, Any]:
+    hosts = list(
+        db.scalars(select(Host).where(Host.account_id == account.id).order_by(Host.registered_at))
+    )
+    running: dict[str, int] = {
+        str(host_id): int(count)
+        for host_id, count in db.execute(
+            select(Vm.host_id, func.count())
+            .where(Vm.host_id.in_([h.id for h in hosts]), Vm.actual_state == "running")
+            .group_by(Vm.host_id)
+        )
+    }
+    views = [host_public(h, settings) for h in hosts]
+    online = sum(1 for h in views if h.status == "online")
+    completed = sum(h.leases_completed for h in hosts)
+    failed = sum(h.leases_failed for h in hosts)
+    uptimes = [h.uptime_7d for h in hosts if h.uptime_7d is not None]
+    summary = (
+        f"{online} of {len(hosts)} host(s) online; leases {completed} completed, {failed} failed"
+        + (f"; 7-day uptime {100 * sum(uptimes) / len(uptimes):.1f} %" if uptimes else "")
+    )
+    return {"hosts": views, "running": running, "summary": summary}
+
+
+@router.get("/hosts")
+def hosts_page(request: Request, db: Db, settings: Settings, account: Provider) -> Response:
+    profile = provider_api.profile_of(db, account)
+    db.commit()
+    return render(
+        request,
+        "provider/hosts.html",
+        {
+            "title": "Hosts",
+            "nav": "hosts",
+            "wallet": profile.wallet_address,
+            **_hosts_context(db, settings, account),
+        },
+    )
+
+
+@router.get("/hosts/rows")
+def host_rows(request: Request, db: Db, settings: Settings, account: Provider) -> Response:
+    return render(request, "provider/_host_rows.html", _hosts_context(db, settings, account))
+
+
+def _host_context(db: Db, settings: Settings, host: Host) -> dict[str, Any]:
+    since = utcnow() - timedelta(hours=CHART_HOURS)
+    rows = db.execute(
+        select(Heartbeat.received_at, Heartbeat.payload)
+        .where(Heartbeat.host_id == host.id, Heartbeat.received_at >= since)
+        .order_by(Heartbeat.received_at)
+    ).all()
+    series: dict[str, list[Any]] = {"cpuPercent": [], "memoryPercent": [], "diskPercent": []}
+    for received_at, payload in rows:
+        stats = payload.get("host") if isinstance(payload, dict) else None
+        if not isinstance(stats, dict):
+            continue
+        for key, points in series.items():
+            value = stats.get(key)
+            if isinstance(value, int | float):
+                points.append((aware(received_at), float(value)))
+    view = host_public(host, settings)
+    return {
+        "host": view,
+        "cpu_pct": round(100 * host.reserved_cpu / host.cpu) if host.cpu else 0,
+        "mem_pct": round(100 * host.reserved_memory / host.memory) if host.memory else 0,
+        "hours": CHART_HOURS,
+        "samples": len(rows),
+        "charts": [
+            percent_chart("CPU", series["cpuPercent"], "#1f5fbf"),
+            percent_chart("Memory", series["memoryPercent"], "#136c2e"),
+            percent_chart("Disk", series["diskPercent"], "#8a4b00"),
+        ],
+    }
+
+
+def _owned_host(db: Db, account: Account, host_id: str) -> Host:
+    host = db.get(Host, host_id[:32])
+    if host is None or host.account_id != account.id:
+        raise HTTPException(404, f"no host {host_id[:40]}")
+    return host
+
+
+@router.get("/hosts/new")
+def new_host_page(request: Request, db: Db, account: Provider) -> Response:
+    profile = provider_api.profile_of(db, account)
+    db.commit()
+    return render(
+        request,
+        "provider/new_host.html",
+        {"title": "Add a host", "nav": "add-host", "wallet": profile.wallet_address},
+    )
+
+
+@router.post("/hosts/new")
+def create_host_token(
+    request: Request, form: Form, db: Db, settings: Settings, account: Provider
+) -> Response:
+    profile = provider_api.profile_of(db, account)
+    try:
+        created = provider_api.create_host_token(account, db, settings)
+    except HTTPException as exc:
+        return render(
+            request,
+            "provider/new_host.html",
+            {"title": "Add a host", "nav": "add-host", "error": exc.detail, "wallet": None},
+            status_code=exc.status_code,
+        )
+    row = db.scalar(select(HostToken).where(HostToken.token_hash == hash_token(created.token)))
+    assert row is not None
+    # The token is in this response only; the status fragment below never repeats it.
+    return render(
+        request,
+        "provider/new_host.html",
+        {
+            "title": "Add a host",
+            "nav": "add-host",
+            "wallet": profile.wallet_address,
+            "command": setup_command(request, settings, created.token),
+            "expires_at": created.expires_at,
+            "token_id": row.id,
+        },
+    )
+
+
+@router.get("/hosts/new/{token_id}/status")
+def new_host_status(
+    request: Request, token_id: int, db: Db, settings: Settings, account: Provider
+) -> Response:
+    row = db.get(HostToken, token_id)
+    if row is None or row.account_id != account.id:
+        raise HTTPException(404, f"no host token {token_id}")
+    host = db.get(Host, row.host_id) if row.host_id else None
+    return render(
+        request,
+        "provider/_new_host_status.html",
+        {
+            "new_host": host,
+            "new_host_status": host_status(host, settings.heartbeat_ttl) if host else None,
+        },
+    )
+
+
+@router.get("/hosts/{host_id}")
+def host_page(
+    request: Request, host_id: str, db: Db, settings: Settings, account: Provider
+) -> Response:
+    host = _owned_host(db, account, host_id)
+    return render(
+        request,
+        "provider/host.html",
+        {"title": f"Host {host.id}", "nav": "hosts", **_host_context(db, settings, host)},
+    )
+
+
+@router.get("/hosts/{host_id}/panel")
+def host_panel(
+    request: Request, host_id: str, db: Db, settings: Settings, account: Provider
+) -> Response:
+    host = _owned_host(db, account, host_id)
+    return render(request, "provider/_host_panel.html", _host_context(db, settings, host))
+
+
+# -- wallet --------------------------------------------------------------------------------
+
+
+def _wallet_page(
+    request: Request,
+    db: Db,
+    settings: Settings,
+    account: Account,
+    status_code: int = 200,
+    **extra: Any,
+) -> Response:
+    challenge = provider_api.wallet_challenge(account, db, settings)
+    profile = provider_api.profile_of(db, account)
+    db.commit()
+    return render(
+        request,
+        "provider/wallet.html",
+        {
+            "title": "Wallet",
+            "nav": "wallet",
+            "challenge": challenge,
+            "wallet": profile.wallet_address,
+            **extra,
+        },
+        status_code=status_code,
+    )
+
+
+@router.get("/wallet")
+def wallet_page(request: Request, db: Db, settings: Settings, account: Provider) -> Response:
+    return _wallet_page(request, db, settings, account)
+
+
+@router.post("/wallet")
+def link_wallet(
+    request: Request, form: Form, db: Db, settings: Settings, account: Provider
+) -> Response:
+    values = {
+        "challenge_id": str(form.get("challenge_id", "")),
+        "address": str(form.get("address", "")).strip(),
+        "signature": str(form.get("signature", "")).strip(),
+    }
+    try:
+        body = WalletLinkIn.model_validate(values)
+        provider_api.wallet_link(body, account, db, settings)
+    except ValidationError as exc:
+        return _wallet_page(
+            request, db, settings, account, 422, errors=field_errors(exc), values=values
+        )
+    except HTTPException as exc:
+        db.rollback()
+        field = "signature" if exc.status_code == 422 else "address"
+        return _wallet_page(
+            request,
+            db,
+            settings,
+            account,
+            exc.status_code,
+            errors={field: exc.detail},
+            values=values,
+        )
+    return _wallet_page(request, db, settings, account, flash="Wallet linked.")
+
+
+# -- profile -------------------------------------------------------------------------------
+
+_PRICE_FIELDS = {
+    "prices_cpu": "price_cpu",
+    "prices_memory_gib": "price_memory_gib",
+    "prices_disk_gib": "price_disk_gib",
+}
+
+
+def _profile_values(db: Db, settings: Settings, account: Account) -> dict[str, Any]:
+    profile = provider_api.profile_of(db, account)
+    prices = prices_out(settings, *starting_prices(settings, profile))
+    db.commit()
+    return {
+        "name": profile.name,
+        "contact": profile.contact,
+        "country": profile.country,
+        "region": profile.region,
+        "price_cpu": prices.cpu,
+        "price_memory_gib": prices.memory_gib,
+        "price_disk_gib": prices.disk_gib,
+    }
+
+
+@router.get("/profile")
+def profile_page(request: Request, db: Db, settings: Settings, account: Provider) -> Response:
+    return render(
+        request,
+        "provider/profile.html",
+        {
+            "title": "Profile",
+            "nav": "profile",
+            "symbol": settings.token_symbol,
+            "values": _profile_values(db, settings, account),
+        },
+    )
+
+
+@router.post("/profile")
+def save_profile(
+    request: Request, form: Form, db: Db, settings: Settings, account: Provider
+) -> Response:
+    values = {
+        k: str(form.get(k, "")).strip()
+        for k in ("name", "contact", "country", "region", "price_cpu", "price_memory_gib")
+    }
+    values["price_disk_gib"] = str(form.get("price_disk_gib", "")).strip()
+    values["country"] = values["country"].upper()
+    errors: dict[str, str] = {}
+    try:
+        body = ProviderProfileIn.model_validate(
+            {
+                "name": values["name"],
+                "contact": values["contact"],
+                "country": values["country"],
+                "region": values["region"].lower(),
+                "prices": {
+                    "cpu": values["price_cpu"],
+                    "memory_gib": values["price_memory_gib"],
+                    "disk_gib": values["price_disk_gib"],
+                },
+            }
+        )
+        provider_api.put_profile(body, account, db, settings)
+    except ValidationError as exc:
+        errors = field_errors(exc, _PRICE_FIELDS)
+    except HTTPException as exc:  # an amount with more decimals than the token has
+        db.rollback()
+        what, _, _ = str(exc.detail).partition(":")
+        field = {"prices.memoryGib": "price_memory_gib", "prices.diskGib": "price_disk_gib"}
+        errors[field.get(what, "price_cpu")] = str(exc.detail).partition(": ")[2]
+    if errors:
+        return render(
+            request,
+            "provider/profile.html",
+            {
+                "title": "Profile",
+                "nav": "profile",
+                "symbol": settings.token_symbol,
+                "values": values,
+                "errors": errors,
+            },
+            status_code=422,
+        )
+    return render(
+        request,
+        "provider/profile.html",
+        {
+            "title": "Profile",
+            "nav": "profile",
+            "symbol": settings.token_symbol,
+            "values": _profile_values(db, settings, account),
+            "flash": "Profile saved. New hosts charge these prices; set a host's own under Hosts.",
+        },
+    )
