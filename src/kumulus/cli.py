@@ -296,5 +296,26 @@ def wallet_address() -> None:
         raise _fail(str(exc)) from exc
 
 
+@wallet_app.command("sign")
+def wallet_sign(
+    message: Annotated[str, typer.Argument(help="the exact text to sign (e.g. a challenge)")],
+    mnemonic_file: Annotated[
+        Path | None,
+        typer.Option(help="wallet mnemonic file (0600); default: the agent's stored wallet"),
+    ] = None,
+) -> None:
+    """Sign a message with the wallet (sr25519, as the browser extensions' signRaw does)
+    and print the address and the signature, e.g. to link the wallet in the console."""
+    from kumulus.core.signing import SecretFileError, load_keypair
+
+    try:
+        keypair = load_keypair(mnemonic_file or AgentSettings().mnemonic_path)
+    except SecretFileError as exc:
+        raise _fail(str(exc)) from exc
+    signature = keypair.sign(b"<Bytes>" + message.encode() + b"</Bytes>")
+    typer.echo(f"address:   {keypair.ss58_address}")
+    typer.echo(f"signature: 0x{bytes(signature).hex()}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

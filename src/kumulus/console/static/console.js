@@ -78,6 +78,13 @@ document.addEventListener("change", (event) => {
   htmx.trigger(form, "quote");
 });
 
+document.addEventListener("input", (event) => {
+  const input = event.target.closest("input[name=cpu], input[name=memory], input[name=disk]");
+  if (!input || !input.form) return;
+  const custom = input.form.querySelector("input[name=preset][value=custom]");
+  if (custom) custom.checked = true;
+});
+
 // Uploading a .pub file fills the key textarea, so the same field is validated either way.
 document.addEventListener("change", async (event) => {
   const input = event.target.closest("input[type=file][data-fill]");
