@@ -286,14 +286,23 @@ def wallet_new() -> None:
 
 
 @wallet_app.command("address")
-def wallet_address() -> None:
-    """Print the ss58 address of the stored wallet."""
-    from kumulus.core.signing import SecretFileError, load_keypair
+def wallet_address(
+    mnemonic_file: Annotated[
+        Path | None,
+        typer.Option(help="derive from this mnemonic file ('-' = stdin) instead of the stored one"),
+    ] = None,
+) -> None:
+    """Print the ss58 address of the stored wallet (or of a mnemonic, without storing it)."""
+    from kumulus.core.signing import SecretFileError, keypair_from_mnemonic, load_keypair
 
     try:
-        typer.echo(load_keypair(AgentSettings().mnemonic_path).ss58_address)
+        if mnemonic_file is not None and str(mnemonic_file) == "-":
+            keypair = keypair_from_mnemonic(" ".join(sys.stdin.readline().split()))
+        else:
+            keypair = load_keypair(mnemonic_file or AgentSettings().mnemonic_path)
     except SecretFileError as exc:
         raise _fail(str(exc)) from exc
+    typer.echo(keypair.ss58_address)
 
 
 @wallet_app.command("sign")

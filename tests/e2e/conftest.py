@@ -19,6 +19,9 @@ import pytest
 from kumulus.config import AgentSettings
 from kumulus.core.signing import new_mnemonic, write_secret_file
 from tests.e2e.agent_process import AgentProcess
+from tests.e2e.browser import chromium
+
+__all__ = ["chromium"]  # one browser for the whole session, shared by every module
 
 IMAGE = AgentSettings().image
 

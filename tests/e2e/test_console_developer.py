@@ -16,10 +16,9 @@ from playwright.sync_api import Browser, Page, expect
 
 from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic, write_secret_file
 from tests.e2e.agent_process import AgentProcess, BackendProcess, link_wallet, register_agent
-from tests.e2e.browser import chromium, screenshot
+from tests.e2e.browser import screenshot
 from tests.e2e.test_marketplace import _account
 
-__all__ = ["chromium"]
 pytestmark = pytest.mark.slow
 
 

@@ -13,9 +13,8 @@ from playwright.sync_api import Browser, Page, expect
 
 from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic, write_secret_file
 from tests.e2e.agent_process import AgentProcess, BackendProcess, register_agent
-from tests.e2e.browser import chromium, screenshot
+from tests.e2e.browser import screenshot
 
-__all__ = ["chromium"]
 pytestmark = pytest.mark.slow
 
 # What polkadot.js / Talisman inject: window.injectedWeb3[name].enable(origin) ->

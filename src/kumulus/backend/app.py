@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from substrateinterface import Keypair
 
 from kumulus import __version__
-from kumulus.backend.api.routes import agents, auth, developer, provider
+from kumulus.backend.api.routes import agents, auth, developer, onboarding, provider
 from kumulus.backend.db import Database, migrate
 from kumulus.backend.heartbeats import HeartbeatWriter
 from kumulus.backend.maintenance import Maintenance
@@ -67,6 +67,7 @@ def create_app(settings: BackendSettings) -> FastAPI:
     app.include_router(provider.router)
     app.include_router(developer.router)
     app.include_router(agents.router)
+    app.include_router(onboarding.router)
     log.info(
         "backend %s on %s; signing address %s",
         __version__,

@@ -109,6 +109,15 @@ class HostTokenCreated(CamelModel):
     expires_at: datetime
 
 
+class HostTokenInfoIn(CamelModel):
+    provider_token: str = Field(min_length=1, max_length=128)
+
+
+class HostTokenInfo(CamelModel):
+    wallet_address: str = Field(description="the wallet the new host must sign with")
+    expires_at: datetime
+
+
 class HostPublic(CamelModel):
     id: str
     status: Literal["online", "offline"]

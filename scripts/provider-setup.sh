@@ -1,0 +1,1 @@
+../src/kumulus/backend/provider-setup.sh

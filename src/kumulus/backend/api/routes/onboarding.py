@@ -1,0 +1,67 @@
+"""Provider onboarding: the setup script, the agent package it installs, and what a
+one-time provider token is for (so the script can check the mnemonic before using it)."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.responses import Response
+from sqlalchemy import select
+
+from kumulus import __version__
+from kumulus.backend.clock import aware, utcnow
+from kumulus.backend.deps import Db, Settings
+from kumulus.backend.models import HostToken, ProviderProfile
+from kumulus.backend.package_source import package_tarball
+from kumulus.backend.schemas import HostTokenInfo, HostTokenInfoIn
+from kumulus.backend.security import hash_token
+
+router = APIRouter(tags=["onboarding"])
+_PLACEHOLDER = "__KUMULUS_BACKEND_URL__"
+
+
+def public_url(request: Request, settings: Settings) -> str:
+    return (settings.public_url or str(request.base_url)).rstrip("/")
+
+
+@router.get("/provider-setup.sh", response_class=Response)
+def provider_setup_script(request: Request, settings: Settings) -> Response:
+    """`curl -sL <backend>/provider-setup.sh | sudo bash -s -- --token <token>`: turns a
+    fresh Ubuntu/Debian host into a provider host of this backend."""
+    script = (resources.files("kumulus.backend") / "provider-setup.sh").read_text()
+    return Response(
+        script.replace(_PLACEHOLDER, public_url(request, settings)),
+        media_type="text/x-shellscript; charset=utf-8",
+    )
+
+
+@router.get("/downloads/kumulus-agent.tar.gz", response_class=Response)
+def agent_package() -> Response:
+    """The kumulus package (agent included) this backend runs, for `pip install`."""
+    return Response(
+        package_tarball(),
+        media_type="application/gzip",
+        headers={
+            "Content-Disposition": f'attachment; filename="kumulus-{__version__}.tar.gz"',
+            "X-Kumulus-Version": __version__,
+        },
+    )
+
+
+@router.post("/v1/hosts/token-info", response_model=HostTokenInfo)
+def host_token_info(body: HostTokenInfoIn, db: Db) -> HostTokenInfo:
+    """For the holder of an unused provider token: the wallet address the new host must
+    sign with (the provider's linked wallet). Lets setup refuse a wrong mnemonic early."""
+    token = db.scalar(
+        select(HostToken).where(HostToken.token_hash == hash_token(body.provider_token))
+    )
+    if token is None or token.used_at is not None or aware(token.expires_at) < utcnow():
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "provider token unknown, used or expired: create a new one in the provider console",
+        )
+    profile = db.get(ProviderProfile, token.account_id)
+    if profile is None or profile.wallet_address is None:
+        raise HTTPException(status.HTTP_409_CONFLICT, "the provider has no linked wallet")
+    return HostTokenInfo(wallet_address=profile.wallet_address, expires_at=aware(token.expires_at))

@@ -1,0 +1,509 @@
+#!/usr/bin/env bash
+# Kumulus provider setup: turns a fresh Ubuntu 22.04/24.04 or Debian 12 host into a Kumulus
+# provider host. Served by every Kumulus backend at /provider-setup.sh:
+#
+#   curl -sL https://<backend>/provider-setup.sh | sudo bash -s -- --token <one-time token>
+#
+# It installs Docker (user-namespace remapping; a btrfs data root so VM disk limits are
+# enforced, if you agree), installs the agent in its own Python environment, asks for your
+# wallet mnemonic without echoing it (or reads --mnemonic-file), checks it is the wallet
+# linked to your provider account, stores it root-only, builds the VM base image, starts the
+# agent as a service and registers this host. Running it again upgrades in place and changes
+# nothing else. `--uninstall` removes it. The mnemonic never reaches a log, the process list,
+# shell history or an image.
+set -euo pipefail
+
+BACKEND=${KUMULUS_BACKEND_URL:-__KUMULUS_BACKEND_URL__}
+TOKEN=""
+MNEMONIC_FILE=""
+DISK_QUOTA=ask          # ask | yes | no
+ASSUME_YES=0
+UNINSTALL=0
+PACKAGE=""
+PREFIX=/opt/kumulus
+STATE_DIR=/var/lib/kumulus/agent
+LOG_DIR=/var/log/kumulus
+LISTEN=0.0.0.0
+PORT=8000
+PUBLIC_IP=""
+SSH_PORTS=2200-2999
+SERVICE=kumulus-agent
+USE_SYSTEMD=auto
+
+usage() {
+  cat <<'EOF'
+Usage: provider-setup.sh --token TOKEN [options]     (as root)
+       provider-setup.sh --uninstall [--yes]
+
+  --token TOKEN          one-time provider token (provider console: "Add a host")
+  --backend URL          the Kumulus backend (default: the one this script came from)
+  --mnemonic-file FILE   read the wallet mnemonic from FILE instead of asking
+  --disk-quota           put Docker on a btrfs data root so VM disk limits are enforced
+  --no-disk-quota        keep Docker's storage as it is (disk limits not enforced)
+  --yes                  agree to changes that would otherwise be asked (non-interactive)
+  --uninstall            stop the agent; remove its VMs after confirmation
+  --package SPEC         pip requirement to install instead of the backend's package
+  --prefix DIR           install directory (default /opt/kumulus)
+  --state-dir DIR        agent state, wallet included (default /var/lib/kumulus/agent)
+  --log-dir DIR          logs (default /var/log/kumulus)
+  --listen ADDR          agent API address (default 0.0.0.0)
+  --port PORT            agent API port (default 8000)
+  --public-ip IP         address developers and the backend reach this host on
+  --ssh-ports A-B        ports published for VMs' SSH (default 2200-2999)
+  --service-name NAME    service name (default kumulus-agent)
+  --no-systemd           run the agent under the simple supervisor even with systemd
+EOF
+}
+
+say() { printf '[kumulus] %s\n' "$*" >&2; printf '%s %s\n' "$(date -u +%FT%TZ)" "$*" >>"$LOG_FILE" 2>/dev/null || true; }
+die() { say "error: $*"; exit 1; }
+LOG_FILE=/dev/null
+
+while [ $# -gt 0 ]; do
+  case $1 in
+    --token) TOKEN=${2:?--token needs a value}; shift 2 ;;
+    --backend) BACKEND=${2:?--backend needs a URL}; shift 2 ;;
+    --mnemonic-file) MNEMONIC_FILE=${2:?--mnemonic-file needs a path}; shift 2 ;;
+    --disk-quota) DISK_QUOTA=yes; shift ;;
+    --no-disk-quota) DISK_QUOTA=no; shift ;;
+    --yes|-y) ASSUME_YES=1; shift ;;
+    --uninstall) UNINSTALL=1; shift ;;
+    --package) PACKAGE=${2:?--package needs a value}; shift 2 ;;
+    --prefix) PREFIX=${2:?}; shift 2 ;;
+    --state-dir) STATE_DIR=${2:?}; shift 2 ;;
+    --log-dir) LOG_DIR=${2:?}; shift 2 ;;
+    --listen) LISTEN=${2:?}; shift 2 ;;
+    --port) PORT=${2:?}; shift 2 ;;
+    --public-ip) PUBLIC_IP=${2:?}; shift 2 ;;
+    --ssh-ports) SSH_PORTS=${2:?}; shift 2 ;;
+    --service-name) SERVICE=${2:?}; shift 2 ;;
+    --no-systemd) USE_SYSTEMD=no; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; echo >&2; echo "unknown option: $1" >&2; exit 2 ;;
+  esac
+done
+
+[ "$(id -u)" -eq 0 ] || { echo "run as root: curl -sL .../provider-setup.sh | sudo bash -s -- --token ..." >&2; exit 1; }
+case $PORT in ''|*[!0-9]*) die "--port must be a number" ;; esac
+case $SSH_PORTS in [0-9]*-[0-9]*) ;; *) die "--ssh-ports must look like 2200-2999" ;; esac
+case $SERVICE in ''|*[!a-zA-Z0-9_-]*) die "--service-name: letters, digits, _ and - only" ;; esac
+case $TOKEN in *[!A-Za-z0-9_-]*) die "--token: that is not a provider token" ;; esac
+
+umask 022
+mkdir -p "$LOG_DIR" "$PREFIX"
+chmod 0750 "$LOG_DIR"
+LOG_FILE=$LOG_DIR/provider-setup.log
+VENV=$PREFIX/venv
+KUMULUS=$VENV/bin/kumulus
+ENV_FILE=$PREFIX/agent.env
+SUPERVISOR=$PREFIX/bin/$SERVICE-supervisor
+PIDFILE=$PREFIX/run/$SERVICE.pid
+UNIT=/etc/systemd/system/$SERVICE.service
+CHANGED=0    # whether the running agent must restart to pick up changes
+
+if [ "$USE_SYSTEMD" = auto ]; then
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then USE_SYSTEMD=yes; else USE_SYSTEMD=no; fi
+fi
+
+# Answers from the terminal even when the script itself arrives on stdin (curl | bash).
+ask_yes() {
+  local question=$1 answer=""
+  [ "$ASSUME_YES" -eq 1 ] && return 0
+  if ! { true </dev/tty; } 2>/dev/null; then return 1; fi
+  read -r -p "$question [y/N] " answer </dev/tty || return 1
+  case $answer in y|Y|yes|YES) return 0 ;; *) return 1 ;; esac
+}
+
+# --- the agent service ------------------------------------------------------------------------
+
+agent_pid() {
+  [ -f "$PIDFILE" ] || return 1
+  local pid
+  pid=$(cat "$PIDFILE")
+  kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+service_running() {
+  if [ "$USE_SYSTEMD" = yes ]; then systemctl is-active --quiet "$SERVICE"; else agent_pid >/dev/null; fi
+}
+
+stop_service() {
+  if [ "$USE_SYSTEMD" = yes ] && [ -f "$UNIT" ]; then
+    systemctl disable --now "$SERVICE" >/dev/null 2>&1 || true
+  fi
+  local pid
+  if pid=$(agent_pid); then
+    touch "$PREFIX/run/stop"
+    pkill -TERM -P "$pid" 2>/dev/null || true
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    rm -f "$PIDFILE"
+  fi
+}
+
+write_if_changed() {  # write_if_changed FILE MODE < content; returns 0 if it changed
+  local file=$1 mode=$2 tmp
+  tmp=$(mktemp)
+  cat >"$tmp"
+  if [ -f "$file" ] && cmp -s "$tmp" "$file"; then rm -f "$tmp"; return 1; fi
+  install -m "$mode" "$tmp" "$file"
+  rm -f "$tmp"
+  return 0
+}
+
+install_service() {
+  mkdir -p "$PREFIX/bin" "$PREFIX/run"
+  if [ "$USE_SYSTEMD" = yes ]; then
+    if write_if_changed "$UNIT" 0644 <<EOF
+[Unit]
+Description=Kumulus provider agent
+After=network-online.target docker.service
+Wants=network-online.target docker.service
+
+[Service]
+EnvironmentFile=$ENV_FILE
+ExecStart=$KUMULUS agent run
+Restart=always
+RestartSec=3
+StandardOutput=append:$LOG_DIR/agent.log
+StandardError=append:$LOG_DIR/agent.log
+
+[Install]
+WantedBy=multi-user.target
+EOF
+    then
+      systemctl daemon-reload
+      CHANGED=1
+    fi
+    systemctl enable "$SERVICE" >/dev/null 2>&1
+    if ! systemctl is-active --quiet "$SERVICE"; then
+      systemctl start "$SERVICE"
+      say "started the $SERVICE service (systemd: restarts on failure and at boot)"
+    elif [ "$CHANGED" -eq 1 ]; then
+      systemctl restart "$SERVICE"
+      say "restarted the $SERVICE service to pick up the changes"
+    fi
+    return
+  fi
+  # No systemd (a container, a minimal VM): a small supervisor loop restarts the agent when
+  # it exits. It does not survive a reboot: run this script again after one.
+  write_if_changed "$SUPERVISOR" 0755 <<EOF || true
+#!/usr/bin/env bash
+# Restarts the Kumulus agent whenever it exits; written by provider-setup.sh.
+set -a; . "$ENV_FILE"; set +a
+while [ ! -e "$PREFIX/run/stop" ]; do
+  "$KUMULUS" agent run >>"$LOG_DIR/agent.log" 2>&1 </dev/null || true
+  [ -e "$PREFIX/run/stop" ] || sleep 3
+done
+EOF
+  local pid
+  if pid=$(agent_pid); then
+    if [ "$CHANGED" -eq 1 ]; then
+      pkill -TERM -P "$pid" 2>/dev/null || true   # the supervisor starts the new version
+      say "restarted the agent to pick up the changes"
+    fi
+    return
+  fi
+  rm -f "$PREFIX/run/stop"
+  setsid "$SUPERVISOR" >/dev/null 2>&1 </dev/null &
+  echo $! >"$PIDFILE"
+  say "no systemd here: started the agent under a simple supervisor (pid $(cat "$PIDFILE")); it restarts the agent if it stops, but not after a reboot: run this script again then"
+}
+
+wait_agent() {
+  local host=$LISTEN
+  case $host in 0.0.0.0|::) host=127.0.0.1 ;; esac
+  for _ in $(seq 1 120); do
+    curl -fsS "http://$host:$PORT/healthz" >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  die "the agent did not start: see $LOG_DIR/agent.log"
+}
+
+run_kumulus() {  # kumulus with the agent's settings, as the service runs it
+  # shellcheck source=/dev/null
+  (set -a; . "$ENV_FILE"; set +a; exec "$KUMULUS" "$@")
+}
+
+# --- uninstall -----------------------------------------------------------------------------
+
+if [ "$UNINSTALL" -eq 1 ]; then
+  say "uninstalling the Kumulus agent ($SERVICE)"
+  agent_id=""
+  [ -f "$STATE_DIR/agent-id" ] && agent_id=$(cat "$STATE_DIR/agent-id")
+  stop_service
+  rm -f "$UNIT" "$SUPERVISOR" "$PIDFILE"
+  if [ "$USE_SYSTEMD" = yes ]; then systemctl daemon-reload 2>/dev/null || true; fi
+  if [ -n "$agent_id" ] && command -v docker >/dev/null; then
+    mapfile -t vms < <(docker ps -aq --filter "label=io.kumulus.agent=$agent_id")
+    if [ "${#vms[@]}" -gt 0 ]; then
+      if ask_yes "Remove this host's ${#vms[@]} VM(s) and their disks?"; then
+        docker rm -f -v "${vms[@]}" >/dev/null
+        mapfile -t nets < <(docker network ls -q --filter "label=io.kumulus.agent=$agent_id")
+        [ "${#nets[@]}" -eq 0 ] || docker network rm "${nets[@]}" >/dev/null || true
+        say "removed ${#vms[@]} VM(s)"
+      else
+        say "kept ${#vms[@]} VM(s) (docker ps --filter label=io.kumulus.agent=$agent_id)"
+      fi
+    fi
+  fi
+  rm -rf "$VENV" "$ENV_FILE" "$PREFIX/run"
+  [ -L /usr/local/bin/kumulus ] && [ "$(readlink /usr/local/bin/kumulus)" = "$KUMULUS" ] && rm -f /usr/local/bin/kumulus
+  say "done. Kept: the wallet and agent state in $STATE_DIR (delete it to forget this host) and logs in $LOG_DIR"
+  exit 0
+fi
+
+# --- checks --------------------------------------------------------------------------------
+
+if [ -z "$BACKEND" ] || [ "$BACKEND" = "__KUMULUS_BACKEND""_URL__" ]; then
+  die "no backend: pass --backend https://your-kumulus-backend"
+fi
+case $BACKEND in http://*|https://*) ;; *) die "--backend must be an http(s) URL" ;; esac
+BACKEND=${BACKEND%/}
+
+[ -r /etc/os-release ] || die "cannot tell the OS (/etc/os-release missing)"
+os_id=$(. /etc/os-release && echo "${ID:-}")
+os_version=$(. /etc/os-release && echo "${VERSION_ID:-}")
+case "$os_id $os_version" in
+  "ubuntu 22.04"|"ubuntu 24.04"|"debian 12") say "OS: $os_id $os_version" ;;
+  *) die "unsupported OS '$os_id $os_version': Kumulus supports Ubuntu 22.04/24.04 and Debian 12" ;;
+esac
+[ "$(uname -m)" = x86_64 ] || [ "$(uname -m)" = aarch64 ] || die "unsupported CPU architecture $(uname -m)"
+
+apt_updated=0
+apt_install() {
+  export DEBIAN_FRONTEND=noninteractive
+  if [ "$apt_updated" -eq 0 ]; then
+    say "updating the package lists"
+    apt-get update -q >>"$LOG_FILE" 2>&1 || die "apt-get update failed (see $LOG_FILE)"
+    apt_updated=1
+  fi
+  say "installing: $*"
+  apt-get install -y -q --no-install-recommends "$@" >>"$LOG_FILE" 2>&1 || die "installing $* failed (see $LOG_FILE)"
+}
+
+missing=()
+command -v curl >/dev/null || missing+=(curl ca-certificates)
+command -v iptables >/dev/null || missing+=(iptables)
+command -v dockerd >/dev/null || missing+=(docker.io)
+PYTHON=""
+for candidate in python3.13 python3.12 python3.11 python3; do
+  if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    PYTHON=$(command -v "$candidate"); break
+  fi
+done
+if [ -z "$PYTHON" ]; then
+  if [ "$os_id $os_version" = "ubuntu 22.04" ]; then missing+=(python3.11 python3.11-venv); else missing+=(python3 python3-venv); fi
+fi
+[ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+if [ -z "$PYTHON" ]; then
+  for candidate in python3.11 python3; do
+    command -v "$candidate" >/dev/null && "$candidate" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && PYTHON=$(command -v "$candidate") && break
+  done
+fi
+[ -n "$PYTHON" ] || die "Python 3.11 or newer with venv is required"
+
+# --- Docker engine -------------------------------------------------------------------------
+
+DOCKER_ROOT=/var/lib/kumulus/docker
+DOCKER_IMG=/var/lib/kumulus/docker-btrfs.img
+DOCKER_CONF=/etc/docker/daemon.json
+
+engine_up() { docker info >/dev/null 2>&1; }
+engine_has_userns() { docker info --format '{{json .SecurityOptions}}' 2>/dev/null | grep -q 'name=userns'; }
+engine_has_quota() { [ "$(docker info --format '{{.Driver}}' 2>/dev/null)" = btrfs ]; }
+
+start_engine() {
+  if [ "$USE_SYSTEMD" = yes ]; then
+    systemctl enable docker >/dev/null 2>&1 || true
+    systemctl restart docker
+  else
+    pkill -TERM -x dockerd 2>/dev/null || true
+    for _ in $(seq 1 50); do pgrep -x dockerd >/dev/null || break; sleep 0.2; done
+    setsid dockerd --config-file "$DOCKER_CONF" >>"$LOG_DIR/dockerd.log" 2>&1 </dev/null &
+  fi
+  for _ in $(seq 1 120); do engine_up && return 0; sleep 0.5; done
+  die "the Docker engine did not start (see $LOG_DIR/dockerd.log or journalctl -u docker)"
+}
+
+make_btrfs_root() {
+  command -v mkfs.btrfs >/dev/null || apt_install btrfs-progs
+  mkdir -p "$DOCKER_ROOT"
+  if ! mountpoint -q "$DOCKER_ROOT"; then
+    if [ ! -f "$DOCKER_IMG" ]; then
+      local free_kb size_gb
+      free_kb=$(df --output=avail -k /var/lib | tail -1)
+      size_gb=$(( free_kb * 8 / 10 / 1024 / 1024 ))
+      [ "$size_gb" -ge 20 ] || die "need at least 25 GB free in /var/lib for VM disks (found $(( free_kb / 1024 / 1024 )) GB)"
+      say "creating a ${size_gb} GB btrfs file for VM disks ($DOCKER_IMG)"
+      fallocate -l "${size_gb}G" "$DOCKER_IMG"
+      mkfs.btrfs -q "$DOCKER_IMG" >>"$LOG_FILE" 2>&1
+    fi
+    mount -o loop "$DOCKER_IMG" "$DOCKER_ROOT"
+  fi
+  grep -q " $DOCKER_ROOT btrfs " /etc/fstab || echo "$DOCKER_IMG $DOCKER_ROOT btrfs loop,nofail 0 0" >>/etc/fstab
+  btrfs quota enable "$DOCKER_ROOT" 2>/dev/null || true
+}
+
+configure_engine() {
+  local want_quota=$1 existing=0
+  engine_up && existing=$(docker ps -aq | wc -l)
+  if [ "$existing" -gt 0 ]; then
+    say "this engine has $existing container(s); changing its storage or user namespaces hides them until the change is undone"
+    if ! ask_yes "Reconfigure Docker anyway (your containers are not deleted)?"; then
+      say "left Docker as it is: VMs run without user-namespace remapping${want_quota:+ and disk limits are not enforced}"
+      return 0
+    fi
+  fi
+  [ -n "$want_quota" ] && make_btrfs_root
+  mkdir -p /etc/docker
+  [ -f "$DOCKER_CONF" ] && [ ! -f "$DOCKER_CONF.before-kumulus" ] && cp -p "$DOCKER_CONF" "$DOCKER_CONF.before-kumulus"
+  "$PYTHON" - "$DOCKER_CONF" "$want_quota" "$DOCKER_ROOT" <<'PY'
+import json, os, sys
+path, quota, root = sys.argv[1], sys.argv[2], sys.argv[3]
+conf = json.load(open(path)) if os.path.exists(path) and os.path.getsize(path) else {}
+conf["userns-remap"] = "default"
+if quota:
+    conf["data-root"] = root
+    conf["storage-driver"] = "btrfs"
+with open(path + ".tmp", "w") as out:
+    json.dump(conf, out, indent=2)
+os.replace(path + ".tmp", path)
+PY
+  say "configured Docker (userns-remap${want_quota:+, btrfs data root $DOCKER_ROOT}); restarting it"
+  start_engine
+}
+
+if ! engine_up; then
+  if [ "$USE_SYSTEMD" = yes ]; then systemctl start docker 2>/dev/null || true; fi
+  for _ in $(seq 1 20); do engine_up && break; sleep 0.5; done
+fi
+want_quota=""
+if engine_up && engine_has_quota; then
+  want_quota=already
+elif [ "$DISK_QUOTA" = yes ] || { [ "$DISK_QUOTA" = ask ] && ask_yes "Enforce VM disk limits with a btrfs data root for Docker (recommended)?"; }; then
+  want_quota=yes
+fi
+if engine_up && engine_has_userns && { [ "$want_quota" = already ] || [ -z "$want_quota" ]; }; then
+  say "Docker engine ready ($(docker version --format '{{.Server.Version}}'); userns-remap; disk limits $([ -n "$want_quota" ] && echo enforced || echo 'not enforced'))"
+else
+  [ "$want_quota" = already ] && want_quota=""
+  configure_engine "$want_quota"
+  engine_up || start_engine
+fi
+
+# --- the agent package ---------------------------------------------------------------------
+
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating the agent's Python environment in $VENV"
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check --upgrade pip >>"$LOG_FILE" 2>&1
+fi
+installed=$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("kumulus"))' 2>/dev/null || true)
+if [ -n "$PACKAGE" ]; then
+  say "installing the agent from $PACKAGE"
+  "$VENV/bin/pip" install -q --disable-pip-version-check --upgrade "$PACKAGE" >>"$LOG_FILE" 2>&1 || die "pip install failed (see $LOG_FILE)"
+else
+  offered=$(curl -fsSI "$BACKEND/downloads/kumulus-agent.tar.gz" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-kumulus-version"{print $2}')
+  [ -n "$offered" ] || die "cannot reach $BACKEND (is the backend URL right?)"
+  if [ "$installed" != "$offered" ]; then
+    say "installing the agent $offered from $BACKEND${installed:+ (upgrading from $installed)}"
+    tmp=$(mktemp -d)
+    curl -fsSL "$BACKEND/downloads/kumulus-agent.tar.gz" -o "$tmp/kumulus-$offered.tar.gz"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "$tmp/kumulus-$offered.tar.gz" >>"$LOG_FILE" 2>&1 || die "pip install failed (see $LOG_FILE)"
+    rm -rf "$tmp"
+  else
+    say "agent $installed is up to date"
+  fi
+fi
+now_installed=$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("kumulus"))')
+[ "$now_installed" = "$installed" ] || CHANGED=1
+if [ "$PREFIX" = /opt/kumulus ] && { [ ! -e /usr/local/bin/kumulus ] || [ -L /usr/local/bin/kumulus ]; }; then
+  ln -sfn "$KUMULUS" /usr/local/bin/kumulus
+fi
+
+if [ -z "$PUBLIC_IP" ]; then
+  PUBLIC_IP=$(ip -4 route get 1.1.1.1 2>/dev/null | awk '{for (i=1;i<NF;i++) if ($i=="src") print $(i+1)}' | head -1)
+  [ -n "$PUBLIC_IP" ] || PUBLIC_IP=$(hostname -I | awk '{print $1}')
+fi
+if write_if_changed "$ENV_FILE" 0644 <<EOF
+# Kumulus agent settings (written by provider-setup.sh; no secrets here)
+KUMULUS_AGENT_STATE_DIR=$STATE_DIR
+KUMULUS_AGENT_HOST=$LISTEN
+KUMULUS_AGENT_PORT=$PORT
+KUMULUS_AGENT_SSH_PUBLIC_HOST=$PUBLIC_IP
+KUMULUS_AGENT_SSH_PORT_MIN=${SSH_PORTS%-*}
+KUMULUS_AGENT_SSH_PORT_MAX=${SSH_PORTS#*-}
+EOF
+then CHANGED=1; fi
+
+# --- the wallet ----------------------------------------------------------------------------
+
+mkdir -p "$STATE_DIR"
+chmod 0700 "$STATE_DIR"
+registered=0
+if [ -f "$STATE_DIR/registration.json" ] && grep -q "\"$BACKEND\"" "$STATE_DIR/registration.json"; then
+  registered=1
+fi
+expected=""
+if [ "$registered" -eq 0 ]; then
+  [ -n "$TOKEN" ] || die "--token is required to register this host (provider console: Add a host)"
+  info=$(printf '{"providerToken": "%s"}' "$TOKEN" | curl -fsS -X POST \
+    -H 'Content-Type: application/json' --data @- "$BACKEND/v1/hosts/token-info" 2>/dev/null) \
+    || die "the backend refused the token: it is unknown, used or expired; create a new one in the provider console"
+  expected=$(printf '%s' "$info" | "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["walletAddress"])')
+fi
+
+if [ -f "$STATE_DIR/wallet-mnemonic" ]; then
+  address=$(run_kumulus wallet address)
+  say "wallet already stored on this host: $address"
+  [ -z "$expected" ] || [ "$address" = "$expected" ] || die "the stored wallet ($address) is not the one linked to your provider account ($expected)"
+else
+  if [ -n "$MNEMONIC_FILE" ]; then
+    [ -r "$MNEMONIC_FILE" ] || die "cannot read $MNEMONIC_FILE"
+    address=$(run_kumulus wallet address --mnemonic-file "$MNEMONIC_FILE") || die "$MNEMONIC_FILE does not hold a valid mnemonic"
+    [ "$address" = "$expected" ] || die "that mnemonic is for $address, but your provider account's wallet is $expected"
+    run_kumulus wallet import --mnemonic-file "$MNEMONIC_FILE" >/dev/null
+  else
+    { true </dev/tty; } 2>/dev/null || die "no terminal to ask for the mnemonic on: pass --mnemonic-file FILE"
+    mnemonic=""
+    read -r -s -p "Wallet mnemonic for $expected (input hidden): " mnemonic </dev/tty
+    printf '\n' >/dev/tty
+    # printf is a shell builtin: the phrase goes through a pipe, never a process argument.
+    address=$(printf '%s\n' "$mnemonic" | run_kumulus wallet address --mnemonic-file -) || { mnemonic=""; die "that is not a valid mnemonic"; }
+    if [ "$address" != "$expected" ]; then mnemonic=""; die "that mnemonic is for $address, but your provider account's wallet is $expected"; fi
+    printf '%s\n' "$mnemonic" | run_kumulus wallet import --mnemonic-file - >/dev/null
+    mnemonic=""
+  fi
+  say "wallet $address stored in $STATE_DIR/wallet-mnemonic (root only, 0600)"
+fi
+
+# --- VM base image, service, registration ----------------------------------------------------
+
+say "building the VM base image if needed (once per Kumulus version; a few minutes the first time)"
+if ! run_kumulus image build 2>&1 | while IFS= read -r line; do say "  image: $line"; done; then
+  die "the VM base image could not be built (see $LOG_FILE)"
+fi
+
+before=$(service_running && echo up || echo down)
+install_service
+wait_agent
+[ "$before" = down ] || [ "$CHANGED" -eq 1 ] || say "the agent service was already running; nothing changed"
+
+if [ "$registered" -eq 0 ]; then
+  if ! run_kumulus agent register --backend "$BACKEND" --token "$TOKEN" \
+      --public-ip "$PUBLIC_IP" --api-url "http://$PUBLIC_IP:$PORT" 2>&1 \
+      | while IFS= read -r line; do say "$line"; done; then
+    die "registration failed (see above)"
+  fi
+else
+  say "already registered with $BACKEND"
+fi
+
+cat >&2 <<EOF
+[kumulus] this host is a Kumulus provider host.
+  agent API:   http://$PUBLIC_IP:$PORT  (admin token: $STATE_DIR/admin-token)
+  logs:        $LOG_DIR/agent.log, $LOG_FILE$([ "$USE_SYSTEMD" = yes ] && echo ", journalctl -u $SERVICE")
+  service:     $([ "$USE_SYSTEMD" = yes ] && echo "systemctl status $SERVICE" || echo "supervisor pid $(cat "$PIDFILE" 2>/dev/null)")
+  uninstall:   curl -sL $BACKEND/provider-setup.sh | sudo bash -s -- --uninstall
+EOF
