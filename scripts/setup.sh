@@ -106,7 +106,8 @@ case $cmd in
     command -v shellcheck >/dev/null || apt_install shellcheck
     # Browser tests drive Debian's Chromium (Playwright never downloads a browser here).
     command -v chromium >/dev/null || { log "installing chromium"; apt_install chromium fonts-dejavu-core; }
-    shellcheck -x scripts/setup.sh scripts/lib/engine.sh scripts/lib/postgres.sh .ci/run
+    shellcheck -x scripts/setup.sh scripts/lib/engine.sh scripts/lib/postgres.sh .ci/run \
+      src/kumulus/backend/provider-setup.sh
     postgres_start
     "$venv/bin/ruff" check src tests bench
     "$venv/bin/mypy"

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import docker
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
@@ -93,6 +94,11 @@ def test_provider_console_end_to_end(
         command = page.locator("#setup-command").inner_text()
         assert command.startswith(f"curl -sL {backend.url}/provider-setup.sh | sudo bash")
         token = command.split("--token ")[1].strip()
+        served = httpx.get(f"{backend.url}/provider-setup.sh")
+        assert (
+            served.status_code == 200
+            and f"BACKEND=${{KUMULUS_BACKEND_URL:-{backend.url}}}" in served.text
+        )
         expect(page.locator("[aria-live=polite]").last).to_contain_text("waiting")
         screenshot(page, "provider-add-host")
         write_secret_file(tmp_path / "agent" / "wallet-mnemonic", mnemonic)

@@ -93,6 +93,8 @@ umask 022
 mkdir -p "$LOG_DIR" "$PREFIX"
 chmod 0750 "$LOG_DIR"
 LOG_FILE=$LOG_DIR/provider-setup.log
+[ -f "$LOG_FILE" ] || install -m 0640 /dev/null "$LOG_FILE"
+[ -f "$LOG_DIR/agent.log" ] || install -m 0640 /dev/null "$LOG_DIR/agent.log"
 VENV=$PREFIX/venv
 KUMULUS=$VENV/bin/kumulus
 ENV_FILE=$PREFIX/agent.env
@@ -262,7 +264,9 @@ case $BACKEND in http://*|https://*) ;; *) die "--backend must be an http(s) URL
 BACKEND=${BACKEND%/}
 
 [ -r /etc/os-release ] || die "cannot tell the OS (/etc/os-release missing)"
+# shellcheck source=/dev/null
 os_id=$(. /etc/os-release && echo "${ID:-}")
+# shellcheck source=/dev/null
 os_version=$(. /etc/os-release && echo "${VERSION_ID:-}")
 case "$os_id $os_version" in
   "ubuntu 22.04"|"ubuntu 24.04"|"debian 12") say "OS: $os_id $os_version" ;;
@@ -404,7 +408,7 @@ if [ -n "$PACKAGE" ]; then
   say "installing the agent from $PACKAGE"
   "$VENV/bin/pip" install -q --disable-pip-version-check --upgrade "$PACKAGE" >>"$LOG_FILE" 2>&1 || die "pip install failed (see $LOG_FILE)"
 else
-  offered=$(curl -fsSI "$BACKEND/downloads/kumulus-agent.tar.gz" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-kumulus-version"{print $2}')
+  offered=$({ curl -fsSI "$BACKEND/downloads/kumulus-agent.tar.gz" || true; } | tr -d '\r' | awk -F': ' 'tolower($1)=="x-kumulus-version"{print $2}')
   [ -n "$offered" ] || die "cannot reach $BACKEND (is the backend URL right?)"
   if [ "$installed" != "$offered" ]; then
     say "installing the agent $offered from $BACKEND${installed:+ (upgrading from $installed)}"

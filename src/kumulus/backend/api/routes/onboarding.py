@@ -36,7 +36,9 @@ def provider_setup_script(request: Request, settings: Settings) -> Response:
     )
 
 
-@router.get("/downloads/kumulus-agent.tar.gz", response_class=Response)
+@router.api_route(
+    "/downloads/kumulus-agent.tar.gz", methods=["GET", "HEAD"], response_class=Response
+)
 def agent_package() -> Response:
     """The kumulus package (agent included) this backend runs, for `pip install`."""
     return Response(
