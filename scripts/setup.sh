@@ -79,6 +79,22 @@ install_python_env() {
   fi
 }
 
+# The local development chain for the payment tests (offline: Node.js + chopsticks from npm).
+CHOPSTICKS_DIR=/var/lib/kumulus/chopsticks
+CHOPSTICKS_VERSION=1.5.1
+install_chopsticks() {
+  if [ -x "$CHOPSTICKS_DIR/node_modules/.bin/chopsticks" ] \
+      && grep -q "\"version\": \"$CHOPSTICKS_VERSION\"" \
+        "$CHOPSTICKS_DIR/node_modules/@acala-network/chopsticks/package.json" 2>/dev/null; then
+    return 0
+  fi
+  command -v npm >/dev/null || apt_install nodejs npm
+  log "installing chopsticks $CHOPSTICKS_VERSION (local Substrate chain; a few minutes once)"
+  mkdir -p "$CHOPSTICKS_DIR"
+  npm install --prefix "$CHOPSTICKS_DIR" --save-exact --no-audit --no-fund --loglevel=error \
+    "@acala-network/chopsticks@$CHOPSTICKS_VERSION" >/dev/null
+}
+
 build_image() {
   log "ensuring the VM base image (built once per Kumulus version)"
   "$venv/bin/kumulus" image build
@@ -109,6 +125,7 @@ case $cmd in
     shellcheck -x scripts/setup.sh scripts/lib/engine.sh scripts/lib/postgres.sh .ci/run \
       src/kumulus/backend/provider-setup.sh
     postgres_start
+    install_chopsticks
     "$venv/bin/ruff" check src tests bench
     "$venv/bin/mypy"
     log "tests: unit (no Docker), then end-to-end on the real engine, engine restarts last"

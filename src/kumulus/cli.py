@@ -28,6 +28,8 @@ app.add_typer(devcli.key_app, name="ssh-key")
 app.add_typer(devcli.vm_app, name="vm")
 app.command()(devcli.signup)
 app.command()(devcli.login)
+app.command()(devcli.balance)
+wallet_app.command("deposit")(devcli.wallet_deposit)
 
 
 def _setup_logging() -> None:
@@ -186,6 +188,30 @@ def backend_run(
         port=port or settings.port,
         log_config=None,
     )
+
+
+@backend_app.command("rescan-deposits")
+def backend_rescan_deposits(
+    from_block: Annotated[
+        int, typer.Option(help="process finalized blocks again from here", min=0)
+    ],
+) -> None:
+    """Make the deposit watcher go over blocks again (deposits are never credited twice)."""
+    from kumulus.backend.db import Database, migrate
+    from kumulus.backend.deposits import CURSOR
+    from kumulus.backend.models import ChainCursor
+
+    settings = BackendSettings()
+    db = Database(settings.db_url)
+    migrate(db.engine)
+    with db.session() as s:
+        row = s.get(ChainCursor, CURSOR)
+        if row is None:
+            s.add(ChainCursor(name=CURSOR, block_number=from_block - 1))
+        else:
+            row.block_number = from_block - 1
+        s.commit()
+    typer.echo(f"deposits will be scanned again from block {from_block}")
 
 
 # -- image ----------------------------------------------------------------------------------

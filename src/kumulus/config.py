@@ -122,6 +122,19 @@ class BackendSettings(BaseSettings):
     default_price_cpu_hour: int = Field(default=10_000_000_000, ge=0)
     default_price_memory_gib_hour: int = Field(default=5_000_000_000, ge=0)
     default_price_disk_gib_hour: int = Field(default=100_000_000, ge=0)
+    # Billing: the platform keeps `platform_fee_bps` / 10,000 of each charge; new developers
+    # get `signup_credit` tokens to try the platform; with `billing_enforced`, a developer
+    # whose balance reaches zero cannot create VMs and their running VMs are stopped.
+    platform_fee_bps: int = Field(default=1000, ge=0, le=10_000)
+    signup_credit: str = Field(default="10", pattern=r"^\d{1,12}(\.\d{1,18})?$")
+    billing_enforced: bool = True
+    low_balance_hours: float = Field(default=24.0, ge=0)  # warn below this much runway
+    # On-chain settlement (off without a chain URL): deposits to, and payouts from, the
+    # platform account whose mnemonic is in `payout_key_file` (0600; made on first start).
+    chain_url: str | None = None
+    ss58_format: int = Field(default=42, ge=0, le=16383)
+    payout_key_file: Path | None = None
+    payout_minimum: str = Field(default="1", pattern=r"^\d{1,12}(\.\d{1,18})?$")
     # Background upkeep (backend/maintenance.py): every `maintenance_interval` seconds it
     # finishes deletes on hosts that came back, prunes nonces and old heartbeats, and
     # recomputes reputations every `reputation_interval` seconds.
@@ -133,6 +146,8 @@ class BackendSettings(BaseSettings):
     def _defaults(self) -> BackendSettings:
         if self.key_file is None:
             self.key_file = self.data_dir / "backend-mnemonic"
+        if self.payout_key_file is None:
+            self.payout_key_file = self.data_dir / "payout-mnemonic"
         return self
 
     @property

@@ -235,3 +235,51 @@ def vm_ssh(
     if identity is not None:
         argv[1:1] = ["-i", str(identity.expanduser())]
     os.execvp(argv[0], argv)  # noqa: S606 - argument list from our own API, no shell
+
+
+def wallet_deposit(
+    amount: Annotated[str, typer.Option(help="tokens to deposit, e.g. 5")],
+    mnemonic_file: Annotated[
+        Path, typer.Option(help="your wallet's mnemonic (a file only you can read)")
+    ],
+) -> None:
+    """Transfer tokens from your wallet to the platform's deposit address. The wallet must
+    be linked to your account first; the backend credits the transfer once it is final."""
+    from kumulus.chain.client import ChainClient, ChainError
+    from kumulus.core.money import format_amount, parse_amount
+    from kumulus.core.signing import SecretFileError, load_keypair
+
+    info = _call("GET", "/v1/billing/deposit-info")
+    try:
+        planck = parse_amount(amount, int(info["tokenDecimals"]))
+        keypair = load_keypair(mnemonic_file)
+    except (ValueError, SecretFileError) as exc:
+        raise _fail(str(exc)) from exc
+    linked = {w["address"] for w in _call("GET", "/v1/wallets")}
+    if keypair.ss58_address not in linked:
+        raise _fail(
+            f"wallet {keypair.ss58_address} is not linked to your account: deposits from it "
+            "would not be credited"
+        )
+    try:
+        chain = ChainClient(info["chainUrl"], int(info["ss58Format"]))
+        receipt = chain.transfer(keypair, info["address"], planck)
+    except ChainError as exc:
+        raise _fail(str(exc)) from exc
+    shown = format_amount(planck, int(info["tokenDecimals"]), info["tokenSymbol"])
+    typer.echo(
+        f"sent {shown} to {info['address']} in block {receipt.block_number} "
+        f"(fee {format_amount(receipt.fee, int(info['tokenDecimals']), info['tokenSymbol'])}); "
+        "it shows in `kumulus balance` once the backend has seen the block"
+    )
+
+
+def balance() -> None:
+    """Your balance, what you spend (or earn) per hour, and recent ledger entries."""
+    view = _call("GET", "/v1/billing")
+    typer.echo(f"balance: {view['balance']}   per hour: {view['perHour']}   "
+               f"on-chain settlement: {view['settlement']}")  # fmt: skip
+    if view.get("warning"):
+        typer.secho(view["warning"], fg=typer.colors.YELLOW)
+    _table(view["entries"][:20], [("createdAt", "WHEN"), ("kind", "KIND"), ("amount", "AMOUNT"),
+                                  ("vmId", "VM"), ("memo", "MEMO")])  # fmt: skip

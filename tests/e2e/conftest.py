@@ -20,8 +20,10 @@ from kumulus.config import AgentSettings
 from kumulus.core.signing import new_mnemonic, write_secret_file
 from tests.e2e.agent_process import AgentProcess
 from tests.e2e.browser import chromium
+from tests.e2e.chain import dev_chain
 
-__all__ = ["chromium"]  # one browser for the whole session, shared by every module
+# One browser and one chain for the whole session, shared by every module.
+__all__ = ["chromium", "dev_chain"]
 
 IMAGE = AgentSettings().image
 

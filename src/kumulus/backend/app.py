@@ -11,10 +11,19 @@ from fastapi import FastAPI
 from substrateinterface import Keypair
 
 from kumulus import __version__
-from kumulus.backend.api.routes import agents, auth, developer, onboarding, provider
+from kumulus.backend.api.routes import (
+    agents,
+    auth,
+    billing,
+    developer,
+    onboarding,
+    provider,
+    wallets,
+)
 from kumulus.backend.db import Database, migrate
 from kumulus.backend.heartbeats import HeartbeatWriter
 from kumulus.backend.maintenance import Maintenance
+from kumulus.chain.client import ChainClient
 from kumulus.config import BackendSettings
 from kumulus.core.http import install_validation_handler
 from kumulus.core.signing import load_keypair, new_mnemonic, write_secret_file
@@ -30,12 +39,32 @@ def backend_keypair(settings: BackendSettings) -> Keypair:
     return load_keypair(settings.key_path)
 
 
+def settlement(settings: BackendSettings) -> tuple[ChainClient | None, Keypair | None]:
+    """The chain and the platform's payout key, or (None, None) when settlement is off."""
+    if not settings.chain_url:
+        log.warning(
+            "on-chain settlement is OFF (no KUMULUS_BACKEND_CHAIN_URL): metering and the "
+            "ledger work; deposits and payouts are refused until a chain is configured"
+        )
+        return None, None
+    assert settings.payout_key_file is not None
+    if not settings.payout_key_file.exists():
+        write_secret_file(settings.payout_key_file, new_mnemonic())
+        log.info("created the platform payout key %s (mode 0600)", settings.payout_key_file)
+    key = load_keypair(settings.payout_key_file)
+    chain = ChainClient(settings.chain_url, settings.ss58_format)
+    log.info("on-chain settlement ON: %s; deposit/payout address %s", settings.chain_url,
+             key.ss58_address)  # fmt: skip
+    return chain, key
+
+
 def create_app(settings: BackendSettings) -> FastAPI:
     db = Database(settings.db_url)
     migrate(db.engine)
     keypair = backend_keypair(settings)
     heartbeats = HeartbeatWriter(db, ttl=settings.heartbeat_ttl)
-    maintenance = Maintenance(db, settings, keypair)
+    chain, payout_key = settlement(settings)
+    maintenance = Maintenance(db, settings, keypair, chain, payout_key)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -56,6 +85,8 @@ def create_app(settings: BackendSettings) -> FastAPI:
     app.state.db = db
     app.state.keypair = keypair
     app.state.heartbeats = heartbeats
+    app.state.chain = chain
+    app.state.payout_key = payout_key
     app.state.maintenance = maintenance
     install_validation_handler(app)
 
@@ -68,6 +99,8 @@ def create_app(settings: BackendSettings) -> FastAPI:
     app.include_router(developer.router)
     app.include_router(agents.router)
     app.include_router(onboarding.router)
+    app.include_router(billing.router)
+    app.include_router(wallets.router)
     log.info(
         "backend %s on %s; signing address %s",
         __version__,

@@ -10,14 +10,18 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from substrateinterface import Keypair
 
-from kumulus.backend import reputation
+from kumulus.backend import billing, reputation
 from kumulus.backend.db import Database
+from kumulus.backend.deposits import DepositWatcher
 from kumulus.backend.heartbeats import prune_heartbeats
 from kumulus.backend.models import Vm
 from kumulus.backend.nonces import prune_nonces
+from kumulus.backend.payouts import PayoutWorker
 from kumulus.backend.vms import VmService
+from kumulus.chain.client import ChainClient, ChainError
 from kumulus.config import BackendSettings
 
 log = logging.getLogger(__name__)
@@ -30,22 +34,43 @@ class Report:
     nonces_pruned: int = 0
     heartbeats_pruned: int = 0
     reputations: int = 0
+    charged: int = 0  # planck metered this pass
+    stopped_for_funds: int = 0
+    deposits_credited: int = 0
+    payouts_paid: int = 0
 
 
 class Maintenance:
     """Finishes deletes on hosts that came back, prunes spent nonces and old heartbeats,
     and recomputes reputations every `reputation_interval` seconds."""
 
-    def __init__(self, db: Database, settings: BackendSettings, keypair: Keypair) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: BackendSettings,
+        keypair: Keypair,
+        chain: ChainClient | None = None,
+        payout_key: Keypair | None = None,
+    ) -> None:
         self._db = db
         self._settings = settings
         self._keypair = keypair
+        self.deposits = (
+            DepositWatcher(db, chain, payout_key.ss58_address) if chain and payout_key else None
+        )
+        self.payouts = PayoutWorker(db, chain, payout_key) if chain and payout_key else None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_reputation = 0.0
 
     def run_once(self, force_reputation: bool = False) -> Report:
         report = Report()
+        if self.deposits is not None and self.payouts is not None:
+            try:  # the chain being away must not stop metering and the rest
+                report.deposits_credited = self.deposits.scan()
+                report.payouts_paid = self.payouts.run_once()
+            except ChainError as exc:
+                log.warning("chain unavailable this pass: %s", exc)
         with self._db.session() as s:
             pending = list(
                 s.scalars(
@@ -64,6 +89,7 @@ class Maintenance:
                     report.deletes_finished += 1
                 else:
                     report.deletes_waiting += 1
+            self._meter_and_enforce(s, service, report)
             report.nonces_pruned = prune_nonces(s)
             report.heartbeats_pruned = prune_heartbeats(
                 s, timedelta(hours=self._settings.heartbeat_retention_hours)
@@ -76,6 +102,37 @@ class Maintenance:
                 report.reputations = reputation.recompute(s)
                 self._last_reputation = now
         return report
+
+    def _meter_and_enforce(self, s: Session, service: VmService, report: Report) -> None:
+        """Charge every metered VM up to now; then stop (never delete) the running VMs of
+        developers whose balance is used up."""
+        vms = list(
+            s.scalars(select(Vm).where(Vm.metered_until.is_not(None), Vm.actual_state != "deleted"))
+        )
+        for vm in vms:
+            report.charged += billing.meter(s, vm, self._settings.platform_fee_bps)
+        if not self._settings.billing_enforced:
+            return
+        broke = {
+            vm.account_id
+            for vm in vms
+            if vm.intended_state == "running"
+            and billing.balance(s, billing.DEVELOPER, vm.account_id) <= 0
+        }
+        for vm in vms:
+            if vm.account_id not in broke or vm.intended_state != "running":
+                continue
+            try:
+                service.stop(vm)
+            except Exception as exc:  # host away: it stays wanted-stopped and is retried
+                s.rollback()
+                log.warning("VM %s: stop for insufficient funds failed: %s", vm.id, exc)
+            vm.intended_state = "stopped"
+            vm.actual_state = "insufficient_funds"
+            vm.failure_reason = "stopped because the balance is used up; deposit, then start it"
+            s.commit()
+            report.stopped_for_funds += 1
+            log.info("VM %s stopped: its developer's balance is used up", vm.id)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="maintenance", daemon=True)

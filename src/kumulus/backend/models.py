@@ -231,6 +231,96 @@ class Vm(Base):
     price_memory_gib_hour: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     price_disk_gib_hour: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     max_price_hour: Mapped[int | None] = mapped_column(BigInteger)
+    # Metering (backend/billing.py): charged up to `metered_until`; `meter_carry` is the
+    # sub-planck remainder (planck * milliseconds / hour) carried to the next charge.
+    metered_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    meter_carry: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     idempotency_key: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LedgerEntry(Base):
+    """One leg of a double-entry transaction. The legs sharing a `txn_id` sum to zero, so
+    every balance is a sum of entries and money is never created or lost.
+
+    Accounts: ("developer", account id), ("provider", account id), ("platform", None) for
+    fees and credits granted, ("chain", None) for money entering or leaving through the
+    chain (deposits, payouts)."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        Index("ix_ledger_account", "account_type", "account_id"),
+        Index("ix_ledger_txn", "txn_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    txn_id: Mapped[str] = mapped_column(String(32))
+    account_type: Mapped[str] = mapped_column(String(16))
+    account_id: Mapped[int | None] = mapped_column(Integer)
+    amount: Mapped[int] = mapped_column(BigInteger)  # planck; + credit, - debit
+    kind: Mapped[str] = mapped_column(String(16))  # usage | fee | credit | deposit | payout
+    vm_id: Mapped[str | None] = mapped_column(String(32))
+    memo: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DeveloperWallet(Base):
+    """A wallet a developer proved they own (signed challenge): its transfers to the
+    platform's deposit address credit their balance."""
+
+    __tablename__ = "developer_wallets"
+
+    address: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    linked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ChainCursor(Base):
+    """How far a chain watcher got (last finalized block fully processed)."""
+
+    __tablename__ = "chain_cursors"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    block_number: Mapped[int] = mapped_column(BigInteger)
+
+
+class ChainDeposit(Base):
+    """Every transfer seen to the deposit address, credited or not. The primary key (block,
+    event) makes crediting exactly-once across restarts and re-scans."""
+
+    __tablename__ = "chain_deposits"
+
+    block_hash: Mapped[str] = mapped_column(String(66), primary_key=True)
+    event_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    sender: Mapped[str] = mapped_column(String(64), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    account_id: Mapped[int | None] = mapped_column(Integer)  # None: sender not linked
+    txn_id: Mapped[str | None] = mapped_column(String(32))
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Payout(Base):
+    """A provider payout. Written `pending` (ledger debited) before anything is sent; given a
+    nonce of the payout key when submitted, so a re-submission after a crash can be included
+    at most once; reconciled with the chain by that nonce."""
+
+    __tablename__ = "payouts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    address: Mapped[str] = mapped_column(String(64))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending|submitted|paid|failed
+    nonce: Mapped[int | None] = mapped_column(BigInteger)
+    from_block: Mapped[int | None] = mapped_column(BigInteger)  # finalized head at submission
+    extrinsic_hash: Mapped[str | None] = mapped_column(String(66))
+    block_number: Mapped[int | None] = mapped_column(BigInteger)
+    fee: Mapped[int | None] = mapped_column(BigInteger)
+    error: Mapped[str | None] = mapped_column(Text)
+    txn_id: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

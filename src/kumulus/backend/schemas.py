@@ -195,6 +195,7 @@ VmState = Literal[
     "deleted",
     "deleting",
     "restarting",
+    "insufficient_funds",
 ]
 
 
@@ -220,3 +221,49 @@ class VmOut(CamelModel):
 class VmLogsOut(CamelModel):
     id: str
     logs: str
+
+
+class LedgerEntryOut(CamelModel):
+    txn_id: str
+    amount: str
+    kind: str
+    vm_id: str | None
+    memo: str
+    created_at: datetime
+
+
+class BillingOut(CamelModel):
+    balance: str = Field(description="tokens; developers spend it, providers earn it")
+    balance_planck: int
+    per_hour: str = Field(description="developers: spending now; providers: earning now")
+    hours_left: float | None = Field(description="developers: runway at the current spend")
+    warning: str | None
+    settlement: str = Field(description="on-chain settlement: on | off")
+    entries: list[LedgerEntryOut]
+
+
+class WalletOut(CamelModel):
+    address: str
+
+
+class DepositInfo(CamelModel):
+    address: str = Field(description="transfer tokens here from a linked wallet")
+    chain_url: str
+    ss58_format: int
+    token_decimals: int
+    token_symbol: str
+
+
+class PayoutIn(CamelModel):
+    amount: Price | None = Field(default=None, description="tokens; default: all earnings")
+
+
+class PayoutOut(CamelModel):
+    id: int
+    address: str
+    amount: str
+    status: str
+    extrinsic_hash: str | None
+    block_number: int | None
+    error: str | None
+    created_at: datetime

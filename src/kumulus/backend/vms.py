@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from substrateinterface import Keypair
 
+from kumulus.backend.billing import DEVELOPER, balance, meter, start_metering
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.hosts import host_status, to_planck
 from kumulus.backend.models import Account, Host, SshKey, Vm
@@ -76,7 +77,7 @@ class VmService:
 
     def view(self, vm: Vm) -> VmOut:
         actual = vm.actual_state
-        if vm.host_id and actual not in ("failed", "deleted", "deleting"):
+        if vm.host_id and actual not in ("failed", "deleted", "deleting", "insufficient_funds"):
             host = self.db.get(Host, vm.host_id)
             if host is None or host_status(host, self.settings.heartbeat_ttl) == "offline":
                 actual = "unreachable"  # never claim running for a host we cannot hear
@@ -141,6 +142,11 @@ class VmService:
             if existing is not None:
                 return existing
         key_line = self._key_line(account, body)
+        if self.settings.billing_enforced and balance(self.db, DEVELOPER, account.id) <= 0:
+            raise HTTPException(
+                status.HTTP_402_PAYMENT_REQUIRED,
+                "your balance is used up: deposit tokens (kumulus wallet deposit) to create VMs",
+            )
         now = utcnow()
         vm = Vm(
             id=secrets.token_hex(8),
@@ -214,6 +220,7 @@ class VmService:
                 tried.add(host.id)
                 continue
             vm.agent_vm_id = agent_vm.vm_id
+            start_metering(vm)
             vm.ssh_host = host.public_ip
             vm.ssh_port = agent_vm.ssh_port
             vm.actual_state = "running" if agent_vm.status == "Running" else "starting"
@@ -270,8 +277,18 @@ class VmService:
         if vm.intended_state == "deleted":
             raise HTTPException(status.HTTP_409_CONFLICT, f"VM {vm.id} is being deleted")
 
+    def _meter(self, vm: Vm) -> None:
+        """Charge what the VM owes in its current state before that state changes."""
+        meter(self.db, vm, self.settings.platform_fee_bps)
+
     def start(self, vm: Vm) -> Vm:
         self._not_deleting(vm)
+        if self.settings.billing_enforced and balance(self.db, DEVELOPER, vm.account_id) <= 0:
+            raise HTTPException(
+                status.HTTP_402_PAYMENT_REQUIRED,
+                "your balance is used up: deposit tokens before starting VMs",
+            )
+        self._meter(vm)
         vm.intended_state, vm.updated_at = "running", utcnow()
         self.db.commit()
         try:
@@ -284,6 +301,7 @@ class VmService:
 
     def stop(self, vm: Vm) -> Vm:
         self._not_deleting(vm)
+        self._meter(vm)
         vm.intended_state, vm.updated_at = "stopped", utcnow()
         self.db.commit()
         try:
@@ -297,6 +315,8 @@ class VmService:
     def delete(self, vm: Vm) -> bool:
         """Delete the VM. True when it is gone; False when its host is away: the VM stays
         `deleting` (capacity still held there) until the host is back and confirms."""
+        if vm.intended_state != "deleted":
+            self._meter(vm)
         vm.intended_state, vm.updated_at = "deleted", utcnow()
         self.db.commit()
         return self.finish_delete(vm)

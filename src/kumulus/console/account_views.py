@@ -106,7 +106,7 @@ def signup(request: Request, form: Form, db: Db, settings: Settings) -> Response
             status_code=422,
         )
     try:
-        account = auth_api.signup(body, db)
+        account = auth_api.signup(body, db, settings)
     except HTTPException as exc:
         return render(
             request,

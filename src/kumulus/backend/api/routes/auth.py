@@ -6,8 +6,9 @@ from fastapi import APIRouter, HTTPException, Response, status
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from kumulus.backend import billing
 from kumulus.backend.clock import utcnow
-from kumulus.backend.deps import CurrentAccount, Db
+from kumulus.backend.deps import CurrentAccount, Db, Settings
 from kumulus.backend.models import Account, ApiToken
 from kumulus.backend.schemas import (
     AccountPublic,
@@ -19,6 +20,7 @@ from kumulus.backend.schemas import (
     TokenPublic,
 )
 from kumulus.backend.security import hash_password, new_token, verify_password
+from kumulus.core.money import parse_amount
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
 
@@ -34,7 +36,7 @@ def _issue_token(db: Db, account: Account, name: str) -> tuple[ApiToken, str]:
 
 
 @router.post("/auth/signup", response_model=AccountPublic, status_code=status.HTTP_201_CREATED)
-def signup(body: SignupRequest, db: Db) -> Account:
+def signup(body: SignupRequest, db: Db, settings: Settings) -> Account:
     account = Account(
         email=body.email,
         password_hash=hash_password(body.password),
@@ -47,6 +49,10 @@ def signup(body: SignupRequest, db: Db) -> Account:
     except IntegrityError as exc:
         db.rollback()
         raise HTTPException(status.HTTP_409_CONFLICT, "an account with this email exists") from exc
+    credit = parse_amount(settings.signup_credit, settings.token_decimals)
+    if account.role == "developer" and credit:
+        billing.grant(db, billing.DEVELOPER, account.id, credit, "sign-up credit")
+        db.commit()
     return account
 
 

@@ -1,0 +1,164 @@
+"""Metering and the double-entry ledger.
+
+Every VM is charged per millisecond of intended-running time at the unit prices fixed when
+it was placed (stopped VMs pay for their disk only). A charge is one transaction of three
+legs that sum to zero: the developer pays the price, the provider earns it minus the
+platform fee, the platform keeps the fee. Sub-planck remainders are carried on the VM, so
+charging in many small steps costs exactly what one big step would.
+
+A VM's charge is claimed with a conditional UPDATE of its `metered_until`, so two backend
+processes metering at once can never charge the same interval twice."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from kumulus.backend.clock import aware, utcnow
+from kumulus.backend.models import Host, LedgerEntry, Vm
+from kumulus.core.money import hourly_price
+
+MS_PER_HOUR = 3_600_000
+DEVELOPER, PROVIDER, PLATFORM, CHAIN = "developer", "provider", "platform", "chain"
+
+
+class LedgerError(Exception):
+    """A transaction that does not balance (a bug: nothing was written)."""
+
+
+@dataclass(frozen=True)
+class Leg:
+    account_type: str
+    account_id: int | None
+    amount: int
+    kind: str
+
+
+def post(db: Session, legs: Sequence[Leg], vm_id: str | None = None, memo: str = "") -> str:
+    """Add one balanced transaction (in the caller's database transaction); returns its id."""
+    if not legs or sum(leg.amount for leg in legs) != 0:
+        raise LedgerError(f"unbalanced transaction: {legs!r}")
+    txn = secrets.token_hex(8)
+    now = utcnow()
+    db.add_all(
+        LedgerEntry(
+            txn_id=txn,
+            account_type=leg.account_type,
+            account_id=leg.account_id,
+            amount=leg.amount,
+            kind=leg.kind,
+            vm_id=vm_id,
+            memo=memo[:200],
+            created_at=now,
+        )
+        for leg in legs
+        if leg.amount != 0
+    )
+    return txn
+
+
+def balance(db: Session, account_type: str, account_id: int | None) -> int:
+    query = select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
+        LedgerEntry.account_type == account_type
+    )
+    query = query.where(
+        LedgerEntry.account_id.is_(None)
+        if account_id is None
+        else LedgerEntry.account_id == account_id
+    )
+    return int(db.scalar(query) or 0)
+
+
+def running_rate(vm: Vm) -> int:
+    """planck per hour while the VM is meant to run (cpu + memory + disk)."""
+    return hourly_price(
+        vm.cpu, vm.memory, vm.disk, vm.price_cpu_hour, vm.price_memory_gib_hour,
+        vm.price_disk_gib_hour,
+    )  # fmt: skip
+
+
+def stopped_rate(vm: Vm) -> int:
+    """planck per hour while the VM is stopped: its disk only."""
+    return hourly_price(0, 0, vm.disk, 0, 0, vm.price_disk_gib_hour)
+
+
+def rate_of(vm: Vm) -> int:
+    if vm.intended_state == "deleted" or vm.actual_state in ("failed", "deleted"):
+        return 0
+    return running_rate(vm) if vm.intended_state == "running" else stopped_rate(vm)
+
+
+def split_fee(cost: int, fee_bps: int) -> tuple[int, int]:
+    """(provider's share, platform fee) of a charge; the fee rounds down."""
+    fee = cost * fee_bps // 10_000
+    return cost - fee, fee
+
+
+def meter(db: Session, vm: Vm, fee_bps: int, now: datetime | None = None) -> int:
+    """Charge the VM from `metered_until` to `now` at the rate of its current intended
+    state and commit; returns the planck charged (0 if another process got there first)."""
+    if vm.metered_until is None or vm.host_id is None:
+        return 0
+    now = now or utcnow()
+    start = aware(vm.metered_until)
+    ms = int((now - start).total_seconds() * 1000)
+    if ms <= 0:
+        return 0
+    cost, carry = divmod(rate_of(vm) * ms + vm.meter_carry, MS_PER_HOUR)
+    claimed = db.execute(
+        update(Vm)
+        .where(Vm.id == vm.id, Vm.metered_until == vm.metered_until)
+        .values(metered_until=now, meter_carry=carry)
+        .execution_options(synchronize_session=False)
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        db.rollback()
+        db.refresh(vm)
+        return 0
+    if cost:
+        provider = db.scalar(select(Host.account_id).where(Host.id == vm.host_id))
+        earned, fee = split_fee(cost, fee_bps)
+        post(
+            db,
+            [
+                Leg(DEVELOPER, vm.account_id, -cost, "usage"),
+                Leg(PROVIDER, provider, earned, "usage"),
+                Leg(PLATFORM, None, fee, "fee"),
+            ],
+            vm_id=vm.id,
+            memo=f"{ms / 1000:.3f} s {vm.intended_state}",
+        )
+    db.commit()
+    db.refresh(vm)
+    return cost
+
+
+def start_metering(vm: Vm, now: datetime | None = None) -> None:
+    """The VM is placed: it pays from now on (caller commits)."""
+    vm.metered_until = now or utcnow()
+    vm.meter_carry = 0
+
+
+def grant(db: Session, account_type: str, account_id: int, amount: int, memo: str) -> str:
+    """Credit given by the platform (sign-up credit, refunds)."""
+    return post(
+        db,
+        [Leg(PLATFORM, None, -amount, "credit"), Leg(account_type, account_id, amount, "credit")],
+        memo=memo,
+    )
+
+
+def spend_per_hour(db: Session, account_id: int) -> int:
+    vms = db.scalars(
+        select(Vm).where(
+            Vm.account_id == account_id,
+            Vm.actual_state != "deleted",
+            Vm.metered_until.is_not(None),
+        )
+    )
+    return sum(rate_of(vm) for vm in vms)

@@ -1,0 +1,179 @@
+"""Provider payouts on chain, never paid twice and never lost.
+
+1. `request_payout` writes the payout `pending` and debits the provider in the same database
+   transaction (the money is reserved before anything is sent).
+2. `PayoutWorker.run_once` gives a pending payout the payout key's next nonce and writes
+   `submitted` (with the finalized block number) before sending the transfer with exactly
+   that nonce; then records `paid` (extrinsic, block, fee).
+3. After a crash anywhere, `reconcile` looks at each `submitted` payout: if the key's nonce on
+   chain has moved past the payout's nonce, the transfer with that nonce is looked up in the
+   blocks since submission (paid, or failed and refunded); otherwise it is sent again with the
+   same nonce, which the chain includes at most once.
+
+The payout key is used for payouts only, so its nonces are ours to assign."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+from substrateinterface import Keypair
+
+from kumulus.backend import billing
+from kumulus.backend.clock import utcnow
+from kumulus.backend.db import Database
+from kumulus.backend.models import Payout
+from kumulus.chain.client import ChainClient, ChainError
+
+log = logging.getLogger(__name__)
+
+
+class PayoutError(Exception):
+    """A payout request that cannot be honoured; the message says why."""
+
+
+def request_payout(db: Session, account_id: int, address: str, amount: int, minimum: int) -> Payout:
+    """Reserve `amount` of the provider's earnings for a payout to `address` (commits)."""
+    if amount < minimum:
+        raise PayoutError(f"the minimum payout is {minimum} planck")
+    earned = billing.balance(db, billing.PROVIDER, account_id)
+    if amount > earned:
+        raise PayoutError(f"only {earned} planck earned and not yet paid out")
+    txn = billing.post(
+        db,
+        [
+            billing.Leg(billing.PROVIDER, account_id, -amount, "payout"),
+            billing.Leg(billing.CHAIN, None, amount, "payout"),
+        ],
+        memo=f"payout to {address}",
+    )
+    now = utcnow()
+    payout = Payout(
+        account_id=account_id,
+        address=address,
+        amount=amount,
+        status="pending",
+        txn_id=txn,
+        created_at=now,
+        updated_at=now,
+    )
+    db.add(payout)
+    db.commit()
+    return payout
+
+
+class PayoutWorker:
+    def __init__(self, db: Database, chain: ChainClient, key: Keypair) -> None:
+        self._db = db
+        self._chain = chain
+        self._key = key
+
+    def run_once(self) -> int:
+        """Reconcile what was submitted, then send pending payouts; returns how many paid."""
+        paid = self.reconcile()
+        with self._db.session() as s:
+            pending = list(
+                s.scalars(select(Payout).where(Payout.status == "pending").order_by(Payout.id))
+            )
+            for payout in pending:
+                if self._submit(s, payout):
+                    paid += 1
+        return paid
+
+    def _next_nonce(self, s: Session) -> int:
+        assigned = s.scalar(
+            select(func.max(Payout.nonce)).where(Payout.status.in_(("submitted", "paid")))
+        )
+        on_chain = self._chain.nonce(self._key.ss58_address)
+        return max(on_chain, (assigned + 1) if assigned is not None else 0)
+
+    def _submit(self, s: Session, payout: Payout) -> bool:
+        nonce = self._next_nonce(s)
+        claimed = s.execute(
+            update(Payout)
+            .where(Payout.id == payout.id, Payout.status == "pending")
+            .values(
+                status="submitted",
+                nonce=nonce,
+                from_block=self._chain.finalized_number(),
+                updated_at=utcnow(),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        s.commit()
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            return False  # another process took it
+        s.refresh(payout)
+        return self._send(s, payout)
+
+    def _send(self, s: Session, payout: Payout) -> bool:
+        assert payout.nonce is not None
+        try:
+            receipt = self._chain.transfer(
+                self._key, payout.address, payout.amount, nonce=payout.nonce
+            )
+        except ChainError as exc:
+            if exc.retry:
+                log.warning("payout %d not sent yet (%s); retrying later", payout.id, exc)
+                return False
+            # A nonce already used means it may have been included: reconcile decides.
+            log.warning("payout %d: the chain said %s; reconciling", payout.id, exc)
+            return False
+        payout.status, payout.extrinsic_hash = "paid", receipt.extrinsic_hash
+        payout.block_number, payout.fee = receipt.block_number, receipt.fee
+        payout.updated_at = utcnow()
+        s.commit()
+        log.info("payout %d of %d paid in block %d", payout.id, payout.amount, receipt.block_number)
+        return True
+
+    def reconcile(self) -> int:
+        """Settle `submitted` payouts with what the chain says; returns how many were found
+        paid."""
+        paid = 0
+        with self._db.session() as s:
+            submitted = list(
+                s.scalars(select(Payout).where(Payout.status == "submitted").order_by(Payout.id))
+            )
+            if not submitted:
+                return 0
+            on_chain = self._chain.nonce(self._key.ss58_address)
+            head = self._chain.finalized_number()
+            for payout in submitted:
+                assert payout.nonce is not None
+                if on_chain <= payout.nonce:
+                    paid += self._send(s, payout)  # never included: same nonce again
+                    continue
+                found = None
+                for number in range(payout.from_block or 0, head + 1):
+                    for ext in self._chain.extrinsics_by(number, self._key.ss58_address):
+                        if ext.nonce == payout.nonce:
+                            found = ext
+                            break
+                    if found:
+                        break
+                if found is None:
+                    log.error("payout %d: nonce %d used but not found", payout.id, payout.nonce)
+                    continue
+                payout.extrinsic_hash, payout.block_number = (
+                    found.extrinsic_hash,
+                    found.block_number,
+                )
+                payout.updated_at = utcnow()
+                if found.success:
+                    payout.status = "paid"
+                    paid += 1
+                else:
+                    payout.status, payout.error = "failed", "the transfer failed on chain"
+                    billing.post(
+                        s,
+                        [
+                            billing.Leg(billing.CHAIN, None, -payout.amount, "payout"),
+                            billing.Leg(
+                                billing.PROVIDER, payout.account_id, payout.amount, "refund"
+                            ),
+                        ],
+                        memo=f"payout {payout.id} failed",
+                    )
+                s.commit()
+        return paid

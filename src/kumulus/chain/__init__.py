@@ -1,0 +1,2 @@
+"""Thin layer over substrate-interface: transfers, remarks, balances, finalized blocks.
+Knows nothing of the backend; the same code runs against chopsticks and a real network."""

@@ -1,0 +1,177 @@
+"""The few chain operations Kumulus needs, over substrate-interface (JSON-RPC)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from substrateinterface import Keypair, SubstrateInterface
+from substrateinterface.exceptions import SubstrateRequestException
+
+
+class ChainError(Exception):
+    """The chain refused or could not be reached; `retry` says whether trying later may help."""
+
+    def __init__(self, message: str, retry: bool = True) -> None:
+        super().__init__(message)
+        self.retry = retry
+
+
+@dataclass(frozen=True)
+class Receipt:
+    extrinsic_hash: str
+    block_hash: str
+    block_number: int
+    fee: int
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """A Balances.Transfer event in a finalized block."""
+
+    block_number: int
+    block_hash: str
+    event_index: int
+    sender: str
+    dest: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class SignedExtrinsic:
+    """An extrinsic by `signer` found in a block (to reconcile what was submitted)."""
+
+    block_number: int
+    block_hash: str
+    extrinsic_hash: str
+    nonce: int
+    success: bool
+
+
+class ChainClient:
+    """One connection to a Substrate node. Thread-safe (calls are serialised)."""
+
+    def __init__(self, url: str, ss58_format: int = 42) -> None:
+        self.url = url
+        self.ss58_format = ss58_format
+        self._lock = threading.RLock()
+        try:
+            self._api = SubstrateInterface(url=url, ss58_format=ss58_format)
+        except Exception as exc:
+            raise ChainError(f"cannot reach the chain at {url}: {exc}") from exc
+
+    def close(self) -> None:
+        self._api.close()
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def free_balance(self, address: str) -> int:
+        with self._lock:
+            account = self._api.query("System", "Account", [address])
+        return int(account.value["data"]["free"])
+
+    def nonce(self, address: str) -> int:
+        with self._lock:
+            return int(self._api.get_account_nonce(address))
+
+    def finalized_number(self) -> int:
+        with self._lock:
+            head = self._api.get_chain_finalised_head()
+            return int(self._api.get_block_number(head))
+
+    def block_hash(self, number: int) -> str:
+        with self._lock:
+            return str(self._api.get_block_hash(number))
+
+    def transfers(self, number: int) -> list[Transfer]:
+        """Balances.Transfer events of a block."""
+        with self._lock:
+            block_hash = self._api.get_block_hash(number)
+            events = self._api.get_events(block_hash)
+        found = []
+        for index, event in enumerate(events):
+            value: dict[str, Any] = event.value
+            if value.get("module_id") == "Balances" and value.get("event_id") == "Transfer":
+                attrs = value["attributes"]
+                found.append(
+                    Transfer(
+                        number,
+                        str(block_hash),
+                        index,
+                        str(attrs["from"]),
+                        str(attrs["to"]),
+                        int(attrs["amount"]),
+                    )
+                )
+        return found
+
+    def extrinsics_by(self, number: int, signer: str) -> list[SignedExtrinsic]:
+        """Signed extrinsics of `signer` in a block, with their nonce and outcome."""
+        with self._lock:
+            block_hash = self._api.get_block_hash(number)
+            block = self._api.get_block(block_hash)
+            events = self._api.get_events(block_hash)
+        failed = {
+            e.value.get("extrinsic_idx")
+            for e in events
+            if e.value.get("module_id") == "System" and e.value.get("event_id") == "ExtrinsicFailed"
+        }
+        found = []
+        for index, extrinsic in enumerate(block["extrinsics"]):
+            value = extrinsic.value
+            address = value.get("address")
+            if address is None:
+                continue
+            if self._ss58(address) != signer:
+                continue
+            found.append(
+                SignedExtrinsic(
+                    number,
+                    str(block_hash),
+                    str(value.get("extrinsic_hash")),
+                    int(value.get("nonce", -1)),
+                    index not in failed,
+                )
+            )
+        return found
+
+    def _ss58(self, address: Any) -> str:
+        if isinstance(address, str) and not address.startswith("0x"):
+            return address
+        return str(Keypair(public_key=address, ss58_format=self.ss58_format).ss58_address)
+
+    # -- writes --------------------------------------------------------------------------
+
+    def _submit(self, keypair: Keypair, call: Any, nonce: int | None) -> Receipt:
+        try:
+            extrinsic = self._api.create_signed_extrinsic(call=call, keypair=keypair, nonce=nonce)
+            receipt = self._api.submit_extrinsic(extrinsic, wait_for_finalization=True)
+        except SubstrateRequestException as exc:
+            raise ChainError(f"the chain refused the transaction: {exc}", retry=False) from exc
+        except Exception as exc:
+            raise ChainError(f"the chain could not be reached: {exc}") from exc
+        if not receipt.is_success:
+            raise ChainError(f"the transaction failed: {receipt.error_message}", retry=False)
+        number = int(self._api.get_block_number(receipt.block_hash))
+        return Receipt(
+            str(receipt.extrinsic_hash), str(receipt.block_hash), number,
+            int(receipt.total_fee_amount or 0),
+        )  # fmt: skip
+
+    def transfer(
+        self, keypair: Keypair, dest: str, amount: int, nonce: int | None = None
+    ) -> Receipt:
+        """Balances.transfer_keep_alive, waited until finalized. With `nonce` fixed, the same
+        transfer can be re-submitted safely: the chain includes at most one."""
+        with self._lock:
+            call = self._api.compose_call(
+                "Balances", "transfer_keep_alive", {"dest": dest, "value": amount}
+            )
+            return self._submit(keypair, call, nonce)
+
+    def remark(self, keypair: Keypair, data: bytes) -> Receipt:
+        """System.remark_with_event, waited until finalized (anchors a digest)."""
+        with self._lock:
+            call = self._api.compose_call("System", "remark_with_event", {"remark": data})
+            return self._submit(keypair, call, None)

@@ -1,0 +1,77 @@
+"""Rows for billing tests: a provider with a host at known prices, a developer, VMs."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from kumulus.backend.billing import start_metering
+from kumulus.backend.clock import utcnow
+from kumulus.backend.models import Account, Host, Vm
+
+GIB = 1 << 30
+UNIT = 10**12
+
+
+def account(db: Session, role: str) -> Account:
+    row = Account(
+        email=f"{role}-{secrets.token_hex(4)}@example.com",
+        password_hash="x",
+        role=role,
+        created_at=utcnow(),
+    )
+    db.add(row)
+    db.flush()
+    return row
+
+
+def host(db: Session, owner: Account, online: bool = True) -> Host:
+    row = Host(
+        id=secrets.token_hex(8),
+        account_id=owner.id,
+        wallet_address="w",
+        api_url="http://127.0.0.1:1",
+        public_ip="127.0.0.1",
+        cpu=8,
+        memory=32 * GIB,
+        disk=500 * GIB,
+        disk_quota=True,
+        registered_at=utcnow(),
+        last_heartbeat_at=utcnow() if online else None,
+        price_cpu_hour=UNIT // 100,  # 0.01 per vCPU-hour
+        price_memory_gib_hour=UNIT // 200,  # 0.005 per GiB-hour
+        price_disk_gib_hour=UNIT // 10_000,  # 0.0001 per GiB-hour
+    )
+    db.add(row)
+    db.flush()
+    return row
+
+
+def vm(db: Session, dev: Account, on: Host, since: datetime, state: str = "running") -> Vm:
+    row = Vm(
+        id=secrets.token_hex(8),
+        account_id=dev.id,
+        name="vm",
+        host_id=on.id,
+        agent_vm_id=secrets.token_hex(8),
+        username="alice",
+        ssh_key="ssh-ed25519 AAAA",
+        cpu=2,
+        memory=4 * GIB,
+        disk=20 * GIB,
+        region="",
+        intended_state=state,
+        actual_state=state,
+        reserved=False,
+        created_at=since,
+        updated_at=since,
+        price_cpu_hour=on.price_cpu_hour,
+        price_memory_gib_hour=on.price_memory_gib_hour,
+        price_disk_gib_hour=on.price_disk_gib_hour,
+    )
+    start_metering(row, since)
+    db.add(row)
+    db.flush()
+    return row

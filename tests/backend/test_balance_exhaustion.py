@@ -1,0 +1,59 @@
+"""A developer whose balance runs out is warned, then their running VMs are stopped (state
+insufficient_funds), never deleted, and new VMs are refused with 402."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+
+from kumulus.backend import billing
+from kumulus.backend.clock import utcnow
+from kumulus.backend.models import Account, Host, Vm
+from tests.backend.billing_fixtures import UNIT, account, host, vm
+from tests.backend.conftest import Actor
+
+
+def test_signup_credit_and_billing_view(backend: TestClient, developer: Actor) -> None:
+    view = backend.get("/v1/billing", headers=developer.headers).json()
+    assert view["balance"] == "10 UNIT" and view["balancePlanck"] == 10 * UNIT
+    assert view["entries"][0]["kind"] == "credit" and view["warning"] is None
+    assert backend.get("/v1/billing").status_code == 401
+
+
+def test_running_out_stops_vms_and_refuses_new_ones(
+    backend: TestClient, developer: Actor, ssh_keypair: tuple[Path, str]
+) -> None:
+    app = backend.app
+    db_ = app.state.db  # type: ignore[attr-defined]
+    with db_.session() as db:
+        dev = db.get(Account, developer.id)
+        assert dev is not None
+        prov = account(db, "provider")
+        expensive = host(db, prov, online=False)  # away: the stop is recorded, retried later
+        db.execute(update(Host).where(Host.id == expensive.id).values(price_cpu_hour=10 * UNIT))
+        db.flush()
+        db.refresh(expensive)
+        machine = vm(db, dev, expensive, utcnow() - timedelta(hours=2))
+        vm_id = machine.id
+        db.commit()
+    # 2 vCPU at 10 UNIT/h: after 2 h the 10 UNIT credit is long gone.
+    report = app.state.maintenance.run_once()  # type: ignore[attr-defined]
+    assert report.charged > 10 * UNIT and report.stopped_for_funds == 1
+    with db_.session() as db:
+        row = db.get(Vm, vm_id)
+        assert row is not None
+        assert (row.intended_state, row.actual_state) == ("stopped", "insufficient_funds")
+        assert billing.balance(db, billing.DEVELOPER, developer.id) < 0
+    shown = backend.get(f"/v1/vms/{vm_id}", headers=developer.headers).json()
+    assert shown["actualState"] == "insufficient_funds" and "balance" in shown["failureReason"]
+    view = backend.get("/v1/billing", headers=developer.headers).json()
+    assert "used up" in view["warning"]
+    refused = backend.post(
+        "/v1/vms",
+        headers=developer.headers,
+        json={"username": "bob", "sshKey": ssh_keypair[1], "cpu": 1, "memory": "1g"},
+    )
+    assert refused.status_code == 402 and "deposit" in refused.json()["detail"]
