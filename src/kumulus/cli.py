@@ -44,11 +44,17 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 @app.command()
-def up() -> None:
-    """Run the whole platform on this machine: backend + a local agent as its provider."""
+def up(
+    chain_spec: Annotated[
+        Path | None,
+        typer.Option(help="start a local chopsticks chain from this raw chain spec"),
+    ] = None,
+) -> None:
+    """Run the whole platform on this machine: backend + a local agent as its provider;
+    with --chain-spec also a local development chain for deposits and payouts."""
     from kumulus.up import run_up
 
-    run_up()
+    run_up(chain_spec)
 
 
 @app.command()
@@ -212,6 +218,39 @@ def backend_rescan_deposits(
             row.block_number = from_block - 1
         s.commit()
     typer.echo(f"deposits will be scanned again from block {from_block}")
+
+
+@app.command("verify")
+def verify_record(
+    proof_file: Annotated[Path, typer.Argument(help="a proof document (GET /v1/anchors/...)")],
+    chain: Annotated[str | None, typer.Option(help="node URL (default: the document's)")] = None,
+) -> None:
+    """Check a usage record or reputation score against the root anchored on chain, without
+    trusting the backend: the Merkle proof must lead to the root, and that root must be in
+    a System.remark of the block."""
+    import json
+
+    from kumulus.chain.client import ChainClient, ChainError
+    from kumulus.core.merkle import verify
+
+    try:
+        doc = json.loads(proof_file.read_text())
+        record, proof, root = doc["record"], [tuple(p) for p in doc["proof"]], doc["root"]
+        remark, block_hash = doc["remark"].encode(), doc["blockHash"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise _fail(f"not a proof document: {exc}") from exc
+    if not verify(record, proof, root) or not remark.startswith(
+        f"kumulus-anchor:v1:{root}:".encode()
+    ):
+        raise _fail("NOT VERIFIED: the record does not belong to the anchored root")
+    try:
+        client = ChainClient(chain or doc["chainUrl"])
+        on_chain = client.remarks(block_hash)
+    except ChainError as exc:
+        raise _fail(str(exc)) from exc
+    if remark not in on_chain:
+        raise _fail(f"NOT VERIFIED: block {block_hash} carries no anchor with root {root}")
+    typer.echo(f"verified: record is in the digest {root} anchored in block {doc['blockNumber']}")
 
 
 # -- image ----------------------------------------------------------------------------------

@@ -135,6 +135,10 @@ class BackendSettings(BaseSettings):
     ss58_format: int = Field(default=42, ge=0, le=16383)
     payout_key_file: Path | None = None
     payout_minimum: str = Field(default="1", pattern=r"^\d{1,12}(\.\d{1,18})?$")
+    # Usage and reputation digests go on chain every `anchor_interval` seconds, signed by
+    # the key in `anchor_key_file` (0600; made on first start; needs a little for fees).
+    anchor_key_file: Path | None = None
+    anchor_interval: float = Field(default=3600.0, gt=0)
     # Background upkeep (backend/maintenance.py): every `maintenance_interval` seconds it
     # finishes deletes on hosts that came back, prunes nonces and old heartbeats, and
     # recomputes reputations every `reputation_interval` seconds.
@@ -148,6 +152,8 @@ class BackendSettings(BaseSettings):
             self.key_file = self.data_dir / "backend-mnemonic"
         if self.payout_key_file is None:
             self.payout_key_file = self.data_dir / "payout-mnemonic"
+        if self.anchor_key_file is None:
+            self.anchor_key_file = self.data_dir / "anchor-mnemonic"
         return self
 
     @property

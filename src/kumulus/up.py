@@ -14,12 +14,16 @@ from pathlib import Path
 
 import httpx
 import typer
+from substrateinterface import Keypair
 
 from kumulus.agent.auth import ensure_admin_token
 from kumulus.agent.registration import load_registration, register
+from kumulus.chain.client import ChainClient, ChainError
+from kumulus.chain.devnode import DevNode, DevNodeError
 from kumulus.config import AgentSettings, BackendSettings
 from kumulus.core.signing import (
     keypair_from_mnemonic,
+    load_keypair,
     new_mnemonic,
     read_secret_file,
     write_secret_file,
@@ -125,12 +129,46 @@ def _wait_online(backend_url: str, settings: BackendSettings, timeout: float) ->
     raise RuntimeError("the local host sent no heartbeat; see the agent log")
 
 
-def run_up() -> None:
+def _local_chain(spec: Path, backend: BackendSettings, logs: Path) -> DevNode:
+    """A chopsticks chain from `spec`, with the platform's payout and anchor accounts
+    funded from //Alice (a development chain's well-known faucet)."""
+    node = DevNode(spec, int(os.environ.get("KUMULUS_CHAIN_PORT", "9944")), logs / "chain.log")
+    node.start()
+    os.environ["KUMULUS_BACKEND_CHAIN_URL"] = node.url  # for the backend we spawn next
+    alice = Keypair.create_from_uri("//Alice", ss58_format=backend.ss58_format)
+    chain = ChainClient(node.url, backend.ss58_format)
+    try:
+        for path in (backend.payout_key_file, backend.anchor_key_file):
+            assert path is not None
+            if not path.exists():
+                write_secret_file(path, new_mnemonic())
+            address = load_keypair(path).ss58_address
+            if chain.free_balance(address) < 100 * 10**backend.token_decimals:
+                chain.transfer(alice, address, 1000 * 10**backend.token_decimals)
+    finally:
+        chain.close()
+    return node
+
+
+def run_up(chain_spec: Path | None = None) -> None:
     backend = BackendSettings()
     agent = AgentSettings()
     backend_url = f"http://{backend.host}:{backend.port}"
     logs = Path(os.environ.get("KUMULUS_LOG_DIR", str(backend.data_dir.parent / "logs")))
     procs: list[subprocess.Popen[bytes]] = []
+    node: DevNode | None = None
+    if chain_spec is not None:
+        try:
+            node = _local_chain(chain_spec, backend, logs)
+        except (DevNodeError, ChainError) as exc:
+            raise typer.Exit(_say_fail(f"local chain: {exc}")) from exc
+        typer.echo(f"local development chain at {node.url} (chopsticks; log {logs}/chain.log)")
+    elif not backend.chain_url:
+        typer.echo(
+            "on-chain settlement is OFF: metering and the ledger work, deposits and payouts "
+            "are refused. Enable it with --chain-spec FILE (local chain) or "
+            "KUMULUS_BACKEND_CHAIN_URL=wss://... (a network)."
+        )
     try:
         b = _spawn(["backend", "run"], logs / "backend.log")
         procs.append(b)
@@ -147,6 +185,8 @@ def run_up() -> None:
     except (RuntimeError, httpx.HTTPError) as exc:
         for p in procs:
             p.terminate()
+        if node is not None:
+            node.stop()
         raise typer.Exit(_say_fail(str(exc))) from exc
     typer.echo(f"""
 Kumulus is up.
@@ -179,6 +219,8 @@ Ctrl-C stops both.""")
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
+        if node is not None:
+            node.stop()
 
 
 def _say_fail(message: str) -> int:

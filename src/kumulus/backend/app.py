@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -13,6 +14,7 @@ from substrateinterface import Keypair
 from kumulus import __version__
 from kumulus.backend.api.routes import (
     agents,
+    anchors,
     auth,
     billing,
     developer,
@@ -39,23 +41,31 @@ def backend_keypair(settings: BackendSettings) -> Keypair:
     return load_keypair(settings.key_path)
 
 
-def settlement(settings: BackendSettings) -> tuple[ChainClient | None, Keypair | None]:
-    """The chain and the platform's payout key, or (None, None) when settlement is off."""
+def _key(path: Path | None, what: str) -> Keypair:
+    assert path is not None
+    if not path.exists():
+        write_secret_file(path, new_mnemonic())
+        log.info("created the %s key %s (mode 0600)", what, path)
+    return load_keypair(path)
+
+
+def settlement(
+    settings: BackendSettings,
+) -> tuple[ChainClient | None, Keypair | None, Keypair | None]:
+    """The chain, the platform's payout key and its anchor key; all None when settlement
+    is off."""
     if not settings.chain_url:
         log.warning(
             "on-chain settlement is OFF (no KUMULUS_BACKEND_CHAIN_URL): metering and the "
             "ledger work; deposits and payouts are refused until a chain is configured"
         )
-        return None, None
-    assert settings.payout_key_file is not None
-    if not settings.payout_key_file.exists():
-        write_secret_file(settings.payout_key_file, new_mnemonic())
-        log.info("created the platform payout key %s (mode 0600)", settings.payout_key_file)
-    key = load_keypair(settings.payout_key_file)
+        return None, None, None
+    key = _key(settings.payout_key_file, "platform payout")
+    anchor_key = _key(settings.anchor_key_file, "anchor")
     chain = ChainClient(settings.chain_url, settings.ss58_format)
     log.info("on-chain settlement ON: %s; deposit/payout address %s", settings.chain_url,
              key.ss58_address)  # fmt: skip
-    return chain, key
+    return chain, key, anchor_key
 
 
 def create_app(settings: BackendSettings) -> FastAPI:
@@ -63,8 +73,8 @@ def create_app(settings: BackendSettings) -> FastAPI:
     migrate(db.engine)
     keypair = backend_keypair(settings)
     heartbeats = HeartbeatWriter(db, ttl=settings.heartbeat_ttl)
-    chain, payout_key = settlement(settings)
-    maintenance = Maintenance(db, settings, keypair, chain, payout_key)
+    chain, payout_key, anchor_key = settlement(settings)
+    maintenance = Maintenance(db, settings, keypair, chain, payout_key, anchor_key)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -87,6 +97,7 @@ def create_app(settings: BackendSettings) -> FastAPI:
     app.state.heartbeats = heartbeats
     app.state.chain = chain
     app.state.payout_key = payout_key
+    app.state.anchor_key = anchor_key
     app.state.maintenance = maintenance
     install_validation_handler(app)
 
@@ -101,6 +112,7 @@ def create_app(settings: BackendSettings) -> FastAPI:
     app.include_router(onboarding.router)
     app.include_router(billing.router)
     app.include_router(wallets.router)
+    app.include_router(anchors.router)
     log.info(
         "backend %s on %s; signing address %s",
         __version__,

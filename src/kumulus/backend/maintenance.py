@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from substrateinterface import Keypair
 
-from kumulus.backend import billing, reputation
+from kumulus.backend import anchors, billing, reputation
 from kumulus.backend.db import Database
 from kumulus.backend.deposits import DepositWatcher
 from kumulus.backend.heartbeats import prune_heartbeats
@@ -38,6 +38,7 @@ class Report:
     stopped_for_funds: int = 0
     deposits_credited: int = 0
     payouts_paid: int = 0
+    anchored: int = 0
 
 
 class Maintenance:
@@ -51,7 +52,11 @@ class Maintenance:
         keypair: Keypair,
         chain: ChainClient | None = None,
         payout_key: Keypair | None = None,
+        anchor_key: Keypair | None = None,
     ) -> None:
+        self._chain = chain
+        self._anchor_key = anchor_key
+        self._last_anchor = time.monotonic()  # the first digest after one full interval
         self._db = db
         self._settings = settings
         self._keypair = keypair
@@ -63,12 +68,26 @@ class Maintenance:
         self._thread: threading.Thread | None = None
         self._last_reputation = 0.0
 
-    def run_once(self, force_reputation: bool = False) -> Report:
+    def anchor(self, force: bool = False) -> int:
+        """Every `anchor_interval`: digest the period and put it on chain."""
+        if self._chain is None or self._anchor_key is None:
+            return 0
+        now = time.monotonic()
+        if not force and now - self._last_anchor < self._settings.anchor_interval:
+            with self._db.session() as s:  # still retry one that could not be sent
+                return anchors.submit_pending(s, self._chain, self._anchor_key)
+        self._last_anchor = now
+        with self._db.session() as s:
+            anchors.build(s)
+            return anchors.submit_pending(s, self._chain, self._anchor_key)
+
+    def run_once(self, force_reputation: bool = False, force_anchor: bool = False) -> Report:
         report = Report()
         if self.deposits is not None and self.payouts is not None:
             try:  # the chain being away must not stop metering and the rest
                 report.deposits_credited = self.deposits.scan()
                 report.payouts_paid = self.payouts.run_once()
+                report.anchored = self.anchor(force=force_anchor)
             except ChainError as exc:
                 log.warning("chain unavailable this pass: %s", exc)
         with self._db.session() as s:

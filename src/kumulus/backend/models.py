@@ -324,3 +324,36 @@ class Payout(Base):
     txn_id: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Anchor(Base):
+    """A Merkle root of a period's usage records and reputation scores, put on chain with
+    System.remark_with_event so anyone can check a record against it."""
+
+    __tablename__ = "anchors"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    period_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    root: Mapped[str] = mapped_column(String(64))
+    leaf_count: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))  # pending | anchored
+    block_hash: Mapped[str | None] = mapped_column(String(66))
+    block_number: Mapped[int | None] = mapped_column(BigInteger)
+    extrinsic_hash: Mapped[str | None] = mapped_column(String(66))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AnchorLeaf(Base):
+    """A record under an anchor, kept to hand out inclusion proofs."""
+
+    __tablename__ = "anchor_leaves"
+
+    anchor_id: Mapped[int] = mapped_column(
+        ForeignKey("anchors.id", ondelete="CASCADE"), primary_key=True
+    )
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    record: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Who may ask for this record's proof (developer, provider); None: anyone logged in.
+    account_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    other_account_id: Mapped[int | None] = mapped_column(Integer, index=True)

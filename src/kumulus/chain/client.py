@@ -136,6 +136,28 @@ class ChainClient:
             )
         return found
 
+    def remarks(self, block_hash: str) -> list[bytes]:
+        """The data of every System.remark / remark_with_event in a block."""
+        with self._lock:
+            block = self._api.get_block(block_hash)
+        found = []
+        for extrinsic in block["extrinsics"]:
+            call = extrinsic.value.get("call", {})
+            if call.get("call_module") == "System" and call.get("call_function") in (
+                "remark",
+                "remark_with_event",
+            ):
+                for arg in call.get("call_args", []):
+                    if arg.get("name") == "remark":
+                        value = arg.get("value")
+                        if isinstance(value, str) and value.startswith("0x"):
+                            found.append(bytes.fromhex(value[2:]))
+                        elif isinstance(value, str):
+                            found.append(value.encode())
+                        elif isinstance(value, bytes | bytearray):
+                            found.append(bytes(value))
+        return found
+
     def _ss58(self, address: Any) -> str:
         if isinstance(address, str) and not address.startswith("0x"):
             return address

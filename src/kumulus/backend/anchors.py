@@ -1,0 +1,154 @@
+"""Anchoring: each period, a Merkle root over the period's usage transactions and the hosts'
+reputation scores goes on chain (System.remark_with_event). A developer or provider can get
+the inclusion proof of a record about them and check it with `kumulus verify`, against the
+chain, without trusting the backend.
+
+The remark is `kumulus-anchor:v1:<root hex>:<anchor id>`; it is signed by the anchor key,
+which is never used for payouts (their nonces must stay ours)."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from substrateinterface import Keypair
+
+from kumulus.backend.clock import aware, utcnow
+from kumulus.backend.models import Anchor, AnchorLeaf, Host, LedgerEntry
+from kumulus.chain.client import ChainClient
+from kumulus.core.merkle import root_and_proofs
+
+log = logging.getLogger(__name__)
+PREFIX = b"kumulus-anchor:v1:"
+
+
+def remark_of(anchor: Anchor) -> bytes:
+    return PREFIX + f"{anchor.root}:{anchor.id}".encode()
+
+
+def _usage_records(db: Session, since: datetime, until: datetime) -> list[dict[str, Any]]:
+    legs: dict[str, list[LedgerEntry]] = defaultdict(list)
+    for leg in db.scalars(
+        select(LedgerEntry)
+        .where(
+            LedgerEntry.kind.in_(("usage", "fee")),
+            LedgerEntry.created_at > since,
+            LedgerEntry.created_at <= until,
+        )
+        .order_by(LedgerEntry.id)
+    ):
+        legs[leg.txn_id].append(leg)
+    records = []
+    for txn, parts in legs.items():
+        by = {p.account_type: p for p in parts}
+        dev, prov, fee = by.get("developer"), by.get("provider"), by.get("platform")
+        records.append(
+            {
+                "type": "usage",
+                "txn": txn,
+                "vm": parts[0].vm_id,
+                "developer": dev.account_id if dev else None,
+                "provider": prov.account_id if prov else None,
+                "charged": -dev.amount if dev else 0,
+                "earned": prov.amount if prov else 0,
+                "fee": fee.amount if fee else 0,
+                "memo": parts[0].memo,
+                "at": aware(parts[0].created_at).isoformat(),
+            }
+        )
+    return records
+
+
+def _reputation_records(db: Session, at: datetime) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "reputation",
+            "host": h.id,
+            "provider": h.account_id,
+            "score": round(h.reputation, 6),
+            "uptime24h": None if h.uptime_24h is None else round(h.uptime_24h, 6),
+            "uptime7d": None if h.uptime_7d is None else round(h.uptime_7d, 6),
+            "leasesCompleted": h.leases_completed,
+            "leasesFailed": h.leases_failed,
+            "at": at.isoformat(),
+        }
+        for h in db.scalars(select(Host).order_by(Host.id))
+    ]
+
+
+def build(db: Session, now: datetime | None = None) -> Anchor | None:
+    """Digest everything since the previous anchor into a new pending anchor (commits);
+    None when a pending one waits or there is nothing to anchor."""
+    if db.scalar(select(Anchor.id).where(Anchor.status == "pending")) is not None:
+        return None
+    now = now or utcnow()
+    last = db.scalar(select(Anchor.period_end).order_by(Anchor.id.desc()).limit(1))
+    since = aware(last) if last else datetime(1970, 1, 1, tzinfo=UTC)
+    records = _usage_records(db, since, now) + _reputation_records(db, now)
+    if not records:
+        return None
+    root, _ = root_and_proofs(records)
+    anchor = Anchor(
+        period_start=since,
+        period_end=now,
+        root=root,
+        leaf_count=len(records),
+        status="pending",
+        created_at=now,
+    )
+    db.add(anchor)
+    db.flush()
+    for index, record in enumerate(records):
+        owner = record.get("developer") if record["type"] == "usage" else record.get("provider")
+        other = record.get("provider") if record["type"] == "usage" else None
+        db.add(
+            AnchorLeaf(
+                anchor_id=anchor.id,
+                index=index,
+                record=record,
+                account_id=owner,
+                other_account_id=other,
+            )
+        )
+    db.commit()
+    return anchor
+
+
+def submit_pending(db: Session, chain: ChainClient, key: Keypair) -> int:
+    """Put pending anchors on chain; returns how many were anchored."""
+    done = 0
+    for anchor in db.scalars(select(Anchor).where(Anchor.status == "pending")).all():
+        receipt = chain.remark(key, remark_of(anchor))
+        anchor.status = "anchored"
+        anchor.block_hash, anchor.block_number = receipt.block_hash, receipt.block_number
+        anchor.extrinsic_hash = receipt.extrinsic_hash
+        db.commit()
+        log.info("anchored %d records (root %s) in block %d", anchor.leaf_count, anchor.root,
+                 receipt.block_number)  # fmt: skip
+        done += 1
+    return done
+
+
+def proof_document(db: Session, anchor: Anchor, index: int, chain_url: str) -> dict[str, Any]:
+    """What `kumulus verify` needs to check one record on its own."""
+    leaves = list(
+        db.scalars(
+            select(AnchorLeaf).where(AnchorLeaf.anchor_id == anchor.id).order_by(AnchorLeaf.index)
+        )
+    )
+    root, proofs = root_and_proofs([leaf.record for leaf in leaves])
+    assert root == anchor.root, "stored leaves no longer match the anchored root"
+    return {
+        "record": leaves[index].record,
+        "proof": proofs[index],
+        "root": anchor.root,
+        "anchorId": anchor.id,
+        "remark": remark_of(anchor).decode(),
+        "blockHash": anchor.block_hash,
+        "blockNumber": anchor.block_number,
+        "chainUrl": chain_url,
+    }
