@@ -135,6 +135,7 @@ class BackendSettings(BaseSettings):
     ss58_format: int = Field(default=42, ge=0, le=16383)
     payout_key_file: Path | None = None
     payout_minimum: str = Field(default="1", pattern=r"^\d{1,12}(\.\d{1,18})?$")
+    payout_interval: float = Field(default=86400.0, gt=0)  # scheduled payouts of earnings
     # Usage and reputation digests go on chain every `anchor_interval` seconds, signed by
     # the key in `anchor_key_file` (0600; made on first start; needs a little for fees).
     anchor_key_file: Path | None = None

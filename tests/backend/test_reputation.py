@@ -23,6 +23,9 @@ def test_score_rewards_uptime_and_completed_leases() -> None:
     assert flaky.tier <= 5 and 0.4 < flaky.uptime_7d < 0.45
     assert 0.4 < newcomer.reputation < 0.6  # neither trusted nor punished yet
     assert always.reputation > newcomer.reputation > flaky.reputation
+    drifting = reputation.score({"24h": 86400, "7d": 7 * 86400}, week_ago, now, 50, 0, drift=3)
+    assert abs(drifting.reputation - (always.reputation - 0.15)) < 1e-9
+    assert drifting.tier < always.tier
 
 
 def test_recompute_reads_uptime_buckets(

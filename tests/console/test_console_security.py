@@ -9,13 +9,18 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from kumulus.console import account_views, developer_views, provider_views
+from kumulus.console import account_views, billing_views, developer_views, provider_views
 from tests.console.conftest import csrf_of, signup
 
 
 def _console_posts() -> list[str]:
     paths = []
-    for router in (account_views.router, developer_views.router, provider_views.router):
+    for router in (
+        account_views.router,
+        developer_views.router,
+        provider_views.router,
+        billing_views.router,
+    ):
         for route in router.routes:
             if isinstance(route, APIRoute) and "POST" in route.methods:
                 paths.append(

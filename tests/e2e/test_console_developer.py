@@ -157,6 +157,15 @@ def test_developer_console_end_to_end(
         label = {"label": f"io.kumulus.vm.idempotency_key={vm_id}"}
         assert docker_client.containers.list(all=True, filters=label) == []
 
+        # Usage: the sign-up credit, and the VM's charges for the seconds it ran (per second,
+        # stopped time at the disk-only price), each with its VM.
+        page.get_by_role("link", name="Usage").click()
+        expect(page.locator("table").last).to_contain_text("usage")
+        expect(page.locator("table").last).to_contain_text(vm_id)
+        balance = page.locator("#balance").inner_text()
+        assert balance.endswith("UNIT") and balance != "10 UNIT"
+        screenshot(page, "developer-usage")
+
         # API token: shown once, works with the API, gone from the page after a reload.
         page.get_by_role("link", name="Account").click()
         page.locator("#f-name").fill("ci")

@@ -18,8 +18,8 @@ from substrateinterface import Keypair
 
 from kumulus.backend import billing
 from kumulus.backend.db import Database, migrate
-from kumulus.backend.models import Payout
-from kumulus.backend.payouts import PayoutWorker, request_payout
+from kumulus.backend.models import Payout, ProviderProfile
+from kumulus.backend.payouts import PayoutWorker, request_payout, schedule_payouts
 from kumulus.chain.client import ChainClient, Receipt
 from kumulus.chain.devnode import DevNode
 from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic, write_secret_file
@@ -207,3 +207,12 @@ def test_a_crash_between_sending_and_recording_never_pays_twice(
         assert {p.status for p in s.query(Payout)} == {"paid"}
         assert billing.balance(s, billing.PROVIDER, provider.id) == 2 * UNIT
     assert ChainClient(dev_chain.url).free_balance(receiver) == 3 * UNIT
+
+    # Scheduled payouts: everything earned goes to the provider's linked wallet.
+    with db.session() as s:
+        s.add(ProviderProfile(account_id=provider.id, wallet_address=receiver))
+        s.commit()
+        assert schedule_payouts(s, minimum=UNIT) == 1
+        assert schedule_payouts(s, minimum=UNIT) == 0  # nothing left to schedule
+    assert fresh.run_once() == 1
+    assert ChainClient(dev_chain.url).free_balance(receiver) == 5 * UNIT

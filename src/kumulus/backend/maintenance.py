@@ -19,10 +19,11 @@ from kumulus.backend.deposits import DepositWatcher
 from kumulus.backend.heartbeats import prune_heartbeats
 from kumulus.backend.models import Vm
 from kumulus.backend.nonces import prune_nonces
-from kumulus.backend.payouts import PayoutWorker
+from kumulus.backend.payouts import PayoutWorker, schedule_payouts
 from kumulus.backend.vms import VmService
 from kumulus.chain.client import ChainClient, ChainError
 from kumulus.config import BackendSettings
+from kumulus.core.money import parse_amount
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class Maintenance:
         self._chain = chain
         self._anchor_key = anchor_key
         self._last_anchor = time.monotonic()  # the first digest after one full interval
+        self._last_payouts = time.monotonic()
         self._db = db
         self._settings = settings
         self._keypair = keypair
@@ -81,11 +83,28 @@ class Maintenance:
             anchors.build(s)
             return anchors.submit_pending(s, self._chain, self._anchor_key)
 
-    def run_once(self, force_reputation: bool = False, force_anchor: bool = False) -> Report:
+    def _schedule_payouts(self, force: bool) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_payouts < self._settings.payout_interval:
+            return
+        self._last_payouts = now
+        minimum = parse_amount(self._settings.payout_minimum, self._settings.token_decimals)
+        with self._db.session() as s:
+            created = schedule_payouts(s, minimum)
+        if created:
+            log.info("scheduled %d payout(s) of providers' earnings", created)
+
+    def run_once(
+        self,
+        force_reputation: bool = False,
+        force_anchor: bool = False,
+        force_payouts: bool = False,
+    ) -> Report:
         report = Report()
         if self.deposits is not None and self.payouts is not None:
             try:  # the chain being away must not stop metering and the rest
                 report.deposits_credited = self.deposits.scan()
+                self._schedule_payouts(force_payouts)
                 report.payouts_paid = self.payouts.run_once()
                 report.anchored = self.anchor(force=force_anchor)
             except ChainError as exc:

@@ -23,7 +23,7 @@ from substrateinterface import Keypair
 from kumulus.backend import billing
 from kumulus.backend.clock import utcnow
 from kumulus.backend.db import Database
-from kumulus.backend.models import Payout
+from kumulus.backend.models import Payout, ProviderProfile
 from kumulus.chain.client import ChainClient, ChainError
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,22 @@ def request_payout(db: Session, account_id: int, address: str, amount: int, mini
     db.add(payout)
     db.commit()
     return payout
+
+
+def schedule_payouts(db: Session, minimum: int) -> int:
+    """Scheduled payouts: every provider with a linked wallet and at least `minimum` earned
+    gets a pending payout of everything earned. Returns how many were created."""
+    created = 0
+    for account_id, address in db.execute(
+        select(ProviderProfile.account_id, ProviderProfile.wallet_address).where(
+            ProviderProfile.wallet_address.is_not(None)
+        )
+    ).all():
+        earned = billing.balance(db, billing.PROVIDER, account_id)
+        if address is not None and earned >= max(minimum, 1):
+            request_payout(db, account_id, address, earned, minimum)
+            created += 1
+    return created
 
 
 class PayoutWorker:

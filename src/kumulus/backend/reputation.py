@@ -45,13 +45,21 @@ def lease_success(completed: int, failed: int) -> float:
 
 
 def score(
-    up: dict[str, float], registered_at: datetime, now: datetime, completed: int, failed: int
+    up: dict[str, float],
+    registered_at: datetime,
+    now: datetime,
+    completed: int,
+    failed: int,
+    drift: int = 0,
 ) -> Score:
+    """`drift`: containers the host reports that the backend never placed (each costs 0.05,
+    at most 0.2): a host running things behind the platform's back is less trusted."""
     values = {}
     for name, window in WINDOWS.items():
         since = max(aware(registered_at), now - window)
         values[name] = uptime(up.get(name, 0.0), (now - since).total_seconds())
     reputation = 0.2 * values["24h"] + 0.5 * values["7d"] + 0.3 * lease_success(completed, failed)
+    reputation = max(0.0, reputation - 0.05 * min(max(drift, 0), 4))
     return Score(
         uptime_24h=values["24h"],
         uptime_7d=values["7d"],
@@ -81,7 +89,13 @@ def recompute(db: Session, now: datetime | None = None) -> int:
         )
     }
     hosts = db.execute(
-        select(Host.id, Host.registered_at, Host.leases_completed, Host.leases_failed)
+        select(
+            Host.id,
+            Host.registered_at,
+            Host.leases_completed,
+            Host.leases_failed,
+            Host.unknown_vms,
+        )
     ).all()
     rows = []
     for host in hosts:
@@ -91,6 +105,7 @@ def recompute(db: Session, now: datetime | None = None) -> int:
             now,
             host.leases_completed,
             host.leases_failed,
+            host.unknown_vms,
         )
         rows.append(
             {

@@ -11,7 +11,7 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kumulus.console import account_views, developer_views, provider_views
+from kumulus.console import account_views, billing_views, developer_views, provider_views
 from kumulus.console.web import LoginRequiredError, render
 
 
@@ -25,6 +25,7 @@ def mount(app: FastAPI) -> None:
     app.include_router(account_views.router)
     app.include_router(developer_views.router)
     app.include_router(provider_views.router)
+    app.include_router(billing_views.router)
 
     @app.get("/", include_in_schema=False)
     def root() -> Response:

@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
+from kumulus.backend.api.routes import billing as billing_api
 from kumulus.backend.api.routes import provider as provider_api
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.deps import Db, Settings
@@ -66,6 +67,7 @@ def _hosts_context(db: Db, settings: Settings, account: Account) -> dict[str, An
 def hosts_page(request: Request, db: Db, settings: Settings, account: Provider) -> Response:
     profile = provider_api.profile_of(db, account)
     db.commit()
+    earnings = billing_api.get_billing(account, request, db, settings, limit=1)
     return render(
         request,
         "provider/hosts.html",
@@ -73,6 +75,8 @@ def hosts_page(request: Request, db: Db, settings: Settings, account: Provider) 
             "title": "Hosts",
             "nav": "hosts",
             "wallet": profile.wallet_address,
+            "earnings": earnings.balance,
+            "earning_rate": earnings.per_hour,
             **_hosts_context(db, settings, account),
         },
     )
