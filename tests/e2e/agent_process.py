@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import docker
 import httpx
 from substrateinterface import Keypair
 
@@ -154,3 +155,13 @@ def link_wallet(provider: httpx.Client, wallet: Keypair, wrap: bool = False) -> 
             "signature": "0x" + bytes(wallet.sign(signed)).hex(),
         },
     )
+
+
+def remove_agent_vms(docker_client: docker.DockerClient, state_dir: Path) -> None:
+    """Remove the VMs and networks of the agent whose state is in `state_dir` (test cleanup)."""
+    agent_id = (state_dir / "agent-id").read_text().strip()
+    label = {"label": f"io.kumulus.agent={agent_id}"}
+    for container in docker_client.containers.list(all=True, filters=label):
+        container.remove(force=True, v=True)
+    for network in docker_client.networks.list(filters=label):
+        network.remove()

@@ -15,7 +15,13 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic, write_secret_file
-from tests.e2e.agent_process import AgentProcess, BackendProcess, link_wallet, register_agent
+from tests.e2e.agent_process import (
+    AgentProcess,
+    BackendProcess,
+    link_wallet,
+    register_agent,
+    remove_agent_vms,
+)
 from tests.e2e.browser import screenshot
 from tests.e2e.test_marketplace import _account
 
@@ -186,11 +192,5 @@ def test_developer_console_end_to_end(
     finally:
         context.close()
         agent.stop()
-        agent_id = (agent.state_dir / "agent-id").read_text().strip()
-        for c in docker_client.containers.list(
-            all=True, filters={"label": f"io.kumulus.agent={agent_id}"}
-        ):
-            c.remove(force=True, v=True)
-        for n in docker_client.networks.list(filters={"label": f"io.kumulus.agent={agent_id}"}):
-            n.remove()
+        remove_agent_vms(docker_client, agent.state_dir)
         backend.stop()

@@ -16,7 +16,7 @@ import pytest
 
 from kumulus.chain.client import ChainClient
 from kumulus.core.signing import load_keypair
-from tests.e2e.agent_process import free_port
+from tests.e2e.agent_process import free_port, remove_agent_vms
 from tests.e2e.chain import SPEC, UNIT
 from tests.e2e.test_marketplace import _account
 
@@ -66,10 +66,6 @@ def test_up_with_a_local_chain(docker_client: docker.DockerClient, tmp_path: Pat
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=60)
-        agent_id = (tmp_path / "agent" / "agent-id").read_text().strip()
-        for c in docker_client.containers.list(
-            all=True, filters={"label": f"io.kumulus.agent={agent_id}"}
-        ):
-            c.remove(force=True, v=True)
+        remove_agent_vms(docker_client, tmp_path / "agent")
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{ports['chain']}", timeout=2)

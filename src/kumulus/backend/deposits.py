@@ -11,21 +11,16 @@ from __future__ import annotations
 import logging
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from kumulus.backend import billing
 from kumulus.backend.clock import utcnow
-from kumulus.backend.db import Database
+from kumulus.backend.db import Database, upsert_insert
 from kumulus.backend.models import ChainCursor, ChainDeposit, DeveloperWallet
 from kumulus.chain.client import ChainClient, Transfer
 
 log = logging.getLogger(__name__)
 CURSOR = "deposits"
-
-
-def _insert(db: Session):  # type: ignore[no-untyped-def]
-    return postgresql.insert if db.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 class DepositWatcher:
@@ -62,7 +57,7 @@ class DepositWatcher:
             s.commit()
 
     def _move_cursor(self, s: Session, number: int) -> None:
-        stmt = _insert(s)(ChainCursor).values(name=CURSOR, block_number=number)
+        stmt = upsert_insert(s, ChainCursor).values(name=CURSOR, block_number=number)
         s.execute(
             stmt.on_conflict_do_update(index_elements=["name"], set_={"block_number": number})
         )
@@ -72,7 +67,7 @@ class DepositWatcher:
             select(DeveloperWallet.account_id).where(DeveloperWallet.address == transfer.sender)
         )
         inserted = s.execute(
-            _insert(s)(ChainDeposit)
+            upsert_insert(s, ChainDeposit)
             .values(
                 block_hash=transfer.block_hash,
                 event_index=transfer.event_index,

@@ -34,12 +34,11 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from kumulus.backend.clock import aware, utcnow
-from kumulus.backend.db import Database
+from kumulus.backend.db import Database, upsert_insert
 from kumulus.backend.models import Heartbeat, Host, HostUptime, Vm
 from kumulus.backend.vms import reconcile_inventory
 
@@ -294,10 +293,8 @@ class HeartbeatWriter:
             last = hosts[host_id][1]  # None for a first heartbeat: nothing to credit yet
             gap = 0.0 if last is None else (now - aware(last)).total_seconds()
             up[host_id] = max(0.0, min(gap, self._ttl))
-        dialect = s.get_bind().dialect.name
-        builder = postgresql.insert if dialect == "postgresql" else sqlite.insert
         hour = hour_of(now)
-        stmt = builder(HostUptime).values(
+        stmt = upsert_insert(s, HostUptime).values(
             host_id=bindparam("h", type_=String()),
             hour=bindparam("hour", type_=BigInteger()),
             up_seconds=bindparam("up"),

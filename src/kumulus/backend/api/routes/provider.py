@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import secrets
 from datetime import timedelta
 
 from fastapi import APIRouter, HTTPException, status
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from kumulus.backend.clock import aware, utcnow
+from kumulus.backend.clock import utcnow
 from kumulus.backend.deps import CurrentProvider, Db, Settings
 from kumulus.backend.hosts import host_public, prices_in, prices_out, starting_prices
-from kumulus.backend.models import Account, Host, HostToken, ProviderProfile, WalletChallenge
+from kumulus.backend.models import Account, Host, HostToken, ProviderProfile
 from kumulus.backend.schemas import (
     HostPublic,
     HostTokenCreated,
@@ -23,8 +22,8 @@ from kumulus.backend.schemas import (
     WalletLinkIn,
 )
 from kumulus.backend.security import new_token
+from kumulus.backend.wallet_links import new_challenge, spend_challenge
 from kumulus.config import BackendSettings
-from kumulus.core.signing import SignatureError, public_key_of, verify_wallet_signature
 
 router = APIRouter(prefix="/v1/provider", tags=["provider"])
 
@@ -78,42 +77,14 @@ def put_profile(
     "/wallet/challenge", response_model=WalletChallengeOut, status_code=status.HTTP_201_CREATED
 )
 def wallet_challenge(account: CurrentProvider, db: Db, settings: Settings) -> WalletChallengeOut:
-    expires = utcnow() + timedelta(seconds=settings.challenge_ttl)
-    message = (
-        f"Kumulus: link this wallet to account {account.email} "
-        f"(nonce {secrets.token_hex(16)}, valid until {expires:%Y-%m-%dT%H:%M:%SZ})"
-    )
-    row = WalletChallenge(account_id=account.id, message=message, expires_at=expires)
-    db.add(row)
-    db.commit()
-    return WalletChallengeOut(challenge_id=row.id, message=message, expires_at=expires)
+    return new_challenge(db, account, settings.challenge_ttl, "")
 
 
 @router.post("/wallet/link", response_model=ProviderProfileOut)
 def wallet_link(
     body: WalletLinkIn, account: CurrentProvider, db: Db, settings: Settings
 ) -> ProviderProfileOut:
-    challenge = db.get(WalletChallenge, body.challenge_id)
-    if challenge is None or challenge.account_id != account.id:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no challenge {body.challenge_id}")
-    if challenge.used_at is not None or aware(challenge.expires_at) < utcnow():
-        raise HTTPException(
-            status.HTTP_409_CONFLICT, "challenge used or expired: ask for a new one"
-        )
-    try:
-        public_key_of(body.address)
-        verify_wallet_signature(body.address, challenge.message, body.signature)
-    except SignatureError as exc:
-        raise HTTPException(422, f"wallet not linked: {exc.reason}") from exc
-    # A challenge links one wallet once, even when two requests race with it.
-    claimed = db.execute(
-        update(WalletChallenge)
-        .where(WalletChallenge.id == challenge.id, WalletChallenge.used_at.is_(None))
-        .values(used_at=utcnow())
-    )
-    if claimed.rowcount != 1:  # type: ignore[attr-defined]
-        db.rollback()
-        raise HTTPException(status.HTTP_409_CONFLICT, "challenge already used")
+    spend_challenge(db, account, body)
     profile = profile_of(db, account)
     profile.wallet_address = body.address
     try:

@@ -3,17 +3,14 @@ credit the balance), where to deposit, and providers' payouts."""
 
 from __future__ import annotations
 
-import secrets
-from datetime import timedelta
-
 from fastapi import APIRouter, HTTPException, Request, status
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.deps import CurrentDeveloper, CurrentProvider, Db, Settings
 from kumulus.backend.hosts import to_planck
-from kumulus.backend.models import DeveloperWallet, Payout, ProviderProfile, WalletChallenge
+from kumulus.backend.models import DeveloperWallet, Payout, ProviderProfile
 from kumulus.backend.payouts import PayoutError, request_payout
 from kumulus.backend.schemas import (
     DepositInfo,
@@ -23,8 +20,8 @@ from kumulus.backend.schemas import (
     WalletLinkIn,
     WalletOut,
 )
+from kumulus.backend.wallet_links import new_challenge, spend_challenge
 from kumulus.core.money import format_amount
-from kumulus.core.signing import SignatureError, public_key_of, verify_wallet_signature
 
 router = APIRouter(prefix="/v1", tags=["billing"])
 
@@ -40,37 +37,12 @@ SETTLEMENT_OFF = (
 def developer_wallet_challenge(
     account: CurrentDeveloper, db: Db, settings: Settings
 ) -> WalletChallengeOut:
-    expires = utcnow() + timedelta(seconds=settings.challenge_ttl)
-    message = (
-        f"Kumulus: link this wallet to account {account.email} for deposits "
-        f"(nonce {secrets.token_hex(16)}, valid until {expires:%Y-%m-%dT%H:%M:%SZ})"
-    )
-    row = WalletChallenge(account_id=account.id, message=message, expires_at=expires)
-    db.add(row)
-    db.commit()
-    return WalletChallengeOut(challenge_id=row.id, message=message, expires_at=expires)
+    return new_challenge(db, account, settings.challenge_ttl, " for deposits")
 
 
 @router.post("/wallet/link", response_model=WalletOut, status_code=status.HTTP_201_CREATED)
 def developer_wallet_link(body: WalletLinkIn, account: CurrentDeveloper, db: Db) -> WalletOut:
-    challenge = db.get(WalletChallenge, body.challenge_id)
-    if challenge is None or challenge.account_id != account.id:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no challenge {body.challenge_id}")
-    if challenge.used_at is not None or aware(challenge.expires_at) < utcnow():
-        raise HTTPException(status.HTTP_409_CONFLICT, "challenge used or expired: ask again")
-    try:
-        public_key_of(body.address)
-        verify_wallet_signature(body.address, challenge.message, body.signature)
-    except SignatureError as exc:
-        raise HTTPException(422, f"wallet not linked: {exc.reason}") from exc
-    claimed = db.execute(
-        update(WalletChallenge)
-        .where(WalletChallenge.id == challenge.id, WalletChallenge.used_at.is_(None))
-        .values(used_at=utcnow())
-    )
-    if claimed.rowcount != 1:  # type: ignore[attr-defined]
-        db.rollback()
-        raise HTTPException(status.HTTP_409_CONFLICT, "challenge already used")
+    spend_challenge(db, account, body)
     db.add(DeveloperWallet(address=body.address, account_id=account.id, linked_at=utcnow()))
     try:
         db.commit()

@@ -1,0 +1,54 @@
+"""Proving wallet ownership: the backend issues a challenge, the wallet signs it (raw or
+<Bytes>-wrapped, as polkadot.js and Talisman sign), the challenge is spent once."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+
+from fastapi import HTTPException, status
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from kumulus.backend.clock import aware, utcnow
+from kumulus.backend.models import Account, WalletChallenge
+from kumulus.backend.schemas import WalletChallengeOut, WalletLinkIn
+from kumulus.core.signing import SignatureError, public_key_of, verify_wallet_signature
+
+
+def new_challenge(db: Session, account: Account, ttl: float, purpose: str) -> WalletChallengeOut:
+    expires = utcnow() + timedelta(seconds=ttl)
+    message = (
+        f"Kumulus: link this wallet to account {account.email}{purpose} "
+        f"(nonce {secrets.token_hex(16)}, valid until {expires:%Y-%m-%dT%H:%M:%SZ})"
+    )
+    row = WalletChallenge(account_id=account.id, message=message, expires_at=expires)
+    db.add(row)
+    db.commit()
+    return WalletChallengeOut(challenge_id=row.id, message=message, expires_at=expires)
+
+
+def spend_challenge(db: Session, account: Account, body: WalletLinkIn) -> None:
+    """Check the signature of the account's challenge and spend the challenge (in the
+    caller's transaction; the caller records the link and commits). HTTP errors otherwise."""
+    challenge = db.get(WalletChallenge, body.challenge_id)
+    if challenge is None or challenge.account_id != account.id:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no challenge {body.challenge_id}")
+    if challenge.used_at is not None or aware(challenge.expires_at) < utcnow():
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, "challenge used or expired: ask for a new one"
+        )
+    try:
+        public_key_of(body.address)
+        verify_wallet_signature(body.address, challenge.message, body.signature)
+    except SignatureError as exc:
+        raise HTTPException(422, f"wallet not linked: {exc.reason}") from exc
+    # A challenge links one wallet once, even when two requests race with it.
+    claimed = db.execute(
+        update(WalletChallenge)
+        .where(WalletChallenge.id == challenge.id, WalletChallenge.used_at.is_(None))
+        .values(used_at=utcnow())
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        db.rollback()
+        raise HTTPException(status.HTTP_409_CONFLICT, "challenge already used")
