@@ -9,11 +9,12 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 from substrateinterface import Keypair
 
 from kumulus.backend import anchors, billing, reputation
+from kumulus.backend.clock import utcnow
 from kumulus.backend.db import Database
 from kumulus.backend.deposits import DepositWatcher
 from kumulus.backend.heartbeats import prune_heartbeats
@@ -110,9 +111,16 @@ class Maintenance:
             except ChainError as exc:
                 log.warning("chain unavailable this pass: %s", exc)
         with self._db.session() as s:
+            # Deletes a user asked for in the last seconds are still being done by their
+            # request; take over only those that were deferred or left behind.
+            stale = utcnow() - timedelta(seconds=30)
             pending = list(
                 s.scalars(
-                    select(Vm).where(Vm.intended_state == "deleted", Vm.actual_state != "deleted")
+                    select(Vm).where(
+                        Vm.intended_state == "deleted",
+                        Vm.actual_state != "deleted",
+                        or_(Vm.actual_state == "deleting", Vm.updated_at < stale),
+                    )
                 )
             )
             service = VmService(s, self._settings, self._keypair)
@@ -180,6 +188,11 @@ class Maintenance:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
+        if self.payouts is not None:
+            try:
+                self.payouts.close()
+            except Exception:  # the database is going away too; the lease just expires
+                log.warning("could not release the payout lease; it expires by itself")
 
     def _run(self) -> None:
         while not self._stop.wait(self._settings.maintenance_interval):

@@ -357,3 +357,14 @@ class AnchorLeaf(Base):
     # Who may ask for this record's proof (developer, provider); None: anyone logged in.
     account_id: Mapped[int | None] = mapped_column(Integer, index=True)
     other_account_id: Mapped[int | None] = mapped_column(Integer, index=True)
+
+
+class WorkerLease(Base):
+    """A job only one backend process may run at a time (e.g. sending payouts, whose nonces
+    must come from one sender). Held by `owner` until `expires_at` (epoch seconds)."""
+
+    __tablename__ = "worker_leases"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[float] = mapped_column(Float)

@@ -15,12 +15,15 @@ The payout key is used for payouts only, so its nonces are ours to assign."""
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import socket
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 from substrateinterface import Keypair
 
-from kumulus.backend import billing
+from kumulus.backend import billing, leases
 from kumulus.backend.clock import utcnow
 from kumulus.backend.db import Database
 from kumulus.backend.models import Payout, ProviderProfile
@@ -79,14 +82,34 @@ def schedule_payouts(db: Session, minimum: int) -> int:
     return created
 
 
+LEASE = "payout-sender"
+LEASE_TTL = 120.0
+
+
 class PayoutWorker:
-    def __init__(self, db: Database, chain: ChainClient, key: Keypair) -> None:
+    """Sends payouts. Only the process holding the `payout-sender` lease sends, so the payout
+    key's nonces are assigned by one sender at a time; a holder that dies loses the lease
+    after LEASE_TTL and the next one reconciles what it left."""
+
+    def __init__(
+        self, db: Database, chain: ChainClient, key: Keypair, owner: str | None = None
+    ) -> None:
         self._db = db
         self._chain = chain
         self._key = key
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+    def close(self) -> None:
+        """Release the sender lease (clean shutdown)."""
+        with self._db.session() as s:
+            leases.release(s, LEASE, self.owner)
 
     def run_once(self) -> int:
-        """Reconcile what was submitted, then send pending payouts; returns how many paid."""
+        """Reconcile what was submitted, then send pending payouts; returns how many paid
+        (0 when another process holds the sender lease)."""
+        with self._db.session() as s:
+            if not leases.acquire(s, LEASE, self.owner, LEASE_TTL):
+                return 0
         paid = self.reconcile()
         with self._db.session() as s:
             pending = list(
@@ -133,8 +156,13 @@ class PayoutWorker:
             if exc.retry:
                 log.warning("payout %d not sent yet (%s); retrying later", payout.id, exc)
                 return False
-            # A nonce already used means it may have been included: reconcile decides.
-            log.warning("payout %d: the chain said %s; reconciling", payout.id, exc)
+            if self._chain.nonce(self._key.ss58_address) > payout.nonce:
+                # The nonce got used: it may be this transfer; reconcile looks it up.
+                log.warning("payout %d: the chain said %s; reconciling", payout.id, exc)
+                return False
+            # Refused and not included: nothing was paid. Give the earnings back; the nonce
+            # goes to the next payout (they are assigned from the chain's count).
+            self._fail(s, payout, str(exc))
             return False
         payout.status, payout.extrinsic_hash = "paid", receipt.extrinsic_hash
         payout.block_number, payout.fee = receipt.block_number, receipt.fee
@@ -142,6 +170,19 @@ class PayoutWorker:
         s.commit()
         log.info("payout %d of %d paid in block %d", payout.id, payout.amount, receipt.block_number)
         return True
+
+    def _fail(self, s: Session, payout: Payout, error: str) -> None:
+        payout.status, payout.error, payout.updated_at = "failed", error[:500], utcnow()
+        billing.post(
+            s,
+            [
+                billing.Leg(billing.CHAIN, None, -payout.amount, "payout"),
+                billing.Leg(billing.PROVIDER, payout.account_id, payout.amount, "refund"),
+            ],
+            memo=f"payout {payout.id} failed",
+        )
+        s.commit()
+        log.warning("payout %d failed and was refunded: %s", payout.id, error)
 
     def reconcile(self) -> int:
         """Settle `submitted` payouts with what the chain says; returns how many were found
@@ -179,17 +220,7 @@ class PayoutWorker:
                 if found.success:
                     payout.status = "paid"
                     paid += 1
+                    s.commit()
                 else:
-                    payout.status, payout.error = "failed", "the transfer failed on chain"
-                    billing.post(
-                        s,
-                        [
-                            billing.Leg(billing.CHAIN, None, -payout.amount, "payout"),
-                            billing.Leg(
-                                billing.PROVIDER, payout.account_id, payout.amount, "refund"
-                            ),
-                        ],
-                        memo=f"payout {payout.id} failed",
-                    )
-                s.commit()
+                    self._fail(s, payout, "the transfer failed on chain")
         return paid

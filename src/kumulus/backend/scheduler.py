@@ -154,10 +154,12 @@ def place(
     raise NoHostFitsError(explain(db, want, ttl, exclude, money))
 
 
-def release(db: Session, host_id: str, want: Want) -> None:
-    """Give `want` back to the host's free capacity (always succeeds); commits."""
+def release(db: Session, host_id: str, want: Want, commit: bool = True) -> None:
+    """Give `want` back to the host's free capacity (always succeeds); commits unless told
+    the caller's transaction goes on."""
     db.execute(_RELEASE, {"id": host_id, "cpu": want.cpu, "memory": want.memory, "disk": want.disk})
-    db.commit()
+    if commit:
+        db.commit()
 
 
 def explain(

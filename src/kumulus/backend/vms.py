@@ -336,9 +336,11 @@ class VmService:
                     raise HTTPException(
                         status.HTTP_502_BAD_GATEWAY, f"the host refused: {exc.detail}"
                     ) from exc
-        ran = vm.actual_state in ("running", "stopped", "starting", "restarting")
+        # A lease completed if the VM ever ran on its host (it was metered from then on),
+        # whatever state a racing delete left it in.
+        ran = vm.agent_vm_id is not None and vm.metered_until is not None
         # The user's request and the maintenance loop may both get here: exactly one of
-        # them releases the capacity and counts the lease.
+        # them releases the capacity and counts the lease, in one transaction.
         claimed = self.db.execute(
             update(Vm)
             .where(Vm.id == vm.id, Vm.actual_state != "deleted")
@@ -347,7 +349,7 @@ class VmService:
         )
         if claimed.rowcount == 1:  # type: ignore[attr-defined]
             if vm.reserved and vm.host_id:
-                release(self.db, vm.host_id, want_of(vm))  # commits the claim with it
+                release(self.db, vm.host_id, want_of(vm), commit=False)
             if ran and host is not None:
                 _count_lease(self.db, host.id, completed=True)
         self.db.commit()
