@@ -223,11 +223,17 @@ def backend_rescan_deposits(
 @app.command("verify")
 def verify_record(
     proof_file: Annotated[Path, typer.Argument(help="a proof document (GET /v1/anchors/...)")],
-    chain: Annotated[str | None, typer.Option(help="node URL (default: the document's)")] = None,
+    chain: Annotated[
+        str | None, typer.Option(help="a node you trust (default: the document's, with a warning)")
+    ] = None,
+    signer: Annotated[
+        str | None,
+        typer.Option(help="the platform's anchor address (GET /healthz: anchorAddress)"),
+    ] = None,
 ) -> None:
     """Check a usage record or reputation score against the root anchored on chain, without
-    trusting the backend: the Merkle proof must lead to the root, and that root must be in
-    a System.remark of the block."""
+    trusting the backend: the Merkle proof must lead to the root, the root must be in a
+    remark signed by the platform's anchor key, in a finalized block of the chain."""
     import json
 
     from kumulus.chain.client import ChainClient, ChainError
@@ -237,20 +243,39 @@ def verify_record(
         doc = json.loads(proof_file.read_text())
         record, proof, root = doc["record"], [tuple(p) for p in doc["proof"]], doc["root"]
         remark, block_hash = doc["remark"].encode(), doc["blockHash"]
+        number = int(doc["blockNumber"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise _fail(f"not a proof document: {exc}") from exc
     if not verify(record, proof, root) or not remark.startswith(
         f"kumulus-anchor:v1:{root}:".encode()
     ):
         raise _fail("NOT VERIFIED: the record does not belong to the anchored root")
+    expected_signer = signer or doc.get("anchorAddress")
+    if chain is None or signer is None:
+        typer.secho(
+            "warning: trusting the document for the node URL or the anchor address; pass "
+            "--chain and --signer from sources you trust",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
     try:
         client = ChainClient(chain or doc["chainUrl"])
+        canonical = client.block_hash(number) == block_hash
+        final = number <= client.finalized_number()
         on_chain = client.remarks(block_hash)
     except ChainError as exc:
         raise _fail(str(exc)) from exc
-    if remark not in on_chain:
-        raise _fail(f"NOT VERIFIED: block {block_hash} carries no anchor with root {root}")
-    typer.echo(f"verified: record is in the digest {root} anchored in block {doc['blockNumber']}")
+    if not canonical or not final:
+        raise _fail(f"NOT VERIFIED: block {number} {block_hash} is not a finalized block")
+    if not any(
+        data == remark
+        and (expected_signer is None or client.same_account(who or "", expected_signer))
+        for who, data in on_chain
+    ):
+        raise _fail(
+            f"NOT VERIFIED: block {number} carries no anchor of root {root} by the platform"
+        )
+    typer.echo(f"verified: record is in the digest {root} anchored in block {number}")
 
 
 # -- image ----------------------------------------------------------------------------------

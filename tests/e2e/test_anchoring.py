@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from substrateinterface import Keypair
 
 from kumulus.backend import anchors, billing
 from kumulus.backend.clock import utcnow
@@ -23,10 +24,10 @@ from tests.e2e.chain import UNIT, fund
 pytestmark = pytest.mark.slow
 
 
-def _verify(doc: dict, path: Path) -> subprocess.CompletedProcess[str]:  # type: ignore[type-arg]
+def _verify(doc: dict, path: Path, *extra: str) -> subprocess.CompletedProcess[str]:  # type: ignore[type-arg]
     path.write_text(json.dumps(doc))
     return subprocess.run(
-        [sys.executable, "-m", "kumulus.cli", "verify", str(path)],
+        [sys.executable, "-m", "kumulus.cli", "verify", str(path), *extra],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
 
@@ -45,25 +46,42 @@ def test_anchored_records_verify_and_tampered_ones_do_not(
         s.commit()
         for minutes in (10, 20, 30):  # three usage charges
             billing.meter(s, machine, 1000, now=t0 + timedelta(minutes=minutes))
-        anchor = anchors.build(s)
+        # Entries settle for a few seconds before they are digested (commit races).
+        assert anchors.build(s, now=utcnow()) is not None
+        s.rollback()
+        s.query(anchors.Anchor).delete()
+        s.commit()
+        anchor = anchors.build(s, now=utcnow() + anchors.SETTLE + timedelta(seconds=1))
         assert anchor is not None and anchor.leaf_count == 4  # 3 usage + 1 reputation
         chain = ChainClient(dev_chain.url)
         assert anchors.submit_pending(s, chain, key) == 1
         s.refresh(anchor)
         assert anchor.status == "anchored" and anchor.block_hash
-        doc = anchors.proof_document(s, anchor, 1, dev_chain.url)
+        doc = anchors.proof_document(s, anchor, 1, dev_chain.url, key.ss58_address)
     assert doc["record"]["type"] == "usage" and doc["record"]["charged"] > 0
 
-    ok = _verify(doc, tmp_path / "proof.json")
+    trusted = ("--chain", dev_chain.url, "--signer", key.ss58_address)
+    ok = _verify(doc, tmp_path / "proof.json", *trusted)
     assert ok.returncode == 0, ok.stderr
-    assert f"anchored in block {doc['blockNumber']}" in ok.stdout
+    assert f"anchored in block {doc['blockNumber']}" in ok.stdout and "warning" not in ok.stderr
+    assert "warning: trusting the document" in _verify(doc, tmp_path / "p2.json").stderr
+
+    # Remarks are open to anyone: the same anchor text posted by someone else is refused.
+    bob = Keypair.create_from_uri("//Bob", ss58_format=42)
+    copy = ChainClient(dev_chain.url).remark(bob, doc["remark"].encode())
+    impostor = {**doc, "blockHash": copy.block_hash, "blockNumber": copy.block_number}
+    refused = _verify(impostor, tmp_path / "impostor.json", *trusted)
+    assert refused.returncode == 1 and "by the platform" in refused.stderr
+    # A block number that does not match the hash is refused too.
+    moved = {**doc, "blockNumber": doc["blockNumber"] + 1}
+    assert _verify(moved, tmp_path / "moved.json", *trusted).returncode == 1
 
     tampered = {**doc, "record": {**doc["record"], "charged": doc["record"]["charged"] - 1}}
-    bad = _verify(tampered, tmp_path / "tampered.json")
+    bad = _verify(tampered, tmp_path / "tampered.json", *trusted)
     assert bad.returncode == 1 and "NOT VERIFIED" in bad.stderr
 
     # A proof that is internally consistent but whose root was never anchored is refused too.
     forged_root = "ab" * 32
     forged = {**doc, "proof": [], "root": forged_root,
               "remark": f"kumulus-anchor:v1:{forged_root}:{doc['anchorId']}"}  # fmt: skip
-    assert _verify(forged, tmp_path / "forged.json").returncode == 1
+    assert _verify(forged, tmp_path / "forged.json", *trusted).returncode == 1

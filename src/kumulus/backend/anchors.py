@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -30,18 +30,27 @@ def remark_of(anchor: Anchor) -> bytes:
     return PREFIX + f"{anchor.root}:{anchor.id}".encode()
 
 
-def _usage_records(db: Session, since: datetime, until: datetime) -> list[dict[str, Any]]:
+# Entries younger than this may belong to a transaction still committing elsewhere (ids are
+# handed out before commit); they wait for the next digest instead of being skipped forever.
+SETTLE = timedelta(seconds=10)
+
+
+def _usage_records(db: Session, after_id: int, until: datetime) -> tuple[list[dict[str, Any]], int]:
+    """Usage transactions whose legs have ids above `after_id` and are older than SETTLE;
+    returns them and the highest leg id taken."""
     legs: dict[str, list[LedgerEntry]] = defaultdict(list)
+    top = after_id
     for leg in db.scalars(
         select(LedgerEntry)
         .where(
             LedgerEntry.kind.in_(("usage", "fee")),
-            LedgerEntry.created_at > since,
-            LedgerEntry.created_at <= until,
+            LedgerEntry.id > after_id,
+            LedgerEntry.created_at <= until - SETTLE,
         )
         .order_by(LedgerEntry.id)
     ):
         legs[leg.txn_id].append(leg)
+        top = max(top, leg.id)
     records = []
     for txn, parts in legs.items():
         by = {p.account_type: p for p in parts}
@@ -60,7 +69,7 @@ def _usage_records(db: Session, since: datetime, until: datetime) -> list[dict[s
                 "at": aware(parts[0].created_at).isoformat(),
             }
         )
-    return records
+    return records, top
 
 
 def _reputation_records(db: Session, at: datetime) -> list[dict[str, Any]]:
@@ -86,9 +95,10 @@ def build(db: Session, now: datetime | None = None) -> Anchor | None:
     if db.scalar(select(Anchor.id).where(Anchor.status == "pending")) is not None:
         return None
     now = now or utcnow()
-    last = db.scalar(select(Anchor.period_end).order_by(Anchor.id.desc()).limit(1))
-    since = aware(last) if last else datetime(1970, 1, 1, tzinfo=UTC)
-    records = _usage_records(db, since, now) + _reputation_records(db, now)
+    previous = db.scalars(select(Anchor).order_by(Anchor.id.desc()).limit(1)).first()
+    since = aware(previous.period_end) if previous else datetime(1970, 1, 1, tzinfo=UTC)
+    usage, top = _usage_records(db, previous.max_entry_id if previous else 0, now)
+    records = usage + _reputation_records(db, now)
     if not records:
         return None
     root, _ = root_and_proofs(records)
@@ -97,6 +107,7 @@ def build(db: Session, now: datetime | None = None) -> Anchor | None:
         period_end=now,
         root=root,
         leaf_count=len(records),
+        max_entry_id=top,
         status="pending",
         created_at=now,
     )
@@ -133,7 +144,9 @@ def submit_pending(db: Session, chain: ChainClient, key: Keypair) -> int:
     return done
 
 
-def proof_document(db: Session, anchor: Anchor, index: int, chain_url: str) -> dict[str, Any]:
+def proof_document(
+    db: Session, anchor: Anchor, index: int, chain_url: str, anchor_address: str | None = None
+) -> dict[str, Any]:
     """What `kumulus verify` needs to check one record on its own."""
     leaves = list(
         db.scalars(
@@ -151,4 +164,5 @@ def proof_document(db: Session, anchor: Anchor, index: int, chain_url: str) -> d
         "blockHash": anchor.block_hash,
         "blockNumber": anchor.block_number,
         "chainUrl": chain_url,
+        "anchorAddress": anchor_address,
     }

@@ -103,7 +103,13 @@ def create_app(settings: BackendSettings) -> FastAPI:
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, Any]:
-        return {"ok": True, "version": __version__, "backendAddress": keypair.ss58_address}
+        return {
+            "ok": True,
+            "version": __version__,
+            "backendAddress": keypair.ss58_address,
+            "anchorAddress": anchor_key.ss58_address if anchor_key else None,
+            "settlement": "on" if chain else "off",
+        }
 
     app.include_router(auth.router)
     app.include_router(provider.router)

@@ -43,7 +43,11 @@ class DepositWatcher:
             if last is None:
                 last = head - 1
             for number in range(last + 1, min(head, last + max_blocks) + 1):
-                transfers = [t for t in self._chain.transfers(number) if t.dest == self.address]
+                transfers = [
+                    t
+                    for t in self._chain.transfers(number)
+                    if self._chain.same_account(t.dest, self.address)
+                ]
                 credited += sum(self._record(s, t) for t in transfers)
                 self._move_cursor(s, number)
                 s.commit()

@@ -4,23 +4,26 @@ through the database, so any number of backend processes may run it at once."""
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import socket
 import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 from substrateinterface import Keypair
 
-from kumulus.backend import anchors, billing, reputation
+from kumulus.backend import anchors, billing, leases, reputation
 from kumulus.backend.clock import utcnow
 from kumulus.backend.db import Database
 from kumulus.backend.deposits import DepositWatcher
 from kumulus.backend.heartbeats import prune_heartbeats
 from kumulus.backend.models import Vm
 from kumulus.backend.nonces import prune_nonces
-from kumulus.backend.payouts import PayoutWorker, schedule_payouts
+from kumulus.backend.payouts import PayoutWorker
 from kumulus.backend.vms import VmService
 from kumulus.chain.client import ChainClient, ChainError
 from kumulus.config import BackendSettings
@@ -59,7 +62,8 @@ class Maintenance:
         self._chain = chain
         self._anchor_key = anchor_key
         self._last_anchor = time.monotonic()  # the first digest after one full interval
-        self._last_payouts = time.monotonic()
+        self._last_payouts = 0.0  # scheduled payouts are due at start, then every interval
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._db = db
         self._settings = settings
         self._keypair = keypair
@@ -78,22 +82,25 @@ class Maintenance:
         now = time.monotonic()
         if not force and now - self._last_anchor < self._settings.anchor_interval:
             with self._db.session() as s:  # still retry one that could not be sent
+                if not leases.acquire(s, "anchors", self._owner, 300):
+                    return 0
                 return anchors.submit_pending(s, self._chain, self._anchor_key)
         self._last_anchor = now
         with self._db.session() as s:
+            # One process digests and submits at a time (no overlapping or doubled anchors).
+            if not leases.acquire(s, "anchors", self._owner, 300):
+                return 0
             anchors.build(s)
             return anchors.submit_pending(s, self._chain, self._anchor_key)
 
-    def _schedule_payouts(self, force: bool) -> None:
+    def _payout_schedule(self, force: bool) -> int | None:
+        """The minimum for scheduled payouts when they are due this pass, else None (they
+        are created by the payout worker, under its lease)."""
         now = time.monotonic()
         if not force and now - self._last_payouts < self._settings.payout_interval:
-            return
+            return None
         self._last_payouts = now
-        minimum = parse_amount(self._settings.payout_minimum, self._settings.token_decimals)
-        with self._db.session() as s:
-            created = schedule_payouts(s, minimum)
-        if created:
-            log.info("scheduled %d payout(s) of providers' earnings", created)
+        return parse_amount(self._settings.payout_minimum, self._settings.token_decimals)
 
     def run_once(
         self,
@@ -102,14 +109,6 @@ class Maintenance:
         force_payouts: bool = False,
     ) -> Report:
         report = Report()
-        if self.deposits is not None and self.payouts is not None:
-            try:  # the chain being away must not stop metering and the rest
-                report.deposits_credited = self.deposits.scan()
-                self._schedule_payouts(force_payouts)
-                report.payouts_paid = self.payouts.run_once()
-                report.anchored = self.anchor(force=force_anchor)
-            except ChainError as exc:
-                log.warning("chain unavailable this pass: %s", exc)
         with self._db.session() as s:
             # Deletes a user asked for in the last seconds are still being done by their
             # request; take over only those that were deferred or left behind.
@@ -147,6 +146,17 @@ class Maintenance:
             ):
                 report.reputations = reputation.recompute(s)
                 self._last_reputation = now
+        # Chain work last: a chain that is away (or a bug in talking to it) must never
+        # hold up metering, deletes and the rest above.
+        if self.deposits is not None and self.payouts is not None:
+            try:
+                report.deposits_credited = self.deposits.scan()
+                report.payouts_paid = self.payouts.run_once(self._payout_schedule(force_payouts))
+                report.anchored = self.anchor(force=force_anchor)
+            except ChainError as exc:
+                log.warning("chain unavailable this pass: %s", exc)
+            except Exception:
+                log.exception("chain work failed this pass; retrying at the next")
         return report
 
     def _meter_and_enforce(self, s: Session, service: VmService, report: Report) -> None:
@@ -168,15 +178,28 @@ class Maintenance:
         for vm in vms:
             if vm.account_id not in broke or vm.intended_state != "running":
                 continue
+            s.refresh(vm)
+            if vm.intended_state != "running":  # deleted or stopped meanwhile
+                continue
             try:
                 service.stop(vm)
             except Exception as exc:  # host away: it stays wanted-stopped and is retried
                 s.rollback()
                 log.warning("VM %s: stop for insufficient funds failed: %s", vm.id, exc)
-            vm.intended_state = "stopped"
-            vm.actual_state = "insufficient_funds"
-            vm.failure_reason = "stopped because the balance is used up; deposit, then start it"
+            # Only over a stop: a delete that raced with this keeps winning.
+            marked = s.execute(
+                update(Vm)
+                .where(Vm.id == vm.id, Vm.intended_state.in_(("running", "stopped")))
+                .values(
+                    intended_state="stopped",
+                    actual_state="insufficient_funds",
+                    failure_reason="stopped because the balance is used up; deposit, then start it",
+                )
+                .execution_options(synchronize_session=False)
+            )
             s.commit()
+            if marked.rowcount != 1:  # type: ignore[attr-defined]
+                continue
             report.stopped_for_funds += 1
             log.info("VM %s stopped: its developer's balance is used up", vm.id)
 
@@ -188,8 +211,8 @@ class Maintenance:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
-        if self.payouts is not None:
-            try:
+        if self.payouts is not None and not (self._thread and self._thread.is_alive()):
+            try:  # only once this process surely stopped sending
                 self.payouts.close()
             except Exception:  # the database is going away too; the lease just expires
                 log.warning("could not release the payout lease; it expires by itself")

@@ -337,6 +337,9 @@ class Anchor(Base):
     period_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     root: Mapped[str] = mapped_column(String(64))
     leaf_count: Mapped[int] = mapped_column(Integer)
+    # Highest ledger entry id digested: the next anchor starts after it (ids, not clocks,
+    # so an entry stamped early but committed late is never skipped).
+    max_entry_id: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     status: Mapped[str] = mapped_column(String(16))  # pending | anchored
     block_hash: Mapped[str | None] = mapped_column(String(66))
     block_number: Mapped[int | None] = mapped_column(BigInteger)

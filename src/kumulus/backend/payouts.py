@@ -37,11 +37,23 @@ class PayoutError(Exception):
 
 
 def request_payout(db: Session, account_id: int, address: str, amount: int, minimum: int) -> Payout:
-    """Reserve `amount` of the provider's earnings for a payout to `address` (commits)."""
+    """Reserve `amount` of the provider's earnings for a payout to `address` (commits).
+
+    Requests of one provider are serialised: a no-op UPDATE of their profile row takes its
+    row lock (PostgreSQL) or the write lock (SQLite) before the balance is read, so two
+    requests at once can never both spend the same earnings."""
     if amount < minimum:
         raise PayoutError(f"the minimum payout is {minimum} planck")
+    db.rollback()  # start a fresh transaction: the lock must come before the read
+    db.execute(
+        update(ProviderProfile)
+        .where(ProviderProfile.account_id == account_id)
+        .values(account_id=ProviderProfile.account_id)
+        .execution_options(synchronize_session=False)
+    )
     earned = billing.balance(db, billing.PROVIDER, account_id)
     if amount > earned:
+        db.rollback()
         raise PayoutError(f"only {earned} planck earned and not yet paid out")
     txn = billing.post(
         db,
@@ -104,20 +116,33 @@ class PayoutWorker:
         with self._db.session() as s:
             leases.release(s, LEASE, self.owner)
 
-    def run_once(self) -> int:
-        """Reconcile what was submitted, then send pending payouts; returns how many paid
-        (0 when another process holds the sender lease)."""
+    def _hold_lease(self) -> bool:
+        """Take or renew the sender lease; False if another process holds it. Called before
+        every send, so a sender that lost its lease (too slow, paused) stops sending."""
         with self._db.session() as s:
-            if not leases.acquire(s, LEASE, self.owner, LEASE_TTL):
-                return 0
+            return leases.acquire(s, LEASE, self.owner, LEASE_TTL)
+
+    def run_once(self, schedule_minimum: int | None = None) -> int:
+        """Reconcile what was submitted, then (optionally) schedule payouts of earnings above
+        `schedule_minimum`, then send pending payouts; returns how many were paid. Does
+        nothing when another process holds the sender lease."""
+        if not self._hold_lease():
+            return 0
         paid = self.reconcile()
         with self._db.session() as s:
+            if s.scalar(select(func.count()).where(Payout.status == "submitted")):
+                return paid  # an earlier one is unsettled: later nonces would wait behind it
+            if schedule_minimum is not None:
+                schedule_payouts(s, schedule_minimum)
             pending = list(
                 s.scalars(select(Payout).where(Payout.status == "pending").order_by(Payout.id))
             )
             for payout in pending:
-                if self._submit(s, payout):
-                    paid += 1
+                if not self._hold_lease():
+                    break
+                if not self._submit(s, payout):
+                    break  # not settled: its nonce must be used before any later one
+                paid += 1
         return paid
 
     def _next_nonce(self, s: Session) -> int:
@@ -153,21 +178,30 @@ class PayoutWorker:
                 self._key, payout.address, payout.amount, nonce=payout.nonce
             )
         except ChainError as exc:
-            if exc.retry:
-                log.warning("payout %d not sent yet (%s); retrying later", payout.id, exc)
-                return False
-            if self._chain.nonce(self._key.ss58_address) > payout.nonce:
-                # The nonce got used: it may be this transfer; reconcile looks it up.
-                log.warning("payout %d: the chain said %s; reconciling", payout.id, exc)
-                return False
-            # Refused and not included: nothing was paid. Give the earnings back; the nonce
-            # goes to the next payout (they are assigned from the chain's count).
-            self._fail(s, payout, str(exc))
+            # Refused or unanswered: an earlier send of this very transfer may still be in
+            # a node's pool and land later, so nothing is refunded here. It stays submitted;
+            # reconcile re-sends it with the same nonce (included at most once) or finds it.
+            log.warning("payout %d not settled yet (%s); retrying later", payout.id, exc)
+            payout.error = str(exc)[:500]
+            s.commit()
             return False
-        payout.status, payout.extrinsic_hash = "paid", receipt.extrinsic_hash
-        payout.block_number, payout.fee = receipt.block_number, receipt.fee
-        payout.updated_at = utcnow()
+        settled = s.execute(
+            update(Payout)
+            .where(Payout.id == payout.id, Payout.status == "submitted")
+            .values(
+                status="paid",
+                extrinsic_hash=receipt.extrinsic_hash,
+                block_number=receipt.block_number,
+                fee=receipt.fee,
+                error=None,
+                updated_at=utcnow(),
+            )
+            .execution_options(synchronize_session=False)
+        )
         s.commit()
+        s.refresh(payout)
+        if settled.rowcount != 1:  # type: ignore[attr-defined]
+            return False
         log.info("payout %d of %d paid in block %d", payout.id, payout.amount, receipt.block_number)
         return True
 
@@ -199,7 +233,9 @@ class PayoutWorker:
             for payout in submitted:
                 assert payout.nonce is not None
                 if on_chain <= payout.nonce:
-                    paid += self._send(s, payout)  # never included: same nonce again
+                    if not self._send(s, payout):  # not included yet: same nonce again
+                        break  # later nonces would wait behind this one
+                    paid += 1
                     continue
                 found = None
                 for number in range(payout.from_block or 0, head + 1):
@@ -211,6 +247,16 @@ class PayoutWorker:
                         break
                 if found is None:
                     log.error("payout %d: nonce %d used but not found", payout.id, payout.nonce)
+                    continue
+                if not self._chain.same_account(found.dest or "", payout.address) or (
+                    found.amount != payout.amount
+                ):
+                    # Our nonce paid something else: never mark this payout paid on it.
+                    log.error(
+                        "payout %d: nonce %d was used by another transfer (%s, %s); left "
+                        "submitted for an operator",
+                        payout.id, payout.nonce, found.dest, found.amount,
+                    )  # fmt: skip
                     continue
                 payout.extrinsic_hash, payout.block_number = (
                     found.extrinsic_hash,

@@ -289,13 +289,21 @@ class VmService:
                 "your balance is used up: deposit tokens before starting VMs",
             )
         self._meter(vm)
+        before = vm.intended_state
         vm.intended_state, vm.updated_at = "running", utcnow()
         self.db.commit()
         try:
             agent_vm = self._host_agent(vm).start_vm(vm.agent_vm_id or "")
-        except AgentCallError as exc:
+        except (AgentCallError, HTTPException) as exc:
+            # Not started: it must not be billed as running. Back to what it was.
+            self._meter(vm)
+            vm.intended_state = before
+            self.db.commit()
+            if isinstance(exc, HTTPException):
+                raise
             raise self._agent_error(exc) from exc
         vm.actual_state = "running" if agent_vm.status == "Running" else "starting"
+        vm.failure_reason = None
         self.db.commit()
         return vm
 

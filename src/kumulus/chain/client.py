@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from substrateinterface import Keypair, SubstrateInterface
 from substrateinterface.exceptions import SubstrateRequestException
+from substrateinterface.utils.ss58 import ss58_decode
 
 
 class ChainError(Exception):
@@ -40,13 +43,44 @@ class Transfer:
 
 @dataclass(frozen=True)
 class SignedExtrinsic:
-    """An extrinsic by `signer` found in a block (to reconcile what was submitted)."""
+    """An extrinsic by `signer` found in a block (to reconcile what was submitted); `dest`
+    and `amount` are set when it is a Balances transfer."""
 
     block_number: int
     block_hash: str
     extrinsic_hash: str
     nonce: int
     success: bool
+    dest: str | None = None
+    amount: int | None = None
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _chain_errors(method: _F) -> _F:
+    """Reads raise ChainError (retryable) whatever went wrong underneath (RPC error,
+    socket closed, timeout), so callers handle one exception type."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except ChainError:
+            raise
+        except Exception as exc:
+            raise ChainError(f"chain read failed: {exc}") from exc
+
+    return cast(_F, wrapper)
+
+
+def _public_key(address: str) -> bytes:
+    if address.startswith("0x"):
+        return bytes.fromhex(address[2:])
+    try:
+        return bytes.fromhex(ss58_decode(address))
+    except Exception as exc:
+        raise ValueError(f"not an address: {address[:60]}") from exc
 
 
 class ChainClient:
@@ -57,33 +91,49 @@ class ChainClient:
         self.ss58_format = ss58_format
         self._lock = threading.RLock()
         try:
-            self._api = SubstrateInterface(url=url, ss58_format=ss58_format)
+            # A bounded socket timeout: a node that never answers (or a transaction held
+            # back forever) becomes a retryable error instead of a hung thread.
+            self._api = SubstrateInterface(
+                url=url, ss58_format=ss58_format, ws_options={"timeout": 120}
+            )
         except Exception as exc:
             raise ChainError(f"cannot reach the chain at {url}: {exc}") from exc
+
+    def same_account(self, a: str, b: str) -> bool:
+        """Whether two addresses (any ss58 prefix) are the same account."""
+        try:
+            return _public_key(a) == _public_key(b)
+        except ValueError:
+            return False
 
     def close(self) -> None:
         self._api.close()
 
     # -- reads ---------------------------------------------------------------------------
 
+    @_chain_errors
     def free_balance(self, address: str) -> int:
         with self._lock:
             account = self._api.query("System", "Account", [address])
         return int(account.value["data"]["free"])
 
+    @_chain_errors
     def nonce(self, address: str) -> int:
         with self._lock:
             return int(self._api.get_account_nonce(address))
 
+    @_chain_errors
     def finalized_number(self) -> int:
         with self._lock:
             head = self._api.get_chain_finalised_head()
             return int(self._api.get_block_number(head))
 
+    @_chain_errors
     def block_hash(self, number: int) -> str:
         with self._lock:
             return str(self._api.get_block_hash(number))
 
+    @_chain_errors
     def transfers(self, number: int) -> list[Transfer]:
         """Balances.Transfer events of a block."""
         with self._lock:
@@ -106,6 +156,7 @@ class ChainClient:
                 )
         return found
 
+    @_chain_errors
     def extrinsics_by(self, number: int, signer: str) -> list[SignedExtrinsic]:
         """Signed extrinsics of `signer` in a block, with their nonce and outcome."""
         with self._lock:
@@ -125,6 +176,12 @@ class ChainClient:
                 continue
             if self._ss58(address) != signer:
                 continue
+            call = value.get("call", {})
+            args = {a.get("name"): a.get("value") for a in call.get("call_args", [])}
+            is_transfer = call.get("call_module") == "Balances" and "value" in args
+            dest = args.get("dest") if is_transfer else None
+            if isinstance(dest, dict):  # MultiAddress::Id
+                dest = dest.get("Id")
             found.append(
                 SignedExtrinsic(
                     number,
@@ -132,16 +189,21 @@ class ChainClient:
                     str(value.get("extrinsic_hash")),
                     int(value.get("nonce", -1)),
                     index not in failed,
+                    self._ss58(dest) if dest else None,
+                    int(args["value"]) if is_transfer else None,
                 )
             )
         return found
 
-    def remarks(self, block_hash: str) -> list[bytes]:
-        """The data of every System.remark / remark_with_event in a block."""
+    @_chain_errors
+    def remarks(self, block_hash: str) -> list[tuple[str | None, bytes]]:
+        """(signer, data) of every System.remark / remark_with_event in a block."""
         with self._lock:
             block = self._api.get_block(block_hash)
-        found = []
+        found: list[tuple[str | None, bytes]] = []
         for extrinsic in block["extrinsics"]:
+            address = extrinsic.value.get("address")
+            signer = self._ss58(address) if address else None
             call = extrinsic.value.get("call", {})
             if call.get("call_module") == "System" and call.get("call_function") in (
                 "remark",
@@ -151,11 +213,11 @@ class ChainClient:
                     if arg.get("name") == "remark":
                         value = arg.get("value")
                         if isinstance(value, str) and value.startswith("0x"):
-                            found.append(bytes.fromhex(value[2:]))
+                            found.append((signer, bytes.fromhex(value[2:])))
                         elif isinstance(value, str):
-                            found.append(value.encode())
+                            found.append((signer, value.encode()))
                         elif isinstance(value, bytes | bytearray):
-                            found.append(bytes(value))
+                            found.append((signer, bytes(value)))
         return found
 
     def _ss58(self, address: Any) -> str:
@@ -167,7 +229,10 @@ class ChainClient:
 
     def _submit(self, keypair: Keypair, call: Any, nonce: int | None) -> Receipt:
         try:
-            extrinsic = self._api.create_signed_extrinsic(call=call, keypair=keypair, nonce=nonce)
+            # Mortal (valid for 64 blocks): a copy stuck in some pool cannot land days later.
+            extrinsic = self._api.create_signed_extrinsic(
+                call=call, keypair=keypair, nonce=nonce, era={"period": 64}
+            )
             receipt = self._api.submit_extrinsic(extrinsic, wait_for_finalization=True)
         except SubstrateRequestException as exc:
             raise ChainError(f"the chain refused the transaction: {exc}", retry=False) from exc

@@ -50,7 +50,9 @@ def link_wallet(
 ) -> Response:
     values = {k: str(form.get(k, "")).strip() for k in ("challenge_id", "address", "signature")}
     try:
-        wallets_api.developer_wallet_link(WalletLinkIn.model_validate(values), account, db)
+        wallets_api.developer_wallet_link(
+            WalletLinkIn.model_validate(values), account, db, settings
+        )
     except ValidationError as exc:
         return _page(request, db, settings, account, 422, errors=field_errors(exc), values=values)
     except HTTPException as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Request, status
 from sqlalchemy import or_, select
 
 from kumulus.backend import anchors
@@ -40,7 +40,12 @@ def my_records(account: CurrentAccount, db: Db) -> list[dict[str, Any]]:
 
 @router.get("/{anchor_id}/proofs/{index}")
 def proof(
-    anchor_id: int, index: int, account: CurrentAccount, db: Db, settings: Settings
+    anchor_id: int,
+    index: int,
+    account: CurrentAccount,
+    request: Request,
+    db: Db,
+    settings: Settings,
 ) -> dict[str, Any]:
     """Everything `kumulus verify` needs to check this record against the chain."""
     anchor = db.get(Anchor, anchor_id)
@@ -49,4 +54,7 @@ def proof(
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no record {anchor_id}/{index} of yours")
     if anchor.status != "anchored":
         raise HTTPException(status.HTTP_409_CONFLICT, "not on chain yet; try again later")
-    return anchors.proof_document(db, anchor, index, settings.chain_url or "")
+    key = getattr(request.app.state, "anchor_key", None)
+    return anchors.proof_document(
+        db, anchor, index, settings.chain_url or "", key.ss58_address if key else None
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request, status
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from substrateinterface import Keypair
 
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.deps import CurrentDeveloper, CurrentProvider, Db, Settings
@@ -22,6 +23,7 @@ from kumulus.backend.schemas import (
 )
 from kumulus.backend.wallet_links import new_challenge, spend_challenge
 from kumulus.core.money import format_amount
+from kumulus.core.signing import public_key_of
 
 router = APIRouter(prefix="/v1", tags=["billing"])
 
@@ -41,15 +43,21 @@ def developer_wallet_challenge(
 
 
 @router.post("/wallet/link", response_model=WalletOut, status_code=status.HTTP_201_CREATED)
-def developer_wallet_link(body: WalletLinkIn, account: CurrentDeveloper, db: Db) -> WalletOut:
+def developer_wallet_link(
+    body: WalletLinkIn, account: CurrentDeveloper, db: Db, settings: Settings
+) -> WalletOut:
     spend_challenge(db, account, body)
-    db.add(DeveloperWallet(address=body.address, account_id=account.id, linked_at=utcnow()))
+    # Stored in this chain's ss58 form: the deposit watcher looks senders up by it.
+    address = Keypair(
+        public_key=public_key_of(body.address), ss58_format=settings.ss58_format
+    ).ss58_address
+    db.add(DeveloperWallet(address=address, account_id=account.id, linked_at=utcnow()))
     try:
         db.commit()
     except IntegrityError as exc:
         db.rollback()
         raise HTTPException(status.HTTP_409_CONFLICT, "this wallet is linked already") from exc
-    return WalletOut(address=body.address)
+    return WalletOut(address=address)
 
 
 @router.get("/wallets", response_model=list[WalletOut])

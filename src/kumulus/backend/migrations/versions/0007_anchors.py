@@ -24,6 +24,7 @@ def upgrade() -> None:
         sa.Column("period_end", sa.DateTime(timezone=True), nullable=False),
         sa.Column("root", sa.String(length=64), nullable=False),
         sa.Column("leaf_count", sa.Integer(), nullable=False),
+        sa.Column("max_entry_id", sa.BigInteger(), server_default="0", nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("block_hash", sa.String(length=66), nullable=True),
         sa.Column("block_number", sa.BigInteger(), nullable=True),
