@@ -14,11 +14,22 @@ from kumulus.chain.devnode import DevNode, DevNodeError
 from tests.e2e.agent_process import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-SPEC = Path(
-    os.environ.get(
-        "KUMULUS_CHAIN_SPEC", REPO.parent / "shared" / "chain" / "parachain-template-dev.raw.json"
-    )
-)
+SPEC_NAME = "parachain-template-dev.raw.json"
+
+
+def _find_spec() -> Path:
+    """$KUMULUS_CHAIN_SPEC, else ../shared/chain/ next to the checkout (or next to any of
+    its parents, for clones made elsewhere), else /work/shared/chain/."""
+    if os.environ.get("KUMULUS_CHAIN_SPEC"):
+        return Path(os.environ["KUMULUS_CHAIN_SPEC"])
+    for base in [REPO, *REPO.parents, Path("/work/repo")]:
+        candidate = base.parent / "shared" / "chain" / SPEC_NAME
+        if candidate.is_file():
+            return candidate
+    return REPO.parent / "shared" / "chain" / SPEC_NAME
+
+
+SPEC = _find_spec()
 UNIT = 10**12
 
 
