@@ -57,3 +57,21 @@ def test_running_out_stops_vms_and_refuses_new_ones(
         json={"username": "bob", "sshKey": ssh_keypair[1], "cpu": 1, "memory": "1g"},
     )
     assert refused.status_code == 402 and "deposit" in refused.json()["detail"]
+
+
+def test_heartbeats_keep_the_reason_a_vm_was_stopped() -> None:
+    from datetime import UTC, datetime
+
+    from kumulus.backend.vms import reconcile_inventory
+
+    vm = Vm(
+        id="v1",
+        agent_vm_id="a1",
+        actual_state="insufficient_funds",
+        intended_state="stopped",
+        updated_at=datetime(2020, 1, 1, tzinfo=UTC),
+    )
+    reconcile_inventory([vm], {"a1": "exited"}, datetime.now(UTC))
+    assert vm.actual_state == "insufficient_funds"
+    reconcile_inventory([vm], {"a1": "running"}, datetime.now(UTC))
+    assert vm.actual_state == "running"  # started again somehow: say so

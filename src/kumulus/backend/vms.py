@@ -390,7 +390,10 @@ def reconcile_inventory(vms: Iterable[Vm], inventory: dict[str, str], as_of: dat
         if aware(vm.updated_at) >= as_of:
             continue
         if agent_id in inventory:
-            vm.actual_state = _DOCKER_TO_ACTUAL.get(inventory[agent_id], "failed")
+            observed = _DOCKER_TO_ACTUAL.get(inventory[agent_id], "failed")
+            if observed == "stopped" and vm.actual_state == "insufficient_funds":
+                continue  # stopped for that reason: keep saying why
+            vm.actual_state = observed
         elif vm.actual_state not in ("pending", "failed"):
             vm.actual_state = "missing"
     return len(set(inventory) - known)
