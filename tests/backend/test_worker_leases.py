@@ -20,3 +20,15 @@ def test_one_holder_until_the_lease_expires(backend: TestClient) -> None:
         assert acquire(db, "other-job", "a", ttl=60, now=now)
         release(db, "other-job", "a")
         assert acquire(db, "other-job", "b", ttl=60, now=now + 1)  # no wait after a release
+
+
+def test_scheduled_payouts_come_once_per_interval_across_processes(backend: TestClient) -> None:
+    from kumulus.backend.maintenance import Maintenance
+
+    app = backend.app
+    first = Maintenance(app.state.db, app.state.settings, app.state.keypair)  # type: ignore[attr-defined]
+    second = Maintenance(app.state.db, app.state.settings, app.state.keypair)  # type: ignore[attr-defined]
+    assert first._payout_schedule(force=False) == 10**12  # due: the minimum (1 UNIT)
+    assert first._payout_schedule(force=False) is None
+    assert second._payout_schedule(force=False) is None  # another process, same schedule
+    assert second._payout_schedule(force=True) == 10**12

@@ -62,7 +62,6 @@ class Maintenance:
         self._chain = chain
         self._anchor_key = anchor_key
         self._last_anchor = time.monotonic()  # the first digest after one full interval
-        self._last_payouts = 0.0  # scheduled payouts are due at start, then every interval
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._db = db
         self._settings = settings
@@ -94,13 +93,17 @@ class Maintenance:
             return anchors.submit_pending(s, self._chain, self._anchor_key)
 
     def _payout_schedule(self, force: bool) -> int | None:
-        """The minimum for scheduled payouts when they are due this pass, else None (they
-        are created by the payout worker, under its lease)."""
-        now = time.monotonic()
-        if not force and now - self._last_payouts < self._settings.payout_interval:
-            return None
-        self._last_payouts = now
-        return parse_amount(self._settings.payout_minimum, self._settings.token_decimals)
+        """The minimum for scheduled payouts when they are due this pass, else None. Due
+        once per `payout_interval` across all processes and restarts: the schedule is a
+        lease that nobody renews, so only its expiry lets the next round in."""
+        minimum = parse_amount(self._settings.payout_minimum, self._settings.token_decimals)
+        if force:
+            return minimum
+        with self._db.session() as s:
+            due = leases.acquire(
+                s, "payout-schedule", secrets.token_hex(8), self._settings.payout_interval
+            )
+        return minimum if due else None
 
     def run_once(
         self,
