@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import BigInteger, DateTime, Float, String, bindparam, select, text
+from sqlalchemy import BigInteger, DateTime, Float, Select, String, bindparam, select, text
 from sqlalchemy.orm import Session
 
 from kumulus.backend.clock import utcnow
@@ -162,6 +162,23 @@ def release(db: Session, host_id: str, want: Want, commit: bool = True) -> None:
         db.commit()
 
 
+def _online(want: Want, ttl: float, exclude: set[str] | None = None) -> Select[Host]:
+    """Online hosts in the wanted region (not excluded), as a query."""
+    query = select(Host).where(Host.last_heartbeat_at >= utcnow() - timedelta(seconds=ttl))
+    if want.region:
+        query = query.where(Host.region == want.region)
+    if exclude:
+        query = query.where(Host.id.not_in(exclude))
+    return query
+
+
+def _price_on(host: Host, want: Want) -> int:
+    return hourly_price(
+        want.cpu, want.memory, want.disk,
+        host.price_cpu_hour, host.price_memory_gib_hour, host.price_disk_gib_hour,
+    )  # fmt: skip
+
+
 def explain(
     db: Session,
     want: Want,
@@ -170,12 +187,7 @@ def explain(
     money: Callable[[int], str] = str,
 ) -> str:
     """Why nothing fits, in the user's terms."""
-    query = select(Host).where(Host.last_heartbeat_at >= utcnow() - timedelta(seconds=ttl))
-    if want.region:
-        query = query.where(Host.region == want.region)
-    if exclude:
-        query = query.where(Host.id.not_in(exclude))
-    hosts = list(db.scalars(query))
+    hosts = list(db.scalars(_online(want, ttl, exclude)))
     where = f" in region {want.region}" if want.region else ""
     if not hosts:
         return f"no provider fits: no host is online{where}"
@@ -187,17 +199,7 @@ def explain(
         and h.reserved_disk + want.disk <= h.disk
     ]
     if fitting and want.max_price_hour is not None:
-        cheapest = min(
-            hourly_price(
-                want.cpu,
-                want.memory,
-                want.disk,
-                h.price_cpu_hour,
-                h.price_memory_gib_hour,
-                h.price_disk_gib_hour,
-            )
-            for h in fitting
-        )
+        cheapest = min(_price_on(h, want) for h in fitting)
         return (
             f"no provider fits: {len(fitting)} host(s) online{where} have room, but none "
             f"under {money(want.max_price_hour)}/h; the cheapest costs {money(cheapest)}/h"
@@ -225,25 +227,12 @@ def explain(
 def quote(db: Session, want: Want, ttl: float) -> tuple[int, int] | None:
     """Cheapest and dearest hourly price (planck) among online hosts that would take `want`
     now, without reserving anything; None if none would."""
-    query = select(Host).where(
-        Host.last_heartbeat_at >= utcnow() - timedelta(seconds=ttl),
+    query = _online(want, ttl).where(
         Host.reserved_cpu + want.cpu <= Host.cpu + 1e-9,
         Host.reserved_memory + want.memory <= Host.memory,
         Host.reserved_disk + want.disk <= Host.disk,
     )
-    if want.region:
-        query = query.where(Host.region == want.region)
-    prices = [
-        hourly_price(
-            want.cpu,
-            want.memory,
-            want.disk,
-            h.price_cpu_hour,
-            h.price_memory_gib_hour,
-            h.price_disk_gib_hour,
-        )
-        for h in db.scalars(query.limit(1000))
-    ]
+    prices = [_price_on(h, want) for h in db.scalars(query.limit(1000))]
     if want.max_price_hour is not None:
         prices = [p for p in prices if p <= want.max_price_hour]
     return (min(prices), max(prices)) if prices else None

@@ -293,18 +293,25 @@ def _profile_values(db: Db, settings: Settings, account: Account) -> dict[str, A
     }
 
 
-@router.get("/profile")
-def profile_page(request: Request, db: Db, settings: Settings, account: Provider) -> Response:
+def _profile_page(
+    request: Request,
+    settings: Settings,
+    values: dict[str, Any],
+    status_code: int = 200,
+    **extra: Any,
+) -> Response:
+    context = {"title": "Profile", "nav": "profile", "symbol": settings.token_symbol}
     return render(
         request,
         "provider/profile.html",
-        {
-            "title": "Profile",
-            "nav": "profile",
-            "symbol": settings.token_symbol,
-            "values": _profile_values(db, settings, account),
-        },
+        {**context, "values": values, **extra},
+        status_code=status_code,
     )
+
+
+@router.get("/profile")
+def profile_page(request: Request, db: Db, settings: Settings, account: Provider) -> Response:
+    return _profile_page(request, settings, _profile_values(db, settings, account))
 
 
 @router.post("/profile")
@@ -341,26 +348,10 @@ def save_profile(
         field = {"prices.memoryGib": "price_memory_gib", "prices.diskGib": "price_disk_gib"}
         errors[field.get(what, "price_cpu")] = str(exc.detail).partition(": ")[2]
     if errors:
-        return render(
-            request,
-            "provider/profile.html",
-            {
-                "title": "Profile",
-                "nav": "profile",
-                "symbol": settings.token_symbol,
-                "values": values,
-                "errors": errors,
-            },
-            status_code=422,
-        )
-    return render(
+        return _profile_page(request, settings, values, 422, errors=errors)
+    return _profile_page(
         request,
-        "provider/profile.html",
-        {
-            "title": "Profile",
-            "nav": "profile",
-            "symbol": settings.token_symbol,
-            "values": _profile_values(db, settings, account),
-            "flash": "Profile saved. New hosts charge these prices; set a host's own under Hosts.",
-        },
+        settings,
+        _profile_values(db, settings, account),
+        flash="Profile saved. New hosts charge these prices; set a host's own under Hosts.",
     )
