@@ -9,19 +9,29 @@ from typing import Any
 import httpx
 from substrateinterface import Keypair
 
-from kumulus.core.http import error_detail
+from kumulus.core.http import parse_error
 from kumulus.core.schemas import VMPublic
 from kumulus.core.signing import sign_request
 
 
-class AgentCallError(Exception):
-    """The agent refused (status 4xx/5xx, `detail` says why) or could not be reached
-    (status None: retrying elsewhere may help)."""
+class ApiError(Exception):
+    """An API (the backend, or an agent) refused with its error body (`status`, `code`,
+    `detail`, `retry`), or could not be reached (`status` None, code "unreachable",
+    retry True: trying again, or elsewhere, may help)."""
 
-    def __init__(self, detail: str, status: int | None) -> None:
+    def __init__(
+        self, detail: str, status: int | None, code: str = "unreachable", retry: bool = True
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.status = status
+        self.code = code
+        self.retry = retry
+
+    @classmethod
+    def of(cls, resp: httpx.Response) -> ApiError:
+        detail, code, retry = parse_error(resp)
+        return cls(detail, resp.status_code, code, retry)
 
 
 class AgentClient:
@@ -58,9 +68,9 @@ class AgentClient:
                 method, path, content=content, headers={**signed, **(headers or {})}
             )
         except httpx.HTTPError as exc:
-            raise AgentCallError(f"agent unreachable: {type(exc).__name__}", None) from exc
+            raise ApiError(f"agent unreachable: {type(exc).__name__}", None) from exc
         if resp.status_code >= 400:
-            raise AgentCallError(error_detail(resp), resp.status_code)
+            raise ApiError.of(resp)
         return resp.json()
 
     def create_vm(self, body: dict[str, Any], idempotency_key: str) -> VMPublic:
@@ -84,15 +94,6 @@ class AgentClient:
         return str(self._call("GET", f"/v1/vms/{vm_id}/logs?tail={tail}")["logs"])
 
 
-class BackendError(Exception):
-    """The backend refused (detail from its {"detail": ...}) or could not be reached."""
-
-    def __init__(self, detail: str, status: int | None) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.status = status
-
-
 class BackendClient:
     """The developer/provider API as the CLI uses it (bearer API token)."""
 
@@ -109,7 +110,7 @@ class BackendClient:
         try:
             resp = self._http.request(method, path, json=body, headers=headers)
         except httpx.HTTPError as exc:
-            raise BackendError(f"cannot reach {self._http.base_url}: {exc}", None) from exc
+            raise ApiError(f"cannot reach {self._http.base_url}: {exc}", None) from exc
         if resp.status_code >= 400:
-            raise BackendError(error_detail(resp), resp.status_code)
+            raise ApiError.of(resp)
         return resp.json() if resp.content else None

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from kumulus.client import BackendClient, BackendError
+from kumulus.client import ApiError, BackendClient
 from kumulus.core.signing import write_secret_file
 
 key_app = typer.Typer(help="Your SSH public keys.", no_args_is_help=True)
@@ -41,7 +41,7 @@ def _call(method: str, path: str, body: Any = None, **kw: Any) -> Any:
     client = _client()
     try:
         return client.call(method, path, body, **kw)
-    except BackendError as exc:
+    except ApiError as exc:
         raise _fail(exc.detail) from exc
     finally:
         client.close()
@@ -82,7 +82,7 @@ def signup(
             "/v1/auth/signup",
             {"email": email, "password": _password(password_stdin), "role": role},
         )
-    except BackendError as exc:
+    except ApiError as exc:
         raise _fail(exc.detail) from exc
     typer.echo(f"account {email} created; now: kumulus login --backend {backend} --email {email}")
 
@@ -100,7 +100,7 @@ def login(
             "/v1/auth/login",
             {"email": email, "password": _password(password_stdin), "tokenName": "cli"},
         )
-    except BackendError as exc:
+    except ApiError as exc:
         raise _fail(exc.detail) from exc
     write_secret_file(
         config_path(), json.dumps({"backend": backend.rstrip("/"), "token": result["token"]})

@@ -9,21 +9,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from substrateinterface import Keypair
 
 from kumulus import __version__
 from kumulus.agent.auth import AuthConfig, Caller, ensure_admin_token, ensure_agent_id
 from kumulus.agent.disk_limits import DiskLimits
-from kumulus.agent.errors import AgentError
 from kumulus.agent.firewall import ensure_isolation
 from kumulus.agent.routes import legacy, vms
 from kumulus.agent.runtime import EngineError, VMRuntime
 from kumulus.agent.service import VMService
 from kumulus.agent.stats import StatsCollector
 from kumulus.config import AgentSettings
-from kumulus.core.http import install_validation_handler
+from kumulus.core.http import ERROR_RESPONSES, install_error_handlers
 from kumulus.core.signing import NonceCache, SecretFileError, SignedEnvelope, load_keypair
 
 log = logging.getLogger(__name__)
@@ -128,6 +126,7 @@ def create_app(
         version=__version__,
         description="Creates, starts, stops and deletes hardened VM containers on this host.",
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
     )
     app.state.service = service
     app.state.collector = collector
@@ -141,11 +140,7 @@ def create_app(
         started_at=time.time(),
     )
 
-    @app.exception_handler(AgentError)
-    async def _agent_error(_: Request, exc: AgentError) -> JSONResponse:
-        return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
-
-    install_validation_handler(app)
+    install_error_handlers(app)
 
     @app.get("/healthz", tags=["host"])
     def healthz() -> dict[str, Any]:

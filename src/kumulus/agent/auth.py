@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from fastapi import Depends, HTTPException, Request, status
 
 from kumulus.agent.registration import load_registration, read_pinned_backend
+from kumulus.core.errors import UnauthorizedError
 from kumulus.core.signing import (
     HDR_ADDRESS,
     HDR_SIGNATURE,
@@ -79,12 +80,8 @@ class Principal:
     address: str | None = None
 
 
-def _unauthorized(detail: str) -> HTTPException:
-    return HTTPException(
-        status_code=status.HTTP_401_UNAUTHORIZED,
-        detail=detail,
-        headers={"WWW-Authenticate": "Bearer"},
-    )
+def _unauthorized(detail: str) -> UnauthorizedError:
+    return UnauthorizedError(detail)
 
 
 async def authenticate(request: Request) -> Principal:

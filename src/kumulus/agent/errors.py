@@ -1,33 +1,44 @@
-"""Errors the agent's API turns into HTTP answers with a message the user can act on."""
+"""The agent's errors: members of the one family (kumulus.core.errors) with codes that say
+what happened on this host."""
 
 from __future__ import annotations
 
+from kumulus.core.errors import (
+    ConflictError,
+    InvalidError,
+    KumulusError,
+    NotFoundError,
+    UnavailableError,
+    UpstreamError,
+)
 
-class AgentError(Exception):
-    status_code = 500
+AgentError = KumulusError
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
-
-
-class NotFoundError(AgentError):
-    status_code = 404
-
-
-class InsufficientCapacityError(AgentError):
-    status_code = 409
+__all__ = [
+    "AgentError",
+    "EngineUnavailableError",
+    "InsufficientCapacityError",
+    "NotFoundError",
+    "UnenforceableError",
+    "VMFailedError",
+]
 
 
-class UnenforceableError(AgentError):
+class InsufficientCapacityError(ConflictError):
+    code = "insufficient_capacity"
+
+
+class UnenforceableError(InvalidError):
     """A limit was asked that this host cannot enforce: refuse rather than ignore it."""
 
-    status_code = 422
+    code = "unenforceable"
 
 
-class EngineUnavailableError(AgentError):
-    status_code = 503
+class EngineUnavailableError(UnavailableError):
+    code = "engine_unavailable"
 
 
-class VMFailedError(AgentError):
-    status_code = 502
+class VMFailedError(UpstreamError):
+    """The VM did not come up (its container failed or sshd never answered)."""
+
+    code = "vm_failed"

@@ -27,7 +27,7 @@ from kumulus.backend.heartbeats import HeartbeatWriter
 from kumulus.backend.maintenance import Maintenance
 from kumulus.chain.client import ChainClient
 from kumulus.config import BackendSettings
-from kumulus.core.http import install_validation_handler
+from kumulus.core.http import ERROR_RESPONSES, install_error_handlers
 from kumulus.core.signing import load_keypair, new_mnemonic, write_secret_file
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,7 @@ def create_app(settings: BackendSettings) -> FastAPI:
         version=__version__,
         description="Providers, their hosts, developers and their VMs.",
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
     )
     app.state.settings = settings
     app.state.db = db
@@ -99,7 +100,7 @@ def create_app(settings: BackendSettings) -> FastAPI:
     app.state.payout_key = payout_key
     app.state.anchor_key = anchor_key
     app.state.maintenance = maintenance
-    install_validation_handler(app)
+    install_error_handlers(app)
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, Any]:

@@ -21,7 +21,7 @@ from kumulus.backend.hosts import host_status, to_planck
 from kumulus.backend.models import Account, Host, SshKey, Vm
 from kumulus.backend.scheduler import NoHostFitsError, Want, place, release
 from kumulus.backend.schemas import VmCreateIn, VmOut
-from kumulus.client import AgentCallError, AgentClient
+from kumulus.client import AgentClient, ApiError
 from kumulus.config import BackendSettings
 from kumulus.core.money import format_amount, hourly_price
 from kumulus.core.sizes import format_size
@@ -210,7 +210,7 @@ class VmService:
             assert host is not None
             try:
                 agent_vm = self._agent(host).create_vm(self._agent_body(vm), idempotency_key=vm.id)
-            except AgentCallError as exc:
+            except ApiError as exc:
                 last_error = f"host {host.id}: {exc.detail}"
                 log.warning("VM %s: agent create failed on %s: %s", vm.id, host.id, exc.detail)
                 self._release(vm)
@@ -267,7 +267,7 @@ class VmService:
             )
         return self._agent(host)
 
-    def _agent_error(self, exc: AgentCallError) -> HTTPException:
+    def _agent_error(self, exc: ApiError) -> HTTPException:
         if exc.status is None:
             return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, exc.detail)
         return HTTPException(status.HTTP_502_BAD_GATEWAY, f"the host refused: {exc.detail}")
@@ -294,7 +294,7 @@ class VmService:
         self.db.commit()
         try:
             agent_vm = self._host_agent(vm).start_vm(vm.agent_vm_id or "")
-        except (AgentCallError, HTTPException) as exc:
+        except (ApiError, HTTPException) as exc:
             # Not started: it must not be billed as running. Back to what it was.
             self._meter(vm)
             vm.intended_state = before
@@ -314,7 +314,7 @@ class VmService:
         self.db.commit()
         try:
             self._host_agent(vm).stop_vm(vm.agent_vm_id or "")
-        except AgentCallError as exc:
+        except ApiError as exc:
             raise self._agent_error(exc) from exc
         vm.actual_state = "stopped"
         self.db.commit()
@@ -337,7 +337,7 @@ class VmService:
                 return self._deleting(vm, f"host {host.id} is offline")
             try:
                 self._agent(host).delete_vm(vm.agent_vm_id)
-            except AgentCallError as exc:
+            except ApiError as exc:
                 if exc.status is None or exc.status >= 500:
                     return self._deleting(vm, exc.detail)
                 if exc.status != 404:  # already gone on the host is fine
@@ -374,7 +374,7 @@ class VmService:
     def logs(self, vm: Vm, tail: int) -> str:
         try:
             return self._host_agent(vm).logs(vm.agent_vm_id or "", tail)
-        except AgentCallError as exc:
+        except ApiError as exc:
             raise self._agent_error(exc) from exc
 
 

@@ -4,7 +4,8 @@ original agent API spoke it: vmId, sshKey, sshPort)."""
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, AliasGenerator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -130,5 +131,44 @@ class HostInfo(CamelModel):
     wallet_address: str | None
 
 
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description='where: ["body", "prices", "cpu"], ["query", "limit"]')
+    msg: str
+
+
 class ErrorBody(BaseModel):
-    detail: str
+    """Every 4xx/5xx answer of both APIs (validation errors included)."""
+
+    detail: str = Field(description="what went wrong and what to do, for people")
+    code: str = Field(
+        description="stable, for programs: invalid, unauthorized, forbidden, not_found, "
+        "conflict, payment_required, unavailable, upstream, internal, or a more specific one",
+        examples=["not_found"],
+    )
+    retry: bool = Field(description="the same request may succeed later unchanged")
+    fields: list[FieldError] | None = Field(
+        default=None, description="per-field problems of an invalid request"
+    )
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list. Ask for the next with `?after=<next>`; `next` is null on the
+    last page. Cursors are opaque."""
+
+    items: list[T]
+    next: str | None = Field(description="cursor of the next page, or null")
+
+
+def _utc(value: datetime) -> datetime:
+    # Rows from SQLite come back naive; every time we store is UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# Every timestamp an API answers with: RFC 3339 with an offset ("...Z").
+Timestamp = Annotated[datetime, AfterValidator(_utc)]
+
+# Bounds for ids and counters in paths and queries: what the database columns hold.
+MAX_DB_ID = 2_147_483_647
