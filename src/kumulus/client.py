@@ -114,3 +114,16 @@ class BackendClient:
         if resp.status_code >= 400:
             raise ApiError.of(resp)
         return resp.json() if resp.content else None
+
+    def list_all(self, path: str, page_size: int = 200) -> list[Any]:
+        """Every item of a paged list endpoint ({"items", "next"}), following its cursors."""
+        items: list[Any] = []
+        after: str | None = None
+        while True:
+            query = f"limit={page_size}" + (f"&after={after}" if after else "")
+            sep = "&" if "?" in path else "?"
+            page = self.call("GET", f"{path}{sep}{query}")
+            items.extend(page["items"])
+            after = page.get("next")
+            if not after:
+                return items

@@ -47,6 +47,17 @@ def _call(method: str, path: str, body: Any = None, **kw: Any) -> Any:
         client.close()
 
 
+def _list(path: str) -> list[Any]:
+    """All items of a paged list of the API."""
+    client = _client()
+    try:
+        return client.list_all(path)
+    except ApiError as exc:
+        raise _fail(exc.detail) from exc
+    finally:
+        client.close()
+
+
 def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
     cells = [
         [str(row.get(key) if row.get(key) is not None else "-") for key, _ in columns]
@@ -126,7 +137,7 @@ def key_add(
 @key_app.command("ls")
 def key_ls() -> None:
     _table(
-        _call("GET", "/v1/ssh-keys"),
+        _list("/v1/ssh-keys"),
         [("id", "ID"), ("name", "NAME"), ("fingerprint", "FINGERPRINT")],
     )
 
@@ -152,7 +163,7 @@ def vm_create(
 ) -> None:
     """Create a VM on a provider host that fits; prints the ssh command."""
     if key_id is None:
-        keys = _call("GET", "/v1/ssh-keys")
+        keys = _list("/v1/ssh-keys")
         if not keys:
             raise _fail("no SSH key saved: kumulus ssh-key add ~/.ssh/id_ed25519.pub")
         key_id = keys[0]["id"]
@@ -178,7 +189,7 @@ def vm_create(
 @vm_app.command("ls")
 def vm_ls() -> None:
     _table(
-        _call("GET", "/v1/vms"),
+        _list("/v1/vms"),
         [
             ("id", "ID"),
             ("name", "NAME"),
@@ -255,7 +266,7 @@ def wallet_deposit(
         keypair = load_keypair(mnemonic_file)
     except (ValueError, SecretFileError) as exc:
         raise _fail(str(exc)) from exc
-    linked = {w["address"] for w in _call("GET", "/v1/wallets")}
+    linked = {w["address"] for w in _list("/v1/wallets")}
     if keypair.ss58_address not in linked:
         raise _fail(
             f"wallet {keypair.ss58_address} is not linked to your account: deposits from it "

@@ -122,7 +122,7 @@ def _wait_online(backend_url: str, settings: BackendSettings, timeout: float) ->
     headers = {"Authorization": f"Bearer {token.json()['token']}"}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        hosts = http.get("/v1/provider/hosts", headers=headers).json()
+        hosts = http.get("/v1/provider/hosts", headers=headers).json()["items"]
         if any(h["status"] == "online" for h in hosts):
             return
         time.sleep(0.5)

@@ -47,4 +47,4 @@ def test_hosts_of_another_provider_are_404(
         backend.get(f"/v1/provider/hosts/{host_id}", headers=other_provider.headers).status_code
         == 404
     )
-    assert backend.get("/v1/provider/hosts", headers=other_provider.headers).json() == []
+    assert backend.get("/v1/provider/hosts", headers=other_provider.headers).json()["items"] == []

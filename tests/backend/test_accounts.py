@@ -11,7 +11,7 @@ def test_signup_login_tokens_and_revocation(backend: TestClient, developer: Acto
     assert created.status_code == 201
     token = created.json()["token"]
     assert token.startswith("kmt_") and created.json()["prefix"] == token[:10]
-    listed = backend.get("/v1/tokens", headers=developer.headers).json()
+    listed = backend.get("/v1/tokens", headers=developer.headers).json()["items"]
     assert {t["name"] for t in listed} == {"login", "ci"}
     assert all("token" not in t for t in listed)  # never shown twice
 
@@ -62,6 +62,6 @@ def test_bad_signups_and_logins(backend: TestClient, developer: Actor) -> None:
 def test_other_users_token_cannot_be_revoked(
     backend: TestClient, developer: Actor, provider: Actor
 ) -> None:
-    token_id = backend.get("/v1/tokens", headers=provider.headers).json()[0]["id"]
+    token_id = backend.get("/v1/tokens", headers=provider.headers).json()["items"][0]["id"]
     assert backend.delete(f"/v1/tokens/{token_id}", headers=developer.headers).status_code == 404
     assert backend.get("/v1/me", headers=provider.headers).status_code == 200

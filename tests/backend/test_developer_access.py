@@ -50,7 +50,7 @@ def test_no_host_online_is_409_with_reason_and_no_vm(
     )
     assert resp.status_code == 409
     assert resp.json()["detail"] == "no provider fits: no host is online in region eu"
-    assert backend.get("/v1/vms", headers=developer.headers).json() == []
+    assert backend.get("/v1/vms", headers=developer.headers).json()["items"] == []
 
 
 @pytest.mark.parametrize(

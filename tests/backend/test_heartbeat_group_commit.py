@@ -10,6 +10,8 @@ from substrateinterface import Keypair
 from kumulus.backend.api.routes.agents import accept_heartbeat
 from kumulus.backend.heartbeats import HeartbeatWriter
 from kumulus.backend.models import Heartbeat, Host, HostUptime
+from kumulus.core.errors import KumulusError
+from kumulus.core.http import status_of
 from kumulus.core.signing import sign_envelope
 from tests.backend.conftest import Actor, link_wallet, register_host
 
@@ -33,8 +35,8 @@ def test_concurrent_heartbeats_share_transactions(
         try:
             accept_heartbeat(env, writer, settings)
             return 202
-        except Exception as exc:
-            return getattr(exc, "status_code", 500)
+        except KumulusError as exc:
+            return status_of(exc)
 
     with ThreadPoolExecutor(32) as pool:
         codes = list(pool.map(send, [*envelopes, replay]))

@@ -23,13 +23,13 @@ def test_ssh_key_crud_and_ownership(
         json={"name": "again", "publicKey": ssh_keypair[1]},
     )
     assert dup.status_code == 409
-    assert [k["id"] for k in backend.get("/v1/ssh-keys", headers=developer.headers).json()] == [
-        key["id"]
-    ]
-    assert backend.get("/v1/ssh-keys", headers=other.headers).json() == []
+    assert [
+        k["id"] for k in backend.get("/v1/ssh-keys", headers=developer.headers).json()["items"]
+    ] == [key["id"]]
+    assert backend.get("/v1/ssh-keys", headers=other.headers).json()["items"] == []
     assert backend.delete(f"/v1/ssh-keys/{key['id']}", headers=other.headers).status_code == 404
     assert backend.delete(f"/v1/ssh-keys/{key['id']}", headers=developer.headers).status_code == 204
-    assert backend.get("/v1/ssh-keys", headers=developer.headers).json() == []
+    assert backend.get("/v1/ssh-keys", headers=developer.headers).json()["items"] == []
 
 
 def test_bad_keys_are_422(backend: TestClient, developer: Actor) -> None:

@@ -44,7 +44,7 @@ def test_agent_registers_and_heartbeats_bring_it_online(docker_client, tmp_path:
             deadline = time.monotonic() + 20
             hosts = []
             while time.monotonic() < deadline:
-                hosts = api.get("/v1/provider/hosts").json()
+                hosts = api.get("/v1/provider/hosts").json()["items"]
                 if hosts and hosts[0]["status"] == "online":
                     break
                 time.sleep(0.5)

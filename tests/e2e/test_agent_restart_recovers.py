@@ -37,7 +37,7 @@ def test_vms_survive_an_agent_crash(
 
         agent = AgentProcess(tmp_path / "agent", (23500, 23519)).start()
         with agent.client() as api:
-            listed = {v["vmId"]: v for v in api.get("/v1/vms").json()}
+            listed = {v["vmId"]: v for v in api.get("/v1/vms").json()["items"]}
             assert set(listed) == set(vm_ids)
             assert listed[vm_ids[0]]["status"] == "Running"
             assert listed[vm_ids[1]]["status"] == "Stopped"

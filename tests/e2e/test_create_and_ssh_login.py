@@ -31,7 +31,7 @@ def test_original_request_gives_a_vm_you_can_ssh_into(
         ]
 
         assert api.post("/get-vm-status", json={"vmId": vm["vmId"]}).json()["status"] == "Running"
-        assert vm["vmId"] in [v["vmId"] for v in api.get("/v1/vms").json()]
+        assert vm["vmId"] in [v["vmId"] for v in api.get("/v1/vms").json()["items"]]
         logs = api.post("/get-vm-logs", json={"vmId": vm["vmId"]}).json()["logs"]
         assert "Server listening" in logs
         assert api.get(f"/v1/vms/{vm['vmId']}/logs", params={"tail": 5}).status_code == 200

@@ -154,7 +154,7 @@ def test_deposits_are_credited_exactly_once_and_payouts_arrive(
         assert too_much.status_code == 409 and "earned" in too_much.json()["detail"]
         asked = prov.post("/v1/provider/payouts", json={"amount": "2"})
         assert asked.status_code == 202, asked.text
-        paid = _wait(lambda: [p for p in prov.get("/v1/provider/payouts").json()
+        paid = _wait(lambda: [p for p in prov.get("/v1/provider/payouts").json()["items"]
                               if p["status"] == "paid"])  # fmt: skip
         assert paid[0]["extrinsicHash"] and paid[0]["blockNumber"]
         assert chain.free_balance(prov_wallet.ss58_address) == 2 * UNIT

@@ -16,7 +16,7 @@ def test_unlabelled_container_cannot_be_seen_stopped_or_deleted(
     bystander = docker_client.containers.run(IMAGE, entrypoint=["sleep", "300"], detach=True)
     try:
         vm_id = "0123456789abcdef"
-        assert vm_id not in [v["vmId"] for v in api.get("/v1/vms").json()]
+        assert vm_id not in [v["vmId"] for v in api.get("/v1/vms").json()["items"]]
         for method, path, body in [
             ("POST", "/stop-vm", {"vmId": vm_id}),
             ("POST", "/delete-vm", {"vmId": vm_id}),
@@ -48,7 +48,7 @@ def test_another_agents_vm_is_invisible(
     other = AgentProcess(tmp_path / "other", (23520, 23529)).start()
     try:
         with other.client() as api:
-            assert api.get("/v1/vms").json() == []
+            assert api.get("/v1/vms").json()["items"] == []
             assert api.post("/delete-vm", json={"vmId": vm["vmId"]}).status_code == 404
             assert api.post(f"/v1/vms/{vm['vmId']}/stop").status_code == 404
     finally:

@@ -95,7 +95,9 @@ def test_developer_gets_vms_placed_on_fitting_hosts(
         _wait(
             lambda: (
                 [
-                    h for h in prov.get("/v1/provider/hosts").json() if h["status"] == "online"
+                    h
+                    for h in prov.get("/v1/provider/hosts").json()["items"]
+                    if h["status"] == "online"
                 ].__len__()
                 == 2
             )
@@ -158,7 +160,7 @@ def test_developer_gets_vms_placed_on_fitting_hosts(
 
         # Another developer sees none of it.
         other = _account(anon, "eve@example.com", "developer")
-        assert other.get("/v1/vms").json() == []
+        assert other.get("/v1/vms").json()["items"] == []
         assert other.get(f"/v1/vms/{vm_id}").status_code == 404
         assert other.delete(f"/v1/vms/{vm_id}").status_code == 404
 
@@ -177,7 +179,7 @@ def test_developer_gets_vms_placed_on_fitting_hosts(
             lambda: dev.get(f"/v1/vms/{small_vm['id']}").json()["actualState"] == "unreachable",
             timeout=20,
         )
-        hosts = {h["id"]: h["status"] for h in prov.get("/v1/provider/hosts").json()}
+        hosts = {h["id"]: h["status"] for h in prov.get("/v1/provider/hosts").json()["items"]}
         assert hosts == {host_ids["small"]: "offline", host_ids["big"]: "online"}
         third = dev.post(
             "/v1/vms",
@@ -191,7 +193,7 @@ def test_developer_gets_vms_placed_on_fitting_hosts(
         ).json()
         assert third["hostId"] == host_ids["big"]
         assert dev.delete(f"/v1/vms/{third['id']}").status_code == 204
-        hosts = {h["id"]: h for h in prov.get("/v1/provider/hosts").json()}
+        hosts = {h["id"]: h for h in prov.get("/v1/provider/hosts").json()["items"]}
         assert hosts[host_ids["big"]]["leasesCompleted"] == 2
         assert hosts[host_ids["big"]]["reservedCpu"] == 0
 
@@ -200,14 +202,14 @@ def test_developer_gets_vms_placed_on_fitting_hosts(
         stuck = dev.delete(f"/v1/vms/{small_vm['id']}")
         assert stuck.status_code == 202, stuck.text
         assert stuck.json()["actualState"] == "deleting"
-        assert [v["actualState"] for v in dev.get("/v1/vms").json()] == ["deleting"]
+        assert [v["actualState"] for v in dev.get("/v1/vms").json()["items"]] == ["deleting"]
         assert dev.post(f"/v1/vms/{small_vm['id']}/start").status_code == 409
         small_label = {"label": f"io.kumulus.vm.idempotency_key={small_vm['id']}"}
         assert docker_client.containers.list(all=True, filters=small_label) != []
         agents["small"].start()
         _wait(lambda: dev.get(f"/v1/vms/{small_vm['id']}").status_code == 404, timeout=30)
         assert docker_client.containers.list(all=True, filters=small_label) == []
-        assert dev.get("/v1/vms").json() == []
+        assert dev.get("/v1/vms").json()["items"] == []
         small_host = prov.get(f"/v1/provider/hosts/{host_ids['small']}").json()
         assert small_host["status"] == "online" and small_host["reservedCpu"] == 0
     finally:

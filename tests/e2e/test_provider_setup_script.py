@@ -88,7 +88,9 @@ def test_setup_script_turns_this_machine_into_a_provider_host(
 
         # The host is online with signed heartbeats.
         host = _wait(
-            lambda: [h for h in prov.get("/v1/provider/hosts").json() if h["status"] == "online"]
+            lambda: [
+                h for h in prov.get("/v1/provider/hosts").json()["items"] if h["status"] == "online"
+            ]
         )[0]
         assert host["publicIp"] == "127.0.0.1" and host["cpu"] > 0
 

@@ -9,6 +9,7 @@ import logging
 import secrets
 import threading
 import time
+from datetime import UTC, datetime
 
 from kumulus import __version__
 from kumulus.agent.capacity import Resources, measure_capacity, reserved_by, shortfall
@@ -137,7 +138,7 @@ class VMService:
             cpu=spec.cpu,
             memory=format_size(spec.memory),
             disk=None if spec.disk is None else format_size(spec.disk),
-            created_at=spec.created_at,
+            created_at=datetime.fromtimestamp(spec.created_at, UTC),
         )
 
     # -- operations ----------------------------------------------------------------------
@@ -159,7 +160,11 @@ class VMService:
             raise EngineUnavailableError(str(exc)) from exc
 
     def list(self) -> list[VMPublic]:
-        return [self.view(vm) for vm in sorted(self._list(), key=lambda v: v.spec.created_at)]
+        """This agent's VMs, oldest first."""
+        return [
+            self.view(vm)
+            for vm in sorted(self._list(), key=lambda v: (v.spec.created_at, v.spec.vm_id))
+        ]
 
     def get(self, vm_id: str) -> VMPublic:
         return self.view(self._inspect(vm_id))

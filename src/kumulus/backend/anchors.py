@@ -13,13 +13,15 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 from substrateinterface import Keypair
 
+from kumulus.backend import paging
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.models import Anchor, AnchorLeaf, Host, LedgerEntry
 from kumulus.chain.client import ChainClient
+from kumulus.core.errors import ConflictError, NotFoundError
 from kumulus.core.merkle import root_and_proofs
 
 log = logging.getLogger(__name__)
@@ -166,3 +168,42 @@ def proof_document(
         "chainUrl": chain_url,
         "anchorAddress": anchor_address,
     }
+
+
+def records_page(
+    db: Session, account_id: int, limit: int, after: str | None
+) -> tuple[list[tuple[AnchorLeaf, Anchor]], str | None]:
+    """Anchored records about the account (usage it paid or earned, its hosts'
+    reputation), newest first, each with its anchor."""
+    stmt = (
+        select(AnchorLeaf)
+        .join(Anchor, Anchor.id == AnchorLeaf.anchor_id)
+        .where(
+            Anchor.status == "anchored",
+            or_(AnchorLeaf.account_id == account_id, AnchorLeaf.other_account_id == account_id),
+        )
+    )
+    leaves: list[AnchorLeaf]
+    leaves, next_cursor = paging.page(
+        db, stmt, [AnchorLeaf.anchor_id, AnchorLeaf.index], limit, after, descending=True
+    )
+    found = {
+        a.id: a
+        for a in db.scalars(select(Anchor).where(Anchor.id.in_({x.anchor_id for x in leaves})))
+    }
+    return [(leaf, found[leaf.anchor_id]) for leaf in leaves], next_cursor
+
+
+def proof_for(
+    db: Session, account_id: int, anchor_id: int, index: int, chain_url: str,
+    anchor_address: str | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The proof document of one record about the account; NotFoundError if there is no
+    such record of theirs, ConflictError while it is not on chain yet."""
+    anchor = db.get(Anchor, anchor_id)
+    leaf = db.get(AnchorLeaf, (anchor_id, index))
+    if anchor is None or leaf is None or account_id not in (leaf.account_id, leaf.other_account_id):
+        raise NotFoundError(f"no record {anchor_id}/{index} of yours")
+    if anchor.status != "anchored":
+        raise ConflictError("not on chain yet; try again later", code="not_anchored", retry=True)
+    return proof_document(db, anchor, index, chain_url, anchor_address)

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, Path, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -14,6 +14,8 @@ from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.models import Account, ApiToken
 from kumulus.backend.security import hash_token
 from kumulus.config import BackendSettings
+from kumulus.core.errors import ForbiddenError, UnauthorizedError
+from kumulus.core.schemas import MAX_DB_ID
 
 _LAST_USED_GRANULARITY = timedelta(minutes=1)
 
@@ -32,8 +34,9 @@ Db = Annotated[Session, Depends(get_db)]
 Settings = Annotated[BackendSettings, Depends(get_settings)]
 
 
-def _unauthorized(detail: str) -> HTTPException:
-    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, {"WWW-Authenticate": "Bearer"})
+# Path parameters: bounded so that no value reaches the database it cannot hold.
+DbId = Annotated[int, Path(ge=1, le=MAX_DB_ID)]
+ResourceId = Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
 def account_for_token(db: Session, token: str) -> tuple[Account, ApiToken] | None:
@@ -63,10 +66,10 @@ def current_account(request: Request, db: Db) -> Account:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise _unauthorized("authentication required: send 'Authorization: Bearer <api token>'")
+        raise UnauthorizedError("authentication required: send 'Authorization: Bearer <api token>'")
     found = account_for_token(db, token)
     if found is None:
-        raise _unauthorized("invalid, expired or revoked token")
+        raise UnauthorizedError("invalid, expired or revoked token")
     return found[0]
 
 
@@ -75,13 +78,13 @@ CurrentAccount = Annotated[Account, Depends(current_account)]
 
 def current_provider(account: CurrentAccount) -> Account:
     if account.role != "provider":
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "this is for provider accounts")
+        raise ForbiddenError("this is for provider accounts")
     return account
 
 
 def current_developer(account: CurrentAccount) -> Account:
     if account.role != "developer":
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "this is for developer accounts")
+        raise ForbiddenError("this is for developer accounts")
     return account
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Literal
 
-from fastapi import HTTPException
-
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.models import Host, ProviderProfile
 from kumulus.backend.schemas import HostPublic, Prices
 from kumulus.config import BackendSettings
+from kumulus.core.errors import FieldProblem, InvalidError
 from kumulus.core.money import format_amount, parse_amount
 
 
@@ -26,7 +25,9 @@ def to_planck(settings: BackendSettings, amount: str, what: str) -> int:
     try:
         return parse_amount(amount, settings.token_decimals)
     except ValueError as exc:
-        raise HTTPException(422, f"{what}: {exc}") from exc
+        raise InvalidError(
+            f"{what}: {exc}", fields=[FieldProblem(loc=("body", what), msg=str(exc))]
+        ) from exc
 
 
 def prices_in(settings: BackendSettings, prices: Prices) -> tuple[int, int, int]:

@@ -28,12 +28,15 @@ from kumulus.backend.clock import utcnow
 from kumulus.backend.db import Database
 from kumulus.backend.models import Payout, ProviderProfile
 from kumulus.chain.client import ChainClient, ChainError
+from kumulus.core.errors import ConflictError
 
 log = logging.getLogger(__name__)
 
 
-class PayoutError(Exception):
+class PayoutError(ConflictError):
     """A payout request that cannot be honoured; the message says why."""
+
+    code = "payout_refused"
 
 
 def request_payout(db: Session, account_id: int, address: str, amount: int, minimum: int) -> Payout:

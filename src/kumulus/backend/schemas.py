@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
-from kumulus.core.schemas import CamelModel, Size, SshKeyLine, Username
+from kumulus.core.schemas import CamelModel, Size, SshKeyLine, Timestamp, Username
 
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 Role = Literal["developer", "provider"]
@@ -40,7 +39,7 @@ class AccountPublic(CamelModel):
     id: int
     email: str
     role: Role
-    created_at: datetime
+    created_at: Timestamp
 
 
 class TokenCreate(CamelModel):
@@ -51,9 +50,9 @@ class TokenPublic(CamelModel):
     id: int
     name: str
     prefix: str
-    created_at: datetime
-    last_used_at: datetime | None
-    revoked_at: datetime | None
+    created_at: Timestamp
+    last_used_at: Timestamp | None
+    revoked_at: Timestamp | None
 
 
 class TokenCreated(TokenPublic):
@@ -95,7 +94,7 @@ class HostUpdate(CamelModel):
 class WalletChallengeOut(CamelModel):
     challenge_id: int
     message: str = Field(description="sign exactly this text with the wallet (signRaw)")
-    expires_at: datetime
+    expires_at: Timestamp
 
 
 class WalletLinkIn(CamelModel):
@@ -106,7 +105,7 @@ class WalletLinkIn(CamelModel):
 
 class HostTokenCreated(CamelModel):
     token: str = Field(description="one-time; give it to the new host's setup")
-    expires_at: datetime
+    expires_at: Timestamp
 
 
 class HostTokenInfoIn(CamelModel):
@@ -115,7 +114,7 @@ class HostTokenInfoIn(CamelModel):
 
 class HostTokenInfo(CamelModel):
     wallet_address: str = Field(description="the wallet the new host must sign with")
-    expires_at: datetime
+    expires_at: Timestamp
 
 
 class HostPublic(CamelModel):
@@ -129,8 +128,8 @@ class HostPublic(CamelModel):
     disk: int
     disk_quota: bool
     agent_version: str
-    registered_at: datetime
-    last_heartbeat_at: datetime | None
+    registered_at: Timestamp
+    last_heartbeat_at: Timestamp | None
     prices: Prices
     reserved_cpu: float
     reserved_memory: int
@@ -163,7 +162,7 @@ class SshKeyOut(CamelModel):
     name: str
     fingerprint: str
     public_key: str
-    created_at: datetime
+    created_at: Timestamp
 
 
 class VmCreateIn(CamelModel):
@@ -215,7 +214,7 @@ class VmOut(CamelModel):
     ssh_command: str | None = Field(description="ready to paste")
     failure_reason: str | None
     price_per_hour: str | None = Field(description="while running, fixed at placement")
-    created_at: datetime
+    created_at: Timestamp
 
 
 class VmLogsOut(CamelModel):
@@ -224,12 +223,13 @@ class VmLogsOut(CamelModel):
 
 
 class LedgerEntryOut(CamelModel):
+    id: int
     txn_id: str
     amount: str
     kind: str
     vm_id: str | None
     memo: str
-    created_at: datetime
+    created_at: Timestamp
 
 
 class BillingOut(CamelModel):
@@ -240,6 +240,13 @@ class BillingOut(CamelModel):
     warning: str | None
     settlement: str = Field(description="on-chain settlement: on | off")
     entries: list[LedgerEntryOut]
+
+
+class AnchoredRecordOut(CamelModel):
+    anchor_id: int
+    index: int
+    block_number: int | None
+    record: dict[str, Any] = Field(description="the leaf as digested (see kumulus verify)")
 
 
 class WalletOut(CamelModel):
@@ -266,4 +273,4 @@ class PayoutOut(CamelModel):
     extrinsic_hash: str | None
     block_number: int | None
     error: str | None
-    created_at: datetime
+    created_at: Timestamp

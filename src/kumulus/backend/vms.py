@@ -3,18 +3,19 @@ intended vs actual state, and release capacity whenever a VM stops holding it.""
 
 from __future__ import annotations
 
+import builtins
 import logging
 import secrets
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from fastapi import HTTPException, status
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from substrateinterface import Keypair
 
+from kumulus.backend import paging
 from kumulus.backend.billing import DEVELOPER, balance, meter, start_metering
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.hosts import host_status, to_planck
@@ -23,6 +24,15 @@ from kumulus.backend.scheduler import NoHostFitsError, Want, place, release
 from kumulus.backend.schemas import VmCreateIn, VmOut
 from kumulus.client import AgentClient, ApiError
 from kumulus.config import BackendSettings
+from kumulus.core.errors import (
+    ConflictError,
+    InvalidError,
+    KumulusError,
+    NotFoundError,
+    PaymentRequiredError,
+    UnavailableError,
+    UpstreamError,
+)
 from kumulus.core.money import format_amount, hourly_price
 from kumulus.core.sizes import format_size
 
@@ -108,34 +118,37 @@ class VmService:
         vm = self.db.get(Vm, vm_id[:32])
         # A VM being deleted on a host that is away stays visible (actual "deleting").
         if vm is None or vm.account_id != account.id or vm.actual_state == "deleted":
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no VM {vm_id[:40]}")
+            raise NotFoundError(f"no VM {vm_id[:40]}")
         return vm
 
+    def _listed(self, account: Account) -> Select[Vm]:
+        return select(Vm).where(Vm.account_id == account.id, Vm.actual_state != "deleted")
+
     def list(self, account: Account) -> list[Vm]:
-        return list(
-            self.db.scalars(
-                select(Vm)
-                .where(Vm.account_id == account.id, Vm.actual_state != "deleted")
-                .order_by(Vm.created_at)
-            )
-        )
+        return list(self.db.scalars(self._listed(account).order_by(Vm.created_at, Vm.id)))
+
+    def page(
+        self, account: Account, limit: int, after: str | None
+    ) -> tuple[builtins.list[Vm], str | None]:
+        """The account's VMs, oldest first, one page at a time (kumulus.backend.paging)."""
+        return paging.page(self.db, self._listed(account), [Vm.created_at, Vm.id], limit, after)
 
     # -- create --------------------------------------------------------------------------
 
     def _key_line(self, account: Account, body: VmCreateIn) -> str:
         if (body.ssh_key_id is None) == (body.ssh_key is None):
-            raise HTTPException(422, "give exactly one of sshKeyId or sshKey")
+            raise InvalidError("give exactly one of sshKeyId or sshKey")
         if body.ssh_key_id is not None:
             key = self.db.get(SshKey, body.ssh_key_id)
             if key is None or key.account_id != account.id:
-                raise HTTPException(status.HTTP_404_NOT_FOUND, f"no SSH key {body.ssh_key_id}")
+                raise NotFoundError(f"no SSH key {body.ssh_key_id}")
             return key.public_key
         return body.ssh_key or ""  # validated and normalised by the schema
 
     def create(self, account: Account, body: VmCreateIn, idempotency_key: str | None) -> Vm:
         if idempotency_key is not None:
             if not 0 < len(idempotency_key) <= 128:
-                raise HTTPException(422, "Idempotency-Key must be 1-128 characters")
+                raise InvalidError("Idempotency-Key must be 1-128 characters")
             existing = self.db.scalar(
                 select(Vm).where(Vm.account_id == account.id, Vm.idempotency_key == idempotency_key)
             )
@@ -143,9 +156,8 @@ class VmService:
                 return existing
         key_line = self._key_line(account, body)
         if self.settings.billing_enforced and balance(self.db, DEVELOPER, account.id) <= 0:
-            raise HTTPException(
-                status.HTTP_402_PAYMENT_REQUIRED,
-                "your balance is used up: deposit tokens (kumulus wallet deposit) to create VMs",
+            raise PaymentRequiredError(
+                "your balance is used up: deposit tokens (kumulus wallet deposit) to create VMs"
             )
         now = utcnow()
         vm = Vm(
@@ -199,7 +211,7 @@ class VmService:
                 if not tried:  # nothing fits at all: no VM to keep
                     self.db.delete(vm)
                     self.db.commit()
-                    raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+                    raise ConflictError(str(exc), code="no_host_fits") from exc
                 break
             vm.host_id, vm.reserved, vm.updated_at = placed.host_id, True, utcnow()
             vm.price_cpu_hour = placed.price_cpu_hour
@@ -231,7 +243,7 @@ class VmService:
         vm.failure_reason = last_error or "no other host fits"
         vm.updated_at = utcnow()
         self.db.commit()
-        raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"VM {vm.id} failed: {vm.failure_reason}")
+        raise UpstreamError(f"VM {vm.id} failed: {vm.failure_reason}", code="vm_failed")
 
     @staticmethod
     def _agent_body(vm: Vm) -> dict[str, Any]:
@@ -256,26 +268,23 @@ class VmService:
     def _host_agent(self, vm: Vm) -> AgentClient:
         host = self.db.get(Host, vm.host_id) if vm.host_id else None
         if host is None or vm.agent_vm_id is None:
-            raise HTTPException(
-                status.HTTP_409_CONFLICT,
-                f"VM {vm.id} is {vm.actual_state}; it has no host to act on",
-            )
+            raise ConflictError(f"VM {vm.id} is {vm.actual_state}; it has no host to act on")
         if host_status(host, self.settings.heartbeat_ttl) == "offline":
-            raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE,
+            raise UnavailableError(
                 f"host {host.id} is offline; the VM is unreachable, retry later",
+                code="host_offline",
             )
         return self._agent(host)
 
-    def _agent_error(self, exc: ApiError) -> HTTPException:
+    def _agent_error(self, exc: ApiError) -> KumulusError:
         if exc.status is None:
-            return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, exc.detail)
-        return HTTPException(status.HTTP_502_BAD_GATEWAY, f"the host refused: {exc.detail}")
+            return UnavailableError(exc.detail, code="host_unreachable")
+        return UpstreamError(f"the host refused: {exc.detail}", retry=exc.retry)
 
     @staticmethod
     def _not_deleting(vm: Vm) -> None:
         if vm.intended_state == "deleted":
-            raise HTTPException(status.HTTP_409_CONFLICT, f"VM {vm.id} is being deleted")
+            raise ConflictError(f"VM {vm.id} is being deleted", code="deleting")
 
     def _meter(self, vm: Vm) -> None:
         """Charge what the VM owes in its current state before that state changes."""
@@ -284,9 +293,8 @@ class VmService:
     def start(self, vm: Vm) -> Vm:
         self._not_deleting(vm)
         if self.settings.billing_enforced and balance(self.db, DEVELOPER, vm.account_id) <= 0:
-            raise HTTPException(
-                status.HTTP_402_PAYMENT_REQUIRED,
-                "your balance is used up: deposit tokens before starting VMs",
+            raise PaymentRequiredError(
+                "your balance is used up: deposit tokens before starting VMs"
             )
         self._meter(vm)
         before = vm.intended_state
@@ -294,12 +302,12 @@ class VmService:
         self.db.commit()
         try:
             agent_vm = self._host_agent(vm).start_vm(vm.agent_vm_id or "")
-        except (ApiError, HTTPException) as exc:
+        except (ApiError, KumulusError) as exc:
             # Not started: it must not be billed as running. Back to what it was.
             self._meter(vm)
             vm.intended_state = before
             self.db.commit()
-            if isinstance(exc, HTTPException):
+            if isinstance(exc, KumulusError):
                 raise
             raise self._agent_error(exc) from exc
         vm.actual_state = "running" if agent_vm.status == "Running" else "starting"
@@ -341,9 +349,7 @@ class VmService:
                 if exc.status is None or exc.status >= 500:
                     return self._deleting(vm, exc.detail)
                 if exc.status != 404:  # already gone on the host is fine
-                    raise HTTPException(
-                        status.HTTP_502_BAD_GATEWAY, f"the host refused: {exc.detail}"
-                    ) from exc
+                    raise UpstreamError(f"the host refused: {exc.detail}") from exc
         # A lease completed if the VM ever ran on its host (it was metered from then on),
         # whatever state a racing delete left it in.
         ran = vm.agent_vm_id is not None and vm.metered_until is not None

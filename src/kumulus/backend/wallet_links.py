@@ -6,13 +6,13 @@ from __future__ import annotations
 import secrets
 from datetime import timedelta
 
-from fastapi import HTTPException, status
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.models import Account, WalletChallenge
 from kumulus.backend.schemas import WalletChallengeOut, WalletLinkIn
+from kumulus.core.errors import ConflictError, InvalidError, NotFoundError
 from kumulus.core.signing import SignatureError, public_key_of, verify_wallet_signature
 
 
@@ -30,19 +30,17 @@ def new_challenge(db: Session, account: Account, ttl: float, purpose: str) -> Wa
 
 def spend_challenge(db: Session, account: Account, body: WalletLinkIn) -> None:
     """Check the signature of the account's challenge and spend the challenge (in the
-    caller's transaction; the caller records the link and commits). HTTP errors otherwise."""
+    caller's transaction; the caller records the link and commits); raises otherwise."""
     challenge = db.get(WalletChallenge, body.challenge_id)
     if challenge is None or challenge.account_id != account.id:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no challenge {body.challenge_id}")
+        raise NotFoundError(f"no challenge {body.challenge_id}")
     if challenge.used_at is not None or aware(challenge.expires_at) < utcnow():
-        raise HTTPException(
-            status.HTTP_409_CONFLICT, "challenge used or expired: ask for a new one"
-        )
+        raise ConflictError("challenge used or expired: ask for a new one", code="challenge_spent")
     try:
         public_key_of(body.address)
         verify_wallet_signature(body.address, challenge.message, body.signature)
     except SignatureError as exc:
-        raise HTTPException(422, f"wallet not linked: {exc.reason}") from exc
+        raise InvalidError(f"wallet not linked: {exc.reason}", code="bad_signature") from exc
     # A challenge links one wallet once, even when two requests race with it.
     claimed = db.execute(
         update(WalletChallenge)
@@ -51,4 +49,4 @@ def spend_challenge(db: Session, account: Account, body: WalletLinkIn) -> None:
     )
     if claimed.rowcount != 1:  # type: ignore[attr-defined]
         db.rollback()
-        raise HTTPException(status.HTTP_409_CONFLICT, "challenge already used")
+        raise ConflictError("challenge already used", code="challenge_spent")

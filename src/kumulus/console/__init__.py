@@ -6,13 +6,14 @@ from __future__ import annotations
 from importlib import resources
 
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kumulus.console import account_views, billing_views, developer_views, provider_views
 from kumulus.console.web import LoginRequiredError, render
+from kumulus.core.errors import KumulusError
+from kumulus.core.http import error_response, http_exception_response, status_of
 
 
 def mount(app: FastAPI) -> None:
@@ -37,16 +38,31 @@ def mount(app: FastAPI) -> None:
             return Response(status_code=401, headers={"HX-Redirect": "/console/login"})
         return RedirectResponse("/console/login", status_code=303)
 
+    def _page(request: Request) -> bool:
+        path = request.url.path
+        return path.startswith("/console/") and not path.startswith("/console/static/")
+
+    # Console pages answer errors with a page a person can read; the API keeps its
+    # ErrorBody (kumulus.core.http).
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        # Console pages answer errors with a page a person can read; the API keeps JSON.
-        if not request.url.path.startswith("/console/") or request.url.path.startswith(
-            "/console/static/"
-        ):
-            return await http_exception_handler(request, exc)
+        if not _page(request):
+            return http_exception_response(exc)
         return render(
             request,
             "error.html",
             {"title": "Error", "status": exc.status_code, "message": exc.detail},
             status_code=exc.status_code,
+        )
+
+    @app.exception_handler(KumulusError)
+    async def _error(request: Request, exc: KumulusError) -> Response:
+        if not _page(request):
+            return error_response(exc)
+        status = status_of(exc)
+        return render(
+            request,
+            "error.html",
+            {"title": "Error", "status": status, "message": exc.detail},
+            status_code=status,
         )

@@ -3,13 +3,12 @@ same schemas and functions as the API."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from kumulus.backend.api.routes import auth as auth_api
-from kumulus.backend.api.routes import provider as provider_api
+from kumulus.backend import accounts, providers
 from kumulus.backend.deps import Db, Settings
 from kumulus.backend.models import Account, ApiToken
 from kumulus.backend.schemas import ProviderProfileIn, SignupRequest, TokenCreate
@@ -24,6 +23,8 @@ from kumulus.console.web import (
     render,
     start_session,
 )
+from kumulus.core.errors import KumulusError
+from kumulus.core.http import status_of
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 _WRONG = "wrong email or password"  # the same for an unknown email: no account probing
@@ -106,16 +107,16 @@ def signup(request: Request, form: Form, db: Db, settings: Settings) -> Response
             status_code=422,
         )
     try:
-        account = auth_api.signup(body, db, settings)
-    except HTTPException as exc:
+        account = accounts.signup(db, settings, body)
+    except KumulusError as exc:
         return render(
             request,
             "signup.html",
             {"title": "Sign up", "errors": {"email": exc.detail}, "values": values},
-            status_code=exc.status_code,
+            status_code=status_of(exc),
         )
     if profile is not None:
-        provider_api.put_profile(profile, account, db, settings)
+        providers.update_profile(db, settings, account, profile)
     response = redirect(
         request, "/console/provider/wallet" if account.role == "provider" else "/console/keys"
     )
@@ -163,9 +164,9 @@ def create_token(request: Request, form: Form, db: Db, account: AnyAccount) -> R
         return _account_page(
             request, db, account, 422, errors=field_errors(exc), values={"name": form.get("name")}
         )
-    created = auth_api.create_token(body, account, db)
+    _, created = accounts.issue_token(db, account, body.name)
     # Rendered in this response only: never stored, never shown again.
-    return _account_page(request, db, account, new_token=created.token, new_token_name=body.name)
+    return _account_page(request, db, account, new_token=created, new_token_name=body.name)
 
 
 @router.post("/account/tokens/{token_id}/revoke")
@@ -173,9 +174,9 @@ def revoke_token(
     request: Request, token_id: int, form: Form, db: Db, account: AnyAccount
 ) -> Response:
     try:
-        auth_api.revoke_token(token_id, account, db)
-    except HTTPException as exc:
-        return _account_page(request, db, account, exc.status_code, error=exc.detail)
+        accounts.revoke_token(db, account, token_id)
+    except KumulusError as exc:
+        return _account_page(request, db, account, status_of(exc), error=exc.detail)
     if token_id == getattr(request.state, "session_token_id", None):
         response = redirect(request, "/console/login")
         end_session(request, db, response)

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from kumulus.backend.api.routes import billing as billing_api
-from kumulus.backend.api.routes import wallets as wallets_api
+from kumulus.backend import statements, wallets
 from kumulus.backend.deps import Db, Settings
 from kumulus.backend.models import Account
-from kumulus.backend.schemas import PayoutIn, WalletLinkIn
+from kumulus.backend.schemas import WalletLinkIn
+from kumulus.backend.wallet_links import new_challenge
 from kumulus.console.web import AnyAccount, Developer, Form, Provider, field_errors, render
+from kumulus.core.errors import KumulusError
+from kumulus.core.http import status_of
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -27,15 +29,17 @@ def _page(
     status_code: int = 200,
     **extra: Any,
 ) -> Response:
-    view = billing_api.get_billing(account, request, db, settings, limit=200)
+    settlement_on = getattr(request.app.state, "chain", None) is not None
+    view = statements.statement(db, settings, account, settlement_on, 200)
     context: dict[str, Any] = {"title": "Billing", "nav": "billing", "billing": view}
-    if getattr(request.app.state, "chain", None) is not None:
+    if settlement_on:
         context["deposit_address"] = request.app.state.payout_key.ss58_address
     if account.role == "developer":
-        context["challenge"] = wallets_api.developer_wallet_challenge(account, db, settings)
-        context["wallets"] = [w.address for w in wallets_api.developer_wallets(account, db)]
+        context["challenge"] = new_challenge(db, account, settings.challenge_ttl, " for deposits")
+        context["wallets"] = [w.address for w in wallets.wallets_page(db, account, 200, None)[0]]
     else:
-        context["payouts"] = wallets_api.list_payouts(account, db, settings)
+        rows, _ = wallets.payouts_page(db, account, 200, None)
+        context["payouts"] = [wallets.payout_out(settings, p) for p in rows]
     return render(request, "billing.html", {**context, **extra}, status_code=status_code)
 
 
@@ -50,16 +54,14 @@ def link_wallet(
 ) -> Response:
     values = {k: str(form.get(k, "")).strip() for k in ("challenge_id", "address", "signature")}
     try:
-        wallets_api.developer_wallet_link(
-            WalletLinkIn.model_validate(values), account, db, settings
-        )
+        wallets.link_developer_wallet(db, settings, account, WalletLinkIn.model_validate(values))
     except ValidationError as exc:
         return _page(request, db, settings, account, 422, errors=field_errors(exc), values=values)
-    except HTTPException as exc:
+    except KumulusError as exc:
         db.rollback()
-        field = "signature" if exc.status_code == 422 else "address"
+        field = "signature" if status_of(exc) == 422 else "address"
         return _page(
-            request, db, settings, account, exc.status_code,
+            request, db, settings, account, status_of(exc),
             errors={field: exc.detail}, values=values,
         )  # fmt: skip
     return _page(request, db, settings, account, flash="Wallet linked: its deposits count.")
@@ -68,8 +70,9 @@ def link_wallet(
 @router.post("/provider/payouts")
 def payout(request: Request, form: Form, db: Db, settings: Settings, account: Provider) -> Response:
     try:
-        wallets_api.create_payout(PayoutIn(), account, request, db, settings)
-    except HTTPException as exc:
+        settlement_on = getattr(request.app.state, "chain", None) is not None
+        wallets.request_provider_payout(db, settings, account, None, settlement_on)
+    except KumulusError as exc:
         db.rollback()
-        return _page(request, db, settings, account, exc.status_code, error=exc.detail)
+        return _page(request, db, settings, account, status_of(exc), error=exc.detail)
     return _page(request, db, settings, account, flash="Payout requested: it is sent shortly.")

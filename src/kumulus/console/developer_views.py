@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from kumulus.backend.api.routes import developer as developer_api
+from kumulus.backend import ssh_keys
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.deps import Db, Settings
 from kumulus.backend.hosts import to_planck
@@ -22,6 +22,8 @@ from kumulus.backend.scheduler import Want, explain, quote
 from kumulus.backend.schemas import SshKeyIn, VmCreateIn
 from kumulus.backend.vms import VmService, price_hour
 from kumulus.console.web import Developer, Form, field_errors, redirect, render
+from kumulus.core.errors import KumulusError, NotFoundError
+from kumulus.core.http import status_of
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -81,15 +83,15 @@ async def add_key(request: Request, form: Form, db: Db, account: Developer) -> R
     values["public_key"] = str(text).strip()
     try:
         body = SshKeyIn.model_validate(values)
-        developer_api.add_key(body, account, db)
+        ssh_keys.add_key(db, account, body.name, body.public_key)
     except ValidationError as exc:
         return _keys_page(request, db, account.id, 422, errors=field_errors(exc), values=values)
-    except HTTPException as exc:
+    except KumulusError as exc:
         return _keys_page(
             request,
             db,
             account.id,
-            exc.status_code,
+            status_of(exc),
             errors={"public_key": exc.detail},
             values=values,
         )
@@ -99,9 +101,9 @@ async def add_key(request: Request, form: Form, db: Db, account: Developer) -> R
 @router.post("/keys/{key_id}/delete")
 def delete_key(request: Request, key_id: int, form: Form, db: Db, account: Developer) -> Response:
     try:
-        developer_api.delete_key(key_id, account, db)
-    except HTTPException as exc:
-        return _keys_page(request, db, account.id, exc.status_code, error=exc.detail)
+        ssh_keys.delete_key(db, account, key_id)
+    except KumulusError as exc:
+        return _keys_page(request, db, account.id, status_of(exc), error=exc.detail)
     return redirect(request, "/console/keys")
 
 
@@ -183,12 +185,12 @@ def vm_quote(
             if body.max_price_per_hour is None
             else to_planck(settings, body.max_price_per_hour, "max price")
         )
-    except (ValidationError, HTTPException) as exc:
+    except (ValidationError, KumulusError) as exc:
         if isinstance(exc, ValidationError):
             errors = {k: v for k, v in field_errors(exc).items() if k in ("cpu", "memory", "disk")}
             message = "; ".join(f"{k}: {v}" for k, v in errors.items())
         else:
-            message = str(exc.detail)
+            message = exc.detail
         context["quote_error"] = message or None
         return render(request, "developer/_quote.html", context)
     want = Want(body.cpu, body.memory, body.disk, body.region, max_price)
@@ -219,17 +221,17 @@ def create_vm(
     service = _service(request, db, settings)
     try:
         vm = service.create(account, body, idempotency_key=None)
-    except HTTPException as exc:
-        field = "ssh_key_id" if exc.status_code == 404 else None
+    except KumulusError as exc:
+        field = "ssh_key_id" if status_of(exc) == 404 else None
         return _new_vm_page(
             request,
             db,
             account.id,
             settings,
-            exc.status_code,
+            status_of(exc),
             values=values,
             errors={field: exc.detail} if field else {},
-            error=None if field else str(exc.detail),
+            error=None if field else exc.detail,
         )
     return redirect(request, f"/console/vms/{vm.id}")
 
@@ -288,7 +290,7 @@ def vm_panel(
     service = _service(request, db, settings)
     try:
         vm = service.owned(account, vm_id)
-    except HTTPException:
+    except KumulusError:
         return redirect(request, "/console/vms")  # deleted meanwhile
     return render(request, "developer/_vm_panel.html", _panel_context(service, vm))
 
@@ -315,9 +317,9 @@ def vm_action(
             if service.delete(vm):
                 return redirect(request, "/console/vms")
         else:
-            raise HTTPException(404, f"no action {action[:20]}")
-    except HTTPException as exc:
-        error = str(exc.detail)
+            raise NotFoundError(f"no action {action[:20]}")
+    except KumulusError as exc:
+        error = exc.detail
         db.rollback()
     db.refresh(vm)
     return render(
@@ -333,6 +335,6 @@ def vm_logs(
     vm = service.owned(account, vm_id)
     try:
         text = service.logs(vm, 200)
-    except HTTPException as exc:
+    except KumulusError as exc:
         text = f"(logs unavailable: {exc.detail})"
     return render(request, "partials/logs.html", {"logs": text})

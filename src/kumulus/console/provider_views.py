@@ -7,21 +7,23 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
-from kumulus.backend.api.routes import billing as billing_api
-from kumulus.backend.api.routes import provider as provider_api
+from kumulus.backend import providers, statements
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.deps import Db, Settings
 from kumulus.backend.hosts import host_public, host_status, prices_out, starting_prices
 from kumulus.backend.models import Account, Heartbeat, Host, HostToken, Vm
 from kumulus.backend.schemas import ProviderProfileIn, WalletLinkIn
 from kumulus.backend.security import hash_token
+from kumulus.backend.wallet_links import new_challenge
 from kumulus.console.charts import percent_chart
 from kumulus.console.web import Form, Provider, field_errors, render
+from kumulus.core.errors import KumulusError, NotFoundError
+from kumulus.core.http import status_of
 
 router = APIRouter(prefix="/console/provider", include_in_schema=False)
 CHART_HOURS = 6
@@ -65,9 +67,11 @@ def _hosts_context(db: Db, settings: Settings, account: Account) -> dict[str, An
 
 @router.get("/hosts")
 def hosts_page(request: Request, db: Db, settings: Settings, account: Provider) -> Response:
-    profile = provider_api.profile_of(db, account)
+    profile = providers.profile_of(db, account)
     db.commit()
-    earnings = billing_api.get_billing(account, request, db, settings, limit=1)
+    earnings = statements.statement(
+        db, settings, account, getattr(request.app.state, "chain", None) is not None, 1
+    )
     return render(
         request,
         "provider/hosts.html",
@@ -121,13 +125,13 @@ def _host_context(db: Db, settings: Settings, host: Host) -> dict[str, Any]:
 def _owned_host(db: Db, account: Account, host_id: str) -> Host:
     host = db.get(Host, host_id[:32])
     if host is None or host.account_id != account.id:
-        raise HTTPException(404, f"no host {host_id[:40]}")
+        raise NotFoundError(f"no host {host_id[:40]}")
     return host
 
 
 @router.get("/hosts/new")
 def new_host_page(request: Request, db: Db, account: Provider) -> Response:
-    profile = provider_api.profile_of(db, account)
+    profile = providers.profile_of(db, account)
     db.commit()
     return render(
         request,
@@ -140,15 +144,15 @@ def new_host_page(request: Request, db: Db, account: Provider) -> Response:
 def create_host_token(
     request: Request, form: Form, db: Db, settings: Settings, account: Provider
 ) -> Response:
-    profile = provider_api.profile_of(db, account)
+    profile = providers.profile_of(db, account)
     try:
-        created = provider_api.create_host_token(account, db, settings)
-    except HTTPException as exc:
+        created = providers.new_host_token(db, settings, account)
+    except KumulusError as exc:
         return render(
             request,
             "provider/new_host.html",
             {"title": "Add a host", "nav": "add-host", "error": exc.detail, "wallet": None},
-            status_code=exc.status_code,
+            status_code=status_of(exc),
         )
     row = db.scalar(select(HostToken).where(HostToken.token_hash == hash_token(created.token)))
     assert row is not None
@@ -173,7 +177,7 @@ def new_host_status(
 ) -> Response:
     row = db.get(HostToken, token_id)
     if row is None or row.account_id != account.id:
-        raise HTTPException(404, f"no host token {token_id}")
+        raise NotFoundError(f"no host token {token_id}")
     host = db.get(Host, row.host_id) if row.host_id else None
     return render(
         request,
@@ -216,8 +220,8 @@ def _wallet_page(
     status_code: int = 200,
     **extra: Any,
 ) -> Response:
-    challenge = provider_api.wallet_challenge(account, db, settings)
-    profile = provider_api.profile_of(db, account)
+    challenge = new_challenge(db, account, settings.challenge_ttl, "")
+    profile = providers.profile_of(db, account)
     db.commit()
     return render(
         request,
@@ -249,20 +253,20 @@ def link_wallet(
     }
     try:
         body = WalletLinkIn.model_validate(values)
-        provider_api.wallet_link(body, account, db, settings)
+        providers.link_wallet(db, account, body)
     except ValidationError as exc:
         return _wallet_page(
             request, db, settings, account, 422, errors=field_errors(exc), values=values
         )
-    except HTTPException as exc:
+    except KumulusError as exc:
         db.rollback()
-        field = "signature" if exc.status_code == 422 else "address"
+        field = "signature" if status_of(exc) == 422 else "address"
         return _wallet_page(
             request,
             db,
             settings,
             account,
-            exc.status_code,
+            status_of(exc),
             errors={field: exc.detail},
             values=values,
         )
@@ -279,7 +283,7 @@ _PRICE_FIELDS = {
 
 
 def _profile_values(db: Db, settings: Settings, account: Account) -> dict[str, Any]:
-    profile = provider_api.profile_of(db, account)
+    profile = providers.profile_of(db, account)
     prices = prices_out(settings, *starting_prices(settings, profile))
     db.commit()
     return {
@@ -339,14 +343,14 @@ def save_profile(
                 },
             }
         )
-        provider_api.put_profile(body, account, db, settings)
+        providers.update_profile(db, settings, account, body)
     except ValidationError as exc:
         errors = field_errors(exc, _PRICE_FIELDS)
-    except HTTPException as exc:  # an amount with more decimals than the token has
+    except KumulusError as exc:  # an amount with more decimals than the token has
         db.rollback()
-        what, _, _ = str(exc.detail).partition(":")
+        what, _, _ = exc.detail.partition(":")
         field = {"prices.memoryGib": "price_memory_gib", "prices.diskGib": "price_disk_gib"}
-        errors[field.get(what, "price_cpu")] = str(exc.detail).partition(": ")[2]
+        errors[field.get(what, "price_cpu")] = exc.detail.partition(": ")[2]
     if errors:
         return _profile_page(request, settings, values, 422, errors=errors)
     return _profile_page(

@@ -14,16 +14,17 @@ from datetime import timedelta
 from importlib import resources
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
+from kumulus.backend import accounts
 from kumulus.backend.clock import utcnow
 from kumulus.backend.deps import Db, account_for_token
 from kumulus.backend.models import Account, ApiToken
-from kumulus.backend.security import new_token
 from kumulus.config import BackendSettings
+from kumulus.core.errors import ForbiddenError
 from kumulus.core.sizes import format_size
 
 SESSION_COOKIE = "kumulus_session"
@@ -100,9 +101,9 @@ async def check_csrf(request: Request) -> dict[str, Any]:
     if not (
         isinstance(sent, str) and expected and hmac.compare_digest(sent.encode(), expected.encode())
     ):
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
+        raise ForbiddenError(
             "This form has expired or came from another site. Reload the page and try again.",
+            code="csrf",
         )
     return {k: v for k, v in form.multi_items()}
 
@@ -133,9 +134,8 @@ def _require(role: str | None):  # type: ignore[no-untyped-def]
         if account is None:
             raise LoginRequiredError
         if role is not None and account.role != role:
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN,
-                f"This page is for {role} accounts; you are logged in as a {account.role}.",
+            raise ForbiddenError(
+                f"This page is for {role} accounts; you are logged in as a {account.role}."
             )
         return account
 
@@ -149,19 +149,7 @@ Provider = Annotated[Account, Depends(_require("provider"))]
 
 
 def start_session(request: Request, db: Db, account: Account, response: Response) -> None:
-    token, digest = new_token("kmt")
-    now = utcnow()
-    db.add(
-        ApiToken(
-            account_id=account.id,
-            name=SESSION_TOKEN_NAME,
-            token_hash=digest,
-            prefix=token[:10],
-            created_at=now,
-            expires_at=now + SESSION_TTL,
-        )
-    )
-    db.commit()
+    _, token = accounts.issue_token(db, account, SESSION_TOKEN_NAME, SESSION_TTL)
     response.set_cookie(
         SESSION_COOKIE,
         token,
@@ -197,7 +185,3 @@ def field_errors(exc: ValidationError, rename: dict[str, str] | None = None) -> 
             message = "required"
         errors.setdefault(name, message)
     return errors
-
-
-def http_error_message(exc: HTTPException) -> str:
-    return str(exc.detail)

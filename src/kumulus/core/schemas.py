@@ -47,6 +47,14 @@ def _ssh_key_line(value: str) -> str:
         raise ValueError(str(exc)) from exc
 
 
+def _utc(value: datetime) -> datetime:
+    # Rows from SQLite come back naive; every time we store is UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# Every timestamp an API answers with: RFC 3339 with an offset ("...Z").
+Timestamp = Annotated[datetime, AfterValidator(_utc)]
+
 # Validated field types, shared by every API that takes these inputs.
 Size = Annotated[int, BeforeValidator(_size)]
 Username = Annotated[str, Field(max_length=32, examples=["devtest"]), AfterValidator(_username)]
@@ -91,7 +99,7 @@ class VMPublic(CamelModel):
     cpu: float
     memory: str
     disk: str | None
-    created_at: float
+    created_at: Timestamp
 
 
 class VMDeleted(CamelModel):
@@ -161,14 +169,6 @@ class Page(BaseModel, Generic[T]):
     items: list[T]
     next: str | None = Field(description="cursor of the next page, or null")
 
-
-def _utc(value: datetime) -> datetime:
-    # Rows from SQLite come back naive; every time we store is UTC.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-# Every timestamp an API answers with: RFC 3339 with an offset ("...Z").
-Timestamp = Annotated[datetime, AfterValidator(_utc)]
 
 # Bounds for ids and counters in paths and queries: what the database columns hold.
 MAX_DB_ID = 2_147_483_647

@@ -4,28 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 
 from kumulus.agent.auth import Caller
 from kumulus.agent.routes.deps import IdempotencyKey, Service
-from kumulus.core.schemas import ErrorBody, HostInfo, VMCreate, VMDeleted, VMLogs, VMPublic
+from kumulus.core.cursors import After, Limit, page_list
+from kumulus.core.schemas import HostInfo, Page, VMCreate, VMDeleted, VMLogs, VMPublic
 
-router = APIRouter(
-    prefix="/v1",
-    responses={
-        401: {"model": ErrorBody},
-        404: {"model": ErrorBody},
-        409: {"model": ErrorBody},
-        422: {"model": ErrorBody},
-        502: {"model": ErrorBody},
-        503: {"model": ErrorBody},
-    },
-)
+router = APIRouter(prefix="/v1")
+# Bounded; an id in no VM's format is a 404 (the backend reads 404 on delete as "gone").
+VMIdPath = Annotated[str, Path(min_length=1, max_length=64)]
 
 
-@router.get("/vms", response_model=list[VMPublic], tags=["vms"])
-def list_vms(_: Caller, service: Service) -> list[VMPublic]:
-    return service.list()
+@router.get("/vms", response_model=Page[VMPublic], tags=["vms"])
+def list_vms(_: Caller, service: Service, limit: Limit = 50, after: After = None) -> Page[VMPublic]:
+    """This agent's VMs, oldest first."""
+    items, next_cursor = page_list(
+        service.list(), lambda vm: (vm.created_at.isoformat(), vm.vm_id), limit, after
+    )
+    return Page(items=items, next=next_cursor)
 
 
 @router.post("/vms", response_model=VMPublic, status_code=status.HTTP_201_CREATED, tags=["vms"])
@@ -41,31 +38,31 @@ def create_vm(
 
 
 @router.get("/vms/{vm_id}", response_model=VMPublic, tags=["vms"])
-def get_vm(vm_id: str, _: Caller, service: Service) -> VMPublic:
+def get_vm(vm_id: VMIdPath, _: Caller, service: Service) -> VMPublic:
     return service.get(vm_id)
 
 
 @router.delete("/vms/{vm_id}", response_model=VMDeleted, tags=["vms"])
-def delete_vm(vm_id: str, _: Caller, service: Service) -> VMDeleted:
+def delete_vm(vm_id: VMIdPath, _: Caller, service: Service) -> VMDeleted:
     """Remove the VM with all its files and its network."""
     service.delete(vm_id)
     return VMDeleted(vm_id=vm_id)
 
 
 @router.post("/vms/{vm_id}/start", response_model=VMPublic, tags=["vms"])
-def start_vm(vm_id: str, _: Caller, service: Service) -> VMPublic:
+def start_vm(vm_id: VMIdPath, _: Caller, service: Service) -> VMPublic:
     return service.start(vm_id)
 
 
 @router.post("/vms/{vm_id}/stop", response_model=VMPublic, tags=["vms"])
-def stop_vm(vm_id: str, _: Caller, service: Service) -> VMPublic:
+def stop_vm(vm_id: VMIdPath, _: Caller, service: Service) -> VMPublic:
     """Stop the VM; its files are kept for the next start."""
     return service.stop(vm_id)
 
 
 @router.get("/vms/{vm_id}/logs", response_model=VMLogs, tags=["vms"])
 def vm_logs(
-    vm_id: str, _: Caller, service: Service, tail: Annotated[int, Query(ge=1, le=10000)] = 200
+    vm_id: VMIdPath, _: Caller, service: Service, tail: Annotated[int, Query(ge=1, le=10000)] = 200
 ) -> VMLogs:
     return VMLogs(vm_id=vm_id, logs=service.logs(vm_id, tail))
 

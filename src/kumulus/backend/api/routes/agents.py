@@ -21,6 +21,13 @@ from kumulus.backend.nonces import DbNonceStore
 from kumulus.backend.schemas import Accepted, HostRegistered
 from kumulus.backend.security import hash_token
 from kumulus.config import BackendSettings
+from kumulus.core.errors import (
+    ForbiddenError,
+    InvalidError,
+    NotFoundError,
+    UnauthorizedError,
+    UnavailableError,
+)
 from kumulus.core.schemas import Capacity
 from kumulus.core.signing import SignatureError, SignedEnvelope, verify_envelope
 
@@ -61,9 +68,7 @@ def _verified(envelope: SignedEnvelope, db: Db, settings: Settings) -> dict[str,
         )
     except SignatureError as exc:
         db.rollback()
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, f"signature refused: {exc.reason}"
-        ) from exc
+        raise UnauthorizedError(f"signature refused: {exc.reason}", code="bad_signature") from exc
 
 
 def _parse(model: type[_P], payload: dict[str, Any]) -> _P:
@@ -80,7 +85,7 @@ def _host_for(db: Db, envelope: SignedEnvelope, host_id: str) -> Host:
     # for their own hosts, whatever host id they put in the payload.
     if host is None or host.wallet_address != envelope.address:
         db.rollback()
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no host {host_id} for this wallet")
+        raise NotFoundError(f"no host {host_id} for this wallet")
     return host
 
 
@@ -94,17 +99,13 @@ def register(
     )
     if token is None or token.used_at is not None or aware(token.expires_at) < utcnow():
         db.rollback()
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "provider token unknown, used or expired: create a new one",
+        raise UnauthorizedError(
+            "provider token unknown, used or expired: create a new one", code="bad_host_token"
         )
     profile = db.get(ProviderProfile, token.account_id)
     if profile is None or profile.wallet_address != envelope.address:
         db.rollback()
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
-            "signed by a wallet other than the one linked to this provider",
-        )
+        raise ForbiddenError("signed by a wallet other than the one linked to this provider")
     host_id = secrets.token_hex(8)
     prices = starting_prices(settings, profile)
     claimed = db.execute(
@@ -114,7 +115,7 @@ def register(
     )
     if claimed.rowcount != 1:  # type: ignore[attr-defined]
         db.rollback()
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "provider token already used")
+        raise UnauthorizedError("provider token already used", code="bad_host_token")
     db.add(
         Host(
             id=host_id,
@@ -169,12 +170,10 @@ def accept_heartbeat(
     try:
         payload = verify_envelope(envelope, _SpendLater(), max_skew=settings.signature_max_skew)
     except SignatureError as exc:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, f"signature refused: {exc.reason}"
-        ) from exc
+        raise UnauthorizedError(f"signature refused: {exc.reason}", code="bad_signature") from exc
     parsed = _parse(HostPayload, payload)
     if parsed.kind != "health":
-        raise HTTPException(422, "payload kind must be 'health'")
+        raise InvalidError("payload kind must be 'health'")
     beat = VerifiedHeartbeat(
         address=envelope.address,
         nonce=envelope.nonce,
@@ -188,16 +187,13 @@ def accept_heartbeat(
     try:
         outcome = writer.submit(beat).result(timeout=30)
     except Exception as exc:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, "could not store the heartbeat; retry"
-        ) from exc
+        raise UnavailableError("could not store the heartbeat; retry") from exc
     if outcome is Outcome.REPLAYED:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "signature refused: replayed envelope (nonce already used)",
+        raise UnauthorizedError(
+            "signature refused: replayed envelope (nonce already used)", code="replayed"
         )
     if outcome is Outcome.UNKNOWN_HOST:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no host {parsed.host_id} for this wallet")
+        raise NotFoundError(f"no host {parsed.host_id} for this wallet")
 
 
 @router.post("/heartbeat", response_model=Accepted, status_code=status.HTTP_202_ACCEPTED)
@@ -210,7 +206,7 @@ def heartbeat(envelope: SignedEnvelope, request: Request, settings: Settings) ->
 def update_ip(envelope: SignedEnvelope, db: Db, settings: Settings) -> Accepted:
     parsed = _parse(IpPayload, _verified(envelope, db, settings))
     if parsed.kind != "ip":
-        raise HTTPException(422, "payload kind must be 'ip'")
+        raise InvalidError("payload kind must be 'ip'")
     host = _host_for(db, envelope, parsed.host_id)
     host.public_ip = parsed.public_ip
     db.commit()

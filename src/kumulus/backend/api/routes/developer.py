@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
-from kumulus.backend.clock import utcnow
-from kumulus.backend.deps import CurrentDeveloper, Db, Settings
+from kumulus.backend import ssh_keys
+from kumulus.backend.deps import CurrentDeveloper, Db, DbId, ResourceId, Settings
 from kumulus.backend.models import SshKey
+from kumulus.backend.paging import After, Limit
 from kumulus.backend.schemas import SshKeyIn, SshKeyOut, VmCreateIn, VmLogsOut, VmOut
 from kumulus.backend.vms import VmService
-from kumulus.core.sshkeys import parse_ssh_public_key
+from kumulus.core.schemas import Page
 
 router = APIRouter(prefix="/v1", tags=["developer"])
 
@@ -26,47 +25,33 @@ def _service(request: Request, db: Db, settings: Settings) -> VmService:
 Vms = Annotated[VmService, Depends(_service)]
 
 
-@router.get("/ssh-keys", response_model=list[SshKeyOut])
-def list_keys(account: CurrentDeveloper, db: Db) -> list[SshKey]:
-    return list(
-        db.scalars(select(SshKey).where(SshKey.account_id == account.id).order_by(SshKey.id))
+@router.get("/ssh-keys", response_model=Page[SshKeyOut])
+def list_keys(
+    account: CurrentDeveloper, db: Db, limit: Limit = 50, after: After = None
+) -> Page[SshKeyOut]:
+    rows, next_cursor = ssh_keys.keys_page(db, account, limit, after)
+    return Page(
+        items=[SshKeyOut.model_validate(r, from_attributes=True) for r in rows], next=next_cursor
     )
 
 
 @router.post("/ssh-keys", response_model=SshKeyOut, status_code=status.HTTP_201_CREATED)
 def add_key(body: SshKeyIn, account: CurrentDeveloper, db: Db) -> SshKey:
-    parsed = parse_ssh_public_key(body.public_key)
-    key = SshKey(
-        account_id=account.id,
-        name=body.name,
-        public_key=parsed.line,
-        fingerprint=parsed.fingerprint,
-        created_at=utcnow(),
-    )
-    db.add(key)
-    try:
-        db.commit()
-    except IntegrityError as exc:
-        db.rollback()
-        raise HTTPException(
-            status.HTTP_409_CONFLICT, f"this key ({parsed.fingerprint}) is saved already"
-        ) from exc
-    return key
+    return ssh_keys.add_key(db, account, body.name, body.public_key)
 
 
 @router.delete("/ssh-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_key(key_id: int, account: CurrentDeveloper, db: Db) -> Response:
-    key = db.get(SshKey, key_id)
-    if key is None or key.account_id != account.id:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no SSH key {key_id}")
-    db.delete(key)
-    db.commit()
+def delete_key(key_id: DbId, account: CurrentDeveloper, db: Db) -> Response:
+    ssh_keys.delete_key(db, account, key_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/vms", response_model=list[VmOut])
-def list_vms(account: CurrentDeveloper, vms: Vms) -> list[VmOut]:
-    return [vms.view(vm) for vm in vms.list(account)]
+@router.get("/vms", response_model=Page[VmOut])
+def list_vms(
+    account: CurrentDeveloper, vms: Vms, limit: Limit = 50, after: After = None
+) -> Page[VmOut]:
+    rows, next_cursor = vms.page(account, limit, after)
+    return Page(items=[vms.view(vm) for vm in rows], next=next_cursor)
 
 
 @router.post("/vms", response_model=VmOut, status_code=status.HTTP_201_CREATED)
@@ -74,7 +59,9 @@ def create_vm(
     body: VmCreateIn,
     account: CurrentDeveloper,
     vms: Vms,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=128)
+    ] = None,
 ) -> VmOut:
     """Place the VM on an online host that fits and create it there. Answers when the
     host's agent has it running (sshd answering) or says why it could not."""
@@ -82,17 +69,17 @@ def create_vm(
 
 
 @router.get("/vms/{vm_id}", response_model=VmOut)
-def get_vm(vm_id: str, account: CurrentDeveloper, vms: Vms) -> VmOut:
+def get_vm(vm_id: ResourceId, account: CurrentDeveloper, vms: Vms) -> VmOut:
     return vms.view(vms.owned(account, vm_id))
 
 
 @router.post("/vms/{vm_id}/start", response_model=VmOut)
-def start_vm(vm_id: str, account: CurrentDeveloper, vms: Vms) -> VmOut:
+def start_vm(vm_id: ResourceId, account: CurrentDeveloper, vms: Vms) -> VmOut:
     return vms.view(vms.start(vms.owned(account, vm_id)))
 
 
 @router.post("/vms/{vm_id}/stop", response_model=VmOut)
-def stop_vm(vm_id: str, account: CurrentDeveloper, vms: Vms) -> VmOut:
+def stop_vm(vm_id: ResourceId, account: CurrentDeveloper, vms: Vms) -> VmOut:
     return vms.view(vms.stop(vms.owned(account, vm_id)))
 
 
@@ -101,7 +88,7 @@ def stop_vm(vm_id: str, account: CurrentDeveloper, vms: Vms) -> VmOut:
     status_code=status.HTTP_204_NO_CONTENT,
     responses={202: {"model": VmOut, "description": "host away: deleted when it is back"}},
 )
-def delete_vm(vm_id: str, account: CurrentDeveloper, vms: Vms) -> Response:
+def delete_vm(vm_id: ResourceId, account: CurrentDeveloper, vms: Vms) -> Response:
     """204 when the VM is gone. 202 with the VM (actual state `deleting`) when its host is
     offline: the backend finishes the delete as soon as the host is back."""
     vm = vms.owned(account, vm_id)
@@ -115,7 +102,7 @@ def delete_vm(vm_id: str, account: CurrentDeveloper, vms: Vms) -> Response:
 
 @router.get("/vms/{vm_id}/logs", response_model=VmLogsOut)
 def vm_logs(
-    vm_id: str,
+    vm_id: ResourceId,
     account: CurrentDeveloper,
     vms: Vms,
     tail: Annotated[int, Query(ge=1, le=10000)] = 200,

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 from importlib import resources
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sqlalchemy import select
 
 from kumulus import __version__
-from kumulus.backend.clock import aware, utcnow
+from kumulus.backend import providers
 from kumulus.backend.deps import Db, Settings
-from kumulus.backend.models import HostToken, ProviderProfile
 from kumulus.backend.package_source import package_tarball
 from kumulus.backend.schemas import HostTokenInfo, HostTokenInfoIn
-from kumulus.backend.security import hash_token
 
 router = APIRouter(tags=["onboarding"])
 _PLACEHOLDER = "__KUMULUS_BACKEND_URL__"
@@ -55,15 +52,4 @@ def agent_package() -> Response:
 def host_token_info(body: HostTokenInfoIn, db: Db) -> HostTokenInfo:
     """For the holder of an unused provider token: the wallet address the new host must
     sign with (the provider's linked wallet). Lets setup refuse a wrong mnemonic early."""
-    token = db.scalar(
-        select(HostToken).where(HostToken.token_hash == hash_token(body.provider_token))
-    )
-    if token is None or token.used_at is not None or aware(token.expires_at) < utcnow():
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "provider token unknown, used or expired: create a new one in the provider console",
-        )
-    profile = db.get(ProviderProfile, token.account_id)
-    if profile is None or profile.wallet_address is None:
-        raise HTTPException(status.HTTP_409_CONFLICT, "the provider has no linked wallet")
-    return HostTokenInfo(wallet_address=profile.wallet_address, expires_at=aware(token.expires_at))
+    return providers.host_token_info(db, body.provider_token)

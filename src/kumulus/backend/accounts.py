@@ -1,0 +1,96 @@
+"""Accounts and their bearer tokens: sign-up, log-in, API tokens and console sessions.
+
+Every function works in the caller's session and raises the error family
+(kumulus.core.errors); the API routes and the console views both call these."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from kumulus.backend import billing, paging
+from kumulus.backend.clock import utcnow
+from kumulus.backend.models import Account, ApiToken
+from kumulus.backend.schemas import SignupRequest
+from kumulus.backend.security import hash_password, new_token, verify_password
+from kumulus.config import BackendSettings
+from kumulus.core.errors import ConflictError, NotFoundError, UnauthorizedError
+from kumulus.core.money import parse_amount
+
+
+def signup(db: Session, settings: BackendSettings, body: SignupRequest) -> Account:
+    """A new account (developers get the sign-up credit); ConflictError if the email is
+    taken."""
+    account = Account(
+        email=body.email,
+        password_hash=hash_password(body.password),
+        role=body.role,
+        created_at=utcnow(),
+    )
+    db.add(account)
+    try:
+        db.commit()
+    except IntegrityError as exc:
+        db.rollback()
+        raise ConflictError("an account with this email exists", code="email_taken") from exc
+    credit = parse_amount(settings.signup_credit, settings.token_decimals)
+    if account.role == "developer" and credit:
+        billing.grant(db, billing.DEVELOPER, account.id, credit, "sign-up credit")
+        db.commit()
+    return account
+
+
+def authenticate(db: Session, email: str, password: str) -> Account:
+    """The account with this email and password; UnauthorizedError otherwise (same answer,
+    same time, for an unknown email and a wrong password)."""
+    account = db.scalar(select(Account).where(Account.email == email.strip().lower()))
+    if not verify_password(account.password_hash if account else None, password):
+        raise UnauthorizedError("wrong email or password", code="bad_credentials")
+    assert account is not None
+    return account
+
+
+def issue_token(
+    db: Session, account: Account, name: str, ttl: timedelta | None = None
+) -> tuple[ApiToken, str]:
+    """A new bearer token for `account` (committed): the row and the token, which is
+    shown once and stored only as a hash."""
+    token, digest = new_token("kmt")
+    now = utcnow()
+    row = ApiToken(
+        account_id=account.id,
+        name=name,
+        token_hash=digest,
+        prefix=token[:10],
+        created_at=now,
+        expires_at=now + ttl if ttl is not None else None,
+    )
+    db.add(row)
+    db.commit()
+    return row, token
+
+
+def tokens_page(
+    db: Session, account: Account, limit: int, after: str | None
+) -> tuple[list[ApiToken], str | None]:
+    stmt = select(ApiToken).where(ApiToken.account_id == account.id)
+    return paging.page(db, stmt, [ApiToken.id], limit, after)
+
+
+def all_tokens(db: Session, account: Account) -> list[ApiToken]:
+    return list(
+        db.scalars(select(ApiToken).where(ApiToken.account_id == account.id).order_by(ApiToken.id))
+    )
+
+
+def revoke_token(db: Session, account: Account, token_id: int) -> None:
+    """Revoke one of the account's tokens (idempotent); NotFoundError if not theirs."""
+    row = db.get(ApiToken, token_id)
+    if row is None or row.account_id != account.id:
+        raise NotFoundError(f"no token {token_id}")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        db.commit()

@@ -1,0 +1,140 @@
+"""Providers: their profile and default prices, the payout wallet they link by signed
+challenge, one-time host tokens, and their hosts. Raises the error family."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from kumulus.backend import paging
+from kumulus.backend.clock import aware, utcnow
+from kumulus.backend.hosts import prices_in, prices_out, starting_prices
+from kumulus.backend.models import Account, Host, HostToken, ProviderProfile
+from kumulus.backend.schemas import (
+    HostTokenCreated,
+    HostTokenInfo,
+    Prices,
+    ProviderProfileIn,
+    ProviderProfileOut,
+    WalletLinkIn,
+)
+from kumulus.backend.security import hash_token, new_token
+from kumulus.backend.wallet_links import spend_challenge
+from kumulus.config import BackendSettings
+from kumulus.core.errors import ConflictError, NotFoundError, UnauthorizedError
+
+
+def profile_of(db: Session, account: Account) -> ProviderProfile:
+    """The provider's profile, made empty on first use (flushed, not committed)."""
+    profile = db.get(ProviderProfile, account.id)
+    if profile is None:
+        profile = ProviderProfile(account_id=account.id, name="", contact="", country="", region="")
+        db.add(profile)
+        db.flush()
+    return profile
+
+
+def profile_out(profile: ProviderProfile, settings: BackendSettings) -> ProviderProfileOut:
+    return ProviderProfileOut(
+        name=profile.name,
+        contact=profile.contact,
+        country=profile.country,
+        region=profile.region,
+        wallet_address=profile.wallet_address,
+        prices=prices_out(settings, *starting_prices(settings, profile)),
+    )
+
+
+def update_profile(
+    db: Session, settings: BackendSettings, account: Account, body: ProviderProfileIn
+) -> ProviderProfile:
+    """Set the profile; `prices` (optional) are what hosts registered from now on charge."""
+    profile = profile_of(db, account)
+    prices = prices_in(settings, body.prices) if body.prices is not None else None
+    profile.name, profile.contact = body.name, body.contact
+    profile.country, profile.region = body.country, body.region
+    if prices is not None:
+        (
+            profile.price_cpu_hour,
+            profile.price_memory_gib_hour,
+            profile.price_disk_gib_hour,
+        ) = prices
+    db.commit()
+    return profile
+
+
+def link_wallet(db: Session, account: Account, body: WalletLinkIn) -> ProviderProfile:
+    """Link the payout wallet that signed the account's challenge (committed)."""
+    spend_challenge(db, account, body)
+    profile = profile_of(db, account)
+    profile.wallet_address = body.address
+    try:
+        db.commit()
+    except IntegrityError as exc:
+        db.rollback()
+        raise ConflictError(
+            "this wallet is linked to another account", code="wallet_taken"
+        ) from exc
+    return profile
+
+
+def new_host_token(db: Session, settings: BackendSettings, account: Account) -> HostTokenCreated:
+    """A one-time token for the setup of a new host; ConflictError without a wallet."""
+    if profile_of(db, account).wallet_address is None:
+        raise ConflictError(
+            "link a wallet first: hosts prove they are yours by its signature",
+            code="no_wallet",
+        )
+    token, digest = new_token("kmh")
+    expires = utcnow() + timedelta(seconds=settings.host_token_ttl)
+    db.add(
+        HostToken(account_id=account.id, token_hash=digest, created_at=utcnow(), expires_at=expires)
+    )
+    db.commit()
+    return HostTokenCreated(token=token, expires_at=expires)
+
+
+def hosts_page(
+    db: Session, account: Account, limit: int, after: str | None
+) -> tuple[list[Host], str | None]:
+    stmt = select(Host).where(Host.account_id == account.id)
+    return paging.page(db, stmt, [Host.registered_at, Host.id], limit, after)
+
+
+def owned_host(db: Session, account: Account, host_id: str) -> Host:
+    host = db.get(Host, host_id[:32])
+    if host is None or host.account_id != account.id:
+        raise NotFoundError(f"no host {host_id[:40]}")
+    return host
+
+
+def set_host_prices(
+    db: Session, settings: BackendSettings, account: Account, host_id: str, prices: Prices
+) -> Host:
+    """New prices for one host; VMs already placed keep the prices they were placed at."""
+    host = owned_host(db, account, host_id)
+    (
+        host.price_cpu_hour,
+        host.price_memory_gib_hour,
+        host.price_disk_gib_hour,
+    ) = prices_in(settings, prices)
+    db.commit()
+    return host
+
+
+def host_token_info(db: Session, provider_token: str) -> HostTokenInfo:
+    """For the holder of an unused provider token: the wallet the new host must sign
+    with. UnauthorizedError for a token unknown, used or expired."""
+    token = db.scalar(select(HostToken).where(HostToken.token_hash == hash_token(provider_token)))
+    if token is None or token.used_at is not None or aware(token.expires_at) < utcnow():
+        raise UnauthorizedError(
+            "provider token unknown, used or expired: create a new one in the provider console",
+            code="bad_host_token",
+        )
+    profile = db.get(ProviderProfile, token.account_id)
+    if profile is None or profile.wallet_address is None:
+        raise ConflictError("the provider has no linked wallet", code="no_wallet")
+    return HostTokenInfo(wallet_address=profile.wallet_address, expires_at=token.expires_at)
