@@ -14,6 +14,7 @@ from sqlalchemy import Select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from kumulus.core.cursors import After, Limit, decode_cursor, encode_cursor
+from kumulus.core.errors import InvalidError
 
 __all__ = ["After", "Limit", "page"]
 
@@ -33,6 +34,9 @@ def page(
     starting after `after`; and the cursor of the next page (None on the last)."""
     if after is not None:
         values = decode_cursor(after, len(keys))
+        # A cursor holds exactly the key's types: anything else was not made by us.
+        if not all(isinstance(v, k.type.python_type) for v, k in zip(values, keys, strict=True)):
+            raise InvalidError("after: not a cursor from this list; start from the first page")
         row_key = tuple_(*keys)
         stmt = stmt.where(row_key < tuple_(*values) if descending else row_key > tuple_(*values))
     order = [k.desc() for k in keys] if descending else list(keys)
