@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, Request
 
 from kumulus.agent.registration import load_registration, read_pinned_backend
-from kumulus.core.errors import UnauthorizedError
+from kumulus.core.errors import TooLargeError, UnauthorizedError
 from kumulus.core.signing import (
     HDR_ADDRESS,
     HDR_SIGNATURE,
@@ -104,7 +104,9 @@ async def authenticate(request: Request) -> Principal:
                 "signature refused: request is signed by a key this agent does not trust"
             )
         if int(request.headers.get("content-length") or 0) > MAX_SIGNED_BODY:
-            raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "body too large")
+            raise TooLargeError(
+                f"body too large: signed calls take at most {MAX_SIGNED_BODY} bytes"
+            )
         body = await request.body()
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         try:

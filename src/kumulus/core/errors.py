@@ -80,6 +80,12 @@ class PaymentRequiredError(KumulusError):
     code = "payment_required"
 
 
+class TooLargeError(KumulusError):
+    """The request body is larger than this endpoint takes."""
+
+    code = "too_large"
+
+
 class UnavailableError(KumulusError):
     """Something we depend on is away for now (a host offline, the chain, the engine)."""
 

@@ -29,6 +29,7 @@ _STATUS: tuple[tuple[type[errors.KumulusError], int], ...] = (
     (errors.NotFoundError, 404),
     (errors.ConflictError, 409),
     (errors.PaymentRequiredError, 402),
+    (errors.TooLargeError, 413),
     (errors.UnavailableError, 503),
     (errors.UpstreamError, 502),
     (errors.InternalError, 500),
