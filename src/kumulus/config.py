@@ -12,6 +12,7 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kumulus import __version__
+from kumulus.core.hostnames import validate_public_host
 
 DEFAULT_STATE_DIR = Path("/var/lib/kumulus")
 
@@ -57,6 +58,13 @@ class AgentSettings(BaseSettings):
     def _valid_ip(cls, value: str) -> str:
         ip_address(value)
         return value
+
+    @field_validator("ssh_public_host")
+    @classmethod
+    def _valid_public_host(cls, value: str | None) -> str | None:
+        # Developers get it in the ssh line they run: refuse to start with anything but an
+        # IP address or a DNS name.
+        return None if value is None else validate_public_host(value)
 
     @model_validator(mode="after")
     def _port_range(self) -> AgentSettings:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from kumulus.client import ApiError, BackendClient
+from kumulus.core.hostnames import ssh_argv, ssh_command
 from kumulus.core.signing import write_secret_file
 
 key_app = typer.Typer(help="Your SSH public keys.", no_args_is_help=True)
@@ -182,14 +182,20 @@ def vm_create(
         f"VM {vm['id']} {vm['actualState']} on host {vm['hostId']}, "
         f"{vm.get('pricePerHour') or '?'} per hour while running"
     )
-    if vm.get("sshCommand"):
-        typer.echo(vm["sshCommand"])
+    line, problem = _ssh_line(vm)
+    if line:
+        typer.echo(line)
+    elif problem:
+        typer.secho(f"no ssh address: {problem}", err=True, fg=typer.colors.YELLOW)
 
 
 @vm_app.command("ls")
 def vm_ls() -> None:
+    vms = _list("/v1/vms")
+    for vm in vms:  # never the server's sshCommand: see _ssh_argv
+        vm["sshCommand"] = _ssh_line(vm)[0]
     _table(
-        _list("/v1/vms"),
+        vms,
         [
             ("id", "ID"),
             ("name", "NAME"),
@@ -202,6 +208,39 @@ def vm_ls() -> None:
             ("sshCommand", "SSH"),
         ],
     )
+
+
+def _printable(value: object) -> str:
+    # Text from the server goes to a terminal: no escape sequences or control characters.
+    return "".join(ch if ch.isprintable() else "?" for ch in str(value))[:300]
+
+
+def _ssh_parts(vm: dict[str, Any]) -> tuple[str, object, str]:
+    host, port, username = vm.get("sshHost"), vm.get("sshPort"), vm.get("username")
+    if not isinstance(host, str) or not isinstance(username, str):
+        raise ValueError("the VM answer has no valid sshHost or username")
+    return host, port, username
+
+
+def _ssh_argv(vm: dict[str, Any]) -> list[str]:
+    """The ssh argv for a VM answer, built from its sshHost, sshPort and username, each
+    validated here again (ValueError otherwise). The server's sshCommand is never used: a
+    host's address comes from its provider, and a string split into argv could carry
+    options such as -oProxyCommand that run commands on this machine."""
+    return ssh_argv(*_ssh_parts(vm))
+
+
+def _ssh_line(vm: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(ssh line to show, None) or (None, why not) for a VM answer, built locally from
+    validated parts like _ssh_argv; (None, None) while the VM has no address."""
+    if vm.get("sshProblem"):
+        return None, _printable(vm["sshProblem"])
+    if not vm.get("sshHost") or vm.get("sshPort") is None:
+        return None, None
+    try:
+        return ssh_command(*_ssh_parts(vm)), None
+    except ValueError as exc:
+        return None, f"refused an invalid ssh address from the backend: {exc}"
 
 
 def _vm_action(action: str, vm_id: str) -> None:
@@ -240,12 +279,21 @@ def vm_ssh(
 ) -> None:
     """Open an SSH session to the VM (runs your ssh client)."""
     vm = _call("GET", f"/v1/vms/{vm_id}")
-    if not vm.get("sshCommand"):
-        raise _fail(f"VM {vm_id} has no SSH address yet ({vm['actualState']})")
-    argv = shlex.split(vm["sshCommand"])
+    if not isinstance(vm, dict):
+        raise _fail("the backend answered something that is not a VM")
+    if vm.get("sshProblem"):
+        raise _fail(f"VM {vm_id}: {_printable(vm['sshProblem'])}")
+    if not vm.get("sshHost") or vm.get("sshPort") is None:
+        state = _printable(vm.get("actualState", "?"))
+        raise _fail(f"VM {vm_id} has no SSH address yet ({state})")
+    try:
+        argv = _ssh_argv(vm)
+    except ValueError as exc:
+        raise _fail(f"refusing to run ssh for VM {vm_id}: {exc}") from exc
     if identity is not None:
         argv[1:1] = ["-i", str(identity.expanduser())]
-    os.execvp(argv[0], argv)  # noqa: S606 - argument list from our own API, no shell
+    # argv built here from validated parts; no shell, nothing the server wrote runs as is.
+    os.execvp(argv[0], argv)  # noqa: S606
 
 
 def wallet_deposit(

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from substrateinterface import Keypair
 
 from kumulus import __version__
+from kumulus.core.hostnames import HostnameError, validate_public_host
 from kumulus.core.http import error_detail
 from kumulus.core.signing import sign_envelope
 
@@ -77,7 +78,12 @@ def register(
     http: httpx.Client | None = None,
 ) -> Registration:
     """Register with the backend (signed by the provider's wallet), then pin the backend's
-    key so the agent accepts calls signed by it, and only by it."""
+    key so the agent accepts calls signed by it, and only by it. `public_ip` must be an IP
+    address or a DNS name (RegistrationError otherwise, before anything is sent)."""
+    try:
+        public_ip = validate_public_host(public_ip)
+    except HostnameError as exc:
+        raise RegistrationError(f"cannot register: {exc}") from exc
     payload = {
         "kind": "register",
         "providerToken": provider_token,

@@ -209,9 +209,16 @@ class VmOut(CamelModel):
     host_id: str | None
     intended_state: str
     actual_state: VmState
-    ssh_host: str | None
+    ssh_host: str | None = Field(
+        description="an IP address or DNS name; null while unknown, or when not valid"
+    )
     ssh_port: int | None
-    ssh_command: str | None = Field(description="ready to paste")
+    ssh_command: str | None = Field(
+        description="ready to paste: `ssh -p PORT USER@HOST`, built from validated parts"
+    )
+    ssh_problem: str | None = Field(
+        default=None, description="why there is no ssh address although the VM has a host"
+    )
     failure_reason: str | None
     price_per_hour: str | None = Field(description="while running, fixed at placement")
     created_at: Timestamp

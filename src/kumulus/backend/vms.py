@@ -33,6 +33,12 @@ from kumulus.core.errors import (
     UnavailableError,
     UpstreamError,
 )
+from kumulus.core.hostnames import (
+    HostnameError,
+    ssh_command,
+    ssh_problem,
+    validate_public_host,
+)
 from kumulus.core.money import format_amount, hourly_price
 from kumulus.core.sizes import format_size
 
@@ -91,10 +97,13 @@ class VmService:
             host = self.db.get(Host, vm.host_id)
             if host is None or host_status(host, self.settings.heartbeat_ttl) == "offline":
                 actual = "unreachable"  # never claim running for a host we cannot hear
+        # The address comes from the provider and ends up in a shell: rows stored before it
+        # was validated (or written around the API) are withheld, with the reason.
+        problem = ssh_problem(vm.ssh_host, vm.ssh_port, vm.username)
         command = None
-        if vm.ssh_host and vm.ssh_port:
-            target = f"[{vm.ssh_host}]" if ":" in vm.ssh_host else vm.ssh_host
-            command = f"ssh -p {vm.ssh_port} {vm.username}@{target}"
+        if problem is None and vm.ssh_host and vm.ssh_port:
+            command = ssh_command(vm.ssh_host, vm.ssh_port, vm.username)
+        shown = problem is None
         return VmOut(
             id=vm.id,
             name=vm.name,
@@ -106,9 +115,10 @@ class VmService:
             host_id=vm.host_id,
             intended_state=vm.intended_state,
             actual_state=actual,  # type: ignore[arg-type]
-            ssh_host=vm.ssh_host,
-            ssh_port=vm.ssh_port,
+            ssh_host=validate_public_host(vm.ssh_host) if shown and vm.ssh_host else None,
+            ssh_port=vm.ssh_port if shown else None,
             ssh_command=command,
+            ssh_problem=problem,
             failure_reason=vm.failure_reason,
             price_per_hour=self.money(price_hour(vm)) if vm.host_id else None,
             created_at=aware(vm.created_at),
@@ -220,6 +230,17 @@ class VmService:
             self.db.commit()
             host = self.db.get(Host, placed.host_id)
             assert host is not None
+            try:
+                validate_public_host(host.public_ip)
+            except HostnameError:
+                # Registered before addresses were validated: its VMs would be paid for but
+                # never shown an ssh address. Another host, if one fits.
+                last_error = f"host {host.id}: its SSH address is not valid"
+                self._release(vm)
+                vm.host_id = None
+                self.db.commit()
+                tried.add(host.id)
+                continue
             try:
                 agent_vm = self._agent(host).create_vm(self._agent_body(vm), idempotency_key=vm.id)
             except ApiError as exc:

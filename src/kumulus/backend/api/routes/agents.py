@@ -8,7 +8,7 @@ import secrets
 import time
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, Request, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select, update
 
@@ -28,6 +28,8 @@ from kumulus.core.errors import (
     UnauthorizedError,
     UnavailableError,
 )
+from kumulus.core.hostnames import PublicHost
+from kumulus.core.http import field_problems, validation_message
 from kumulus.core.schemas import Capacity
 from kumulus.core.signing import SignatureError, SignedEnvelope, verify_envelope
 
@@ -44,7 +46,8 @@ class RegisterPayload(_Payload):
     kind: str = Field(pattern="^register$")
     provider_token: str = Field(alias="providerToken", max_length=128)
     api_url: str = Field(alias="apiUrl", pattern=r"^https?://[^\s/]+(:\d+)?/?$", max_length=255)
-    public_ip: str = Field(alias="publicIp", max_length=64)
+    # Lands in the ssh line developers run: an IP address or a DNS name, nothing else.
+    public_ip: PublicHost = Field(alias="publicIp", max_length=64)
     capacity: Capacity
     disk_quota: bool = Field(alias="diskQuota")
     agent_version: str = Field(alias="agentVersion", max_length=32)
@@ -56,7 +59,7 @@ class HostPayload(_Payload):
 
 
 class IpPayload(HostPayload):
-    public_ip: str = Field(alias="publicIp", max_length=64)
+    public_ip: PublicHost = Field(alias="publicIp", max_length=64)
 
 
 def _verified(envelope: SignedEnvelope, db: Db, settings: Settings) -> dict[str, Any]:
@@ -72,11 +75,14 @@ def _verified(envelope: SignedEnvelope, db: Db, settings: Settings) -> dict[str,
 
 
 def _parse(model: type[_P], payload: dict[str, Any]) -> _P:
+    """The signed payload as `model`; InvalidError (422, with the fields and why) if not."""
     try:
         return model.model_validate(payload)
     except ValidationError as exc:
-        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
-        raise HTTPException(422, f"invalid payload fields: {fields}") from exc
+        problems = field_problems(exc.errors())
+        raise InvalidError(
+            f"invalid payload fields: {validation_message(problems)}", fields=problems
+        ) from exc
 
 
 def _host_for(db: Db, envelope: SignedEnvelope, host_id: str) -> Host:
