@@ -16,12 +16,13 @@ from sqlalchemy import select
 from kumulus.backend.api.routes import developer as developer_api
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.deps import Db, Settings
-from kumulus.backend.hosts import to_planck
+from kumulus.backend.hosts import bounded_planck
 from kumulus.backend.models import Host, SshKey, Vm
 from kumulus.backend.scheduler import Want, explain, quote
 from kumulus.backend.schemas import SshKeyIn, VmCreateIn
 from kumulus.backend.vms import VmService, price_hour
 from kumulus.console.web import Developer, Form, field_errors, redirect, render
+from kumulus.core.errors import InvalidError
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -181,9 +182,11 @@ def vm_quote(
         max_price = (
             None
             if body.max_price_per_hour is None
-            else to_planck(settings, body.max_price_per_hour, "max price")
+            else bounded_planck(
+                settings, body.max_price_per_hour, "max price", settings.max_vm_price_planck
+            )
         )
-    except (ValidationError, HTTPException) as exc:
+    except (ValidationError, HTTPException, InvalidError) as exc:
         if isinstance(exc, ValidationError):
             errors = {k: v for k, v in field_errors(exc).items() if k in ("cpu", "memory", "disk")}
             message = "; ".join(f"{k}: {v}" for k, v in errors.items())
@@ -193,9 +196,12 @@ def vm_quote(
         return render(request, "developer/_quote.html", context)
     want = Want(body.cpu, body.memory, body.disk, body.region, max_price)
     service = VmService(db, settings, request.app.state.keypair)
-    prices = quote(db, want, settings.heartbeat_ttl)
+    limit = settings.max_vm_price_planck
+    prices = quote(db, want, settings.heartbeat_ttl, limit)
     if prices is None:
-        context["quote_error"] = explain(db, want, settings.heartbeat_ttl, money=service.money)
+        context["quote_error"] = explain(
+            db, want, settings.heartbeat_ttl, money=service.money, price_limit=limit
+        )
     else:
         low, high = prices
         context["quote"] = service.money(low)
@@ -219,6 +225,11 @@ def create_vm(
     service = _service(request, db, settings)
     try:
         vm = service.create(account, body, idempotency_key=None)
+    except InvalidError as exc:  # a maximum price over the platform's limit
+        return _new_vm_page(
+            request, db, account.id, settings, 422, values=values,
+            errors={"max_price": exc.detail.partition(": ")[2] or exc.detail},
+        )  # fmt: skip
     except HTTPException as exc:
         field = "ssh_key_id" if exc.status_code == 404 else None
         return _new_vm_page(

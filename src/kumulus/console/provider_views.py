@@ -22,6 +22,7 @@ from kumulus.backend.schemas import ProviderProfileIn, WalletLinkIn
 from kumulus.backend.security import hash_token
 from kumulus.console.charts import percent_chart
 from kumulus.console.web import Form, Provider, field_errors, render
+from kumulus.core.errors import InvalidError
 
 router = APIRouter(prefix="/console/provider", include_in_schema=False)
 CHART_HOURS = 6
@@ -342,7 +343,7 @@ def save_profile(
         provider_api.put_profile(body, account, db, settings)
     except ValidationError as exc:
         errors = field_errors(exc, _PRICE_FIELDS)
-    except HTTPException as exc:  # an amount with more decimals than the token has
+    except (HTTPException, InvalidError) as exc:  # too many decimals, or over the limit
         db.rollback()
         what, _, _ = str(exc.detail).partition(":")
         field = {"prices.memoryGib": "price_memory_gib", "prices.diskGib": "price_disk_gib"}
