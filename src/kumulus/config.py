@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kumulus import __version__
 from kumulus.core.hostnames import validate_public_host
+from kumulus.core.money import INT64_MAX, largest_charge, parse_amount
 
 DEFAULT_STATE_DIR = Path("/var/lib/kumulus")
 
@@ -148,12 +149,67 @@ class BackendSettings(BaseSettings):
     # the key in `anchor_key_file` (0600; made on first start; needs a little for fees).
     anchor_key_file: Path | None = None
     anchor_interval: float = Field(default=3600.0, gt=0)
-    # Background upkeep (backend/maintenance.py): every `maintenance_interval` seconds it
-    # finishes deletes on hosts that came back, prunes nonces and old heartbeats, and
-    # recomputes reputations every `reputation_interval` seconds.
+    # Background jobs (backend/jobs/), each on its own thread so one that fails or hangs
+    # never holds up another: meter (and enforce), deletes, prune, deposits, payouts and
+    # anchors run every `maintenance_interval` seconds; reputation once per
+    # `reputation_interval` and scheduled payouts once per `payout_interval` across all
+    # backend processes. `job_intervals` / `job_timeouts` (JSON objects, e.g. {"meter": 5})
+    # override the interval of a frequent job and the timeout (default `job_timeout`) of any:
+    # a run longer than its timeout is logged as an overrun, and an exclusive job's lease
+    # expires after it.
     maintenance_interval: float = Field(default=15.0, gt=0)
     reputation_interval: float = Field(default=300.0, gt=0)
     heartbeat_retention_hours: float = Field(default=48.0, gt=0)
+    job_timeout: float = Field(default=300.0, gt=0)
+    job_intervals: dict[str, float] = Field(default_factory=dict)
+    job_timeouts: dict[str, float] = Field(default_factory=dict)
+    # Bounds that keep amounts inside the 64-bit integer columns: unit prices (provider
+    # profile and host prices) at most `max_unit_price` tokens per unit-hour; a VM at most
+    # `max_vm_price_per_hour` tokens per hour (its `maxPricePerHour`, and hosts dearer than
+    # that for it do not fit). Checked at start: one ledger entry at that price must fit.
+    max_unit_price: str = Field(default="1000", pattern=r"^\d{1,12}(\.\d{1,18})?$")
+    max_vm_price_per_hour: str = Field(default="1000", pattern=r"^\d{1,12}(\.\d{1,18})?$")
+
+    @field_validator("job_intervals", "job_timeouts")
+    @classmethod
+    def _positive(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, seconds in value.items():
+            if not seconds > 0:
+                raise ValueError(f"{name}: seconds must be > 0")
+        return value
+
+    @model_validator(mode="after")
+    def _amounts_fit(self) -> BackendSettings:
+        unit = self._planck(self.max_unit_price, "max_unit_price")
+        vm = self._planck(self.max_vm_price_per_hour, "max_vm_price_per_hour")
+        largest = largest_charge(vm)
+        if largest > INT64_MAX:
+            raise ValueError(
+                f"max_vm_price_per_hour: one ledger entry of such a VM could reach {largest} "
+                f"planck, over the 64-bit limit {INT64_MAX}; lower it"
+            )
+        defaults = (
+            self.default_price_cpu_hour,
+            self.default_price_memory_gib_hour,
+            self.default_price_disk_gib_hour,
+        )
+        if max(defaults) > unit:
+            raise ValueError("the default prices must not exceed max_unit_price")
+        return self
+
+    def _planck(self, amount: str, what: str) -> int:
+        try:
+            return parse_amount(amount, self.token_decimals)
+        except ValueError as exc:
+            raise ValueError(f"{what}: {exc} (with {self.token_decimals} decimals)") from exc
+
+    @property
+    def max_unit_price_planck(self) -> int:
+        return parse_amount(self.max_unit_price, self.token_decimals)
+
+    @property
+    def max_vm_price_planck(self) -> int:
+        return parse_amount(self.max_vm_price_per_hour, self.token_decimals)
 
     @model_validator(mode="after")
     def _defaults(self) -> BackendSettings:

@@ -40,7 +40,7 @@ def test_running_out_stops_vms_and_refuses_new_ones(
         vm_id = machine.id
         db.commit()
     # 2 vCPU at 10 UNIT/h: after 2 h the 10 UNIT credit is long gone.
-    report = app.state.maintenance.run_once()  # type: ignore[attr-defined]
+    report = app.state.jobs.run_now("meter").value  # type: ignore[attr-defined]
     assert report.charged > 10 * UNIT and report.stopped_for_funds == 1
     with db_.session() as db:
         row = db.get(Vm, vm_id)

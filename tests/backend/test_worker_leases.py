@@ -1,10 +1,14 @@
-"""One payout sender at a time: a lease is held by one owner until it expires."""
+"""Leases: held by one owner until they expire; over the database, two job runners never
+run an exclusive job at the same time."""
 
+import threading
 import time
 
 from fastapi.testclient import TestClient
 
+from kumulus.backend.jobs.lease import DbLease
 from kumulus.backend.leases import acquire, release
+from kumulus.core.jobs import Job, JobRunner
 
 
 def test_one_holder_until_the_lease_expires(backend: TestClient) -> None:
@@ -22,13 +26,27 @@ def test_one_holder_until_the_lease_expires(backend: TestClient) -> None:
         assert acquire(db, "other-job", "b", ttl=60, now=now + 1)  # no wait after a release
 
 
-def test_scheduled_payouts_come_once_per_interval_across_processes(backend: TestClient) -> None:
-    from kumulus.backend.maintenance import Maintenance
+def test_two_runners_on_the_database_lease_never_overlap(backend: TestClient) -> None:
+    lease = DbLease(backend.app.state.db)  # type: ignore[attr-defined]
+    lock = threading.Lock()
+    inside, most, runs = 0, 0, 0
 
-    app = backend.app
-    first = Maintenance(app.state.db, app.state.settings, app.state.keypair)  # type: ignore[attr-defined]
-    second = Maintenance(app.state.db, app.state.settings, app.state.keypair)  # type: ignore[attr-defined]
-    assert first._payout_schedule(force=False) == 10**12  # due: the minimum (1 UNIT)
-    assert first._payout_schedule(force=False) is None
-    assert second._payout_schedule(force=False) is None  # another process, same schedule
-    assert second._payout_schedule(force=True) == 10**12
+    def work() -> None:
+        nonlocal inside, most, runs
+        with lock:
+            inside += 1
+            most = max(most, inside)
+            runs += 1
+        time.sleep(0.05)
+        with lock:
+            inside -= 1
+
+    runners = [JobRunner([Job("exclusive", 0.01, 30, work, lease=lease)]) for _ in range(2)]
+    for runner in runners:
+        runner.start()
+    deadline = time.monotonic() + 10
+    while runs < 8 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for runner in runners:
+        assert runner.stop(timeout=5) == []
+    assert runs >= 8 and most == 1

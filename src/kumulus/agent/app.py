@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
@@ -22,6 +22,7 @@ from kumulus.agent.service import VMService
 from kumulus.agent.stats import StatsCollector
 from kumulus.config import AgentSettings
 from kumulus.core.http import ERROR_RESPONSES, install_error_handlers
+from kumulus.core.jobs import Job, JobRunner
 from kumulus.core.signing import NonceCache, SecretFileError, SignedEnvelope, load_keypair
 
 log = logging.getLogger(__name__)
@@ -43,21 +44,33 @@ def load_wallet(settings: AgentSettings) -> Keypair | None:
         return None
 
 
-def _guard(
-    service: VMService, limits: DiskLimits, settings: AgentSettings, stop: threading.Event
-) -> None:
-    """Now and then: put back isolation rules someone flushed (keeping /v1/host and the
-    create guard truthful) and disk limits an engine restart dropped."""
-    while not stop.wait(settings.guard_interval):
-        if settings.firewall:
-            state = ensure_isolation()
-            if state != service.isolation:
-                log.warning("VM isolation changed: %s", state[1])
-            service.isolation = state
-        try:
-            limits.reapply(service.runtime.list())
-        except EngineError as exc:
-            log.warning("disk limits not re-checked: %s", exc)
+def _guard(service: VMService, limits: DiskLimits, settings: AgentSettings) -> None:
+    """Put back isolation rules someone flushed (keeping /v1/host and the create guard
+    truthful) and disk limits an engine restart dropped."""
+    if settings.firewall:
+        state = ensure_isolation()
+        if state != service.isolation:
+            log.warning("VM isolation changed: %s", state[1])
+        service.isolation = state
+    try:
+        limits.reapply(service.runtime.list())
+    except EngineError as exc:
+        log.warning("disk limits not re-checked: %s", exc)
+
+
+def agent_jobs(
+    service: VMService,
+    limits: DiskLimits,
+    settings: AgentSettings,
+    collector: StatsCollector | None,
+) -> JobRunner:
+    """The agent's background jobs: the guard, and the stats collector when there is a
+    wallet to sign with (no leases: they concern this host only)."""
+    interval = settings.guard_interval
+    jobs = [Job("guard", interval, max(60.0, interval), partial(_guard, service, limits, settings))]
+    if collector is not None:
+        jobs.append(collector.job())
+    return JobRunner(jobs)
 
 
 def create_app(
@@ -107,19 +120,14 @@ def create_app(
             detail,
             isolation[1],
         )
-        if collector is not None and collect_stats:
-            collector.start()
         applied = limits.reapply(runtime.list())
         if applied:
             log.info("disk limits in force for %d VMs", applied)
-        stop_guard = threading.Event()
-        threading.Thread(
-            target=_guard, args=(service, limits, settings, stop_guard), daemon=True, name="guard"
-        ).start()
+        jobs = agent_jobs(service, limits, settings, collector if collect_stats else None)
+        app.state.jobs = jobs
+        jobs.start()
         yield
-        stop_guard.set()
-        if collector is not None:
-            collector.stop()
+        jobs.stop(timeout=5)
 
     app = FastAPI(
         title="kumulus-agent",

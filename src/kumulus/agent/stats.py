@@ -8,7 +8,6 @@ logged, passed to a child process or written anywhere.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from kumulus.agent.errors import AgentError
 from kumulus.agent.registration import load_registration
 from kumulus.agent.runtime import EngineError
 from kumulus.agent.service import VMService
+from kumulus.core.jobs import Job, JobRunner
 from kumulus.core.signing import SignedEnvelope, sign_envelope
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,7 @@ class StatsCollector:
         self._http = http or httpx.Client(timeout=10.0)
         self._cpu_seen: dict[str, tuple[float, float]] = {}
         self.last: SignedEnvelope | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._runner: JobRunner | None = None
         psutil.cpu_percent(interval=None)  # prime: the first call has no baseline
 
     def _target(self) -> tuple[str | None, str | None]:
@@ -159,19 +158,23 @@ class StatsCollector:
             log.warning("could not send health stats to %s: %s", url, type(exc).__name__)
         return envelope
 
-    def run_forever(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.send_once()
-            except (AgentError, EngineError, OSError) as exc:
-                log.warning("health stats round failed: %s", exc)
-            self._stop.wait(self.interval)
+    def job(self) -> Job:
+        """The collector's loop as a job: a round right away, then every `interval` s. An
+        engine or network problem fails that round only (logged in one line)."""
+        return Job(
+            "stats",
+            self.interval,
+            max(30.0, 3 * self.interval),
+            self.send_once,
+            expected=(AgentError, EngineError, OSError),
+            run_at_start=True,
+        )
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self.run_forever, name="stats", daemon=True)
-        self._thread.start()
+        """Run the loop on a runner of its own (the agent app puts `job()` on its runner)."""
+        self._runner = JobRunner([self.job()])
+        self._runner.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        if self._runner is not None:
+            self._runner.stop(timeout=5)

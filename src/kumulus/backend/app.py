@@ -24,7 +24,7 @@ from kumulus.backend.api.routes import (
 )
 from kumulus.backend.db import Database, migrate
 from kumulus.backend.heartbeats import HeartbeatWriter
-from kumulus.backend.maintenance import Maintenance
+from kumulus.backend.jobs import backend_jobs
 from kumulus.chain.client import ChainClient
 from kumulus.config import BackendSettings
 from kumulus.core.http import ERROR_RESPONSES, install_error_handlers
@@ -74,15 +74,15 @@ def create_app(settings: BackendSettings) -> FastAPI:
     keypair = backend_keypair(settings)
     heartbeats = HeartbeatWriter(db, ttl=settings.heartbeat_ttl)
     chain, payout_key, anchor_key = settlement(settings)
-    maintenance = Maintenance(db, settings, keypair, chain, payout_key, anchor_key)
+    jobs = backend_jobs(db, settings, keypair, chain, payout_key, anchor_key)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        maintenance.start()
+        jobs.start()
         try:
             yield
         finally:
-            maintenance.stop()
+            jobs.stop()  # releases the payout sender lease once the payouts job is done
             heartbeats.close()
 
     app = FastAPI(
@@ -99,7 +99,8 @@ def create_app(settings: BackendSettings) -> FastAPI:
     app.state.chain = chain
     app.state.payout_key = payout_key
     app.state.anchor_key = anchor_key
-    app.state.maintenance = maintenance
+    app.state.jobs = jobs.runner
+    app.state.backend_jobs = jobs
     install_error_handlers(app)
 
     @app.get("/healthz", tags=["meta"])

@@ -14,14 +14,14 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.models import Host, LedgerEntry, Vm
-from kumulus.core.money import hourly_price
+from kumulus.core.money import MAX_CHARGE_HOURS, hourly_price
 
 MS_PER_HOUR = 3_600_000
 DEVELOPER, PROVIDER, PLATFORM, CHAIN = "developer", "provider", "platform", "chain"
@@ -101,25 +101,40 @@ def split_fee(cost: int, fee_bps: int) -> tuple[int, int]:
 
 def meter(db: Session, vm: Vm, fee_bps: int, now: datetime | None = None) -> int:
     """Charge the VM from `metered_until` to `now` at the rate of its current intended
-    state and commit; returns the planck charged (0 if another process got there first)."""
-    if vm.metered_until is None or vm.host_id is None:
-        return 0
+    state; returns the planck charged (0 if another process got there first).
+
+    One ledger entry (and commit) covers at most MAX_CHARGE_HOURS, so that no entry can
+    outgrow its 64-bit column however long a VM went unmetered: with the VM's price bounded
+    at placement, an entry is at most that price times the span (config checks it fits)."""
     now = now or utcnow()
+    total = 0
+    while True:
+        charged, caught_up = _meter_span(db, vm, fee_bps, now)
+        total += charged
+        if caught_up:
+            return total
+
+
+def _meter_span(db: Session, vm: Vm, fee_bps: int, now: datetime) -> tuple[int, bool]:
+    """Charge one span of at most MAX_CHARGE_HOURS; (planck, whether metered up to now)."""
+    if vm.metered_until is None or vm.host_id is None:
+        return 0, True
     start = aware(vm.metered_until)
-    ms = int((now - start).total_seconds() * 1000)
+    end = min(now, start + timedelta(hours=MAX_CHARGE_HOURS))
+    ms = int((end - start).total_seconds() * 1000)
     if ms <= 0:
-        return 0
+        return 0, True
     cost, carry = divmod(rate_of(vm) * ms + vm.meter_carry, MS_PER_HOUR)
     claimed = db.execute(
         update(Vm)
         .where(Vm.id == vm.id, Vm.metered_until == vm.metered_until)
-        .values(metered_until=now, meter_carry=carry)
+        .values(metered_until=end, meter_carry=carry)
         .execution_options(synchronize_session=False)
     )
     if claimed.rowcount != 1:  # type: ignore[attr-defined]
         db.rollback()
         db.refresh(vm)
-        return 0
+        return 0, True
     if cost:
         provider = db.scalar(select(Host.account_id).where(Host.id == vm.host_id))
         earned, fee = split_fee(cost, fee_bps)
@@ -135,7 +150,14 @@ def meter(db: Session, vm: Vm, fee_bps: int, now: datetime | None = None) -> int
         )
     db.commit()
     db.refresh(vm)
-    return cost
+    return cost, end >= now
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line about a failed charge, for logs (a driver's message can carry the whole
+    statement and its parameters)."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
 
 
 def start_metering(vm: Vm, now: datetime | None = None) -> None:

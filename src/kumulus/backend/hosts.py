@@ -30,11 +30,26 @@ def to_planck(settings: BackendSettings, amount: str, what: str) -> int:
         ) from exc
 
 
+def bounded_planck(settings: BackendSettings, amount: str, what: str, most: int) -> int:
+    """`to_planck`, refusing (InvalidError, 422) more than `most` planck: the bounds that
+    keep every charge inside its 64-bit column."""
+    planck = to_planck(settings, amount, what)
+    if planck > most:
+        limit = format_amount(most, settings.token_decimals, settings.token_symbol)
+        field = tuple(what.split("."))
+        raise InvalidError(
+            f"{what}: at most {limit}", fields=[FieldProblem(("body", *field), f"at most {limit}")]
+        )
+    return planck
+
+
 def prices_in(settings: BackendSettings, prices: Prices) -> tuple[int, int, int]:
+    """Unit prices from a provider, each at most `max_unit_price` tokens per unit-hour."""
+    most = settings.max_unit_price_planck
     return (
-        to_planck(settings, prices.cpu, "prices.cpu"),
-        to_planck(settings, prices.memory_gib, "prices.memoryGib"),
-        to_planck(settings, prices.disk_gib, "prices.diskGib"),
+        bounded_planck(settings, prices.cpu, "prices.cpu", most),
+        bounded_planck(settings, prices.memory_gib, "prices.memoryGib", most),
+        bounded_planck(settings, prices.disk_gib, "prices.diskGib", most),
     )
 
 

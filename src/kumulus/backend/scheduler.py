@@ -112,18 +112,27 @@ _RELEASE = text(
 )
 
 
+def _cap(want: Want, price_limit: int | None) -> int | None:
+    """The most the VM may cost per hour: the user's maximum and the platform's limit."""
+    caps = [c for c in (want.max_price_hour, price_limit) if c is not None]
+    return min(caps) if caps else None
+
+
 def place(
     db: Session,
     want: Want,
     ttl: float,
     exclude: set[str] | None = None,
     money: Callable[[int], str] = str,
+    price_limit: int | None = None,
 ) -> Placement:
     """Reserve `want` on the best online host that fits and commit.
 
     Preference: the highest reputation tier, then the least loaded host in it (spreads
-    VMs). Raises NoHostFitsError, whose message says what is missing (`money` formats
-    prices in it)."""
+    VMs). A host where the VM would cost more than `price_limit` (planck per hour, the
+    platform's `max_vm_price_per_hour`) does not fit: that bound is what keeps every charge
+    of the VM inside its 64-bit column. Raises NoHostFitsError, whose message says what is
+    missing (`money` formats prices in it)."""
     params: dict[str, object] = {
         "cpu": want.cpu,
         "memory": want.memory,
@@ -131,7 +140,7 @@ def place(
         "memory_gib": want.memory / GIB,
         "disk_gib": want.disk / GIB,
         "region": want.region,
-        "max_price": want.max_price_hour,
+        "max_price": _cap(want, price_limit),
     }
     if exclude:
         params["exclude"] = sorted(exclude)
@@ -151,7 +160,7 @@ def place(
         db.commit()
         if fits is None:
             break
-    raise NoHostFitsError(explain(db, want, ttl, exclude, money))
+    raise NoHostFitsError(explain(db, want, ttl, exclude, money, price_limit))
 
 
 def release(db: Session, host_id: str, want: Want, commit: bool = True) -> None:
@@ -185,6 +194,7 @@ def explain(
     ttl: float,
     exclude: set[str] | None = None,
     money: Callable[[int], str] = str,
+    price_limit: int | None = None,
 ) -> str:
     """Why nothing fits, in the user's terms."""
     hosts = list(db.scalars(_online(want, ttl, exclude)))
@@ -198,11 +208,18 @@ def explain(
         and h.reserved_memory + want.memory <= h.memory
         and h.reserved_disk + want.disk <= h.disk
     ]
-    if fitting and want.max_price_hour is not None:
-        cheapest = min(_price_on(h, want) for h in fitting)
+    cap = _cap(want, price_limit)
+    cheapest = min((_price_on(h, want) for h in fitting), default=0)
+    if fitting and cap is not None and cheapest > cap:
+        if price_limit is not None and cap == price_limit != want.max_price_hour:
+            return (
+                f"no provider fits: {len(fitting)} host(s) online{where} have room, but on "
+                f"each this VM would cost more than {money(price_limit)}/h, the most one VM "
+                f"may cost here (the cheapest: {money(cheapest)}/h); ask for a smaller VM"
+            )
         return (
             f"no provider fits: {len(fitting)} host(s) online{where} have room, but none "
-            f"under {money(want.max_price_hour)}/h; the cheapest costs {money(cheapest)}/h"
+            f"under {money(cap)}/h; the cheapest costs {money(cheapest)}/h"
         )
     if fitting:  # lost every race for the last capacity
         return f"no provider fits right now{where}: the hosts with room filled up; retry"
@@ -224,15 +241,18 @@ def explain(
     return f"no provider fits: {len(hosts)} host(s) online{where}, none has {need} free"
 
 
-def quote(db: Session, want: Want, ttl: float) -> tuple[int, int] | None:
+def quote(
+    db: Session, want: Want, ttl: float, price_limit: int | None = None
+) -> tuple[int, int] | None:
     """Cheapest and dearest hourly price (planck) among online hosts that would take `want`
-    now, without reserving anything; None if none would."""
+    now (see `place` for `price_limit`), without reserving anything; None if none would."""
     query = _online(want, ttl).where(
         Host.reserved_cpu + want.cpu <= Host.cpu + 1e-9,
         Host.reserved_memory + want.memory <= Host.memory,
         Host.reserved_disk + want.disk <= Host.disk,
     )
     prices = [_price_on(h, want) for h in db.scalars(query.limit(1000))]
-    if want.max_price_hour is not None:
-        prices = [p for p in prices if p <= want.max_price_hour]
+    cap = _cap(want, price_limit)
+    if cap is not None:
+        prices = [p for p in prices if p <= cap]
     return (min(prices), max(prices)) if prices else None

@@ -8,11 +8,16 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 
 from kumulus.core.schemas import CamelModel, Size, SshKeyLine, Timestamp, Username
+from kumulus.core.sizes import format_size
 
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 Role = Literal["developer", "provider"]
 # A token amount as people write it ("0.05"); kept as text so no float rounding creeps in.
 Price = Annotated[str, Field(pattern=r"^\d{1,12}(\.\d{1,18})?$", max_length=32, examples=["0.05"])]
+# The largest VM one may ask for. With cpu <= 256 they bound what a VM can cost per hour at
+# a given unit price, part of keeping amounts inside their 64-bit columns.
+MAX_VM_MEMORY = 4 << 40  # 4 TiB
+MAX_VM_DISK = 64 << 40  # 64 TiB
 
 
 class SignupRequest(CamelModel):
@@ -181,6 +186,20 @@ class VmCreateIn(CamelModel):
         description="most this VM may cost per hour while running, in tokens",
         examples=["0.05"],
     )
+
+    @field_validator("memory")
+    @classmethod
+    def _memory_bound(cls, value: int) -> int:
+        if value > MAX_VM_MEMORY:
+            raise ValueError(f"at most {format_size(MAX_VM_MEMORY)}")
+        return value
+
+    @field_validator("disk")
+    @classmethod
+    def _disk_bound(cls, value: int) -> int:
+        if value > MAX_VM_DISK:
+            raise ValueError(f"at most {format_size(MAX_VM_DISK)}")
+        return value
 
 
 VmState = Literal[

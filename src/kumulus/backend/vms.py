@@ -11,14 +11,14 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 from substrateinterface import Keypair
 
 from kumulus.backend import paging
-from kumulus.backend.billing import DEVELOPER, balance, meter, start_metering
+from kumulus.backend.billing import DEVELOPER, balance, failure_reason, meter, start_metering
 from kumulus.backend.clock import aware, utcnow
-from kumulus.backend.hosts import host_status, to_planck
+from kumulus.backend.hosts import bounded_planck, host_status
 from kumulus.backend.models import Account, Host, SshKey, Vm
 from kumulus.backend.scheduler import NoHostFitsError, Want, place, release
 from kumulus.backend.schemas import VmCreateIn, VmOut
@@ -186,7 +186,12 @@ class VmService:
             max_price_hour=(
                 None
                 if body.max_price_per_hour is None
-                else to_planck(self.settings, body.max_price_per_hour, "maxPricePerHour")
+                else bounded_planck(
+                    self.settings,
+                    body.max_price_per_hour,
+                    "maxPricePerHour",
+                    self.settings.max_vm_price_planck,
+                )
             ),
             idempotency_key=idempotency_key,
             created_at=now,
@@ -216,6 +221,7 @@ class VmService:
                     self.settings.heartbeat_ttl,
                     exclude=tried,
                     money=self.money,
+                    price_limit=self.settings.max_vm_price_planck,
                 )
             except NoHostFitsError as exc:
                 if not tried:  # nothing fits at all: no VM to keep
@@ -308,8 +314,16 @@ class VmService:
             raise ConflictError(f"VM {vm.id} is being deleted", code="deleting")
 
     def _meter(self, vm: Vm) -> None:
-        """Charge what the VM owes in its current state before that state changes."""
-        meter(self.db, vm, self.settings.platform_fee_bps)
+        """Charge what the VM owes in its current state before that state changes. A charge
+        that fails (an amount that cannot be stored) is logged and the change goes on: a VM
+        that cannot be metered must still be stoppable and, above all, deletable."""
+        try:
+            meter(self.db, vm, self.settings.platform_fee_bps)
+        except (OperationalError, InterfaceError):
+            raise  # the database is away: the change cannot be made either
+        except Exception as exc:
+            self.db.rollback()
+            log.warning("VM %s: not metered before the change: %s", vm.id, failure_reason(exc))
 
     def start(self, vm: Vm) -> Vm:
         self._not_deleting(vm)

@@ -16,13 +16,13 @@ from sqlalchemy import select
 from kumulus.backend import ssh_keys
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.deps import Db, Settings
-from kumulus.backend.hosts import to_planck
+from kumulus.backend.hosts import bounded_planck
 from kumulus.backend.models import Host, SshKey, Vm
 from kumulus.backend.scheduler import Want, explain, quote
 from kumulus.backend.schemas import SshKeyIn, VmCreateIn
 from kumulus.backend.vms import VmService, price_hour
 from kumulus.console.web import Developer, Form, field_errors, redirect, render
-from kumulus.core.errors import KumulusError, NotFoundError
+from kumulus.core.errors import InvalidError, KumulusError, NotFoundError
 from kumulus.core.http import status_of
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -183,7 +183,9 @@ def vm_quote(
         max_price = (
             None
             if body.max_price_per_hour is None
-            else to_planck(settings, body.max_price_per_hour, "max price")
+            else bounded_planck(
+                settings, body.max_price_per_hour, "max price", settings.max_vm_price_planck
+            )
         )
     except (ValidationError, KumulusError) as exc:
         if isinstance(exc, ValidationError):
@@ -195,9 +197,12 @@ def vm_quote(
         return render(request, "developer/_quote.html", context)
     want = Want(body.cpu, body.memory, body.disk, body.region, max_price)
     service = VmService(db, settings, request.app.state.keypair)
-    prices = quote(db, want, settings.heartbeat_ttl)
+    limit = settings.max_vm_price_planck
+    prices = quote(db, want, settings.heartbeat_ttl, limit)
     if prices is None:
-        context["quote_error"] = explain(db, want, settings.heartbeat_ttl, money=service.money)
+        context["quote_error"] = explain(
+            db, want, settings.heartbeat_ttl, money=service.money, price_limit=limit
+        )
     else:
         low, high = prices
         context["quote"] = service.money(low)
@@ -221,6 +226,11 @@ def create_vm(
     service = _service(request, db, settings)
     try:
         vm = service.create(account, body, idempotency_key=None)
+    except InvalidError as exc:  # a maximum price over the platform's limit
+        return _new_vm_page(
+            request, db, account.id, settings, 422, values=values,
+            errors={"max_price": exc.detail.partition(": ")[2] or exc.detail},
+        )  # fmt: skip
     except KumulusError as exc:
         field = "ssh_key_id" if status_of(exc) == 404 else None
         return _new_vm_page(

@@ -346,7 +346,7 @@ def save_profile(
         providers.update_profile(db, settings, account, body)
     except ValidationError as exc:
         errors = field_errors(exc, _PRICE_FIELDS)
-    except KumulusError as exc:  # an amount with more decimals than the token has
+    except KumulusError as exc:  # too many decimals, or over the limit
         db.rollback()
         what, _, _ = exc.detail.partition(":")
         field = {"prices.memoryGib": "price_memory_gib", "prices.diskGib": "price_disk_gib"}

@@ -7,6 +7,19 @@ from decimal import Decimal, InvalidOperation
 
 GIB = 1 << 30
 SECONDS_PER_HOUR = 3600
+# Amounts are stored in 64-bit integer columns (BIGINT); every bound below exists to keep
+# each stored amount, and the sums of them that balances are, under this.
+INT64_MAX = 2**63 - 1
+# One ledger entry charges at most this many hours of a VM's time (later entries charge the
+# rest), so an entry is at most the VM's hourly price times this.
+MAX_CHARGE_HOURS = 30 * 24
+
+
+def largest_charge(price_per_hour: int) -> int:
+    """The most one ledger entry of a VM costing at most `price_per_hour` can be (planck):
+    a full span plus the sub-planck carry, with a margin for placement comparing prices in
+    floating point (off by far less than a millionth)."""
+    return (price_per_hour + price_per_hour // 10**6 + 2) * MAX_CHARGE_HOURS + 1
 
 
 def parse_amount(text: str | int | float | Decimal, decimals: int) -> int:
@@ -20,7 +33,7 @@ def parse_amount(text: str | int | float | Decimal, decimals: int) -> int:
     planck = value.scaleb(decimals)
     if planck != planck.to_integral_value():
         raise ValueError(f"at most {decimals} decimal places")
-    if planck > 2**63 - 1:
+    if planck > INT64_MAX:
         raise ValueError("amount too large")
     return int(planck)
 

@@ -1,0 +1,118 @@
+"""The backend's background jobs, run by kumulus.core.jobs.JobRunner (one thread each).
+
+| job             | every                   | lease                                        |
+|-----------------|-------------------------|----------------------------------------------|
+| meter           | maintenance_interval    | exclusive (one process at a time)            |
+| deletes         | maintenance_interval    | exclusive                                    |
+| prune           | maintenance_interval    | none (idempotent and cheap)                  |
+| reputation      | reputation_interval     | once per interval across processes           |
+| deposits        | maintenance_interval    | exclusive                                    |
+| payouts         | maintenance_interval    | its own sender lease (PayoutWorker)          |
+| payout-schedule | payout_interval         | once per interval across processes           |
+| anchors         | maintenance_interval    | its own sticky lease (digest per interval)   |
+
+The chain jobs exist only with settlement on; a ChainError fails that job's run only.
+Lease names are the job names (`payout-schedule` is the schedule lease of old); they must
+not collide with the workers' own leases (`payout-sender`, `anchors`), hence no runner
+lease on those two jobs."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import partial
+
+from substrateinterface import Keypair
+
+from kumulus.backend.db import Database
+from kumulus.backend.deposits import DepositWatcher
+from kumulus.backend.jobs import deletes, deposits, meter, payouts, prune, reputation
+from kumulus.backend.jobs.anchors import AnchorJob
+from kumulus.backend.jobs.lease import DbLease
+from kumulus.backend.payouts import PayoutWorker
+from kumulus.chain.client import ChainClient, ChainError
+from kumulus.config import BackendSettings
+from kumulus.core.jobs import Job, JobRunner, Lease, LeaseUse
+
+log = logging.getLogger(__name__)
+
+FREQUENT = ("meter", "deletes", "prune", "deposits", "payouts", "anchors")
+ALL = (*FREQUENT, "reputation", payouts.SCHEDULE)
+
+
+@dataclass
+class BackendJobs:
+    runner: JobRunner
+    payouts: PayoutWorker | None = None
+    anchors: AnchorJob | None = None
+
+    def start(self) -> None:
+        self.runner.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        still = self.runner.stop(timeout)
+        if self.payouts is not None and "payouts" not in still:
+            try:  # only once this process surely stopped sending
+                self.payouts.close()
+            except Exception:  # the database is going away too; the lease just expires
+                log.warning("could not release the payout lease; it expires by itself")
+
+
+def backend_jobs(
+    db: Database,
+    settings: BackendSettings,
+    keypair: Keypair,
+    chain: ChainClient | None = None,
+    payout_key: Keypair | None = None,
+    anchor_key: Keypair | None = None,
+    lease: Lease | None = None,
+) -> BackendJobs:
+    """The backend's jobs from settings (not started). Raises ValueError for a job name in
+    `job_intervals` / `job_timeouts` that does not exist."""
+    unknown = set(settings.job_intervals) - set(FREQUENT)
+    unknown |= set(settings.job_timeouts) - set(ALL)
+    if unknown:
+        raise ValueError(
+            f"unknown job(s) {', '.join(sorted(unknown))} in job_intervals/job_timeouts; "
+            f"intervals: {', '.join(FREQUENT)}; timeouts also: reputation, {payouts.SCHEDULE}"
+        )
+    lease = lease or DbLease(db)
+
+    def every(name: str) -> float:
+        return settings.job_intervals.get(name, settings.maintenance_interval)
+
+    def timeout(name: str) -> float:
+        return settings.job_timeouts.get(name, settings.job_timeout)
+
+    poll = settings.maintenance_interval
+    jobs = [
+        Job("meter", every("meter"), timeout("meter"),
+            partial(meter.meter_and_enforce, db, settings, keypair), lease=lease),
+        Job("deletes", every("deletes"), timeout("deletes"),
+            partial(deletes.finish_deletes, db, settings, keypair), lease=lease),
+        Job("prune", every("prune"), timeout("prune"), partial(prune.prune, db, settings)),
+        Job("reputation", settings.reputation_interval, timeout("reputation"),
+            partial(reputation.recompute, db), lease=lease,
+            lease_use=LeaseUse.ONCE_PER_INTERVAL, poll=poll),
+    ]  # fmt: skip
+    if chain is None or payout_key is None:
+        return BackendJobs(JobRunner(jobs))  # settlement off: no chain jobs
+    watcher = DepositWatcher(db, chain, payout_key.ss58_address)
+    worker = PayoutWorker(db, chain, payout_key)
+    chain_errors = (ChainError,)
+    jobs += [
+        Job("deposits", every("deposits"), timeout("deposits"), partial(deposits.scan, watcher),
+            lease=lease, expected=chain_errors),
+        Job("payouts", every("payouts"), timeout("payouts"),
+            partial(payouts.send, worker), expected=chain_errors),
+        Job(payouts.SCHEDULE, settings.payout_interval, timeout(payouts.SCHEDULE),
+            partial(payouts.schedule, db, settings), lease=lease,
+            lease_use=LeaseUse.ONCE_PER_INTERVAL, poll=poll),
+    ]  # fmt: skip
+    anchor = None
+    if anchor_key is not None:
+        anchor = AnchorJob(db, chain, anchor_key, settings.anchor_interval)
+        jobs.append(
+            Job("anchors", every("anchors"), timeout("anchors"), anchor, expected=chain_errors)
+        )
+    return BackendJobs(JobRunner(jobs), worker, anchor)

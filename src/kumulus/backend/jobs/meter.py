@@ -1,0 +1,112 @@
+"""Job `meter`: charge every metered VM up to now, then stop (never delete) the running VMs
+of developers whose balance is used up.
+
+Each VM is charged in its own transaction: a VM whose charge fails (an amount that does not
+fit its column, a bug with one row) is rolled back, logged with its id and skipped, and
+every other VM is still metered and enforced. Only a database that is away fails the run."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session
+from substrateinterface import Keypair
+
+from kumulus.backend import billing
+from kumulus.backend.db import Database
+from kumulus.backend.models import Vm
+from kumulus.backend.vms import VmService
+from kumulus.config import BackendSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MeterReport:
+    metered: int = 0  # VMs charged (or found charged by another process)
+    charged: int = 0  # planck
+    skipped: int = 0  # VMs whose charge failed this run
+    stopped_for_funds: int = 0
+
+
+def meter_and_enforce(db: Database, settings: BackendSettings, keypair: Keypair) -> MeterReport:
+    report = MeterReport()
+    with db.session() as s:
+        ids = list(
+            s.scalars(
+                select(Vm.id).where(Vm.metered_until.is_not(None), Vm.actual_state != "deleted")
+            )
+        )
+        for vm_id in ids:
+            _meter_one(s, vm_id, settings.platform_fee_bps, report)
+        if settings.billing_enforced:
+            _enforce(s, VmService(s, settings, keypair), report)
+    return report
+
+
+def _meter_one(s: Session, vm_id: str, fee_bps: int, report: MeterReport) -> None:
+    try:
+        vm = s.get(Vm, vm_id)
+        if vm is None:
+            return
+        report.charged += billing.meter(s, vm, fee_bps)
+        report.metered += 1
+    except (OperationalError, InterfaceError):
+        raise  # the database, not this VM: the whole run fails and is retried
+    except Exception as exc:
+        s.rollback()
+        report.skipped += 1
+        log.warning(
+            "VM %s: not metered this run, its charge failed: %s", vm_id, billing.failure_reason(exc)
+        )
+
+
+def _enforce(s: Session, service: VmService, report: MeterReport) -> None:
+    """Stop the running VMs of developers whose balance is used up."""
+    running = list(
+        s.scalars(
+            select(Vm).where(
+                Vm.intended_state == "running",
+                Vm.metered_until.is_not(None),
+                Vm.actual_state != "deleted",
+            )
+        )
+    )
+    broke: set[int] = set()
+    for account_id in {vm.account_id for vm in running}:
+        try:
+            if billing.balance(s, billing.DEVELOPER, account_id) <= 0:
+                broke.add(account_id)
+        except Exception as exc:  # one account's ledger must not stop the others
+            s.rollback()
+            log.warning("account %s: balance not read: %s", account_id, billing.failure_reason(exc))
+    for vm in running:
+        if vm.account_id not in broke:
+            continue
+        s.refresh(vm)
+        if vm.intended_state != "running":  # deleted or stopped meanwhile
+            continue
+        try:
+            service.stop(vm)
+        except Exception as exc:  # host away: it stays wanted-stopped and is retried
+            s.rollback()
+            log.warning("VM %s: stop for insufficient funds failed: %s", vm.id, exc)
+        # Only over a stop: a delete that raced with this keeps winning.
+        marked = s.execute(
+            update(Vm)
+            .where(Vm.id == vm.id, Vm.intended_state.in_(("running", "stopped")))
+            .values(
+                intended_state="stopped",
+                actual_state="insufficient_funds",
+                failure_reason="stopped because the balance is used up; deposit, then start it",
+            )
+            .execution_options(synchronize_session=False)
+        )
+        s.commit()
+        if marked.rowcount != 1:  # type: ignore[attr-defined]
+            continue
+        report.stopped_for_funds += 1
+        log.info("VM %s stopped: its developer's balance is used up", vm.id)

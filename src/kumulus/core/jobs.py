@@ -1,0 +1,292 @@
+"""Periodic background jobs of one process (backend or agent), each isolated from the others.
+
+Contract of a `JobRunner`:
+
+- every job runs on its own thread, so a slow or stuck job never delays another one;
+- a run is inside its own error boundary: an exception is logged with the job's name, counted
+  and remembered (`last_error`), and the job runs again after its interval;
+- a run longer than the job's `timeout` is an overrun: logged (while it is still running, so a
+  stuck job shows) and counted; Python cannot kill a thread, so the run itself goes on;
+- within one runner, runs of one job never overlap (`run_now` waits for a scheduled run);
+- a job with a lease shares it with the other processes holding the same lease store, in one
+  of two ways (`LeaseUse`): EXCLUSIVE, one process at a time runs it (lease ttl = timeout,
+  released after the run, so a holder that dies blocks the others for at most `timeout`);
+  ONCE_PER_INTERVAL, at most one run per `interval` across all processes and restarts (the
+  lease has ttl = interval and nobody releases it: only its expiry lets the next run in; the
+  runner asks every `poll` seconds so a restarted process does not wait a whole interval).
+
+Nothing here is global: every runner has its own threads, stop event and stats.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+class Lease(Protocol):
+    """A named lease shared by processes (e.g. a database row)."""
+
+    def acquire(self, name: str, owner: str, ttl: float) -> bool:
+        """Take or renew `name` for `ttl` seconds; True if `owner` now holds it."""
+        ...
+
+    def release(self, name: str, owner: str) -> None:
+        """Give `name` up if `owner` holds it, so others need not wait for the expiry."""
+        ...
+
+
+class LeaseUse(Enum):
+    EXCLUSIVE = "exclusive"
+    ONCE_PER_INTERVAL = "once_per_interval"
+
+
+@dataclass(frozen=True)
+class Job:
+    """What to run and how often.
+
+    `interval`: seconds from the end of one run to the start of the next (the first run comes
+    one interval after `start` unless `run_at_start`, so a process that just started is not
+    busy at once); for
+    ONCE_PER_INTERVAL, the period across processes. `timeout`: a run longer than this is an
+    overrun, and the EXCLUSIVE lease expires after it. `expected`: exception types that are
+    a normal failure (a chain that is away): logged in one line, without a traceback."""
+
+    name: str
+    interval: float
+    timeout: float
+    fn: Callable[[], object]
+    lease: Lease | None = None
+    lease_use: LeaseUse = LeaseUse.EXCLUSIVE
+    poll: float | None = None  # ONCE_PER_INTERVAL: how often to ask the lease
+    expected: tuple[type[Exception], ...] = ()
+    run_at_start: bool = False  # first run right at `start` instead of one wait later
+
+    def __post_init__(self) -> None:
+        if self.interval <= 0 or self.timeout <= 0 or (self.poll is not None and self.poll <= 0):
+            raise ValueError(f"job {self.name}: interval, timeout and poll must be > 0")
+
+    @property
+    def wait(self) -> float:
+        """Seconds the job's thread sleeps between attempts."""
+        if self.lease is not None and self.lease_use is LeaseUse.ONCE_PER_INTERVAL:
+            return min(self.interval, self.poll or self.interval)
+        return self.interval
+
+
+@dataclass
+class JobStats:
+    """Counters of one job since its runner was made (times are wall-clock epoch seconds)."""
+
+    runs: int = 0  # runs that started (succeeded or failed)
+    failures: int = 0
+    overruns: int = 0
+    skipped: int = 0  # attempts where the lease was held elsewhere
+    running: bool = False
+    last_started: float | None = None
+    last_duration: float | None = None  # seconds, of the last finished run
+    last_error: str | None = None  # of the last failed run (kept after later successes)
+    last_success: float | None = None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What `run_now` did: `ran` False when the lease was held elsewhere."""
+
+    ran: bool
+    value: object = None
+
+
+@dataclass
+class _State:
+    job: Job
+    stats: JobStats = field(default_factory=JobStats)
+    run_lock: threading.Lock = field(default_factory=threading.Lock)
+    run_id: int = 0
+    overrun_counted: bool = False
+    thread: threading.Thread | None = None
+
+
+def default_owner() -> str:
+    """A lease owner id unique to this process (and to this runner within it)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+class JobRunner:
+    """Runs `jobs` (unique names) on their own threads between `start` and `stop`."""
+
+    def __init__(self, jobs: Sequence[Job], owner: str | None = None) -> None:
+        self.owner = owner or default_owner()
+        self._states: dict[str, _State] = {}
+        for job in jobs:
+            if job.name in self._states:
+                raise ValueError(f"two jobs named {job.name}")
+            self._states[job.name] = _State(job)
+        self._stop = threading.Event()
+        self._stats_lock = threading.Lock()  # never held while a job runs
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._states)
+
+    def stats(self) -> dict[str, JobStats]:
+        """A snapshot of every job's counters."""
+        with self._stats_lock:
+            return {name: replace(state.stats) for name, state in self._states.items()}
+
+    def start(self) -> None:
+        """Start one daemon thread per job (once)."""
+        for name, state in self._states.items():
+            if state.thread is not None:
+                continue
+            state.thread = threading.Thread(
+                target=self._loop, args=(state,), name=f"job-{name}", daemon=True
+            )
+            state.thread.start()
+
+    def stop(self, timeout: float = 10.0) -> list[str]:
+        """Stop scheduling runs and wait up to `timeout` seconds in total for runs in
+        progress; returns the names of jobs still running after that (their daemon threads
+        end with the process)."""
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        still: list[str] = []
+        for name, state in self._states.items():
+            if state.thread is None:
+                continue
+            state.thread.join(max(0.0, deadline - time.monotonic()))
+            if state.thread.is_alive():
+                still.append(name)
+        if still:
+            log.warning("jobs still running at shutdown: %s", ", ".join(still))
+        return still
+
+    def run_now(self, name: str, *, ignore_lease: bool = False) -> RunResult:
+        """Run job `name` once in the caller's thread, now (after a run in progress), with
+        the same lease, accounting and logging as a scheduled run; `ignore_lease` runs it
+        whoever holds the lease (a forced run). An exception is counted, then re-raised."""
+        state = self._states.get(name)
+        if state is None:
+            raise KeyError(f"no job {name}; jobs: {', '.join(self._states)}")
+        return self._run(state, ignore_lease)
+
+    def _loop(self, state: _State) -> None:
+        wait = 0.0 if state.job.run_at_start else state.job.wait
+        while not self._stop.wait(wait):
+            wait = state.job.wait
+            try:
+                self._run(state, ignore_lease=False)
+            except Exception:  # noqa: S112 - counted and logged by _run; the loop goes on
+                continue
+
+    def _run(self, state: _State, ignore_lease: bool) -> RunResult:
+        job = state.job
+        with state.run_lock:
+            holder = None
+            try:
+                if job.lease is not None and not ignore_lease:
+                    if job.lease_use is LeaseUse.ONCE_PER_INTERVAL:
+                        # A fresh owner each time: nobody renews the schedule, only its
+                        # expiry lets the next run in (here or in another process).
+                        if not job.lease.acquire(job.name, secrets.token_hex(8), job.interval):
+                            return self._skipped(state)
+                    else:
+                        if not job.lease.acquire(job.name, self.owner, job.timeout):
+                            return self._skipped(state)
+                        holder = self.owner
+            except Exception as exc:  # the lease store is away: a failure of this job
+                started = self._begin(state)
+                self._failed(state, exc, started)
+                self._finish(state, started)
+                raise
+            started = self._begin(state)
+            watchdog = threading.Timer(job.timeout, self._overrun, (state, state.run_id))
+            watchdog.daemon = True
+            watchdog.start()
+            try:
+                value = job.fn()
+            except Exception as exc:
+                self._failed(state, exc, started)
+                raise
+            finally:
+                watchdog.cancel()
+                self._finish(state, started)
+                if holder is not None:
+                    self._release(job, holder)
+            with self._stats_lock:
+                state.stats.last_success = time.time()
+            return RunResult(True, value)
+
+    def _skipped(self, state: _State) -> RunResult:
+        with self._stats_lock:
+            state.stats.skipped += 1
+        return RunResult(False)
+
+    def _begin(self, state: _State) -> float:
+        with self._stats_lock:
+            state.run_id += 1
+            state.overrun_counted = False
+            state.stats.runs += 1
+            state.stats.running = True
+            state.stats.last_started = time.time()
+        return time.monotonic()
+
+    def _finish(self, state: _State, started: float) -> None:
+        duration = time.monotonic() - started
+        with self._stats_lock:
+            state.stats.running = False
+            state.stats.last_duration = duration
+            late = duration > state.job.timeout and not state.overrun_counted
+            if late:  # the watchdog did not get to it first
+                state.overrun_counted = True
+                state.stats.overruns += 1
+        if late:
+            log.warning(
+                "job %s overran: %.1f s (timeout %g s)", state.job.name, duration,
+                state.job.timeout,
+            )  # fmt: skip
+
+    def _overrun(self, state: _State, run_id: int) -> None:
+        with self._stats_lock:
+            if state.run_id != run_id or not state.stats.running or state.overrun_counted:
+                return
+            state.overrun_counted = True
+            state.stats.overruns += 1
+        log.warning(
+            "job %s still running after its timeout of %g s", state.job.name, state.job.timeout
+        )
+
+    def _failed(self, state: _State, exc: Exception, started: float) -> None:
+        job = state.job
+        with self._stats_lock:
+            state.stats.failures += 1
+            state.stats.last_error = _describe(exc)
+        if isinstance(exc, job.expected):
+            log.warning("job %s failed: %s", job.name, _describe(exc))
+        else:
+            log.exception(
+                "job %s failed after %.1f s; it runs again in %g s",
+                job.name, time.monotonic() - started, job.wait,
+            )  # fmt: skip
+
+    def _release(self, job: Job, owner: str) -> None:
+        assert job.lease is not None
+        try:
+            job.lease.release(job.name, owner)
+        except Exception as exc:  # it expires after `timeout` by itself
+            log.warning("job %s: lease not released (%s); it expires", job.name, _describe(exc))
