@@ -32,6 +32,7 @@ from kumulus.agent.runtime import (
 )
 from kumulus.agent.sshprobe import banner, default_public_host, probe_host, wait_for_banner
 from kumulus.config import AgentSettings
+from kumulus.core.hostnames import ssh_command
 from kumulus.core.schemas import VM_ID_RE, Capacity, HostInfo, VMCreate, VMPublic, VMStatus
 from kumulus.core.sizes import format_size, parse_size
 
@@ -126,13 +127,13 @@ class VMService:
     def view(self, info: VMInfo, status: VMStatus | None = None) -> VMPublic:
         spec = info.spec
         host = self.public_host
-        target = f"[{host}]" if ":" in host else host
         return VMPublic(
             vm_id=spec.vm_id,
             username=spec.username,
             ssh_host=host,
             ssh_port=spec.ssh_port,
-            ssh_command=f"ssh -p {spec.ssh_port} {spec.username}@{target}",
+            # One builder of ssh lines for the whole system (quoting, IPv6 without brackets).
+            ssh_command=ssh_command(host, spec.ssh_port, spec.username),
             status=status or self._status(info),
             state=info.state,
             cpu=spec.cpu,
