@@ -24,8 +24,15 @@ def config_path() -> Path:
     return Path(base) / "kumulus" / "cli.json"
 
 
+def _printable(value: object, limit: int = 300) -> str:
+    # Text from the server goes to a terminal: no escape sequences or control characters.
+    return "".join(ch if ch.isprintable() else "?" for ch in str(value))[:limit]
+
+
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    # Messages carry server text, such as a provider's agent's error detail passed on by
+    # the backend ("the host refused: ..."): printable characters only.
+    typer.secho(f"error: {_printable(message, 2000)}", err=True, fg=typer.colors.RED)
     return typer.Exit(code)
 
 
@@ -60,7 +67,7 @@ def _list(path: str) -> list[Any]:
 
 def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
     cells = [
-        [str(row.get(key) if row.get(key) is not None else "-") for key, _ in columns]
+        [_printable(row.get(key) if row.get(key) is not None else "-") for key, _ in columns]
         for row in rows
     ]
     widths = [
@@ -179,8 +186,9 @@ def vm_create(
     }
     vm = _call("POST", "/v1/vms", body)
     typer.echo(
-        f"VM {vm['id']} {vm['actualState']} on host {vm['hostId']}, "
-        f"{vm.get('pricePerHour') or '?'} per hour while running"
+        f"VM {_printable(vm['id'])} {_printable(vm['actualState'])} on host "
+        f"{_printable(vm['hostId'])}, {_printable(vm.get('pricePerHour') or '?')} per hour "
+        "while running"
     )
     line, problem = _ssh_line(vm)
     if line:
@@ -208,11 +216,6 @@ def vm_ls() -> None:
             ("sshCommand", "SSH"),
         ],
     )
-
-
-def _printable(value: object) -> str:
-    # Text from the server goes to a terminal: no escape sequences or control characters.
-    return "".join(ch if ch.isprintable() else "?" for ch in str(value))[:300]
 
 
 def _ssh_parts(vm: dict[str, Any]) -> tuple[str, object, str]:
@@ -245,7 +248,7 @@ def _ssh_line(vm: dict[str, Any]) -> tuple[str | None, str | None]:
 
 def _vm_action(action: str, vm_id: str) -> None:
     vm = _call("POST", f"/v1/vms/{vm_id}/{action}")
-    typer.echo(f"VM {vm['id']}: {vm['actualState']}")
+    typer.echo(f"VM {_printable(vm['id'])}: {_printable(vm['actualState'])}")
 
 
 @vm_app.command("start")
@@ -339,6 +342,6 @@ def balance() -> None:
     typer.echo(f"balance: {view['balance']}   per hour: {view['perHour']}   "
                f"on-chain settlement: {view['settlement']}")  # fmt: skip
     if view.get("warning"):
-        typer.secho(view["warning"], fg=typer.colors.YELLOW)
+        typer.secho(_printable(view["warning"]), fg=typer.colors.YELLOW)
     _table(view["entries"][:20], [("createdAt", "WHEN"), ("kind", "KIND"), ("amount", "AMOUNT"),
                                   ("vmId", "VM"), ("memo", "MEMO")])  # fmt: skip

@@ -19,8 +19,10 @@ from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic, sign_envel
 
 @pytest.fixture
 def backend_settings(tmp_path: Path, database_url: str) -> BackendSettings:
+    # By its alias: `database_url=` is ignored (the field is read as KUMULUS_DATABASE_URL),
+    # which left every "postgresql" test on SQLite.
     return BackendSettings(
-        data_dir=tmp_path / "backend", database_url=database_url, heartbeat_ttl=30
+        data_dir=tmp_path / "backend", KUMULUS_DATABASE_URL=database_url, heartbeat_ttl=30
     )
 
 

@@ -19,6 +19,9 @@ from fastapi import Query
 from kumulus.core.errors import InvalidError
 
 MAX_LIMIT = 200
+# Cursor integers are row ids in 64-bit columns: a larger one would reach the database
+# driver and fail there (a 500), so it is refused as a forged cursor.
+_INT64 = range(-(2**63), 2**63)
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="items per page")]
 After = Annotated[
     str | None,
@@ -40,7 +43,9 @@ def decode_cursor(cursor: str, width: int) -> list[Any]:
         for v in plain:
             if isinstance(v, dict):
                 values.append(datetime.fromisoformat(str(v["t"])))
-            elif isinstance(v, str | int) and not isinstance(v, bool):
+            elif isinstance(v, str) or (
+                isinstance(v, int) and not isinstance(v, bool) and v in _INT64
+            ):
                 values.append(v)
             else:
                 raise ValueError("not a cursor value")
@@ -59,7 +64,12 @@ def page_list(
     after the cursor `after`, and the cursor of the next page (None on the last)."""
     rest = list(items)
     if after is not None and rest:
-        values = decode_cursor(after, len(key(rest[0])))
+        first = list(key(rest[0]))
+        values = decode_cursor(after, len(first))
+        # A cursor holds exactly the key's types: anything else was not made by us, and
+        # would not compare with the keys (a TypeError, a 500).
+        if any(type(v) is not type(k) for v, k in zip(values, first, strict=True)):
+            raise InvalidError("after: not a cursor from this list; start from the first page")
         rest = [item for item in rest if list(key(item)) > values]
     if len(rest) <= limit:
         return rest, None

@@ -21,6 +21,8 @@ from kumulus.core.schemas import ErrorBody
 
 log = logging.getLogger(__name__)
 
+MAX_DETAIL = 2000  # characters of another party's error detail that we keep
+
 # The one mapping from the error family to HTTP (most specific class first).
 _STATUS: tuple[tuple[type[errors.KumulusError], int], ...] = (
     (errors.InvalidError, 422),
@@ -162,9 +164,11 @@ def parse_error(resp: httpx.Response) -> tuple[str, str, bool]:
     except ValueError:
         body = None
     if isinstance(body, dict) and isinstance(body.get("detail"), str):
+        # Bounded: the other party may be a hostile agent, and its detail is kept (a VM's
+        # failureReason) and passed on in our own errors.
         return (
-            body["detail"],
-            str(body.get("code") or _CODE_OF_STATUS.get(resp.status_code, "error")),
+            body["detail"][:MAX_DETAIL],
+            str(body.get("code") or _CODE_OF_STATUS.get(resp.status_code, "error"))[:64],
             bool(body.get("retry", default_retry)),
         )
     text = resp.text[:300].strip() or f"HTTP {resp.status_code}"

@@ -1,0 +1,98 @@
+"""The developer CLI never writes control characters it got from the server to the terminal.
+
+A provider's agent chooses the `detail` of its errors, and the backend passes it on
+("the host refused: ..." on start/stop/logs, "VM ... failed: host ...: ..." on create), so
+a hostile provider could otherwise send escape sequences to a developer's terminal: clear
+or rewrite the screen, set the window title, or (OSC 52) put a command in the clipboard.
+Rows of `vm ls` / `ssh-key ls` are server text too."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Clear the screen, set the clipboard (OSC 52) to "rm -rf ~", then a CSI in its 8-bit form.
+HOSTILE = "\x1b[2J\x1b]52;c;cm0gLXJmIH4=\x07boom\x9b31m"
+
+
+class HostileBackend:
+    """Answers like a backend passing on a hostile agent's error detail."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def _send(self, status: int, body: Any) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                vm = {"id": "v1", "name": "vm" + HOSTILE, "actualState": "failed" + HOSTILE}
+                self._send(200, {"items": [vm], "next": None})
+
+            def do_POST(self) -> None:
+                detail = f"the host refused: {HOSTILE}"
+                self._send(502, {"detail": detail, "code": "upstream", "retry": False})
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Path]:
+    backend = HostileBackend()
+    (tmp_path / "kumulus").mkdir()
+    (tmp_path / "kumulus" / "cli.json").write_text(
+        json.dumps({"backend": backend.url, "token": "kmt_test"})
+    )
+    yield tmp_path
+    backend.server.shutdown()
+    backend.server.server_close()
+
+
+def _kumulus(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "XDG_CONFIG_HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-m", "kumulus.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _no_controls(text: str) -> None:
+    bad = [c for c in text if not c.isprintable() and c != "\n"]
+    assert not bad, f"control characters reached the terminal: {bad!r}"
+
+
+@pytest.mark.parametrize("action", ["start", "stop"])
+def test_an_error_detail_is_printed_without_escapes(home: Path, action: str) -> None:
+    out = _kumulus(home, "vm", action, "v1")
+    assert out.returncode == 1
+    assert "the host refused" in out.stderr and "boom" in out.stderr
+    _no_controls(out.stderr)
+    _no_controls(out.stdout)
+
+
+def test_list_rows_are_printed_without_escapes(home: Path) -> None:
+    out = _kumulus(home, "vm", "ls")
+    assert out.returncode == 0, out.stderr
+    assert "boom" in out.stdout
+    _no_controls(out.stdout)
