@@ -3,10 +3,12 @@ the backend's sr25519 key and addressed (audience) to one host."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 from substrateinterface import Keypair
 
 from kumulus.core.http import parse_error
@@ -35,22 +37,29 @@ class ApiError(Exception):
 
 
 class AgentClient:
+    """One provider's agent, as the backend calls it. A provider is a stranger: every call
+    ends within `deadline` seconds whatever the agent does (httpx's own timeouts are per
+    read, which an agent trickling one byte at a time never trips), and an answer that is
+    not what the API promises is an ApiError (code `bad_answer`), never a crash."""
+
     def __init__(
         self,
         base_url: str,
         host_id: str,
         keypair: Keypair,
         timeout: float = 60.0,
-        transport: httpx.BaseTransport | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        deadline: float = 90.0,
     ) -> None:
         self.host_id = host_id
         self.keypair = keypair
-        self._http = httpx.Client(
-            base_url=base_url.rstrip("/"), timeout=timeout, transport=transport
-        )
+        self._base_url = base_url.rstrip("/")
+        self._timeout = timeout
+        self._transport = transport
+        self._deadline = deadline
 
     def close(self) -> None:
-        self._http.close()
+        """Nothing to release: each call has its own connection (see `_call`)."""
 
     def _call(
         self,
@@ -63,35 +72,60 @@ class AgentClient:
         signed = sign_request(self.keypair, method, path, content, audience=self.host_id)
         if body is not None:
             signed["Content-Type"] = "application/json"
-        try:
-            resp = self._http.request(
-                method, path, content=content, headers={**signed, **(headers or {})}
-            )
-        except httpx.HTTPError as exc:
-            raise ApiError(f"agent unreachable: {type(exc).__name__}", None) from exc
+        # Async only for its cancellation: a sync request blocked in a read cannot be
+        # interrupted, a task can. Callers are plain threads (routes, jobs).
+        resp = asyncio.run(self._request(method, path, content, {**signed, **(headers or {})}))
         if resp.status_code >= 400:
             raise ApiError.of(resp)
-        return resp.json()
+        try:
+            return resp.json()
+        except ValueError as exc:
+            raise ApiError("the agent answered something that is not JSON", resp.status_code,
+                           "bad_answer", True) from exc  # fmt: skip
+
+    async def _request(
+        self, method: str, path: str, content: bytes, headers: dict[str, str]
+    ) -> httpx.Response:
+        try:
+            async with (
+                asyncio.timeout(self._deadline),
+                httpx.AsyncClient(
+                    base_url=self._base_url, timeout=self._timeout, transport=self._transport
+                ) as http,
+            ):
+                return await http.request(method, path, content=content, headers=headers)
+        except TimeoutError as exc:
+            raise ApiError(f"agent did not answer within {self._deadline:g} s", None) from exc
+        except httpx.HTTPError as exc:
+            raise ApiError(f"agent unreachable: {type(exc).__name__}", None) from exc
+
+    @staticmethod
+    def _vm(answer: Any) -> VMPublic:
+        try:
+            return VMPublic.model_validate(answer)
+        except ValidationError as exc:
+            raise ApiError("the agent's answer is not a VM", 200, "bad_answer", retry=True) from exc
 
     def create_vm(self, body: dict[str, Any], idempotency_key: str) -> VMPublic:
-        return VMPublic.model_validate(
-            self._call("POST", "/v1/vms", body, {"Idempotency-Key": idempotency_key})
-        )
+        return self._vm(self._call("POST", "/v1/vms", body, {"Idempotency-Key": idempotency_key}))
 
     def get_vm(self, vm_id: str) -> VMPublic:
-        return VMPublic.model_validate(self._call("GET", f"/v1/vms/{vm_id}"))
+        return self._vm(self._call("GET", f"/v1/vms/{vm_id}"))
 
     def start_vm(self, vm_id: str) -> VMPublic:
-        return VMPublic.model_validate(self._call("POST", f"/v1/vms/{vm_id}/start"))
+        return self._vm(self._call("POST", f"/v1/vms/{vm_id}/start"))
 
     def stop_vm(self, vm_id: str) -> VMPublic:
-        return VMPublic.model_validate(self._call("POST", f"/v1/vms/{vm_id}/stop"))
+        return self._vm(self._call("POST", f"/v1/vms/{vm_id}/stop"))
 
     def delete_vm(self, vm_id: str) -> None:
         self._call("DELETE", f"/v1/vms/{vm_id}")
 
     def logs(self, vm_id: str, tail: int = 200) -> str:
-        return str(self._call("GET", f"/v1/vms/{vm_id}/logs?tail={tail}")["logs"])
+        answer = self._call("GET", f"/v1/vms/{vm_id}/logs?tail={tail}")
+        if not isinstance(answer, dict) or not isinstance(answer.get("logs"), str):
+            raise ApiError("the agent's answer has no logs", 200, "bad_answer", retry=True)
+        return str(answer["logs"])
 
 
 class BackendClient:
@@ -115,11 +149,13 @@ class BackendClient:
             raise ApiError.of(resp)
         return resp.json() if resp.content else None
 
-    def list_all(self, path: str, page_size: int = 200) -> list[Any]:
-        """Every item of a paged list endpoint ({"items", "next"}), following its cursors."""
+    def list_all(self, path: str, page_size: int = 200, max_pages: int = 1000) -> list[Any]:
+        """Every item of a paged list endpoint ({"items", "next"}), following its cursors;
+        ApiError if the server repeats a cursor or the list never ends."""
         items: list[Any] = []
         after: str | None = None
-        while True:
+        seen: set[str] = set()
+        for _ in range(max_pages):
             query = f"limit={page_size}" + (f"&after={after}" if after else "")
             sep = "&" if "?" in path else "?"
             page = self.call("GET", f"{path}{sep}{query}")
@@ -127,3 +163,7 @@ class BackendClient:
             after = page.get("next")
             if not after:
                 return items
+            if after in seen:
+                raise ApiError(f"{path}: the server repeated a page cursor", 200, "bad_answer")
+            seen.add(after)
+        raise ApiError(f"{path}: more than {max_pages} pages", 200, "bad_answer")

@@ -272,7 +272,10 @@ def vm_rm(vm_id: str) -> None:
 
 @vm_app.command("logs")
 def vm_logs(vm_id: str, tail: int = 200) -> None:
-    typer.echo(_call("GET", f"/v1/vms/{vm_id}/logs?tail={tail}")["logs"], nl=False)
+    """The VM's console output. It comes through the provider's agent: lines and tabs are
+    kept, every other control character (terminal escapes) is shown as '?'."""
+    text = str(_call("GET", f"/v1/vms/{vm_id}/logs?tail={tail}")["logs"])
+    typer.echo("".join(ch if ch.isprintable() or ch in "\n\t" else "?" for ch in text), nl=False)
 
 
 @vm_app.command("ssh")

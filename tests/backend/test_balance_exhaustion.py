@@ -1,15 +1,19 @@
-"""A developer whose balance runs out is warned, then their running VMs are stopped (state
-insufficient_funds), never deleted, and new VMs are refused with 402."""
+"""A developer whose balance runs out is warned, then their running VMs are stopped (wanted
+stopped at once; `insufficient_funds` once the host confirms), never deleted, and new VMs
+are refused with 402."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, ClassVar
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from kumulus.backend import billing
+from kumulus.backend import billing, vms
 from kumulus.backend.clock import utcnow
 from kumulus.backend.models import Account, Host, Vm
 from tests.backend.billing_fixtures import UNIT, account, host, vm
@@ -23,9 +27,27 @@ def test_signup_credit_and_billing_view(backend: TestClient, developer: Actor) -
     assert backend.get("/v1/billing").status_code == 401
 
 
+class StopRecorder:
+    """An agent that confirms every stop, and remembers them."""
+
+    stopped: ClassVar[list[str]] = []
+
+    def __init__(self, *_: Any) -> None:
+        pass
+
+    def stop_vm(self, vm_id: str) -> SimpleNamespace:
+        StopRecorder.stopped.append(vm_id)
+        return SimpleNamespace(vm_id=vm_id, status="Stopped")
+
+
 def test_running_out_stops_vms_and_refuses_new_ones(
-    backend: TestClient, developer: Actor, ssh_keypair: tuple[Path, str]
+    backend: TestClient,
+    developer: Actor,
+    ssh_keypair: tuple[Path, str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(vms, "AgentClient", StopRecorder)
+    StopRecorder.stopped = []
     app = backend.app
     db_ = app.state.db  # type: ignore[attr-defined]
     with db_.session() as db:
@@ -45,10 +67,23 @@ def test_running_out_stops_vms_and_refuses_new_ones(
     with db_.session() as db:
         row = db.get(Vm, vm_id)
         assert row is not None
-        assert (row.intended_state, row.actual_state) == ("stopped", "insufficient_funds")
+        # Recorded (billed as stopped from now on); the host has not confirmed it yet.
+        assert (row.intended_state, row.actual_state) == ("stopped", "stopping")
         assert billing.balance(db, billing.DEVELOPER, developer.id) < 0
+    assert app.state.jobs.run_now("stops").value == 0  # type: ignore[attr-defined]
+    shown = backend.get(f"/v1/vms/{vm_id}", headers=developer.headers).json()
+    assert shown["actualState"] == "unreachable" and "balance" in shown["failureReason"]
+    assert StopRecorder.stopped == []  # the host is away: nothing sent yet
+
+    with db_.session() as db:  # the host is back: the stop goes out and is confirmed
+        db.execute(update(Host).where(Host.id == expensive.id).values(last_heartbeat_at=utcnow()))
+        db.commit()
+    assert app.state.jobs.run_now("stops").value == 1  # type: ignore[attr-defined]
+    assert len(StopRecorder.stopped) == 1
     shown = backend.get(f"/v1/vms/{vm_id}", headers=developer.headers).json()
     assert shown["actualState"] == "insufficient_funds" and "balance" in shown["failureReason"]
+    assert app.state.jobs.run_now("stops").value == 0  # type: ignore[attr-defined]
+    assert len(StopRecorder.stopped) == 1  # confirmed: never sent again
     view = backend.get("/v1/billing", headers=developer.headers).json()
     assert "used up" in view["warning"]
     refused = backend.post(
@@ -62,16 +97,17 @@ def test_running_out_stops_vms_and_refuses_new_ones(
 def test_heartbeats_keep_the_reason_a_vm_was_stopped() -> None:
     from datetime import UTC, datetime
 
-    from kumulus.backend.vms import reconcile_inventory
+    from kumulus.backend.vms import STOPPED_FOR_FUNDS, reconcile_inventory
 
     vm = Vm(
         id="v1",
         agent_vm_id="a1",
-        actual_state="insufficient_funds",
+        actual_state="stopping",
         intended_state="stopped",
+        failure_reason=STOPPED_FOR_FUNDS,
         updated_at=datetime(2020, 1, 1, tzinfo=UTC),
     )
     reconcile_inventory([vm], {"a1": "exited"}, datetime.now(UTC))
-    assert vm.actual_state == "insufficient_funds"
+    assert vm.actual_state == "insufficient_funds"  # the host stopped it: say why
     reconcile_inventory([vm], {"a1": "running"}, datetime.now(UTC))
     assert vm.actual_state == "running"  # started again somehow: say so

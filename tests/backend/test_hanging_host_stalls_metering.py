@@ -1,12 +1,9 @@
-"""One provider's agent that never answers must not stop metering for everyone.
+"""One provider's agent that never answers must not stop metering, nor other hosts' stops.
 
-The meter job charges every VM, then asks the agents of broke developers' VMs to stop them,
-in the same run; runs of one job never overlap. A hostile provider whose agent accepts the
-stop request and then trickles (httpx's timeout is per read, so this lasts as long as it
-likes) holds that run, so no VM on any host is charged again (and no other broke developer
-is stopped) until it lets go. After the job's timeout another backend process takes the
-lease and hangs on the same host. The provider only needs one VM of a broke developer (its
-own developer account, once the sign-up credit is spent) on its host."""
+A hostile provider needs only one VM of a broke developer (its own second account, once
+the sign-up credit is spent) on its host, and an agent that accepts a stop and never
+answers. The meter job records stops without calling any agent; the `stops` job sends them,
+hosts in parallel, so the hanging host delays only its own VMs."""
 
 from __future__ import annotations
 
@@ -20,32 +17,36 @@ from fastapi.testclient import TestClient
 
 from kumulus.backend import vms
 from kumulus.backend.clock import aware, utcnow
-from kumulus.backend.models import Vm
+from kumulus.backend.models import Host, Vm
 from tests.backend.billing_fixtures import account, host, vm
 
 RELEASE = threading.Event()
 ASKED = threading.Event()
+HOSTILE_URL = "http://hostile.invalid:8000"
 
 
-class HangingAgent:
-    """The hostile provider's agent: a stop request is accepted and never answered."""
+class Agent:
+    """The hostile host's agent hangs on a stop; every other host's agent confirms it."""
 
-    def __init__(self, *_: Any) -> None:
-        pass
+    confirmed: list[str] = []  # noqa: RUF012 - shared by the instances of one test
+
+    def __init__(self, base_url: str, *_: Any) -> None:
+        self.hostile = base_url == HOSTILE_URL
 
     def stop_vm(self, vm_id: str) -> SimpleNamespace:
-        ASKED.set()
-        RELEASE.wait(30)
+        if self.hostile:
+            ASKED.set()
+            RELEASE.wait(30)
+        else:
+            Agent.confirmed.append(vm_id)
         return SimpleNamespace(vm_id=vm_id, status="Stopped")
 
 
-@pytest.mark.xfail(
-    strict=True, reason="not fixed: enforcement calls agents inside the meter job's run"
-)
-def test_a_hanging_agent_does_not_stop_metering(
+def test_a_hanging_agent_stalls_neither_metering_nor_other_stops(
     backend: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(vms, "AgentClient", HangingAgent)
+    monkeypatch.setattr(vms, "AgentClient", Agent)
+    Agent.confirmed = []
     RELEASE.clear()
     ASKED.clear()
     app = backend.app
@@ -54,29 +55,42 @@ def test_a_hanging_agent_does_not_stop_metering(
     an_hour_ago = utcnow() - timedelta(hours=1)
     with db_.session() as db:
         hostile = host(db, account(db, "provider"))
+        hostile.api_url = HOSTILE_URL
         honest = host(db, account(db, "provider"))
         vm(db, account(db, "developer"), hostile, an_hour_ago)  # broke: no credit at all
+        broke_elsewhere = vm(db, account(db, "developer"), honest, an_hour_ago)
         paying = vm(db, account(db, "developer"), honest, an_hour_ago)
-        paying_id = paying.id
+        from kumulus.backend import billing  # a developer who can pay
+
+        billing.grant(db, billing.DEVELOPER, paying.account_id, 10**15, "credit")
+        ids = (broke_elsewhere.id, paying.id)
         db.commit()
 
-    first = threading.Thread(target=lambda: jobs.run_now("meter"), daemon=True)
-    second = threading.Thread(target=lambda: jobs.run_now("meter"), daemon=True)
-    first.start()
+    report = jobs.run_now("meter").value
+    assert report.stopped_for_funds == 2  # recorded for both broke developers, no agent asked
+    assert not ASKED.is_set()
+
+    stops = threading.Thread(target=lambda: jobs.run_now("stops"), daemon=True)
+    stops.start()
     try:
-        assert ASKED.wait(10), "the meter job never asked the hostile host to stop"
+        assert ASKED.wait(10), "the stops job never asked the hostile host"
+        # The honest host's stop went out meanwhile, in parallel.
+        deadline = utcnow() + timedelta(seconds=10)
+        while not Agent.confirmed and utcnow() < deadline:
+            threading.Event().wait(0.05)
         with db_.session() as db:
-            row = db.get(Vm, paying_id)
+            elsewhere = db.get(Vm, ids[0])
+            assert elsewhere is not None and elsewhere.actual_state == "insufficient_funds"
+            row = db.get(Vm, ids[1])
             assert row is not None and row.metered_until is not None
             metered_once = aware(row.metered_until)
-        second.start()
-        second.join(5)
+            assert db.get(Host, hostile.id) is not None
+        # Metering goes on while the hostile host hangs.
+        jobs.run_now("meter")
         with db_.session() as db:
-            row = db.get(Vm, paying_id)
+            row = db.get(Vm, ids[1])
             assert row is not None and row.metered_until is not None
             assert aware(row.metered_until) > metered_once, "metering stalled behind one host"
     finally:
-        RELEASE.set()  # both runs end before the database goes away
-        first.join(10)
-        if second.ident is not None:  # started
-            second.join(10)
+        RELEASE.set()
+        stops.join(10)

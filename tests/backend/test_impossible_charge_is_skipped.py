@@ -72,7 +72,8 @@ def test_impossible_charge_is_skipped(
         rows = {v: db.get(Vm, v) for v in (bad_id, good_id, broke_id)}
         assert aware(rows[good_id].metered_until) > two_hours_ago  # type: ignore[union-attr, arg-type]
         assert aware(rows[bad_id].metered_until) == two_hours_ago  # type: ignore[union-attr, arg-type]
-        assert rows[broke_id].actual_state == "insufficient_funds"  # type: ignore[union-attr]
+        assert rows[broke_id].intended_state == "stopped"  # type: ignore[union-attr]
+        assert rows[broke_id].actual_state == "stopping"  # type: ignore[union-attr]
         assert billing.balance(db, billing.DEVELOPER, other_id) < 0
     assert jobs.stats()["meter"].failures == 0
 

@@ -44,6 +44,12 @@ from kumulus.core.sizes import format_size
 
 log = logging.getLogger(__name__)
 
+# The reason the meter job gives the VMs it stops because their developer's balance ran out;
+# a confirmed stop of such a VM shows `insufficient_funds`, others `stopped`.
+STOPPED_FOR_FUNDS = "stopped because the balance is used up; deposit, then start it"
+# Actual states of a VM wanted stopped whose host has not confirmed the stop yet.
+PENDING_STOP = ("stopping", "running", "starting", "restarting")
+
 _DOCKER_TO_ACTUAL = {
     "running": "running",
     "exited": "stopped",
@@ -363,6 +369,28 @@ class VmService:
         self.db.commit()
         return vm
 
+    def send_pending_stop(self, vm: Vm) -> bool:
+        """Send again the stop of a VM that is wanted stopped while its host has not
+        confirmed it (a stop whose agent call failed, or a stop for insufficient funds,
+        which the meter job only records). True once the host confirms; raises the error
+        family when the host is away or refuses (the `stops` job tries again later)."""
+        self.db.refresh(vm)  # a start or delete since the job listed it wins
+        if vm.intended_state != "stopped" or vm.actual_state not in PENDING_STOP:
+            return False
+        try:
+            self._host_agent(vm).stop_vm(vm.agent_vm_id or "")
+        except ApiError as exc:
+            raise self._agent_error(exc) from exc
+        confirmed = "insufficient_funds" if vm.failure_reason == STOPPED_FOR_FUNDS else "stopped"
+        done = self.db.execute(
+            update(Vm)
+            .where(Vm.id == vm.id, Vm.intended_state == "stopped")
+            .values(actual_state=confirmed)
+            .execution_options(synchronize_session=False)
+        )
+        self.db.commit()
+        return bool(done.rowcount)  # type: ignore[attr-defined]
+
     def delete(self, vm: Vm) -> bool:
         """Delete the VM. True when it is gone; False when its host is away: the VM stays
         `deleting` (capacity still held there) until the host is back and confirms."""
@@ -432,8 +460,9 @@ def reconcile_inventory(vms: Iterable[Vm], inventory: dict[str, str], as_of: dat
             continue
         if agent_id in inventory:
             observed = _DOCKER_TO_ACTUAL.get(inventory[agent_id], "failed")
-            if observed == "stopped" and vm.actual_state == "insufficient_funds":
-                continue  # stopped for that reason: keep saying why
+            if observed == "stopped" and vm.failure_reason == STOPPED_FOR_FUNDS:
+                vm.actual_state = "insufficient_funds"  # stopped for that reason: say why
+                continue
             vm.actual_state = observed
         elif vm.actual_state not in ("pending", "failed"):
             vm.actual_state = "missing"

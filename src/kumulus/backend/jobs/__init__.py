@@ -3,6 +3,7 @@
 | job             | every                   | lease                                        |
 |-----------------|-------------------------|----------------------------------------------|
 | meter           | maintenance_interval    | exclusive (one process at a time)            |
+| stops           | maintenance_interval    | exclusive                                    |
 | deletes         | maintenance_interval    | exclusive                                    |
 | prune           | maintenance_interval    | none (idempotent and cheap)                  |
 | reputation      | reputation_interval     | once per interval across processes           |
@@ -26,7 +27,7 @@ from substrateinterface import Keypair
 
 from kumulus.backend.db import Database
 from kumulus.backend.deposits import DepositWatcher
-from kumulus.backend.jobs import deletes, deposits, meter, payouts, prune, reputation
+from kumulus.backend.jobs import deletes, deposits, meter, payouts, prune, reputation, stops
 from kumulus.backend.jobs.anchors import AnchorJob
 from kumulus.backend.jobs.lease import DbLease
 from kumulus.backend.payouts import PayoutWorker
@@ -36,7 +37,7 @@ from kumulus.core.jobs import Job, JobRunner, Lease, LeaseUse
 
 log = logging.getLogger(__name__)
 
-FREQUENT = ("meter", "deletes", "prune", "deposits", "payouts", "anchors")
+FREQUENT = ("meter", "stops", "deletes", "prune", "deposits", "payouts", "anchors")
 ALL = (*FREQUENT, "reputation", payouts.SCHEDULE)
 
 
@@ -87,7 +88,9 @@ def backend_jobs(
     poll = settings.maintenance_interval
     jobs = [
         Job("meter", every("meter"), timeout("meter"),
-            partial(meter.meter_and_enforce, db, settings, keypair), lease=lease),
+            partial(meter.meter_and_enforce, db, settings), lease=lease),
+        Job("stops", every("stops"), timeout("stops"),
+            partial(stops.send_pending_stops, db, settings, keypair), lease=lease),
         Job("deletes", every("deletes"), timeout("deletes"),
             partial(deletes.finish_deletes, db, settings, keypair), lease=lease),
         Job("prune", every("prune"), timeout("prune"), partial(prune.prune, db, settings)),

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
-from substrateinterface import Keypair
 
 from kumulus.backend import billing
+from kumulus.backend.clock import utcnow
 from kumulus.backend.db import Database
 from kumulus.backend.models import Vm
-from kumulus.backend.vms import VmService
+from kumulus.backend.vms import STOPPED_FOR_FUNDS
 from kumulus.config import BackendSettings
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ class MeterReport:
     stopped_for_funds: int = 0
 
 
-def meter_and_enforce(db: Database, settings: BackendSettings, keypair: Keypair) -> MeterReport:
+def meter_and_enforce(db: Database, settings: BackendSettings) -> MeterReport:
     report = MeterReport()
     with db.session() as s:
         ids = list(
@@ -43,7 +43,7 @@ def meter_and_enforce(db: Database, settings: BackendSettings, keypair: Keypair)
         for vm_id in ids:
             _meter_one(s, vm_id, settings.platform_fee_bps, report)
         if settings.billing_enforced:
-            _enforce(s, VmService(s, settings, keypair), report)
+            _enforce(s, report)
     return report
 
 
@@ -64,8 +64,11 @@ def _meter_one(s: Session, vm_id: str, fee_bps: int, report: MeterReport) -> Non
         )
 
 
-def _enforce(s: Session, service: VmService, report: MeterReport) -> None:
-    """Stop the running VMs of developers whose balance is used up."""
+def _enforce(s: Session, report: MeterReport) -> None:
+    """Record a stop for the running VMs of developers whose balance is used up: wanted
+    `stopped` (billed as stopped from now on), actual `stopping` until the `stops` job has
+    the host confirm it. No agent is called here: one host that never answers must not
+    hold up metering for everybody. Each account and each VM has its own error boundary."""
     running = list(
         s.scalars(
             select(Vm).where(
@@ -80,33 +83,34 @@ def _enforce(s: Session, service: VmService, report: MeterReport) -> None:
         try:
             if billing.balance(s, billing.DEVELOPER, account_id) <= 0:
                 broke.add(account_id)
+        except (OperationalError, InterfaceError):
+            raise
         except Exception as exc:  # one account's ledger must not stop the others
             s.rollback()
             log.warning("account %s: balance not read: %s", account_id, billing.failure_reason(exc))
-    for vm in running:
-        if vm.account_id not in broke:
-            continue
-        s.refresh(vm)
-        if vm.intended_state != "running":  # deleted or stopped meanwhile
-            continue
+    for vm_id in [vm.id for vm in running if vm.account_id in broke]:
         try:
-            service.stop(vm)
-        except Exception as exc:  # host away: it stays wanted-stopped and is retried
-            s.rollback()
-            log.warning("VM %s: stop for insufficient funds failed: %s", vm.id, exc)
-        # Only over a stop: a delete that raced with this keeps winning.
-        marked = s.execute(
-            update(Vm)
-            .where(Vm.id == vm.id, Vm.intended_state.in_(("running", "stopped")))
-            .values(
-                intended_state="stopped",
-                actual_state="insufficient_funds",
-                failure_reason="stopped because the balance is used up; deposit, then start it",
+            # Only over a running VM: a stop or delete that raced with this keeps winning.
+            marked = s.execute(
+                update(Vm)
+                .where(Vm.id == vm_id, Vm.intended_state == "running")
+                .values(
+                    intended_state="stopped",
+                    actual_state="stopping",
+                    failure_reason=STOPPED_FOR_FUNDS,
+                    updated_at=utcnow(),
+                )
+                .execution_options(synchronize_session=False)
             )
-            .execution_options(synchronize_session=False)
-        )
-        s.commit()
-        if marked.rowcount != 1:  # type: ignore[attr-defined]
+            s.commit()
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception as exc:
+            s.rollback()
+            log.warning(
+                "VM %s: stop for funds not recorded: %s", vm_id, billing.failure_reason(exc)
+            )
             continue
-        report.stopped_for_funds += 1
-        log.info("VM %s stopped: its developer's balance is used up", vm.id)
+        if marked.rowcount == 1:  # type: ignore[attr-defined]
+            report.stopped_for_funds += 1
+            log.info("VM %s: stopping, its developer's balance is used up", vm_id)
