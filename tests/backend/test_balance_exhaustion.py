@@ -78,6 +78,8 @@ def test_running_out_stops_vms_and_refuses_new_ones(
     with db_.session() as db:  # the host is back: the stop goes out and is confirmed
         db.execute(update(Host).where(Host.id == expensive.id).values(last_heartbeat_at=utcnow()))
         db.commit()
+    shown = backend.get(f"/v1/vms/{vm_id}", headers=developer.headers).json()
+    assert shown["actualState"] == "stopping"  # recorded, not confirmed yet
     assert app.state.jobs.run_now("stops").value == 1  # type: ignore[attr-defined]
     assert len(StopRecorder.stopped) == 1
     shown = backend.get(f"/v1/vms/{vm_id}", headers=developer.headers).json()

@@ -218,7 +218,7 @@ class Vm(Base):
     disk: Mapped[int] = mapped_column(BigInteger)
     region: Mapped[str] = mapped_column(String(32), default="")
     intended_state: Mapped[str] = mapped_column(String(16))  # running | stopped | deleted
-    # pending|starting|running|stopped|failed|missing|deleting|deleted|insufficient_funds
+    # pending|starting|running|stopping|stopped|failed|missing|deleting|deleted|insufficient_funds
     actual_state: Mapped[str] = mapped_column(String(32))
     reserved: Mapped[bool] = mapped_column(Boolean, default=False)
     ssh_host: Mapped[str | None] = mapped_column(String(255))

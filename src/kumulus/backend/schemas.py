@@ -213,6 +213,7 @@ VmState = Literal[
     "deleted",
     "deleting",
     "restarting",
+    "stopping",  # wanted stopped; the host has not confirmed it yet
     "insufficient_funds",
 ]
 
