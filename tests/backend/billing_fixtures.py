@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from kumulus.backend.billing import start_metering
 from kumulus.backend.clock import utcnow
-from kumulus.backend.models import Account, Host, Vm
+from kumulus.backend.models import VM, Account, Host
 
 GIB = 1 << 30
 UNIT = 10**12
@@ -49,8 +49,8 @@ def host(db: Session, owner: Account, online: bool = True) -> Host:
     return row
 
 
-def vm(db: Session, dev: Account, on: Host, since: datetime, state: str = "running") -> Vm:
-    row = Vm(
+def vm(db: Session, dev: Account, on: Host, since: datetime, state: str = "running") -> VM:
+    row = VM(
         id=secrets.token_hex(8),
         account_id=dev.id,
         name="vm",

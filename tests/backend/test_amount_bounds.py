@@ -17,7 +17,7 @@ from substrateinterface import Keypair
 
 from kumulus.backend import billing, vms
 from kumulus.backend.clock import utcnow
-from kumulus.backend.models import Host, LedgerEntry, Vm
+from kumulus.backend.models import VM, Host, LedgerEntry
 from kumulus.config import BackendSettings
 from kumulus.core.money import INT64_MAX, MAX_CHARGE_HOURS, hourly_price, largest_charge
 from tests.backend.billing_fixtures import UNIT, account, host
@@ -70,7 +70,7 @@ def test_vm_sizes_and_price_over_the_maximum_are_refused(
     assert resp.status_code == 422, resp.text
     assert field in resp.text
     with backend.app.state.db.session() as db:  # type: ignore[attr-defined]
-        assert db.scalars(select(Vm)).first() is None  # nothing was made
+        assert db.scalars(select(VM)).first() is None  # nothing was made
 
 
 def _big_host(backend: TestClient, prices: tuple[int, int, int]) -> str:
@@ -133,7 +133,7 @@ def test_the_largest_allowed_charge_is_stored_and_summed(
     with db_.session() as db:
         # Unmetered for 90 days (a backend that was down): three full spans and a bit.
         db.execute(
-            update(Vm).where(Vm.id == vm_id).values(metered_until=utcnow() - timedelta(days=91))
+            update(VM).where(VM.id == vm_id).values(metered_until=utcnow() - timedelta(days=91))
         )
         # A developer able to pay for it, so it is not stopped halfway.
         billing.grant(db, billing.DEVELOPER, developer.id, 4 * largest_charge(MAX_PRICE), "x")

@@ -15,7 +15,7 @@ from sqlalchemy import update
 
 from kumulus.backend import billing, vms
 from kumulus.backend.clock import utcnow
-from kumulus.backend.models import Account, Host, Vm
+from kumulus.backend.models import VM, Account, Host
 from tests.backend.billing_fixtures import UNIT, account, host, vm
 from tests.backend.conftest import Actor
 
@@ -65,7 +65,7 @@ def test_running_out_stops_vms_and_refuses_new_ones(
     report = app.state.jobs.run_now("meter").value  # type: ignore[attr-defined]
     assert report.charged > 10 * UNIT and report.stopped_for_funds == 1
     with db_.session() as db:
-        row = db.get(Vm, vm_id)
+        row = db.get(VM, vm_id)
         assert row is not None
         # Recorded (billed as stopped from now on); the host has not confirmed it yet.
         assert (row.intended_state, row.actual_state) == ("stopped", "stopping")
@@ -101,7 +101,7 @@ def test_heartbeats_keep_the_reason_a_vm_was_stopped() -> None:
 
     from kumulus.backend.vms import STOPPED_FOR_FUNDS, reconcile_inventory
 
-    vm = Vm(
+    vm = VM(
         id="v1",
         agent_vm_id="a1",
         actual_state="stopping",

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from kumulus.backend import vms
 from kumulus.backend.clock import aware, utcnow
-from kumulus.backend.models import Host, Vm
+from kumulus.backend.models import VM, Host
 from tests.backend.billing_fixtures import account, host, vm
 
 RELEASE = threading.Event()
@@ -79,16 +79,16 @@ def test_a_hanging_agent_stalls_neither_metering_nor_other_stops(
         while not Agent.confirmed and utcnow() < deadline:
             threading.Event().wait(0.05)
         with db_.session() as db:
-            elsewhere = db.get(Vm, ids[0])
+            elsewhere = db.get(VM, ids[0])
             assert elsewhere is not None and elsewhere.actual_state == "insufficient_funds"
-            row = db.get(Vm, ids[1])
+            row = db.get(VM, ids[1])
             assert row is not None and row.metered_until is not None
             metered_once = aware(row.metered_until)
             assert db.get(Host, hostile.id) is not None
         # Metering goes on while the hostile host hangs.
         jobs.run_now("meter")
         with db_.session() as db:
-            row = db.get(Vm, ids[1])
+            row = db.get(VM, ids[1])
             assert row is not None and row.metered_until is not None
             assert aware(row.metered_until) > metered_once, "metering stalled behind one host"
     finally:

@@ -15,7 +15,7 @@ from sqlalchemy import update
 
 from kumulus.backend import billing, vms
 from kumulus.backend.clock import aware, utcnow
-from kumulus.backend.models import Account, Vm
+from kumulus.backend.models import VM, Account
 from tests.backend.billing_fixtures import UNIT, account, host, vm
 from tests.backend.conftest import Actor
 
@@ -52,7 +52,7 @@ def test_impossible_charge_is_skipped(
         on = host(db, prov)
         bad = vm(db, dev, on, two_hours_ago)
         # 4.5e18 planck per vCPU-hour: the column takes it, 2 vCPU for 2 h (1.8e19) does not.
-        db.execute(update(Vm).where(Vm.id == bad.id).values(price_cpu_hour=4_500_000 * UNIT))
+        db.execute(update(VM).where(VM.id == bad.id).values(price_cpu_hour=4_500_000 * UNIT))
         good = vm(db, dev, on, two_hours_ago)
         broke = vm(db, other_dev, on, two_hours_ago)
         bad_id, good_id, broke_id, other_id = bad.id, good.id, broke.id, other_dev.id
@@ -69,7 +69,7 @@ def test_impossible_charge_is_skipped(
         assert billing.balance(db, billing.DEVELOPER, developer.id) == pytest.approx(
             10 * UNIT - 2 * 42 * UNIT // 1000, abs=UNIT // 1000
         )
-        rows = {v: db.get(Vm, v) for v in (bad_id, good_id, broke_id)}
+        rows = {v: db.get(VM, v) for v in (bad_id, good_id, broke_id)}
         assert aware(rows[good_id].metered_until) > two_hours_ago  # type: ignore[union-attr, arg-type]
         assert aware(rows[bad_id].metered_until) == two_hours_ago  # type: ignore[union-attr, arg-type]
         assert rows[broke_id].intended_state == "stopped"  # type: ignore[union-attr]

@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 from kumulus.backend import vms
 from kumulus.backend.clock import utcnow
 from kumulus.backend.jobs import backend_jobs
-from kumulus.backend.models import Heartbeat, Host, SeenNonce, Vm
+from kumulus.backend.models import VM, Heartbeat, Host, SeenNonce
 from kumulus.config import BackendSettings
 from tests.backend.billing_fixtures import account, host, vm
 
@@ -51,7 +51,7 @@ def test_deletes_finishes_those_left_behind_only(
     report: Any = backend.app.state.jobs.run_now("deletes").value  # type: ignore[attr-defined]
     assert (report.finished, report.waiting) == (1, 1)
     with db_.session() as db:
-        states = [db.get(Vm, i).actual_state for i in ids]  # type: ignore[union-attr]
+        states = [db.get(VM, i).actual_state for i in ids]  # type: ignore[union-attr]
     assert states == ["deleted", "running", "deleting"]
 
 

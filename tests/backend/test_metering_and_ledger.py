@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from kumulus.backend import billing
 from kumulus.backend.clock import utcnow
-from kumulus.backend.models import LedgerEntry, Vm
+from kumulus.backend.models import VM, LedgerEntry
 from tests.backend.billing_fixtures import UNIT, account, host, vm
 
 # 2 vCPU * 0.01 + 4 GiB * 0.005 + 20 GiB * 0.0001 = 0.042 per hour running; 0.002 stopped.
@@ -69,7 +69,7 @@ def test_concurrent_metering_never_charges_twice(backend: TestClient) -> None:
 
     def one(_: int) -> int:
         with db_.session() as db:
-            row = db.get(Vm, vm_id)
+            row = db.get(VM, vm_id)
             assert row is not None
             return billing.meter(db, row, 1000, now=now)
 

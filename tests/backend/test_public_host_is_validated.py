@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 from substrateinterface import Keypair
 
 from kumulus.backend.clock import utcnow
-from kumulus.backend.models import Account, Host, HostToken, Vm
+from kumulus.backend.models import VM, Account, Host, HostToken
 from kumulus.core.signing import sign_envelope
 from tests.backend.billing_fixtures import account, host, vm
 from tests.backend.conftest import Actor, link_wallet, register_host, register_payload
@@ -175,7 +175,7 @@ def test_no_vm_is_placed_on_a_host_with_a_stored_hostile_address(
     # Refused before its agent is asked (that one would not answer: a connection error).
     assert resp.status_code == 502 and "SSH address is not valid" in resp.json()["detail"]
     with _db(backend).session() as db:  # type: ignore[attr-defined]
-        placed = db.scalar(select(Vm))
+        placed = db.scalar(select(VM))
         assert placed is not None and placed.actual_state == "failed"
         assert placed.ssh_host is None and placed.agent_vm_id is None
         row = db.get(Host, host_id)

@@ -20,7 +20,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from kumulus.backend.clock import aware, utcnow
-from kumulus.backend.models import Host, LedgerEntry, Vm
+from kumulus.backend.models import VM, Host, LedgerEntry
 from kumulus.core.money import MAX_CHARGE_HOURS, hourly_price
 
 MS_PER_HOUR = 3_600_000
@@ -74,7 +74,7 @@ def balance(db: Session, account_type: str, account_id: int | None) -> int:
     return int(db.scalar(query) or 0)
 
 
-def running_rate(vm: Vm) -> int:
+def running_rate(vm: VM) -> int:
     """planck per hour while the VM is meant to run (cpu + memory + disk)."""
     return hourly_price(
         vm.cpu, vm.memory, vm.disk, vm.price_cpu_hour, vm.price_memory_gib_hour,
@@ -82,12 +82,12 @@ def running_rate(vm: Vm) -> int:
     )  # fmt: skip
 
 
-def stopped_rate(vm: Vm) -> int:
+def stopped_rate(vm: VM) -> int:
     """planck per hour while the VM is stopped: its disk only."""
     return hourly_price(0, 0, vm.disk, 0, 0, vm.price_disk_gib_hour)
 
 
-def rate_of(vm: Vm) -> int:
+def rate_of(vm: VM) -> int:
     if vm.intended_state == "deleted" or vm.actual_state in ("failed", "deleted"):
         return 0
     return running_rate(vm) if vm.intended_state == "running" else stopped_rate(vm)
@@ -99,7 +99,7 @@ def split_fee(cost: int, fee_bps: int) -> tuple[int, int]:
     return cost - fee, fee
 
 
-def meter(db: Session, vm: Vm, fee_bps: int, now: datetime | None = None) -> int:
+def meter(db: Session, vm: VM, fee_bps: int, now: datetime | None = None) -> int:
     """Charge the VM from `metered_until` to `now` at the rate of its current intended
     state; returns the planck charged (0 if another process got there first).
 
@@ -115,7 +115,7 @@ def meter(db: Session, vm: Vm, fee_bps: int, now: datetime | None = None) -> int
             return total
 
 
-def _meter_span(db: Session, vm: Vm, fee_bps: int, now: datetime) -> tuple[int, bool]:
+def _meter_span(db: Session, vm: VM, fee_bps: int, now: datetime) -> tuple[int, bool]:
     """Charge one span of at most MAX_CHARGE_HOURS; (planck, whether metered up to now)."""
     if vm.metered_until is None or vm.host_id is None:
         return 0, True
@@ -126,8 +126,8 @@ def _meter_span(db: Session, vm: Vm, fee_bps: int, now: datetime) -> tuple[int, 
         return 0, True
     cost, carry = divmod(rate_of(vm) * ms + vm.meter_carry, MS_PER_HOUR)
     claimed = db.execute(
-        update(Vm)
-        .where(Vm.id == vm.id, Vm.metered_until == vm.metered_until)
+        update(VM)
+        .where(VM.id == vm.id, VM.metered_until == vm.metered_until)
         .values(metered_until=end, meter_carry=carry)
         .execution_options(synchronize_session=False)
     )
@@ -160,7 +160,7 @@ def failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
 
 
-def start_metering(vm: Vm, now: datetime | None = None) -> None:
+def start_metering(vm: VM, now: datetime | None = None) -> None:
     """The VM is placed: it pays from now on (caller commits)."""
     vm.metered_until = now or utcnow()
     vm.meter_carry = 0
@@ -177,10 +177,10 @@ def grant(db: Session, account_type: str, account_id: int, amount: int, memo: st
 
 def spend_per_hour(db: Session, account_id: int) -> int:
     vms = db.scalars(
-        select(Vm).where(
-            Vm.account_id == account_id,
-            Vm.actual_state != "deleted",
-            Vm.metered_until.is_not(None),
+        select(VM).where(
+            VM.account_id == account_id,
+            VM.actual_state != "deleted",
+            VM.metered_until.is_not(None),
         )
     )
     return sum(rate_of(vm) for vm in vms)

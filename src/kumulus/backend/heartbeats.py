@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.db import Database, upsert_insert
-from kumulus.backend.models import Heartbeat, Host, HostUptime, Vm
+from kumulus.backend.models import VM, Heartbeat, Host, HostUptime
 from kumulus.backend.vms import reconcile_inventory
 
 log = logging.getLogger(__name__)
@@ -311,12 +311,12 @@ class HeartbeatWriter:
         reported = {b.host_id: b for b in beats if b.inventory is not None}
         if not reported:
             return {}
-        vms: dict[str, list[Vm]] = defaultdict(list)
+        vms: dict[str, list[VM]] = defaultdict(list)
         for vm in s.scalars(
-            select(Vm).where(
-                Vm.host_id.in_(sorted(reported)),
-                Vm.agent_vm_id.is_not(None),
-                Vm.intended_state != "deleted",
+            select(VM).where(
+                VM.host_id.in_(sorted(reported)),
+                VM.agent_vm_id.is_not(None),
+                VM.intended_state != "deleted",
             )
         ):
             vms[vm.host_id or ""].append(vm)

@@ -194,7 +194,7 @@ class SshKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
-class Vm(Base):
+class VM(Base):
     """A developer's VM. `intended_state` is what they asked; `actual_state` what the agent
     last confirmed. Reservation fields hold what it holds on its host until released."""
 

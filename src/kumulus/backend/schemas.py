@@ -170,7 +170,7 @@ class SshKeyOut(CamelModel):
     created_at: Timestamp
 
 
-class VmCreateIn(CamelModel):
+class VMCreateIn(CamelModel):
     """Requirements for a VM; the scheduler finds a host that fits."""
 
     name: str = Field(default="vm", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -202,7 +202,7 @@ class VmCreateIn(CamelModel):
         return value
 
 
-VmState = Literal[
+VMState = Literal[
     "pending",
     "starting",
     "running",
@@ -218,7 +218,7 @@ VmState = Literal[
 ]
 
 
-class VmOut(CamelModel):
+class VMOut(CamelModel):
     id: str
     name: str
     username: str
@@ -228,7 +228,7 @@ class VmOut(CamelModel):
     region: str
     host_id: str | None
     intended_state: str
-    actual_state: VmState
+    actual_state: VMState
     ssh_host: str | None = Field(
         description="an IP address or DNS name; null while unknown, or when not valid"
     )
@@ -244,7 +244,7 @@ class VmOut(CamelModel):
     created_at: Timestamp
 
 
-class VmLogsOut(CamelModel):
+class VMLogsOut(CamelModel):
     id: str
     logs: str
 

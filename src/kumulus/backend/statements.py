@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kumulus.backend import billing, paging
-from kumulus.backend.models import Account, Host, LedgerEntry, Vm
+from kumulus.backend.models import VM, Account, Host, LedgerEntry
 from kumulus.backend.schemas import BillingOut, LedgerEntryOut
 from kumulus.config import BackendSettings
 from kumulus.core.money import format_amount
@@ -53,9 +53,9 @@ def statement(
         per_hour = billing.spend_per_hour(db, account.id)
     else:
         vms = db.scalars(
-            select(Vm)
-            .join(Host, Host.id == Vm.host_id)
-            .where(Host.account_id == account.id, Vm.metered_until.is_not(None))
+            select(VM)
+            .join(Host, Host.id == VM.host_id)
+            .where(Host.account_id == account.id, VM.metered_until.is_not(None))
         )
         per_hour = sum(
             billing.split_fee(billing.rate_of(vm), settings.platform_fee_bps)[0] for vm in vms

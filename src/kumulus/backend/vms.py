@@ -19,9 +19,9 @@ from kumulus.backend import paging
 from kumulus.backend.billing import DEVELOPER, balance, failure_reason, meter, start_metering
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.hosts import bounded_planck, host_status
-from kumulus.backend.models import Account, Host, SshKey, Vm
+from kumulus.backend.models import VM, Account, Host, SshKey
 from kumulus.backend.scheduler import NoHostFitsError, Want, place, release
-from kumulus.backend.schemas import VmCreateIn, VmOut
+from kumulus.backend.schemas import VMCreateIn, VMOut
 from kumulus.client import AgentClient, ApiError
 from kumulus.config import BackendSettings
 from kumulus.core.errors import (
@@ -59,7 +59,7 @@ _DOCKER_TO_ACTUAL = {
 }
 
 
-def want_of(vm: Vm) -> Want:
+def want_of(vm: VM) -> Want:
     return Want(
         cpu=vm.cpu,
         memory=vm.memory,
@@ -69,7 +69,7 @@ def want_of(vm: Vm) -> Want:
     )
 
 
-def price_hour(vm: Vm) -> int:
+def price_hour(vm: VM) -> int:
     """What the VM pays per hour while running, at the prices fixed when it was placed."""
     return hourly_price(
         vm.cpu,
@@ -86,7 +86,7 @@ def _count_lease(db: Session, host_id: str, completed: bool) -> None:
     db.execute(update(Host).where(Host.id == host_id).values({column: column + 1}))
 
 
-class VmService:
+class VMService:
     def __init__(self, db: Session, settings: BackendSettings, keypair: Keypair) -> None:
         self.db = db
         self.settings = settings
@@ -97,7 +97,7 @@ class VmService:
     def money(self, planck: int) -> str:
         return format_amount(planck, self.settings.token_decimals, self.settings.token_symbol)
 
-    def view(self, vm: Vm) -> VmOut:
+    def view(self, vm: VM) -> VMOut:
         actual = vm.actual_state
         if vm.host_id and actual not in ("failed", "deleted", "deleting", "insufficient_funds"):
             host = self.db.get(Host, vm.host_id)
@@ -110,7 +110,7 @@ class VmService:
         if problem is None and vm.ssh_host and vm.ssh_port:
             command = ssh_command(vm.ssh_host, vm.ssh_port, vm.username)
         shown = problem is None
-        return VmOut(
+        return VMOut(
             id=vm.id,
             name=vm.name,
             username=vm.username,
@@ -130,28 +130,28 @@ class VmService:
             created_at=aware(vm.created_at),
         )
 
-    def owned(self, account: Account, vm_id: str) -> Vm:
-        vm = self.db.get(Vm, vm_id[:32])
+    def owned(self, account: Account, vm_id: str) -> VM:
+        vm = self.db.get(VM, vm_id[:32])
         # A VM being deleted on a host that is away stays visible (actual "deleting").
         if vm is None or vm.account_id != account.id or vm.actual_state == "deleted":
             raise NotFoundError(f"no VM {vm_id[:40]}")
         return vm
 
-    def _listed(self, account: Account) -> Select[Vm]:
-        return select(Vm).where(Vm.account_id == account.id, Vm.actual_state != "deleted")
+    def _listed(self, account: Account) -> Select[VM]:
+        return select(VM).where(VM.account_id == account.id, VM.actual_state != "deleted")
 
-    def list(self, account: Account) -> list[Vm]:
-        return list(self.db.scalars(self._listed(account).order_by(Vm.created_at, Vm.id)))
+    def list(self, account: Account) -> list[VM]:
+        return list(self.db.scalars(self._listed(account).order_by(VM.created_at, VM.id)))
 
     def page(
         self, account: Account, limit: int, after: str | None
-    ) -> tuple[builtins.list[Vm], str | None]:
+    ) -> tuple[builtins.list[VM], str | None]:
         """The account's VMs, oldest first, one page at a time (kumulus.backend.paging)."""
-        return paging.page(self.db, self._listed(account), [Vm.created_at, Vm.id], limit, after)
+        return paging.page(self.db, self._listed(account), [VM.created_at, VM.id], limit, after)
 
     # -- create --------------------------------------------------------------------------
 
-    def _key_line(self, account: Account, body: VmCreateIn) -> str:
+    def _key_line(self, account: Account, body: VMCreateIn) -> str:
         if (body.ssh_key_id is None) == (body.ssh_key is None):
             raise InvalidError("give exactly one of sshKeyId or sshKey")
         if body.ssh_key_id is not None:
@@ -161,12 +161,12 @@ class VmService:
             return key.public_key
         return body.ssh_key or ""  # validated and normalised by the schema
 
-    def create(self, account: Account, body: VmCreateIn, idempotency_key: str | None) -> Vm:
+    def create(self, account: Account, body: VMCreateIn, idempotency_key: str | None) -> VM:
         if idempotency_key is not None:
             if not 0 < len(idempotency_key) <= 128:
                 raise InvalidError("Idempotency-Key must be 1-128 characters")
             existing = self.db.scalar(
-                select(Vm).where(Vm.account_id == account.id, Vm.idempotency_key == idempotency_key)
+                select(VM).where(VM.account_id == account.id, VM.idempotency_key == idempotency_key)
             )
             if existing is not None:
                 return existing
@@ -176,7 +176,7 @@ class VmService:
                 "your balance is used up: deposit tokens (kumulus wallet deposit) to create VMs"
             )
         now = utcnow()
-        vm = Vm(
+        vm = VM(
             id=secrets.token_hex(8),
             account_id=account.id,
             name=body.name,
@@ -209,14 +209,14 @@ class VmService:
         except IntegrityError:
             self.db.rollback()  # the same key raced us: theirs is the VM
             existing = self.db.scalar(
-                select(Vm).where(Vm.account_id == account.id, Vm.idempotency_key == idempotency_key)
+                select(VM).where(VM.account_id == account.id, VM.idempotency_key == idempotency_key)
             )
             if existing is None:
                 raise
             return existing
         return self._place_and_create(vm)
 
-    def _place_and_create(self, vm: Vm) -> Vm:
+    def _place_and_create(self, vm: VM) -> VM:
         tried: set[str] = set()
         last_error = ""
         for _attempt in range(2):  # the chosen host, then one other
@@ -279,7 +279,7 @@ class VmService:
         raise UpstreamError(f"VM {vm.id} failed: {vm.failure_reason}", code="vm_failed")
 
     @staticmethod
-    def _agent_body(vm: Vm) -> dict[str, Any]:
+    def _agent_body(vm: VM) -> dict[str, Any]:
         return {
             "username": vm.username,
             "sshKey": vm.ssh_key,
@@ -291,14 +291,14 @@ class VmService:
     def _agent(self, host: Host) -> AgentClient:
         return AgentClient(host.api_url, host.id, self.keypair)
 
-    def _release(self, vm: Vm) -> None:
+    def _release(self, vm: VM) -> None:
         if vm.reserved and vm.host_id:
             release(self.db, vm.host_id, want_of(vm))
             vm.reserved = False
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def _host_agent(self, vm: Vm) -> AgentClient:
+    def _host_agent(self, vm: VM) -> AgentClient:
         host = self.db.get(Host, vm.host_id) if vm.host_id else None
         if host is None or vm.agent_vm_id is None:
             raise ConflictError(f"VM {vm.id} is {vm.actual_state}; it has no host to act on")
@@ -315,11 +315,11 @@ class VmService:
         return UpstreamError(f"the host refused: {exc.detail}", retry=exc.retry)
 
     @staticmethod
-    def _not_deleting(vm: Vm) -> None:
+    def _not_deleting(vm: VM) -> None:
         if vm.intended_state == "deleted":
             raise ConflictError(f"VM {vm.id} is being deleted", code="deleting")
 
-    def _meter(self, vm: Vm) -> None:
+    def _meter(self, vm: VM) -> None:
         """Charge what the VM owes in its current state before that state changes. A charge
         that fails (an amount that cannot be stored) is logged and the change goes on: a VM
         that cannot be metered must still be stoppable and, above all, deletable."""
@@ -331,7 +331,7 @@ class VmService:
             self.db.rollback()
             log.warning("VM %s: not metered before the change: %s", vm.id, failure_reason(exc))
 
-    def start(self, vm: Vm) -> Vm:
+    def start(self, vm: VM) -> VM:
         self._not_deleting(vm)
         if self.settings.billing_enforced and balance(self.db, DEVELOPER, vm.account_id) <= 0:
             raise PaymentRequiredError(
@@ -356,7 +356,7 @@ class VmService:
         self.db.commit()
         return vm
 
-    def stop(self, vm: Vm) -> Vm:
+    def stop(self, vm: VM) -> VM:
         self._not_deleting(vm)
         self._meter(vm)
         vm.intended_state, vm.updated_at = "stopped", utcnow()
@@ -369,7 +369,7 @@ class VmService:
         self.db.commit()
         return vm
 
-    def send_pending_stop(self, vm: Vm) -> bool:
+    def send_pending_stop(self, vm: VM) -> bool:
         """Send again the stop of a VM that is wanted stopped while its host has not
         confirmed it (a stop whose agent call failed, or a stop for insufficient funds,
         which the meter job only records). True once the host confirms; raises the error
@@ -383,15 +383,15 @@ class VmService:
             raise self._agent_error(exc) from exc
         confirmed = "insufficient_funds" if vm.failure_reason == STOPPED_FOR_FUNDS else "stopped"
         done = self.db.execute(
-            update(Vm)
-            .where(Vm.id == vm.id, Vm.intended_state == "stopped")
+            update(VM)
+            .where(VM.id == vm.id, VM.intended_state == "stopped")
             .values(actual_state=confirmed)
             .execution_options(synchronize_session=False)
         )
         self.db.commit()
         return bool(done.rowcount)  # type: ignore[attr-defined]
 
-    def delete(self, vm: Vm) -> bool:
+    def delete(self, vm: VM) -> bool:
         """Delete the VM. True when it is gone; False when its host is away: the VM stays
         `deleting` (capacity still held there) until the host is back and confirms."""
         if vm.intended_state != "deleted":
@@ -400,7 +400,7 @@ class VmService:
         self.db.commit()
         return self.finish_delete(vm)
 
-    def finish_delete(self, vm: Vm) -> bool:
+    def finish_delete(self, vm: VM) -> bool:
         """Ask the host to remove a VM whose intended state is deleted; see `delete`."""
         host = self.db.get(Host, vm.host_id) if vm.host_id else None
         if host is not None and vm.agent_vm_id is not None:
@@ -419,8 +419,8 @@ class VmService:
         # The user's request and the maintenance loop may both get here: exactly one of
         # them releases the capacity and counts the lease, in one transaction.
         claimed = self.db.execute(
-            update(Vm)
-            .where(Vm.id == vm.id, Vm.actual_state != "deleted")
+            update(VM)
+            .where(VM.id == vm.id, VM.actual_state != "deleted")
             .values(actual_state="deleted", reserved=False, updated_at=utcnow())
             .execution_options(synchronize_session=False)
         )
@@ -433,21 +433,21 @@ class VmService:
         self.db.refresh(vm)
         return True
 
-    def _deleting(self, vm: Vm, why: str) -> bool:
+    def _deleting(self, vm: VM, why: str) -> bool:
         log.info("VM %s: delete deferred until its host answers (%s)", vm.id, why)
         vm.actual_state = "deleting"
         vm.failure_reason = None
         self.db.commit()
         return False
 
-    def logs(self, vm: Vm, tail: int) -> str:
+    def logs(self, vm: VM, tail: int) -> str:
         try:
             return self._host_agent(vm).logs(vm.agent_vm_id or "", tail)
         except ApiError as exc:
             raise self._agent_error(exc) from exc
 
 
-def reconcile_inventory(vms: Iterable[Vm], inventory: dict[str, str], as_of: datetime) -> int:
+def reconcile_inventory(vms: Iterable[VM], inventory: dict[str, str], as_of: datetime) -> int:
     """Apply a heartbeat's VM inventory ({agent vm id: docker state}, observed at `as_of`)
     to `vms`, the live VMs the backend placed on that host: update actual states, mark
     missing ones, and return how many containers the backend does not know. VMs changed

@@ -17,10 +17,10 @@ from kumulus.backend import ssh_keys
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.deps import Db, Settings
 from kumulus.backend.hosts import bounded_planck
-from kumulus.backend.models import Host, SshKey, Vm
+from kumulus.backend.models import VM, Host, SshKey
 from kumulus.backend.scheduler import Want, explain, quote
-from kumulus.backend.schemas import SshKeyIn, VmCreateIn
-from kumulus.backend.vms import VmService, price_hour
+from kumulus.backend.schemas import SshKeyIn, VMCreateIn
+from kumulus.backend.vms import VMService, price_hour
 from kumulus.console.web import Developer, Form, field_errors, redirect, render
 from kumulus.core.errors import InvalidError, KumulusError, NotFoundError
 from kumulus.core.http import status_of
@@ -44,8 +44,8 @@ PRESETS = (
 )
 
 
-def _service(request: Request, db: Db, settings: Settings) -> VmService:
-    return VmService(db, settings, request.app.state.keypair)
+def _service(request: Request, db: Db, settings: Settings) -> VMService:
+    return VMService(db, settings, request.app.state.keypair)
 
 
 def _keys(db: Db, account_id: int) -> list[SshKey]:
@@ -147,7 +147,7 @@ def _new_vm_page(
 
 
 def _vm_body(form: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(form values to show again, VmCreateIn input)."""
+    """(form values to show again, VMCreateIn input)."""
     values = {
         k: str(form.get(k, "")).strip()
         for k in ("preset", "cpu", "memory", "disk", "name", "username", "ssh_key_id", "region")
@@ -179,7 +179,7 @@ def vm_quote(
     _, raw = _vm_body(form)
     context: dict[str, Any] = {}
     try:
-        body = VmCreateIn.model_validate({**raw, "username": "quote", "ssh_key_id": None})
+        body = VMCreateIn.model_validate({**raw, "username": "quote", "ssh_key_id": None})
         max_price = (
             None
             if body.max_price_per_hour is None
@@ -196,7 +196,7 @@ def vm_quote(
         context["quote_error"] = message or None
         return render(request, "developer/_quote.html", context)
     want = Want(body.cpu, body.memory, body.disk, body.region, max_price)
-    service = VmService(db, settings, request.app.state.keypair)
+    service = VMService(db, settings, request.app.state.keypair)
     limit = settings.max_vm_price_planck
     prices = quote(db, want, settings.heartbeat_ttl, limit)
     if prices is None:
@@ -217,7 +217,7 @@ def create_vm(
 ) -> Response:
     values, raw = _vm_body(form)
     try:
-        body = VmCreateIn.model_validate(raw)
+        body = VMCreateIn.model_validate(raw)
     except ValidationError as exc:
         errors = field_errors(exc)
         if "max_price_per_hour" in errors:
@@ -263,7 +263,7 @@ def vm_rows(request: Request, db: Db, settings: Settings, account: Developer) ->
     return render(request, "developer/_vm_rows.html", {"vms": vms})
 
 
-def _panel_context(service: VmService, vm: Vm) -> dict[str, Any]:
+def _panel_context(service: VMService, vm: VM) -> dict[str, Any]:
     host = service.db.get(Host, vm.host_id) if vm.host_id else None
     running_for = timedelta(0)
     if vm.host_id and vm.intended_state == "running":

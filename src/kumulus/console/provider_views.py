@@ -16,7 +16,7 @@ from kumulus.backend import providers, statements
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.deps import Db, Settings
 from kumulus.backend.hosts import host_public, host_status, prices_out, starting_prices
-from kumulus.backend.models import Account, Heartbeat, Host, HostToken, Vm
+from kumulus.backend.models import VM, Account, Heartbeat, Host, HostToken
 from kumulus.backend.schemas import ProviderProfileIn, WalletLinkIn
 from kumulus.backend.security import hash_token
 from kumulus.backend.wallet_links import new_challenge
@@ -48,9 +48,9 @@ def _hosts_context(db: Db, settings: Settings, account: Account) -> dict[str, An
     running: dict[str, int] = {
         str(host_id): int(count)
         for host_id, count in db.execute(
-            select(Vm.host_id, func.count())
-            .where(Vm.host_id.in_([h.id for h in hosts]), Vm.actual_state == "running")
-            .group_by(Vm.host_id)
+            select(VM.host_id, func.count())
+            .where(VM.host_id.in_([h.id for h in hosts]), VM.actual_state == "running")
+            .group_by(VM.host_id)
         )
     }
     views = [host_public(h, settings) for h in hosts]

@@ -11,8 +11,8 @@ from substrateinterface import Keypair
 
 from kumulus.backend.clock import utcnow
 from kumulus.backend.db import Database
-from kumulus.backend.models import Vm
-from kumulus.backend.vms import VmService
+from kumulus.backend.models import VM
+from kumulus.backend.vms import VMService
 from kumulus.config import BackendSettings
 
 log = logging.getLogger(__name__)
@@ -33,16 +33,16 @@ def finish_deletes(db: Database, settings: BackendSettings, keypair: Keypair) ->
     with db.session() as s:
         pending = list(
             s.scalars(
-                select(Vm.id).where(
-                    Vm.intended_state == "deleted",
-                    Vm.actual_state != "deleted",
-                    or_(Vm.actual_state == "deleting", Vm.updated_at < utcnow() - LEFT_BEHIND),
+                select(VM.id).where(
+                    VM.intended_state == "deleted",
+                    VM.actual_state != "deleted",
+                    or_(VM.actual_state == "deleting", VM.updated_at < utcnow() - LEFT_BEHIND),
                 )
             )
         )
-        service = VmService(s, settings, keypair)
+        service = VMService(s, settings, keypair)
         for vm_id in pending:
-            vm = s.get(Vm, vm_id)
+            vm = s.get(VM, vm_id)
             if vm is None:
                 continue
             try:

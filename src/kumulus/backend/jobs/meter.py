@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from kumulus.backend import billing
 from kumulus.backend.clock import utcnow
 from kumulus.backend.db import Database
-from kumulus.backend.models import Vm
+from kumulus.backend.models import VM
 from kumulus.backend.vms import STOPPED_FOR_FUNDS
 from kumulus.config import BackendSettings
 
@@ -37,7 +37,7 @@ def meter_and_enforce(db: Database, settings: BackendSettings) -> MeterReport:
     with db.session() as s:
         ids = list(
             s.scalars(
-                select(Vm.id).where(Vm.metered_until.is_not(None), Vm.actual_state != "deleted")
+                select(VM.id).where(VM.metered_until.is_not(None), VM.actual_state != "deleted")
             )
         )
         for vm_id in ids:
@@ -49,7 +49,7 @@ def meter_and_enforce(db: Database, settings: BackendSettings) -> MeterReport:
 
 def _meter_one(s: Session, vm_id: str, fee_bps: int, report: MeterReport) -> None:
     try:
-        vm = s.get(Vm, vm_id)
+        vm = s.get(VM, vm_id)
         if vm is None:
             return
         report.charged += billing.meter(s, vm, fee_bps)
@@ -71,10 +71,10 @@ def _enforce(s: Session, report: MeterReport) -> None:
     hold up metering for everybody. Each account and each VM has its own error boundary."""
     running = list(
         s.scalars(
-            select(Vm).where(
-                Vm.intended_state == "running",
-                Vm.metered_until.is_not(None),
-                Vm.actual_state != "deleted",
+            select(VM).where(
+                VM.intended_state == "running",
+                VM.metered_until.is_not(None),
+                VM.actual_state != "deleted",
             )
         )
     )
@@ -92,8 +92,8 @@ def _enforce(s: Session, report: MeterReport) -> None:
         try:
             # Only over a running VM: a stop or delete that raced with this keeps winning.
             marked = s.execute(
-                update(Vm)
-                .where(Vm.id == vm_id, Vm.intended_state == "running")
+                update(VM)
+                .where(VM.id == vm_id, VM.intended_state == "running")
                 .values(
                     intended_state="stopped",
                     actual_state="stopping",

@@ -16,8 +16,8 @@ from sqlalchemy import select
 from substrateinterface import Keypair
 
 from kumulus.backend.db import Database
-from kumulus.backend.models import Vm
-from kumulus.backend.vms import PENDING_STOP, VmService
+from kumulus.backend.models import VM
+from kumulus.backend.vms import PENDING_STOP, VMService
 from kumulus.config import BackendSettings
 from kumulus.core.errors import KumulusError
 
@@ -30,11 +30,11 @@ def send_pending_stops(db: Database, settings: BackendSettings, keypair: Keypair
     """Send every pending stop once; the number the hosts confirmed."""
     with db.session() as s:
         rows = s.execute(
-            select(Vm.id, Vm.host_id).where(
-                Vm.intended_state == "stopped",
-                Vm.actual_state.in_(PENDING_STOP),
-                Vm.host_id.is_not(None),
-                Vm.agent_vm_id.is_not(None),
+            select(VM.id, VM.host_id).where(
+                VM.intended_state == "stopped",
+                VM.actual_state.in_(PENDING_STOP),
+                VM.host_id.is_not(None),
+                VM.agent_vm_id.is_not(None),
             )
         ).all()
     by_host: dict[str, list[str]] = defaultdict(list)
@@ -46,9 +46,9 @@ def send_pending_stops(db: Database, settings: BackendSettings, keypair: Keypair
     def on_host(vm_ids: list[str]) -> int:
         confirmed = 0
         with db.session() as s:
-            service = VmService(s, settings, keypair)
+            service = VMService(s, settings, keypair)
             for vm_id in vm_ids:
-                vm = s.get(Vm, vm_id)
+                vm = s.get(VM, vm_id)
                 if vm is None:
                     continue
                 try:

@@ -11,18 +11,18 @@ from kumulus.backend import ssh_keys
 from kumulus.backend.deps import CurrentDeveloper, Db, DbId, ResourceId, Settings
 from kumulus.backend.models import SshKey
 from kumulus.backend.paging import After, Limit
-from kumulus.backend.schemas import SshKeyIn, SshKeyOut, VmCreateIn, VmLogsOut, VmOut
-from kumulus.backend.vms import VmService
+from kumulus.backend.schemas import SshKeyIn, SshKeyOut, VMCreateIn, VMLogsOut, VMOut
+from kumulus.backend.vms import VMService
 from kumulus.core.schemas import Page
 
 router = APIRouter(prefix="/v1", tags=["developer"])
 
 
-def _service(request: Request, db: Db, settings: Settings) -> VmService:
-    return VmService(db, settings, request.app.state.keypair)
+def _service(request: Request, db: Db, settings: Settings) -> VMService:
+    return VMService(db, settings, request.app.state.keypair)
 
 
-Vms = Annotated[VmService, Depends(_service)]
+VMs = Annotated[VMService, Depends(_service)]
 
 
 @router.get("/ssh-keys", response_model=Page[SshKeyOut])
@@ -46,49 +46,49 @@ def delete_key(key_id: DbId, account: CurrentDeveloper, db: Db) -> Response:
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/vms", response_model=Page[VmOut])
+@router.get("/vms", response_model=Page[VMOut])
 def list_vms(
-    account: CurrentDeveloper, vms: Vms, limit: Limit = 50, after: After = None
-) -> Page[VmOut]:
+    account: CurrentDeveloper, vms: VMs, limit: Limit = 50, after: After = None
+) -> Page[VMOut]:
     rows, next_cursor = vms.page(account, limit, after)
     return Page(items=[vms.view(vm) for vm in rows], next=next_cursor)
 
 
-@router.post("/vms", response_model=VmOut, status_code=status.HTTP_201_CREATED)
+@router.post("/vms", response_model=VMOut, status_code=status.HTTP_201_CREATED)
 def create_vm(
-    body: VmCreateIn,
+    body: VMCreateIn,
     account: CurrentDeveloper,
-    vms: Vms,
+    vms: VMs,
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=128)
     ] = None,
-) -> VmOut:
+) -> VMOut:
     """Place the VM on an online host that fits and create it there. Answers when the
     host's agent has it running (sshd answering) or says why it could not."""
     return vms.view(vms.create(account, body, idempotency_key))
 
 
-@router.get("/vms/{vm_id}", response_model=VmOut)
-def get_vm(vm_id: ResourceId, account: CurrentDeveloper, vms: Vms) -> VmOut:
+@router.get("/vms/{vm_id}", response_model=VMOut)
+def get_vm(vm_id: ResourceId, account: CurrentDeveloper, vms: VMs) -> VMOut:
     return vms.view(vms.owned(account, vm_id))
 
 
-@router.post("/vms/{vm_id}/start", response_model=VmOut)
-def start_vm(vm_id: ResourceId, account: CurrentDeveloper, vms: Vms) -> VmOut:
+@router.post("/vms/{vm_id}/start", response_model=VMOut)
+def start_vm(vm_id: ResourceId, account: CurrentDeveloper, vms: VMs) -> VMOut:
     return vms.view(vms.start(vms.owned(account, vm_id)))
 
 
-@router.post("/vms/{vm_id}/stop", response_model=VmOut)
-def stop_vm(vm_id: ResourceId, account: CurrentDeveloper, vms: Vms) -> VmOut:
+@router.post("/vms/{vm_id}/stop", response_model=VMOut)
+def stop_vm(vm_id: ResourceId, account: CurrentDeveloper, vms: VMs) -> VMOut:
     return vms.view(vms.stop(vms.owned(account, vm_id)))
 
 
 @router.delete(
     "/vms/{vm_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={202: {"model": VmOut, "description": "host away: deleted when it is back"}},
+    responses={202: {"model": VMOut, "description": "host away: deleted when it is back"}},
 )
-def delete_vm(vm_id: ResourceId, account: CurrentDeveloper, vms: Vms) -> Response:
+def delete_vm(vm_id: ResourceId, account: CurrentDeveloper, vms: VMs) -> Response:
     """204 when the VM is gone. 202 with the VM (actual state `deleting`) when its host is
     offline: the backend finishes the delete as soon as the host is back."""
     vm = vms.owned(account, vm_id)
@@ -100,12 +100,12 @@ def delete_vm(vm_id: ResourceId, account: CurrentDeveloper, vms: Vms) -> Respons
     )
 
 
-@router.get("/vms/{vm_id}/logs", response_model=VmLogsOut)
+@router.get("/vms/{vm_id}/logs", response_model=VMLogsOut)
 def vm_logs(
     vm_id: ResourceId,
     account: CurrentDeveloper,
-    vms: Vms,
+    vms: VMs,
     tail: Annotated[int, Query(ge=1, le=10000)] = 200,
-) -> VmLogsOut:
+) -> VMLogsOut:
     vm = vms.owned(account, vm_id)
-    return VmLogsOut(id=vm.id, logs=vms.logs(vm, tail))
+    return VMLogsOut(id=vm.id, logs=vms.logs(vm, tail))

@@ -33,9 +33,8 @@ def provider_setup_script(request: Request, settings: Settings) -> Response:
     )
 
 
-@router.api_route(
-    "/downloads/kumulus-agent.tar.gz", methods=["GET", "HEAD"], response_class=Response
-)
+@router.get("/downloads/kumulus-agent.tar.gz", response_class=Response)
+@router.head("/downloads/kumulus-agent.tar.gz", response_class=Response, include_in_schema=False)
 def agent_package() -> Response:
     """The kumulus package (agent included) this backend runs, for `pip install`."""
     return Response(
