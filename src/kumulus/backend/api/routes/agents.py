@@ -16,7 +16,7 @@ from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.deps import Db, Settings
 from kumulus.backend.heartbeats import HeartbeatWriter, Outcome, VerifiedHeartbeat
 from kumulus.backend.hosts import starting_prices
-from kumulus.backend.models import Host, HostToken, ProviderProfile
+from kumulus.backend.models import VM, Host, HostToken, ProviderProfile
 from kumulus.backend.nonces import DbNonceStore
 from kumulus.backend.schemas import Accepted, HostRegistered
 from kumulus.backend.security import hash_token
@@ -215,5 +215,11 @@ def update_ip(envelope: SignedEnvelope, db: Db, settings: Settings) -> Accepted:
         raise InvalidError("payload kind must be 'ip'")
     host = _host_for(db, envelope, parsed.host_id)
     host.public_ip = parsed.public_ip
+    # The VMs there are reached at the new address from now on (validated above).
+    db.execute(
+        update(VM)
+        .where(VM.host_id == host.id, VM.ssh_host.is_not(None), VM.actual_state != "deleted")
+        .values(ssh_host=parsed.public_ip)
+    )
     db.commit()
     return Accepted()
