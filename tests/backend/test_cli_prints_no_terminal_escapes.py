@@ -12,57 +12,34 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.json_server import JsonServer
+
 # Clear the screen, set the clipboard (OSC 52) to "rm -rf ~", then a CSI in its 8-bit form.
 HOSTILE = "\x1b[2J\x1b]52;c;cm0gLXJmIH4=\x07boom\x9b31m"
 
 
-class HostileBackend:
-    """Answers like a backend passing on a hostile agent's error detail."""
-
-    def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def _send(self, status: int, body: Any) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                vm = {"id": "v1", "name": "vm" + HOSTILE, "actualState": "failed" + HOSTILE}
-                self._send(200, {"items": [vm], "next": None})
-
-            def do_POST(self) -> None:
-                detail = f"the host refused: {HOSTILE}"
-                self._send(502, {"detail": detail, "code": "upstream", "retry": False})
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+def _hostile(method: str, _path: str) -> tuple[int, Any]:
+    """A backend passing on a hostile agent's error detail, and rows of hostile text."""
+    if method == "GET":
+        vm = {"id": "v1", "name": "vm" + HOSTILE, "actualState": "failed" + HOSTILE}
+        return 200, {"items": [vm], "next": None}
+    return 502, {"detail": f"the host refused: {HOSTILE}", "code": "upstream", "retry": False}
 
 
 @pytest.fixture
 def home(tmp_path: Path) -> Iterator[Path]:
-    backend = HostileBackend()
-    (tmp_path / "kumulus").mkdir()
-    (tmp_path / "kumulus" / "cli.json").write_text(
-        json.dumps({"backend": backend.url, "token": "kmt_test"})
-    )
-    yield tmp_path
-    backend.server.shutdown()
-    backend.server.server_close()
+    with JsonServer(_hostile) as backend:
+        (tmp_path / "kumulus").mkdir()
+        (tmp_path / "kumulus" / "cli.json").write_text(
+            json.dumps({"backend": backend.url, "token": "kmt_test"})
+        )
+        yield tmp_path
 
 
 def _kumulus(home: Path, *args: str) -> subprocess.CompletedProcess[str]:

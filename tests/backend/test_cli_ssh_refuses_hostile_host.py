@@ -11,13 +11,13 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.json_server import JsonServer
 
 FAKE_SSH = """#!{python}
 import json, subprocess, sys
@@ -35,55 +35,27 @@ for i, arg in enumerate(args):  # what real ssh does with a ProxyCommand: run it
 """
 
 
-class FakeBackend:
+class FakeBackend(JsonServer):
     """GET /v1/vms, GET /v1/vms/{id}, GET /v1/ssh-keys and POST /v1/vms, from `vms`."""
 
     def __init__(self) -> None:
         self.vms: dict[str, dict[str, Any]] = {}
-        backend = self
+        super().__init__(self._answer)
 
-        class Handler(BaseHTTPRequestHandler):
-            def _send(self, status: int, body: Any) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]  # lists are paged: ?limit=...
-                if path == "/v1/vms":
-                    self._send(200, {"items": list(backend.vms.values()), "next": None})
-                elif path == "/v1/ssh-keys":
-                    keys = [{"id": 1, "name": "k", "fingerprint": "SHA256:x"}]
-                    self._send(200, {"items": keys, "next": None})
-                elif self.path.startswith("/v1/vms/") and self.path[8:] in backend.vms:
-                    self._send(200, backend.vms[self.path[8:]])
-                else:
-                    self._send(404, {"detail": "no such thing", "code": "not_found"})
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.path == "/v1/vms" and backend.vms:
-                    self._send(201, next(iter(backend.vms.values())))
-                else:
-                    self._send(404, {"detail": "no such thing", "code": "not_found"})
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> FakeBackend:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def _answer(self, method: str, target: str) -> tuple[int, Any]:
+        path = target.split("?", 1)[0]  # lists are paged: ?limit=...
+        missing = (404, {"detail": "no such thing", "code": "not_found"})
+        if method == "POST":
+            return (
+                (201, next(iter(self.vms.values()))) if path == "/v1/vms" and self.vms else missing
+            )
+        if path == "/v1/vms":
+            return 200, {"items": list(self.vms.values()), "next": None}
+        if path == "/v1/ssh-keys":
+            return 200, {"items": [{"id": 1, "name": "k", "fingerprint": "SHA256:x"}], "next": None}
+        if path.startswith("/v1/vms/") and path[8:] in self.vms:
+            return 200, self.vms[path[8:]]
+        return missing
 
 
 class Env:
