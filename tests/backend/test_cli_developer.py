@@ -1,24 +1,14 @@
 """The developer CLI against a real backend process: signup, login, keys, clear errors."""
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
+from tests.cli_runner import run_cli
 from tests.e2e.agent_process import BackendProcess
 
 
 def _kumulus(args: list[str], home: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "XDG_CONFIG_HOME": str(home)}
-    return subprocess.run(
-        [sys.executable, "-m", "kumulus.cli", *args],
-        input=stdin,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_cli(home, *args, stdin=stdin)
 
 
 def test_cli_signup_login_keys_and_errors(tmp_path: Path, ssh_keypair: tuple[Path, str]) -> None:

@@ -9,15 +9,14 @@ Rows of `vm ls` / `ssh-key ls` are server text too."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.cli_runner import run_cli
 from tests.json_server import JsonServer
 
 # Clear the screen, set the clipboard (OSC 52) to "rm -rf ~", then a CSI in its 8-bit form.
@@ -43,15 +42,7 @@ def home(tmp_path: Path) -> Iterator[Path]:
 
 
 def _kumulus(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "XDG_CONFIG_HOME": str(home)}
-    return subprocess.run(
-        [sys.executable, "-m", "kumulus.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_cli(home, *args)
 
 
 def _no_controls(text: str) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.cli_runner import run_cli
 from tests.json_server import JsonServer
 
 FAKE_SSH = """#!{python}
@@ -94,15 +95,7 @@ class Env:
         return "v1"
 
     def kumulus(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "XDG_CONFIG_HOME": str(self.home), "PATH": self.path}
-        return subprocess.run(
-            [sys.executable, "-m", "kumulus.cli", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return run_cli(self.home, *args, path=self.path)
 
     def recorded(self) -> list[str] | None:
         if not self.record.exists():

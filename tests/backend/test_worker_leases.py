@@ -1,7 +1,6 @@
 """Leases: held by one owner until they expire; over the database, two job runners never
 run an exclusive job at the same time."""
 
-import threading
 import time
 
 from fastapi.testclient import TestClient
@@ -9,6 +8,7 @@ from fastapi.testclient import TestClient
 from kumulus.backend.jobs.lease import DbLease
 from kumulus.backend.leases import acquire, release
 from kumulus.core.jobs import Job, JobRunner
+from tests.overlap import OverlapProbe
 
 
 def test_one_holder_until_the_lease_expires(backend: TestClient) -> None:
@@ -28,25 +28,14 @@ def test_one_holder_until_the_lease_expires(backend: TestClient) -> None:
 
 def test_two_runners_on_the_database_lease_never_overlap(backend: TestClient) -> None:
     lease = DbLease(backend.app.state.db)  # type: ignore[attr-defined]
-    lock = threading.Lock()
-    inside, most, runs = 0, 0, 0
+    probe = OverlapProbe(hold=0.05)
 
-    def work() -> None:
-        nonlocal inside, most, runs
-        with lock:
-            inside += 1
-            most = max(most, inside)
-            runs += 1
-        time.sleep(0.05)
-        with lock:
-            inside -= 1
-
-    runners = [JobRunner([Job("exclusive", 0.01, 30, work, lease=lease)]) for _ in range(2)]
+    runners = [JobRunner([Job("exclusive", 0.01, 30, probe, lease=lease)]) for _ in range(2)]
     for runner in runners:
         runner.start()
     deadline = time.monotonic() + 10
-    while runs < 8 and time.monotonic() < deadline:
+    while probe.runs < 8 and time.monotonic() < deadline:
         time.sleep(0.02)
     for runner in runners:
         assert runner.stop(timeout=5) == []
-    assert runs >= 8 and most == 1
+    assert probe.runs >= 8 and probe.most == 1

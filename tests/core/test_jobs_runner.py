@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from kumulus.core.jobs import Job, JobRunner, LeaseUse
+from tests.overlap import OverlapProbe
 
 
 class MemoryLease:
@@ -107,30 +108,17 @@ def test_run_now_returns_the_value_and_reraises_after_counting() -> None:
 
 def test_two_runners_on_one_lease_never_run_a_job_concurrently() -> None:
     lease = MemoryLease()
-    inside = 0
-    most = 0
-    runs = 0
-    lock = threading.Lock()
+    probe = OverlapProbe(hold=0.02)
 
-    def work() -> None:
-        nonlocal inside, most, runs
-        with lock:
-            inside += 1
-            most = max(most, inside)
-            runs += 1
-        time.sleep(0.02)
-        with lock:
-            inside -= 1
-
-    runners = [JobRunner([Job("exclusive", 0.001, 5, work, lease=lease)]) for _ in range(3)]
+    runners = [JobRunner([Job("exclusive", 0.001, 5, probe, lease=lease)]) for _ in range(3)]
     for runner in runners:
         runner.start()
-    _wait_for(lambda: runs >= 20)
+    _wait_for(lambda: probe.runs >= 20)
     for runner in runners:
         assert runner.stop(timeout=2) == []
-    assert most == 1
+    assert probe.most == 1
     assert sum(r.stats()["exclusive"].skipped for r in runners) > 0  # they did contend
-    assert sum(r.stats()["exclusive"].runs for r in runners) == runs
+    assert sum(r.stats()["exclusive"].runs for r in runners) == probe.runs
 
 
 def test_once_per_interval_runs_once_across_runners_until_the_interval_passes() -> None:
