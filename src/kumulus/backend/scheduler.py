@@ -3,12 +3,18 @@
 A placement is one statement: an UPDATE of the best fitting host, chosen by a sub-select
 that walks the (reputation tier, load) index, guarded again by the capacity condition and
 checked through RETURNING. On PostgreSQL the sub-select takes the row lock with SKIP LOCKED,
-so concurrent placements pick different hosts instead of queueing on one; SQLite runs one
-writer at a time. Either way no host is ever overcommitted, with any number of backend
+so concurrent placements pick different hosts instead of queueing on one, and never wait
+for a lock: a plain FOR UPDATE under ORDER BY ... LIMIT keeps the locks of rows that failed
+their re-check, so two placements could each hold the row the other wants (a deadlock, seen
+in CI). When every fitting host is held, the placement backs off and tries again. SQLite runs
+one writer at a time. Either way no host is ever overcommitted, with any number of backend
 processes, and no lock is held while talking to agents."""
 
 from __future__ import annotations
 
+import itertools
+import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,8 +27,10 @@ from kumulus.backend.models import Host
 from kumulus.core.money import GIB, hourly_price
 from kumulus.core.sizes import format_size
 
-# PostgreSQL: tries before giving up while fitting hosts exist but others hold them.
-_ATTEMPTS = 16
+# PostgreSQL: how long to keep trying while fitting hosts exist but others hold them; each
+# holder keeps its lock for one statement and a commit, so this is generous.
+_RETRY_FOR = 5.0
+_BACKOFF_MAX = 0.05
 
 
 @dataclass(frozen=True)
@@ -80,7 +88,7 @@ _TYPED = (
     bindparam("disk_gib", type_=Float()),
     bindparam("max_price", type_=BigInteger()),
 )
-_LOCKS = {"sqlite": "", "skip": " FOR UPDATE SKIP LOCKED", "wait": " FOR UPDATE"}
+_LOCKS = {"sqlite": "", "skip": " FOR UPDATE SKIP LOCKED"}
 
 
 def _compile(sql: str, exclude: bool, lock: str = "sqlite"):  # type: ignore[no-untyped-def]
@@ -145,10 +153,9 @@ def place(
     if exclude:
         params["exclude"] = sorted(exclude)
     postgres = db.get_bind().dialect.name == "postgresql"
-    for attempt in range(_ATTEMPTS):
-        # First pass skips hosts other placements hold; later ones wait for them instead,
-        # so a busy moment never turns into a false "nothing fits".
-        lock = ("skip" if attempt == 0 else "wait") if postgres else "sqlite"
+    lock = "skip" if postgres else "sqlite"
+    give_up = time.monotonic() + _RETRY_FOR
+    for attempt in itertools.count():
         params["since"] = utcnow() - timedelta(seconds=ttl)
         row = db.execute(_PLACE_STATEMENTS[(lock, bool(exclude))], params).first()
         db.commit()
@@ -158,8 +165,10 @@ def place(
             break  # one writer at a time: nothing fitting was skipped
         fits = db.execute(_ANY_FITS_STATEMENTS[bool(exclude)], params).first()
         db.commit()
-        if fits is None:
+        if fits is None or time.monotonic() >= give_up:
             break
+        # Jittered so that the placements that collided do not collide again in step.
+        time.sleep(random.uniform(0, min(_BACKOFF_MAX, 0.001 * 2**attempt)))  # noqa: S311
     raise NoHostFitsError(explain(db, want, ttl, exclude, money, price_limit))
 
 
