@@ -131,12 +131,17 @@ class BackendSettings(BaseSettings):
     default_price_cpu_hour: int = Field(default=10_000_000_000, ge=0)
     default_price_memory_gib_hour: int = Field(default=5_000_000_000, ge=0)
     default_price_disk_gib_hour: int = Field(default=100_000_000, ge=0)
-    # Billing: the platform keeps `platform_fee_bps` / 10,000 of each charge; new developers
-    # get `signup_credit` tokens to try the platform; with `billing_enforced`, a developer
-    # whose balance reaches zero cannot create VMs and their running VMs are stopped.
+    # Billing (backend/billing.py): the platform keeps `platform_fee_bps` / 10,000 of each
+    # charge. New developers get `signup_credit` tokens of promotional credit (spendable,
+    # never withdrawable by anyone; 0 on a production backend, `kumulus up` gives 10). A VM
+    # runs on a prepaid hold of `hold_window` seconds at its price, renewed as it is used
+    # and posted to the ledger every `ledger_post_interval` seconds at most; a stopped VM
+    # whose disk can no longer be paid for is deleted after `unfunded_grace` seconds.
     platform_fee_bps: int = Field(default=1000, ge=0, le=10_000)
-    signup_credit: str = Field(default="10", pattern=r"^\d{1,12}(\.\d{1,18})?$")
-    billing_enforced: bool = True
+    signup_credit: str = Field(default="0", pattern=r"^\d{1,12}(\.\d{1,18})?$")
+    hold_window: float = Field(default=600.0, ge=60, le=7 * 86400)
+    ledger_post_interval: float = Field(default=3600.0, gt=0, le=86400)
+    unfunded_grace: float = Field(default=7 * 86400.0, ge=0)
     low_balance_hours: float = Field(default=24.0, ge=0)  # warn below this much runway
     # On-chain settlement (off without a chain URL): deposits to, and payouts from, the
     # platform account whose mnemonic is in `payout_key_file` (0600; made on first start).

@@ -151,6 +151,9 @@ def _local_chain(spec: Path, backend: BackendSettings, logs: Path) -> DevNode:
 
 
 def run_up(chain_spec: Path | None = None) -> None:
+    # A local platform is for trying things: developers get promotional credit to start
+    # with (a production backend gives none unless its operator sets it).
+    os.environ.setdefault("KUMULUS_BACKEND_SIGNUP_CREDIT", "10")
     backend = BackendSettings()
     agent = AgentSettings()
     backend_url = f"http://{backend.host}:{backend.port}"

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from kumulus.backend import ledger
 from kumulus.backend.billing import start_metering
 from kumulus.backend.clock import utcnow
 from kumulus.backend.models import VM, Account, Host
@@ -75,3 +76,12 @@ def vm(db: Session, dev: Account, on: Host, since: datetime, state: str = "runni
     db.add(row)
     db.flush()
     return row
+
+
+def earnings(db: Session, provider_id: int, amount: int) -> None:
+    """Deposit-funded earnings, as a developer's paid usage leaves them (caller commits)."""
+    payer = account(db, "developer")
+    ledger.transfer(db, (ledger.CHAIN, None), (ledger.DEVELOPER, payer.id), amount, "deposit")
+    ledger.transfer(
+        db, (ledger.DEVELOPER, payer.id), (ledger.PROVIDER, provider_id), amount, "usage"
+    )

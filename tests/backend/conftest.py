@@ -22,7 +22,10 @@ def backend_settings(tmp_path: Path, database_url: str) -> BackendSettings:
     # By its alias: `database_url=` is ignored (the field is read as KUMULUS_DATABASE_URL),
     # which left every "postgresql" test on SQLite.
     return BackendSettings(
-        data_dir=tmp_path / "backend", KUMULUS_DATABASE_URL=database_url, heartbeat_ttl=30
+        data_dir=tmp_path / "backend",
+        KUMULUS_DATABASE_URL=database_url,
+        heartbeat_ttl=30,
+        signup_credit="10",  # production gives none; tests create VMs without depositing
     )
 
 

@@ -1,6 +1,6 @@
-"""Bounds that keep every amount inside its 64-bit column: prices and VM sizes are refused
-past them (422), a host on which a VM would cost more than `max_vm_price_per_hour` does not
-fit (409), and the largest charge the bounds allow is stored and summed on both databases."""
+"""Bounds on prices and sizes: refused past them (422), a host on which a VM would cost
+more than `max_vm_price_per_hour` does not fit (409); and amounts past 64 bits (the
+largest charge, a huge deposit) are stored and added exactly on both databases."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from pydantic import ValidationError
 from sqlalchemy import select, update
 from substrateinterface import Keypair
 
-from kumulus.backend import billing, vms
+from kumulus.backend import billing, ledger, vms
 from kumulus.backend.clock import utcnow
+from kumulus.backend.ledger_check import violations
 from kumulus.backend.models import VM, Host, LedgerEntry
 from kumulus.config import BackendSettings
-from kumulus.core.money import INT64_MAX, MAX_CHARGE_HOURS, hourly_price, largest_charge
+from kumulus.core.money import INT64_MAX, hourly_price, largest_charge
 from tests.backend.billing_fixtures import UNIT, account, host
 from tests.backend.conftest import Actor, link_wallet, register_host
 
@@ -111,7 +112,7 @@ class FakeAgent:
         return SimpleNamespace(vm_id="agent-" + idempotency_key, ssh_port=2222, status="Running")
 
 
-def test_the_largest_allowed_charge_is_stored_and_summed(
+def test_the_largest_charge_and_a_deposit_past_int64_are_exact(
     backend: TestClient,
     developer: Actor,
     ssh_keypair: tuple[Path, str],
@@ -121,6 +122,11 @@ def test_the_largest_allowed_charge_is_stored_and_summed(
     # Unit prices at which the largest VM costs just under the most a VM may cost per hour.
     prices = (MAX_PRICE // (3 * 256), MAX_PRICE // (3 * 4096), MAX_PRICE // (3 * 65536))
     host_id = _big_host(backend, prices)
+    db_ = backend.app.state.db  # type: ignore[attr-defined]
+    deposit = 2**70  # a chain transfer no 64-bit column holds
+    with db_.session() as db:
+        ledger.transfer(db, (ledger.CHAIN, None), (ledger.DEVELOPER, developer.id), deposit, "x")
+        db.commit()
     created = backend.post(
         "/v1/vms", headers=developer.headers,
         json=_vm(ssh_keypair[1], cpu=256, memory="4t", disk="64t", maxPricePerHour="1000"),
@@ -129,34 +135,36 @@ def test_the_largest_allowed_charge_is_stored_and_summed(
     vm_id = created.json()["id"]
     rate = hourly_price(256, 4 * TIB, 64 * TIB, *prices)
     assert MAX_PRICE * 0.999 < rate <= MAX_PRICE
-    db_ = backend.app.state.db  # type: ignore[attr-defined]
     with db_.session() as db:
-        # Unmetered for 90 days (a backend that was down): three full spans and a bit.
+        # Unmetered for 91 days (a backend that was down): one charge of ~2.2e18 planck.
         db.execute(
             update(VM).where(VM.id == vm_id).values(metered_until=utcnow() - timedelta(days=91))
         )
-        # A developer able to pay for it, so it is not stopped halfway.
-        billing.grant(db, billing.DEVELOPER, developer.id, 4 * largest_charge(MAX_PRICE), "x")
         db.commit()
     report: Any = backend.app.state.jobs.run_now("meter").value  # type: ignore[attr-defined]
     assert report.skipped == 0 and report.stopped_for_funds == 0
     assert report.charged == pytest.approx(rate * 91 * 24, rel=1e-6)
     with db_.session() as db:
-        usage = list(
-            db.scalars(
-                select(LedgerEntry.amount).where(
-                    LedgerEntry.vm_id == vm_id, LedgerEntry.account_type == billing.DEVELOPER
-                )
-            )
-        )
-        assert len(usage) == 4  # 30 + 30 + 30 + 1 days
-        assert max(-a for a in usage) == rate * MAX_CHARGE_HOURS
-        assert max(-a for a in usage) <= largest_charge(MAX_PRICE) < INT64_MAX
         owner = db.scalar(select(Host.account_id).where(Host.id == host_id))
-        paid = billing.balance(db, billing.DEVELOPER, developer.id)
-        earned = billing.balance(db, billing.PROVIDER, owner)
-        assert paid == 10 * UNIT + 4 * largest_charge(MAX_PRICE) - report.charged
-        assert earned == sum(-a - (-a) * 1000 // 10_000 for a in usage)  # less the 10% fee
+        spent = (
+            10 * UNIT
+            + deposit
+            - sum(ledger.balance(db, t, developer.id) for t in (ledger.DEVELOPER, ledger.PROMO))
+        )
+        held = billing.held_by(db, developer.id)
+        earned = ledger.balance(db, ledger.PROVIDER, owner) + ledger.balance(
+            db, ledger.PROVIDER_PROMO, owner
+        )
+        fees = (
+            ledger.balance(db, ledger.PLATFORM, None)
+            + ledger.balance(db, ledger.PLATFORM_PROMO, None)
+            + 10 * UNIT
+        )  # the issuer's account started at minus the sign-up credit
+        assert spent - held == report.charged == earned + fees  # exact, to the planck
+        assert ledger.balance(db, ledger.DEVELOPER, developer.id) > INT64_MAX
+        assert violations(db) == []
+        legs = list(db.scalars(select(LedgerEntry.amount).where(LedgerEntry.vm_id == vm_id)))
+        assert max(abs(a) for a in legs) > 2 * 10**18  # one posting, stored exactly
 
 
 def test_settings_refuse_maxima_that_would_overflow() -> None:

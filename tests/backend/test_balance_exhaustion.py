@@ -61,15 +61,16 @@ def test_running_out_stops_vms_and_refuses_new_ones(
         machine = vm(db, dev, expensive, utcnow() - timedelta(hours=2))
         vm_id = machine.id
         db.commit()
-    # 2 vCPU at 10 UNIT/h: after 2 h the 10 UNIT credit is long gone.
+    # 2 vCPU at 10 UNIT/h, two hours unmetered: the 10 UNIT of credit is all it can cost.
     report = app.state.jobs.run_now("meter").value  # type: ignore[attr-defined]
-    assert report.charged > 10 * UNIT and report.stopped_for_funds == 1
+    assert report.charged == 10 * UNIT and report.stopped_for_funds == 1
     with db_.session() as db:
         row = db.get(VM, vm_id)
         assert row is not None
         # Recorded (billed as stopped from now on); the host has not confirmed it yet.
         assert (row.intended_state, row.actual_state) == ("stopped", "stopping")
-        assert billing.balance(db, billing.DEVELOPER, developer.id) < 0
+        assert billing.balance(db, billing.DEVELOPER, developer.id) == 0  # never below
+        assert billing.balance(db, billing.PROMO, developer.id) == 0
     assert app.state.jobs.run_now("stops").value == 0  # type: ignore[attr-defined]
     shown = backend.get(f"/v1/vms/{vm_id}", headers=developer.headers).json()
     assert shown["actualState"] == "unreachable" and "balance" in shown["failureReason"]
@@ -84,6 +85,8 @@ def test_running_out_stops_vms_and_refuses_new_ones(
     assert len(StopRecorder.stopped) == 1
     shown = backend.get(f"/v1/vms/{vm_id}", headers=developer.headers).json()
     assert shown["actualState"] == "insufficient_funds" and "balance" in shown["failureReason"]
+    # Its disk is no longer paid for either: kept for the grace period, with the date.
+    assert shown["deleteAfter"] is not None and "deposit before" in shown["fundsWarning"]
     assert app.state.jobs.run_now("stops").value == 0  # type: ignore[attr-defined]
     assert len(StopRecorder.stopped) == 1  # confirmed: never sent again
     view = backend.get("/v1/billing", headers=developer.headers).json()

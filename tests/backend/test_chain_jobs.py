@@ -10,12 +10,11 @@ from typing import Any, cast
 import pytest
 from fastapi.testclient import TestClient
 
-from kumulus.backend import billing
 from kumulus.backend.jobs import BackendJobs, backend_jobs
 from kumulus.backend.models import Anchor, Payout, ProviderProfile
 from kumulus.chain.client import ChainClient, ChainError, Receipt
 from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic
-from tests.backend.billing_fixtures import UNIT, account, host
+from tests.backend.billing_fixtures import UNIT, account, earnings, host
 
 
 class AwayChain:
@@ -82,7 +81,7 @@ def test_scheduled_payouts_come_once_per_interval_across_processes(
     with db_.session() as s:
         prov = account(s, "provider")
         s.add(ProviderProfile(account_id=prov.id, wallet_address="5Receiver"))
-        billing.grant(s, billing.PROVIDER, prov.id, 3 * UNIT, "earnings")
+        earnings(s, prov.id, 3 * UNIT)
         s.commit()
         prov_id = prov.id
     first, second = _jobs(backend, AwayChain()), _jobs(backend, AwayChain())
@@ -90,7 +89,7 @@ def test_scheduled_payouts_come_once_per_interval_across_processes(
     assert not first.runner.run_now("payout-schedule").ran
     assert not second.runner.run_now("payout-schedule").ran  # another process, same schedule
     with db_.session() as s:
-        billing.grant(s, billing.PROVIDER, prov_id, 2 * UNIT, "more earnings")
+        earnings(s, prov_id, 2 * UNIT)
         s.commit()
     assert second.runner.run_now("payout-schedule", ignore_lease=True).value == 1  # forced
     with db_.session() as s:

@@ -60,9 +60,11 @@ def test_a_hanging_agent_stalls_neither_metering_nor_other_stops(
         vm(db, account(db, "developer"), hostile, an_hour_ago)  # broke: no credit at all
         broke_elsewhere = vm(db, account(db, "developer"), honest, an_hour_ago)
         paying = vm(db, account(db, "developer"), honest, an_hour_ago)
-        from kumulus.backend import billing  # a developer who can pay
+        from kumulus.backend import ledger  # a developer who can pay
 
-        billing.grant(db, billing.DEVELOPER, paying.account_id, 10**15, "credit")
+        ledger.transfer(
+            db, (ledger.CHAIN, None), (ledger.DEVELOPER, paying.account_id), 10**15, "deposit"
+        )
         ids = (broke_elsewhere.id, paying.id)
         db.commit()
 
@@ -75,12 +77,17 @@ def test_a_hanging_agent_stalls_neither_metering_nor_other_stops(
     try:
         assert ASKED.wait(10), "the stops job never asked the hostile host"
         # The honest host's stop went out meanwhile, in parallel.
+        # (The agent answering comes just before the confirmation is written: wait for it.)
         deadline = utcnow() + timedelta(seconds=10)
-        while not Agent.confirmed and utcnow() < deadline:
+        while utcnow() < deadline:
+            with db_.session() as db:
+                elsewhere = db.get(VM, ids[0])
+                assert elsewhere is not None
+                if elsewhere.actual_state == "insufficient_funds":
+                    break
             threading.Event().wait(0.05)
+        assert Agent.confirmed and elsewhere.actual_state == "insufficient_funds"
         with db_.session() as db:
-            elsewhere = db.get(VM, ids[0])
-            assert elsewhere is not None and elsewhere.actual_state == "insufficient_funds"
             row = db.get(VM, ids[1])
             assert row is not None and row.metered_until is not None
             metered_once = aware(row.metered_until)

@@ -1,46 +1,67 @@
 """Metering: the exact debit / credit / fee for N seconds of a VM, disk-only while stopped,
-no drift when charged in many steps, no double charge when two processes meter at once."""
+no drift when charged in many steps, no double charge when two processes meter at once;
+the ledger refuses unbalanced postings and promotional credit turning withdrawable."""
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from kumulus.backend import billing
+from kumulus.backend import billing, ledger
 from kumulus.backend.clock import utcnow
-from kumulus.backend.models import VM, LedgerEntry
+from kumulus.backend.models import VM, Account, Host, LedgerEntry
 from tests.backend.billing_fixtures import UNIT, account, host, vm
 
 # 2 vCPU * 0.01 + 4 GiB * 0.005 + 20 GiB * 0.0001 = 0.042 per hour running; 0.002 stopped.
 RUNNING = 42 * UNIT // 1000
 STOPPED = 2 * UNIT // 1000
+TERMS = billing.Terms(fee_bps=1000, window=600)
+
+
+def _placed(db: Session, dev: Account, on: Host, t0: datetime, deposit: int = UNIT) -> VM:
+    """A VM placed at t0 with its hold taken from `deposit` (deposit-funded)."""
+    ledger.transfer(db, (ledger.CHAIN, None), (ledger.DEVELOPER, dev.id), deposit, "deposit")
+    machine = vm(db, dev, on, t0)
+    db.commit()
+    locked, _ = billing.lock_vms(db, [machine])
+    billing.take_hold(db, machine, locked, TERMS)
+    billing.start_metering(machine, t0)
+    db.commit()
+    return machine
 
 
 def test_a_vm_running_n_seconds_is_charged_exactly(backend: TestClient) -> None:
     db_ = backend.app.state.db  # type: ignore[attr-defined]
-    t0 = utcnow() - timedelta(hours=1)
+    t0 = utcnow() - timedelta(hours=2)
     with db_.session() as db:
         prov, dev = account(db, "provider"), account(db, "developer")
-        machine = vm(db, dev, host(db, prov), t0)
-        db.commit()
+        machine = _placed(db, dev, host(db, prov), t0)
         assert billing.rate_of(machine) == RUNNING
-        charged = billing.meter(db, machine, fee_bps=1000, now=t0 + timedelta(seconds=90))
-        assert charged == RUNNING * 90 // 3600  # 0.00105 UNIT
-        assert billing.balance(db, billing.DEVELOPER, dev.id) == -charged
-        assert billing.balance(db, billing.PROVIDER, prov.id) == charged - charged // 10
-        assert billing.balance(db, billing.PLATFORM, None) == charged // 10
-        legs = list(db.scalars(select(LedgerEntry).where(LedgerEntry.vm_id == machine.id)))
+        assert billing.held_by(db, dev.id) == billing.hold_for(RUNNING, 600)  # ten minutes
+        out = billing.settle(db, machine, TERMS, t0 + timedelta(seconds=90), to_state="stopped")
+        db.commit()
+        charged = RUNNING * 90 // 3600  # 0.00105 UNIT
+        assert out.charged == charged and out.posted
+        assert ledger.balance(db, ledger.PROVIDER, prov.id) == charged - charged // 10
+        assert ledger.balance(db, ledger.PLATFORM, None) == charged // 10
+        # The stopped VM keeps a hold for ten minutes of disk; the rest went back.
+        assert billing.held_by(db, dev.id) == billing.hold_for(STOPPED, 600)
+        assert ledger.balance(db, ledger.DEVELOPER, dev.id) == (
+            UNIT - charged - billing.hold_for(STOPPED, 600)
+        )
+        legs = list(db.scalars(select(LedgerEntry).where(LedgerEntry.kind.in_(("usage", "fee")))))
         assert sorted(leg.kind for leg in legs) == ["fee", "usage", "usage"]
         assert sum(leg.amount for leg in legs) == 0
 
-        # Stopped: disk only.
-        machine.intended_state = "stopped"
+        # Stopped: disk only, posted once the hour is over.
+        out = billing.settle(db, machine, TERMS, t0 + timedelta(seconds=90 + 3600))
         db.commit()
-        stopped = billing.meter(db, machine, 1000, now=t0 + timedelta(seconds=90 + 3600))
-        assert stopped == STOPPED
+        assert out.charged == STOPPED and out.posted
 
 
 def test_many_small_charges_equal_one_big_one(backend: TestClient) -> None:
@@ -48,13 +69,13 @@ def test_many_small_charges_equal_one_big_one(backend: TestClient) -> None:
     t0 = utcnow() - timedelta(hours=2)
     with db_.session() as db:
         prov, dev = account(db, "provider"), account(db, "developer")
-        small, big = vm(db, dev, host(db, prov), t0), vm(db, dev, host(db, prov), t0)
-        db.commit()
-        total = sum(
-            billing.meter(db, small, 1000, now=t0 + timedelta(milliseconds=1234 * i))
-            for i in range(1, 501)
-        )
-        assert total == billing.meter(db, big, 1000, now=t0 + timedelta(milliseconds=1234 * 500))
+        small = _placed(db, dev, host(db, prov), t0)
+        big = _placed(db, dev, host(db, prov), t0)
+        total = 0
+        for i in range(1, 501):
+            total += billing.settle(db, small, TERMS, t0 + timedelta(milliseconds=1234 * i)).charged
+            db.commit()
+        assert total == billing.settle(db, big, TERMS, t0 + timedelta(milliseconds=617_000)).charged
 
 
 def test_concurrent_metering_never_charges_twice(backend: TestClient) -> None:
@@ -62,30 +83,60 @@ def test_concurrent_metering_never_charges_twice(backend: TestClient) -> None:
     t0 = utcnow() - timedelta(hours=1)
     with db_.session() as db:
         prov, dev = account(db, "provider"), account(db, "developer")
-        vm_id = vm(db, dev, host(db, prov), t0).id
-        dev_id = dev.id
-        db.commit()
+        vm_id = _placed(db, dev, host(db, prov), t0).id
     now = t0 + timedelta(minutes=30)
 
     def one(_: int) -> int:
         with db_.session() as db:
             row = db.get(VM, vm_id)
             assert row is not None
-            return billing.meter(db, row, 1000, now=now)
+            charged = billing.settle(db, row, TERMS, now).charged
+            db.commit()
+            return charged
 
     with ThreadPoolExecutor(8) as pool:
         charges = list(pool.map(one, range(8)))
     assert sorted(charges)[-1] == RUNNING // 2 and sum(charges) == RUNNING // 2
     with db_.session() as db:
-        assert billing.balance(db, billing.DEVELOPER, dev_id) == -(RUNNING // 2)
-        assert db.scalar(select(func.sum(LedgerEntry.amount))) == 0  # every txn balances
+        row = db.get(VM, vm_id)
+        assert row is not None
+        posted = -sum(
+            e.amount
+            for e in db.scalars(
+                select(LedgerEntry).where(
+                    LedgerEntry.vm_id == vm_id,
+                    LedgerEntry.kind == "usage",
+                    LedgerEntry.account_type.in_((ledger.HOLD, ledger.HOLD_PROMO)),
+                )
+            )
+        )
+        assert posted + row.accrued == RUNNING // 2  # charged once, posted or still accrued
 
 
-def test_unbalanced_transactions_are_refused(backend: TestClient) -> None:
+def test_unbalanced_and_cross_class_postings_are_refused(backend: TestClient) -> None:
     db_ = backend.app.state.db  # type: ignore[attr-defined]
     with db_.session() as db:
-        try:
-            billing.post(db, [billing.Leg(billing.PLATFORM, None, 5, "credit")])
-            raise AssertionError("must refuse")
-        except billing.LedgerError:
-            pass
+        locked = ledger.lock(db, [("platform", ""), ("promo", "1"), ("provider", "2")])
+        with pytest.raises(ledger.LedgerError):
+            ledger.post(db, locked, [ledger.Leg(ledger.PLATFORM, None, 5, "credit")])
+        # Promotional credit paid straight to a withdrawable account: balanced, yet refused.
+        with pytest.raises(ledger.LedgerError):
+            ledger.post(
+                db,
+                locked,
+                [
+                    ledger.Leg(ledger.PROMO, 1, -5, "usage"),
+                    ledger.Leg(ledger.PROVIDER, 2, 5, "usage"),
+                ],
+            )
+        # Nobody's account goes below zero.
+        with pytest.raises(ledger.OverdraftError):
+            ledger.post(
+                db,
+                locked,
+                [
+                    ledger.Leg(ledger.PROVIDER, 2, -5, "payout"),
+                    ledger.Leg(ledger.PLATFORM, None, 5, "payout"),
+                ],
+            )
+        db.rollback()

@@ -15,7 +15,7 @@ from kumulus.server import create_server
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[TestClient]:
-    settings = BackendSettings(data_dir=tmp_path / "backend")
+    settings = BackendSettings(data_dir=tmp_path / "backend", signup_credit="10")
     with TestClient(create_server(settings), base_url="http://127.0.0.1") as client:
         yield client
 

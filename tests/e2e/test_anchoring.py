@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from substrateinterface import Keypair
 
-from kumulus.backend import anchors, billing
+from kumulus.backend import anchors, billing, ledger
 from kumulus.backend.clock import utcnow
 from kumulus.backend.db import Database, migrate
 from kumulus.chain.client import ChainClient
@@ -43,9 +43,12 @@ def test_anchored_records_verify_and_tampered_ones_do_not(
     with db.session() as s:
         prov, dev = account(s, "provider"), account(s, "developer")
         machine = vm(s, dev, host(s, prov), t0)
+        ledger.transfer(s, (ledger.CHAIN, None), (ledger.DEVELOPER, dev.id), UNIT, "deposit")
         s.commit()
-        for minutes in (10, 20, 30):  # three usage charges
-            billing.meter(s, machine, 1000, now=t0 + timedelta(minutes=minutes))
+        terms = billing.Terms(fee_bps=1000, window=600, post_every=60)
+        for minutes in (10, 20, 30):  # three usage postings
+            billing.settle(s, machine, terms, now=t0 + timedelta(minutes=minutes))
+            s.commit()
         # Entries settle for a few seconds before they are digested (commit races).
         assert anchors.build(s, now=utcnow()) is not None
         s.rollback()

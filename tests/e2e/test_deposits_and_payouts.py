@@ -16,14 +16,14 @@ import httpx
 import pytest
 from substrateinterface import Keypair
 
-from kumulus.backend import billing
+from kumulus.backend import ledger
 from kumulus.backend.db import Database, migrate
 from kumulus.backend.models import Payout, ProviderProfile
 from kumulus.backend.payouts import PayoutWorker, request_payout, schedule_payouts
 from kumulus.chain.client import ChainClient, Receipt
 from kumulus.chain.devnode import DevNode
 from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic, write_secret_file
-from tests.backend.billing_fixtures import account
+from tests.backend.billing_fixtures import account, earnings
 from tests.e2e.agent_process import BackendProcess
 from tests.e2e.chain import UNIT, fund
 from tests.e2e.test_marketplace import _account
@@ -147,7 +147,7 @@ def test_deposits_are_credited_exactly_once_and_payouts_arrive(
         prov_id = prov.get("/v1/me").json()["id"]
         db = Database(f"sqlite:///{db_file}")
         with db.session() as s:  # earnings, as metering would have credited them
-            billing.grant(s, billing.PROVIDER, prov_id, 3 * UNIT, "test earnings")
+            earnings(s, prov_id, 3 * UNIT)
             s.commit()
         db.engine.dispose()
         too_much = prov.post("/v1/provider/payouts", json={"amount": "4"})
@@ -185,7 +185,7 @@ def test_a_crash_between_sending_and_recording_never_pays_twice(
     receiver = keypair_from_mnemonic(new_mnemonic()).ss58_address
     with db.session() as s:
         provider = account(s, "provider")
-        billing.grant(s, billing.PROVIDER, provider.id, 5 * UNIT, "earnings")
+        earnings(s, provider.id, 5 * UNIT)
         s.commit()
         first = request_payout(s, provider.id, receiver, 2 * UNIT, minimum=UNIT)
         second = request_payout(s, provider.id, receiver, 1 * UNIT, minimum=UNIT)
@@ -212,7 +212,7 @@ def test_a_crash_between_sending_and_recording_never_pays_twice(
     assert fresh.run_once() == 0
     with db.session() as s:
         assert {p.status for p in s.query(Payout)} == {"paid"}
-        assert billing.balance(s, billing.PROVIDER, provider.id) == 2 * UNIT
+        assert ledger.balance(s, ledger.PROVIDER, provider.id) == 2 * UNIT
     assert ChainClient(dev_chain.url).free_balance(receiver) == 3 * UNIT
 
     # Scheduled payouts: everything earned goes to the provider's linked wallet.

@@ -38,7 +38,7 @@ def signup(db: Session, settings: BackendSettings, body: SignupRequest) -> Accou
         raise ConflictError("an account with this email exists", code="email_taken") from exc
     credit = parse_amount(settings.signup_credit, settings.token_decimals)
     if account.role == "developer" and credit:
-        billing.grant(db, billing.DEVELOPER, account.id, credit, "sign-up credit")
+        billing.grant_promo(db, account.id, credit, "sign-up credit")
         db.commit()
     return account
 

@@ -17,7 +17,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 from substrateinterface import Keypair
 
-from kumulus.backend import paging
+from kumulus.backend import ledger, paging
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.models import Anchor, AnchorLeaf, Host, LedgerEntry
 from kumulus.chain.client import ChainClient
@@ -55,18 +55,22 @@ def _usage_records(db: Session, after_id: int, until: datetime) -> tuple[list[di
         top = max(top, leg.id)
     records = []
     for txn, parts in legs.items():
-        by = {p.account_type: p for p in parts}
-        dev, prov, fee = by.get("developer"), by.get("provider"), by.get("platform")
+        # A usage transaction moves money out of a VM's holds (promotional credit first) to
+        # the provider's accounts and the platform's fee accounts.
+        held = [p for p in parts if p.account_type in (ledger.HOLD, ledger.HOLD_PROMO)]
+        earned = [p for p in parts if p.account_type in (ledger.PROVIDER, ledger.PROVIDER_PROMO)]
+        fees = [p for p in parts if p.account_type in (ledger.PLATFORM, ledger.PLATFORM_PROMO)]
         records.append(
             {
                 "type": "usage",
                 "txn": txn,
                 "vm": parts[0].vm_id,
-                "developer": dev.account_id if dev else None,
-                "provider": prov.account_id if prov else None,
-                "charged": -dev.amount if dev else 0,
-                "earned": prov.amount if prov else 0,
-                "fee": fee.amount if fee else 0,
+                "developer": held[0].account_id if held else None,
+                "provider": earned[0].account_id if earned else None,
+                "charged": -sum(p.amount for p in held),
+                "earned": sum(p.amount for p in earned),
+                "promo": -sum(p.amount for p in held if p.account_type == ledger.HOLD_PROMO),
+                "fee": sum(p.amount for p in fees),
                 "memo": parts[0].memo,
                 "at": aware(parts[0].created_at).isoformat(),
             }

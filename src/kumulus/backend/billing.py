@@ -1,77 +1,105 @@
-"""Metering and the double-entry ledger.
+"""Metering against prepaid holds.
 
-Every VM is charged per millisecond of intended-running time at the unit prices fixed when
-it was placed (stopped VMs pay for their disk only). A charge is one transaction of three
-legs that sum to zero: the developer pays the price, the provider earns it minus the
-platform fee, the platform keeps the fee. Sub-planck remainders are carried on the VM, so
-charging in many small steps costs exactly what one big step would.
+A VM can only run on money already set aside for it. When it is placed, a **hold** is
+taken in the same database transaction: the developer's funds (promotional credit first,
+then deposits) move to the VM's hold accounts, enough for `hold_window` seconds at the
+placed host's price; no hold, no placement (402 with the numbers). From then on:
 
-A VM's charge is claimed with a conditional UPDATE of its `metered_until`, so two backend
-processes metering at once can never charge the same interval twice."""
+- Every millisecond of the VM is charged at the unit prices fixed at placement (stopped
+  VMs pay for their disk only), with sub-planck remainders carried on the VM. Charges
+  **accrue** on the VM against its hold and are **posted** to the ledger (hold -> provider
+  earnings + platform fee) at least hourly and at every renewal, stop, start and delete.
+  Usage drawn from promotional credit pays the provider's non-withdrawable account.
+- The meter job **renews** the hold to a full window whenever less than half is left. A
+  running VM whose hold cannot be renewed is stopped (it keeps what it has, at the stopped
+  rate); a stopped VM whose hold runs out accrues nothing more, is `unfunded` and deleted
+  after `unfunded_grace` unless its developer pays.
+- Deleting returns what is left of the hold; stopping returns what a stopped VM does not
+  need. The developer can therefore never owe more than they had: charges come out of the
+  hold, and the ledger refuses any posting that would overdraw it.
+
+Every change of a VM's money happens under the lock of its balances (`ledger.lock`), and
+its metering fields are re-read under that lock, so two processes can never charge the
+same interval twice."""
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from kumulus.backend import ledger
 from kumulus.backend.clock import aware, utcnow
-from kumulus.backend.models import VM, Host, LedgerEntry
-from kumulus.core.money import MAX_CHARGE_HOURS, hourly_price
+from kumulus.backend.ledger import (
+    CHAIN,
+    DEVELOPER,
+    HOLD,
+    HOLD_PROMO,
+    PLATFORM,
+    PLATFORM_PROMO,
+    PROMO,
+    PROVIDER,
+    PROVIDER_PROMO,
+    Key,
+    LedgerError,
+    Leg,
+    key_of,
+)
+from kumulus.backend.models import VM, Balance, Host
+from kumulus.config import BackendSettings
+from kumulus.core.errors import PaymentRequiredError
+from kumulus.core.money import hourly_price
+
+__all__ = [
+    "CHAIN",
+    "DEVELOPER",
+    "PLATFORM",
+    "PROMO",
+    "PROVIDER",
+    "PROVIDER_PROMO",
+    "LedgerError",
+    "Terms",
+]
 
 MS_PER_HOUR = 3_600_000
-DEVELOPER, PROVIDER, PLATFORM, CHAIN = "developer", "provider", "platform", "chain"
-
-
-class LedgerError(Exception):
-    """A transaction that does not balance (a bug: nothing was written)."""
+# The reason given to the VMs the meter job stops because their hold could not be renewed.
+STOPPED_FOR_FUNDS = "stopped because the balance is used up; deposit, then start it"
 
 
 @dataclass(frozen=True)
-class Leg:
-    account_type: str
-    account_id: int | None
-    amount: int
-    kind: str
+class Terms:
+    """The billing settings a charge needs."""
+
+    fee_bps: int
+    window: float  # seconds of the VM's current rate a hold covers
+    post_every: float = 3600.0  # seconds between postings of accrued usage
+    unfunded_grace: float = 7 * 86400.0
 
 
-def post(db: Session, legs: Sequence[Leg], vm_id: str | None = None, memo: str = "") -> str:
-    """Add one balanced transaction (in the caller's database transaction); returns its id."""
-    if not legs or sum(leg.amount for leg in legs) != 0:
-        raise LedgerError(f"unbalanced transaction: {legs!r}")
-    txn = secrets.token_hex(8)
-    now = utcnow()
-    db.add_all(
-        LedgerEntry(
-            txn_id=txn,
-            account_type=leg.account_type,
-            account_id=leg.account_id,
-            amount=leg.amount,
-            kind=leg.kind,
-            vm_id=vm_id,
-            memo=memo[:200],
-            created_at=now,
-        )
-        for leg in legs
-        if leg.amount != 0
+@dataclass
+class Outcome:
+    """What settling one VM did."""
+
+    charged: int = 0
+    posted: bool = False
+    stopped_for_funds: bool = False
+    unfunded: bool = False
+    expired: bool = False  # unfunded past the grace period: now being deleted
+
+
+def terms_of(settings: BackendSettings) -> Terms:
+    return Terms(
+        fee_bps=settings.platform_fee_bps,
+        window=settings.hold_window,
+        post_every=settings.ledger_post_interval,
+        unfunded_grace=settings.unfunded_grace,
     )
-    return txn
 
 
-def balance(db: Session, account_type: str, account_id: int | None) -> int:
-    query = select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
-        LedgerEntry.account_type == account_type
-    )
-    query = query.where(
-        LedgerEntry.account_id.is_(None)
-        if account_id is None
-        else LedgerEntry.account_id == account_id
-    )
-    return int(db.scalar(query) or 0)
+# -- rates --------------------------------------------------------------------------------
 
 
 def running_rate(vm: VM) -> int:
@@ -93,64 +121,306 @@ def rate_of(vm: VM) -> int:
     return running_rate(vm) if vm.intended_state == "running" else stopped_rate(vm)
 
 
+def hold_for(rate_per_hour: int, window: float) -> int:
+    """The hold that covers `window` seconds at `rate_per_hour` (rounded up)."""
+    return -(-rate_per_hour * round(window * 1000) // MS_PER_HOUR)
+
+
 def split_fee(cost: int, fee_bps: int) -> tuple[int, int]:
     """(provider's share, platform fee) of a charge; the fee rounds down."""
     fee = cost * fee_bps // 10_000
     return cost - fee, fee
 
 
-def meter(db: Session, vm: VM, fee_bps: int, now: datetime | None = None) -> int:
-    """Charge the VM from `metered_until` to `now` at the rate of its current intended
-    state; returns the planck charged (0 if another process got there first).
-
-    One ledger entry (and commit) covers at most MAX_CHARGE_HOURS, so that no entry can
-    outgrow its 64-bit column however long a VM went unmetered: with the VM's price bounded
-    at placement, an entry is at most that price times the span (config checks it fits)."""
-    now = now or utcnow()
-    total = 0
-    while True:
-        charged, caught_up = _meter_span(db, vm, fee_bps, now)
-        total += charged
-        if caught_up:
-            return total
+# -- locking ------------------------------------------------------------------------------
 
 
-def _meter_span(db: Session, vm: VM, fee_bps: int, now: datetime) -> tuple[int, bool]:
-    """Charge one span of at most MAX_CHARGE_HOURS; (planck, whether metered up to now)."""
-    if vm.metered_until is None or vm.host_id is None:
-        return 0, True
-    start = aware(vm.metered_until)
-    end = min(now, start + timedelta(hours=MAX_CHARGE_HOURS))
-    ms = int((end - start).total_seconds() * 1000)
-    if ms <= 0:
-        return 0, True
-    cost, carry = divmod(rate_of(vm) * ms + vm.meter_carry, MS_PER_HOUR)
-    claimed = db.execute(
-        update(VM)
-        .where(VM.id == vm.id, VM.metered_until == vm.metered_until)
-        .values(metered_until=end, meter_carry=carry)
-        .execution_options(synchronize_session=False)
-    )
-    if claimed.rowcount != 1:  # type: ignore[attr-defined]
-        db.rollback()
+def keys_of(vm: VM, provider_id: int | None) -> list[Key]:
+    keys = [
+        key_of(DEVELOPER, vm.account_id),
+        key_of(PROMO, vm.account_id),
+        key_of(HOLD, vm.account_id, vm.id),
+        key_of(HOLD_PROMO, vm.account_id, vm.id),
+        key_of(PLATFORM, None),
+        key_of(PLATFORM_PROMO, None),
+    ]
+    if provider_id is not None:
+        keys += [key_of(PROVIDER, provider_id), key_of(PROVIDER_PROMO, provider_id)]
+    return keys
+
+
+def providers_of(db: Session, vms: Iterable[VM]) -> dict[str, int]:
+    host_ids = {vm.host_id for vm in vms if vm.host_id}
+    if not host_ids:
+        return {}
+    return dict(db.execute(select(Host.id, Host.account_id).where(Host.id.in_(host_ids))).all())
+
+
+def lock_vms(db: Session, vms: Sequence[VM]) -> tuple[dict[Key, int], dict[str, int]]:
+    """Lock every balance the VMs' money touches, then re-read the VMs (what another
+    process committed before the lock is seen now). Returns the balances and each host's
+    provider account."""
+    db.flush()  # a refresh would drop unflushed changes
+    providers = providers_of(db, vms)
+    keys = [k for vm in vms for k in keys_of(vm, providers.get(vm.host_id or ""))]
+    locked = ledger.lock(db, keys)
+    for vm in vms:
         db.refresh(vm)
-        return 0, True
-    if cost:
-        provider = db.scalar(select(Host.account_id).where(Host.id == vm.host_id))
-        earned, fee = split_fee(cost, fee_bps)
-        post(
+    return locked, providers
+
+
+def _held(vm: VM, locked: dict[Key, int]) -> tuple[int, int]:
+    return (
+        locked[key_of(HOLD_PROMO, vm.account_id, vm.id)],
+        locked[key_of(HOLD, vm.account_id, vm.id)],
+    )
+
+
+def room(vm: VM, locked: dict[Key, int]) -> int:
+    """What the hold still covers beyond the usage accrued on it."""
+    promo, cash = _held(vm, locked)
+    return promo + cash - vm.accrued
+
+
+def available(account_id: int, locked: dict[Key, int]) -> int:
+    return max(locked[key_of(PROMO, account_id)], 0) + max(locked[key_of(DEVELOPER, account_id)], 0)
+
+
+# -- moving money -------------------------------------------------------------------------
+
+
+def fund(db: Session, vm: VM, locked: dict[Key, int], amount: int) -> int:
+    """Move up to `amount` from the developer's funds into the VM's hold, promotional
+    credit first; returns what could not be covered."""
+    promo = min(max(locked[key_of(PROMO, vm.account_id)], 0), amount)
+    cash = min(max(locked[key_of(DEVELOPER, vm.account_id)], 0), amount - promo)
+    if promo or cash:
+        ledger.post(
             db,
+            locked,
             [
-                Leg(DEVELOPER, vm.account_id, -cost, "usage"),
-                Leg(PROVIDER, provider, earned, "usage"),
-                Leg(PLATFORM, None, fee, "fee"),
+                Leg(PROMO, vm.account_id, -promo, "hold"),
+                Leg(HOLD_PROMO, vm.account_id, promo, "hold"),
+                Leg(DEVELOPER, vm.account_id, -cash, "hold"),
+                Leg(HOLD, vm.account_id, cash, "hold"),
             ],
             vm_id=vm.id,
-            memo=f"{ms / 1000:.3f} s {vm.intended_state}",
+            memo="prepaid hold",
         )
-    db.commit()
-    db.refresh(vm)
-    return cost, end >= now
+    return amount - promo - cash
+
+
+def release(db: Session, vm: VM, locked: dict[Key, int], keep: int = 0) -> int:
+    """Give back what the hold holds beyond its accrued usage plus `keep` (deposit-funded
+    part first); returns the planck released."""
+    promo, cash = _held(vm, locked)
+    excess = promo + cash - vm.accrued - keep
+    if excess <= 0:
+        return 0
+    # Accrued usage is drawn from promotional credit first, so that part stays held.
+    promo_free = max(promo - min(vm.accrued, promo), 0)
+    cash_back = min(excess, cash - max(vm.accrued - promo, 0))
+    promo_back = min(excess - cash_back, promo_free)
+    if cash_back or promo_back:
+        ledger.post(
+            db,
+            locked,
+            [
+                Leg(HOLD, vm.account_id, -cash_back, "release"),
+                Leg(DEVELOPER, vm.account_id, cash_back, "release"),
+                Leg(HOLD_PROMO, vm.account_id, -promo_back, "release"),
+                Leg(PROMO, vm.account_id, promo_back, "release"),
+            ],
+            vm_id=vm.id,
+            memo="hold released",
+        )
+    return cash_back + promo_back
+
+
+def post_usage(
+    db: Session, vm: VM, locked: dict[Key, int], provider_id: int, fee_bps: int, now: datetime
+) -> bool:
+    """Post the VM's accrued usage to the ledger: from its promotional hold first (earning
+    the provider's non-withdrawable account), then from its deposit-funded hold."""
+    vm.posted_at = now
+    if vm.accrued <= 0:
+        return False
+    held_promo, _ = _held(vm, locked)
+    promo = min(vm.accrued, held_promo)
+    cash = vm.accrued - promo
+    promo_earned, promo_fee = split_fee(promo, fee_bps)
+    earned, fee = split_fee(cash, fee_bps)
+    ledger.post(
+        db,
+        locked,
+        [
+            Leg(HOLD_PROMO, vm.account_id, -promo, "usage"),
+            Leg(PROVIDER_PROMO, provider_id, promo_earned, "usage"),
+            Leg(PLATFORM_PROMO, None, promo_fee, "fee"),
+            Leg(HOLD, vm.account_id, -cash, "usage"),
+            Leg(PROVIDER, provider_id, earned, "usage"),
+            Leg(PLATFORM, None, fee, "fee"),
+        ],
+        vm_id=vm.id,
+        memo=f"usage to {aware(now).isoformat(timespec='seconds')}",
+    )
+    vm.accrued = 0
+    return True
+
+
+def charge(db: Session, vm: VM, locked: dict[Key, int], now: datetime) -> tuple[int, bool]:
+    """Accrue the VM's usage from `metered_until` to `now` at the rate of its intended
+    state, topping its hold up from the developer's funds if it falls short. Returns
+    (planck accrued, whether the funds ran out: then only what there was is charged)."""
+    if vm.metered_until is None or vm.host_id is None:
+        return 0, False
+    start = aware(vm.metered_until)
+    ms = int((now - start).total_seconds() * 1000)
+    if ms <= 0:
+        return 0, False
+    rate = rate_of(vm)
+    if rate < 0:  # a row written around the API's bounds: never pay anyone for it
+        raise LedgerError(f"VM {vm.id} has a negative price ({rate} planck/h)")
+    cost, carry = divmod(rate * ms + vm.meter_carry, MS_PER_HOUR)
+    short = cost - room(vm, locked)
+    if short > 0:
+        fund(db, vm, locked, short)
+    ran_out = cost > room(vm, locked)
+    if ran_out:
+        cost, carry = room(vm, locked), 0
+    vm.accrued += cost
+    vm.metered_until, vm.meter_carry = now, carry
+    return cost, ran_out
+
+
+# -- what callers use ---------------------------------------------------------------------
+
+
+def start_metering(vm: VM, now: datetime | None = None) -> None:
+    """The host runs the VM: it pays from now on (caller commits)."""
+    vm.metered_until = now or utcnow()
+    vm.meter_carry = 0
+    vm.posted_at = vm.metered_until
+
+
+def take_hold(
+    db: Session,
+    vm: VM,
+    locked: dict[Key, int],
+    terms: Terms,
+    money: Callable[[int], str] = str,
+) -> None:
+    """At placement, in the placement's transaction, with the VM's balances locked
+    (`lock_vms` before placing, so that the lock order is the same as everywhere else:
+    balances, then VMs, then hosts): hold a full window of the VM's running price.
+    PaymentRequiredError (the caller rolls the placement back) when the developer's funds
+    cannot cover it."""
+    want = hold_for(running_rate(vm), terms.window) - room(vm, locked)
+    have = available(vm.account_id, locked)
+    if want > have:
+        raise PaymentRequiredError(
+            f"this VM costs {money(running_rate(vm))}/h on the host chosen; starting it "
+            f"sets aside {money(want)} ({terms.window / 60:g} min of use) and you have "
+            f"{money(have)} available: deposit tokens (kumulus wallet deposit) or choose a "
+            "smaller VM",
+            code="insufficient_funds",
+        )
+    if want > 0:
+        fund(db, vm, locked, want)
+
+
+def settle(
+    db: Session,
+    vm: VM,
+    terms: Terms,
+    now: datetime | None = None,
+    *,
+    to_state: str | None = None,
+    locked: dict[Key, int] | None = None,
+    providers: dict[str, int] | None = None,
+    strict: bool = False,
+    money: Callable[[int], str] = str,
+) -> Outcome:
+    """Bring the VM's money up to `now` (caller commits): accrue its usage, post it when
+    due, and size its hold for the state it will be in (`to_state`, default its intended
+    state): a full window of that state's rate, the rest released ("deleted": everything).
+
+    `strict`: a hold that cannot be renewed raises PaymentRequiredError (a start) instead
+    of stopping the VM (the meter job) or leaving it unfunded. Without `locked`, the VM's
+    balances are locked here (the caller's transaction must not have locked any)."""
+    now = now or utcnow()
+    if locked is None or providers is None:
+        locked, providers = lock_vms(db, [vm])
+    out = Outcome()
+    provider_id = providers.get(vm.host_id or "")
+    out.charged, ran_out = charge(db, vm, locked, now)
+    if to_state is not None:
+        vm.intended_state = to_state
+    target = 0 if vm.intended_state == "deleted" else hold_for(rate_of(vm), terms.window)
+    posted_at = aware(vm.posted_at) if vm.posted_at else None
+    due = (
+        ran_out
+        or to_state is not None
+        or room(vm, locked) * 2 < target
+        or posted_at is None
+        or (now - posted_at).total_seconds() >= terms.post_every
+    )
+    if not due or provider_id is None:
+        return out
+    out.posted = post_usage(db, vm, locked, provider_id, terms.fee_bps, now)
+    if room(vm, locked) < target:
+        short = fund(db, vm, locked, target - room(vm, locked))
+        if short and strict:
+            raise PaymentRequiredError(
+                f"starting this VM sets aside {money(target)} ({terms.window / 60:g} min of "
+                f"use); {money(short)} more are needed: deposit tokens (kumulus wallet deposit)",
+                code="insufficient_funds",
+            )
+        if short and vm.intended_state == "running":
+            vm.intended_state, vm.actual_state = "stopped", "stopping"
+            vm.failure_reason, vm.updated_at = STOPPED_FOR_FUNDS, now
+            out.stopped_for_funds = True
+            target = hold_for(rate_of(vm), terms.window)
+    release(db, vm, locked, keep=target)
+    if vm.intended_state == "stopped" and ran_out and room(vm, locked) <= 0:
+        vm.unfunded_since = vm.unfunded_since or now
+        out.unfunded = True
+        if (now - aware(vm.unfunded_since)).total_seconds() >= terms.unfunded_grace:
+            vm.intended_state, vm.actual_state, vm.updated_at = "deleted", "deleting", now
+            vm.failure_reason = "deleted: its disk went unpaid for the whole grace period"
+            out.expired = True
+    elif room(vm, locked) > 0:
+        vm.unfunded_since = None
+    return out
+
+
+def grant_promo(db: Session, account_id: int, amount: int, memo: str) -> str:
+    """Promotional credit from the platform (sign-up credit): spendable on VMs, never
+    withdrawable by anyone."""
+    return ledger.transfer(
+        db, (PLATFORM_PROMO, None), (PROMO, account_id), amount, "credit", memo=memo
+    )
+
+
+def balance(db: Session, account_type: str, account_id: int | None) -> int:
+    return ledger.balance(db, account_type, account_id)
+
+
+def held_by(db: Session, account_id: int) -> int:
+    """What the developer's VMs hold (prepaid, not yet spent)."""
+    vm_ids = list(db.scalars(select(VM.id).where(VM.account_id == account_id)))
+    total = 0
+    for chunk in range(0, len(vm_ids), 500):
+        total += sum(
+            int(a)
+            for a in db.scalars(
+                select(Balance.amount).where(
+                    Balance.account_type.in_((HOLD, HOLD_PROMO)),
+                    Balance.account_key.in_(vm_ids[chunk : chunk + 500]),
+                )
+            )
+        )
+    return total
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -158,21 +428,6 @@ def failure_reason(exc: BaseException) -> str:
     statement and its parameters)."""
     text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
-
-
-def start_metering(vm: VM, now: datetime | None = None) -> None:
-    """The VM is placed: it pays from now on (caller commits)."""
-    vm.metered_until = now or utcnow()
-    vm.meter_carry = 0
-
-
-def grant(db: Session, account_type: str, account_id: int, amount: int, memo: str) -> str:
-    """Credit given by the platform (sign-up credit, refunds)."""
-    return post(
-        db,
-        [Leg(PLATFORM, None, -amount, "credit"), Leg(account_type, account_id, amount, "credit")],
-        memo=memo,
-    )
 
 
 def spend_per_hour(db: Session, account_id: int) -> int:
@@ -184,3 +439,10 @@ def spend_per_hour(db: Session, account_id: int) -> int:
         )
     )
     return sum(rate_of(vm) for vm in vms)
+
+
+def unfunded_deadline(vm: VM, terms: Terms) -> datetime | None:
+    """When an unfunded stopped VM will be deleted (None while it is funded)."""
+    if vm.unfunded_since is None:
+        return None
+    return aware(vm.unfunded_since) + timedelta(seconds=terms.unfunded_grace)

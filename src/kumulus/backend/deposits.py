@@ -13,7 +13,7 @@ import logging
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from kumulus.backend import billing
+from kumulus.backend import ledger
 from kumulus.backend.clock import utcnow
 from kumulus.backend.db import Database, upsert_insert
 from kumulus.backend.models import ChainCursor, ChainDeposit, DeveloperWallet
@@ -91,12 +91,12 @@ class DepositWatcher:
                     transfer.sender,
                 )
             return 0
-        txn = billing.post(
+        txn = ledger.transfer(
             s,
-            [
-                billing.Leg(billing.CHAIN, None, -transfer.amount, "deposit"),
-                billing.Leg(billing.DEVELOPER, account_id, transfer.amount, "deposit"),
-            ],
+            (ledger.CHAIN, None),
+            (ledger.DEVELOPER, account_id),
+            transfer.amount,
+            "deposit",
             memo=f"block {transfer.block_number} event {transfer.event_index}",
         )
         row = s.get(ChainDeposit, (transfer.block_hash, transfer.event_index))

@@ -5,6 +5,7 @@ Schema changes only through Alembic migrations (backend/migrations)."""
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -12,15 +13,51 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Dialect,
     Float,
     ForeignKey,
     Index,
     Integer,
+    Numeric,
     String,
     Text,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+
+class Planck(TypeDecorator[int]):
+    """An exact token amount (planck) that holds any u128 and its negative.
+
+    PostgreSQL: NUMERIC(39, 0). SQLite has no exact type that wide (INTEGER is 64-bit and
+    silently turns into REAL past it), so the amount is stored as its decimal text and all
+    arithmetic on amounts happens in Python integers, never in SQL (no SUM, no `+`)."""
+
+    impl = Numeric(39, 0)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(40))
+        return dialect.type_descriptor(Numeric(39, 0, asdecimal=True))
+
+    def process_bind_param(self, value: int | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"an amount must be an int of planck, not {type(value).__name__}")
+        if abs(value) >= 10**39:
+            raise ValueError("amount out of range")
+        return str(value) if dialect.name == "sqlite" else Decimal(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> int | None:
+        return None if value is None else int(value)
+
+
+def planck_column_type() -> TypeEngine[Any]:
+    """The type migrations create for Planck columns (the same on each database)."""
+    return Numeric(39, 0).with_variant(String(40), "sqlite")
 
 
 class Base(DeclarativeBase):
@@ -232,20 +269,26 @@ class VM(Base):
     max_price_hour: Mapped[int | None] = mapped_column(BigInteger)
     # Metering (backend/billing.py): charged up to `metered_until`; `meter_carry` is the
     # sub-planck remainder (planck * milliseconds / hour) carried to the next charge.
+    # `accrued` is usage charged against the VM's prepaid hold but not yet posted to the
+    # ledger (posted at least hourly and at every renewal, stop, start and delete; never
+    # more than the hold). `unfunded_since`: when the hold ran out and could not be renewed.
     metered_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     meter_carry: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    accrued: Mapped[int] = mapped_column(Planck, default=0, server_default="0")
+    posted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    unfunded_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     idempotency_key: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class LedgerEntry(Base):
-    """One leg of a double-entry transaction. The legs sharing a `txn_id` sum to zero, so
-    every balance is a sum of entries and money is never created or lost.
+    """One leg of a double-entry transaction (backend/ledger.py). The legs sharing a
+    `txn_id` sum to zero within each money class (deposit-funded, promotional), so money is
+    never created, lost or turned from promotional into withdrawable.
 
-    Accounts: ("developer", account id), ("provider", account id), ("platform", None) for
-    fees and credits granted, ("chain", None) for money entering or leaving through the
-    chain (deposits, payouts)."""
+    A leg's account is (`account_type`, key): the key is the VM id (`vm_id`) for the hold
+    accounts and `account_id` otherwise (None for the platform's and the chain's)."""
 
     __tablename__ = "ledger_entries"
     __table_args__ = (
@@ -257,11 +300,23 @@ class LedgerEntry(Base):
     txn_id: Mapped[str] = mapped_column(String(32))
     account_type: Mapped[str] = mapped_column(String(16))
     account_id: Mapped[int | None] = mapped_column(Integer)
-    amount: Mapped[int] = mapped_column(BigInteger)  # planck; + credit, - debit
+    amount: Mapped[int] = mapped_column(Planck)  # + credit, - debit
     kind: Mapped[str] = mapped_column(String(16))  # usage | fee | credit | deposit | payout
     vm_id: Mapped[str | None] = mapped_column(String(32))
     memo: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Balance(Base):
+    """The running balance of one ledger account, updated in the same transaction as every
+    posting to it (so no balance is ever a SUM over the ledger). `account_key` is the
+    account id, the VM id for holds, or "" for the platform's and the chain's accounts."""
+
+    __tablename__ = "balances"
+
+    account_type: Mapped[str] = mapped_column(String(16), primary_key=True)
+    account_key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    amount: Mapped[int] = mapped_column(Planck, default=0, server_default="0")
 
 
 class DeveloperWallet(Base):
@@ -296,7 +351,7 @@ class ChainDeposit(Base):
     event_index: Mapped[int] = mapped_column(Integer, primary_key=True)
     block_number: Mapped[int] = mapped_column(BigInteger)
     sender: Mapped[str] = mapped_column(String(64), index=True)
-    amount: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[int] = mapped_column(Planck)  # a u128 on chain
     account_id: Mapped[int | None] = mapped_column(Integer)  # None: sender not linked
     txn_id: Mapped[str | None] = mapped_column(String(32))
     seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -312,13 +367,13 @@ class Payout(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
     address: Mapped[str] = mapped_column(String(64))
-    amount: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[int] = mapped_column(Planck)
     status: Mapped[str] = mapped_column(String(16), index=True)  # pending|submitted|paid|failed
     nonce: Mapped[int | None] = mapped_column(BigInteger)
     from_block: Mapped[int | None] = mapped_column(BigInteger)  # finalized head at submission
     extrinsic_hash: Mapped[str | None] = mapped_column(String(66))
     block_number: Mapped[int | None] = mapped_column(BigInteger)
-    fee: Mapped[int | None] = mapped_column(BigInteger)
+    fee: Mapped[int | None] = mapped_column(Planck)
     error: Mapped[str | None] = mapped_column(Text)
     txn_id: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

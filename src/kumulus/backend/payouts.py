@@ -23,7 +23,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 from substrateinterface import Keypair
 
-from kumulus.backend import billing, leases
+from kumulus.backend import leases, ledger
 from kumulus.backend.clock import utcnow
 from kumulus.backend.db import Database
 from kumulus.backend.models import Payout, ProviderProfile
@@ -42,27 +42,26 @@ class PayoutError(ConflictError):
 def request_payout(db: Session, account_id: int, address: str, amount: int, minimum: int) -> Payout:
     """Reserve `amount` of the provider's earnings for a payout to `address` (commits).
 
-    Requests of one provider are serialised: a no-op UPDATE of their profile row takes its
-    row lock (PostgreSQL) or the write lock (SQLite) before the balance is read, so two
-    requests at once can never both spend the same earnings."""
+    Only deposit-funded earnings (the `provider` account) can be paid out; earnings paid
+    with promotional credit stay in `provider_promo`. Requests of one provider are
+    serialised by the lock of their balance, taken before it is read, so two requests at
+    once can never both spend the same earnings (the ledger refuses an overdraft anyway)."""
     if amount < minimum:
         raise PayoutError(f"the minimum payout is {minimum} planck")
     db.rollback()  # start a fresh transaction: the lock must come before the read
-    db.execute(
-        update(ProviderProfile)
-        .where(ProviderProfile.account_id == account_id)
-        .values(account_id=ProviderProfile.account_id)
-        .execution_options(synchronize_session=False)
+    locked = ledger.lock(
+        db, [ledger.key_of(ledger.PROVIDER, account_id), ledger.key_of(ledger.CHAIN, None)]
     )
-    earned = billing.balance(db, billing.PROVIDER, account_id)
+    earned = locked[ledger.key_of(ledger.PROVIDER, account_id)]
     if amount > earned:
         db.rollback()
         raise PayoutError(f"only {earned} planck earned and not yet paid out")
-    txn = billing.post(
+    txn = ledger.post(
         db,
+        locked,
         [
-            billing.Leg(billing.PROVIDER, account_id, -amount, "payout"),
-            billing.Leg(billing.CHAIN, None, amount, "payout"),
+            ledger.Leg(ledger.PROVIDER, account_id, -amount, "payout"),
+            ledger.Leg(ledger.CHAIN, None, amount, "payout"),
         ],
         memo=f"payout to {address}",
     )
@@ -90,7 +89,7 @@ def schedule_payouts(db: Session, minimum: int) -> int:
             ProviderProfile.wallet_address.is_not(None)
         )
     ).all():
-        earned = billing.balance(db, billing.PROVIDER, account_id)
+        earned = ledger.balance(db, ledger.PROVIDER, account_id)
         if address is not None and earned >= max(minimum, 1):
             request_payout(db, account_id, address, earned, minimum)
             created += 1
@@ -210,12 +209,12 @@ class PayoutWorker:
 
     def _fail(self, s: Session, payout: Payout, error: str) -> None:
         payout.status, payout.error, payout.updated_at = "failed", error[:500], utcnow()
-        billing.post(
+        ledger.transfer(
             s,
-            [
-                billing.Leg(billing.CHAIN, None, -payout.amount, "payout"),
-                billing.Leg(billing.PROVIDER, payout.account_id, payout.amount, "refund"),
-            ],
+            (ledger.CHAIN, None),
+            (ledger.PROVIDER, payout.account_id),
+            payout.amount,
+            "refund",
             memo=f"payout {payout.id} failed",
         )
         s.commit()

@@ -133,8 +133,11 @@ def place(
     exclude: set[str] | None = None,
     money: Callable[[int], str] = str,
     price_limit: int | None = None,
+    commit: bool = True,
 ) -> Placement:
-    """Reserve `want` on the best online host that fits and commit.
+    """Reserve `want` on the best online host that fits and commit (unless `commit` is
+    False: then the reservation is part of the caller's transaction, which must commit or
+    roll it back).
 
     Preference: the highest reputation tier, then the least loaded host in it (spreads
     VMs). A host where the VM would cost more than `price_limit` (planck per hour, the
@@ -158,13 +161,15 @@ def place(
     for attempt in itertools.count():
         params["since"] = utcnow() - timedelta(seconds=ttl)
         row = db.execute(_PLACE_STATEMENTS[(lock, bool(exclude))], params).first()
-        db.commit()
+        if commit:
+            db.commit()
         if row is not None:
             return Placement(str(row[0]), int(row[1]), int(row[2]), int(row[3]))
         if not postgres:
             break  # one writer at a time: nothing fitting was skipped
         fits = db.execute(_ANY_FITS_STATEMENTS[bool(exclude)], params).first()
-        db.commit()
+        if commit:
+            db.commit()
         if fits is None or time.monotonic() >= give_up:
             break
         # Jittered so that the placements that collided do not collide again in step.

@@ -241,6 +241,12 @@ class VMOut(CamelModel):
     )
     failure_reason: str | None
     price_per_hour: str | None = Field(description="while running, fixed at placement")
+    delete_after: Timestamp | None = Field(
+        default=None,
+        description="set while the VM's disk is no longer paid for: it is deleted then "
+        "unless its developer deposits (see fundsWarning)",
+    )
+    funds_warning: str | None = Field(default=None, description="why deleteAfter is set")
     created_at: Timestamp
 
 
@@ -254,14 +260,26 @@ class LedgerEntryOut(CamelModel):
     txn_id: str
     amount: str
     kind: str
+    account: str = Field(
+        description="developer | promo | hold | hold_promo (developers); provider | "
+        "provider_promo (providers): which of the account's ledger accounts moved"
+    )
     vm_id: str | None
     memo: str
     created_at: Timestamp
 
 
 class BillingOut(CamelModel):
-    balance: str = Field(description="tokens; developers spend it, providers earn it")
+    balance: str = Field(
+        description="tokens; developers: what they can spend (deposits and promotional "
+        "credit not held for a VM); providers: what they can withdraw"
+    )
     balance_planck: int
+    held: str = Field(description="developers: set aside by the prepaid holds of their VMs")
+    promo: str = Field(
+        description="developers: promotional credit left (part of balance); providers: "
+        "earnings paid with promotional credit, never withdrawable"
+    )
     per_hour: str = Field(description="developers: spending now; providers: earning now")
     hours_left: float | None = Field(description="developers: runway at the current spend")
     warning: str | None

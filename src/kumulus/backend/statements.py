@@ -6,15 +6,18 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from kumulus.backend import billing, paging
+from kumulus.backend import billing, ledger, paging
 from kumulus.backend.models import VM, Account, Host, LedgerEntry
 from kumulus.backend.schemas import BillingOut, LedgerEntryOut
 from kumulus.config import BackendSettings
 from kumulus.core.money import format_amount
 
 
-def ledger_kind(account: Account) -> str:
-    return billing.DEVELOPER if account.role == "developer" else billing.PROVIDER
+def ledger_kinds(account: Account) -> tuple[str, ...]:
+    """The ledger accounts an account's statement shows."""
+    if account.role == "developer":
+        return (ledger.DEVELOPER, ledger.PROMO, ledger.HOLD, ledger.HOLD_PROMO)
+    return (ledger.PROVIDER, ledger.PROVIDER_PROMO)
 
 
 def _money(settings: BackendSettings, planck: int) -> str:
@@ -28,6 +31,7 @@ def entry_out(settings: BackendSettings, e: LedgerEntry) -> LedgerEntryOut:
         txn_id=e.txn_id,
         amount=_money(settings, e.amount),
         kind=e.kind,
+        account=e.account_type,
         vm_id=e.vm_id,
         memo=e.memo,
         created_at=e.created_at,
@@ -38,7 +42,7 @@ def entries_page(
     db: Session, account: Account, limit: int, after: str | None
 ) -> tuple[list[LedgerEntry], str | None]:
     stmt = select(LedgerEntry).where(
-        LedgerEntry.account_type == ledger_kind(account), LedgerEntry.account_id == account.id
+        LedgerEntry.account_type.in_(ledger_kinds(account)), LedgerEntry.account_id == account.id
     )
     return paging.page(db, stmt, [LedgerEntry.id], limit, after, descending=True)
 
@@ -46,12 +50,22 @@ def entries_page(
 def statement(
     db: Session, settings: BackendSettings, account: Account, settlement_on: bool, entries: int
 ) -> BillingOut:
-    """The account's balance and rate with its `entries` newest ledger entries."""
-    kind = ledger_kind(account)
-    bal = billing.balance(db, kind, account.id)
-    if kind == billing.DEVELOPER:
+    """The account's balance and rate with its `entries` newest ledger entries.
+
+    Developers: `balance` is what they can spend (deposits and promotional credit not yet
+    set aside), `held` what their VMs' prepaid holds keep. Providers: `balance` is what
+    they can withdraw; `promo` what they earned from promotional credit (not withdrawable)."""
+    developer = account.role == "developer"
+    if developer:
+        cash = ledger.balance(db, ledger.DEVELOPER, account.id)
+        promo = ledger.balance(db, ledger.PROMO, account.id)
+        held = billing.held_by(db, account.id)
+        bal = cash + promo
         per_hour = billing.spend_per_hour(db, account.id)
     else:
+        bal = ledger.balance(db, ledger.PROVIDER, account.id)
+        promo = ledger.balance(db, ledger.PROVIDER_PROMO, account.id)
+        held = 0
         vms = db.scalars(
             select(VM)
             .join(Host, Host.id == VM.host_id)
@@ -62,10 +76,14 @@ def statement(
         )
     hours_left = None
     warning = None
-    if kind == billing.DEVELOPER:
-        hours_left = round(bal / per_hour, 2) if per_hour else None
-        if bal <= 0:
-            warning = "Your balance is used up: running VMs are stopped. Deposit to continue."
+    if developer:
+        hours_left = round((bal + held) / per_hour, 2) if per_hour else None
+        if bal <= 0 and per_hour:
+            warning = (
+                "Your balance is used up: running VMs are stopped when their prepaid hold "
+                "runs out, and stopped VMs whose disk cannot be paid are deleted after "
+                f"{settings.unfunded_grace / 86400:g} days. Deposit to continue."
+            )
         elif hours_left is not None and hours_left < settings.low_balance_hours:
             warning = (
                 f"About {hours_left:g} h of balance left at the current spend; "
@@ -75,6 +93,8 @@ def statement(
     return BillingOut(
         balance=_money(settings, bal),
         balance_planck=bal,
+        held=_money(settings, held),
+        promo=_money(settings, promo),
         per_hour=_money(settings, per_hour),
         hours_left=hours_left,
         warning=warning,

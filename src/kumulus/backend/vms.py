@@ -15,8 +15,8 @@ from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 from substrateinterface import Keypair
 
-from kumulus.backend import paging
-from kumulus.backend.billing import DEVELOPER, balance, failure_reason, meter, start_metering
+from kumulus.backend import billing, paging
+from kumulus.backend.billing import STOPPED_FOR_FUNDS, failure_reason, start_metering
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.hosts import bounded_planck, host_status
 from kumulus.backend.models import VM, Account, Host, SshKey
@@ -44,10 +44,6 @@ from kumulus.core.sizes import format_size
 
 log = logging.getLogger(__name__)
 
-# The reason the meter job gives the VMs it stops because their developer's balance ran out;
-# a confirmed stop of such a VM shows `insufficient_funds`, others `stopped`.
-STOPPED_FOR_FUNDS = "stopped because the balance is used up; deposit, then start it"
-# Actual states of a VM wanted stopped whose host has not confirmed the stop yet.
 PENDING_STOP = ("stopping", "running", "starting", "restarting")
 
 _DOCKER_TO_ACTUAL = {
@@ -110,6 +106,7 @@ class VMService:
         if problem is None and vm.ssh_host and vm.ssh_port:
             command = ssh_command(vm.ssh_host, vm.ssh_port, vm.username)
         shown = problem is None
+        deadline = billing.unfunded_deadline(vm, self.terms)
         return VMOut(
             id=vm.id,
             name=vm.name,
@@ -127,6 +124,13 @@ class VMService:
             ssh_problem=problem,
             failure_reason=vm.failure_reason,
             price_per_hour=self.money(price_hour(vm)) if vm.host_id else None,
+            delete_after=deadline,
+            funds_warning=(
+                None
+                if deadline is None
+                else "your funds ran out and this stopped VM's disk is no longer paid for: "
+                f"deposit before {deadline:%Y-%m-%d %H:%M} UTC or it is deleted"
+            ),
             created_at=aware(vm.created_at),
         )
 
@@ -171,10 +175,6 @@ class VMService:
             if existing is not None:
                 return existing
         key_line = self._key_line(account, body)
-        if self.settings.billing_enforced and balance(self.db, DEVELOPER, account.id) <= 0:
-            raise PaymentRequiredError(
-                "your balance is used up: deposit tokens (kumulus wallet deposit) to create VMs"
-            )
         now = utcnow()
         vm = VM(
             id=secrets.token_hex(8),
@@ -220,6 +220,8 @@ class VMService:
         tried: set[str] = set()
         last_error = ""
         for _attempt in range(2):  # the chosen host, then one other
+            # Balances first, then the host: the order every money change takes locks in.
+            locked, _ = billing.lock_vms(self.db, [vm])
             try:
                 placed = place(
                     self.db,
@@ -228,8 +230,10 @@ class VMService:
                     exclude=tried,
                     money=self.money,
                     price_limit=self.settings.max_vm_price_planck,
+                    commit=False,
                 )
             except NoHostFitsError as exc:
+                self.db.rollback()
                 if not tried:  # nothing fits at all: no VM to keep
                     self.db.delete(vm)
                     self.db.commit()
@@ -239,6 +243,14 @@ class VMService:
             vm.price_cpu_hour = placed.price_cpu_hour
             vm.price_memory_gib_hour = placed.price_memory_gib_hour
             vm.price_disk_gib_hour = placed.price_disk_gib_hour
+            try:
+                # In the placement's transaction: no hold, no placement.
+                billing.take_hold(self.db, vm, locked, self.terms, self.money)
+            except PaymentRequiredError:
+                self.db.rollback()
+                self.db.delete(vm)
+                self.db.commit()
+                raise
             self.db.commit()
             host = self.db.get(Host, placed.host_id)
             assert host is not None
@@ -248,9 +260,7 @@ class VMService:
                 # Registered before addresses were validated: its VMs would be paid for but
                 # never shown an ssh address. Another host, if one fits.
                 last_error = f"host {host.id}: its SSH address is not valid"
-                self._release(vm)
-                vm.host_id = None
-                self.db.commit()
+                self._unplace(vm)
                 tried.add(host.id)
                 continue
             try:
@@ -258,10 +268,9 @@ class VMService:
             except ApiError as exc:
                 last_error = f"host {host.id}: {exc.detail}"
                 log.warning("VM %s: agent create failed on %s: %s", vm.id, host.id, exc.detail)
-                self._release(vm)
                 _count_lease(self.db, host.id, completed=False)
-                vm.host_id = None
                 self.db.commit()
+                self._unplace(vm)
                 tried.add(host.id)
                 continue
             vm.agent_vm_id = agent_vm.vm_id
@@ -291,10 +300,19 @@ class VMService:
     def _agent(self, host: Host) -> AgentClient:
         return AgentClient(host.api_url, host.id, self.keypair)
 
-    def _release(self, vm: VM) -> None:
+    def _unplace(self, vm: VM) -> None:
+        """Undo a placement whose host did not take the VM: its hold back to the
+        developer, its capacity back to the host (commits)."""
+        locked, _ = billing.lock_vms(self.db, [vm])
+        billing.release(self.db, vm, locked, keep=0)
         if vm.reserved and vm.host_id:
-            release(self.db, vm.host_id, want_of(vm))
-            vm.reserved = False
+            release(self.db, vm.host_id, want_of(vm), commit=False)
+        vm.reserved, vm.host_id = False, None
+        self.db.commit()
+
+    @property
+    def terms(self) -> billing.Terms:
+        return billing.terms_of(self.settings)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -319,35 +337,42 @@ class VMService:
         if vm.intended_state == "deleted":
             raise ConflictError(f"VM {vm.id} is being deleted", code="deleting")
 
-    def _meter(self, vm: VM) -> None:
-        """Charge what the VM owes in its current state before that state changes. A charge
-        that fails (an amount that cannot be stored) is logged and the change goes on: a VM
-        that cannot be metered must still be stoppable and, above all, deletable."""
+    def _settle(self, vm: VM, to_state: str, strict: bool = False) -> None:
+        """Charge what the VM owes in its current state and size its hold for `to_state`,
+        in one transaction (committed). `strict`: PaymentRequiredError, nothing changed,
+        when the developer's funds cannot cover a full hold in that state."""
+        self.db.commit()  # the VM's balances are locked first, in a fresh transaction
         try:
-            meter(self.db, vm, self.settings.platform_fee_bps)
-        except (OperationalError, InterfaceError):
-            raise  # the database is away: the change cannot be made either
-        except Exception as exc:
+            billing.settle(
+                self.db, vm, self.terms, to_state=to_state, strict=strict, money=self.money
+            )
+            self.db.commit()
+        except (PaymentRequiredError, OperationalError, InterfaceError):
             self.db.rollback()
+            self.db.refresh(vm)
+            raise  # no funds, or no database: the change cannot be made either
+        except Exception as exc:
+            # A VM whose charge fails (a row that breaks a ledger rule) must still be
+            # stoppable and, above all, deletable: the change goes on, unbilled, logged.
+            self.db.rollback()
+            self.db.refresh(vm)
+            if strict:
+                raise
             log.warning("VM %s: not metered before the change: %s", vm.id, failure_reason(exc))
+            vm.intended_state = to_state
+            self.db.commit()
 
     def start(self, vm: VM) -> VM:
         self._not_deleting(vm)
-        if self.settings.billing_enforced and balance(self.db, DEVELOPER, vm.account_id) <= 0:
-            raise PaymentRequiredError(
-                "your balance is used up: deposit tokens before starting VMs"
-            )
-        self._meter(vm)
         before = vm.intended_state
-        vm.intended_state, vm.updated_at = "running", utcnow()
+        self._settle(vm, "running", strict=True)
+        vm.updated_at = utcnow()
         self.db.commit()
         try:
             agent_vm = self._host_agent(vm).start_vm(vm.agent_vm_id or "")
         except (ApiError, KumulusError) as exc:
             # Not started: it must not be billed as running. Back to what it was.
-            self._meter(vm)
-            vm.intended_state = before
-            self.db.commit()
+            self._settle(vm, before)
             if isinstance(exc, KumulusError):
                 raise
             raise self._agent_error(exc) from exc
@@ -358,8 +383,8 @@ class VMService:
 
     def stop(self, vm: VM) -> VM:
         self._not_deleting(vm)
-        self._meter(vm)
-        vm.intended_state, vm.updated_at = "stopped", utcnow()
+        self._settle(vm, "stopped")
+        vm.updated_at = utcnow()
         self.db.commit()
         try:
             self._host_agent(vm).stop_vm(vm.agent_vm_id or "")
@@ -395,7 +420,7 @@ class VMService:
         """Delete the VM. True when it is gone; False when its host is away: the VM stays
         `deleting` (capacity still held there) until the host is back and confirms."""
         if vm.intended_state != "deleted":
-            self._meter(vm)
+            self._settle(vm, "deleted")  # the hold goes back to the developer
         vm.intended_state, vm.updated_at = "deleted", utcnow()
         self.db.commit()
         return self.finish_delete(vm)

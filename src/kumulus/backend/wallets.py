@@ -8,7 +8,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from substrateinterface import Keypair
 
-from kumulus.backend import billing, paging
+from kumulus.backend import ledger, paging
 from kumulus.backend.clock import utcnow
 from kumulus.backend.hosts import to_planck
 from kumulus.backend.models import Account, DeveloperWallet, Payout, ProviderProfile
@@ -97,7 +97,7 @@ def request_provider_payout(
     planck = (
         to_planck(settings, amount, "amount")
         if amount is not None
-        else billing.balance(db, billing.PROVIDER, account.id)
+        else ledger.balance(db, ledger.PROVIDER, account.id)
     )
     return request_payout(
         db,

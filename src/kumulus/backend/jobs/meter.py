@@ -1,16 +1,21 @@
-"""Job `meter`: charge every metered VM up to now, then stop (never delete) the running VMs
-of developers whose balance is used up.
+"""Job `meter`: bring every metered VM's money up to now (backend/billing.py): accrue its
+usage against its prepaid hold, post what is due, renew holds, and record a stop for the
+running VMs whose hold could not be renewed (the `stops` job has the host carry it out;
+no agent is called here).
 
-Each VM is charged in its own transaction: a VM whose charge fails (an amount that does not
-fit its column, a bug with one row) is rolled back, logged with its id and skipped, and
-every other VM is still metered and enforced. Only a database that is away fails the run."""
+VMs are settled in chunks, one transaction per chunk that locks all the balances the
+chunk touches up front. A chunk that fails for one bad row (an amount that breaks a
+ledger rule, a bug) is rolled back and settled again one VM per transaction, so that VM
+is logged with its id and skipped and every other VM is still metered. Only a database
+that is away fails the run."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -18,44 +23,76 @@ from kumulus.backend import billing
 from kumulus.backend.clock import utcnow
 from kumulus.backend.db import Database
 from kumulus.backend.models import VM
-from kumulus.backend.vms import STOPPED_FOR_FUNDS
 from kumulus.config import BackendSettings
 
 log = logging.getLogger(__name__)
 
+CHUNK = 500
+
 
 @dataclass
 class MeterReport:
-    metered: int = 0  # VMs charged (or found charged by another process)
-    charged: int = 0  # planck
-    skipped: int = 0  # VMs whose charge failed this run
+    metered: int = 0  # VMs settled
+    charged: int = 0  # planck accrued
+    posted: int = 0  # VMs whose usage was posted to the ledger
+    skipped: int = 0  # VMs whose settlement failed this run
     stopped_for_funds: int = 0
+    unfunded: int = 0  # stopped VMs whose disk is no longer paid for
+    expired: int = 0  # unfunded past the grace period: being deleted
 
 
 def meter_and_enforce(db: Database, settings: BackendSettings) -> MeterReport:
     report = MeterReport()
+    terms = billing.terms_of(settings)
+    now = utcnow()
     with db.session() as s:
         ids = list(
             s.scalars(
-                select(VM.id).where(VM.metered_until.is_not(None), VM.actual_state != "deleted")
+                select(VM.id)
+                .where(
+                    VM.metered_until.is_not(None),
+                    VM.actual_state != "deleted",
+                    VM.intended_state != "deleted",
+                )
+                .order_by(VM.id)
             )
         )
-        for vm_id in ids:
-            _meter_one(s, vm_id, settings.platform_fee_bps, report)
-        if settings.billing_enforced:
-            _enforce(s, report)
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
+            try:
+                _settle_chunk(s, chunk, terms, now, report)
+            except (OperationalError, InterfaceError):
+                raise  # the database, not a VM: the whole run fails and is retried
+            except Exception:
+                s.rollback()
+                for vm_id in chunk:  # find the bad one; settle the others
+                    _settle_one(s, vm_id, terms, now, report)
     return report
 
 
-def _meter_one(s: Session, vm_id: str, fee_bps: int, report: MeterReport) -> None:
+def _settle_chunk(
+    s: Session, ids: list[str], terms: billing.Terms, now: datetime, report: MeterReport
+) -> None:
+    vms = list(s.scalars(select(VM).where(VM.id.in_(ids))))
+    locked, providers = billing.lock_vms(s, vms)
+    outcomes = [billing.settle(s, vm, terms, now, locked=locked, providers=providers) for vm in vms]
+    s.commit()
+    for vm, out in zip(vms, outcomes, strict=True):
+        _count(vm, out, report)
+
+
+def _settle_one(
+    s: Session, vm_id: str, terms: billing.Terms, now: datetime, report: MeterReport
+) -> None:
     try:
         vm = s.get(VM, vm_id)
         if vm is None:
             return
-        report.charged += billing.meter(s, vm, fee_bps)
-        report.metered += 1
+        out = billing.settle(s, vm, terms, now)
+        s.commit()
+        _count(vm, out, report)
     except (OperationalError, InterfaceError):
-        raise  # the database, not this VM: the whole run fails and is retried
+        raise
     except Exception as exc:
         s.rollback()
         report.skipped += 1
@@ -64,53 +101,14 @@ def _meter_one(s: Session, vm_id: str, fee_bps: int, report: MeterReport) -> Non
         )
 
 
-def _enforce(s: Session, report: MeterReport) -> None:
-    """Record a stop for the running VMs of developers whose balance is used up: wanted
-    `stopped` (billed as stopped from now on), actual `stopping` until the `stops` job has
-    the host confirm it. No agent is called here: one host that never answers must not
-    hold up metering for everybody. Each account and each VM has its own error boundary."""
-    running = list(
-        s.scalars(
-            select(VM).where(
-                VM.intended_state == "running",
-                VM.metered_until.is_not(None),
-                VM.actual_state != "deleted",
-            )
-        )
-    )
-    broke: set[int] = set()
-    for account_id in {vm.account_id for vm in running}:
-        try:
-            if billing.balance(s, billing.DEVELOPER, account_id) <= 0:
-                broke.add(account_id)
-        except (OperationalError, InterfaceError):
-            raise
-        except Exception as exc:  # one account's ledger must not stop the others
-            s.rollback()
-            log.warning("account %s: balance not read: %s", account_id, billing.failure_reason(exc))
-    for vm_id in [vm.id for vm in running if vm.account_id in broke]:
-        try:
-            # Only over a running VM: a stop or delete that raced with this keeps winning.
-            marked = s.execute(
-                update(VM)
-                .where(VM.id == vm_id, VM.intended_state == "running")
-                .values(
-                    intended_state="stopped",
-                    actual_state="stopping",
-                    failure_reason=STOPPED_FOR_FUNDS,
-                    updated_at=utcnow(),
-                )
-                .execution_options(synchronize_session=False)
-            )
-            s.commit()
-        except (OperationalError, InterfaceError):
-            raise
-        except Exception as exc:
-            s.rollback()
-            log.warning(
-                "VM %s: stop for funds not recorded: %s", vm_id, billing.failure_reason(exc)
-            )
-            continue
-        if marked.rowcount == 1:  # type: ignore[attr-defined]
-            report.stopped_for_funds += 1
-            log.info("VM %s: stopping, its developer's balance is used up", vm_id)
+def _count(vm: VM, out: billing.Outcome, report: MeterReport) -> None:
+    report.metered += 1
+    report.charged += out.charged
+    report.posted += int(out.posted)
+    report.unfunded += int(out.unfunded)
+    if out.stopped_for_funds:
+        report.stopped_for_funds += 1
+        log.info("VM %s: stopping, its prepaid hold could not be renewed", vm.id)
+    if out.expired:
+        report.expired += 1
+        log.info("VM %s: deleting, its disk went unpaid for the whole grace period", vm.id)

@@ -1,0 +1,201 @@
+"""The double-entry ledger: accounts, balanced postings, running balances.
+
+Two money classes never mix:
+
+- **deposit-funded** ("cash"): `developer` (what a developer deposited and has not spent or
+  held), `hold` (prepaid for one VM), `provider` (earnings a provider can withdraw),
+  `platform` (fees), `chain` (the outside world: deposits in, payouts out; negative).
+- **promotional**: `promo` (a developer's sign-up credit), `hold_promo`, `provider_promo`
+  (earnings paid with promotional credit: never withdrawable), `platform_promo` (the
+  issuer: negative by what was granted; it also takes the fee on promotional spending).
+
+Every transaction sums to zero within each class, so promotional credit can never become
+withdrawable earnings, and the deposit-funded accounts together always hold exactly what
+came in through the chain minus what went out. No account a person owns (and not the
+platform's fees) may go below zero: a posting that would overdraw one is refused whole.
+
+Concurrency: a transaction locks every balance it touches once, up front, in one sorted
+order (`lock`), then reads, decides and writes (`post`). PostgreSQL takes row locks
+(SELECT ... FOR UPDATE); SQLite takes its single write lock with the first statement (an
+INSERT of the missing balance rows), after which nobody else can write until commit. A
+transaction that needs more accounts later must not lock again: it locks all of them first.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select, tuple_, update
+from sqlalchemy.orm import Session
+
+from kumulus.backend.clock import utcnow
+from kumulus.backend.db import upsert_insert
+from kumulus.backend.models import Balance, LedgerEntry
+
+DEVELOPER, HOLD, PROVIDER, PLATFORM, CHAIN = "developer", "hold", "provider", "platform", "chain"
+PROMO, HOLD_PROMO, PROVIDER_PROMO, PLATFORM_PROMO = (
+    "promo",
+    "hold_promo",
+    "provider_promo",
+    "platform_promo",
+)
+CASH_ACCOUNTS = frozenset({DEVELOPER, HOLD, PROVIDER, PLATFORM, CHAIN})
+PROMO_ACCOUNTS = frozenset({PROMO, HOLD_PROMO, PROVIDER_PROMO, PLATFORM_PROMO})
+# Accounts that hold someone's money: never below zero.
+NEVER_NEGATIVE = frozenset({DEVELOPER, HOLD, PROVIDER, PLATFORM, PROMO, HOLD_PROMO, PROVIDER_PROMO})
+# Accounts keyed by a VM id rather than a Kumulus account id.
+PER_VM = frozenset({HOLD, HOLD_PROMO})
+
+Key = tuple[str, str]  # (account type, account key)
+
+
+class LedgerError(Exception):
+    """A posting that breaks a ledger rule (a bug or a refused overdraft): nothing of it
+    was written."""
+
+
+class OverdraftError(LedgerError):
+    """The posting would take an account below zero."""
+
+    def __init__(self, key: Key, balance: int, change: int) -> None:
+        super().__init__(f"{key[0]}:{key[1]} holds {balance}, cannot give {-change}")
+        self.key, self.balance, self.change = key, balance, change
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One line of a transaction. `account_id` is the Kumulus account the money belongs to
+    (for a hold: the developer whose hold it is); holds are keyed by the transaction's VM."""
+
+    account_type: str
+    account_id: int | None
+    amount: int
+    kind: str
+
+
+def key_of(account_type: str, account_id: int | None, vm_id: str | None = None) -> Key:
+    if account_type in PER_VM:
+        if not vm_id:
+            raise LedgerError(f"a {account_type} account needs a VM")
+        return (account_type, vm_id)
+    return (account_type, "" if account_id is None else str(account_id))
+
+
+def lock(db: Session, keys: Iterable[Key]) -> dict[Key, int]:
+    """Lock the balances of `keys` for the rest of the caller's transaction and return
+    them (absent accounts hold 0). Call once per transaction, with every key it will post
+    to (see the module docstring)."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    # Creates missing rows; on SQLite its being a write also takes the database's write
+    # lock now, before any balance is read.
+    db.execute(
+        upsert_insert(db, Balance)
+        .values([{"account_type": t, "account_key": k, "amount": 0} for t, k in wanted])
+        .on_conflict_do_nothing()
+    )
+    found: dict[Key, int] = {}
+    for chunk_start in range(0, len(wanted), 500):
+        chunk = wanted[chunk_start : chunk_start + 500]
+        query = select(Balance.account_type, Balance.account_key, Balance.amount).where(
+            tuple_(Balance.account_type, Balance.account_key).in_(chunk)
+        )
+        if db.get_bind().dialect.name == "postgresql":
+            query = query.order_by(Balance.account_type, Balance.account_key).with_for_update()
+        for account_type, account_key, amount in db.execute(query):
+            found[(account_type, account_key)] = int(amount)
+    return {k: found.get(k, 0) for k in wanted}
+
+
+def post(
+    db: Session,
+    locked: dict[Key, int],
+    legs: Sequence[Leg],
+    vm_id: str | None = None,
+    memo: str = "",
+) -> str:
+    """Write one transaction (in the caller's database transaction) and update `locked`,
+    the balances from `lock`, which must cover every leg's account. Returns the
+    transaction id. Raises LedgerError (nothing written) if the legs do not sum to zero in
+    each class, mix classes with unknown accounts, or would overdraw an account."""
+    if not legs:
+        raise LedgerError("empty transaction")
+    cash = sum(leg.amount for leg in legs if leg.account_type in CASH_ACCOUNTS)
+    promo = sum(leg.amount for leg in legs if leg.account_type in PROMO_ACCOUNTS)
+    unknown = [leg for leg in legs if leg.account_type not in CASH_ACCOUNTS | PROMO_ACCOUNTS]
+    if unknown or cash != 0 or promo != 0:
+        raise LedgerError(f"unbalanced transaction: {legs!r}")
+    changes: dict[Key, int] = {}
+    for leg in legs:
+        key = key_of(leg.account_type, leg.account_id, vm_id)
+        if key not in locked:
+            raise LedgerError(f"account {key} was not locked for this transaction")
+        changes[key] = changes.get(key, 0) + leg.amount
+    for key, change in changes.items():
+        after = locked[key] + change
+        # An account already below zero (rows from before this rule) may still receive.
+        if key[0] in NEVER_NEGATIVE and change < 0 and after < 0:
+            raise OverdraftError(key, locked[key], change)
+    txn = secrets.token_hex(8)
+    now = utcnow()
+    db.add_all(
+        LedgerEntry(
+            txn_id=txn,
+            account_type=leg.account_type,
+            account_id=leg.account_id,
+            amount=leg.amount,
+            kind=leg.kind,
+            vm_id=vm_id,
+            memo=memo[:200],
+            created_at=now,
+        )
+        for leg in legs
+        if leg.amount != 0
+    )
+    for key, change in changes.items():
+        if change == 0:
+            continue
+        locked[key] += change
+        db.execute(
+            update(Balance)
+            .where(Balance.account_type == key[0], Balance.account_key == key[1])
+            .values(amount=locked[key])
+            .execution_options(synchronize_session=False)
+        )
+    return txn
+
+
+def balance(
+    db: Session, account_type: str, account_id: int | None, vm_id: str | None = None
+) -> int:
+    """The account's balance as last committed (no lock: for display and for decisions
+    that are taken again under `lock`)."""
+    t, k = key_of(account_type, account_id, vm_id)
+    amount = db.scalar(
+        select(Balance.amount).where(Balance.account_type == t, Balance.account_key == k)
+    )
+    return int(amount or 0)
+
+
+def transfer(
+    db: Session,
+    debit: tuple[str, int | None],
+    credit: tuple[str, int | None],
+    amount: int,
+    kind: str,
+    memo: str = "",
+    vm_id: str | None = None,
+) -> str:
+    """A two-leg transaction that locks its own two accounts: for callers that post just
+    this one transaction in their database transaction (deposits, payouts, grants)."""
+    locked = lock(db, [key_of(*debit, vm_id), key_of(*credit, vm_id)])
+    return post(
+        db,
+        locked,
+        [Leg(debit[0], debit[1], -amount, kind), Leg(credit[0], credit[1], amount, kind)],
+        vm_id=vm_id,
+        memo=memo,
+    )
