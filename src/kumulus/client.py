@@ -36,6 +36,10 @@ class ApiError(Exception):
         return cls(detail, resp.status_code, code, retry)
 
 
+# Every backend -> agent call ends within this many seconds.
+CALL_DEADLINE = 90.0
+
+
 class AgentClient:
     """One provider's agent, as the backend calls it. A provider is a stranger: every call
     ends within `deadline` seconds whatever the agent does (httpx's own timeouts are per
@@ -49,7 +53,7 @@ class AgentClient:
         keypair: Keypair,
         timeout: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
-        deadline: float = 90.0,
+        deadline: float = CALL_DEADLINE,
     ) -> None:
         self.host_id = host_id
         self.keypair = keypair

@@ -190,6 +190,12 @@ def vm_create(
         f"{_printable(vm['hostId'])}, {_printable(vm.get('pricePerHour') or '?')} per hour "
         "while running"
     )
+    if vm["actualState"] == "pending":  # 202: the host has not answered yet
+        typer.echo(
+            "its host has not answered yet; the platform keeps asking it. Check with: "
+            f"kumulus vm ls (the ssh line appears once it runs)"
+        )
+        return
     line, problem = _ssh_line(vm)
     if line:
         typer.echo(line)

@@ -101,7 +101,7 @@ def test_job_settings_are_checked(backend: TestClient, tmp_path: Any) -> None:
         data_dir=tmp_path, job_intervals={"meter": 2.5}, job_timeouts={"reputation": 9}
     )
     jobs = backend_jobs(app.state.db, settings, app.state.keypair)  # type: ignore[attr-defined]
-    assert jobs.runner.names == ["meter", "stops", "deletes", "prune", "reputation"]
+    assert jobs.runner.names == ["meter", "creates", "stops", "deletes", "prune", "reputation"]
     with pytest.raises(ValueError, match="unknown job"):
         backend_jobs(
             app.state.db,  # type: ignore[attr-defined]

@@ -40,6 +40,7 @@ from kumulus.core.hostnames import (
     validate_public_host,
 )
 from kumulus.core.money import format_amount, hourly_price
+from kumulus.core.schemas import VMPublic
 from kumulus.core.sizes import format_size
 
 log = logging.getLogger(__name__)
@@ -266,6 +267,18 @@ class VMService:
             try:
                 agent_vm = self._agent(host).create_vm(self._agent_body(vm), idempotency_key=vm.id)
             except ApiError as exc:
+                if exc.status is None:
+                    # No answer in time: the host may still be creating it. It stays placed
+                    # there (hold and capacity kept, nothing billed yet) and the `creates`
+                    # job asks the same host again with the same key until it answers:
+                    # adopted or refused, never an unbilled VM left running elsewhere.
+                    log.warning(
+                        "VM %s: no answer from %s to its create (%s); resolving it there",
+                        vm.id, host.id, exc.detail,
+                    )  # fmt: skip
+                    vm.actual_state, vm.failure_reason, vm.updated_at = "pending", None, utcnow()
+                    self.db.commit()
+                    return vm
                 last_error = f"host {host.id}: {exc.detail}"
                 log.warning("VM %s: agent create failed on %s: %s", vm.id, host.id, exc.detail)
                 _count_lease(self.db, host.id, completed=False)
@@ -273,19 +286,54 @@ class VMService:
                 self._unplace(vm)
                 tried.add(host.id)
                 continue
-            vm.agent_vm_id = agent_vm.vm_id
-            start_metering(vm)
-            vm.ssh_host = host.public_ip
-            vm.ssh_port = agent_vm.ssh_port
-            vm.actual_state = "running" if agent_vm.status == "Running" else "starting"
-            vm.updated_at = utcnow()
-            self.db.commit()
+            self._adopt(vm, host, agent_vm)
             return vm
         vm.actual_state = "failed"
         vm.failure_reason = last_error or "no other host fits"
         vm.updated_at = utcnow()
         self.db.commit()
         raise UpstreamError(f"VM {vm.id} failed: {vm.failure_reason}", code="vm_failed")
+
+    def _adopt(self, vm: VM, host: Host, agent_vm: VMPublic) -> None:
+        """The host has the VM: it is paid for from now on (commits)."""
+        vm.agent_vm_id = agent_vm.vm_id
+        start_metering(vm)
+        vm.ssh_host = host.public_ip
+        vm.ssh_port = agent_vm.ssh_port
+        vm.actual_state = "running" if agent_vm.status == "Running" else "starting"
+        vm.updated_at = utcnow()
+        self.db.commit()
+
+    def awaiting_create(self, vm: VM) -> bool:
+        """Placed, its create sent, no answer from the host yet."""
+        return vm.host_id is not None and vm.agent_vm_id is None and vm.actual_state == "pending"
+
+    def resolve_create(self, vm: VM) -> bool:
+        """Ask the VM's host again, with the same idempotency key, for a create it did not
+        answer: adopt the VM if the host has it (or makes it now), or give the hold and
+        capacity back if the host refuses. True once resolved; raises the error family
+        while the host is away or failing (the `creates` job tries again later)."""
+        self.db.refresh(vm)
+        if not self.awaiting_create(vm) or vm.intended_state == "deleted":
+            return False
+        host = self.db.get(Host, vm.host_id or "")
+        if host is None or host_status(host, self.settings.heartbeat_ttl) == "offline":
+            raise UnavailableError(f"host {vm.host_id} is offline", code="host_offline")
+        try:
+            agent_vm = self._agent(host).create_vm(self._agent_body(vm), idempotency_key=vm.id)
+        except ApiError as exc:
+            if exc.status is None or exc.status >= 500:
+                raise self._agent_error(exc) from exc
+            # Refused outright: nothing of it exists there.
+            _count_lease(self.db, host.id, completed=False)
+            self.db.commit()
+            self._unplace(vm)
+            vm.actual_state, vm.updated_at = "failed", utcnow()
+            vm.failure_reason = f"host {host.id}: {exc.detail}"
+            self.db.commit()
+            return True
+        self._adopt(vm, host, agent_vm)
+        return True
 
     @staticmethod
     def _agent_body(vm: VM) -> dict[str, Any]:
@@ -428,15 +476,25 @@ class VMService:
     def finish_delete(self, vm: VM) -> bool:
         """Ask the host to remove a VM whose intended state is deleted; see `delete`."""
         host = self.db.get(Host, vm.host_id) if vm.host_id else None
-        if host is not None and vm.agent_vm_id is not None:
+        unanswered = self.awaiting_create(vm)
+        if host is not None and (vm.agent_vm_id is not None or unanswered):
             if host_status(host, self.settings.heartbeat_ttl) == "offline":
                 return self._deleting(vm, f"host {host.id} is offline")
             try:
+                if vm.agent_vm_id is None:
+                    # The host never answered its create: it may have the VM. Learn its id
+                    # with the same key (the agent answers with the one it has) to delete it.
+                    agent_vm = self._agent(host).create_vm(
+                        self._agent_body(vm), idempotency_key=vm.id
+                    )
+                    vm.agent_vm_id = agent_vm.vm_id
+                    self.db.commit()
                 self._agent(host).delete_vm(vm.agent_vm_id)
             except ApiError as exc:
                 if exc.status is None or exc.status >= 500:
                     return self._deleting(vm, exc.detail)
-                if exc.status != 404:  # already gone on the host is fine
+                # Already gone on the host is fine; so is a create it refuses (it made none).
+                if exc.status != 404 and vm.agent_vm_id is not None:
                     raise UpstreamError(f"the host refused: {exc.detail}") from exc
         # A lease completed if the VM ever ran on its host (it was metered from then on),
         # whatever state a racing delete left it in.

@@ -27,7 +27,16 @@ from substrateinterface import Keypair
 
 from kumulus.backend.db import Database
 from kumulus.backend.deposits import DepositWatcher
-from kumulus.backend.jobs import deletes, deposits, meter, payouts, prune, reputation, stops
+from kumulus.backend.jobs import (
+    creates,
+    deletes,
+    deposits,
+    meter,
+    payouts,
+    prune,
+    reputation,
+    stops,
+)
 from kumulus.backend.jobs.anchors import AnchorJob
 from kumulus.backend.jobs.lease import DbLease
 from kumulus.backend.payouts import PayoutWorker
@@ -37,7 +46,7 @@ from kumulus.core.jobs import Job, JobRunner, Lease, LeaseUse
 
 log = logging.getLogger(__name__)
 
-FREQUENT = ("meter", "stops", "deletes", "prune", "deposits", "payouts", "anchors")
+FREQUENT = ("meter", "creates", "stops", "deletes", "prune", "deposits", "payouts", "anchors")
 ALL = (*FREQUENT, "reputation", payouts.SCHEDULE)
 
 
@@ -89,6 +98,8 @@ def backend_jobs(
     jobs = [
         Job("meter", every("meter"), timeout("meter"),
             partial(meter.meter_and_enforce, db, settings), lease=lease),
+        Job("creates", every("creates"), timeout("creates"),
+            partial(creates.resolve_creates, db, settings, keypair), lease=lease),
         Job("stops", every("stops"), timeout("stops"),
             partial(stops.send_pending_stops, db, settings, keypair), lease=lease),
         Job("deletes", every("deletes"), timeout("deletes"),

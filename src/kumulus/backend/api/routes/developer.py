@@ -54,18 +54,29 @@ def list_vms(
     return Page(items=[vms.view(vm) for vm in rows], next=next_cursor)
 
 
-@router.post("/vms", response_model=VMOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/vms",
+    response_model=VMOut,
+    status_code=status.HTTP_201_CREATED,
+    responses={202: {"model": VMOut, "description": "placed; its host has not answered yet"}},
+)
 def create_vm(
     body: VMCreateIn,
     account: CurrentDeveloper,
     vms: VMs,
+    response: Response,
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=128)
     ] = None,
 ) -> VMOut:
-    """Place the VM on an online host that fits and create it there. Answers when the
-    host's agent has it running (sshd answering) or says why it could not."""
-    return vms.view(vms.create(account, body, idempotency_key))
+    """Place the VM on an online host that fits (taking its prepaid hold) and create it
+    there. 201 when the host's agent has it running (sshd answering); 202 when the host did
+    not answer in time: the VM is `pending` on that host and the backend resolves it there
+    (poll GET /v1/vms/{id}); errors say why it could not be made."""
+    vm = vms.create(account, body, idempotency_key)
+    if vms.awaiting_create(vm):
+        response.status_code = status.HTTP_202_ACCEPTED
+    return vms.view(vm)
 
 
 @router.get("/vms/{vm_id}", response_model=VMOut)
