@@ -193,7 +193,7 @@ def vm_create(
     if vm["actualState"] == "pending":  # 202: the host has not answered yet
         typer.echo(
             "its host has not answered yet; the platform keeps asking it. Check with: "
-            f"kumulus vm ls (the ssh line appears once it runs)"
+            "kumulus vm ls (the ssh line appears once it runs)"
         )
         return
     line, problem = _ssh_line(vm)
