@@ -54,7 +54,7 @@ def test_running_out_stops_vms_and_refuses_new_ones(
         dev = db.get(Account, developer.id)
         assert dev is not None
         prov = account(db, "provider")
-        expensive = host(db, prov, online=False)  # away: the stop is recorded, retried later
+        expensive = host(db, prov)
         db.execute(update(Host).where(Host.id == expensive.id).values(price_cpu_hour=10 * UNIT))
         db.flush()
         db.refresh(expensive)
@@ -64,6 +64,9 @@ def test_running_out_stops_vms_and_refuses_new_ones(
     # 2 vCPU at 10 UNIT/h, two hours unmetered: the 10 UNIT of credit is all it can cost.
     report = app.state.jobs.run_now("meter").value  # type: ignore[attr-defined]
     assert report.charged == 10 * UNIT and report.stopped_for_funds == 1
+    with db_.session() as db:  # the host goes away: the stop is recorded, retried later
+        db.execute(update(Host).where(Host.id == expensive.id).values(last_heartbeat_at=None))
+        db.commit()
     with db_.session() as db:
         row = db.get(VM, vm_id)
         assert row is not None

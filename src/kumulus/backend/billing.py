@@ -77,6 +77,7 @@ class Terms:
     window: float  # seconds of the VM's current rate a hold covers
     post_every: float = 3600.0  # seconds between postings of accrued usage
     unfunded_grace: float = 7 * 86400.0
+    heartbeat_ttl: float = 30.0  # a host silent longer is offline
 
 
 @dataclass
@@ -96,6 +97,7 @@ def terms_of(settings: BackendSettings) -> Terms:
         window=settings.hold_window,
         post_every=settings.ledger_post_interval,
         unfunded_grace=settings.unfunded_grace,
+        heartbeat_ttl=settings.heartbeat_ttl,
     )
 
 
@@ -115,10 +117,15 @@ def stopped_rate(vm: VM) -> int:
     return hourly_price(0, 0, vm.disk, 0, 0, vm.price_disk_gib_hour)
 
 
-def rate_of(vm: VM) -> int:
-    if vm.intended_state == "deleted" or vm.actual_state in ("failed", "deleted"):
+def rate_of(vm: VM, host_offline: bool = False) -> int:
+    """What the VM pays per hour now. The developer never pays for a provider's failure:
+    a VM its host no longer has (`missing`) pays nothing, and one on a host that stopped
+    answering pays for its disk only, whatever it was meant to be doing."""
+    if vm.intended_state == "deleted" or vm.actual_state in ("failed", "deleted", "missing"):
         return 0
-    return running_rate(vm) if vm.intended_state == "running" else stopped_rate(vm)
+    if vm.intended_state == "running" and not host_offline:
+        return running_rate(vm)
+    return stopped_rate(vm)
 
 
 def hold_for(rate_per_hour: int, window: float) -> int:
@@ -149,27 +156,45 @@ def keys_of(vm: VM, provider_id: int | None) -> list[Key]:
     return keys
 
 
-def providers_of(db: Session, vms: Iterable[VM]) -> dict[str, int]:
+@dataclass(frozen=True)
+class Hosts:
+    """What settling needs to know of the VMs' hosts: whose they are, which are offline."""
+
+    provider: dict[str, int]
+    offline: frozenset[str] = frozenset()
+
+    def get(self, host_id: str) -> int | None:
+        return self.provider.get(host_id)
+
+
+def hosts_of(db: Session, vms: Iterable[VM], heartbeat_ttl: float | None = None) -> Hosts:
     host_ids = {vm.host_id for vm in vms if vm.host_id}
     if not host_ids:
-        return {}
-    return dict(db.execute(select(Host.id, Host.account_id).where(Host.id.in_(host_ids))).all())
+        return Hosts({})
+    rows = db.execute(
+        select(Host.id, Host.account_id, Host.last_heartbeat_at).where(Host.id.in_(host_ids))
+    ).all()
+    offline: set[str] = set()
+    if heartbeat_ttl is not None:
+        since = utcnow() - timedelta(seconds=heartbeat_ttl)
+        offline = {h for h, _, seen in rows if seen is None or aware(seen) < since}
+    return Hosts({h: a for h, a, _ in rows}, frozenset(offline))
 
 
-def lock_vms(db: Session, vms: Sequence[VM]) -> tuple[dict[Key, int], dict[str, int]]:
+def lock_vms(
+    db: Session, vms: Sequence[VM], heartbeat_ttl: float | None = None
+) -> tuple[dict[Key, int], Hosts]:
     """Lock every balance the VMs' money touches, then re-read the VMs (what another
-    process committed before the lock is seen now). Returns the balances and each host's
-    provider account."""
-    db.flush()  # a refresh would drop unflushed changes
-    providers = providers_of(db, vms)
-    keys = [k for vm in vms for k in keys_of(vm, providers.get(vm.host_id or ""))]
+    process committed before the lock is seen now). Returns the balances and the VMs'
+    hosts (offline ones only when `heartbeat_ttl` is given)."""
+    db.flush()  # re-reading would drop unflushed changes
+    hosts = hosts_of(db, vms, heartbeat_ttl)
+    keys = [k for vm in vms for k in keys_of(vm, hosts.get(vm.host_id or ""))]
     locked = ledger.lock(db, keys)
     for start in range(0, len(vms), 500):  # one query per 500, not a refresh per VM
         ids = [vm.id for vm in vms[start : start + 500]]
-        db.execute(
-            select(VM).where(VM.id.in_(ids)).execution_options(populate_existing=True)
-        ).all()
-    return locked, providers
+        db.execute(select(VM).where(VM.id.in_(ids)).execution_options(populate_existing=True)).all()
+    return locked, hosts
 
 
 def _held(vm: VM, locked: dict[Key, int]) -> tuple[int, int]:
@@ -271,7 +296,9 @@ def post_usage(
     return True
 
 
-def charge(db: Session, vm: VM, locked: dict[Key, int], now: datetime) -> tuple[int, bool]:
+def charge(
+    db: Session, vm: VM, locked: dict[Key, int], now: datetime, host_offline: bool = False
+) -> tuple[int, bool]:
     """Accrue the VM's usage from `metered_until` to `now` at the rate of its intended
     state, topping its hold up from the developer's funds if it falls short. Returns
     (planck accrued, whether the funds ran out: then only what there was is charged)."""
@@ -281,7 +308,7 @@ def charge(db: Session, vm: VM, locked: dict[Key, int], now: datetime) -> tuple[
     ms = int((now - start).total_seconds() * 1000)
     if ms <= 0:
         return 0, False
-    rate = rate_of(vm)
+    rate = rate_of(vm, host_offline)
     if rate < 0:  # a row written around the API's bounds: never pay anyone for it
         raise LedgerError(f"VM {vm.id} has a negative price ({rate} planck/h)")
     cost, carry = divmod(rate * ms + vm.meter_carry, MS_PER_HOUR)
@@ -340,7 +367,7 @@ def settle(
     *,
     to_state: str | None = None,
     locked: dict[Key, int] | None = None,
-    providers: dict[str, int] | None = None,
+    providers: Hosts | None = None,
     strict: bool = False,
     money: Callable[[int], str] = str,
 ) -> Outcome:
@@ -353,10 +380,10 @@ def settle(
     balances are locked here (the caller's transaction must not have locked any)."""
     now = now or utcnow()
     if locked is None or providers is None:
-        locked, providers = lock_vms(db, [vm])
+        locked, providers = lock_vms(db, [vm], terms.heartbeat_ttl)
     out = Outcome()
     provider_id = providers.get(vm.host_id or "")
-    out.charged, ran_out = charge(db, vm, locked, now)
+    out.charged, ran_out = charge(db, vm, locked, now, (vm.host_id or "") in providers.offline)
     if to_state is not None:
         vm.intended_state = to_state
     target = 0 if vm.intended_state == "deleted" else hold_for(rate_of(vm), terms.window)

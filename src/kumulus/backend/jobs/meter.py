@@ -74,7 +74,7 @@ def _settle_chunk(
     s: Session, ids: list[str], terms: billing.Terms, now: datetime, report: MeterReport
 ) -> None:
     vms = list(s.scalars(select(VM).where(VM.id.in_(ids))))
-    locked, providers = billing.lock_vms(s, vms)
+    locked, providers = billing.lock_vms(s, vms, terms.heartbeat_ttl)
     outcomes = [billing.settle(s, vm, terms, now, locked=locked, providers=providers) for vm in vms]
     s.commit()
     for vm, out in zip(vms, outcomes, strict=True):
