@@ -228,12 +228,15 @@ def backend_reset_chain_state(
     settings = BackendSettings()
     db = Database(settings.db_url)
     migrate(db.engine)
-    with db.session() as s:
-        plan = chain_identity.plan_reset(s)
-        typer.echo("\n".join(plan.describe()))
-        if not yes and not typer.confirm("Forget this?", default=False):
-            raise _fail("nothing changed")
-        chain_identity.reset(s, plan)
+    try:
+        with db.session() as s:
+            plan = chain_identity.plan_reset(s)
+            typer.echo("\n".join(plan.describe()))
+            if not yes and not typer.confirm("Forget this?", default=False):
+                raise _fail("nothing changed")
+            chain_identity.reset(s, plan)
+    finally:
+        db.engine.dispose()
     typer.echo("settlement state reset: the backend adopts the chain it connects to next")
 
 
@@ -247,8 +250,11 @@ def backend_settlement() -> None:
     settings = BackendSettings()
     db = Database(settings.db_url)
     migrate(db.engine)
-    with db.session() as s:
-        states = settlement_state.all_states(s)
+    try:
+        with db.session() as s:
+            states = settlement_state.all_states(s)
+    finally:
+        db.engine.dispose()
     typer.echo(f"pinned chain (genesis): {states.pop(settlement_state.GENESIS, 'none yet')}")
     if not states:
         typer.echo("settlement runs: nothing is stopped or waiting")
