@@ -204,20 +204,63 @@ def backend_rescan_deposits(
 ) -> None:
     """Make the deposit watcher go over blocks again (deposits are never credited twice)."""
     from kumulus.backend.db import Database, migrate
-    from kumulus.backend.deposits import CURSOR
-    from kumulus.backend.models import ChainCursor
+    from kumulus.backend.deposits import move_cursor
 
     settings = BackendSettings()
     db = Database(settings.db_url)
     migrate(db.engine)
     with db.session() as s:
-        row = s.get(ChainCursor, CURSOR)
-        if row is None:
-            s.add(ChainCursor(name=CURSOR, block_number=from_block - 1))
-        else:
-            row.block_number = from_block - 1
+        move_cursor(s, from_block - 1, None, None)
         s.commit()
     typer.echo(f"deposits will be scanned again from block {from_block}")
+
+
+@backend_app.command("reset-chain-state")
+def backend_reset_chain_state(
+    yes: Annotated[bool, typer.Option("--yes", help="do not ask for confirmation")] = False,
+) -> None:
+    """Forget the settlement state of the chain this backend followed, so that it adopts
+    the chain it connects to next (after a chain was restarted or replaced). Says what it
+    forgets and asks first; paid payouts and deposits are kept as history."""
+    from kumulus.backend import chain_identity
+    from kumulus.backend.db import Database, migrate
+
+    settings = BackendSettings()
+    db = Database(settings.db_url)
+    migrate(db.engine)
+    try:
+        with db.session() as s:
+            plan = chain_identity.plan_reset(s)
+            typer.echo("\n".join(plan.describe()))
+            if not yes and not typer.confirm("Forget this?", default=False):
+                raise _fail("nothing changed")
+            chain_identity.reset(s, plan)
+    finally:
+        db.engine.dispose()
+    typer.echo("settlement state reset: the backend adopts the chain it connects to next")
+
+
+@backend_app.command("settlement")
+def backend_settlement() -> None:
+    """Show the settlement state: the pinned chain, and whatever stops or delays deposits
+    and payouts (with the reasons)."""
+    from kumulus.backend import settlement_state
+    from kumulus.backend.db import Database, migrate
+
+    settings = BackendSettings()
+    db = Database(settings.db_url)
+    migrate(db.engine)
+    try:
+        with db.session() as s:
+            states = settlement_state.all_states(s)
+    finally:
+        db.engine.dispose()
+    typer.echo(f"pinned chain (genesis): {states.pop(settlement_state.GENESIS, 'none yet')}")
+    if not states:
+        typer.echo("settlement runs: nothing is stopped or waiting")
+    for name, reason in sorted(states.items()):
+        colour = typer.colors.RED if name.startswith("blocked:") else typer.colors.YELLOW
+        typer.secho(f"{name}: {reason}", fg=colour)
 
 
 @app.command("verify")

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from kumulus import __version__
 from kumulus.core.hostnames import validate_public_host
 from kumulus.core.money import INT64_MAX, largest_charge, parse_amount
+from kumulus.core.signing import SignatureError, public_key_of
 
 DEFAULT_STATE_DIR = Path("/var/lib/kumulus")
 
@@ -143,11 +144,19 @@ class BackendSettings(BaseSettings):
     ledger_post_interval: float = Field(default=3600.0, gt=0, le=86400)
     unfunded_grace: float = Field(default=7 * 86400.0, ge=0)
     low_balance_hours: float = Field(default=24.0, ge=0)  # warn below this much runway
-    # On-chain settlement (off without a chain URL): deposits to, and payouts from, the
-    # platform account whose mnemonic is in `payout_key_file` (0600; made on first start).
+    # On-chain settlement (off without a chain URL). Deposits land on their own address:
+    # the key in `deposit_key_file` (0600; made on first start), or `deposit_address`, a
+    # cold address whose key is not on the backend. Payouts go out from the key in
+    # `payout_key_file` (0600; made on first start), a hot wallet holding `payout_float`
+    # tokens, topped up from the deposit key (job payout-float); at most `payout_daily_cap`
+    # tokens leave it in any 24 hours (a payout over it waits).
     chain_url: str | None = None
     ss58_format: int = Field(default=42, ge=0, le=16383)
     payout_key_file: Path | None = None
+    deposit_key_file: Path | None = None
+    deposit_address: str | None = None
+    payout_float: str = Field(default="100", pattern=r"^\d{1,12}(\.\d{1,18})?$")
+    payout_daily_cap: str = Field(default="1000", pattern=r"^\d{1,12}(\.\d{1,18})?$")
     payout_minimum: str = Field(default="1", pattern=r"^\d{1,12}(\.\d{1,18})?$")
     payout_interval: float = Field(default=86400.0, gt=0)  # scheduled payouts of earnings
     # Usage and reputation digests go on chain every `anchor_interval` seconds, signed by
@@ -182,6 +191,25 @@ class BackendSettings(BaseSettings):
             if not seconds > 0:
                 raise ValueError(f"{name}: seconds must be > 0")
         return value
+
+    @field_validator("deposit_address")
+    @classmethod
+    def _ss58(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            public_key_of(value)
+        except SignatureError as exc:
+            raise ValueError(f"deposit_address: {exc.reason}") from exc
+        return value
+
+    @property
+    def payout_float_planck(self) -> int:
+        return parse_amount(self.payout_float, self.token_decimals)
+
+    @property
+    def payout_daily_cap_planck(self) -> int:
+        return parse_amount(self.payout_daily_cap, self.token_decimals)
 
     @model_validator(mode="after")
     def _amounts_fit(self) -> BackendSettings:
@@ -222,6 +250,8 @@ class BackendSettings(BaseSettings):
             self.key_file = self.data_dir / "backend-mnemonic"
         if self.payout_key_file is None:
             self.payout_key_file = self.data_dir / "payout-mnemonic"
+        if self.deposit_key_file is None:
+            self.deposit_key_file = self.data_dir / "deposit-mnemonic"
         if self.anchor_key_file is None:
             self.anchor_key_file = self.data_dir / "anchor-mnemonic"
         return self

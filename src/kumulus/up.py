@@ -150,6 +150,32 @@ def _local_chain(spec: Path, backend: BackendSettings, logs: Path) -> DevNode:
     return node
 
 
+def _forget_previous_chain(backend: BackendSettings) -> str:
+    """`kumulus up` starts a fresh chain from genesis every time (chopsticks cannot resume
+    one: signatures fail after a resume), so the settlement state of the previous run's
+    chain is forgotten before the backend starts (chain_identity.reset: the deposit cursor,
+    the pinned genesis, unconfirmed payouts; history is kept). Returns what to tell."""
+    from kumulus.backend import chain_identity
+    from kumulus.backend.db import Database, migrate
+
+    db = Database(backend.db_url)
+    try:
+        migrate(db.engine)
+        with db.session() as s:
+            plan = chain_identity.plan_reset(s)
+            if plan.genesis is None and plan.cursor is None and not plan.unconfirmed:
+                return "no settlement state from an earlier chain"
+            chain_identity.reset(s, plan)
+    finally:
+        db.engine.dispose()
+    parts = [f"deposit cursor at block {plan.cursor}"] if plan.cursor is not None else []
+    parts.append(f"{len(plan.unconfirmed)} unconfirmed payout(s) refunded")
+    return (
+        "forgot the previous local chain's settlement state (" + ", ".join(parts) + "); "
+        f"kept {plan.paid} paid payout(s) and {plan.deposits} deposit(s) as history"
+    )
+
+
 def run_up(chain_spec: Path | None = None) -> None:
     # A local platform is for trying things: developers get promotional credit to start
     # with (a production backend gives none unless its operator sets it).
@@ -166,6 +192,10 @@ def run_up(chain_spec: Path | None = None) -> None:
         except (DevNodeError, ChainError) as exc:
             raise typer.Exit(_say_fail(f"local chain: {exc}")) from exc
         typer.echo(f"local development chain at {node.url} (chopsticks; log {logs}/chain.log)")
+        typer.echo(
+            "it is a fresh chain from genesis (chopsticks cannot resume one): "
+            + _forget_previous_chain(backend)
+        )
     elif not backend.chain_url:
         typer.echo(
             "on-chain settlement is OFF: metering and the ledger work, deposits and payouts "

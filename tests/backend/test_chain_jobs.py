@@ -10,6 +10,7 @@ from typing import Any, cast
 import pytest
 from fastapi.testclient import TestClient
 
+from kumulus.backend.hot_wallet import DepositSide
 from kumulus.backend.jobs import BackendJobs, backend_jobs
 from kumulus.backend.models import Anchor, Payout, ProviderProfile
 from kumulus.chain.client import ChainClient, ChainError, Receipt
@@ -20,6 +21,11 @@ from tests.backend.billing_fixtures import UNIT, account, earnings, host
 class AwayChain:
     """A chain node that does not answer."""
 
+    url = "ws://away"
+
+    def genesis_hash(self) -> str:
+        raise ChainError("connection refused")
+
     def finalized_number(self) -> int:
         raise ChainError("connection refused")
 
@@ -28,10 +34,18 @@ class AwayChain:
 
 
 class RemarkChain:
-    """Takes remarks (anchors); nothing else is asked of it here."""
+    """Takes remarks (anchors); otherwise only says which chain it is."""
+
+    url = "ws://remarks"
 
     def __init__(self) -> None:
         self.remarks: list[bytes] = []
+
+    def genesis_hash(self) -> str:
+        return "0x" + "33" * 32
+
+    def finalized_number(self) -> int:
+        return len(self.remarks)
 
     def remark(self, keypair: Any, data: bytes) -> Receipt:
         self.remarks.append(data)
@@ -48,6 +62,7 @@ def _jobs(backend: TestClient, chain: object) -> BackendJobs:
         cast(ChainClient, chain),
         keypair_from_mnemonic(new_mnemonic()),
         keypair_from_mnemonic(new_mnemonic()),
+        deposit=DepositSide("5DepositAddress", None),
     )
 
 
@@ -61,7 +76,9 @@ def test_a_chain_that_is_away_fails_only_the_chain_jobs(
     backend: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     jobs = _jobs(backend, AwayChain())
-    assert set(jobs.runner.names) >= {"deposits", "payouts", "payout-schedule", "anchors"}
+    assert set(jobs.runner.names) >= {
+        "deposits", "payouts", "payout-schedule", "anchors", "payout-float",
+    }  # fmt: skip
     with caplog.at_level(logging.WARNING), pytest.raises(ChainError):
         jobs.runner.run_now("deposits")
     assert jobs.runner.run_now("meter").ran and jobs.runner.run_now("prune").ran

@@ -1,6 +1,7 @@
 """Money on a real chain (chopsticks, fresh per session): a deposit from a linked wallet is
 credited once, also after a backend restart and a re-scan; one from an unlinked wallet is
-recorded, not credited; a payout arrives in the provider's wallet (System.Account); a backend
+recorded, not credited; deposits land on their own address and the payout key is topped up
+to its float from it; a payout arrives in the provider's wallet (System.Account); a backend
 that dies after sending a payout but before recording it does not pay twice."""
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy.orm import Session
 from substrateinterface import Keypair
 
 from kumulus.backend import ledger
+from kumulus.backend.clock import utcnow
 from kumulus.backend.db import Database, migrate
-from kumulus.backend.models import Payout, ProviderProfile
+from kumulus.backend.models import ChainDeposit, Payout, ProviderProfile
 from kumulus.backend.payouts import PayoutWorker, request_payout, schedule_payouts
 from kumulus.chain.client import ChainClient, Receipt
 from kumulus.chain.devnode import DevNode
@@ -74,7 +77,9 @@ def test_deposits_are_credited_exactly_once_and_payouts_arrive(
         dev = _account(anon, "payer@example.com", "developer")
         info = dev.get("/v1/billing/deposit-info").json()
         platform = info["address"]
-        fund(dev_chain, platform, 10 * UNIT)  # the payout account pays fees and payouts
+        payout_address = anon.get("/healthz").json()["payoutAddress"]
+        assert platform != payout_address  # the key that signs payouts holds no deposits
+        fund(dev_chain, platform, 10 * UNIT)  # what the payout float is topped up from
 
         mnemonic = new_mnemonic()
         wallet = keypair_from_mnemonic(mnemonic)
@@ -139,6 +144,12 @@ def test_deposits_are_credited_exactly_once_and_payouts_arrive(
 
         _wait(lambda: cursor() >= chain.finalized_number())
         assert _balance(dev) == start + 5 * UNIT and recorded() == seen
+        with sqlite3.connect(db_file) as conn:  # the cursor knows which chain it is on
+            pinned = conn.execute("SELECT genesis_hash FROM chain_cursors").fetchone()[0]
+        assert pinned == chain.genesis_hash()
+
+        # The payout key holds no deposits, only its float, topped up from the deposit key.
+        _wait(lambda: chain.free_balance(payout_address) > 10 * UNIT)
 
         # A provider's earnings are paid to their wallet on chain.
         prov = _account(anon, "earner@example.com", "provider")
@@ -165,6 +176,20 @@ def test_deposits_are_credited_exactly_once_and_payouts_arrive(
         backend.stop()
 
 
+def _credited_deposit(s: Session, chain: ChainClient, amount: int) -> None:
+    """A deposit credited in the chain's latest block (the circuit breaker lets payouts
+    through only up to credited deposits)."""
+    number = chain.finalized_number()
+    s.add(
+        ChainDeposit(
+            block_hash=chain.block_hash(number), event_index=0, block_number=number,
+            sender="5Dev", amount=amount, account_id=account(s, "developer").id,
+            txn_id="seeded", seen_at=utcnow(),
+        )
+    )  # fmt: skip
+    s.commit()
+
+
 class _DiesAfterSending(ChainClient):
     """The chain accepts the transfer, then the backend process dies before recording it."""
 
@@ -184,6 +209,7 @@ def test_a_crash_between_sending_and_recording_never_pays_twice(
     fund(dev_chain, key.ss58_address, 10 * UNIT)
     receiver = keypair_from_mnemonic(new_mnemonic()).ss58_address
     with db.session() as s:
+        _credited_deposit(s, ChainClient(dev_chain.url), 5 * UNIT)  # what payouts come from
         provider = account(s, "provider")
         earnings(s, provider.id, 5 * UNIT)
         s.commit()

@@ -51,6 +51,7 @@ def test_up_with_a_local_chain(docker_client: docker.DockerClient, tmp_path: Pat
             time.sleep(0.5)
         text = out_path.read_text()
         assert "Kumulus is up." in text and "local development chain at ws://127.0.0.1" in text
+        assert "a fresh chain from genesis" in text  # and what it did about the old one
         url = f"http://127.0.0.1:{ports['backend']}"
         with httpx.Client(base_url=url, timeout=30) as anon:
             dev = _account(anon, "up-dev@example.com", "developer")
@@ -60,7 +61,8 @@ def test_up_with_a_local_chain(docker_client: docker.DockerClient, tmp_path: Pat
             dev.close()
         chain = ChainClient(f"ws://127.0.0.1:{ports['chain']}")
         payout = load_keypair(tmp_path / "backend" / "payout-mnemonic").ss58_address
-        assert info.json()["address"] == payout
+        deposit = load_keypair(tmp_path / "backend" / "deposit-mnemonic").ss58_address
+        assert info.json()["address"] == deposit != payout  # deposits never on the payout key
         assert chain.free_balance(payout) >= 100 * UNIT
         chain.close()
     finally:

@@ -135,14 +135,17 @@ def build(db: Session, now: datetime | None = None) -> Anchor | None:
     return anchor
 
 
-def submit_pending(db: Session, chain: ChainClient, key: Keypair) -> int:
-    """Put pending anchors on chain; returns how many were anchored."""
+def submit_pending(
+    db: Session, chain: ChainClient, key: Keypair, genesis: str | None = None
+) -> int:
+    """Put pending anchors on chain (whose genesis hash is `genesis`, recorded on each);
+    returns how many were anchored."""
     done = 0
     for anchor in db.scalars(select(Anchor).where(Anchor.status == "pending")).all():
         receipt = chain.remark(key, remark_of(anchor))
         anchor.status = "anchored"
         anchor.block_hash, anchor.block_number = receipt.block_hash, receipt.block_number
-        anchor.extrinsic_hash = receipt.extrinsic_hash
+        anchor.extrinsic_hash, anchor.genesis_hash = receipt.extrinsic_hash, genesis
         db.commit()
         log.info("anchored %d records (root %s) in block %d", anchor.leaf_count, anchor.root,
                  receipt.block_number)  # fmt: skip

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from substrateinterface import Keypair
 
 from kumulus import __version__
+from kumulus.backend import settlement_state
 from kumulus.backend.api.routes import (
     agents,
     anchors,
@@ -24,6 +25,7 @@ from kumulus.backend.api.routes import (
 )
 from kumulus.backend.db import Database, migrate
 from kumulus.backend.heartbeats import HeartbeatWriter
+from kumulus.backend.hot_wallet import DepositSide, deposit_side
 from kumulus.backend.jobs import backend_jobs
 from kumulus.chain.client import ChainClient
 from kumulus.config import BackendSettings
@@ -51,21 +53,27 @@ def _key(path: Path | None, what: str) -> Keypair:
 
 def settlement(
     settings: BackendSettings,
-) -> tuple[ChainClient | None, Keypair | None, Keypair | None]:
-    """The chain, the platform's payout key and its anchor key; all None when settlement
-    is off."""
+) -> tuple[ChainClient | None, Keypair | None, Keypair | None, DepositSide | None]:
+    """The chain, the platform's payout key, its anchor key and where deposits land; all
+    None when settlement is off."""
     if not settings.chain_url:
         log.warning(
             "on-chain settlement is OFF (no KUMULUS_BACKEND_CHAIN_URL): metering and the "
             "ledger work; deposits and payouts are refused until a chain is configured"
         )
-        return None, None, None
+        return None, None, None, None
     key = _key(settings.payout_key_file, "platform payout")
     anchor_key = _key(settings.anchor_key_file, "anchor")
+    deposit = deposit_side(settings)
     chain = ChainClient(settings.chain_url, settings.ss58_format)
-    log.info("on-chain settlement ON: %s; deposit/payout address %s", settings.chain_url,
-             key.ss58_address)  # fmt: skip
-    return chain, key, anchor_key
+    log.info(
+        "on-chain settlement ON: %s; deposit address %s (%s), payout address %s (float %s, "
+        "daily cap %s %s)", settings.chain_url, deposit.address,
+        "key on this backend" if deposit.key else "cold: key not on this backend",
+        key.ss58_address, settings.payout_float, settings.payout_daily_cap,
+        settings.token_symbol,
+    )  # fmt: skip
+    return chain, key, anchor_key, deposit
 
 
 def create_app(settings: BackendSettings) -> FastAPI:
@@ -73,8 +81,8 @@ def create_app(settings: BackendSettings) -> FastAPI:
     migrate(db.engine)
     keypair = backend_keypair(settings)
     heartbeats = HeartbeatWriter(db, ttl=settings.heartbeat_ttl)
-    chain, payout_key, anchor_key = settlement(settings)
-    jobs = backend_jobs(db, settings, keypair, chain, payout_key, anchor_key)
+    chain, payout_key, anchor_key, deposit = settlement(settings)
+    jobs = backend_jobs(db, settings, keypair, chain, payout_key, anchor_key, deposit=deposit)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -99,18 +107,26 @@ def create_app(settings: BackendSettings) -> FastAPI:
     app.state.chain = chain
     app.state.payout_key = payout_key
     app.state.anchor_key = anchor_key
+    app.state.deposit_address = deposit.address if deposit else None
     app.state.jobs = jobs.runner
     app.state.backend_jobs = jobs
     install_error_handlers(app)
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, Any]:
+        blocked: list[str] = []
+        if chain is not None:  # codes only: the reasons are for operators (the log, CLI)
+            with db.session() as s:
+                blocked = settlement_state.public_codes(s)
         return {
             "ok": True,
             "version": __version__,
             "backendAddress": keypair.ss58_address,
             "anchorAddress": anchor_key.ss58_address if anchor_key else None,
             "settlement": "on" if chain else "off",
+            "depositAddress": deposit.address if deposit else None,
+            "payoutAddress": payout_key.ss58_address if payout_key else None,
+            "settlementBlocked": blocked,
         }
 
     app.include_router(auth.router)

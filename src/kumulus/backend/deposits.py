@@ -2,9 +2,16 @@
 deposit address exactly once.
 
 Exactly once: each transfer is recorded under its (block hash, event index) primary key in the
-same database transaction as its ledger credit and the cursor move, so a crash, a restart or
-a deliberate re-scan can never credit it twice. Transfers from wallets no developer linked are
-recorded but not credited."""
+same database transaction as its ledger credit, and the cursor moves once the block is done,
+so a crash, a restart or a deliberate re-scan can never credit it twice. One transaction per
+deposit: each locks its developer's balance once, in the ledger's lock order, so crediting
+never deadlocks with metering. Transfers from wallets no developer linked are
+recorded but not credited.
+
+The deposit address is its own (not the payout key's; see backend/hot_wallet.py), and the
+watcher runs only on the chain the settlement state belongs to (backend/chain_identity.py):
+the cursor and each deposit carry that chain's genesis hash, the cursor also its block's
+hash."""
 
 from __future__ import annotations
 
@@ -13,14 +20,14 @@ import logging
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from kumulus.backend import ledger
+from kumulus.backend import chain_identity, ledger
 from kumulus.backend.clock import utcnow
 from kumulus.backend.db import Database, upsert_insert
 from kumulus.backend.models import ChainCursor, ChainDeposit, DeveloperWallet
 from kumulus.chain.client import ChainClient, Transfer
 
 log = logging.getLogger(__name__)
-CURSOR = "deposits"
+CURSOR = chain_identity.DEPOSIT_CURSOR
 
 
 class DepositWatcher:
@@ -35,8 +42,12 @@ class DepositWatcher:
 
     def scan(self, max_blocks: int = 500) -> int:
         """Process finalized blocks after the cursor (at most `max_blocks`); returns how many
-        deposits were credited. The first scan starts at the current finalized block."""
+        deposits were credited. The first scan starts at the current finalized block.
+        Nothing is scanned on a chain that is not the pinned one (chain_identity.verify)."""
         credited = 0
+        genesis = chain_identity.verify(self._db, self._chain)
+        if genesis is None:
+            return 0
         head = self._chain.finalized_number()
         with self._db.session() as s:
             last = self.cursor(s)
@@ -48,8 +59,10 @@ class DepositWatcher:
                     for t in self._chain.transfers(number)
                     if self._chain.same_account(t.dest, self.address)
                 ]
-                credited += sum(self._record(s, t) for t in transfers)
-                self._move_cursor(s, number)
+                for transfer in transfers:
+                    credited += self._record(s, transfer, genesis)
+                    s.commit()
+                move_cursor(s, number, genesis, self._chain.block_hash(number))
                 s.commit()
         return credited
 
@@ -57,16 +70,10 @@ class DepositWatcher:
         """Go back: blocks from `block_number` on are processed again (nothing is credited
         twice; transfers missed before, e.g. while the chain URL was wrong, are found)."""
         with self._db.session() as s:
-            self._move_cursor(s, block_number - 1)
+            move_cursor(s, block_number - 1, None, None)
             s.commit()
 
-    def _move_cursor(self, s: Session, number: int) -> None:
-        stmt = upsert_insert(s, ChainCursor).values(name=CURSOR, block_number=number)
-        s.execute(
-            stmt.on_conflict_do_update(index_elements=["name"], set_={"block_number": number})
-        )
-
-    def _record(self, s: Session, transfer: Transfer) -> int:
+    def _record(self, s: Session, transfer: Transfer, genesis: str) -> int:
         account_id = s.scalar(
             select(DeveloperWallet.account_id).where(DeveloperWallet.address == transfer.sender)
         )
@@ -80,11 +87,16 @@ class DepositWatcher:
                 amount=transfer.amount,
                 account_id=account_id,
                 seen_at=utcnow(),
+                genesis_hash=genesis,
             )
             .on_conflict_do_nothing()
+            # RETURNING, not rowcount: an ORM INSERT on PostgreSQL (psycopg) reports no
+            # rowcount, so deposits there were recorded and never credited.
+            .returning(ChainDeposit.block_hash)
         )
-        if inserted.rowcount != 1 or account_id is None:  # type: ignore[attr-defined]
-            if account_id is None and inserted.rowcount == 1:  # type: ignore[attr-defined]
+        new = inserted.first() is not None
+        if not new or account_id is None:
+            if account_id is None and new:
                 log.info(
                     "deposit of %d from unlinked wallet %s recorded, not credited",
                     transfer.amount,
@@ -104,3 +116,14 @@ class DepositWatcher:
         row.txn_id = txn
         log.info("credited deposit of %d to account %d", transfer.amount, account_id)
         return 1
+
+
+def move_cursor(s: Session, number: int, genesis: str | None, block_hash: str | None) -> None:
+    """Set the deposit cursor to block `number` (no commit). A None genesis keeps the one on
+    the cursor; a None block hash means unknown (a re-scan: the chain check then looks at
+    the latest deposit instead)."""
+    values: dict[str, object] = {"block_number": number, "block_hash": block_hash}
+    if genesis is not None:
+        values["genesis_hash"] = genesis
+    stmt = upsert_insert(s, ChainCursor).values(name=CURSOR, **values)
+    s.execute(stmt.on_conflict_do_update(index_elements=["name"], set_=values))

@@ -339,6 +339,10 @@ class ChainCursor(Base):
 
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     block_number: Mapped[int] = mapped_column(BigInteger)
+    # Which chain (its genesis hash) and which block (its hash): a chain restarted from
+    # genesis reuses block numbers, so the number alone does not say where we are.
+    genesis_hash: Mapped[str | None] = mapped_column(String(66))
+    block_hash: Mapped[str | None] = mapped_column(String(66))
 
 
 class ChainDeposit(Base):
@@ -355,6 +359,7 @@ class ChainDeposit(Base):
     account_id: Mapped[int | None] = mapped_column(Integer)  # None: sender not linked
     txn_id: Mapped[str | None] = mapped_column(String(32))
     seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    genesis_hash: Mapped[str | None] = mapped_column(String(66))  # the chain it landed on
 
 
 class Payout(Base):
@@ -378,6 +383,10 @@ class Payout(Base):
     txn_id: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Set when submitted: the chain its nonce belongs to, and when (the daily payout cap
+    # counts what was sent in the last 24 hours).
+    genesis_hash: Mapped[str | None] = mapped_column(String(66))
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
 
 
 class Anchor(Base):
@@ -399,6 +408,7 @@ class Anchor(Base):
     block_number: Mapped[int | None] = mapped_column(BigInteger)
     extrinsic_hash: Mapped[str | None] = mapped_column(String(66))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    genesis_hash: Mapped[str | None] = mapped_column(String(66))  # the chain it went on
 
 
 class AnchorLeaf(Base):
@@ -425,3 +435,16 @@ class WorkerLease(Base):
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     owner: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[float] = mapped_column(Float)
+
+
+class SettlementState(Base):
+    """Small named facts about settlement, shared by all backend processes: the pinned
+    chain (`genesis`) and why settlement is stopped or waiting (`blocked:chain`,
+    `blocked:breaker`, `waiting:float`, `waiting:cap`). A row present is a state in force;
+    see backend/settlement_state.py."""
+
+    __tablename__ = "settlement_state"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -10,7 +10,11 @@
    blocks since submission (paid, or failed and refunded); otherwise it is sent again with the
    same nonce, which the chain includes at most once.
 
-The payout key is used for payouts only, so its nonces are ours to assign."""
+The payout key is used for payouts only, so its nonces are ours to assign. It is a hot
+wallet holding a float, not the deposits (backend/hot_wallet.py), and what it may send is
+bounded: nothing is sent on a chain other than the pinned one (chain_identity; each payout
+records the genesis its nonce belongs to), nothing while the ledger check fails (breaker),
+and no more than `daily_cap` planck in any 24 hours (a payout over it waits, pending)."""
 
 from __future__ import annotations
 
@@ -18,12 +22,14 @@ import logging
 import os
 import secrets
 import socket
+from datetime import timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 from substrateinterface import Keypair
 
-from kumulus.backend import leases, ledger
+from kumulus.backend import breaker, chain_identity, leases, ledger
+from kumulus.backend import settlement_state as state
 from kumulus.backend.clock import utcnow
 from kumulus.backend.db import Database
 from kumulus.backend.models import Payout, ProviderProfile
@@ -96,6 +102,21 @@ def schedule_payouts(db: Session, minimum: int) -> int:
     return created
 
 
+def fail_payout(s: Session, payout: Payout, error: str) -> None:
+    """Mark `payout` failed and give its amount back to the provider's earnings (no commit).
+    Only for a payout known not to have been paid."""
+    payout.status, payout.error, payout.updated_at = "failed", error[:500], utcnow()
+    ledger.transfer(
+        s,
+        (ledger.CHAIN, None),
+        (ledger.PROVIDER, payout.account_id),
+        payout.amount,
+        "refund",
+        memo=f"payout {payout.id} failed",
+    )
+    log.warning("payout %d failed and was refunded: %s", payout.id, error)
+
+
 LEASE = "payout-sender"
 LEASE_TTL = 120.0
 
@@ -106,12 +127,19 @@ class PayoutWorker:
     after LEASE_TTL and the next one reconciles what it left."""
 
     def __init__(
-        self, db: Database, chain: ChainClient, key: Keypair, owner: str | None = None
+        self,
+        db: Database,
+        chain: ChainClient,
+        key: Keypair,
+        owner: str | None = None,
+        daily_cap: int | None = None,
     ) -> None:
         self._db = db
         self._chain = chain
         self._key = key
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.daily_cap = daily_cap  # planck per 24 h across all providers; None: no cap
+        self._genesis: str | None = None
 
     def close(self) -> None:
         """Release the sender lease (clean shutdown)."""
@@ -127,8 +155,12 @@ class PayoutWorker:
     def run_once(self, schedule_minimum: int | None = None) -> int:
         """Reconcile what was submitted, then (optionally) schedule payouts of earnings above
         `schedule_minimum`, then send pending payouts; returns how many were paid. Does
-        nothing when another process holds the sender lease."""
+        nothing when another process holds the sender lease or the chain is not the pinned
+        one."""
         if not self._hold_lease():
+            return 0
+        self._genesis = chain_identity.verify(self._db, self._chain)
+        if self._genesis is None:
             return 0
         paid = self.reconcile()
         with self._db.session() as s:
@@ -139,9 +171,11 @@ class PayoutWorker:
             pending = list(
                 s.scalars(select(Payout).where(Payout.status == "pending").order_by(Payout.id))
             )
+            if not pending:
+                state.clear_condition(self._db, state.WAITING_CAP)  # nothing waits
             for payout in pending:
-                if not self._hold_lease():
-                    break
+                if not self._hold_lease() or not self._under_cap(s, payout):
+                    break  # in order: a payout that waits is not overtaken by later ones
                 if not self._submit(s, payout):
                     break  # not settled: its nonce must be used before any later one
                 paid += 1
@@ -154,8 +188,39 @@ class PayoutWorker:
         on_chain = self._chain.nonce(self._key.ss58_address)
         return max(on_chain, (assigned + 1) if assigned is not None else 0)
 
+    def _under_cap(self, s: Session, payout: Payout) -> bool:
+        """Whether sending `payout` keeps the last 24 hours' payouts within the daily cap;
+        when not, the payout waits (`waiting:cap` says so) and is sent once older ones age
+        out of the window."""
+        if self.daily_cap is None:
+            return True
+        since = utcnow() - timedelta(hours=24)
+        sent = sum(
+            int(a)
+            for a in s.scalars(
+                select(Payout.amount).where(
+                    Payout.status.in_(("submitted", "paid")), Payout.submitted_at >= since
+                )
+            )
+        )
+        if sent + int(payout.amount) <= self.daily_cap:
+            state.clear_condition(self._db, state.WAITING_CAP)
+            return True
+        state.raise_condition(
+            self._db,
+            state.WAITING_CAP,
+            f"payout {payout.id} of {payout.amount} planck waits: {sent} planck were paid out "
+            f"in the last 24 hours and the daily cap is {self.daily_cap} "
+            "(KUMULUS_BACKEND_PAYOUT_DAILY_CAP)",
+            logging.WARNING,
+        )
+        return False
+
     def _submit(self, s: Session, payout: Payout) -> bool:
+        if not breaker.payouts_allowed(self._db):
+            return False
         nonce = self._next_nonce(s)
+        now = utcnow()
         claimed = s.execute(
             update(Payout)
             .where(Payout.id == payout.id, Payout.status == "pending")
@@ -163,7 +228,9 @@ class PayoutWorker:
                 status="submitted",
                 nonce=nonce,
                 from_block=self._chain.finalized_number(),
-                updated_at=utcnow(),
+                genesis_hash=self._genesis,
+                submitted_at=now,
+                updated_at=now,
             )
             .execution_options(synchronize_session=False)
         )
@@ -208,25 +275,29 @@ class PayoutWorker:
         return True
 
     def _fail(self, s: Session, payout: Payout, error: str) -> None:
-        payout.status, payout.error, payout.updated_at = "failed", error[:500], utcnow()
-        ledger.transfer(
-            s,
-            (ledger.CHAIN, None),
-            (ledger.PROVIDER, payout.account_id),
-            payout.amount,
-            "refund",
-            memo=f"payout {payout.id} failed",
-        )
+        fail_payout(s, payout, error)
         s.commit()
-        log.warning("payout %d failed and was refunded: %s", payout.id, error)
 
     def reconcile(self) -> int:
         """Settle `submitted` payouts with what the chain says; returns how many were found
-        paid."""
+        paid. Nothing on a chain that is not the pinned one."""
+        if self._genesis is None:
+            self._genesis = chain_identity.verify(self._db, self._chain)
+            if self._genesis is None:
+                return 0
         paid = 0
         with self._db.session() as s:
+            # Only this chain's: a nonce of another chain says nothing here (chain_identity
+            # stops everything before that; this is the second lock on the door).
             submitted = list(
-                s.scalars(select(Payout).where(Payout.status == "submitted").order_by(Payout.id))
+                s.scalars(
+                    select(Payout)
+                    .where(
+                        Payout.status == "submitted",
+                        (Payout.genesis_hash == self._genesis) | Payout.genesis_hash.is_(None),
+                    )
+                    .order_by(Payout.id)
+                )
             )
             if not submitted:
                 return 0
@@ -235,7 +306,8 @@ class PayoutWorker:
             for payout in submitted:
                 assert payout.nonce is not None
                 if on_chain <= payout.nonce:
-                    if not self._send(s, payout):  # not included yet: same nonce again
+                    # Not included yet: the same nonce again (if the breaker allows sending).
+                    if not breaker.payouts_allowed(self._db) or not self._send(s, payout):
                         break  # later nonces would wait behind this one
                     paid += 1
                     continue

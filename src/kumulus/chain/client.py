@@ -129,9 +129,32 @@ class ChainClient:
             return int(self._api.get_block_number(head))
 
     @_chain_errors
-    def block_hash(self, number: int) -> str:
+    def block_hash(self, number: int) -> str | None:
+        """The hash of block `number` of the canonical chain; None beyond the chain's head."""
         with self._lock:
-            return str(self._api.get_block_hash(number))
+            found = self._api.get_block_hash(number)
+        return None if found is None else str(found)
+
+    @_chain_errors
+    def genesis_hash(self) -> str:
+        """The chain's identity: the hash of its block 0."""
+        with self._lock:
+            return str(self._api.get_block_hash(0))
+
+    @_chain_errors
+    def existential_deposit(self) -> int:
+        with self._lock:
+            return int(self._api.get_constant("Balances", "ExistentialDeposit").value)
+
+    @_chain_errors
+    def transfer_fee(self, keypair: Keypair, dest: str, amount: int) -> int:
+        """What `transfer` of `amount` from `keypair` would pay in fees (an estimate)."""
+        with self._lock:
+            call = self._api.compose_call(
+                "Balances", "transfer_keep_alive", {"dest": dest, "value": amount}
+            )
+            info = self._api.get_payment_info(call, keypair)
+        return int(info["partialFee"])
 
     @_chain_errors
     def transfers(self, number: int) -> list[Transfer]:

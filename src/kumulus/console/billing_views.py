@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from kumulus.backend import statements, wallets
+from kumulus.backend import settlement_state, statements, wallets
 from kumulus.backend.deps import Db, Settings
 from kumulus.backend.models import Account
 from kumulus.backend.schemas import WalletLinkIn
@@ -33,7 +33,8 @@ def _page(
     view = statements.statement(db, settings, account, settlement_on, 200)
     context: dict[str, Any] = {"title": "Billing", "nav": "billing", "billing": view}
     if settlement_on:
-        context["deposit_address"] = request.app.state.payout_key.ss58_address
+        context["deposit_address"] = request.app.state.deposit_address
+        context["settlement_banners"] = settlement_state.banners(db, account.role)
     if account.role == "developer":
         context["challenge"] = new_challenge(db, account, settings.challenge_ttl, " for deposits")
         context["wallets"] = [w.address for w in wallets.wallets_page(db, account, 200, None)[0]]

@@ -11,8 +11,11 @@
 | payouts         | maintenance_interval    | its own sender lease (PayoutWorker)          |
 | payout-schedule | payout_interval         | once per interval across processes           |
 | anchors         | maintenance_interval    | its own sticky lease (digest per interval)   |
+| payout-float    | maintenance_interval    | exclusive (the deposit key's nonces)         |
 
-The chain jobs exist only with settlement on; a ChainError fails that job's run only.
+The chain jobs exist only with settlement on; a ChainError fails that job's run only. Each
+runs only on the pinned chain (backend/chain_identity.py); payouts also stop while the
+circuit breaker is tripped (backend/breaker.py).
 Lease names are the job names (`payout-schedule` is the schedule lease of old); they must
 not collide with the workers' own leases (`payout-sender`, `anchors`), hence no runner
 lease on those two jobs."""
@@ -27,11 +30,13 @@ from substrateinterface import Keypair
 
 from kumulus.backend.db import Database
 from kumulus.backend.deposits import DepositWatcher
+from kumulus.backend.hot_wallet import DepositSide
 from kumulus.backend.jobs import (
     creates,
     deletes,
     deposits,
     meter,
+    payout_float,
     payouts,
     prune,
     reputation,
@@ -46,7 +51,10 @@ from kumulus.core.jobs import Job, JobRunner, Lease, LeaseUse
 
 log = logging.getLogger(__name__)
 
-FREQUENT = ("meter", "creates", "stops", "deletes", "prune", "deposits", "payouts", "anchors")
+FREQUENT = (
+    "meter", "creates", "stops", "deletes", "prune", "deposits", "payouts", "anchors",
+    payout_float.NAME,
+)  # fmt: skip
 ALL = (*FREQUENT, "reputation", payouts.SCHEDULE)
 
 
@@ -76,9 +84,11 @@ def backend_jobs(
     payout_key: Keypair | None = None,
     anchor_key: Keypair | None = None,
     lease: Lease | None = None,
+    deposit: DepositSide | None = None,
 ) -> BackendJobs:
-    """The backend's jobs from settings (not started). Raises ValueError for a job name in
-    `job_intervals` / `job_timeouts` that does not exist."""
+    """The backend's jobs from settings (not started). With a chain and a payout key,
+    `deposit` (where deposits land; never the payout key) is required. Raises ValueError for
+    a job name in `job_intervals` / `job_timeouts` that does not exist."""
     unknown = set(settings.job_intervals) - set(FREQUENT)
     unknown |= set(settings.job_timeouts) - set(ALL)
     if unknown:
@@ -111,8 +121,10 @@ def backend_jobs(
     ]  # fmt: skip
     if chain is None or payout_key is None:
         return BackendJobs(JobRunner(jobs))  # settlement off: no chain jobs
-    watcher = DepositWatcher(db, chain, payout_key.ss58_address)
-    worker = PayoutWorker(db, chain, payout_key)
+    if deposit is None:
+        raise ValueError("settlement needs a deposit address (deposits never go to the payout key)")
+    watcher = DepositWatcher(db, chain, deposit.address)
+    worker = PayoutWorker(db, chain, payout_key, daily_cap=settings.payout_daily_cap_planck)
     chain_errors = (ChainError,)
     jobs += [
         Job("deposits", every("deposits"), timeout("deposits"), partial(deposits.scan, watcher),
@@ -122,6 +134,9 @@ def backend_jobs(
         Job(payouts.SCHEDULE, settings.payout_interval, timeout(payouts.SCHEDULE),
             partial(payouts.schedule, db, settings), lease=lease,
             lease_use=LeaseUse.ONCE_PER_INTERVAL, poll=poll),
+        Job(payout_float.NAME, every(payout_float.NAME), timeout(payout_float.NAME),
+            partial(payout_float.top_up, db, settings, chain, payout_key.ss58_address, deposit),
+            lease=lease, expected=chain_errors),
     ]  # fmt: skip
     anchor = None
     if anchor_key is not None:

@@ -4,7 +4,8 @@ One process anchors: it holds the `anchors` lease, renewing it every run and nev
 releasing it, so the digest interval is counted by that one process's clock (several
 processes each digesting on their own clock would anchor more often). Another process takes
 over once the holder has been silent for LEASE_TTL. Between digests, a run retries anchors
-that could not be sent."""
+that could not be sent. Anchors go only on the pinned chain (backend/chain_identity.py): a
+digest on another chain would prove nothing to someone checking the platform's chain."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import time
 
 from substrateinterface import Keypair
 
-from kumulus.backend import anchors, leases
+from kumulus.backend import anchors, chain_identity, leases
 from kumulus.backend.db import Database
 from kumulus.chain.client import ChainClient
 from kumulus.core.jobs import default_owner
@@ -34,6 +35,9 @@ class AnchorJob:
 
     def __call__(self, force: bool = False) -> int:
         """Returns how many anchors were put on chain this run."""
+        genesis = chain_identity.verify(self._db, self._chain)
+        if genesis is None:
+            return 0
         with self._db.session() as s:
             if not leases.acquire(s, LEASE, self.owner, LEASE_TTL):
                 return 0
@@ -41,4 +45,4 @@ class AnchorJob:
             if force or now - self._last >= self._interval:
                 self._last = now
                 anchors.build(s)
-            return anchors.submit_pending(s, self._chain, self._key)
+            return anchors.submit_pending(s, self._chain, self._key, genesis)

@@ -24,7 +24,7 @@ router = APIRouter(prefix="/v1", tags=["billing"])
 def _deposit_address(request: Request) -> str | None:
     if getattr(request.app.state, "chain", None) is None:
         return None
-    return str(request.app.state.payout_key.ss58_address)
+    return str(request.app.state.deposit_address)  # its own address, never the payout key
 
 
 @router.post(

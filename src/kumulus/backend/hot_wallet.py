@@ -1,0 +1,106 @@
+"""The platform's keys on chain: a deposit address and a payout key holding a float.
+
+Deposits land on the deposit address, never on the payout key: the key that signs payouts
+holds only a float (`payout_float` tokens), so a leaked payout key, or a bug that sends too
+much, can lose the float and no more (and at most `payout_daily_cap` per day, see
+payouts.py). The deposit address is either a key the backend holds (`deposit_key_file`, made
+on first start) or an operator's cold address (`deposit_address`), whose key never touches
+the backend.
+
+`top_up` (job `payout-float`) brings the payout key back to the float from the deposit key;
+with a cold deposit address it only says how much is missing (`waiting:float`, a warning in
+the log and /healthz) for the operator to send. Nothing moves on a chain other than the
+pinned one or while the circuit breaker is tripped."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from substrateinterface import Keypair
+
+from kumulus.backend import breaker, chain_identity
+from kumulus.backend import settlement_state as state
+from kumulus.backend.db import Database
+from kumulus.chain.client import ChainClient
+from kumulus.config import BackendSettings
+from kumulus.core.signing import load_keypair, new_mnemonic, write_secret_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DepositSide:
+    """Where deposits land; `key` is None for a cold address."""
+
+    address: str
+    key: Keypair | None
+
+
+def deposit_side(settings: BackendSettings) -> DepositSide:
+    """The cold `deposit_address` when set, else the deposit key (made on first start)."""
+    if settings.deposit_address:
+        return DepositSide(settings.deposit_address, None)
+    path = settings.deposit_key_file
+    assert path is not None
+    key = _key(path)
+    return DepositSide(key.ss58_address, key)
+
+
+def _key(path: Path) -> Keypair:
+    if not path.exists():
+        write_secret_file(path, new_mnemonic())
+        log.info("created the deposit key %s (mode 0600)", path)
+    return load_keypair(path)
+
+
+def top_up(
+    db: Database, chain: ChainClient, payout_address: str, deposit: DepositSide, target: int
+) -> int:
+    """Bring the payout key's free balance up to `target` planck from the deposit key;
+    returns how much was sent (0 when nothing was needed or possible)."""
+    if chain_identity.verify(db, chain) is None or breaker.tripped(db):
+        return 0
+    have = chain.free_balance(payout_address)
+    if have >= target:
+        state.clear_condition(db, state.WAITING_FLOAT)
+        return 0
+    need = target - have
+    if deposit.key is None:
+        state.raise_condition(
+            db,
+            state.WAITING_FLOAT,
+            f"the payout key {payout_address} holds {have} planck, below its float of "
+            f"{target}: send {need} planck to it from the cold deposit address "
+            f"{deposit.address}",
+            logging.WARNING,
+        )
+        return 0
+    # transfer_keep_alive leaves the deposit account alive: keep the existential deposit
+    # and (twice, for safety) the fee back.
+    free = chain.free_balance(deposit.address)
+    keep = chain.existential_deposit() + 2 * chain.transfer_fee(deposit.key, payout_address, need)
+    amount = min(need, free - keep)
+    if amount <= 0:
+        state.raise_condition(
+            db,
+            state.WAITING_FLOAT,
+            f"the payout key {payout_address} holds {have} planck, below its float of "
+            f"{target}, and the deposit address {deposit.address} has nothing to spare",
+            logging.WARNING,
+        )
+        return 0
+    chain.transfer(deposit.key, payout_address, amount)
+    log.info("payout float topped up with %d planck from the deposit key", amount)
+    if amount < need:
+        state.raise_condition(
+            db,
+            state.WAITING_FLOAT,
+            f"the payout key {payout_address} got {amount} of the {need} planck it misses "
+            f"to its float of {target}: the deposit address holds no more",
+            logging.WARNING,
+        )
+    else:
+        state.clear_condition(db, state.WAITING_FLOAT)
+    return amount
