@@ -14,12 +14,21 @@ Answer = Callable[[str, str], tuple[int, Any]]
 
 
 class JsonServer:
-    """Serves `answer` until the `with` block ends; `url` is its base URL."""
+    """Serves `answer` until the `with` block ends; `url` is its base URL. `requests` keeps
+    (method, path, JSON body or None) of every request, in order."""
 
     def __init__(self, answer: Answer) -> None:
+        requests: list[tuple[str, str, Any]] = []
+        self.requests = requests
+
         class Handler(BaseHTTPRequestHandler):
             def _reply(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError:
+                    body = None
+                requests.append((self.command, self.path, body))
                 status, body = answer(self.command, self.path)
                 data = json.dumps(body).encode()
                 self.send_response(status)

@@ -15,6 +15,7 @@ from kumulus import __version__
 from kumulus.core.hostnames import validate_public_host
 from kumulus.core.money import INT64_MAX, largest_charge, parse_amount
 from kumulus.core.signing import SignatureError, public_key_of
+from kumulus.core.sizes import parse_size
 
 DEFAULT_STATE_DIR = Path("/var/lib/kumulus")
 
@@ -124,6 +125,16 @@ class BackendSettings(BaseSettings):
     signature_max_skew: float = Field(default=60.0, gt=0)
     challenge_ttl: float = Field(default=600.0, gt=0)
     host_token_ttl: float = Field(default=24 * 3600.0, gt=0)
+    # Hosts: the most capacity one host may declare (422 beyond, at registration). A
+    # provider's own inventory proves nothing, and without a cap `cpu=1e9` made a host look
+    # empty forever, so the scheduler sent it everything. Sizes as in "4t".
+    max_host_cpu: float = Field(default=512.0, gt=0)
+    max_host_memory: str = "4t"
+    max_host_disk: str = "64t"
+    # Quotes (console, `kumulus vm create`): a create carries maxPricePerHour = the quoted
+    # price plus this share (basis points, 1000 = 10%) unless the developer sets one, so the
+    # price may move a little between quote and placement, never far.
+    quote_tolerance_bps: int = Field(default=1000, ge=0, le=100_000)
     # Money: amounts are planck (the chain's smallest unit); decimals/symbol are for people.
     token_decimals: int = Field(default=12, ge=0, le=30)
     token_symbol: str = Field(default="UNIT", pattern=r"^[A-Za-z]{1,12}$")
@@ -183,6 +194,20 @@ class BackendSettings(BaseSettings):
     # that for it do not fit). Checked at start: one ledger entry at that price must fit.
     max_unit_price: str = Field(default="1000", pattern=r"^\d{1,12}(\.\d{1,18})?$")
     max_vm_price_per_hour: str = Field(default="1000", pattern=r"^\d{1,12}(\.\d{1,18})?$")
+
+    @field_validator("max_host_memory", "max_host_disk")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        parse_size(value)  # SizeError is a ValueError: the setting is refused at start
+        return value
+
+    @property
+    def max_host_memory_bytes(self) -> int:
+        return parse_size(self.max_host_memory)
+
+    @property
+    def max_host_disk_bytes(self) -> int:
+        return parse_size(self.max_host_disk)
 
     @field_validator("job_intervals", "job_timeouts")
     @classmethod

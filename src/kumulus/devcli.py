@@ -14,6 +14,7 @@ import typer
 from kumulus.client import ApiError, BackendClient
 from kumulus.core.hostnames import ssh_argv, ssh_command
 from kumulus.core.signing import write_secret_file
+from kumulus.core.usernames import UsernameError, validate_username
 
 key_app = typer.Typer(help="Your SSH public keys.", no_args_is_help=True)
 vm_app = typer.Typer(help="Your VMs.", no_args_is_help=True)
@@ -165,24 +166,41 @@ def vm_create(
     region: Annotated[str | None, typer.Option()] = None,
     name: Annotated[str, typer.Option()] = "vm",
     max_price: Annotated[
-        str | None, typer.Option(help="most it may cost per hour running, in tokens, e.g. 0.05")
+        str | None,
+        typer.Option(
+            help="most it may cost per hour running, in tokens, e.g. 0.05 (default: the "
+            "quoted price plus the backend's tolerance, 10% unless configured)"
+        ),
     ] = None,
 ) -> None:
-    """Create a VM on a provider host that fits; prints the ssh command."""
+    """Create a VM on a provider host that fits; prints its price, then the ssh command.
+
+    The price shown is the backend's quote: what the VM pays on the host the scheduler
+    would choose now. The create carries maxPricePerHour (the quote plus the tolerance,
+    or --max-price), so it is placed at about that price or refused with the new one."""
+    try:
+        validate_username(username)  # before asking for a price: what the create would say
+    except UsernameError as exc:
+        raise _fail(f"username: {exc}") from exc
     if key_id is None:
         keys = _list("/v1/ssh-keys")
         if not keys:
             raise _fail("no SSH key saved: kumulus ssh-key add ~/.ssh/id_ed25519.pub")
         key_id = keys[0]["id"]
+    shape: dict[str, Any] = {"cpu": cpu, "memory": memory, "disk": disk, "region": region}
+    quoted = _call("POST", "/v1/vms/quote", {**shape, "maxPricePerHour": max_price})
+    most = max_price or quoted["maxPricePerHour"]
+    symbol = _printable(quoted["symbol"], 12)
+    typer.echo(
+        f"price: {_printable(quoted['pricePerHour'], 40)} {symbol} per hour while running "
+        f"(creating only at most {_printable(most, 40)} {symbol})"
+    )
     body = {
         "name": name,
         "username": username,
         "sshKeyId": key_id,
-        "cpu": cpu,
-        "memory": memory,
-        "disk": disk,
-        "region": region,
-        "maxPricePerHour": max_price,
+        **shape,
+        "maxPricePerHour": most,
     }
     vm = _call("POST", "/v1/vms", body)
     typer.echo(

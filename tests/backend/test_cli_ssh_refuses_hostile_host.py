@@ -37,7 +37,8 @@ for i, arg in enumerate(args):  # what real ssh does with a ProxyCommand: run it
 
 
 class FakeBackend(JsonServer):
-    """GET /v1/vms, GET /v1/vms/{id}, GET /v1/ssh-keys and POST /v1/vms, from `vms`."""
+    """GET /v1/vms, GET /v1/vms/{id}, GET /v1/ssh-keys, POST /v1/vms/quote and POST
+    /v1/vms, from `vms`."""
 
     def __init__(self) -> None:
         self.vms: dict[str, dict[str, Any]] = {}
@@ -46,6 +47,8 @@ class FakeBackend(JsonServer):
     def _answer(self, method: str, target: str) -> tuple[int, Any]:
         path = target.split("?", 1)[0]  # lists are paged: ?limit=...
         missing = (404, {"detail": "no such thing", "code": "not_found"})
+        if method == "POST" and path == "/v1/vms/quote":
+            return 200, {"pricePerHour": "1", "maxPricePerHour": "1.1", "symbol": "UNIT"}
         if method == "POST":
             return (
                 (201, next(iter(self.vms.values()))) if path == "/v1/vms" and self.vms else missing

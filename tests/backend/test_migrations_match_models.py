@@ -9,7 +9,7 @@ from kumulus.backend.models import Base
 
 # Indexes with a DESC column: autogenerate can only compare them approximately, so it
 # always reports them; checked by name instead.
-_EXPRESSION_INDEXES = {"ix_hosts_tier_load", "ix_hosts_region_tier_load"}
+_EXPRESSION_INDEXES = {"ix_hosts_tier_price_load", "ix_hosts_region_tier_price_load"}
 
 
 def test_migrated_schema_matches_models(backend: TestClient) -> None:

@@ -14,6 +14,15 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
+from kumulus.core.money import hourly_price
+
+
+def _price_within(
+    cpu: str, memory: int, disk: int, price_cpu: int, price_mem: int, price_disk: int, most: int
+) -> bool:
+    """Whether a VM of this size costs at most `most` planck per hour at these prices."""
+    return hourly_price(float(cpu), memory, disk, price_cpu, price_mem, price_disk) <= most
+
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
@@ -29,6 +38,9 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
+            # The scheduler's exact price predicate (scheduler._PRICE_WITHIN): SQLite has no
+            # integers wider than 64 bits, so it asks the function every charge uses.
+            dbapi_conn.create_function("kumulus_price_within", 7, _price_within, deterministic=True)
 
         return engine
     if url.startswith("postgresql://"):

@@ -36,9 +36,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import BindParameter, TextClause
 
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.db import Database, upsert_insert
+from kumulus.backend.hosts import capacity_problem, machine_reported
 from kumulus.backend.models import VM, Heartbeat, Host, HostUptime
 from kumulus.backend.vms import reconcile_inventory
 
@@ -63,23 +65,32 @@ class VerifiedHeartbeat:
     payload: dict[str, Any]
     inventory: dict[str, str] | None  # agent VM id -> docker state, when reported
     nonce_expires_at: float
+    # The machine the agent runs on, as it reports it (`host`: cpuCount, memoryTotal,
+    # diskTotal, ...), compared with the declared capacity (hosts.capacity_problem).
+    machine: dict[str, Any] | None = None
     done: Future[Outcome] = field(default_factory=Future)
 
 
-_UPDATE_HOST = text(
-    "UPDATE hosts SET last_heartbeat_at = :now, agent_version = :version WHERE id = :id"
-).bindparams(
-    bindparam("now", type_=DateTime(timezone=True)),
-    bindparam("version", type_=String()),
-)
-_UPDATE_HOST_INVENTORY = text(
-    "UPDATE hosts SET last_heartbeat_at = :now, agent_version = :version,"
-    " unknown_vms = :unknown WHERE id = :id"
-).bindparams(
-    bindparam("now", type_=DateTime(timezone=True)),
-    bindparam("version", type_=String()),
-    bindparam("unknown", type_=Integer()),
-)
+def _update_host(inventory: bool, judged: bool) -> TextClause:
+    """The host row's update after a batch: always liveness and version; the count of
+    unknown containers when the heartbeat listed them; the capacity verdict when it
+    reported its machine. A flagged host drops to tier 0 at once (`rep_tier * :keep_tier`,
+    keep_tier 0 or 1); the reputation job keeps it there until the report agrees."""
+    sets = "last_heartbeat_at = :now, agent_version = :version"
+    params: list[BindParameter[Any]] = [
+        bindparam("now", type_=DateTime(timezone=True)),
+        bindparam("version", type_=String()),
+    ]
+    if inventory:
+        sets += ", unknown_vms = :unknown"
+        params.append(bindparam("unknown", type_=Integer()))
+    if judged:
+        sets += ", capacity_problem = :problem, rep_tier = rep_tier * :keep_tier"
+        params += [bindparam("problem", type_=String()), bindparam("keep_tier", type_=Integer())]
+    return text(f"UPDATE hosts SET {sets} WHERE id = :id").bindparams(*params)  # noqa: S608
+
+
+_UPDATE_HOST = {(i, j): _update_host(i, j) for i in (False, True) for j in (False, True)}
 
 
 _CLAIM_NONCES_PG = text(
@@ -192,14 +203,18 @@ class HeartbeatWriter:
         self, s: Session, batch: Sequence[VerifiedHeartbeat], now: datetime
     ) -> list[Outcome]:
         host_ids = sorted({b.host_id for b in batch})
-        hosts = {
-            row.id: (row.wallet_address, row.last_heartbeat_at)
-            for row in s.execute(
-                select(Host.id, Host.wallet_address, Host.last_heartbeat_at).where(
-                    Host.id.in_(host_ids)
-                )
-            )
-        }
+        rows = s.execute(
+            select(
+                Host.id,
+                Host.wallet_address,
+                Host.last_heartbeat_at,
+                Host.cpu,
+                Host.memory,
+                Host.disk,
+            ).where(Host.id.in_(host_ids))
+        ).all()
+        hosts = {row.id: (row.wallet_address, row.last_heartbeat_at) for row in rows}
+        declared = {row.id: (row.cpu, row.memory, row.disk) for row in rows}
         outcomes = [
             Outcome.ACCEPTED
             if b.host_id in hosts and hosts[b.host_id][0] == b.address
@@ -217,7 +232,7 @@ class HeartbeatWriter:
             else:
                 outcomes[i] = Outcome.REPLAYED
         if accepted:
-            self._store(s, accepted, hosts, now)
+            self._store(s, accepted, hosts, declared, now)
         return outcomes
 
     @staticmethod
@@ -244,6 +259,7 @@ class HeartbeatWriter:
         s: Session,
         beats: list[VerifiedHeartbeat],
         hosts: dict[str, tuple[str, datetime | None]],
+        declared: dict[str, tuple[float, int, int]],
         now: datetime,
     ) -> None:
         s.execute(
@@ -264,20 +280,18 @@ class HeartbeatWriter:
         for b in beats:
             if b.host_id not in latest or b.signed_at >= latest[b.host_id].signed_at:
                 latest[b.host_id] = b
-        plain = [
-            {"id": h, "now": now, "version": b.agent_version[:32]}
-            for h, b in latest.items()
-            if h not in unknown
-        ]
-        counted = [
-            {"id": h, "now": now, "version": b.agent_version[:32], "unknown": unknown[h]}
-            for h, b in latest.items()
-            if h in unknown
-        ]
-        if plain:
-            s.execute(_UPDATE_HOST, plain)
-        if counted:
-            s.execute(_UPDATE_HOST_INVENTORY, counted)
+        updates: dict[tuple[bool, bool], list[dict[str, Any]]] = defaultdict(list)
+        for h, b in latest.items():
+            row: dict[str, Any] = {"id": h, "now": now, "version": b.agent_version[:32]}
+            if h in unknown:
+                row["unknown"] = unknown[h]
+            judged = b.machine is not None and machine_reported(b.machine)
+            if b.machine is not None and judged:
+                problem = capacity_problem(*declared[h], b.machine)
+                row["problem"], row["keep_tier"] = problem, 0 if problem else 1
+            updates[(h in unknown, judged)].append(row)
+        for variant, rows in updates.items():
+            s.execute(_UPDATE_HOST[variant], rows)
 
     def _add_uptime(
         self,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.models import Host, ProviderProfile
@@ -11,6 +12,7 @@ from kumulus.backend.schemas import HostPublic, Prices
 from kumulus.config import BackendSettings
 from kumulus.core.errors import FieldProblem, InvalidError
 from kumulus.core.money import format_amount, parse_amount
+from kumulus.core.sizes import format_size
 
 
 def host_status(host: Host, ttl: float) -> Literal["online", "offline"]:
@@ -51,6 +53,67 @@ def prices_in(settings: BackendSettings, prices: Prices) -> tuple[int, int, int]
         bounded_planck(settings, prices.memory_gib, "prices.memoryGib", most),
         bounded_planck(settings, prices.disk_gib, "prices.diskGib", most),
     )
+
+
+def _vcpu(value: float) -> str:
+    return f"{value:g} vCPU"
+
+
+def _bytes(value: float) -> str:
+    return format_size(int(value))
+
+
+def check_capacity(settings: BackendSettings, cpu: float, memory: int, disk: int) -> None:
+    """Refuse (InvalidError, 422, per field) a declared capacity that is not positive or
+    passes the platform's caps: nothing checks a provider's inventory before VMs are placed
+    by it, and an absurd one would win every "least loaded" comparison."""
+    problems = []
+    limits = (
+        ("cpu", cpu, settings.max_host_cpu, _vcpu),
+        ("memory", memory, settings.max_host_memory_bytes, _bytes),
+        ("disk", disk, settings.max_host_disk_bytes, _bytes),
+    )
+    for name, value, most, show in limits:
+        if not value > 0:  # also NaN
+            problems.append(FieldProblem(("body", "capacity", name), "must be more than 0"))
+        elif value > most:
+            problems.append(
+                FieldProblem(("body", "capacity", name), f"at most {show(most)} per host")
+            )
+    if problems:
+        said = "; ".join(f"capacity.{p.loc[-1]}: {p.msg}" for p in problems)
+        raise InvalidError(f"declared capacity refused: {said}", fields=problems)
+
+
+_MACHINE = (("cpu", "cpuCount"), ("memory", "memoryTotal"), ("disk", "diskTotal"))
+
+
+def _reported(reported: dict[str, Any], key: str) -> float | None:
+    value = reported.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value if 0 < value < math.inf else None
+
+
+def machine_reported(reported: object) -> bool:
+    """Whether a heartbeat's `host` says anything usable about the machine's size; one that
+    does not is not judged (a flag stays until a report shows the declaration holds)."""
+    return isinstance(reported, dict) and any(_reported(reported, k) for _, k in _MACHINE)
+
+
+def capacity_problem(cpu: float, memory: int, disk: int, reported: dict[str, Any]) -> str | None:
+    """Why the machine a heartbeat reports (`host`: cpuCount, memoryTotal, diskTotal) cannot
+    hold the declared capacity, or None. The report is the provider's word too, so this
+    catches carelessness and naive lies, not a determined liar: the hard caps
+    (check_capacity) bound what anyone can claim at all."""
+    declared = {"cpu": cpu, "memory": memory, "disk": disk}
+    found = []
+    for name, key in _MACHINE:
+        value = _reported(reported, key)
+        if value is not None and declared[name] > value + 1e-9:
+            show = _vcpu if name == "cpu" else lambda v, n=name: f"{_bytes(v)} {n}"
+            found.append(f"declares {show(declared[name])}, the machine reports {show(value)}")
+    return "; ".join(found)[:300] or None
 
 
 def prices_out(settings: BackendSettings, cpu: int, memory_gib: int, disk_gib: int) -> Prices:
@@ -101,4 +164,5 @@ def host_public(host: Host, settings: BackendSettings) -> HostPublic:
         uptime_30d=host.uptime_30d,
         leases_completed=host.leases_completed,
         leases_failed=host.leases_failed,
+        capacity_problem=host.capacity_problem,
     )

@@ -26,6 +26,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from kumulus.core.money import reference_price
+
 
 class Planck(TypeDecorator[int]):
     """An exact token amount (planck) that holds any u128 and its negative.
@@ -139,9 +141,12 @@ class HostToken(Base):
 class Host(Base):
     __tablename__ = "hosts"
     __table_args__ = (
-        # The scheduler's walk: best reputation tier first, then the least loaded.
-        Index("ix_hosts_tier_load", text("rep_tier DESC"), "load"),
-        Index("ix_hosts_region_tier_load", "region", text("rep_tier DESC"), "load"),
+        # The scheduler's walk: best reputation tier first, then the cheapest (ref_price),
+        # then the least loaded.
+        Index("ix_hosts_tier_price_load", text("rep_tier DESC"), "ref_price", "load"),
+        Index(
+            "ix_hosts_region_tier_price_load", "region", text("rep_tier DESC"), "ref_price", "load"
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -173,6 +178,12 @@ class Host(Base):
     price_cpu_hour: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     price_memory_gib_hour: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     price_disk_gib_hour: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # What the reference VM costs per hour here (kumulus.core.money.reference_price): the
+    # scheduler ranks hosts of one tier by it. Set with the unit prices (`set_prices`).
+    ref_price: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Why the machine the agent reports (heartbeats) cannot hold the declared capacity, or
+    # None. A flagged host is ranked in the lowest tier (backend/reputation.py).
+    capacity_problem: Mapped[str | None] = mapped_column(String(300))
     # Reputation (backend/reputation.py): uptime from heartbeats, lease outcomes.
     uptime_24h: Mapped[float | None] = mapped_column(Float)
     uptime_7d: Mapped[float | None] = mapped_column(Float)
@@ -183,6 +194,15 @@ class Host(Base):
     # floor(reputation * 10): hosts in one tier share VMs by load instead of the single
     # best host taking everything.
     rep_tier: Mapped[int] = mapped_column(Integer, default=5, server_default="5")
+
+    def set_prices(self, cpu: int, memory_gib: int, disk_gib: int) -> None:
+        """New unit prices (planck per unit-hour), and the reference price ranked by."""
+        self.price_cpu_hour, self.price_memory_gib_hour, self.price_disk_gib_hour = (
+            cpu,
+            memory_gib,
+            disk_gib,
+        )
+        self.ref_price = reference_price(cpu, memory_gib, disk_gib)
 
 
 class HostUptime(Base):

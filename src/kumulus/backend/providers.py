@@ -116,11 +116,7 @@ def set_host_prices(
 ) -> Host:
     """New prices for one host; VMs already placed keep the prices they were placed at."""
     host = owned_host(db, account, host_id)
-    (
-        host.price_cpu_hour,
-        host.price_memory_gib_hour,
-        host.price_disk_gib_hour,
-    ) = prices_in(settings, prices)
+    host.set_prices(*prices_in(settings, prices))  # and the reference price ranked by
     db.commit()
     return host
 

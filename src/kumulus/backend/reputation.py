@@ -51,21 +51,27 @@ def score(
     completed: int,
     failed: int,
     drift: int = 0,
+    capacity_flagged: bool = False,
 ) -> Score:
     """`drift`: containers the host reports that the backend never placed (each costs 0.05,
-    at most 0.2): a host running things behind the platform's back is less trusted."""
+    at most 0.2): a host running things behind the platform's back is less trusted.
+    `capacity_flagged`: the host declares more than the machine it reports (hosts.
+    capacity_problem); it loses half its reputation and sits in tier 0, below every host
+    that tells the truth, until its declaration and its reports agree."""
     values = {}
     for name, window in WINDOWS.items():
         since = max(aware(registered_at), now - window)
         values[name] = uptime(up.get(name, 0.0), (now - since).total_seconds())
     reputation = 0.2 * values["24h"] + 0.5 * values["7d"] + 0.3 * lease_success(completed, failed)
     reputation = max(0.0, reputation - 0.05 * min(max(drift, 0), 4))
+    if capacity_flagged:
+        reputation /= 2
     return Score(
         uptime_24h=values["24h"],
         uptime_7d=values["7d"],
         uptime_30d=values["30d"],
         reputation=reputation,
-        tier=min(10, int(reputation * 10)),
+        tier=0 if capacity_flagged else min(10, int(reputation * 10)),
     )
 
 
@@ -95,6 +101,7 @@ def recompute(db: Session, now: datetime | None = None) -> int:
             Host.leases_completed,
             Host.leases_failed,
             Host.unknown_vms,
+            Host.capacity_problem,
         )
     ).all()
     rows = []
@@ -106,6 +113,7 @@ def recompute(db: Session, now: datetime | None = None) -> int:
             host.leases_completed,
             host.leases_failed,
             host.unknown_vms,
+            capacity_flagged=host.capacity_problem is not None,
         )
         rows.append(
             {

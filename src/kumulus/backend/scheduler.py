@@ -1,14 +1,15 @@
 """Placement: choose an online host that fits, and reserve its capacity atomically.
 
 A placement is one statement: an UPDATE of the best fitting host, chosen by a sub-select
-that walks the (reputation tier, load) index, guarded again by the capacity condition and
-checked through RETURNING. On PostgreSQL the sub-select takes the row lock with SKIP LOCKED,
-so concurrent placements pick different hosts instead of queueing on one, and never wait
-for a lock: a plain FOR UPDATE under ORDER BY ... LIMIT keeps the locks of rows that failed
-their re-check, so two placements could each hold the row the other wants (a deadlock, seen
-in CI). When every fitting host is held, the placement backs off and tries again. SQLite runs
-one writer at a time. Either way no host is ever overcommitted, with any number of backend
-processes, and no lock is held while talking to agents."""
+that walks the (reputation tier, reference price, load) index, guarded again by the
+capacity condition and checked through RETURNING. On PostgreSQL the sub-select takes the
+row lock with SKIP LOCKED, so concurrent placements pick different hosts instead of
+queueing on one, and never wait for a lock: a plain FOR UPDATE under ORDER BY ... LIMIT
+keeps the locks of rows that failed their re-check, so two placements could each hold the
+row the other wants (a deadlock, seen in CI). When every fitting host is held, the placement
+backs off and tries again. SQLite runs one writer at a time. Either way no host is ever
+overcommitted, with any number of backend processes, and no lock is held while talking to
+agents."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import itertools
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from sqlalchemy import BigInteger, DateTime, Float, Select, String, bindparam, select, text
@@ -60,51 +61,82 @@ _FITS = (
     "reserved_cpu + :cpu <= cpu + 0.000000001"
     " AND reserved_memory + :memory <= memory AND reserved_disk + :disk <= disk"
 )
+# The VM's exact hourly price on the host is at most :max_price. ceil(price) <= max exactly
+# when price <= max (max is whole planck), and with everything multiplied by GiB that is
+# integer arithmetic, but the products pass 64 bits: PostgreSQL computes them in NUMERIC
+# (exact, any size; :cpu_exact is the cpu as the decimal it prints as), SQLite calls
+# kumulus.core.money.hourly_price itself (registered by backend/db.py), the function every
+# charge uses. (Floats here once let a VM be placed a few planck above its maximum.)
+_PRICE_WITHIN = {
+    "postgresql": (
+        f"CAST(:cpu_exact AS NUMERIC) * price_cpu_hour * {GIB}"
+        " + CAST(:memory AS NUMERIC) * price_memory_gib_hour"
+        " + CAST(:disk AS NUMERIC) * price_disk_gib_hour"
+        f" <= CAST(:max_price AS NUMERIC) * {GIB}"
+    ),
+    "sqlite": (
+        "kumulus_price_within(:cpu_exact, :memory, :disk,"
+        " price_cpu_hour, price_memory_gib_hour, price_disk_gib_hour, :max_price)"
+    ),
+}
 # Online, fits, in the region, under the price, not excluded: constant fragments only, every
 # value is a bound parameter.
-_CANDIDATE = (
-    "SELECT id FROM hosts WHERE last_heartbeat_at >= :since AND "  # noqa: S608
+_WHERE = (
+    " FROM hosts WHERE last_heartbeat_at >= :since AND "
     + _FITS
     + " AND (:region IS NULL OR region = :region)"
-    " AND (:max_price IS NULL OR :cpu * price_cpu_hour + :memory_gib * price_memory_gib_hour"
-    " + :disk_gib * price_disk_gib_hour <= :max_price){exclude}"
+    " AND (:max_price IS NULL OR {price_within}){exclude}"
 )
+# The order of preference, walked on the (rep_tier DESC, ref_price, load) indexes: the best
+# reputation tier, within it the cheapest host (reference price), then the least loaded.
+_ORDER = " ORDER BY rep_tier DESC, ref_price, load LIMIT 1"
+_CANDIDATE = "SELECT id" + _WHERE
 _PLACE = (
     "UPDATE hosts SET"
     " reserved_cpu = reserved_cpu + :cpu,"
     " reserved_memory = reserved_memory + :memory,"
     " reserved_disk = reserved_disk + :disk,"
     " load = (reserved_cpu + :cpu) / cpu + (reserved_memory + :memory) * 1.0 / memory"
-    " WHERE id = (" + _CANDIDATE + " ORDER BY rep_tier DESC, load LIMIT 1{lock})"
+    " WHERE id = (" + _CANDIDATE + _ORDER + "{lock})"
     " AND " + _FITS + " RETURNING id, price_cpu_hour, price_memory_gib_hour, price_disk_gib_hour"
 )
+# What `place` would choose now, without reserving it.
+_QUOTE = "SELECT id, price_cpu_hour, price_memory_gib_hour, price_disk_gib_hour" + _WHERE + _ORDER
 _TYPED = (
     bindparam("since", type_=DateTime(timezone=True)),
     bindparam("region", type_=String()),
     bindparam("cpu", type_=Float()),
+    bindparam("cpu_exact", type_=String()),
     bindparam("memory", type_=BigInteger()),
     bindparam("disk", type_=BigInteger()),
-    bindparam("memory_gib", type_=Float()),
-    bindparam("disk_gib", type_=Float()),
     bindparam("max_price", type_=BigInteger()),
 )
-_LOCKS = {"sqlite": "", "skip": " FOR UPDATE SKIP LOCKED"}
+_LOCKS = {"sqlite": "", "postgresql": " FOR UPDATE SKIP LOCKED"}
 
 
-def _compile(sql: str, exclude: bool, lock: str = "sqlite"):  # type: ignore[no-untyped-def]
-    sql = sql.format(exclude=" AND id NOT IN :exclude" if exclude else "", lock=_LOCKS[lock])
+def _compile(sql: str, dialect: str, exclude: bool, lock: bool = False):  # type: ignore[no-untyped-def]
+    sql = sql.format(
+        exclude=" AND id NOT IN :exclude" if exclude else "",
+        lock=_LOCKS[dialect] if lock else "",
+        price_within=_PRICE_WITHIN[dialect],
+    )
     params = (*_TYPED, bindparam("exclude", expanding=True)) if exclude else _TYPED
     return text(sql).bindparams(*params)
 
 
-_PLACE_STATEMENTS = {
-    (lock, exclude): _compile(_PLACE, exclude, lock) for lock in _LOCKS for exclude in (False, True)
-}
+def _statements(sql: str, lock: bool = False):  # type: ignore[no-untyped-def]
+    return {
+        (dialect, exclude): _compile(sql, dialect, exclude, lock)
+        for dialect in _LOCKS
+        for exclude in (False, True)
+    }
+
+
+_PLACE_STATEMENTS = _statements(_PLACE, lock=True)
 # Is there a fitting host at all, held by another placement or not? Decides whether a retry
 # can succeed.
-_ANY_FITS_STATEMENTS = {
-    exclude: _compile(_CANDIDATE + " LIMIT 1", exclude) for exclude in (False, True)
-}
+_ANY_FITS_STATEMENTS = _statements(_CANDIDATE + " LIMIT 1")
+_QUOTE_STATEMENTS = _statements(_QUOTE)
 
 _RELEASE = text(
     "UPDATE hosts SET"
@@ -126,6 +158,24 @@ def _cap(want: Want, price_limit: int | None) -> int | None:
     return min(caps) if caps else None
 
 
+def _params(want: Want, exclude: set[str] | None, price_limit: int | None) -> dict[str, object]:
+    params: dict[str, object] = {
+        "cpu": want.cpu,
+        "cpu_exact": str(want.cpu),  # how hourly_price reads it: the decimal it prints as
+        "memory": want.memory,
+        "disk": want.disk,
+        "region": want.region,
+        "max_price": _cap(want, price_limit),
+    }
+    if exclude:
+        params["exclude"] = sorted(exclude)
+    return params
+
+
+def _dialect(db: Session) -> str:
+    return "postgresql" if db.get_bind().dialect.name == "postgresql" else "sqlite"
+
+
 def place(
     db: Session,
     want: Want,
@@ -139,35 +189,26 @@ def place(
     False: then the reservation is part of the caller's transaction, which must commit or
     roll it back).
 
-    Preference: the highest reputation tier, then the least loaded host in it (spreads
-    VMs). A host where the VM would cost more than `price_limit` (planck per hour, the
-    platform's `max_vm_price_per_hour`) does not fit: that bound is what keeps every charge
-    of the VM inside its 64-bit column. Raises NoHostFitsError, whose message says what is
-    missing (`money` formats prices in it)."""
-    params: dict[str, object] = {
-        "cpu": want.cpu,
-        "memory": want.memory,
-        "disk": want.disk,
-        "memory_gib": want.memory / GIB,
-        "disk_gib": want.disk / GIB,
-        "region": want.region,
-        "max_price": _cap(want, price_limit),
-    }
-    if exclude:
-        params["exclude"] = sorted(exclude)
-    postgres = db.get_bind().dialect.name == "postgresql"
-    lock = "skip" if postgres else "sqlite"
+    Preference: the highest reputation tier, then the cheapest host in it (by reference
+    price, see kumulus.core.money.REFERENCE_VM), then the least loaded (spreads VMs among
+    equally priced hosts). A host where the VM would cost more than `price_limit` (planck
+    per hour, the platform's `max_vm_price_per_hour`) does not fit: that bound is what keeps
+    every charge of the VM inside its 64-bit column. Raises NoHostFitsError, whose message
+    says what is missing (`money` formats prices in it)."""
+    params = _params(want, exclude, price_limit)
+    dialect = _dialect(db)
+    postgres = dialect == "postgresql"
     give_up = time.monotonic() + _RETRY_FOR
     for attempt in itertools.count():
         params["since"] = utcnow() - timedelta(seconds=ttl)
-        row = db.execute(_PLACE_STATEMENTS[(lock, bool(exclude))], params).first()
+        row = db.execute(_PLACE_STATEMENTS[(dialect, bool(exclude))], params).first()
         if commit:
             db.commit()
         if row is not None:
             return Placement(str(row[0]), int(row[1]), int(row[2]), int(row[3]))
         if not postgres:
             break  # one writer at a time: nothing fitting was skipped
-        fits = db.execute(_ANY_FITS_STATEMENTS[bool(exclude)], params).first()
+        fits = db.execute(_ANY_FITS_STATEMENTS[(dialect, bool(exclude))], params).first()
         if commit:
             db.commit()
         if fits is None or time.monotonic() >= give_up:
@@ -231,9 +272,18 @@ def explain(
                 f"each this VM would cost more than {money(price_limit)}/h, the most one VM "
                 f"may cost here (the cheapest: {money(cheapest)}/h); ask for a smaller VM"
             )
+        # The price the VM would be placed at without the developer's maximum: what
+        # they have to accept (or wait for) to get it.
+        now = quote(db, replace(want, max_price_hour=None), ttl, price_limit, exclude)
+        current = (
+            f"; the current price of this VM is {money(now.price_hour)}/h: raise "
+            "maxPricePerHour to at least that to create it"
+            if now is not None
+            else ""
+        )
         return (
             f"no provider fits: {len(fitting)} host(s) online{where} have room, but none "
-            f"under {money(cap)}/h; the cheapest costs {money(cheapest)}/h"
+            f"under {money(cap)}/h; the cheapest costs {money(cheapest)}/h{current}"
         )
     if fitting:  # lost every race for the last capacity
         return f"no provider fits right now{where}: the hosts with room filled up; retry"
@@ -255,18 +305,36 @@ def explain(
     return f"no provider fits: {len(hosts)} host(s) online{where}, none has {need} free"
 
 
+@dataclass(frozen=True)
+class Quote:
+    """The host `place` would choose now and exactly what the VM would pay per hour there."""
+
+    host_id: str
+    price_hour: int  # planck
+    price_cpu_hour: int
+    price_memory_gib_hour: int
+    price_disk_gib_hour: int
+
+
 def quote(
-    db: Session, want: Want, ttl: float, price_limit: int | None = None
-) -> tuple[int, int] | None:
-    """Cheapest and dearest hourly price (planck) among online hosts that would take `want`
-    now (see `place` for `price_limit`), without reserving anything; None if none would."""
-    query = _online(want, ttl).where(
-        Host.reserved_cpu + want.cpu <= Host.cpu + 1e-9,
-        Host.reserved_memory + want.memory <= Host.memory,
-        Host.reserved_disk + want.disk <= Host.disk,
+    db: Session,
+    want: Want,
+    ttl: float,
+    price_limit: int | None = None,
+    exclude: set[str] | None = None,
+) -> Quote | None:
+    """The price of the host `place` would choose for `want` now (same predicate, same
+    order), without reserving anything; None if no host would take it. Another placement
+    may take that host first: the quote holds only as long as nothing changes, which is
+    why clients send it back, with a tolerance, as `maxPricePerHour`."""
+    params = _params(want, exclude, price_limit)
+    params["since"] = utcnow() - timedelta(seconds=ttl)
+    row = db.execute(_QUOTE_STATEMENTS[(_dialect(db), bool(exclude))], params).first()
+    if row is None:
+        return None
+    prices = (int(row[1]), int(row[2]), int(row[3]))
+    return Quote(
+        str(row[0]),
+        hourly_price(want.cpu, want.memory, want.disk, *prices),
+        *prices,
     )
-    prices = [_price_on(h, want) for h in db.scalars(query.limit(1000))]
-    cap = _cap(want, price_limit)
-    if cap is not None:
-        prices = [p for p in prices if p <= cap]
-    return (min(prices), max(prices)) if prices else None

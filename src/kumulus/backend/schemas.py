@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from kumulus.core.schemas import CamelModel, Size, SshKeyLine, Timestamp, Username
 from kumulus.core.sizes import format_size
@@ -145,6 +146,11 @@ class HostPublic(CamelModel):
     uptime_30d: float | None = Field(serialization_alias="uptime30d")
     leases_completed: int
     leases_failed: int
+    capacity_problem: str | None = Field(
+        default=None,
+        description="why the machine the agent reports cannot hold the declared capacity; "
+        "such a host is ranked in the lowest reputation tier until it agrees",
+    )
 
 
 class HostRegistered(CamelModel):
@@ -200,6 +206,43 @@ class VMCreateIn(CamelModel):
         if value > MAX_VM_DISK:
             raise ValueError(f"at most {format_size(MAX_VM_DISK)}")
         return value
+
+
+def _at_most(most: int) -> Callable[[int], int]:
+    def check(value: int) -> int:
+        if value > most:
+            raise ValueError(f"at most {format_size(most)}")
+        return value
+
+    return check
+
+
+class VMQuoteIn(CamelModel):
+    """The size (and region, and optionally a most-per-hour) of a VM to price."""
+
+    cpu: float = Field(ge=0.01, le=256, examples=[1])
+    memory: Annotated[Size, AfterValidator(_at_most(MAX_VM_MEMORY))] = Field(examples=["1g"])
+    disk: Annotated[Size, AfterValidator(_at_most(MAX_VM_DISK))] = Field(
+        default="10g", examples=["10g"], validate_default=True
+    )
+    region: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,32}$")
+    max_price_per_hour: Price | None = Field(default=None, examples=["0.05"])
+
+
+class VMQuoteOut(CamelModel):
+    """Amounts in tokens, as plain numbers (`symbol` names the token)."""
+
+    price_per_hour: str = Field(
+        description="what this VM would pay per hour while running if created now: the "
+        "price on the host the scheduler would choose",
+        examples=["0.016"],
+    )
+    host_id: str = Field(description="that host")
+    max_price_per_hour: str = Field(
+        description="the price plus the platform's quote tolerance: send it as the create's "
+        "maxPricePerHour so the VM is placed only at about the price shown"
+    )
+    symbol: str = Field(examples=["UNIT"])
 
 
 VMState = Literal[

@@ -13,13 +13,11 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from kumulus.backend import ssh_keys
+from kumulus.backend import quotes, ssh_keys
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.deps import Db, Settings
-from kumulus.backend.hosts import bounded_planck
 from kumulus.backend.models import VM, Host, SshKey
-from kumulus.backend.scheduler import Want, explain, quote
-from kumulus.backend.schemas import SshKeyIn, VMCreateIn
+from kumulus.backend.schemas import SshKeyIn, VMCreateIn, VMQuoteIn
 from kumulus.backend.vms import VMService, price_hour
 from kumulus.console.web import Developer, Form, field_errors, redirect, render
 from kumulus.core.errors import InvalidError, KumulusError, NotFoundError
@@ -139,6 +137,7 @@ def _new_vm_page(
             "presets": PRESETS,
             "regions": _regions(db),
             "symbol": settings.token_symbol,
+            "tolerance": f"{settings.quote_tolerance_bps / 100:g}%",
             "values": values,
             **extra,
         },
@@ -171,44 +170,50 @@ def new_vm_page(request: Request, db: Db, settings: Settings, account: Developer
     return _new_vm_page(request, db, account.id, settings)
 
 
+def _quote_in(raw: dict[str, Any]) -> VMQuoteIn:
+    fields = ("cpu", "memory", "disk", "region", "max_price_per_hour")
+    return VMQuoteIn.model_validate({k: raw[k] for k in fields})
+
+
 @router.post("/vms/quote")
 def vm_quote(
     request: Request, form: Form, db: Db, settings: Settings, account: Developer
 ) -> Response:
-    """The price-per-hour fragment under the create form (or why nothing fits)."""
+    """The price-per-hour fragment under the create form (or why nothing fits): the price on
+    the host the scheduler would choose now, and, as a hidden field the create posts back,
+    the most the VM may then be placed at (quotes.with_tolerance)."""
     _, raw = _vm_body(form)
     context: dict[str, Any] = {}
     try:
-        body = VMCreateIn.model_validate({**raw, "username": "quote", "ssh_key_id": None})
-        max_price = (
-            None
-            if body.max_price_per_hour is None
-            else bounded_planck(
-                settings, body.max_price_per_hour, "max price", settings.max_vm_price_planck
-            )
-        )
-    except (ValidationError, KumulusError) as exc:
-        if isinstance(exc, ValidationError):
-            errors = {k: v for k, v in field_errors(exc).items() if k in ("cpu", "memory", "disk")}
-            message = "; ".join(f"{k}: {v}" for k, v in errors.items())
-        else:
-            message = exc.detail
-        context["quote_error"] = message or None
+        body = _quote_in(raw)
+        quoted = quotes.quote_vm(db, settings, body)
+    except ValidationError as exc:
+        errors = {k: v for k, v in field_errors(exc).items() if k in ("cpu", "memory", "disk")}
+        context["quote_error"] = "; ".join(f"{k}: {v}" for k, v in errors.items()) or None
         return render(request, "developer/_quote.html", context)
-    want = Want(body.cpu, body.memory, body.disk, body.region, max_price)
-    service = VMService(db, settings, request.app.state.keypair)
-    limit = settings.max_vm_price_planck
-    prices = quote(db, want, settings.heartbeat_ttl, limit)
-    if prices is None:
-        context["quote_error"] = explain(
-            db, want, settings.heartbeat_ttl, money=service.money, price_limit=limit
-        )
-    else:
-        low, high = prices
-        context["quote"] = service.money(low)
-        if high != low:
-            context["quote_range"] = f"up to {service.money(high)} on other hosts"
+    except KumulusError as exc:
+        context["quote_error"] = exc.detail
+        return render(request, "developer/_quote.html", context)
+    context["quote"] = f"{quoted.price_per_hour} {quoted.symbol}"
+    context["quote_max"] = quoted.max_price_per_hour
+    context["quote_max_shown"] = f"{quoted.max_price_per_hour} {quoted.symbol}"
+    context["own_max"] = bool(body.max_price_per_hour)
     return render(request, "developer/_quote.html", context)
+
+
+def _most(db: Db, settings: Settings, form: dict[str, Any], raw: dict[str, Any]) -> str | None:
+    """The maxPricePerHour of a create: the developer's own, else the quoted maximum the
+    form carries back, else (no quote shown, say without script) one quoted now."""
+    if raw["max_price_per_hour"]:
+        return str(raw["max_price_per_hour"])
+    quoted_max = str(form.get("quoted_max", "")).strip()
+    if quoted_max:
+        return quoted_max
+    try:
+        body = _quote_in(raw)
+    except ValidationError:
+        return None  # the create reports the bad fields
+    return quotes.quote_vm(db, settings, body).max_price_per_hour
 
 
 @router.post("/vms")
@@ -216,14 +221,19 @@ def create_vm(
     request: Request, form: Form, db: Db, settings: Settings, account: Developer
 ) -> Response:
     values, raw = _vm_body(form)
+    service = _service(request, db, settings)
     try:
+        raw["max_price_per_hour"] = _most(db, settings, form, raw)
         body = VMCreateIn.model_validate(raw)
     except ValidationError as exc:
         errors = field_errors(exc)
         if "max_price_per_hour" in errors:
             errors["max_price"] = errors.pop("max_price_per_hour")
         return _new_vm_page(request, db, account.id, settings, 422, errors=errors, values=values)
-    service = _service(request, db, settings)
+    except KumulusError as exc:  # nothing to quote: nothing fits
+        return _new_vm_page(
+            request, db, account.id, settings, status_of(exc), values=values, error=exc.detail
+        )
     try:
         vm = service.create(account, body, idempotency_key=None)
     except InvalidError as exc:  # a maximum price over the platform's limit

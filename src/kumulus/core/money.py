@@ -4,6 +4,8 @@ decimals and the symbol only matter where people read or type amounts."""
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
+from fractions import Fraction
+from math import ceil
 
 GIB = 1 << 30
 SECONDS_PER_HOUR = 3600
@@ -48,10 +50,27 @@ def format_amount(planck: int, decimals: int, symbol: str = "") -> str:
 def hourly_price(
     cpu: float, memory: int, disk: int, price_cpu: int, price_memory_gib: int, price_disk_gib: int
 ) -> int:
-    """What a VM of this size pays per hour at these unit prices (planck, rounded up)."""
-    total = (
-        Decimal(str(cpu)) * price_cpu
-        + Decimal(memory) / GIB * price_memory_gib
-        + Decimal(disk) / GIB * price_disk_gib
+    """What a VM of this size pays per hour at these unit prices (planck, rounded up).
+    Exact: `cpu` counts as the decimal it prints as, bytes / GiB as a fraction (a Decimal
+    division rounds to 28 digits, enough to be off by one planck for odd sizes), so the
+    scheduler's price comparisons and every charge agree to the planck."""
+    total = Fraction(Decimal(str(cpu))) * price_cpu + Fraction(
+        memory * price_memory_gib + disk * price_disk_gib, GIB
     )
-    return int(total.to_integral_value(rounding="ROUND_CEILING"))
+    return ceil(total)
+
+
+# The shape hosts are ranked by within a reputation tier: what one general-purpose VM
+# (1 vCPU, 2 GiB memory, 20 GiB disk, the console's "Small" preset) costs per hour there.
+# One stored, indexed number per host keeps placement a single index walk; a per-VM price
+# would have to be computed and sorted over every fitting host. Whole units keep it an
+# exact integer. A VM of another shape may find a host slightly cheaper for it further down
+# the order; its own price is still computed exactly from the unit prices, and the quote
+# shows exactly that price.
+REFERENCE_VM = (1, 2, 20)  # vCPU, GiB memory, GiB disk
+
+
+def reference_price(price_cpu: int, price_memory_gib: int, price_disk_gib: int) -> int:
+    """The hourly price (planck) of REFERENCE_VM at these unit prices."""
+    cpu, memory_gib, disk_gib = REFERENCE_VM
+    return cpu * price_cpu + memory_gib * price_memory_gib + disk_gib * price_disk_gib

@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.deps import Db, Settings
 from kumulus.backend.heartbeats import HeartbeatWriter, Outcome, VerifiedHeartbeat
-from kumulus.backend.hosts import starting_prices
+from kumulus.backend.hosts import check_capacity, starting_prices
 from kumulus.backend.models import VM, Host, HostToken, ProviderProfile
 from kumulus.backend.nonces import DbNonceStore
 from kumulus.backend.schemas import Accepted, HostRegistered
@@ -100,6 +100,12 @@ def register(
     envelope: SignedEnvelope, request: Request, db: Db, settings: Settings
 ) -> HostRegistered:
     payload = _parse(RegisterPayload, _verified(envelope, db, settings))
+    capacity = payload.capacity
+    try:
+        check_capacity(settings, capacity.cpu, capacity.memory, capacity.disk)
+    except InvalidError:
+        db.rollback()  # the nonce stays unspent: the same envelope fails the same way
+        raise
     token = db.scalar(
         select(HostToken).where(HostToken.token_hash == hash_token(payload.provider_token))
     )
@@ -122,25 +128,22 @@ def register(
     if claimed.rowcount != 1:  # type: ignore[attr-defined]
         db.rollback()
         raise UnauthorizedError("provider token already used", code="bad_host_token")
-    db.add(
-        Host(
-            id=host_id,
-            account_id=token.account_id,
-            wallet_address=envelope.address,
-            api_url=payload.api_url.rstrip("/"),
-            public_ip=payload.public_ip,
-            region=profile.region,
-            cpu=payload.capacity.cpu,
-            memory=payload.capacity.memory,
-            disk=payload.capacity.disk,
-            disk_quota=payload.disk_quota,
-            agent_version=payload.agent_version,
-            registered_at=utcnow(),
-            price_cpu_hour=prices[0],
-            price_memory_gib_hour=prices[1],
-            price_disk_gib_hour=prices[2],
-        )
+    host = Host(
+        id=host_id,
+        account_id=token.account_id,
+        wallet_address=envelope.address,
+        api_url=payload.api_url.rstrip("/"),
+        public_ip=payload.public_ip,
+        region=profile.region,
+        cpu=payload.capacity.cpu,
+        memory=payload.capacity.memory,
+        disk=payload.capacity.disk,
+        disk_quota=payload.disk_quota,
+        agent_version=payload.agent_version,
+        registered_at=utcnow(),
     )
+    host.set_prices(*prices)
+    db.add(host)
     db.commit()
     return HostRegistered(
         host_id=host_id,
@@ -189,6 +192,7 @@ def accept_heartbeat(
         payload=payload,
         inventory=_inventory(payload),
         nonce_expires_at=time.time() + 2 * settings.signature_max_skew + 5,
+        machine=payload["host"] if isinstance(payload.get("host"), dict) else None,
     )
     try:
         outcome = writer.submit(beat).result(timeout=30)

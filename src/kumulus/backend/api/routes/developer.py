@@ -7,11 +7,19 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
-from kumulus.backend import ssh_keys
+from kumulus.backend import quotes, ssh_keys
 from kumulus.backend.deps import CurrentDeveloper, Db, DbId, ResourceId, Settings
 from kumulus.backend.models import SshKey
 from kumulus.backend.paging import After, Limit
-from kumulus.backend.schemas import SshKeyIn, SshKeyOut, VMCreateIn, VMLogsOut, VMOut
+from kumulus.backend.schemas import (
+    SshKeyIn,
+    SshKeyOut,
+    VMCreateIn,
+    VMLogsOut,
+    VMOut,
+    VMQuoteIn,
+    VMQuoteOut,
+)
 from kumulus.backend.vms import VMService
 from kumulus.core.schemas import Page
 
@@ -77,6 +85,14 @@ def create_vm(
     if vms.awaiting_create(vm):
         response.status_code = status.HTTP_202_ACCEPTED
     return vms.view(vm)
+
+
+@router.post("/vms/quote", response_model=VMQuoteOut)
+def quote_vm(body: VMQuoteIn, account: CurrentDeveloper, db: Db, settings: Settings) -> VMQuoteOut:
+    """What this VM would pay per hour if created now (the price on the host the scheduler
+    would choose), and the `maxPricePerHour` to send with its create: the price plus the
+    platform's tolerance. 409 `no_host_fits`, saying why, when no host would take it."""
+    return quotes.quote_vm(db, settings, body)
 
 
 @router.get("/vms/{vm_id}", response_model=VMOut)
