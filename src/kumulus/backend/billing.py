@@ -166,9 +166,7 @@ def lock_vms(db: Session, vms: Sequence[VM]) -> tuple[dict[Key, int], dict[str, 
     locked = ledger.lock(db, keys)
     for start in range(0, len(vms), 500):  # one query per 500, not a refresh per VM
         ids = [vm.id for vm in vms[start : start + 500]]
-        db.execute(
-            select(VM).where(VM.id.in_(ids)).execution_options(populate_existing=True)
-        ).all()
+        db.execute(select(VM).where(VM.id.in_(ids)).execution_options(populate_existing=True)).all()
     return locked, providers
 
 
