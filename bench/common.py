@@ -1,11 +1,11 @@
-"""What the database benchmarks share: simulated hosts and the bare-INSERT baseline."""
+"""What the database benchmarks share: simulated hosts and the bare-INSERT / UPDATE baselines."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 
-from sqlalchemy import Column, Integer, MetaData, String, Table, delete, insert
+from sqlalchemy import Column, Integer, MetaData, String, Table, delete, insert, update
 
 from kumulus.backend.clock import utcnow
 from kumulus.backend.db import Database
@@ -77,3 +77,26 @@ def insert_commit_rate(db: Database, suffix: str, count: int) -> float:
     rate = count / (time.perf_counter() - t0)
     scratch.drop(db.engine)
     return rate
+
+
+def update_chunked_seconds(db: Database, suffix: str, count: int, chunk: int) -> float:
+    """Baseline: seconds for `count` one-row UPDATEs (one statement per row) on a scratch
+    table of `count` rows, one COMMIT per `chunk` rows, on the same database."""
+    scratch = Table(
+        f"bench_scratch_{suffix}",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("v", String(32)),
+    )
+    scratch.create(db.engine)
+    with db.engine.connect() as conn:
+        conn.execute(insert(scratch), [{"id": i, "v": ""} for i in range(count)])
+        conn.commit()
+        t0 = time.perf_counter()
+        for start in range(0, count, chunk):
+            for i in range(start, min(start + chunk, count)):
+                conn.execute(update(scratch).where(scratch.c.id == i).values(v=str(i)))
+            conn.commit()
+        elapsed = time.perf_counter() - t0
+    scratch.drop(db.engine)
+    return elapsed

@@ -26,8 +26,9 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import Table, bindparam, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from kumulus.backend.clock import utcnow
@@ -49,6 +50,15 @@ NEVER_NEGATIVE = frozenset({DEVELOPER, HOLD, PROVIDER, PLATFORM, PROMO, HOLD_PRO
 PER_VM = frozenset({HOLD, HOLD_PROMO})
 
 Key = tuple[str, str]  # (account type, account key)
+
+# Core statements built once (their compiled form is cached): postings write many rows.
+_BALANCES = cast(Table, Balance.__table__)
+_SET_BALANCE = (
+    update(_BALANCES)
+    .where(_BALANCES.c.account_type == bindparam("t"), _BALANCES.c.account_key == bindparam("k"))
+    .values(amount=bindparam("a"))
+)
+_INSERT_ENTRIES = insert(cast(Table, LedgerEntry.__table__))
 
 
 class LedgerError(Exception):
@@ -93,9 +103,8 @@ def lock(db: Session, keys: Iterable[Key]) -> dict[Key, int]:
     # Creates missing rows; on SQLite its being a write also takes the database's write
     # lock now, before any balance is read.
     db.execute(
-        upsert_insert(db, Balance)
-        .values([{"account_type": t, "account_key": k, "amount": 0} for t, k in wanted])
-        .on_conflict_do_nothing()
+        upsert_insert(db, _BALANCES).on_conflict_do_nothing(),
+        [{"account_type": t, "account_key": k, "amount": 0} for t, k in wanted],
     )
     found: dict[Key, int] = {}
     for chunk_start in range(0, len(wanted), 500):
@@ -141,30 +150,34 @@ def post(
             raise OverdraftError(key, locked[key], change)
     txn = secrets.token_hex(8)
     now = utcnow()
-    db.add_all(
-        LedgerEntry(
-            txn_id=txn,
-            account_type=leg.account_type,
-            account_id=leg.account_id,
-            amount=leg.amount,
-            kind=leg.kind,
-            vm_id=vm_id,
-            memo=memo[:200],
-            created_at=now,
-        )
+    entries = [
+        {
+            "txn_id": txn,
+            "account_type": leg.account_type,
+            "account_id": leg.account_id,
+            "amount": leg.amount,
+            "kind": leg.kind,
+            "vm_id": vm_id,
+            "memo": memo[:200],
+            "created_at": now,
+        }
         for leg in legs
         if leg.amount != 0
-    )
+    ]
+    # On the session's connection, in its transaction: these writes need none of the
+    # session's pending changes, so they do not flush them (one flush per posting was most
+    # of a metering pass); those are written at the next query or commit.
+    conn = db.connection()
+    if entries:
+        conn.execute(_INSERT_ENTRIES, entries)
+    writes = []
     for key, change in changes.items():
         if change == 0:
             continue
         locked[key] += change
-        db.execute(
-            update(Balance)
-            .where(Balance.account_type == key[0], Balance.account_key == key[1])
-            .values(amount=locked[key])
-            .execution_options(synchronize_session=False)
-        )
+        writes.append({"t": key[0], "k": key[1], "a": locked[key]})
+    if writes:
+        conn.execute(_SET_BALANCE, writes)
     return txn
 
 
