@@ -81,8 +81,9 @@ def test_running_out_of_balance_stops_the_vm_but_keeps_it(
         kept = docker_client.containers.list(all=True, filters=label)
         assert len(kept) == 1 and kept[0].status == "exited"  # stopped, never deleted
         billing = dev.get("/v1/billing").json()
-        # Never below zero: it spent what it had, and the provider lost nothing it was owed.
-        assert billing["balancePlanck"] == 0 and "used up" in billing["warning"]
+        # Never below zero. The VM stopped once a full hold could not be renewed, and the
+        # stopped VM's unused hold came back: less than a new hold, so no create or start.
+        assert 0 <= billing["balancePlanck"] < 300_000_000_000 and billing["warning"]
         again = dev.post(
             "/v1/vms",
             json={"username": "frank", "sshKey": ssh_keypair[1], "cpu": 0.5, "memory": "256m"},

@@ -113,9 +113,11 @@ def test_deposits_are_credited_exactly_once_and_payouts_arrive(
 
         def recorded() -> list[tuple[str, int, int | None]]:
             with sqlite3.connect(db_file) as conn:
-                return conn.execute(
+                rows = conn.execute(
                     "SELECT sender, amount, account_id FROM chain_deposits ORDER BY block_number"
                 ).fetchall()
+            # Amounts are exact decimal text on SQLite (they can pass 64 bits).
+            return [(sender, int(amount), account) for sender, amount, account in rows]
 
         # (Alice's funding of the platform account above is such a transfer too.)
         _wait(lambda: (stranger.ss58_address, 3 * UNIT, None) in recorded())
