@@ -120,10 +120,13 @@ def stopped_rate(vm: VM) -> int:
 def rate_of(vm: VM, host_offline: bool = False) -> int:
     """What the VM pays per hour now. The developer never pays for a provider's failure:
     a VM its host no longer has (`missing`) pays nothing, and one on a host that stopped
-    answering pays for its disk only, whatever it was meant to be doing."""
+    answering, or that its host reports stopped, pays for its disk only, whatever it was
+    meant to be doing."""
     if vm.intended_state == "deleted" or vm.actual_state in ("failed", "deleted", "missing"):
         return 0
-    if vm.intended_state == "running" and not host_offline:
+    # Its host reports it not running (exited, paused): nothing runs, the disk is kept.
+    observed_stopped = vm.actual_state in ("stopped", "insufficient_funds")
+    if vm.intended_state == "running" and not host_offline and not observed_stopped:
         return running_rate(vm)
     return stopped_rate(vm)
 

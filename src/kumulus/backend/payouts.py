@@ -86,9 +86,10 @@ def request_payout(db: Session, account_id: int, address: str, amount: int, mini
     return payout
 
 
-def schedule_payouts(db: Session, minimum: int) -> int:
+def schedule_payouts(db: Session, minimum: int, most: int | None = None) -> int:
     """Scheduled payouts: every provider with a linked wallet and at least `minimum` earned
-    gets a pending payout of everything earned. Returns how many were created."""
+    gets a pending payout of everything earned (at most `most`, the daily cap: a larger one
+    could never be sent). Returns how many were created."""
     created = 0
     for account_id, address in db.execute(
         select(ProviderProfile.account_id, ProviderProfile.wallet_address).where(
@@ -96,6 +97,8 @@ def schedule_payouts(db: Session, minimum: int) -> int:
         )
     ).all():
         earned = ledger.balance(db, ledger.PROVIDER, account_id)
+        if most is not None:
+            earned = min(earned, most)
         if address is not None and earned >= max(minimum, 1):
             request_payout(db, account_id, address, earned, minimum)
             created += 1
@@ -167,13 +170,22 @@ class PayoutWorker:
             if s.scalar(select(func.count()).where(Payout.status == "submitted")):
                 return paid  # an earlier one is unsettled: later nonces would wait behind it
             if schedule_minimum is not None:
-                schedule_payouts(s, schedule_minimum)
+                schedule_payouts(s, schedule_minimum, self.daily_cap)
             pending = list(
                 s.scalars(select(Payout).where(Payout.status == "pending").order_by(Payout.id))
             )
             if not pending:
                 state.clear_condition(self._db, state.WAITING_CAP)  # nothing waits
             for payout in pending:
+                if self.daily_cap is not None and int(payout.amount) > self.daily_cap:
+                    # It could never fit, and would hold back every payout behind it.
+                    self._fail(
+                        s,
+                        payout,
+                        f"{payout.amount} planck is more than the daily payout cap of "
+                        f"{self.daily_cap}: request at most that at a time",
+                    )
+                    continue
                 if not self._hold_lease() or not self._under_cap(s, payout):
                     break  # in order: a payout that waits is not overtaken by later ones
                 if not self._submit(s, payout):

@@ -94,11 +94,19 @@ def request_provider_payout(
     profile = db.get(ProviderProfile, account.id)
     if profile is None or profile.wallet_address is None:
         raise ConflictError("link a wallet first: payouts go to it", code="no_wallet")
+    cap = settings.payout_daily_cap_planck
     planck = (
         to_planck(settings, amount, "amount")
         if amount is not None
-        else ledger.balance(db, ledger.PROVIDER, account.id)
+        else min(ledger.balance(db, ledger.PROVIDER, account.id), cap)
     )
+    if planck > cap:
+        # It could never be sent, and would hold back every payout behind it.
+        raise ConflictError(
+            f"at most {format_amount(cap, settings.token_decimals, settings.token_symbol)} "
+            "can be paid out per payout (the daily payout cap): ask for less",
+            code="payout_refused",
+        )
     return request_payout(
         db,
         account.id,

@@ -27,4 +27,4 @@ def schedule(db: Database, settings: BackendSettings) -> int:
     payout of it all; returns how many."""
     minimum = parse_amount(settings.payout_minimum, settings.token_decimals)
     with db.session() as s:
-        return schedule_payouts(s, minimum)
+        return schedule_payouts(s, minimum, settings.payout_daily_cap_planck)
