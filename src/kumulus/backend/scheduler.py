@@ -87,9 +87,18 @@ _WHERE = (
     + " AND (:region IS NULL OR region = :region)"
     " AND (:max_price IS NULL OR {price_within}){exclude}"
 )
-# The order of preference, walked on the (rep_tier DESC, ref_price, load) indexes: the best
-# reputation tier, within it the cheapest host (reference price), then the least loaded.
-_ORDER = " ORDER BY rep_tier DESC, ref_price, load LIMIT 1"
+# The order of preference: the best reputation tier, within it the host where THIS VM is
+# cheapest, then the least loaded. Ranking by the stored reference price alone (the price of
+# one reference shape, which the indexes hold) let a provider price only what the reference
+# VM barely uses and win every memory-heavy VM at twice an honest host's price (found by
+# an attacker review); so the VM's own price decides, computed in floating point here only to
+# rank (the limit above is exact), with the reference price and load breaking ties.
+_ORDER = (
+    " ORDER BY rep_tier DESC,"
+    " :cpu * price_cpu_hour + :memory_gib * price_memory_gib_hour"
+    " + :disk_gib * price_disk_gib_hour,"
+    " ref_price, load LIMIT 1"
+)
 _CANDIDATE = "SELECT id" + _WHERE
 _PLACE = (
     "UPDATE hosts SET"
@@ -110,6 +119,8 @@ _TYPED = (
     bindparam("memory", type_=BigInteger()),
     bindparam("disk", type_=BigInteger()),
     bindparam("max_price", type_=BigInteger()),
+    bindparam("memory_gib", type_=Float()),
+    bindparam("disk_gib", type_=Float()),
 )
 _LOCKS = {"sqlite": "", "postgresql": " FOR UPDATE SKIP LOCKED"}
 
@@ -120,7 +131,8 @@ def _compile(sql: str, dialect: str, exclude: bool, lock: bool = False):  # type
         lock=_LOCKS[dialect] if lock else "",
         price_within=_PRICE_WITHIN[dialect],
     )
-    params = (*_TYPED, bindparam("exclude", expanding=True)) if exclude else _TYPED
+    typed = tuple(p for p in _TYPED if f":{p.key}" in sql)
+    params = (*typed, bindparam("exclude", expanding=True)) if exclude else typed
     return text(sql).bindparams(*params)
 
 
@@ -164,6 +176,8 @@ def _params(want: Want, exclude: set[str] | None, price_limit: int | None) -> di
         "cpu_exact": str(want.cpu),  # how hourly_price reads it: the decimal it prints as
         "memory": want.memory,
         "disk": want.disk,
+        "memory_gib": want.memory / GIB,  # for ranking only
+        "disk_gib": want.disk / GIB,
         "region": want.region,
         "max_price": _cap(want, price_limit),
     }
@@ -189,9 +203,8 @@ def place(
     False: then the reservation is part of the caller's transaction, which must commit or
     roll it back).
 
-    Preference: the highest reputation tier, then the cheapest host in it (by reference
-    price, see kumulus.core.money.REFERENCE_VM), then the least loaded (spreads VMs among
-    equally priced hosts). A host where the VM would cost more than `price_limit` (planck
+    Preference: the highest reputation tier, then the host in it where this VM is cheapest,
+    then the least loaded (spreads VMs among equally priced hosts). A host where the VM would cost more than `price_limit` (planck
     per hour, the platform's `max_vm_price_per_hour`) does not fit: that bound is what keeps
     every charge of the VM inside its 64-bit column. Raises NoHostFitsError, whose message
     says what is missing (`money` formats prices in it)."""
