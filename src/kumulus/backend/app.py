@@ -92,6 +92,7 @@ def create_app(settings: BackendSettings) -> FastAPI:
         finally:
             jobs.stop()  # releases the payout sender lease once the payouts job is done
             heartbeats.close()
+            db.engine.dispose()  # its pooled connections go back to the server now
 
     app = FastAPI(
         title="Kumulus backend",

@@ -204,7 +204,8 @@ def place(
     roll it back).
 
     Preference: the highest reputation tier, then the host in it where this VM is cheapest,
-    then the least loaded (spreads VMs among equally priced hosts). A host where the VM would cost more than `price_limit` (planck
+    then the least loaded (spreads VMs among equally priced hosts). A host where the VM
+    would cost more than `price_limit` (planck
     per hour, the platform's `max_vm_price_per_hour`) does not fit: that bound is what keeps
     every charge of the VM inside its 64-bit column. Raises NoHostFitsError, whose message
     says what is missing (`money` formats prices in it)."""
