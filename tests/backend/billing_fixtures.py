@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from kumulus.backend import ledger
-from kumulus.backend.billing import start_metering
+from kumulus.backend.billing import Terms, lock_vms, start_metering, take_hold
 from kumulus.backend.clock import utcnow
 from kumulus.backend.models import VM, Account, Host
 
@@ -85,3 +85,16 @@ def earnings(db: Session, provider_id: int, amount: int) -> None:
     ledger.transfer(
         db, (ledger.DEVELOPER, payer.id), (ledger.PROVIDER, provider_id), amount, "usage"
     )
+
+
+def placed(db: Session, dev: Account, on: Host, since: datetime, terms: Terms) -> VM:
+    """A VM placed at `since` the way the create flow does it: hold taken from the
+    developer's funds, metered from then on (commits)."""
+    row = vm(db, dev, on, since)
+    row.metered_until = None
+    db.commit()
+    locked, _ = lock_vms(db, [row])
+    take_hold(db, row, locked, terms)
+    start_metering(row, since)
+    db.commit()
+    return row

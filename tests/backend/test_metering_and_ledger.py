@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from kumulus.backend import billing, ledger
 from kumulus.backend.clock import utcnow
 from kumulus.backend.models import VM, Account, Host, LedgerEntry
-from tests.backend.billing_fixtures import UNIT, account, host, vm
+from tests.backend.billing_fixtures import UNIT, account, host, placed
 
 # 2 vCPU * 0.01 + 4 GiB * 0.005 + 20 GiB * 0.0001 = 0.042 per hour running; 0.002 stopped.
 RUNNING = 42 * UNIT // 1000
@@ -26,13 +26,7 @@ TERMS = billing.Terms(fee_bps=1000, window=600)
 def _placed(db: Session, dev: Account, on: Host, t0: datetime, deposit: int = UNIT) -> VM:
     """A VM placed at t0 with its hold taken from `deposit` (deposit-funded)."""
     ledger.transfer(db, (ledger.CHAIN, None), (ledger.DEVELOPER, dev.id), deposit, "deposit")
-    machine = vm(db, dev, on, t0)
-    db.commit()
-    locked, _ = billing.lock_vms(db, [machine])
-    billing.take_hold(db, machine, locked, TERMS)
-    billing.start_metering(machine, t0)
-    db.commit()
-    return machine
+    return placed(db, dev, on, t0, TERMS)
 
 
 def test_a_vm_running_n_seconds_is_charged_exactly(backend: TestClient) -> None:

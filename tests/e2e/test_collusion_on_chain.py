@@ -16,27 +16,15 @@ from kumulus.backend.billing import STOPPED_FOR_FUNDS
 from kumulus.backend.clock import utcnow
 from kumulus.backend.db import Database, migrate
 from kumulus.backend.ledger_check import violations
-from kumulus.backend.models import VM, Host
 from kumulus.backend.payouts import PayoutError, PayoutWorker, request_payout
 from kumulus.chain.client import ChainClient
 from kumulus.chain.devnode import DevNode
 from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic
-from tests.backend.billing_fixtures import account, host, vm
+from tests.backend.billing_fixtures import account, host, placed
 from tests.e2e.chain import UNIT, fund
 
 pytestmark = pytest.mark.slow
 TERMS = billing.Terms(fee_bps=1000, window=600)
-
-
-def _placed(s, dev, on: Host, t0) -> VM:  # type: ignore[no-untyped-def]
-    machine = vm(s, dev, on, t0)
-    machine.metered_until = None
-    s.commit()
-    locked, _ = billing.lock_vms(s, [machine])
-    billing.take_hold(s, machine, locked, TERMS)
-    billing.start_metering(machine, t0)
-    s.commit()
-    return machine
 
 
 def test_collusion_pays_nothing_out_and_deposits_pay_exactly(
@@ -61,8 +49,8 @@ def test_collusion_pays_nothing_out_and_deposits_pay_exactly(
         fair = host(s, honest)
         fair.price_cpu_hour, fair.price_memory_gib_hour, fair.price_disk_gib_hour = UNIT // 2, 0, 0
         s.commit()
-        free_vm = _placed(s, free_dev, dear, t0)  # 2 vCPU: 6 UNIT/h, hold 1 UNIT
-        paid_vm = _placed(s, payer, fair, t0)  # 2 vCPU: 1 UNIT/h
+        free_vm = placed(s, free_dev, dear, t0, TERMS)  # 2 vCPU: 6 UNIT/h, hold 1 UNIT
+        paid_vm = placed(s, payer, fair, t0, TERMS)  # 2 vCPU: 1 UNIT/h
         # Two hours unmetered (12 UNIT owed on the dear host), then delete the paid one.
         now = t0 + timedelta(hours=2)
         out = billing.settle(s, free_vm, TERMS, now)

@@ -5,13 +5,10 @@ waiting) stays placed on that host, with its hold and capacity, unbilled. This j
 same host again with the same idempotency key until it answers: the VM is adopted (billed
 from then on) or, if the host refuses, its hold and capacity go back. It is never tried on
 another host meanwhile, so a late create can never leave an unbilled VM with the
-developer's key running somewhere. Hosts are served in parallel, like the `stops` job."""
+developer's key running somewhere. Hosts are served in parallel (jobs/per_host.py)."""
 
 from __future__ import annotations
 
-import logging
-from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -19,15 +16,12 @@ from substrateinterface import Keypair
 
 from kumulus.backend.clock import utcnow
 from kumulus.backend.db import Database
+from kumulus.backend.jobs.per_host import on_each_host
 from kumulus.backend.models import VM
 from kumulus.backend.vms import VMService
 from kumulus.client import CALL_DEADLINE
 from kumulus.config import BackendSettings
-from kumulus.core.errors import KumulusError
 
-log = logging.getLogger(__name__)
-
-MAX_HOSTS_AT_ONCE = 8
 # A create younger than this may still be waiting for its answer in the request that made
 # it (agent calls end within CALL_DEADLINE): leave it to that request.
 IN_FLIGHT = timedelta(seconds=CALL_DEADLINE + 10)
@@ -45,28 +39,6 @@ def resolve_creates(db: Database, settings: BackendSettings, keypair: Keypair) -
                 VM.updated_at < utcnow() - IN_FLIGHT,
             )
         ).all()
-    by_host: dict[str, list[str]] = defaultdict(list)
-    for vm_id, host_id in rows:
-        by_host[str(host_id)].append(vm_id)
-    if not by_host:
-        return 0
-
-    def on_host(vm_ids: list[str]) -> int:
-        resolved = 0
-        with db.session() as s:
-            service = VMService(s, settings, keypair)
-            for vm_id in vm_ids:
-                vm = s.get(VM, vm_id)
-                if vm is None:
-                    continue
-                try:
-                    resolved += service.resolve_create(vm)
-                except KumulusError as exc:  # host away or failing: next run
-                    s.rollback()
-                    log.info("VM %s: create not resolved yet: %s", vm_id, exc.detail)
-                    if exc.error_code in ("host_offline", "host_unreachable"):
-                        break
-        return resolved
-
-    with ThreadPoolExecutor(min(MAX_HOSTS_AT_ONCE, len(by_host)), "creates") as pool:
-        return sum(pool.map(on_host, by_host.values()))
+    return on_each_host(
+        db, settings, keypair, rows, VMService.resolve_create, "create not resolved yet"
+    )
