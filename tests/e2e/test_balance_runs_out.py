@@ -83,7 +83,8 @@ def test_running_out_of_balance_stops_the_vm_but_keeps_it(
         billing = dev.get("/v1/billing").json()
         # Never below zero. The VM stopped once a full hold could not be renewed, and the
         # stopped VM's unused hold came back: less than a new hold, so no create or start.
-        assert 0 <= billing["balancePlanck"] < 300_000_000_000 and billing["warning"]
+        assert 0 <= billing["balancePlanck"] < 300_000_000_000
+        assert "could not renew their prepaid hold" in billing["warning"]
         again = dev.post(
             "/v1/vms",
             json={"username": "frank", "sshKey": ssh_keypair[1], "cpu": 0.5, "memory": "256m"},

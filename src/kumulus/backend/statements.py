@@ -38,6 +38,18 @@ def entry_out(settings: BackendSettings, e: LedgerEntry) -> LedgerEntryOut:
     )
 
 
+def _stopped_for_funds(db: Session, account_id: int) -> int:
+    return len(
+        db.scalars(
+            select(VM.id).where(
+                VM.account_id == account_id,
+                VM.intended_state == "stopped",
+                VM.failure_reason == billing.STOPPED_FOR_FUNDS,
+            )
+        ).all()
+    )
+
+
 def entries_page(
     db: Session, account: Account, limit: int, after: str | None
 ) -> tuple[list[LedgerEntry], str | None]:
@@ -83,6 +95,11 @@ def statement(
                 "Your balance is used up: running VMs are stopped when their prepaid hold "
                 "runs out, and stopped VMs whose disk cannot be paid are deleted after "
                 f"{settings.unfunded_grace / 86400:g} days. Deposit to continue."
+            )
+        elif stopped_for_funds := _stopped_for_funds(db, account.id):
+            warning = (
+                f"{stopped_for_funds} VM(s) stopped: your balance could not renew their "
+                "prepaid hold. Deposit, then start them again."
             )
         elif hours_left is not None and hours_left < settings.low_balance_hours:
             warning = (
