@@ -388,6 +388,10 @@ def settle(
     provider_id = providers.get(vm.host_id or "")
     out.charged, ran_out = charge(db, vm, locked, now, (vm.host_id or "") in providers.offline)
     if to_state is not None:
+        if to_state == "stopped" and vm.intended_state != "stopped":
+            vm.stop_requested_at = now
+        elif to_state != "stopped":
+            vm.stop_requested_at = None
         vm.intended_state = to_state
     target = 0 if vm.intended_state == "deleted" else hold_for(rate_of(vm), terms.window)
     posted_at = aware(vm.posted_at) if vm.posted_at else None
@@ -412,6 +416,7 @@ def settle(
         if short and vm.intended_state == "running":
             vm.intended_state, vm.actual_state = "stopped", "stopping"
             vm.failure_reason, vm.updated_at = STOPPED_FOR_FUNDS, now
+            vm.stop_requested_at = now
             out.stopped_for_funds = True
             target = hold_for(rate_of(vm), terms.window)
     release(db, vm, locked, keep=target)

@@ -297,6 +297,10 @@ class VM(Base):
     accrued: Mapped[int] = mapped_column(Planck, default=0, server_default="0")
     posted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     unfunded_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the stop its host has not carried out yet was asked for (None once counted as a
+    # failed lease, or when started again): a host that keeps such a VM running past a grace
+    # period fails the lease (backend/vms.py, send_pending_stop).
+    stop_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     idempotency_key: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -7,7 +7,7 @@ import builtins
 import logging
 import secrets
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, select, update
@@ -45,6 +45,8 @@ from kumulus.core.sizes import format_size
 
 log = logging.getLogger(__name__)
 
+# A stop its host has not carried out after this long counts as a failed lease.
+STOP_GRACE = timedelta(minutes=10)
 PENDING_STOP = ("stopping", "running", "starting", "restarting")
 
 _DOCKER_TO_ACTUAL = {
@@ -450,6 +452,14 @@ class VMService:
         self.db.refresh(vm)  # a start or delete since the job listed it wins
         if vm.intended_state != "stopped" or vm.actual_state not in PENDING_STOP:
             return False
+        asked = aware(vm.stop_requested_at) if vm.stop_requested_at else None
+        if vm.actual_state == "running" and asked and utcnow() - asked >= STOP_GRACE:
+            # Its host reports it running long after the stop: the developer has paid the
+            # stopped rate since, and the provider's failure to stop it fails the lease (once).
+            _count_lease(self.db, vm.host_id or "", completed=False)
+            vm.stop_requested_at = None
+            self.db.commit()
+            log.warning("VM %s: still running on %s long after its stop", vm.id, vm.host_id)
         try:
             self._host_agent(vm).stop_vm(vm.agent_vm_id or "")
         except ApiError as exc:
