@@ -131,6 +131,14 @@ def rate_of(vm: VM, host_offline: bool = False) -> int:
     return stopped_rate(vm)
 
 
+def intended_rate(vm: VM) -> int:
+    """What the VM costs per hour in the state its developer wants: what its hold is sized
+    for (a start must be covered whatever the host last reported)."""
+    if vm.intended_state == "deleted":
+        return 0
+    return running_rate(vm) if vm.intended_state == "running" else stopped_rate(vm)
+
+
 def hold_for(rate_per_hour: int, window: float) -> int:
     """The hold that covers `window` seconds at `rate_per_hour` (rounded up)."""
     return -(-rate_per_hour * round(window * 1000) // MS_PER_HOUR)
@@ -393,7 +401,7 @@ def settle(
         elif to_state != "stopped":
             vm.stop_requested_at = None
         vm.intended_state = to_state
-    target = 0 if vm.intended_state == "deleted" else hold_for(rate_of(vm), terms.window)
+    target = hold_for(intended_rate(vm), terms.window)
     posted_at = aware(vm.posted_at) if vm.posted_at else None
     due = (
         ran_out
@@ -418,7 +426,7 @@ def settle(
             vm.failure_reason, vm.updated_at = STOPPED_FOR_FUNDS, now
             vm.stop_requested_at = now
             out.stopped_for_funds = True
-            target = hold_for(rate_of(vm), terms.window)
+            target = hold_for(intended_rate(vm), terms.window)
     release(db, vm, locked, keep=target)
     if vm.intended_state == "stopped" and ran_out and room(vm, locked) <= 0:
         vm.unfunded_since = vm.unfunded_since or now
