@@ -45,17 +45,17 @@ METERED_FIELDS = (
     "updated_at",
 )
 _VMS = cast(Table, VM.__table__)
-# PostgreSQL array type of each metered field (see _write_metered); amounts go as text.
-_PG_ARRAY = {
-    "metered_until": "timestamptz[]",
-    "meter_carry": "bigint[]",
-    "accrued": "numeric[]",
-    "posted_at": "timestamptz[]",
-    "unfunded_since": "timestamptz[]",
-    "intended_state": "varchar[]",
-    "actual_state": "varchar[]",
-    "failure_reason": "text[]",
-    "updated_at": "timestamptz[]",
+# PostgreSQL type of each metered field (see _write_metered).
+_PG_TYPE = {
+    "metered_until": "timestamptz",
+    "meter_carry": "bigint",
+    "accrued": "numeric",
+    "posted_at": "timestamptz",
+    "unfunded_since": "timestamptz",
+    "intended_state": "varchar",
+    "actual_state": "varchar",
+    "failure_reason": "text",
+    "updated_at": "timestamptz",
 }
 
 
@@ -140,26 +140,16 @@ def _write_metered(s: Session, vms: list[VM], before: list[tuple[Any, ...]]) -> 
     postgres = s.get_bind().dialect.name == "postgresql"
     for names, rows in groups.items():
         if postgres:
-            # One statement over arrays (psycopg would otherwise send one per row).
-            arrays: dict[str, list[Any]] = {"vm_id": [row["vm_id"] for row in rows]}
-            for name in names:
-                values = [row[f"v_{name}"] for row in rows]
-                if name == "accrued":
-                    values = [ledger.planck_text(s, v) for v in values]
-                elif name == "meter_carry":
-                    values = [str(v) for v in values]
-                arrays[f"v_{name}"] = values
-            casts = ", ".join(
-                f"CAST(CAST(:v_{n} AS text[]) AS {_PG_ARRAY[n]})"
-                if n in ("accrued", "meter_carry")
-                else f"CAST(:v_{n} AS {_PG_ARRAY[n]})"
-                for n in names
-            )
+            # One statement over a JSON parameter (psycopg would otherwise send one per row).
+            if "accrued" in names:
+                for row in rows:
+                    row["v_accrued"] = ledger.planck_text(s, row["v_accrued"])
             # Column names come from METERED_FIELDS only; every value is a parameter.
-            sets = ", ".join(f"{n} = w.{n}" for n in names)
-            source = f"unnest(CAST(:vm_id AS varchar[]), {casts}) AS w(id, {', '.join(names)})"
-            sql = f"UPDATE vms AS v SET {sets} FROM {source} WHERE v.id = w.id"  # noqa: S608
-            conn.execute(text(sql), arrays)
+            sets = ", ".join(f"{n} = w.v_{n}" for n in names)
+            columns = ", ".join(f"v_{n} {_PG_TYPE[n]}" for n in names)
+            source = f"json_to_recordset(CAST(:w AS json)) AS w(vm_id varchar, {columns})"
+            sql = f"UPDATE vms AS v SET {sets} FROM {source} WHERE v.id = w.vm_id"  # noqa: S608
+            conn.execute(text(sql), {"w": ledger.pg_json(rows)})
             continue
         conn.execute(
             update(_VMS)
