@@ -27,12 +27,13 @@ import json
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, insert, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
-from kumulus.backend.clock import utcnow
+from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.db import upsert_insert
 from kumulus.backend.models import Balance, LedgerEntry, Planck
 
@@ -98,9 +99,16 @@ def planck_text(db: Session, amount: int) -> str:
 
 
 def pg_json(rows: list[dict[str, Any]]) -> str:
-    """Rows as the JSON a json_to_recordset parameter takes (datetimes in ISO 8601 with
-    their offset, which timestamptz reads exactly)."""
-    return json.dumps(rows, default=lambda v: v.isoformat(), separators=(",", ":"))
+    """Rows as the JSON a json_to_recordset parameter takes: datetimes in ISO 8601 with
+    their offset (a naive one is UTC, as everywhere in the backend), which timestamptz
+    reads exactly, not in the session's time zone. Anything else unknown is an error."""
+
+    def encode(value: object) -> str:
+        if isinstance(value, datetime):
+            return aware(value).isoformat()
+        raise TypeError(f"{type(value).__name__} has no JSON form here")
+
+    return json.dumps(rows, default=encode, separators=(",", ":"))
 
 
 class LedgerError(Exception):
