@@ -139,10 +139,13 @@ def populate(
 
 
 def rewind(db: Database, seconds: float) -> None:
-    """Make the last pass `seconds` ago (posting left recent): what the next pass charges."""
-    since = utcnow() - timedelta(seconds=seconds)
+    """Make the last pass `seconds` ago (posting left recent): what the next pass charges.
+    The hosts heartbeat now: a host silent for longer than the heartbeat TTL is offline,
+    its VMs pay the disk-only rate and no renewal would ever be due."""
+    now = utcnow()
     with db.session() as s:
-        s.execute(update(VM).values(metered_until=since))
+        s.execute(update(VM).values(metered_until=now - timedelta(seconds=seconds)))
+        s.execute(update(Host).values(last_heartbeat_at=now))
         s.commit()
 
 

@@ -28,7 +28,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, String, any_, bindparam, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from kumulus.backend import ledger
@@ -154,11 +155,15 @@ def split_fee(cost: int, fee_bps: int) -> tuple[int, int]:
 
 
 def keys_of(vm: VM, provider_id: int | None) -> list[Key]:
+    return _keys(vm.id, vm.account_id, provider_id)
+
+
+def _keys(vm_id: str, account_id: int, provider_id: int | None) -> list[Key]:
     keys = [
-        key_of(DEVELOPER, vm.account_id),
-        key_of(PROMO, vm.account_id),
-        key_of(HOLD, vm.account_id, vm.id),
-        key_of(HOLD_PROMO, vm.account_id, vm.id),
+        key_of(DEVELOPER, account_id),
+        key_of(PROMO, account_id),
+        key_of(HOLD, account_id, vm_id),
+        key_of(HOLD_PROMO, account_id, vm_id),
         key_of(PLATFORM, None),
         key_of(PLATFORM_PROMO, None),
     ]
@@ -179,7 +184,10 @@ class Hosts:
 
 
 def hosts_of(db: Session, vms: Iterable[VM], heartbeat_ttl: float | None = None) -> Hosts:
-    host_ids = {vm.host_id for vm in vms if vm.host_id}
+    return _hosts({vm.host_id for vm in vms if vm.host_id}, db, heartbeat_ttl)
+
+
+def _hosts(host_ids: set[str], db: Session, heartbeat_ttl: float | None) -> Hosts:
     if not host_ids:
         return Hosts({})
     rows = db.execute(
@@ -208,6 +216,39 @@ def lock_vms(
     return locked, hosts
 
 
+def lock_vm_ids(
+    db: Session, ids: Sequence[str], heartbeat_ttl: float | None = None
+) -> tuple[list[VM], dict[Key, int], Hosts]:
+    """`lock_vms` for VMs not loaded yet (the meter job's chunks): reads only what their
+    keys need, locks, then loads the VMs (ordered by id) once, after the lock, so what
+    another process committed before it is seen. VMs that no longer exist are left out."""
+    rows = [
+        (vm_id, account_id, host_id)
+        for part in _id_parts(db, ids)
+        for vm_id, account_id, host_id in db.execute(
+            select(VM.id, VM.account_id, VM.host_id).where(part)
+        )
+    ]
+    hosts = _hosts({h for _, _, h in rows if h}, db, heartbeat_ttl)
+    locked = ledger.lock(db, [k for i, a, h in rows for k in _keys(i, a, hosts.get(h or ""))])
+    vms: list[VM] = []
+    for part in _id_parts(db, ids):
+        vms += db.scalars(
+            select(VM).where(part).order_by(VM.id).execution_options(populate_existing=True)
+        )
+    vms.sort(key=lambda vm: vm.id)
+    return vms, locked, hosts
+
+
+def _id_parts(db: Session, ids: Sequence[str]) -> list[ColumnElement[bool]]:
+    """`VM.id` among `ids`, as few conditions as the database takes: on PostgreSQL one
+    array parameter (`= ANY`: a short statement, parsed once, instead of 500 placeholders),
+    on SQLite IN lists of 500 (its parameter limit)."""
+    if db.get_bind().dialect.name == "postgresql":
+        return [VM.id == any_(bindparam("vm_ids", list(ids), type_=postgresql.ARRAY(String)))]
+    return [VM.id.in_(ids[start : start + 500]) for start in range(0, len(ids), 500)]
+
+
 def _held(vm: VM, locked: dict[Key, int]) -> tuple[int, int]:
     return (
         locked[key_of(HOLD_PROMO, vm.account_id, vm.id)],
@@ -228,9 +269,15 @@ def available(account_id: int, locked: dict[Key, int]) -> int:
 # -- moving money -------------------------------------------------------------------------
 
 
-def fund(db: Session, vm: VM, locked: dict[Key, int], amount: int) -> int:
+def fund(
+    db: Session,
+    vm: VM,
+    locked: dict[Key, int],
+    amount: int,
+    batch: ledger.PostingBatch | None = None,
+) -> int:
     """Move up to `amount` from the developer's funds into the VM's hold, promotional
-    credit first; returns what could not be covered."""
+    credit first; returns what could not be covered. (`batch`: see `ledger.post`.)"""
     promo = min(max(locked[key_of(PROMO, vm.account_id)], 0), amount)
     cash = min(max(locked[key_of(DEVELOPER, vm.account_id)], 0), amount - promo)
     if promo or cash:
@@ -245,13 +292,20 @@ def fund(db: Session, vm: VM, locked: dict[Key, int], amount: int) -> int:
             ],
             vm_id=vm.id,
             memo="prepaid hold",
+            batch=batch,
         )
     return amount - promo - cash
 
 
-def release(db: Session, vm: VM, locked: dict[Key, int], keep: int = 0) -> int:
+def release(
+    db: Session,
+    vm: VM,
+    locked: dict[Key, int],
+    keep: int = 0,
+    batch: ledger.PostingBatch | None = None,
+) -> int:
     """Give back what the hold holds beyond its accrued usage plus `keep` (deposit-funded
-    part first); returns the planck released."""
+    part first); returns the planck released. (`batch`: see `ledger.post`.)"""
     promo, cash = _held(vm, locked)
     excess = promo + cash - vm.accrued - keep
     if excess <= 0:
@@ -272,15 +326,23 @@ def release(db: Session, vm: VM, locked: dict[Key, int], keep: int = 0) -> int:
             ],
             vm_id=vm.id,
             memo="hold released",
+            batch=batch,
         )
     return cash_back + promo_back
 
 
 def post_usage(
-    db: Session, vm: VM, locked: dict[Key, int], provider_id: int, fee_bps: int, now: datetime
+    db: Session,
+    vm: VM,
+    locked: dict[Key, int],
+    provider_id: int,
+    fee_bps: int,
+    now: datetime,
+    batch: ledger.PostingBatch | None = None,
 ) -> bool:
     """Post the VM's accrued usage to the ledger: from its promotional hold first (earning
-    the provider's non-withdrawable account), then from its deposit-funded hold."""
+    the provider's non-withdrawable account), then from its deposit-funded hold.
+    (`batch`: see `ledger.post`.)"""
     vm.posted_at = now
     if vm.accrued <= 0:
         return False
@@ -302,17 +364,24 @@ def post_usage(
         ],
         vm_id=vm.id,
         memo=f"usage to {aware(now).isoformat(timespec='seconds')}",
+        batch=batch,
     )
     vm.accrued = 0
     return True
 
 
 def charge(
-    db: Session, vm: VM, locked: dict[Key, int], now: datetime, host_offline: bool = False
+    db: Session,
+    vm: VM,
+    locked: dict[Key, int],
+    now: datetime,
+    host_offline: bool = False,
+    batch: ledger.PostingBatch | None = None,
 ) -> tuple[int, bool]:
     """Accrue the VM's usage from `metered_until` to `now` at the rate of its intended
     state, topping its hold up from the developer's funds if it falls short. Returns
-    (planck accrued, whether the funds ran out: then only what there was is charged)."""
+    (planck accrued, whether the funds ran out: then only what there was is charged).
+    (`batch`: see `ledger.post`.)"""
     if vm.metered_until is None or vm.host_id is None:
         return 0, False
     start = aware(vm.metered_until)
@@ -325,7 +394,7 @@ def charge(
     cost, carry = divmod(rate * ms + vm.meter_carry, MS_PER_HOUR)
     short = cost - room(vm, locked)
     if short > 0:
-        fund(db, vm, locked, short)
+        fund(db, vm, locked, short, batch)
     ran_out = cost > room(vm, locked)
     if ran_out:
         cost, carry = room(vm, locked), 0
@@ -381,6 +450,7 @@ def settle(
     providers: Hosts | None = None,
     strict: bool = False,
     money: Callable[[int], str] = str,
+    batch: ledger.PostingBatch | None = None,
 ) -> Outcome:
     """Bring the VM's money up to `now` (caller commits): accrue its usage, post it when
     due, and size its hold for the state it will be in (`to_state`, default its intended
@@ -388,13 +458,19 @@ def settle(
 
     `strict`: a hold that cannot be renewed raises PaymentRequiredError (a start) instead
     of stopping the VM (the meter job) or leaving it unfunded. Without `locked`, the VM's
-    balances are locked here (the caller's transaction must not have locked any)."""
+    balances are locked here (the caller's transaction must not have locked any).
+
+    `batch` (with `locked`): the postings are collected in it rather than written; the
+    caller writes them with `ledger.flush_batch` before committing, as well as the VM's
+    changed fields (the meter job's chunks: see jobs/meter.py)."""
     now = now or utcnow()
     if locked is None or providers is None:
         locked, providers = lock_vms(db, [vm], terms.heartbeat_ttl)
     out = Outcome()
     provider_id = providers.get(vm.host_id or "")
-    out.charged, ran_out = charge(db, vm, locked, now, (vm.host_id or "") in providers.offline)
+    out.charged, ran_out = charge(
+        db, vm, locked, now, (vm.host_id or "") in providers.offline, batch
+    )
     if to_state is not None:
         if to_state == "stopped" and vm.intended_state != "stopped":
             vm.stop_requested_at = now
@@ -412,9 +488,9 @@ def settle(
     )
     if not due or provider_id is None:
         return out
-    out.posted = post_usage(db, vm, locked, provider_id, terms.fee_bps, now)
+    out.posted = post_usage(db, vm, locked, provider_id, terms.fee_bps, now, batch)
     if room(vm, locked) < target:
-        short = fund(db, vm, locked, target - room(vm, locked))
+        short = fund(db, vm, locked, target - room(vm, locked), batch)
         if short and strict:
             raise PaymentRequiredError(
                 f"starting this VM sets aside {money(target)} ({terms.window / 60:g} min of "
@@ -427,7 +503,7 @@ def settle(
             vm.stop_requested_at = now
             out.stopped_for_funds = True
             target = hold_for(intended_rate(vm), terms.window)
-    release(db, vm, locked, keep=target)
+    release(db, vm, locked, keep=target, batch=batch)
     if vm.intended_state == "stopped" and ran_out and room(vm, locked) <= 0:
         vm.unfunded_since = vm.unfunded_since or now
         out.unfunded = True

@@ -23,17 +23,19 @@ transaction that needs more accounts later must not lock again: it locks all of 
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import cast
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, tuple_, update
+from sqlalchemy import Table, bindparam, insert, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
-from kumulus.backend.clock import utcnow
+from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.db import upsert_insert
-from kumulus.backend.models import Balance, LedgerEntry
+from kumulus.backend.models import Balance, LedgerEntry, Planck
 
 DEVELOPER, HOLD, PROVIDER, PLATFORM, CHAIN = "developer", "hold", "provider", "platform", "chain"
 PROMO, HOLD_PROMO, PROVIDER_PROMO, PLATFORM_PROMO = (
@@ -59,6 +61,54 @@ _SET_BALANCE = (
     .values(amount=bindparam("a"))
 )
 _INSERT_ENTRIES = insert(cast(Table, LedgerEntry.__table__))
+# PostgreSQL: a chunk's keys and rows go as one JSON parameter (json_to_recordset), so
+# each statement is short, parsed and planned once, and joined by index rather than a long
+# OR of tuples or one statement per row; JSON is also far cheaper for psycopg to send than
+# arrays of strings. Amounts travel as decimal text and are read as NUMERIC: exact.
+_PG_INSERT_KEYS = text(
+    "INSERT INTO balances (account_type, account_key, amount) SELECT t, k, 0 "
+    "FROM json_to_recordset(CAST(:w AS json)) AS w(t varchar, k varchar) "
+    "ON CONFLICT DO NOTHING"
+)
+_PG_LOCK = text(
+    "SELECT b.account_type, b.account_key, b.amount FROM balances AS b "
+    "JOIN json_to_recordset(CAST(:w AS json)) AS w(t varchar, k varchar) "
+    "ON b.account_type = w.t AND b.account_key = w.k "
+    "ORDER BY b.account_type, b.account_key FOR UPDATE OF b"
+)
+_PG_SET_BALANCES = text(
+    "UPDATE balances AS b SET amount = w.a "
+    "FROM json_to_recordset(CAST(:w AS json)) AS w(t varchar, k varchar, a numeric) "
+    "WHERE b.account_type = w.t AND b.account_key = w.k"
+)
+_PG_INSERT_ENTRIES = text(
+    "INSERT INTO ledger_entries "
+    "(txn_id, account_type, account_id, amount, kind, vm_id, memo, created_at) "
+    "SELECT txn_id, account_type, account_id, amount, kind, vm_id, memo, created_at "
+    "FROM json_to_recordset(CAST(:w AS json)) AS w(txn_id varchar, account_type varchar, "
+    "account_id integer, amount numeric, kind varchar, vm_id varchar, memo varchar, "
+    "created_at timestamptz)"
+)
+_PLANCK = Planck()
+
+
+def planck_text(db: Session, amount: int) -> str:
+    """An amount as exact decimal text for a JSON parameter, checked as a Planck column
+    checks what it stores (an int, within NUMERIC(39, 0))."""
+    return str(_PLANCK.process_bind_param(amount, db.get_bind().dialect))
+
+
+def pg_json(rows: list[dict[str, Any]]) -> str:
+    """Rows as the JSON a json_to_recordset parameter takes: datetimes in ISO 8601 with
+    their offset (a naive one is UTC, as everywhere in the backend), which timestamptz
+    reads exactly, not in the session's time zone. Anything else unknown is an error."""
+
+    def encode(value: object) -> str:
+        if isinstance(value, datetime):
+            return aware(value).isoformat()
+        raise TypeError(f"{type(value).__name__} has no JSON form here")
+
+    return json.dumps(rows, default=encode, separators=(",", ":"))
 
 
 class LedgerError(Exception):
@@ -85,6 +135,18 @@ class Leg:
     kind: str
 
 
+@dataclass
+class PostingBatch:
+    """Postings accepted by `post` but not yet written: their ledger entries, and the
+    balance each touched account will hold. Everything in it was checked under the caller's
+    locks; `flush_batch` writes it in that same database transaction, before the commit.
+    Lets a caller that posts for many VMs at once (the meter job's chunks) write with a
+    constant number of statements instead of two per posting."""
+
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    balances: dict[Key, int] = field(default_factory=dict)
+
+
 def key_of(account_type: str, account_id: int | None, vm_id: str | None = None) -> Key:
     if account_type in PER_VM:
         if not vm_id:
@@ -100,20 +162,26 @@ def lock(db: Session, keys: Iterable[Key]) -> dict[Key, int]:
     wanted = sorted(set(keys))
     if not wanted:
         return {}
-    # Creates missing rows; on SQLite its being a write also takes the database's write
-    # lock now, before any balance is read.
+    found: dict[Key, int] = {}
+    if db.get_bind().dialect.name == "postgresql":
+        rows = {"w": pg_json([{"t": t, "k": k} for t, k in wanted])}
+        # Creates missing rows (a conflict is an index probe: cheap for existing ones),
+        # then locks every row in one sorted pass.
+        db.execute(_PG_INSERT_KEYS, rows)
+        for account_type, account_key, amount in db.execute(_PG_LOCK, rows):
+            found[(account_type, account_key)] = int(amount)
+        return {k: found.get(k, 0) for k in wanted}
+    # SQLite: creates missing rows; its being a write also takes the database's write lock
+    # now, before any balance is read.
     db.execute(
         upsert_insert(db, _BALANCES).on_conflict_do_nothing(),
         [{"account_type": t, "account_key": k, "amount": 0} for t, k in wanted],
     )
-    found: dict[Key, int] = {}
     for chunk_start in range(0, len(wanted), 500):
         chunk = wanted[chunk_start : chunk_start + 500]
         query = select(Balance.account_type, Balance.account_key, Balance.amount).where(
             tuple_(Balance.account_type, Balance.account_key).in_(chunk)
         )
-        if db.get_bind().dialect.name == "postgresql":
-            query = query.order_by(Balance.account_type, Balance.account_key).with_for_update()
         for account_type, account_key, amount in db.execute(query):
             found[(account_type, account_key)] = int(amount)
     return {k: found.get(k, 0) for k in wanted}
@@ -125,11 +193,16 @@ def post(
     legs: Sequence[Leg],
     vm_id: str | None = None,
     memo: str = "",
+    batch: PostingBatch | None = None,
 ) -> str:
     """Write one transaction (in the caller's database transaction) and update `locked`,
     the balances from `lock`, which must cover every leg's account. Returns the
     transaction id. Raises LedgerError (nothing written) if the legs do not sum to zero in
-    each class, mix classes with unknown accounts, or would overdraw an account."""
+    each class, mix classes with unknown accounts, or would overdraw an account.
+
+    With `batch`, the checked transaction is added to it instead of written: the caller
+    must `flush_batch` it before committing (and drop it if the transaction rolls back).
+    `locked` is updated either way, so later postings are checked against it."""
     if not legs:
         raise LedgerError("empty transaction")
     cash = sum(leg.amount for leg in legs if leg.account_type in CASH_ACCOUNTS)
@@ -164,6 +237,13 @@ def post(
         for leg in legs
         if leg.amount != 0
     ]
+    if batch is not None:
+        batch.entries.extend(entries)
+        for key, change in changes.items():
+            if change:
+                locked[key] += change
+                batch.balances[key] = locked[key]
+        return txn
     # On the session's connection, in its transaction: these writes need none of the
     # session's pending changes, so they do not flush them (one flush per posting was most
     # of a metering pass); those are written at the next query or commit.
@@ -179,6 +259,31 @@ def post(
     if writes:
         conn.execute(_SET_BALANCE, writes)
     return txn
+
+
+def flush_batch(db: Session, batch: PostingBatch) -> None:
+    """Write the batch's entries and final balances (one executemany each, which psycopg
+    pipelines) in the caller's transaction, which must still hold the locks the postings
+    were checked under; empties the batch. Like `post`, it does not flush the session."""
+    conn = db.connection()
+    if db.get_bind().dialect.name != "postgresql":
+        if batch.entries:
+            conn.execute(_INSERT_ENTRIES, batch.entries)
+        if batch.balances:
+            conn.execute(
+                _SET_BALANCE, [{"t": t, "k": k, "a": a} for (t, k), a in batch.balances.items()]
+            )
+        batch.entries, batch.balances = [], {}
+        return
+    if batch.entries:
+        entries = [{**e, "amount": planck_text(db, e["amount"])} for e in batch.entries]
+        conn.execute(_PG_INSERT_ENTRIES, {"w": pg_json(entries)})
+    if batch.balances:
+        balances = [
+            {"t": t, "k": k, "a": planck_text(db, a)} for (t, k), a in batch.balances.items()
+        ]
+        conn.execute(_PG_SET_BALANCES, {"w": pg_json(balances)})
+    batch.entries, batch.balances = [], {}
 
 
 def balance(
