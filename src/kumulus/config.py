@@ -188,10 +188,11 @@ class BackendSettings(BaseSettings):
     job_timeout: float = Field(default=300.0, gt=0)
     job_intervals: dict[str, float] = Field(default_factory=dict)
     job_timeouts: dict[str, float] = Field(default_factory=dict)
-    # Bounds that keep amounts inside the 64-bit integer columns: unit prices (provider
-    # profile and host prices) at most `max_unit_price` tokens per unit-hour; a VM at most
-    # `max_vm_price_per_hour` tokens per hour (its `maxPricePerHour`, and hosts dearer than
-    # that for it do not fit). Checked at start: one ledger entry at that price must fit.
+    # Price bounds (prices live in 64-bit columns; ledger amounts are exact at any size):
+    # unit prices (provider profile and host prices) at most `max_unit_price` tokens per
+    # unit-hour; a VM at most `max_vm_price_per_hour` tokens per hour (its
+    # `maxPricePerHour`, and hosts dearer than that for it do not fit). Checked at start:
+    # a month of such a VM must stay under 64 bits (a sanity bound on what one VM costs).
     max_unit_price: str = Field(default="1000", pattern=r"^\d{1,12}(\.\d{1,18})?$")
     max_vm_price_per_hour: str = Field(default="1000", pattern=r"^\d{1,12}(\.\d{1,18})?$")
 

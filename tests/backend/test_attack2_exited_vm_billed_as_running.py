@@ -19,7 +19,7 @@ from kumulus.backend import billing, ledger
 from kumulus.backend.clock import utcnow
 from kumulus.backend.models import VM
 from kumulus.backend.vms import reconcile_inventory
-from tests.backend.billing_fixtures import UNIT, account, host, vm
+from tests.backend.billing_fixtures import UNIT, account, host, placed
 
 TERMS = billing.Terms(fee_bps=1000, window=600)
 
@@ -31,11 +31,7 @@ def test_a_vm_its_host_reports_exited_is_not_billed_as_running(backend: TestClie
         prov, dev = account(db, "provider"), account(db, "developer")
         ledger.transfer(db, (ledger.CHAIN, None), (ledger.DEVELOPER, dev.id), UNIT, "deposit")
         on = host(db, prov)
-        machine = vm(db, dev, on, t0)
-        db.commit()
-        locked, _ = billing.lock_vms(db, [machine])
-        billing.take_hold(db, machine, locked, TERMS)
-        db.commit()
+        machine = placed(db, dev, on, t0, TERMS)
         # The provider stopped the container; every heartbeat since reports it exited.
         reconcile_inventory([machine], {machine.agent_vm_id or "": "exited"}, as_of=utcnow())
         db.commit()

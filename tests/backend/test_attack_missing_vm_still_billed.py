@@ -15,7 +15,7 @@ from kumulus.backend import billing, ledger
 from kumulus.backend.clock import utcnow
 from kumulus.backend.models import VM, Host
 from kumulus.backend.vms import reconcile_inventory
-from tests.backend.billing_fixtures import UNIT, account, host, vm
+from tests.backend.billing_fixtures import UNIT, account, host, placed
 
 TERMS = billing.Terms(fee_bps=1000, window=600)
 
@@ -27,11 +27,7 @@ def test_a_vm_its_host_reports_missing_is_not_billed_as_running(backend: TestCli
         prov, dev = account(db, "provider"), account(db, "developer")
         ledger.transfer(db, (ledger.CHAIN, None), (ledger.DEVELOPER, dev.id), UNIT, "deposit")
         on = host(db, prov)
-        machine = vm(db, dev, on, t0)
-        db.commit()
-        locked, _ = billing.lock_vms(db, [machine])
-        billing.take_hold(db, machine, locked, TERMS)
-        db.commit()
+        machine = placed(db, dev, on, t0, TERMS)
         # The provider removed the container an hour after it started; every heartbeat
         # since reports an inventory without it.
         reconcile_inventory([machine], {}, as_of=utcnow())

@@ -34,7 +34,7 @@ def to_planck(settings: BackendSettings, amount: str, what: str) -> int:
 
 def bounded_planck(settings: BackendSettings, amount: str, what: str, most: int) -> int:
     """`to_planck`, refusing (InvalidError, 422) more than `most` planck: the bounds that
-    keep every charge inside its 64-bit column."""
+    bound what one VM can cost (and keep prices inside their 64-bit columns)."""
     planck = to_planck(settings, amount, what)
     if planck > most:
         limit = format_amount(most, settings.token_decimals, settings.token_symbol)

@@ -219,10 +219,9 @@ def place(
 
     Preference: the highest reputation tier, then the host in it where this VM is cheapest,
     then the least loaded (spreads VMs among equally priced hosts). A host where the VM
-    would cost more than `price_limit` (planck
-    per hour, the platform's `max_vm_price_per_hour`) does not fit: that bound is what keeps
-    every charge of the VM inside its 64-bit column. Raises NoHostFitsError, whose message
-    says what is missing (`money` formats prices in it)."""
+    would cost more than `price_limit` (planck per hour, the platform's
+    `max_vm_price_per_hour`) does not fit: that bound caps what one VM can cost. Raises
+    NoHostFitsError, whose message says what is missing (`money` formats prices in it)."""
     params = _params(want, exclude, price_limit)
     dialect = _dialect(db)
     postgres = dialect == "postgresql"

@@ -16,7 +16,7 @@ Role = Literal["developer", "provider"]
 # A token amount as people write it ("0.05"); kept as text so no float rounding creeps in.
 Price = Annotated[str, Field(pattern=r"^\d{1,12}(\.\d{1,18})?$", max_length=32, examples=["0.05"])]
 # The largest VM one may ask for. With cpu <= 256 they bound what a VM can cost per hour at
-# a given unit price, part of keeping amounts inside their 64-bit columns.
+# a given unit price, and so what one VM can cost.
 MAX_VM_MEMORY = 4 << 40  # 4 TiB
 MAX_VM_DISK = 64 << 40  # 64 TiB
 

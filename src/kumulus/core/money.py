@@ -10,11 +10,11 @@ from math import ceil
 
 GIB = 1 << 30
 SECONDS_PER_HOUR = 3600
-# Amounts are stored in 64-bit integer columns (BIGINT); every bound below exists to keep
-# each stored amount, and the sums of them that balances are, under this.
+# Ledger amounts are exact u128-capable numbers (backend/models.py Planck); prices are still
+# stored in 64-bit columns (BIGINT), which the price bounds keep them under.
 INT64_MAX = 2**63 - 1
-# One ledger entry charges at most this many hours of a VM's time (later entries charge the
-# rest), so an entry is at most the VM's hourly price times this.
+# A sanity bound kept from the int64 ledger: a VM at the largest allowed price must be able
+# to run a month (this many hours) without its charge reaching 64 bits (checked at start).
 MAX_CHARGE_HOURS = 30 * 24
 
 
