@@ -372,14 +372,27 @@ class VMService:
         self.db.commit()
 
     def _adopt(self, vm: VM, host: Host, agent_vm: VMPublic) -> None:
-        """The host has the VM: it is paid for from now on (commits)."""
-        vm.agent_vm_id = agent_vm.vm_id
-        start_metering(vm)
-        vm.ssh_host = host.public_ip
-        vm.ssh_port = agent_vm.ssh_port
-        vm.actual_state = "running" if agent_vm.status == "Running" else "starting"
-        vm.updated_at = utcnow()
+        """The host has the VM: it is paid for from now on (commits). Once only: a worker
+        and a job that both got the host's answer must not restart its metering."""
+        probe = VM()
+        start_metering(probe)
+        self.db.execute(
+            update(VM)
+            .where(VM.id == vm.id, VM.agent_vm_id.is_(None))
+            .values(
+                agent_vm_id=agent_vm.vm_id,
+                metered_until=probe.metered_until,
+                meter_carry=probe.meter_carry,
+                posted_at=probe.posted_at,
+                ssh_host=host.public_ip,
+                ssh_port=agent_vm.ssh_port,
+                actual_state="running" if agent_vm.status == "Running" else "starting",
+                updated_at=utcnow(),
+            )
+            .execution_options(synchronize_session=False)
+        )
         self.db.commit()
+        self.db.refresh(vm)
 
     @staticmethod
     def _agent_body(vm: VM) -> dict[str, Any]:
