@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kumulus.agent import lxcfs as lxcfs_module
-from kumulus.agent.lxcfs import Lxcfs, LxcfsStatus, parse_mountinfo, restart_stale_vms
+from kumulus.agent.lxcfs import Lxcfs, LxcfsStatus, StaleMountRepair, parse_mountinfo
 from kumulus.agent.runtime import VMInfo, VMSpec
 from tests.fakes import FakeRuntime
 
@@ -78,13 +78,21 @@ def host(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[FakeRuntime, 
 
 
 def test_only_running_vms_with_mounts_of_a_gone_lxcfs_are_restarted(host) -> None:  # type: ignore[no-untyped-def]
-    runtime, lxcfs, _ = host
-    assert restart_stale_vms(runtime, lxcfs) == ["stale"]
+    runtime, lxcfs, world = host
+    repair = StaleMountRepair(runtime, lxcfs)
+    assert repair.run() == ["stale"]
     assert runtime.restarts == ["stale"]
+    # The same live mount: nothing can have gone stale, nothing is inspected again.
+    world["devices"][102] = "0:47"
+    assert repair.run() == []
+    # lxcfs restarted once more (new device): every VM on the old one is restarted.
+    world["status"] = LxcfsStatus(True, "up", device="0:60")
+    world["devices"][101] = "0:59"
+    assert repair.run() == ["stale", "fresh"]
 
 
 def test_nothing_is_restarted_while_lxcfs_is_down(host) -> None:  # type: ignore[no-untyped-def]
     runtime, lxcfs, world = host
     world["status"] = LxcfsStatus(False, "not mounted")
-    assert restart_stale_vms(runtime, lxcfs) == []
+    assert StaleMountRepair(runtime, lxcfs).run() == []
     assert runtime.restarts == []

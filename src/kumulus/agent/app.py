@@ -16,7 +16,7 @@ from kumulus import __version__
 from kumulus.agent.auth import AuthConfig, Caller, ensure_admin_token, ensure_agent_id
 from kumulus.agent.disk_limits import DiskLimits
 from kumulus.agent.firewall import ensure_isolation
-from kumulus.agent.lxcfs import restart_stale_vms
+from kumulus.agent.lxcfs import StaleMountRepair
 from kumulus.agent.routes import legacy, vms
 from kumulus.agent.runtime import EngineError, VMRuntime
 from kumulus.agent.service import VMService
@@ -75,7 +75,7 @@ def agent_jobs(
             "lxcfs",
             settings.lxcfs_interval,
             max(60.0, settings.lxcfs_interval),
-            partial(restart_stale_vms, service.runtime, service.lxcfs),
+            StaleMountRepair(service.runtime, service.lxcfs).run,
             expected=(EngineError,),
         ),
     ]

@@ -154,30 +154,44 @@ def stale_in(pid: int, device: str) -> bool:
     return any(m.fstype == FSTYPE and m.device != device for m in _read_mountinfo(pid))
 
 
-def restart_stale_vms(runtime: VMRuntime, lxcfs: Lxcfs) -> list[str]:
-    """Restart the running VMs whose lxcfs mounts are from an lxcfs that is gone (a restart
-    keeps their files and makes their mounts again). Only while lxcfs is up: without it
-    they would not start. Returns the ids restarted."""
-    status = lxcfs.probe()
-    if not status.active or status.device is None:
-        return []
-    restarted = []
-    for vm in runtime.list():
-        # VMs bound to another lxcfs (the mount point was reconfigured) are not judged
-        # against this one: they would be restarted on every round.
-        if vm.state != "running" or vm.spec.lxcfs_dir != str(lxcfs.root):
-            continue
-        try:
-            info = runtime.inspect(vm.spec.vm_id)
-            if info.pid is None or not stale_in(info.pid, status.device):
+class StaleMountRepair:
+    """The `lxcfs` job: restart the running VMs whose lxcfs mounts are from an lxcfs that is
+    gone (a restart keeps their files and makes their mounts again). Only while lxcfs is up:
+    without it they would not start. Mounts go stale only when the live mount changes, so
+    once a round found every VM on the current mount, later rounds with the same mount cost
+    one probe and inspect nothing."""
+
+    def __init__(self, runtime: VMRuntime, lxcfs: Lxcfs) -> None:
+        self.runtime = runtime
+        self.lxcfs = lxcfs
+        self._clean_device: str | None = None  # every VM was on it at the last full round
+
+    def run(self) -> list[str]:
+        """One round; returns the ids of the VMs restarted."""
+        status = self.lxcfs.probe()
+        if not status.active or status.device is None or status.device == self._clean_device:
+            return []
+        restarted: list[str] = []
+        failed = False
+        for vm in self.runtime.list():
+            # VMs bound to another lxcfs (the mount point was reconfigured) are not judged
+            # against this one: they would be restarted on every round.
+            if vm.state != "running" or vm.spec.lxcfs_dir != str(self.lxcfs.root):
                 continue
-            log.warning(
-                "VM %s lost its lxcfs files (lxcfs restarted): restarting it", vm.spec.vm_id
-            )
-            runtime.restart(vm.spec.vm_id)
-            restarted.append(vm.spec.vm_id)
-        except (VMNotFoundError, FileNotFoundError, ProcessLookupError):
-            continue  # deleted or stopped meanwhile
-        except EngineError as exc:
-            log.error("could not restart VM %s after an lxcfs restart: %s", vm.spec.vm_id, exc)
-    return restarted
+            try:
+                info = self.runtime.inspect(vm.spec.vm_id)
+                if info.pid is None or not stale_in(info.pid, status.device):
+                    continue
+                log.warning(
+                    "VM %s lost its lxcfs files (lxcfs restarted): restarting it", vm.spec.vm_id
+                )
+                self.runtime.restart(vm.spec.vm_id)
+                restarted.append(vm.spec.vm_id)
+            except (VMNotFoundError, FileNotFoundError, ProcessLookupError):
+                continue  # deleted or stopped meanwhile
+            except EngineError as exc:
+                failed = True
+                log.error("could not restart VM %s after an lxcfs restart: %s", vm.spec.vm_id, exc)
+        if not failed:
+            self._clean_device = status.device
+        return restarted
