@@ -22,7 +22,6 @@ from tests.e2e.conftest import VMFactory, ssh
 
 pytestmark = pytest.mark.slow
 
-SYSTEM_LXCFS = Path("/var/lib/lxcfs")
 SIZES = (
     "nproc; free -m | awk '/^Mem:/ {print $2}'; grep -c ^processor /proc/cpuinfo; "
     "getconf _NPROCESSORS_ONLN; awk '/^MemTotal:/ {print $2}' /proc/meminfo"
