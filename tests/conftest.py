@@ -48,6 +48,7 @@ def agent_settings(tmp_path: Path) -> AgentSettings:
         disk_capacity="100g",
         firewall=False,
         ssh_ready_timeout=0.2,
+        lxcfs_dir=tmp_path / "lxcfs",  # not a mount: VMs are made without lxcfs
     )
 
 
