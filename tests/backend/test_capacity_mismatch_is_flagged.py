@@ -75,18 +75,24 @@ def test_a_host_declaring_more_than_its_machine_is_flagged_and_ranked_down(
         assert row is not None and row.rep_tier > 0
 
 
-def test_heartbeats_without_a_machine_report_judge_nothing(
+def test_heartbeats_without_a_machine_report_are_flagged(
     backend: TestClient, provider: Actor, wallet: Keypair
 ) -> None:
+    """Leaving the report out is no way around the check: a host whose heartbeats say
+    nothing usable about its machine is flagged (tier 0) until one shows it holds."""
     link_wallet(backend, provider, wallet)
     host_id = register_host(backend, provider, wallet)
-    _beat(backend, wallet, host_id, SMALLER)
-    assert _view(backend, provider, host_id)["capacityProblem"] is not None
-    # Saying nothing usable about the machine does not clear the flag.
+    _beat(backend, wallet, host_id, HONEST)
+    assert _view(backend, provider, host_id)["capacityProblem"] is None
     for nonsense in ({"cpuPercent": 3}, {"cpuCount": "lots", "memoryTotal": -1}, "big"):
         _beat(backend, wallet, host_id, nonsense)
-        assert _view(backend, provider, host_id)["capacityProblem"] is not None
+        assert "do not report the machine" in _view(backend, provider, host_id)["capacityProblem"]
+    _beat(backend, wallet, host_id, HONEST)
+    assert _view(backend, provider, host_id)["capacityProblem"] is None
     payload = {"kind": "health", "hostId": host_id, "agentVersion": "0.1.0"}
     resp = backend.post("/v1/hosts/heartbeat", json=sign_envelope(wallet, payload).model_dump())
     assert resp.status_code == 202
-    assert _view(backend, provider, host_id)["capacityProblem"] is not None
+    assert "do not report the machine" in _view(backend, provider, host_id)["capacityProblem"]
+    with backend.app.state.db.session() as db:  # type: ignore[attr-defined]
+        row = db.get(Host, host_id)
+        assert row is not None and row.rep_tier == 0

@@ -71,11 +71,17 @@ class VerifiedHeartbeat:
     done: Future[Outcome] = field(default_factory=Future)
 
 
-def _update_host(inventory: bool, judged: bool) -> TextClause:
+NO_MACHINE_REPORT = (
+    "its heartbeats do not report the machine's size (host.cpuCount, memoryTotal, diskTotal)"
+)
+
+
+def _update_host(inventory: bool) -> TextClause:
     """The host row's update after a batch: always liveness and version; the count of
-    unknown containers when the heartbeat listed them; the capacity verdict when it
-    reported its machine. A flagged host drops to tier 0 at once (`rep_tier * :keep_tier`,
-    keep_tier 0 or 1); the reputation job keeps it there until the report agrees."""
+    unknown containers when the heartbeat listed them; the capacity verdict (every
+    heartbeat is judged: one without a machine report is flagged for that). A flagged
+    host drops to tier 0 at once (`rep_tier * :keep_tier`, keep_tier 0 or 1); the
+    reputation job keeps it there until the report agrees."""
     sets = "last_heartbeat_at = :now, agent_version = :version"
     params: list[BindParameter[Any]] = [
         bindparam("now", type_=DateTime(timezone=True)),
@@ -84,13 +90,12 @@ def _update_host(inventory: bool, judged: bool) -> TextClause:
     if inventory:
         sets += ", unknown_vms = :unknown"
         params.append(bindparam("unknown", type_=Integer()))
-    if judged:
-        sets += ", capacity_problem = :problem, rep_tier = rep_tier * :keep_tier"
-        params += [bindparam("problem", type_=String()), bindparam("keep_tier", type_=Integer())]
+    sets += ", capacity_problem = :problem, rep_tier = rep_tier * :keep_tier"
+    params += [bindparam("problem", type_=String()), bindparam("keep_tier", type_=Integer())]
     return text(f"UPDATE hosts SET {sets} WHERE id = :id").bindparams(*params)  # noqa: S608
 
 
-_UPDATE_HOST = {(i, j): _update_host(i, j) for i in (False, True) for j in (False, True)}
+_UPDATE_HOST = {i: _update_host(i) for i in (False, True)}
 
 
 _CLAIM_NONCES_PG = text(
@@ -280,16 +285,19 @@ class HeartbeatWriter:
         for b in beats:
             if b.host_id not in latest or b.signed_at >= latest[b.host_id].signed_at:
                 latest[b.host_id] = b
-        updates: dict[tuple[bool, bool], list[dict[str, Any]]] = defaultdict(list)
+        updates: dict[bool, list[dict[str, Any]]] = defaultdict(list)
         for h, b in latest.items():
             row: dict[str, Any] = {"id": h, "now": now, "version": b.agent_version[:32]}
             if h in unknown:
                 row["unknown"] = unknown[h]
-            judged = b.machine is not None and machine_reported(b.machine)
-            if b.machine is not None and judged:
+            # A heartbeat that says nothing usable about its machine is judged too: a liar
+            # would otherwise just leave the report out.
+            if b.machine is not None and machine_reported(b.machine):
                 problem = capacity_problem(*declared[h], b.machine)
-                row["problem"], row["keep_tier"] = problem, 0 if problem else 1
-            updates[(h in unknown, judged)].append(row)
+            else:
+                problem = NO_MACHINE_REPORT
+            row["problem"], row["keep_tier"] = problem, 0 if problem else 1
+            updates[h in unknown].append(row)
         for variant, rows in updates.items():
             s.execute(_UPDATE_HOST[variant], rows)
 
