@@ -183,6 +183,9 @@ def run_up(chain_spec: Path | None = None) -> None:
     backend = BackendSettings()
     agent = AgentSettings()
     backend_url = f"http://{backend.host}:{backend.port}"
+    # The setup command and script are built from the configured public URL only (never a
+    # request's Host header); a local platform is reached at its own address.
+    os.environ.setdefault("KUMULUS_BACKEND_PUBLIC_URL", backend_url)
     logs = Path(os.environ.get("KUMULUS_LOG_DIR", str(backend.data_dir.parent / "logs")))
     procs: list[subprocess.Popen[bytes]] = []
     node: DevNode | None = None

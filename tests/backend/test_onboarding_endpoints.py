@@ -1,20 +1,63 @@
 """What the setup script fetches from the backend: the script (with this backend's URL),
 the agent package, and the wallet a provider token is for."""
 
+import hashlib
 import io
 import tarfile
 
 from fastapi.testclient import TestClient
 from substrateinterface import Keypair
 
+from kumulus.backend import package_source, setup_script
+from kumulus.backend.app import create_app
+from kumulus.config import BackendSettings
 from tests.backend.conftest import Actor, link_wallet
 
 
-def test_script_is_served_with_this_backends_url(backend: TestClient) -> None:
+def _with_public_url(backend_settings: BackendSettings, url: str) -> TestClient:
+    return TestClient(create_app(backend_settings.model_copy(update={"public_url": url})))
+
+
+def test_script_is_served_with_the_public_url_and_the_package_sha256(
+    backend_settings: BackendSettings,
+) -> None:
+    with _with_public_url(backend_settings, "https://kumulus.example/") as client:
+        resp = client.get("/provider-setup.sh", headers={"Host": "evil.example"})
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/x-shellscript")
+        assert resp.text.startswith("#!/usr/bin/env bash")
+        assert "BACKEND=${KUMULUS_BACKEND_URL:-https://kumulus.example}" in resp.text
+        assert "evil.example" not in resp.text  # never the request's Host header
+        package = client.get("/downloads/kumulus-agent.tar.gz").content
+        digest = hashlib.sha256(package).hexdigest()
+        assert f"AGENT_SHA256=${{KUMULUS_AGENT_SHA256:-{digest}}}" in resp.text
+        line = client.get("/downloads/kumulus-agent.tar.gz.sha256").text
+        assert line == f"{digest}  kumulus-agent.tar.gz\n"
+
+
+def test_no_public_url_no_script(backend: TestClient) -> None:
     resp = backend.get("/provider-setup.sh")
-    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/x-shellscript")
-    assert resp.text.startswith("#!/usr/bin/env bash")
-    assert "BACKEND=${KUMULUS_BACKEND_URL:-http://testserver}" in resp.text
+    assert resp.status_code == 503 and resp.json()["code"] == "no_public_url"
+
+
+def test_the_agent_package_is_reproducible() -> None:
+    first = package_source.package_tarball()
+    package_source.package_tarball.cache_clear()
+    assert package_source.package_tarball() == first  # every replica serves the same bytes
+
+
+def test_the_setup_command_checks_the_script_it_runs(backend_settings: BackendSettings) -> None:
+    settings = backend_settings.model_copy(update={"public_url": "https://kumulus.example"})
+    script = setup_script.served_script(settings)
+    command = setup_script.setup_command(settings, "tok-123")
+    digest = hashlib.sha256(script.encode()).hexdigest()
+    assert command == (
+        "curl -fsSL -o kumulus-setup.sh https://kumulus.example/provider-setup.sh && "
+        f"echo '{digest}  kumulus-setup.sh' | sha256sum -c - && "
+        "sudo bash kumulus-setup.sh --token tok-123"
+    )
+    plain = settings.model_copy(update={"public_url": "http://127.0.0.1:8080"})
+    assert setup_script.setup_command(plain, "t").endswith("--token t --insecure-http")
 
 
 def test_agent_package_is_an_installable_sdist(backend: TestClient) -> None:

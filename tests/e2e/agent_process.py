@@ -108,6 +108,7 @@ class BackendProcess(ServiceProcess):
                 "KUMULUS_BACKEND_DATA_DIR": str(data_dir),
                 "KUMULUS_BACKEND_HOST": "127.0.0.1",
                 "KUMULUS_BACKEND_PORT": str(self.port),
+                "KUMULUS_BACKEND_PUBLIC_URL": f"http://127.0.0.1:{self.port}",
                 # Production gives none; tests create VMs without depositing first.
                 "KUMULUS_BACKEND_SIGNUP_CREDIT": "10",
                 **({"KUMULUS_DATABASE_URL": database_url} if database_url else {}),

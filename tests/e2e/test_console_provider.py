@@ -4,6 +4,7 @@ host with the one-time command, see it come online and its charts fill."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -92,13 +93,19 @@ def test_provider_console_end_to_end(
         page.get_by_role("link", name="Add a host").click()
         page.get_by_role("button", name="Create the setup command").click()
         command = page.locator("#setup-command").inner_text()
-        assert command.startswith(f"curl -sL {backend.url}/provider-setup.sh | sudo bash")
-        token = command.split("--token ")[1].strip()
         served = httpx.get(f"{backend.url}/provider-setup.sh")
         assert (
             served.status_code == 200
             and f"BACKEND=${{KUMULUS_BACKEND_URL:-{backend.url}}}" in served.text
         )
+        # It downloads the script, checks its SHA-256, then runs it (plain http: said so).
+        digest = hashlib.sha256(served.content).hexdigest()
+        assert command.startswith(
+            f"curl -fsSL -o kumulus-setup.sh {backend.url}/provider-setup.sh && "
+            f"echo '{digest}  kumulus-setup.sh' | sha256sum -c - && sudo bash kumulus-setup.sh"
+        ), command
+        assert command.endswith(" --insecure-http")
+        token = command.split("--token ")[1].split()[0]
         expect(page.locator("[aria-live=polite]").last).to_contain_text("waiting")
         screenshot(page, "provider-add-host")
         write_secret_file(tmp_path / "agent" / "wallet-mnemonic", mnemonic)

@@ -1,11 +1,15 @@
 """The provider setup script, run for real on this machine as root and non-interactively,
-the way the console tells providers to run it (`curl -sL <backend>/provider-setup.sh | sudo
-bash -s -- --token ...`): the host registers, signed heartbeats arrive, a VM placed through
-the backend answers over SSH; a second run changes nothing; the mnemonic shows up in no log,
-no process list and no image history; --uninstall stops the agent and removes its VMs."""
+the way the console tells providers to run it (download it, check its SHA-256 with
+`sha256sum -c`, run it with the one-time token). It refuses a plain-http backend without
+--insecure-http and an agent package that does not match the SHA-256 it carries; then the
+host registers, signed heartbeats arrive, a VM placed through the backend answers over SSH;
+a second run changes nothing; the mnemonic shows up in no log, no process list and no image
+history; --uninstall stops the agent and removes its VMs."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import subprocess
 import threading
 import time
@@ -70,14 +74,30 @@ def test_setup_script_turns_this_machine_into_a_provider_host(
         "--service-name", "kumulus-agent-test", "--no-systemd", "--yes",
     ]  # fmt: skip
 
-    def run_script(*extra: str) -> subprocess.CompletedProcess[str]:
-        # Exactly the console's command, fed through a pipe as `curl | bash` does.
-        command = f"curl -fsSL {backend.url}/provider-setup.sh | bash -s -- " + " ".join(
-            [*args, *extra]
+    digest = hashlib.sha256(httpx.get(f"{backend.url}/provider-setup.sh").content).hexdigest()
+    workdir = tmp_path / "download"
+    workdir.mkdir()
+
+    def run_script(
+        *extra: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        # The console's command (as root already: no sudo here), in a scratch directory.
+        command = (
+            f"curl -fsSL -o kumulus-setup.sh {backend.url}/provider-setup.sh && "
+            f"echo '{digest}  kumulus-setup.sh' | sha256sum -c - && "
+            "bash kumulus-setup.sh " + " ".join([*args, *extra])
         )
         return subprocess.run(
-            ["bash", "-c", command], capture_output=True, text=True, timeout=800, check=False
-        )
+            ["bash", "-c", command], capture_output=True, text=True, timeout=800, check=False,
+            cwd=workdir, env={**os.environ, **(env or {})},
+        )  # fmt: skip
+
+    refused = run_script()  # plain http, not acknowledged
+    assert refused.returncode != 0 and "refusing the plain-http backend" in refused.stderr
+    tampered = run_script("--insecure-http", env={"KUMULUS_AGENT_SHA256": "0" * 64})
+    assert tampered.returncode != 0, tampered.stderr[-2000:]
+    assert "does not match the SHA-256" in tampered.stderr
+    args.append("--insecure-http")
 
     try:
         with ProcessWatch() as watch:

@@ -4,9 +4,10 @@ set up from this backend runs the same version, with no package index of our own
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import io
 import tarfile
-import time
 from functools import lru_cache
 from importlib import metadata, resources
 from pathlib import Path
@@ -34,21 +35,41 @@ def _pyproject() -> str:
     )
 
 
+# Every entry's time: the archive depends on the code only, so every replica of a backend
+# serves the same bytes and the setup script can carry their SHA-256.
+_EPOCH = 315532800  # 1980-01-01, the earliest time zip-based tools accept
+
+
+def _normalized(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.mtime, info.uid, info.gid, info.uname, info.gname = _EPOCH, 0, 0, "", ""
+    info.mode = 0o755 if info.mode & 0o100 else 0o644
+    return info
+
+
 @lru_cache(maxsize=1)
 def package_tarball() -> bytes:
-    """kumulus-<version>.tar.gz (an sdist pip can install)."""
+    """kumulus-<version>.tar.gz (an sdist pip can install), byte for byte the same for the
+    same code (reproducible: fixed times, owners and modes, no gzip timestamp)."""
     root = Path(str(resources.files("kumulus")))
     top = f"kumulus-{__version__}"
     buffer = io.BytesIO()
-    now = int(time.time())
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+    with (
+        gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar,
+    ):
         pyproject = _pyproject().encode()
-        info = tarfile.TarInfo(f"{top}/pyproject.toml")
-        info.size, info.mtime, info.mode = len(pyproject), now, 0o644
+        info = _normalized(tarfile.TarInfo(f"{top}/pyproject.toml"))
+        info.size = len(pyproject)
         tar.addfile(info, io.BytesIO(pyproject))
         for path in sorted(root.rglob("*")):
             rel = path.relative_to(root)
             if path.is_dir() or _SKIP & set(rel.parts) or path.suffix == ".pyc":
                 continue
-            tar.add(path, arcname=f"{top}/src/kumulus/{rel}", recursive=False)
+            tar.add(path, arcname=f"{top}/src/kumulus/{rel}", recursive=False, filter=_normalized)
     return buffer.getvalue()
+
+
+@lru_cache(maxsize=1)
+def package_sha256() -> str:
+    """Hex SHA-256 of package_tarball(): what the setup script checks before installing."""
+    return hashlib.sha256(package_tarball()).hexdigest()

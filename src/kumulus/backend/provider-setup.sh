@@ -2,7 +2,13 @@
 # Kumulus provider setup: turns a fresh Ubuntu 22.04/24.04 or Debian 12 host into a Kumulus
 # provider host. Served by every Kumulus backend at /provider-setup.sh:
 #
-#   curl -sL https://<backend>/provider-setup.sh | sudo bash -s -- --token <one-time token>
+#   curl -fsSL -o kumulus-setup.sh https://<backend>/provider-setup.sh &&
+#     echo '<sha256>  kumulus-setup.sh' | sha256sum -c - &&
+#     sudo bash kumulus-setup.sh --token <one-time token>
+#
+# (the provider console gives this command with the script's SHA-256 filled in). The script
+# checks the agent package it installs against the SHA-256 it carries, and refuses a
+# plain-http backend unless --insecure-http: on such a path anyone could swap both.
 #
 # It installs Docker (user-namespace remapping; a btrfs data root so VM disk limits are
 # enforced, if you agree) and lxcfs (so VMs see their own cpu and memory), installs the agent in its own Python environment, asks for your
@@ -14,6 +20,9 @@
 set -euo pipefail
 
 BACKEND=${KUMULUS_BACKEND_URL:-__KUMULUS_BACKEND_URL__}
+# SHA-256 of the agent package this backend serves (filled in when it serves this script).
+AGENT_SHA256=${KUMULUS_AGENT_SHA256:-__KUMULUS_AGENT_SHA256__}
+INSECURE_HTTP=0
 TOKEN=""
 MNEMONIC_FILE=""
 DISK_QUOTA=ask          # ask | yes | no
@@ -37,6 +46,8 @@ Usage: provider-setup.sh --token TOKEN [options]     (as root)
 
   --token TOKEN          one-time provider token (provider console: "Add a host")
   --backend URL          the Kumulus backend (default: the one this script came from)
+  --insecure-http        accept a plain-http backend (test networks only: anyone on the
+                         path could hand this host another agent package)
   --mnemonic-file FILE   read the wallet mnemonic from FILE instead of asking
   --disk-quota           put Docker on a btrfs data root so VM disk limits are enforced
   --no-disk-quota        keep Docker's storage as it is (disk limits not enforced)
@@ -63,6 +74,7 @@ while [ $# -gt 0 ]; do
   case $1 in
     --token) TOKEN=${2:?--token needs a value}; shift 2 ;;
     --backend) BACKEND=${2:?--backend needs a URL}; shift 2 ;;
+    --insecure-http) INSECURE_HTTP=1; shift ;;
     --mnemonic-file) MNEMONIC_FILE=${2:?--mnemonic-file needs a path}; shift 2 ;;
     --disk-quota) DISK_QUOTA=yes; shift ;;
     --no-disk-quota) DISK_QUOTA=no; shift ;;
@@ -348,7 +360,13 @@ fi
 if [ -z "$BACKEND" ] || [ "$BACKEND" = "__KUMULUS_BACKEND""_URL__" ]; then
   die "no backend: pass --backend https://your-kumulus-backend"
 fi
-case $BACKEND in http://*|https://*) ;; *) die "--backend must be an http(s) URL" ;; esac
+case $BACKEND in
+  https://*) ;;
+  http://*)
+    [ "$INSECURE_HTTP" = 1 ] || die "refusing the plain-http backend $BACKEND: anyone on the path could hand this host another agent and another backend key. Use its https:// URL, or pass --insecure-http on a network you trust (tests)"
+    say "warning: plain-http backend $BACKEND accepted (--insecure-http)" ;;
+  *) die "--backend must be an https:// URL" ;;
+esac
 BACKEND=${BACKEND%/}
 
 [ -r /etc/os-release ] || die "cannot tell the OS (/etc/os-release missing)"
@@ -504,7 +522,18 @@ else
   if [ "$installed" != "$offered" ]; then
     say "installing the agent $offered from $BACKEND${installed:+ (upgrading from $installed)}"
     tmp=$(mktemp -d)
+    if [ "$AGENT_SHA256" = "__KUMULUS_AGENT""_SHA256__" ]; then
+      # Not served by the backend (a copy run with --backend): ask it, over the same
+      # transport that must then be trusted (https, or --insecure-http).
+      AGENT_SHA256=$(curl -fsSL "$BACKEND/downloads/kumulus-agent.tar.gz.sha256" | awk '{print $1}')
+    fi
+    case $AGENT_SHA256 in
+      *[!0-9a-f]*|"") die "no valid SHA-256 for the agent package from $BACKEND" ;;
+    esac
+    [ ${#AGENT_SHA256} -eq 64 ] || die "no valid SHA-256 for the agent package from $BACKEND"
     curl -fsSL "$BACKEND/downloads/kumulus-agent.tar.gz" -o "$tmp/kumulus-$offered.tar.gz"
+    printf '%s  %s\n' "$AGENT_SHA256" "$tmp/kumulus-$offered.tar.gz" | sha256sum -c --status - \
+      || { rm -rf "$tmp"; die "the agent package from $BACKEND does not match the SHA-256 this script carries: not installing it (a proxy or attacker may have changed it; the backend may have been upgraded since you downloaded this script: download it again)"; }
     "$VENV/bin/pip" install -q --disable-pip-version-check "$tmp/kumulus-$offered.tar.gz" >>"$LOG_FILE" 2>&1 || die "pip install failed (see $LOG_FILE)"
     rm -rf "$tmp"
   else

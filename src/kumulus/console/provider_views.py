@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
-from kumulus.backend import providers, statements
+from kumulus.backend import providers, setup_script, statements
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.deps import Db, Settings
 from kumulus.backend.hosts import host_public, host_status, prices_out, starting_prices
@@ -27,15 +27,6 @@ from kumulus.core.http import status_of
 
 router = APIRouter(prefix="/console/provider", include_in_schema=False)
 CHART_HOURS = 6
-
-
-def backend_url(request: Request, settings: Settings) -> str:
-    return (settings.public_url or str(request.base_url)).rstrip("/")
-
-
-def setup_command(request: Request, settings: Settings, token: str) -> str:
-    url = backend_url(request, settings)
-    return f"curl -sL {url}/provider-setup.sh | sudo bash -s -- --token {token}"
 
 
 # -- hosts ---------------------------------------------------------------------------------
@@ -146,6 +137,7 @@ def create_host_token(
 ) -> Response:
     profile = providers.profile_of(db, account)
     try:
+        setup_script.public_url(settings)  # no command to give: no token either
         created = providers.new_host_token(db, settings, account)
     except KumulusError as exc:
         return render(
@@ -164,7 +156,7 @@ def create_host_token(
             "title": "Add a host",
             "nav": "add-host",
             "wallet": profile.wallet_address,
-            "command": setup_command(request, settings, created.token),
+            "command": setup_script.setup_command(settings, created.token),
             "expires_at": created.expires_at,
             "token_id": row.id,
         },

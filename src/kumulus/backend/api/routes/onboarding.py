@@ -3,34 +3,32 @@ one-time provider token is for (so the script can check the mnemonic before usin
 
 from __future__ import annotations
 
-from importlib import resources
-
-from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse, Response
 
 from kumulus import __version__
-from kumulus.backend import providers
+from kumulus.backend import providers, setup_script
 from kumulus.backend.deps import Db, Settings
-from kumulus.backend.package_source import package_tarball
+from kumulus.backend.package_source import package_sha256, package_tarball
 from kumulus.backend.schemas import HostTokenInfo, HostTokenInfoIn
 
 router = APIRouter(tags=["onboarding"])
-_PLACEHOLDER = "__KUMULUS_BACKEND_URL__"
-
-
-def public_url(request: Request, settings: Settings) -> str:
-    return (settings.public_url or str(request.base_url)).rstrip("/")
 
 
 @router.get("/provider-setup.sh", response_class=Response)
-def provider_setup_script(request: Request, settings: Settings) -> Response:
-    """`curl -sL <backend>/provider-setup.sh | sudo bash -s -- --token <token>`: turns a
-    fresh Ubuntu/Debian host into a provider host of this backend."""
-    script = (resources.files("kumulus.backend") / "provider-setup.sh").read_text()
+def provider_setup_script(settings: Settings) -> Response:
+    """Turns a fresh Ubuntu/Debian host into a provider host of this backend (the provider
+    console gives the command that downloads it, checks its SHA-256 and runs it). 503
+    `no_public_url` when the backend has no configured public URL."""
     return Response(
-        script.replace(_PLACEHOLDER, public_url(request, settings)),
-        media_type="text/x-shellscript; charset=utf-8",
+        setup_script.served_script(settings), media_type="text/x-shellscript; charset=utf-8"
     )
+
+
+@router.get("/downloads/kumulus-agent.tar.gz.sha256", response_class=PlainTextResponse)
+def agent_package_sha256() -> str:
+    """`<hex>  kumulus-agent.tar.gz`, the `sha256sum` line of the agent package."""
+    return f"{package_sha256()}  kumulus-agent.tar.gz\n"
 
 
 @router.get("/downloads/kumulus-agent.tar.gz", response_class=Response)
