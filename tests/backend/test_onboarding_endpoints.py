@@ -53,7 +53,7 @@ def test_the_setup_command_checks_the_script_it_runs(backend_settings: BackendSe
     digest = hashlib.sha256(script.encode()).hexdigest()
     assert command == (
         "curl -fsSL -o kumulus-setup.sh https://kumulus.example/provider-setup.sh && "
-        f"echo '{digest}  kumulus-setup.sh' | sha256sum -c - && "
+        f"echo '{digest} *kumulus-setup.sh' | sha256sum -c - && "
         "sudo bash kumulus-setup.sh --token tok-123"
     )
     plain = settings.model_copy(update={"public_url": "http://127.0.0.1:8080"})

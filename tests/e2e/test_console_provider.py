@@ -102,7 +102,7 @@ def test_provider_console_end_to_end(
         digest = hashlib.sha256(served.content).hexdigest()
         assert command.startswith(
             f"curl -fsSL -o kumulus-setup.sh {backend.url}/provider-setup.sh && "
-            f"echo '{digest}  kumulus-setup.sh' | sha256sum -c - && sudo bash kumulus-setup.sh"
+            f"echo '{digest} *kumulus-setup.sh' | sha256sum -c - && sudo bash kumulus-setup.sh"
         ), command
         assert command.endswith(" --insecure-http")
         token = command.split("--token ")[1].split()[0]

@@ -84,7 +84,7 @@ def test_setup_script_turns_this_machine_into_a_provider_host(
         # The console's command (as root already: no sudo here), in a scratch directory.
         command = (
             f"curl -fsSL -o kumulus-setup.sh {backend.url}/provider-setup.sh && "
-            f"echo '{digest}  kumulus-setup.sh' | sha256sum -c - && "
+            f"echo '{digest} *kumulus-setup.sh' | sha256sum -c - && "
             "bash kumulus-setup.sh " + " ".join([*args, *extra])
         )
         return subprocess.run(

@@ -3,7 +3,7 @@
 # provider host. Served by every Kumulus backend at /provider-setup.sh:
 #
 #   curl -fsSL -o kumulus-setup.sh https://<backend>/provider-setup.sh &&
-#     echo '<sha256>  kumulus-setup.sh' | sha256sum -c - &&
+#     echo '<sha256> *kumulus-setup.sh' | sha256sum -c - &&
 #     sudo bash kumulus-setup.sh --token <one-time token>
 #
 # (the provider console gives this command with the script's SHA-256 filled in). The script

@@ -57,9 +57,11 @@ def setup_command(settings: BackendSettings, token: str) -> str:
     the one-time token (and `--insecure-http` for a plain-http backend such as
     `kumulus up`'s)."""
     url = public_url(settings)
+    # `HASH *FILE` (binary mode), not `HASH  FILE`: a page shows two spaces as one, and
+    # older sha256sum versions want exactly two.
     insecure = " --insecure-http" if url.startswith("http://") else ""
     return (
         f"curl -fsSL -o {SCRIPT_FILE} {shlex.quote(url + '/provider-setup.sh')} && "
-        f"echo '{script_sha256(settings)}  {SCRIPT_FILE}' | sha256sum -c - && "
+        f"echo '{script_sha256(settings)} *{SCRIPT_FILE}' | sha256sum -c - && "
         f"sudo bash {SCRIPT_FILE} --token {shlex.quote(token)}{insecure}"
     )
