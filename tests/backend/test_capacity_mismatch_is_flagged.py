@@ -11,7 +11,7 @@ from substrateinterface import Keypair
 from kumulus.backend.models import Host
 from kumulus.backend.reputation import recompute
 from kumulus.backend.scheduler import Want, place
-from kumulus.core.signing import sign_envelope
+from kumulus.core.signing import Domain, sign_envelope
 from tests.backend.conftest import Actor, link_wallet, register_host
 
 GIB = 1 << 30
@@ -22,7 +22,10 @@ HONEST = {"cpuCount": 4, "memoryTotal": 9 * GIB, "diskTotal": 120 * GIB}
 
 def _beat(backend: TestClient, wallet: Keypair, host_id: str, machine: Any) -> None:
     payload = {"kind": "health", "hostId": host_id, "agentVersion": "0.1.0", "host": machine}
-    resp = backend.post("/v1/hosts/heartbeat", json=sign_envelope(wallet, payload).model_dump())
+    resp = backend.post(
+        "/v1/hosts/heartbeat",
+        json=sign_envelope(wallet, payload, domain=Domain.HEARTBEAT).model_dump(),
+    )
     assert resp.status_code == 202, resp.text
 
 
@@ -87,6 +90,9 @@ def test_heartbeats_without_a_machine_report_judge_nothing(
         _beat(backend, wallet, host_id, nonsense)
         assert _view(backend, provider, host_id)["capacityProblem"] is not None
     payload = {"kind": "health", "hostId": host_id, "agentVersion": "0.1.0"}
-    resp = backend.post("/v1/hosts/heartbeat", json=sign_envelope(wallet, payload).model_dump())
+    resp = backend.post(
+        "/v1/hosts/heartbeat",
+        json=sign_envelope(wallet, payload, domain=Domain.HEARTBEAT).model_dump(),
+    )
     assert resp.status_code == 202
     assert _view(backend, provider, host_id)["capacityProblem"] is not None

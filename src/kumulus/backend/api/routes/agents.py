@@ -31,7 +31,7 @@ from kumulus.core.errors import (
 from kumulus.core.hostnames import PublicHost
 from kumulus.core.http import field_problems, validation_message
 from kumulus.core.schemas import Capacity
-from kumulus.core.signing import SignatureError, SignedEnvelope, verify_envelope
+from kumulus.core.signing import Domain, SignatureError, SignedEnvelope, verify_envelope
 
 router = APIRouter(prefix="/v1/hosts", tags=["agents"])
 _P = TypeVar("_P", bound=BaseModel)
@@ -62,11 +62,14 @@ class IpPayload(HostPayload):
     public_ip: PublicHost = Field(alias="publicIp", max_length=64)
 
 
-def _verified(envelope: SignedEnvelope, db: Db, settings: Settings) -> dict[str, Any]:
+def _verified(
+    envelope: SignedEnvelope, domain: Domain, db: Db, settings: Settings
+) -> dict[str, Any]:
     try:
         return verify_envelope(
             envelope,
             DbNonceStore(db, ttl=2 * settings.signature_max_skew + 5),
+            domain=domain,
             max_skew=settings.signature_max_skew,
         )
     except SignatureError as exc:
@@ -99,7 +102,7 @@ def _host_for(db: Db, envelope: SignedEnvelope, host_id: str) -> Host:
 def register(
     envelope: SignedEnvelope, request: Request, db: Db, settings: Settings
 ) -> HostRegistered:
-    payload = _parse(RegisterPayload, _verified(envelope, db, settings))
+    payload = _parse(RegisterPayload, _verified(envelope, Domain.HOST_REGISTRATION, db, settings))
     capacity = payload.capacity
     try:
         check_capacity(settings, capacity.cpu, capacity.memory, capacity.disk)
@@ -177,7 +180,9 @@ def accept_heartbeat(
     """Verify a signed heartbeat and store it through the group-commit writer; raises the
     HTTP error to answer otherwise. Returns once the heartbeat is committed."""
     try:
-        payload = verify_envelope(envelope, _SpendLater(), max_skew=settings.signature_max_skew)
+        payload = verify_envelope(
+            envelope, _SpendLater(), domain=Domain.HEARTBEAT, max_skew=settings.signature_max_skew
+        )
     except SignatureError as exc:
         raise UnauthorizedError(f"signature refused: {exc.reason}", code="bad_signature") from exc
     parsed = _parse(HostPayload, payload)
@@ -214,7 +219,7 @@ def heartbeat(envelope: SignedEnvelope, request: Request, settings: Settings) ->
 
 @router.post("/ip", response_model=Accepted)
 def update_ip(envelope: SignedEnvelope, db: Db, settings: Settings) -> Accepted:
-    parsed = _parse(IpPayload, _verified(envelope, db, settings))
+    parsed = _parse(IpPayload, _verified(envelope, Domain.HOST_IP, db, settings))
     if parsed.kind != "ip":
         raise InvalidError("payload kind must be 'ip'")
     host = _host_for(db, envelope, parsed.host_id)
