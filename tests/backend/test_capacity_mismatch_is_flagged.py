@@ -20,13 +20,15 @@ SMALLER = {"cpuCount": 2, "memoryTotal": 4 * GIB, "diskTotal": 200 * GIB, "cpuPe
 HONEST = {"cpuCount": 4, "memoryTotal": 9 * GIB, "diskTotal": 120 * GIB}
 
 
-def _beat(backend: TestClient, wallet: Keypair, host_id: str, machine: Any) -> None:
+def _beat(
+    backend: TestClient, wallet: Keypair, host_id: str, machine: Any, status: int = 202
+) -> None:
     payload = {"kind": "health", "hostId": host_id, "agentVersion": "0.1.0", "host": machine}
     resp = backend.post(
         "/v1/hosts/heartbeat",
         json=sign_envelope(wallet, payload, domain=Domain.HEARTBEAT).model_dump(),
     )
-    assert resp.status_code == 202, resp.text
+    assert resp.status_code == status, resp.text
 
 
 def _view(backend: TestClient, provider: Actor, host_id: str) -> dict[str, Any]:
@@ -85,9 +87,12 @@ def test_heartbeats_without_a_machine_report_judge_nothing(
     host_id = register_host(backend, provider, wallet)
     _beat(backend, wallet, host_id, SMALLER)
     assert _view(backend, provider, host_id)["capacityProblem"] is not None
-    # Saying nothing usable about the machine does not clear the flag.
-    for nonsense in ({"cpuPercent": 3}, {"cpuCount": "lots", "memoryTotal": -1}, "big"):
-        _beat(backend, wallet, host_id, nonsense)
+    # Saying nothing usable about the machine does not clear the flag; nonsense about it
+    # is refused (422) and does not either.
+    _beat(backend, wallet, host_id, {"cpuPercent": 3})
+    assert _view(backend, provider, host_id)["capacityProblem"] is not None
+    for nonsense in ({"cpuCount": "lots", "memoryTotal": -1}, "big"):
+        _beat(backend, wallet, host_id, nonsense, status=422)
         assert _view(backend, provider, host_id)["capacityProblem"] is not None
     payload = {"kind": "health", "hostId": host_id, "agentVersion": "0.1.0"}
     resp = backend.post(

@@ -89,16 +89,21 @@ class VMIdBody(CamelModel):
 
 
 class VMPublic(CamelModel):
-    vm_id: str
-    username: str
-    ssh_host: str
-    ssh_port: int
-    ssh_command: str
+    """A VM as an agent answers: the backend reads a provider's agent through this model, so
+    every field is bounded (an answer outside it is a `bad_answer`, never stored)."""
+
+    vm_id: str = Field(pattern=VM_ID_RE.pattern)
+    username: str = Field(max_length=32)
+    ssh_host: str = Field(max_length=253)
+    ssh_port: int = Field(ge=1, le=65535)
+    ssh_command: str = Field(max_length=512)
     status: VMStatus
-    state: str = Field(description="the container engine's own state, for diagnostics")
+    state: str = Field(
+        pattern=r"^[a-z]{1,16}$", description="the container engine's own state, for diagnostics"
+    )
     cpu: float
-    memory: str
-    disk: str | None
+    memory: str = Field(max_length=32)
+    disk: str | None = Field(max_length=32)
     created_at: Timestamp
 
 
