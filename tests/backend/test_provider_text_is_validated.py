@@ -300,3 +300,33 @@ def test_an_error_read_from_an_agent_is_cleaned(hostile: str) -> None:
     check_printable_line(caught.value.detail)
     assert caught.value.detail.startswith("refused:") and len(caught.value.detail) <= 2000
     assert re.fullmatch(r"[a-z][a-z0-9_]*", caught.value.code)
+
+
+@pytest.mark.parametrize("field", ["vmId", "state", "username", "memory"])
+@pytest.mark.parametrize("hostile", ["shell", "newline", "ansi", "bidi-override", "10kb"])
+def test_a_vm_answer_with_a_hostile_field_is_a_bad_answer(field: str, hostile: str) -> None:
+    """What an agent answers about a VM is never stored unless it has the VM's shape."""
+    vm = {
+        "vmId": "0123456789abcdef",
+        "username": "dev",
+        "sshHost": "198.51.100.7",
+        "sshPort": 2222,
+        "sshCommand": "ssh -p 2222 dev@198.51.100.7",
+        "status": "Running",
+        "state": "running",
+        "cpu": 1,
+        "memory": "1g",
+        "disk": None,
+        "createdAt": "2026-11-30T00:00:00Z",
+    }
+    client = AgentClient(
+        "http://agent.invalid",
+        "h1",
+        keypair_from_mnemonic(new_mnemonic()),
+        transport=httpx.MockTransport(lambda _: httpx.Response(200, json=vm)),
+    )
+    assert client.get_vm("0123456789abcdef").vm_id == "0123456789abcdef"
+    vm[field] = HOSTILE[hostile].value
+    with pytest.raises(ApiError) as caught:
+        client.get_vm("0123456789abcdef")
+    assert caught.value.code == "bad_answer"

@@ -15,6 +15,7 @@ from kumulus.core.sshkeys import SSHKeyError, parse_ssh_public_key
 from kumulus.core.usernames import UsernameError, validate_username
 
 VM_ID_RE = re.compile(r"^[0-9a-f]{16}$")
+SIZE_TEXT_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,2})?[kmgtb]$"  # as sizes.format_size writes
 MAX_CPU = 256.0
 
 
@@ -93,7 +94,7 @@ class VMPublic(CamelModel):
     every field is bounded (an answer outside it is a `bad_answer`, never stored)."""
 
     vm_id: str = Field(pattern=VM_ID_RE.pattern)
-    username: str = Field(max_length=32)
+    username: Username
     ssh_host: str = Field(max_length=253)
     ssh_port: int = Field(ge=1, le=65535)
     ssh_command: str = Field(max_length=512)
@@ -102,8 +103,8 @@ class VMPublic(CamelModel):
         pattern=r"^[a-z]{1,16}$", description="the container engine's own state, for diagnostics"
     )
     cpu: float
-    memory: str = Field(max_length=32)
-    disk: str | None = Field(max_length=32)
+    memory: str = Field(pattern=SIZE_TEXT_PATTERN)
+    disk: str | None = Field(pattern=SIZE_TEXT_PATTERN)
     created_at: Timestamp
 
 

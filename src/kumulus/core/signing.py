@@ -208,7 +208,7 @@ def _valid(public_key: bytes, message: bytes, signature: bytes) -> bool:
         return False
 
 
-def verify_exact(address: str, message: bytes, signature_hex: str) -> None:
+def _verify_exact(address: str, message: bytes, signature_hex: str) -> None:
     """Accept a signature by `address` over exactly `message`, and nothing else (not the
     `<Bytes>`-wrapped form); raise SignatureError otherwise. `message` must already start
     with its Domain tag: envelopes and signed requests build theirs below."""
@@ -296,7 +296,7 @@ def verify_envelope(
         message = envelope_message(envelope, domain)
     except ValueError as exc:  # NaN/Infinity in the payload: never signed by us
         raise SignatureError("payload is not canonical JSON") from exc
-    verify_exact(envelope.address, message, envelope.signature)
+    _verify_exact(envelope.address, message, envelope.signature)
     # Only a valid signature may consume a nonce, or anyone could burn others' nonces.
     if not nonces.check_and_store(envelope.address, envelope.nonce, now):
         raise SignatureError("replayed envelope (nonce already used)")
@@ -373,7 +373,7 @@ def verify_request(
         raise SignatureError("timestamp is not a number") from exc
     _check_fresh(ts, now, max_skew, not_before)
     message = _request_message(method, target, audience, timestamp, nonce, body)
-    verify_exact(address, message, signature)
+    _verify_exact(address, message, signature)
     if not nonces.check_and_store(address, nonce, now):
         raise SignatureError("replayed request (nonce already used)")
 
