@@ -22,7 +22,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from fastapi import HTTPException
 from sqlalchemy import delete
 
 from bench.common import add_hosts, insert_commit_rate, remove_hosts
@@ -31,7 +30,9 @@ from kumulus.backend.db import Database, migrate
 from kumulus.backend.heartbeats import HeartbeatWriter
 from kumulus.backend.models import Heartbeat, HostUptime, SeenNonce
 from kumulus.config import BackendSettings
+from kumulus.core.errors import KumulusError
 from kumulus.core.signing import (
+    Domain,
     NonceCache,
     keypair_from_mnemonic,
     new_mnemonic,
@@ -60,14 +61,18 @@ def main() -> int:
         "vmStats": [],
     }
     envelopes = [
-        sign_envelope(wallets[i % len(wallets)], {**payload, "hostId": host_ids[i % args.hosts]})
+        sign_envelope(
+            wallets[i % len(wallets)],
+            {**payload, "hostId": host_ids[i % args.hosts]},
+            domain=Domain.HEARTBEAT,
+        )
         for i in range(args.count)
     ]
 
     t0 = time.perf_counter()
     nonces = NonceCache()
     for env in envelopes:
-        verify_envelope(env, nonces)
+        verify_envelope(env, nonces, domain=Domain.HEARTBEAT)
     verify_rate = len(envelopes) / (time.perf_counter() - t0)
 
     with tempfile.TemporaryDirectory(prefix="kumulus-bench-") as tmp:
@@ -91,7 +96,7 @@ def main() -> int:
         for env in envelopes[:50]:
             try:
                 accept_heartbeat(env, writer, settings)
-            except HTTPException:
+            except KumulusError:
                 refused += 1
         writer.close()
         with db.session() as s:

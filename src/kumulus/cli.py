@@ -164,7 +164,8 @@ def agent_register(
             keypair=keypair,
             backend_url=backend,
             provider_token=token,
-            api_url=api_url or f"http://{ip}:{settings.port}",
+            # An IPv6 address is bracketed in a URL (the backend refuses it otherwise).
+            api_url=api_url or f"http://{f'[{ip}]' if ':' in ip else ip}:{settings.port}",
             public_ip=ip,
             host_info=info.json(),
         )

@@ -38,6 +38,8 @@ class ApiError(Exception):
 
 # Every backend -> agent call ends within this many seconds.
 CALL_DEADLINE = 90.0
+# Characters of a VM's logs passed on (the end is kept): 10,000 lines of 200.
+MAX_LOGS = 2_000_000
 
 
 class AgentClient:
@@ -129,7 +131,9 @@ class AgentClient:
         answer = self._call("GET", f"/v1/vms/{vm_id}/logs?tail={tail}")
         if not isinstance(answer, dict) or not isinstance(answer.get("logs"), str):
             raise ApiError("the agent's answer has no logs", 200, "bad_answer", retry=True)
-        return str(answer["logs"])
+        # Relayed to the developer as they are (lines, their programs' colours): the CLI
+        # shows control characters as '?', the console escapes HTML. Only bounded here.
+        return str(answer["logs"])[-MAX_LOGS:]
 
 
 class BackendClient:

@@ -5,7 +5,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from kumulus.cli import app
-from kumulus.core.signing import verify_wallet_signature, write_secret_file
+from kumulus.core.signing import Domain, verify_wallet_link, wallet_text, write_secret_file
 
 PHRASE = "bottom drive obey lake curtain smoke basket hold race lonely fit walk"
 ADDRESS = "5DfhGyQdFobKM8NsWvEeAKk5EQQgYe9AydgJ7rMB6E1EqRzV"
@@ -14,9 +14,11 @@ ADDRESS = "5DfhGyQdFobKM8NsWvEeAKk5EQQgYe9AydgJ7rMB6E1EqRzV"
 def test_sign_prints_a_verifiable_signature(tmp_path: Path) -> None:
     mnemonic = tmp_path / "mnemonic"
     write_secret_file(mnemonic, PHRASE)
-    message = "Kumulus: link this wallet to account p@example.com (nonce 00)"
+    message = wallet_text(
+        Domain.WALLET_LINK, "link this wallet to account p@example.com (nonce 00)"
+    )
     result = CliRunner().invoke(app, ["wallet", "sign", "--mnemonic-file", str(mnemonic), message])
     assert result.exit_code == 0, result.output
     assert f"address:   {ADDRESS}" in result.output and "obey" not in result.output
     signature = result.output.split("signature: ")[1].strip()
-    verify_wallet_signature(ADDRESS, message, signature)  # raises if not valid
+    verify_wallet_link(ADDRESS, message, signature)  # raises if not valid

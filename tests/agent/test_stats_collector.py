@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from kumulus.agent.stats import HEARTBEAT_PATH, StatsCollector
 from kumulus.core.signing import (
+    Domain,
     NonceCache,
     SignatureError,
     SignedEnvelope,
@@ -58,7 +59,9 @@ def test_stats_are_signed_sent_and_verifiable(
     assert len(received) == 2
     nonces = NonceCache()
     env = SignedEnvelope.model_validate_json(received[1])
-    payload = verify_envelope(env, nonces, expected_address=kp.ss58_address)
+    payload = verify_envelope(
+        env, nonces, expected_address=kp.ss58_address, domain=Domain.HEARTBEAT
+    )
     assert env.address == "5DfhGyQdFobKM8NsWvEeAKk5EQQgYe9AydgJ7rMB6E1EqRzV"
     assert payload["vms"] == {"total": 1, "running": 1, "unhealthy": 0}
     assert payload["docker"]["up"] is True
@@ -67,11 +70,11 @@ def test_stats_are_signed_sent_and_verifiable(
     assert payload["vmStats"][0]["cpuPercent"] is not None
 
     with pytest.raises(SignatureError, match="replayed"):
-        verify_envelope(env, nonces)
+        verify_envelope(env, nonces, domain=Domain.HEARTBEAT)
     tampered = json.loads(received[0])
     tampered["payload"]["vms"]["running"] = 0
     with pytest.raises(SignatureError, match="bad signature"):
-        verify_envelope(SignedEnvelope(**tampered), NonceCache())
+        verify_envelope(SignedEnvelope(**tampered), NonceCache(), domain=Domain.HEARTBEAT)
 
 
 def test_without_backend_stats_are_logged_locally_without_secrets(
@@ -85,7 +88,7 @@ def test_without_backend_stats_are_logged_locally_without_secrets(
     assert env.address in caplog.text
     for word in PHRASE.split()[:3]:
         assert word not in caplog.text
-    assert verify_envelope(env, NonceCache()) == env.payload
+    assert verify_envelope(env, NonceCache(), domain=Domain.HEARTBEAT) == env.payload
 
 
 def test_backend_refusal_is_logged_not_raised(

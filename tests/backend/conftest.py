@@ -14,7 +14,7 @@ from substrateinterface import Keypair
 
 from kumulus.backend.app import create_app
 from kumulus.config import BackendSettings
-from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic, sign_envelope
+from kumulus.core.signing import Domain, keypair_from_mnemonic, new_mnemonic, sign_envelope
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def register_payload(token: str, **over: Any) -> dict[str, Any]:
 
 def register_host(client: TestClient, actor: Actor, wallet: Keypair) -> str:
     token = client.post("/v1/provider/host-tokens", headers=actor.headers).json()["token"]
-    env = sign_envelope(wallet, register_payload(token))
+    env = sign_envelope(wallet, register_payload(token), domain=Domain.HOST_REGISTRATION)
     resp = client.post("/v1/hosts/register", json=env.model_dump())
     assert resp.status_code == 201, resp.text
     return str(resp.json()["hostId"])

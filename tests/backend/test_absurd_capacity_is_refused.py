@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 from substrateinterface import Keypair
 
 from kumulus.config import BackendSettings
-from kumulus.core.signing import sign_envelope
+from kumulus.core.signing import Domain, sign_envelope
 from tests.backend.conftest import Actor, link_wallet, register_payload
 
 TIB = 1 << 40
@@ -33,14 +33,16 @@ def test_capacity_past_the_caps_is_422(
 ) -> None:
     link_wallet(backend, provider, wallet)
     token = backend.post("/v1/provider/host-tokens", headers=provider.headers).json()["token"]
-    bad = sign_envelope(wallet, register_payload(token, capacity=capacity))
+    bad = sign_envelope(
+        wallet, register_payload(token, capacity=capacity), domain=Domain.HOST_REGISTRATION
+    )
     resp = backend.post("/v1/hosts/register", json=bad.model_dump())
     assert resp.status_code == 422, resp.text
     body = resp.json()
     assert says in body["detail"]
     assert {"loc": ["body", "capacity", field], "msg": body["fields"][0]["msg"]} in body["fields"]
     assert backend.get("/v1/provider/hosts", headers=provider.headers).json()["items"] == []
-    good = sign_envelope(wallet, register_payload(token))
+    good = sign_envelope(wallet, register_payload(token), domain=Domain.HOST_REGISTRATION)
     assert backend.post("/v1/hosts/register", json=good.model_dump()).status_code == 201
 
 

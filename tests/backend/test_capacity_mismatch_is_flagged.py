@@ -11,7 +11,7 @@ from substrateinterface import Keypair
 from kumulus.backend.models import Host
 from kumulus.backend.reputation import recompute
 from kumulus.backend.scheduler import Want, place
-from kumulus.core.signing import sign_envelope
+from kumulus.core.signing import Domain, sign_envelope
 from tests.backend.conftest import Actor, link_wallet, register_host
 
 GIB = 1 << 30
@@ -20,10 +20,15 @@ SMALLER = {"cpuCount": 2, "memoryTotal": 4 * GIB, "diskTotal": 200 * GIB, "cpuPe
 HONEST = {"cpuCount": 4, "memoryTotal": 9 * GIB, "diskTotal": 120 * GIB}
 
 
-def _beat(backend: TestClient, wallet: Keypair, host_id: str, machine: Any) -> None:
+def _beat(
+    backend: TestClient, wallet: Keypair, host_id: str, machine: Any, status: int = 202
+) -> None:
     payload = {"kind": "health", "hostId": host_id, "agentVersion": "0.1.0", "host": machine}
-    resp = backend.post("/v1/hosts/heartbeat", json=sign_envelope(wallet, payload).model_dump())
-    assert resp.status_code == 202, resp.text
+    resp = backend.post(
+        "/v1/hosts/heartbeat",
+        json=sign_envelope(wallet, payload, domain=Domain.HEARTBEAT).model_dump(),
+    )
+    assert resp.status_code == status, resp.text
 
 
 def _view(backend: TestClient, provider: Actor, host_id: str) -> dict[str, Any]:
@@ -84,13 +89,18 @@ def test_heartbeats_without_a_machine_report_are_flagged(
     host_id = register_host(backend, provider, wallet)
     _beat(backend, wallet, host_id, HONEST)
     assert _view(backend, provider, host_id)["capacityProblem"] is None
-    for nonsense in ({"cpuPercent": 3}, {"cpuCount": "lots", "memoryTotal": -1}, "big"):
-        _beat(backend, wallet, host_id, nonsense)
-        assert "do not report the machine" in _view(backend, provider, host_id)["capacityProblem"]
+    _beat(backend, wallet, host_id, {"cpuPercent": 3})  # nothing usable about the machine
+    assert "do not report the machine" in _view(backend, provider, host_id)["capacityProblem"]
     _beat(backend, wallet, host_id, HONEST)
     assert _view(backend, provider, host_id)["capacityProblem"] is None
+    for nonsense in ({"cpuCount": "lots", "memoryTotal": -1}, "big"):  # refused outright
+        _beat(backend, wallet, host_id, nonsense, status=422)
+        assert _view(backend, provider, host_id)["capacityProblem"] is None
     payload = {"kind": "health", "hostId": host_id, "agentVersion": "0.1.0"}
-    resp = backend.post("/v1/hosts/heartbeat", json=sign_envelope(wallet, payload).model_dump())
+    resp = backend.post(
+        "/v1/hosts/heartbeat",
+        json=sign_envelope(wallet, payload, domain=Domain.HEARTBEAT).model_dump(),
+    )
     assert resp.status_code == 202
     assert "do not report the machine" in _view(backend, provider, host_id)["capacityProblem"]
     with backend.app.state.db.session() as db:  # type: ignore[attr-defined]

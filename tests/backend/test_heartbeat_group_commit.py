@@ -12,7 +12,7 @@ from kumulus.backend.heartbeats import HeartbeatWriter
 from kumulus.backend.models import Heartbeat, Host, HostUptime
 from kumulus.core.errors import KumulusError
 from kumulus.core.http import status_of
-from kumulus.core.signing import sign_envelope
+from kumulus.core.signing import Domain, sign_envelope
 from tests.backend.conftest import Actor, link_wallet, register_host
 
 
@@ -22,7 +22,11 @@ def test_concurrent_heartbeats_share_transactions(
     link_wallet(backend, provider, wallet)
     hosts = [register_host(backend, provider, wallet) for _ in range(5)]
     envelopes = [
-        sign_envelope(wallet, {"kind": "health", "hostId": hosts[i % 5], "agentVersion": "9"})
+        sign_envelope(
+            wallet,
+            {"kind": "health", "hostId": hosts[i % 5], "agentVersion": "9"},
+            domain=Domain.HEARTBEAT,
+        )
         for i in range(200)
     ]
     replay = envelopes[7]
@@ -61,7 +65,7 @@ def test_heartbeat_for_a_host_of_another_wallet_is_404(
     link_wallet(backend, provider, wallet)
     host_id = register_host(backend, provider, wallet)
     stranger = keypair_from_mnemonic(new_mnemonic())
-    env = sign_envelope(stranger, {"kind": "health", "hostId": host_id})
+    env = sign_envelope(stranger, {"kind": "health", "hostId": host_id}, domain=Domain.HEARTBEAT)
     resp = backend.post("/v1/hosts/heartbeat", json=env.model_dump())
     assert resp.status_code == 404
     # Its nonce was not spent on a refused heartbeat, and nothing was stored.

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from substrateinterface import Keypair
 
 from kumulus.backend.models import Heartbeat, Host
-from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic, sign_envelope
+from kumulus.core.signing import Domain, keypair_from_mnemonic, new_mnemonic, sign_envelope
 from tests.backend.conftest import Actor, link_wallet, register_host, register_payload
 
 
@@ -29,7 +29,10 @@ def test_register_then_heartbeat_brings_host_online(
     link_wallet(backend, provider, wallet)
     token = backend.post("/v1/provider/host-tokens", headers=provider.headers).json()["token"]
     resp = backend.post(
-        "/v1/hosts/register", json=sign_envelope(wallet, register_payload(token)).model_dump()
+        "/v1/hosts/register",
+        json=sign_envelope(
+            wallet, register_payload(token), domain=Domain.HOST_REGISTRATION
+        ).model_dump(),
     )
     assert resp.status_code == 201, resp.text
     reg = resp.json()
@@ -41,6 +44,7 @@ def test_register_then_heartbeat_brings_host_online(
     beat = sign_envelope(
         wallet,
         {"kind": "health", "hostId": host_id, "agentVersion": "0.1.0", "host": {"cpuPercent": 3.5}},
+        domain=Domain.HEARTBEAT,
     )
     assert backend.post("/v1/hosts/heartbeat", json=beat.model_dump()).status_code == 202
     host = backend.get(f"/v1/provider/hosts/{host_id}", headers=provider.headers).json()
@@ -52,7 +56,9 @@ def test_register_then_heartbeat_brings_host_online(
     assert replay.status_code == 401 and "replayed" in replay.json()["detail"]
     # Tampered heartbeat: refused.
     forged = json.loads(
-        sign_envelope(wallet, {"kind": "health", "hostId": host_id}).model_dump_json()
+        sign_envelope(
+            wallet, {"kind": "health", "hostId": host_id}, domain=Domain.HEARTBEAT
+        ).model_dump_json()
     )
     forged["payload"]["host"] = {"cpuPercent": 0}
     assert backend.post("/v1/hosts/heartbeat", json=forged).status_code == 401
@@ -69,7 +75,7 @@ def test_host_goes_offline_after_the_ttl(
 ) -> None:
     link_wallet(backend, provider, wallet)
     host_id = register_host(backend, provider, wallet)
-    beat = sign_envelope(wallet, {"kind": "health", "hostId": host_id})
+    beat = sign_envelope(wallet, {"kind": "health", "hostId": host_id}, domain=Domain.HEARTBEAT)
     backend.post("/v1/hosts/heartbeat", json=beat.model_dump())
     with backend.app.state.db.session() as db:  # type: ignore[attr-defined]
         host = db.get(Host, host_id)
@@ -87,25 +93,39 @@ def test_registration_needs_the_linked_wallet_and_a_fresh_token(
     token = backend.post("/v1/provider/host-tokens", headers=provider.headers).json()["token"]
     stranger = keypair_from_mnemonic(new_mnemonic())
     resp = backend.post(
-        "/v1/hosts/register", json=sign_envelope(stranger, register_payload(token)).model_dump()
+        "/v1/hosts/register",
+        json=sign_envelope(
+            stranger, register_payload(token), domain=Domain.HOST_REGISTRATION
+        ).model_dump(),
     )
     assert resp.status_code == 403
     ok = backend.post(
-        "/v1/hosts/register", json=sign_envelope(wallet, register_payload(token)).model_dump()
+        "/v1/hosts/register",
+        json=sign_envelope(
+            wallet, register_payload(token), domain=Domain.HOST_REGISTRATION
+        ).model_dump(),
     )
     assert ok.status_code == 201
     reused = backend.post(
-        "/v1/hosts/register", json=sign_envelope(wallet, register_payload(token)).model_dump()
+        "/v1/hosts/register",
+        json=sign_envelope(
+            wallet, register_payload(token), domain=Domain.HOST_REGISTRATION
+        ).model_dump(),
     )
     assert reused.status_code == 401 and "used" in reused.json()["detail"]
     bogus = backend.post(
-        "/v1/hosts/register", json=sign_envelope(wallet, register_payload("kmh_nope")).model_dump()
+        "/v1/hosts/register",
+        json=sign_envelope(
+            wallet, register_payload("kmh_nope"), domain=Domain.HOST_REGISTRATION
+        ).model_dump(),
     )
     assert bogus.status_code == 401
     bad = backend.post(
         "/v1/hosts/register",
         json=sign_envelope(
-            wallet, register_payload(token, apiUrl="file:///etc/passwd")
+            wallet,
+            register_payload(token, apiUrl="file:///etc/passwd"),
+            domain=Domain.HOST_REGISTRATION,
         ).model_dump(),
     )
     assert bad.status_code == 422 and "apiUrl" in bad.json()["detail"]
@@ -127,7 +147,14 @@ def test_a_provider_cannot_speak_for_anothers_host(
         ("/v1/hosts/heartbeat", {"kind": "health", "hostId": host_id}),
         ("/v1/hosts/ip", {"kind": "ip", "hostId": host_id, "publicIp": "6.6.6.6"}),
     ]:
-        resp = backend.post(path, json=sign_envelope(other_wallet, payload).model_dump())
+        resp = backend.post(
+            path,
+            json=sign_envelope(
+                other_wallet,
+                payload,
+                domain=Domain.HEARTBEAT if path.endswith("heartbeat") else Domain.HOST_IP,
+            ).model_dump(),
+        )
         assert resp.status_code == 404
     assert _heartbeats(backend, host_id) == 0
 
@@ -135,7 +162,9 @@ def test_a_provider_cannot_speak_for_anothers_host(
 def test_ip_change_only_when_signed(backend: TestClient, provider: Actor, wallet: Keypair) -> None:
     link_wallet(backend, provider, wallet)
     host_id = register_host(backend, provider, wallet)
-    env = sign_envelope(wallet, {"kind": "ip", "hostId": host_id, "publicIp": "127.0.0.2"})
+    env = sign_envelope(
+        wallet, {"kind": "ip", "hostId": host_id, "publicIp": "127.0.0.2"}, domain=Domain.HOST_IP
+    )
     assert backend.post("/v1/hosts/ip", json=env.model_dump()).status_code == 200
     host = backend.get(f"/v1/provider/hosts/{host_id}", headers=provider.headers).json()
     assert host["publicIp"] == "127.0.0.2"

@@ -10,7 +10,7 @@ from substrateinterface import Keypair
 
 from kumulus.backend.clock import utcnow
 from kumulus.backend.models import VM, Account, Host
-from kumulus.core.signing import sign_envelope
+from kumulus.core.signing import Domain, sign_envelope
 from tests.backend.billing_fixtures import vm
 from tests.backend.conftest import Actor, link_wallet, register_host
 
@@ -34,7 +34,9 @@ def test_new_address_reaches_the_vms_of_that_host_only(
             ids.append(row.id)
         db.execute(update(Host).values(last_heartbeat_at=utcnow()))
         db.commit()
-    env = sign_envelope(wallet, {"kind": "ip", "hostId": moving, "publicIp": "198.51.100.9"})
+    env = sign_envelope(
+        wallet, {"kind": "ip", "hostId": moving, "publicIp": "198.51.100.9"}, domain=Domain.HOST_IP
+    )
     assert backend.post("/v1/hosts/ip", json=env.model_dump()).status_code == 200
     moved = backend.get(f"/v1/vms/{ids[0]}", headers=developer.headers).json()
     assert moved["sshHost"] == "198.51.100.9"

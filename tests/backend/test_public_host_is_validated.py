@@ -14,7 +14,7 @@ from substrateinterface import Keypair
 
 from kumulus.backend.clock import utcnow
 from kumulus.backend.models import VM, Account, Host, HostToken
-from kumulus.core.signing import sign_envelope
+from kumulus.core.signing import Domain, sign_envelope
 from tests.backend.billing_fixtures import account, host, vm
 from tests.backend.conftest import Actor, link_wallet, register_host, register_payload
 
@@ -61,7 +61,9 @@ def test_registration_refuses_a_hostile_public_ip(
 ) -> None:
     link_wallet(backend, provider, wallet)
     token = backend.post("/v1/provider/host-tokens", headers=provider.headers).json()["token"]
-    env = sign_envelope(wallet, register_payload(token, publicIp=bad))
+    env = sign_envelope(
+        wallet, register_payload(token, publicIp=bad), domain=Domain.HOST_REGISTRATION
+    )
     _assert_invalid(backend.post("/v1/hosts/register", json=env.model_dump()))
     assert _hosts(backend) == 0
     with _db(backend).session() as db:  # type: ignore[attr-defined]
@@ -81,7 +83,9 @@ def test_registration_accepts_ips_and_dns_names(
 ) -> None:
     link_wallet(backend, provider, wallet)
     token = backend.post("/v1/provider/host-tokens", headers=provider.headers).json()["token"]
-    env = sign_envelope(wallet, register_payload(token, publicIp=given))
+    env = sign_envelope(
+        wallet, register_payload(token, publicIp=given), domain=Domain.HOST_REGISTRATION
+    )
     resp = backend.post("/v1/hosts/register", json=env.model_dump())
     assert resp.status_code == 201, resp.text
     host_id = resp.json()["hostId"]
@@ -95,7 +99,9 @@ def test_ip_change_refuses_a_hostile_value_and_keeps_the_old_one(
 ) -> None:
     link_wallet(backend, provider, wallet)
     host_id = register_host(backend, provider, wallet)
-    env = sign_envelope(wallet, {"kind": "ip", "hostId": host_id, "publicIp": bad})
+    env = sign_envelope(
+        wallet, {"kind": "ip", "hostId": host_id, "publicIp": bad}, domain=Domain.HOST_IP
+    )
     _assert_invalid(backend.post("/v1/hosts/ip", json=env.model_dump()))
     shown = backend.get(f"/v1/provider/hosts/{host_id}", headers=provider.headers).json()
     assert shown["publicIp"] == "127.0.0.1"
@@ -111,7 +117,9 @@ def test_ip_change_accepts_ips_and_dns_names(
         ("2001:db8:0::2", "2001:db8::2"),
         ("vm-host.Example.org", "vm-host.example.org"),
     ]:
-        env = sign_envelope(wallet, {"kind": "ip", "hostId": host_id, "publicIp": given})
+        env = sign_envelope(
+            wallet, {"kind": "ip", "hostId": host_id, "publicIp": given}, domain=Domain.HOST_IP
+        )
         assert backend.post("/v1/hosts/ip", json=env.model_dump()).status_code == 200
         shown = backend.get(f"/v1/provider/hosts/{host_id}", headers=provider.headers).json()
         assert shown["publicIp"] == stored

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from kumulus.core.signing import (
+    Domain,
     NonceCache,
     SignatureError,
     SignedEnvelope,
@@ -43,19 +44,21 @@ def test_stats_arrive_signed_by_the_wallet_and_replays_fail(
     latest = stats_receiver.received[-1]
     assert latest["path"] == "/v1/hosts/heartbeat"
     env = SignedEnvelope(**latest["body"])
-    payload = verify_envelope(env, nonces, expected_address=address)
+    payload = verify_envelope(env, nonces, expected_address=address, domain=Domain.HEARTBEAT)
     assert payload["docker"]["up"] is True
     assert vm["vmId"] in [v["vmId"] for v in payload["vmStats"]]
     assert payload["vms"]["running"] >= 1
     with pytest.raises(SignatureError, match="replayed"):
-        verify_envelope(env, nonces)
+        verify_envelope(env, nonces, domain=Domain.HEARTBEAT)
     forged = json.loads(env.model_dump_json())
     forged["payload"]["host"]["cpuPercent"] = 0.0
     with pytest.raises(SignatureError, match="bad signature"):
-        verify_envelope(SignedEnvelope(**forged), NonceCache())
+        verify_envelope(SignedEnvelope(**forged), NonceCache(), domain=Domain.HEARTBEAT)
     # The agent also exposes its latest envelope to its owner.
     latest_api = SignedEnvelope(**api.get("/v1/stats/latest").json())
-    assert verify_envelope(latest_api, NonceCache(), expected_address=address)
+    assert verify_envelope(
+        latest_api, NonceCache(), expected_address=address, domain=Domain.HEARTBEAT
+    )
 
 
 def test_mnemonic_never_appears_in_logs_processes_or_images(

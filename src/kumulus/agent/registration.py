@@ -18,7 +18,7 @@ from substrateinterface import Keypair
 from kumulus import __version__
 from kumulus.core.hostnames import HostnameError, validate_public_host
 from kumulus.core.http import error_detail
-from kumulus.core.signing import sign_envelope
+from kumulus.core.signing import Domain, sign_envelope
 
 REGISTRATION_FILE = "registration.json"
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def register(
         "diskQuota": host_info["diskQuotaSupported"],
         "agentVersion": __version__,
     }
-    envelope = sign_envelope(keypair, payload)
+    envelope = sign_envelope(keypair, payload, domain=Domain.HOST_REGISTRATION)
     client = http or httpx.Client(timeout=30)
     url = backend_url.rstrip("/") + "/v1/hosts/register"
     try:

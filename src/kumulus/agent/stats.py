@@ -22,7 +22,7 @@ from kumulus.agent.registration import load_registration
 from kumulus.agent.runtime import EngineError
 from kumulus.agent.service import VMService
 from kumulus.core.jobs import Job, JobRunner
-from kumulus.core.signing import SignedEnvelope, sign_envelope
+from kumulus.core.signing import Domain, SignedEnvelope, sign_envelope
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class StatsCollector:
         payload = self.collect()
         if host_id:
             payload["hostId"] = host_id
-        envelope = sign_envelope(self.keypair, payload)
+        envelope = sign_envelope(self.keypair, payload, domain=Domain.HEARTBEAT)
         self.last = envelope
         p = envelope.payload
         if backend_url is None:

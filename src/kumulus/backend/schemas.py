@@ -8,8 +8,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator
 
+from kumulus.core.http import MAX_RELAYED_DETAIL
 from kumulus.core.schemas import CamelModel, Size, SshKeyLine, Timestamp, Username
 from kumulus.core.sizes import format_size
+from kumulus.core.untrusted_text import PrintableLine, printable_line
 
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 Role = Literal["developer", "provider"]
@@ -80,8 +82,9 @@ class Prices(CamelModel):
 
 
 class ProviderProfileIn(CamelModel):
-    name: str = Field(default="", max_length=100)
-    contact: str = Field(default="", max_length=200)
+    # Shown to others (consoles, logs): one line of printable text.
+    name: PrintableLine = Field(default="", max_length=100)
+    contact: PrintableLine = Field(default="", max_length=200)
     country: str = Field(default="", pattern=r"^([A-Z]{2})?$", description="ISO 3166 alpha-2")
     region: str = Field(default="", pattern=r"^[a-z0-9-]{0,32}$", examples=["eu", "us-east"])
     prices: Prices | None = Field(
@@ -282,7 +285,9 @@ class VMOut(CamelModel):
     ssh_problem: str | None = Field(
         default=None, description="why there is no ssh address although the VM has a host"
     )
-    failure_reason: str | None
+    failure_reason: str | None = Field(
+        description="why the VM failed; it may quote the host's agent (one line, bounded)"
+    )
     price_per_hour: str | None = Field(description="while running, fixed at placement")
     delete_after: Timestamp | None = Field(
         default=None,
@@ -291,6 +296,13 @@ class VMOut(CamelModel):
     )
     funds_warning: str | None = Field(default=None, description="why deleteAfter is set")
     created_at: Timestamp
+
+    @field_validator("failure_reason")
+    @classmethod
+    def _relayed(cls, value: str | None) -> str | None:
+        # It may quote a provider's agent: cleaned when read from the agent (core/http.py),
+        # and again here for rows stored before that was done.
+        return None if value is None else printable_line(value, MAX_RELAYED_DETAIL)
 
 
 class VMLogsOut(CamelModel):

@@ -1,5 +1,6 @@
-"""Proving wallet ownership: the backend issues a challenge, the wallet signs it (raw or
-<Bytes>-wrapped, as polkadot.js and Talisman sign), the challenge is spent once."""
+"""Proving wallet ownership: the backend issues a challenge (tagged `kumulus/wallet-link/v1`,
+so its signature is valid for nothing else), the wallet signs it (raw or <Bytes>-wrapped, as
+polkadot.js and Talisman sign), the challenge is spent once."""
 
 from __future__ import annotations
 
@@ -13,14 +14,21 @@ from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.models import Account, WalletChallenge
 from kumulus.backend.schemas import WalletChallengeOut, WalletLinkIn
 from kumulus.core.errors import ConflictError, InvalidError, NotFoundError
-from kumulus.core.signing import SignatureError, public_key_of, verify_wallet_signature
+from kumulus.core.signing import (
+    Domain,
+    SignatureError,
+    public_key_of,
+    verify_wallet_link,
+    wallet_text,
+)
 
 
 def new_challenge(db: Session, account: Account, ttl: float, purpose: str) -> WalletChallengeOut:
     expires = utcnow() + timedelta(seconds=ttl)
-    message = (
-        f"Kumulus: link this wallet to account {account.email}{purpose} "
-        f"(nonce {secrets.token_hex(16)}, valid until {expires:%Y-%m-%dT%H:%M:%SZ})"
+    message = wallet_text(
+        Domain.WALLET_LINK,
+        f"link this wallet to Kumulus account {account.email}{purpose} "
+        f"(nonce {secrets.token_hex(16)}, valid until {expires:%Y-%m-%dT%H:%M:%SZ})",
     )
     row = WalletChallenge(account_id=account.id, message=message, expires_at=expires)
     db.add(row)
@@ -38,7 +46,7 @@ def spend_challenge(db: Session, account: Account, body: WalletLinkIn) -> None:
         raise ConflictError("challenge used or expired: ask for a new one", code="challenge_spent")
     try:
         public_key_of(body.address)
-        verify_wallet_signature(body.address, challenge.message, body.signature)
+        verify_wallet_link(body.address, challenge.message, body.signature)
     except SignatureError as exc:
         raise InvalidError(f"wallet not linked: {exc.reason}", code="bad_signature") from exc
     # A challenge links one wallet once, even when two requests race with it.

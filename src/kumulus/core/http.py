@@ -7,6 +7,7 @@ routing errors) become HTTP answers, and where clients read such answers back.""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,10 +19,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kumulus.core import errors
 from kumulus.core.schemas import ErrorBody
+from kumulus.core.untrusted_text import printable_line
 
 log = logging.getLogger(__name__)
 
-MAX_DETAIL = 2000  # characters of another party's error detail that we keep
+MAX_RELAYED_DETAIL = 2000  # characters of another party's error detail that we keep
+_CODE_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 # The one mapping from the error family to HTTP (most specific class first).
 _STATUS: tuple[tuple[type[errors.KumulusError], int], ...] = (
@@ -163,16 +166,19 @@ def parse_error(resp: httpx.Response) -> tuple[str, str, bool]:
         body = resp.json()
     except ValueError:
         body = None
+    fallback_code = _CODE_OF_STATUS.get(resp.status_code, "error")
     if isinstance(body, dict) and isinstance(body.get("detail"), str):
-        # Bounded: the other party may be a hostile agent, and its detail is kept (a VM's
-        # failureReason) and passed on in our own errors.
+        # The other party may be a hostile agent, and its detail is kept (a VM's
+        # failureReason) and passed on in our own errors, to developers' terminals and
+        # pages: one bounded line, without escapes or invisible characters.
+        code = body.get("code")
         return (
-            body["detail"][:MAX_DETAIL],
-            str(body.get("code") or _CODE_OF_STATUS.get(resp.status_code, "error"))[:64],
+            printable_line(body["detail"], MAX_RELAYED_DETAIL) or f"HTTP {resp.status_code}",
+            code if isinstance(code, str) and _CODE_RE.fullmatch(code) else fallback_code,
             bool(body.get("retry", default_retry)),
         )
-    text = resp.text[:300].strip() or f"HTTP {resp.status_code}"
-    return text, _CODE_OF_STATUS.get(resp.status_code, "error"), default_retry
+    text = printable_line(resp.text[: 2 * MAX_RELAYED_DETAIL], 300) or f"HTTP {resp.status_code}"
+    return text, fallback_code, default_retry
 
 
 def error_detail(resp: httpx.Response) -> str:

@@ -15,6 +15,7 @@ from kumulus.core.sshkeys import SSHKeyError, parse_ssh_public_key
 from kumulus.core.usernames import UsernameError, validate_username
 
 VM_ID_RE = re.compile(r"^[0-9a-f]{16}$")
+SIZE_TEXT_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,2})?[kmgtb]$"  # as sizes.format_size writes
 MAX_CPU = 256.0
 
 
@@ -89,16 +90,21 @@ class VMIdBody(CamelModel):
 
 
 class VMPublic(CamelModel):
-    vm_id: str
-    username: str
-    ssh_host: str
-    ssh_port: int
-    ssh_command: str
+    """A VM as an agent answers: the backend reads a provider's agent through this model, so
+    every field is bounded (an answer outside it is a `bad_answer`, never stored)."""
+
+    vm_id: str = Field(pattern=VM_ID_RE.pattern)
+    username: Username
+    ssh_host: str = Field(max_length=253)
+    ssh_port: int = Field(ge=1, le=65535)
+    ssh_command: str = Field(max_length=512)
     status: VMStatus
-    state: str = Field(description="the container engine's own state, for diagnostics")
+    state: str = Field(
+        pattern=r"^[a-z]{1,16}$", description="the container engine's own state, for diagnostics"
+    )
     cpu: float
-    memory: str
-    disk: str | None
+    memory: str = Field(pattern=SIZE_TEXT_PATTERN)
+    disk: str | None = Field(pattern=SIZE_TEXT_PATTERN)
     created_at: Timestamp
 
 

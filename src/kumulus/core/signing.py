@@ -1,18 +1,28 @@
 """sr25519 signatures for everything that crosses the network between Kumulus parts.
 
-Two shapes share one freshness and replay check:
-- an **envelope** (health stats, registrations): JSON object with address, timestamp, nonce,
-  payload and signature, verifiable by anyone who knows the address;
+Two machine shapes share one freshness and replay check:
+- an **envelope** (heartbeats with health stats, host registration, address changes): JSON
+  object with address, timestamp, nonce, payload and signature, verifiable by anyone who knows
+  the address;
 - a **signed request** (backend -> agent): HTTP headers over method, path, timestamp, nonce
   and the SHA-256 of the body.
 
 A signature is accepted once: within `max_skew` seconds of now, with a nonce not seen before
 for that signer. Keys are the same sr25519 keys polkadot.js and Talisman derive from a wallet
 mnemonic (substrate-interface), so a provider's stats are signed by the address they own.
+
+Domain separation: every signed message starts with its kind's `Domain` tag, and the verifier
+names the kind it expects, so a signature made for one kind is never valid as another.
+Machine messages are verified on their exact bytes (sr25519 directly). substrate-interface's
+`Keypair.verify` also accepts a signature over `<Bytes>` + message + `</Bytes>`, the wrapping
+browser extensions apply in signRaw; that form is accepted only for texts a person signs in
+a wallet (wallet-link and delegation challenges), never for envelopes or requests: otherwise
+any text a wallet was talked into signing that parses as an envelope would be one.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -22,16 +32,32 @@ import stat
 import threading
 import time
 from collections.abc import Mapping
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
+import sr25519
 from pydantic import BaseModel, Field
 from substrateinterface import Keypair, KeypairType
 
 SS58_FORMAT = 42
 DEFAULT_MAX_SKEW = 60.0
-_ENVELOPE_DOMAIN = b"kumulus-envelope-v1\n"
-_REQUEST_DOMAIN = b"kumulus-request-v1\n"
+
+
+class Domain(StrEnum):
+    """The kind of a signed message, and the tag its signed bytes start with."""
+
+    HEARTBEAT = "kumulus/heartbeat/v1"  # envelope: health stats + VM inventory, every interval
+    HOST_REGISTRATION = "kumulus/host-registration/v1"  # envelope: a host joins with a token
+    HOST_IP = "kumulus/host-ip/v1"  # envelope: a host's public address changes
+    REQUEST = "kumulus/request/v1"  # HTTP request headers: backend -> agent
+    WALLET_LINK = "kumulus/wallet-link/v1"  # text a person signs in a wallet
+    DELEGATION = "kumulus/delegation/v1"  # text a person signs in a wallet (host key, future)
+
+
+ENVELOPE_DOMAINS = frozenset({Domain.HEARTBEAT, Domain.HOST_REGISTRATION, Domain.HOST_IP})
+# Texts signed by people through wallet extensions, which wrap what they sign in <Bytes>.
+WALLET_TEXT_DOMAINS = frozenset({Domain.WALLET_LINK, Domain.DELEGATION})
 
 HDR_ADDRESS = "X-Kumulus-Address"
 HDR_TIMESTAMP = "X-Kumulus-Timestamp"
@@ -104,9 +130,16 @@ def new_mnemonic() -> str:
 def public_key_of(address: str) -> bytes:
     """Decode an ss58 address; raise SignatureError when it is not one."""
     try:
-        kp = Keypair(ss58_address=address, crypto_type=KeypairType.SR25519)
+        return _public_key(address)
     except Exception as exc:
         raise SignatureError("address is not a valid ss58 address") from exc
+
+
+@functools.lru_cache(maxsize=4096)
+def _public_key(address: str) -> bytes:
+    # Cached: every heartbeat decodes its signer's address, and the signers are few.
+    # Failures raise, so they are never cached.
+    kp = Keypair(ss58_address=address, crypto_type=KeypairType.SR25519)
     return bytes(kp.public_key)
 
 
@@ -158,19 +191,29 @@ def _check_nonce(nonce: str) -> None:
         raise SignatureError("nonce must be 16-64 lowercase hex characters")
 
 
-def _verify(address: str, message: bytes, signature_hex: str) -> None:
+def _signature_bytes(signature_hex: str) -> bytes:
     try:
         signature = bytes.fromhex(signature_hex.removeprefix("0x"))
     except ValueError as exc:
         raise SignatureError("signature is not hex") from exc
     if len(signature) != 64:
         raise SignatureError("signature must be 64 bytes")
+    return signature
+
+
+def _valid(public_key: bytes, message: bytes, signature: bytes) -> bool:
     try:
-        kp = Keypair(ss58_address=address, crypto_type=KeypairType.SR25519)
-        ok = kp.verify(message, signature)
-    except Exception as exc:
-        raise SignatureError("address is not a valid ss58 address") from exc
-    if not ok:
+        return bool(sr25519.verify(signature, message, public_key))
+    except ValueError:  # not a schnorrkel signature (marker bit), or a malformed point
+        return False
+
+
+def _verify_exact(address: str, message: bytes, signature_hex: str) -> None:
+    """Accept a signature by `address` over exactly `message`, and nothing else (not the
+    `<Bytes>`-wrapped form); raise SignatureError otherwise. `message` must already start
+    with its Domain tag: envelopes and signed requests build theirs below."""
+    public_key = public_key_of(address)
+    if not _valid(public_key, message, _signature_bytes(signature_hex)):
         raise SignatureError("bad signature")
 
 
@@ -187,8 +230,14 @@ class SignedEnvelope(BaseModel):
     signature: str = Field(max_length=200)
 
 
+def _envelope_domain(domain: Domain) -> bytes:
+    if domain not in ENVELOPE_DOMAINS:
+        raise ValueError(f"{domain} is not an envelope kind")
+    return domain.value.encode() + b"\n"
+
+
 def _envelope_message(
-    address: str, timestamp: float, nonce: str, payload: Mapping[str, Any]
+    domain: Domain, address: str, timestamp: float, nonce: str, payload: Mapping[str, Any]
 ) -> bytes:
     body = json.dumps(
         {"address": address, "timestamp": timestamp, "nonce": nonce, "payload": payload},
@@ -197,16 +246,25 @@ def _envelope_message(
         ensure_ascii=True,
         allow_nan=False,
     )
-    return _ENVELOPE_DOMAIN + body.encode()
+    return _envelope_domain(domain) + body.encode()
+
+
+def envelope_message(envelope: SignedEnvelope, domain: Domain) -> bytes:
+    """The exact bytes a signature of `envelope` as kind `domain` covers; ValueError when
+    the payload has no canonical JSON form (NaN, Infinity)."""
+    return _envelope_message(
+        domain, envelope.address, envelope.timestamp, envelope.nonce, envelope.payload
+    )
 
 
 def sign_envelope(
-    keypair: Keypair, payload: Mapping[str, Any], now: float | None = None
+    keypair: Keypair, payload: Mapping[str, Any], *, domain: Domain, now: float | None = None
 ) -> SignedEnvelope:
+    """Sign `payload` as an envelope of kind `domain` (one of ENVELOPE_DOMAINS)."""
     timestamp = round(time.time() if now is None else now, 3)
     nonce = secrets.token_hex(16)
     address = str(keypair.ss58_address)
-    message = _envelope_message(address, timestamp, nonce, payload)
+    message = _envelope_message(domain, address, timestamp, nonce, payload)
     signature = "0x" + bytes(keypair.sign(message)).hex()
     return SignedEnvelope(
         address=address,
@@ -221,23 +279,24 @@ def verify_envelope(
     envelope: SignedEnvelope,
     nonces: NonceStore,
     *,
+    domain: Domain,
     expected_address: str | None = None,
     max_skew: float = DEFAULT_MAX_SKEW,
     now: float | None = None,
 ) -> dict[str, Any]:
-    """Return the payload of a valid, fresh, first-seen envelope; raise SignatureError else."""
+    """Return the payload of a valid, fresh, first-seen envelope of kind `domain`, signed
+    over its exact bytes; raise SignatureError otherwise (an envelope of another kind, or a
+    signature over the `<Bytes>`-wrapped message, is a bad signature)."""
     now = time.time() if now is None else now
     if expected_address is not None and envelope.address != expected_address:
         raise SignatureError("envelope is signed by an unexpected address")
     _check_nonce(envelope.nonce)
     _check_fresh(envelope.timestamp, now, max_skew)
     try:
-        message = _envelope_message(
-            envelope.address, envelope.timestamp, envelope.nonce, envelope.payload
-        )
+        message = envelope_message(envelope, domain)
     except ValueError as exc:  # NaN/Infinity in the payload: never signed by us
         raise SignatureError("payload is not canonical JSON") from exc
-    _verify(envelope.address, message, envelope.signature)
+    _verify_exact(envelope.address, message, envelope.signature)
     # Only a valid signature may consume a nonce, or anyone could burn others' nonces.
     if not nonces.check_and_store(envelope.address, envelope.nonce, now):
         raise SignatureError("replayed envelope (nonce already used)")
@@ -252,7 +311,7 @@ def _request_message(
 ) -> bytes:
     digest = hashlib.sha256(body).hexdigest()
     parts = [method.upper(), target, audience, timestamp, nonce, digest]
-    return _REQUEST_DOMAIN + "\n".join(parts).encode()
+    return Domain.REQUEST.value.encode() + b"\n" + "\n".join(parts).encode()
 
 
 def sign_request(
@@ -293,8 +352,9 @@ def verify_request(
     not_before: float | None = None,
     now: float | None = None,
 ) -> None:
-    """Accept a request signed by `expected_address` for `audience`, fresh (and not older
-    than `not_before`) and never seen; raise SignatureError otherwise."""
+    """Accept a request signed by `expected_address` for `audience` over the exact request
+    message (never its `<Bytes>`-wrapped form), fresh (and not older than `not_before`) and
+    never seen; raise SignatureError otherwise."""
     now = time.time() if now is None else now
     if headers.get(HDR_AUDIENCE, "") != audience:
         raise SignatureError("request is addressed to another agent")
@@ -312,21 +372,47 @@ def verify_request(
     except ValueError as exc:
         raise SignatureError("timestamp is not a number") from exc
     _check_fresh(ts, now, max_skew, not_before)
-    _verify(address, _request_message(method, target, audience, timestamp, nonce, body), signature)
+    message = _request_message(method, target, audience, timestamp, nonce, body)
+    _verify_exact(address, message, signature)
     if not nonces.check_and_store(address, nonce, now):
         raise SignatureError("replayed request (nonce already used)")
 
 
-# --- wallet signatures (polkadot.js / Talisman signRaw) --------------------------------------
+# --- texts people sign in a wallet (polkadot.js / Talisman signRaw) --------------------------
 
 
-def verify_wallet_signature(address: str, message: str, signature_hex: str) -> None:
-    """Accept a signature of `message` by `address`, made over the raw bytes or over the
-    `<Bytes>...</Bytes>` wrapping that polkadot.js and Talisman apply in signRaw."""
-    try:
-        _verify(address, message.encode(), signature_hex)
-        return
-    except SignatureError as exc:
-        if exc.reason != "bad signature":
-            raise
-    _verify(address, b"<Bytes>" + message.encode() + b"</Bytes>", signature_hex)
+def wallet_text(domain: Domain, text: str) -> str:
+    """The message a person is asked to sign: `text` behind its domain tag, readable in the
+    wallet's signing prompt."""
+    if domain not in WALLET_TEXT_DOMAINS:
+        raise ValueError(f"{domain} is not signed by people in a wallet")
+    return f"{domain.value}: {text}"
+
+
+def _verify_wallet_text(domain: Domain, address: str, message: str, signature_hex: str) -> None:
+    if not message.startswith(f"{domain.value}: "):
+        raise SignatureError(f"not a {domain.value} message")
+    public_key = public_key_of(address)
+    signature = _signature_bytes(signature_hex)
+    raw = message.encode()
+    if not (
+        _valid(public_key, raw, signature)
+        or _valid(public_key, b"<Bytes>" + raw + b"</Bytes>", signature)
+    ):
+        raise SignatureError("bad signature")
+
+
+def verify_wallet_link(address: str, message: str, signature_hex: str) -> None:
+    """Accept a signature by `address` of a wallet-link challenge (`message`, built by
+    `wallet_text(Domain.WALLET_LINK, ...)`), made over the raw text or over the
+    `<Bytes>...</Bytes>` wrapping polkadot.js and Talisman apply in signRaw; raise
+    SignatureError otherwise."""
+    _verify_wallet_text(Domain.WALLET_LINK, address, message, signature_hex)
+
+
+def verify_delegation(address: str, message: str, signature_hex: str) -> None:
+    """Accept a wallet's signature of a delegation (`message`, built by
+    `wallet_text(Domain.DELEGATION, ...)`), raw or `<Bytes>`-wrapped as with wallet links:
+    the provider signs it in a browser extension. No caller yet: hosts will carry keys of
+    their own, delegated by the wallet (issue 12, item 3)."""
+    _verify_wallet_text(Domain.DELEGATION, address, message, signature_hex)

@@ -1,6 +1,7 @@
 """Agent-facing API: every body is an envelope signed by the provider's wallet key
-(sr25519), fresh and never seen before (nonces in the database). Heartbeats are stored by
-the group-commit writer (backend/heartbeats.py)."""
+(sr25519), fresh and never seen before (nonces in the database), whose payload is then
+validated field by field (backend/agent_payloads.py). Heartbeats are stored by the
+group-commit writer (backend/heartbeats.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import time
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, status
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import select, update
 
+from kumulus.backend.agent_payloads import HeartbeatPayload, IpPayload, RegisterPayload
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.deps import Db, Settings
 from kumulus.backend.heartbeats import HeartbeatWriter, Outcome, VerifiedHeartbeat
@@ -28,45 +30,22 @@ from kumulus.core.errors import (
     UnauthorizedError,
     UnavailableError,
 )
-from kumulus.core.hostnames import PublicHost
 from kumulus.core.http import field_problems, validation_message
-from kumulus.core.schemas import Capacity
-from kumulus.core.signing import SignatureError, SignedEnvelope, verify_envelope
+from kumulus.core.signing import Domain, SignatureError, SignedEnvelope, verify_envelope
 
 router = APIRouter(prefix="/v1/hosts", tags=["agents"])
 _P = TypeVar("_P", bound=BaseModel)
 HEARTBEAT_PATH = "/v1/hosts/heartbeat"
 
 
-class _Payload(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-
-class RegisterPayload(_Payload):
-    kind: str = Field(pattern="^register$")
-    provider_token: str = Field(alias="providerToken", max_length=128)
-    api_url: str = Field(alias="apiUrl", pattern=r"^https?://[^\s/]+(:\d+)?/?$", max_length=255)
-    # Lands in the ssh line developers run: an IP address or a DNS name, nothing else.
-    public_ip: PublicHost = Field(alias="publicIp", max_length=64)
-    capacity: Capacity
-    disk_quota: bool = Field(alias="diskQuota")
-    agent_version: str = Field(alias="agentVersion", max_length=32)
-
-
-class HostPayload(_Payload):
-    kind: str
-    host_id: str = Field(alias="hostId", max_length=32)
-
-
-class IpPayload(HostPayload):
-    public_ip: PublicHost = Field(alias="publicIp", max_length=64)
-
-
-def _verified(envelope: SignedEnvelope, db: Db, settings: Settings) -> dict[str, Any]:
+def _verified(
+    envelope: SignedEnvelope, domain: Domain, db: Db, settings: Settings
+) -> dict[str, Any]:
     try:
         return verify_envelope(
             envelope,
             DbNonceStore(db, ttl=2 * settings.signature_max_skew + 5),
+            domain=domain,
             max_skew=settings.signature_max_skew,
         )
     except SignatureError as exc:
@@ -99,7 +78,7 @@ def _host_for(db: Db, envelope: SignedEnvelope, host_id: str) -> Host:
 def register(
     envelope: SignedEnvelope, request: Request, db: Db, settings: Settings
 ) -> HostRegistered:
-    payload = _parse(RegisterPayload, _verified(envelope, db, settings))
+    payload = _parse(RegisterPayload, _verified(envelope, Domain.HOST_REGISTRATION, db, settings))
     capacity = payload.capacity
     try:
         check_capacity(settings, capacity.cpu, capacity.memory, capacity.disk)
@@ -132,7 +111,7 @@ def register(
         id=host_id,
         account_id=token.account_id,
         wallet_address=envelope.address,
-        api_url=payload.api_url.rstrip("/"),
+        api_url=payload.api_url,
         public_ip=payload.public_ip,
         region=profile.region,
         cpu=payload.capacity.cpu,
@@ -160,39 +139,29 @@ class _SpendLater:
         return True
 
 
-def _inventory(payload: dict[str, Any]) -> dict[str, str] | None:
-    stats = payload.get("vmStats")
-    if not isinstance(stats, list):
-        return None
-    return {
-        str(item.get("vmId"))[:64]: str(item.get("state"))[:32]
-        for item in stats
-        if isinstance(item, dict) and item.get("vmId")
-    }
-
-
 def accept_heartbeat(
     envelope: SignedEnvelope, writer: HeartbeatWriter, settings: BackendSettings
 ) -> None:
     """Verify a signed heartbeat and store it through the group-commit writer; raises the
     HTTP error to answer otherwise. Returns once the heartbeat is committed."""
     try:
-        payload = verify_envelope(envelope, _SpendLater(), max_skew=settings.signature_max_skew)
+        payload = verify_envelope(
+            envelope, _SpendLater(), domain=Domain.HEARTBEAT, max_skew=settings.signature_max_skew
+        )
     except SignatureError as exc:
         raise UnauthorizedError(f"signature refused: {exc.reason}", code="bad_signature") from exc
-    parsed = _parse(HostPayload, payload)
-    if parsed.kind != "health":
-        raise InvalidError("payload kind must be 'health'")
+    parsed = _parse(HeartbeatPayload, payload)
+    stored = parsed.stored()
     beat = VerifiedHeartbeat(
         address=envelope.address,
         nonce=envelope.nonce,
         signed_at=envelope.timestamp,
         host_id=parsed.host_id,
-        agent_version=str(payload.get("agentVersion", ""))[:32],
-        payload=payload,
-        inventory=_inventory(payload),
+        agent_version=parsed.agent_version,
+        payload=stored,
+        inventory=parsed.inventory(),
         nonce_expires_at=time.time() + 2 * settings.signature_max_skew + 5,
-        machine=payload["host"] if isinstance(payload.get("host"), dict) else None,
+        machine=stored.get("host"),
     )
     try:
         outcome = writer.submit(beat).result(timeout=30)
@@ -214,7 +183,7 @@ def heartbeat(envelope: SignedEnvelope, request: Request, settings: Settings) ->
 
 @router.post("/ip", response_model=Accepted)
 def update_ip(envelope: SignedEnvelope, db: Db, settings: Settings) -> Accepted:
-    parsed = _parse(IpPayload, _verified(envelope, db, settings))
+    parsed = _parse(IpPayload, _verified(envelope, Domain.HOST_IP, db, settings))
     if parsed.kind != "ip":
         raise InvalidError("payload kind must be 'ip'")
     host = _host_for(db, envelope, parsed.host_id)
