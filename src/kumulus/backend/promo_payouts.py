@@ -23,11 +23,12 @@ limits. Nothing is paid while the ledger check fails (the payout circuit breaker
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kumulus.backend import breaker, ledger
@@ -60,7 +61,7 @@ class Budget:
 def pay_promo_earnings(db: Database, budget: Budget, now: datetime | None = None) -> int:
     """Pay providers' promotional earnings from the platform's fees, within the day's
     limits, one provider per database transaction; returns the planck paid by this call.
-    Providers paid least recently go first, so a tight budget goes round. Safe to run in
+    Providers paid least the day before go first, so a tight budget goes round. Safe to run in
     several processes at once and to rerun: the limits are checked under the lock of the
     `platform` balance against what is recorded for the day."""
     if not budget.enabled:
@@ -99,19 +100,26 @@ def _due(s: Session, day: date, budget: Budget) -> list[int]:
             select(PromoPayout.account_id, PromoPayout.amount).where(PromoPayout.day == day)
         )
     }
-    last_paid = dict(
-        s.execute(
-            select(PromoPayout.account_id, func.max(PromoPayout.day)).group_by(
-                PromoPayout.account_id
+    yesterday = {
+        a: int(amount)
+        for a, amount in s.execute(
+            select(PromoPayout.account_id, PromoPayout.amount).where(
+                PromoPayout.day == day - timedelta(days=1)
             )
-        ).all()
-    )
+        )
+    }
     due = [
         a
         for a, amount in pending.items()
         if amount > 0 and today.get(a, 0) < budget.per_provider_cap
     ]
-    return sorted(due, key=lambda a: (last_paid.get(a) or date.min, a))
+
+    def turn(a: int) -> tuple[int, bytes]:
+        # Whoever was paid least yesterday first; among equals an order that changes every
+        # day (the same in every process), so no account id always wins a tight budget.
+        return yesterday.get(a, 0), hashlib.sha256(f"{day}:{a}".encode()).digest()
+
+    return sorted(due, key=turn)
 
 
 def _pay_one(s: Session, account_id: int, day: date, budget: Budget) -> tuple[int, bool]:
