@@ -22,7 +22,9 @@ def payouts_allowed(db: Database) -> bool:
     number of violations found is recorded (`check:ledger`) for the metrics."""
     with db.session() as s:
         problems = ledger_check.violations(s)
-        if state.put(s, state.LEDGER_VIOLATIONS, str(len(problems))):
+        count = str(len(problems))
+        if state.get(s, state.LEDGER_VIOLATIONS) != count:  # a write only when it changes
+            state.put(s, state.LEDGER_VIOLATIONS, count)
             s.commit()
     if problems:
         state.raise_condition(

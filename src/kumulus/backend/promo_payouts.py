@@ -85,7 +85,11 @@ def pay_promo_earnings(db: Database, budget: Budget, now: datetime | None = None
 
 def _due(s: Session, day: date, budget: Budget) -> list[int]:
     """Providers with promotional earnings and room under today's cap, in the order they
-    get paid (a hint: `_pay_one` decides again under the lock)."""
+    get paid; none when the day's budget or the platform's fees are used up (a hint:
+    `_pay_one` decides again under the lock)."""
+    spent = s.scalar(select(PromoPayoutDay.amount).where(PromoPayoutDay.day == day))
+    if int(spent or 0) >= budget.daily_budget or ledger.balance(s, ledger.PLATFORM, None) <= 0:
+        return []
     pending = {
         int(key): int(amount)
         for key, amount in s.execute(
