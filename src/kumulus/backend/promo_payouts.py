@@ -97,6 +97,7 @@ def _due(s: Session, day: date, budget: Budget) -> list[int]:
                 Balance.account_type == ledger.PROVIDER_PROMO
             )
         )
+        if key.isdigit()  # a provider's account id; anything else is nobody's to pay
     }
     today = {
         a: int(amount)
