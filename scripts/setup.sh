@@ -18,6 +18,8 @@ die() { printf '[kumulus] error: %s\n' "$*" >&2; exit 1; }
 source "$here/lib/engine.sh"
 # shellcheck source=lib/postgres.sh
 source "$here/lib/postgres.sh"
+# shellcheck source=lib/lxcfs.sh
+source "$here/lib/lxcfs.sh"
 
 need_root() {
   [ "$(id -u)" -eq 0 ] || die "run as root (sudo $0 $*): Docker and the VM image need it"
@@ -42,6 +44,7 @@ install_system_packages() {
   command -v debootstrap >/dev/null || missing+=(debootstrap)
   command -v mkfs.btrfs >/dev/null || missing+=(btrfs-progs)
   command -v iptables >/dev/null || missing+=(iptables)
+  command -v lxcfs >/dev/null || missing+=(lxcfs)
   command -v ssh >/dev/null || missing+=(openssh-client)
   command -v ssh-keygen >/dev/null || missing+=(openssh-client)
   command -v curl >/dev/null || missing+=(curl)
@@ -104,6 +107,8 @@ prepare() {
   need_root "$@"
   install_system_packages
   install_python_env "$1"
+  # Before the engine: VMs it restarts at start-up bind lxcfs's files.
+  lxcfs_start || true
   KUMULUS_PYTHON="$venv/bin/python" KUMULUS_ENGINE_TAKEOVER=${KUMULUS_ENGINE_TAKEOVER:-0} engine_start
   build_image
 }
@@ -122,7 +127,8 @@ case $cmd in
     command -v shellcheck >/dev/null || apt_install shellcheck
     # Browser tests drive Debian's Chromium (Playwright never downloads a browser here).
     command -v chromium >/dev/null || { log "installing chromium"; apt_install chromium fonts-dejavu-core; }
-    shellcheck -x scripts/setup.sh scripts/lib/engine.sh scripts/lib/postgres.sh .ci/run \
+    shellcheck -x scripts/setup.sh scripts/lib/engine.sh scripts/lib/postgres.sh \
+      scripts/lib/lxcfs.sh .ci/run \
       src/kumulus/backend/provider-setup.sh
     postgres_start
     install_chopsticks

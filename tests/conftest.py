@@ -8,10 +8,16 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import settings
 
 from kumulus.agent.app import create_app
 from kumulus.config import AgentSettings
 from tests.fakes import FakeRuntime
+
+# No per-example deadline: CI machines are shared and slow examples are not failures
+# (a property is falsified by its assertions, not by the machine's load).
+settings.register_profile("kumulus", deadline=None)
+settings.load_profile("kumulus")
 
 
 @pytest.fixture
@@ -42,6 +48,7 @@ def agent_settings(tmp_path: Path) -> AgentSettings:
         disk_capacity="100g",
         firewall=False,
         ssh_ready_timeout=0.2,
+        lxcfs_dir=tmp_path / "lxcfs",  # not a mount: VMs are made without lxcfs
     )
 
 

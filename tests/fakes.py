@@ -22,6 +22,7 @@ class FakeRuntime:
         self.disk_quota = disk_quota
         self.image = image
         self.create_calls = 0
+        self.restarts: list[str] = []
         self.create_delay = 0.0
         self.fail_create: str | None = None
         self._lock = threading.Lock()
@@ -52,6 +53,10 @@ class FakeRuntime:
 
     def stop(self, vm_id: str, timeout: int = 10) -> VMInfo:
         return self._set(vm_id, "exited")
+
+    def restart(self, vm_id: str, timeout: int = 10) -> VMInfo:
+        self.restarts.append(vm_id)
+        return self._set(vm_id, "running")
 
     def destroy(self, vm_id: str) -> None:
         self._get(vm_id)

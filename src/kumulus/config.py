@@ -51,6 +51,9 @@ class AgentSettings(BaseSettings):
     default_disk: str = "10g"  # for requests without a disk size, where it is enforceable
     firewall: bool = True  # isolate VMs from the host and private networks with iptables
     guard_interval: float = Field(default=30.0, gt=0)  # re-check isolation and disk limits
+    # lxcfs's mount point: VMs see their own cpu and memory through it when it answers.
+    lxcfs_dir: Path = Path("/var/lib/lxcfs")
+    lxcfs_interval: float = Field(default=10.0, gt=0)  # look for VMs an lxcfs restart broke
 
     backend_url: str | None = None
     stats_interval: float = Field(default=10.0, gt=0)

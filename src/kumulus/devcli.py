@@ -5,7 +5,10 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import secrets
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +21,8 @@ from kumulus.core.usernames import UsernameError, validate_username
 
 key_app = typer.Typer(help="Your SSH public keys.", no_args_is_help=True)
 vm_app = typer.Typer(help="Your VMs.", no_args_is_help=True)
+# Seconds between two looks at a VM while waiting for its host.
+POLL_EVERY = 1.0
 
 
 def config_path() -> Path:
@@ -172,6 +177,10 @@ def vm_create(
             "quoted price plus the backend's tolerance, 10% unless configured)"
         ),
     ] = None,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="return once it is placed; do not wait for SSH")
+    ] = False,
+    wait: Annotated[float, typer.Option(help="most seconds to wait for it to run")] = 300,
 ) -> None:
     """Create a VM on a provider host that fits; prints its price, then the ssh command.
 
@@ -202,23 +211,76 @@ def vm_create(
         **shape,
         "maxPricePerHour": most,
     }
-    vm = _call("POST", "/v1/vms", body)
+    # One key for this create: a retry after a network error gets the same VM, not two.
+    headers = {"Idempotency-Key": f"cli-{secrets.token_hex(16)}"}
+    client = _client()
+    try:
+        try:
+            vm = client.call("POST", "/v1/vms", body, headers=headers)
+        except ApiError as exc:
+            if exc.status is not None:
+                raise
+            vm = client.call("POST", "/v1/vms", body, headers=headers)  # same key: same VM
+    except ApiError as exc:
+        raise _fail(exc.detail) from exc
+    finally:
+        client.close()
     typer.echo(
-        f"VM {_printable(vm['id'])} {_printable(vm['actualState'])} on host "
-        f"{_printable(vm['hostId'])}, {_printable(vm.get('pricePerHour') or '?')} per hour "
-        "while running"
+        f"VM {_printable(vm['id'])} placed on host {_printable(vm['hostId'])}, "
+        f"{_printable(vm.get('pricePerHour') or '?')} per hour while running"
     )
-    if vm["actualState"] == "pending":  # 202: the host has not answered yet
-        typer.echo(
-            "its host has not answered yet; the platform keeps asking it. Check with: "
-            "kumulus vm ls (the ssh line appears once it runs)"
-        )
+    if no_wait:
+        typer.echo(f"not waiting: follow it with kumulus vm ls (state {vm['actualState']})")
+        return
+    vm = _await(vm, lambda v: v["actualState"] not in ("pending", "starting"), wait)
+    if vm["actualState"] == "failed":
+        raise _fail(f"VM {vm['id']} failed: {vm.get('failureReason') or 'no reason given'}")
+    if vm["actualState"] != "running":
+        typer.echo("still not running; the platform keeps asking its host: kumulus vm ls")
         return
     line, problem = _ssh_line(vm)
     if line:
         typer.echo(line)
     elif problem:
         typer.secho(f"no ssh address: {problem}", err=True, fg=typer.colors.YELLOW)
+
+
+_STAGES = {
+    "pending": "waiting for its host to create it",
+    "starting": "starting, waiting for SSH",
+    "running": "running",
+    "stopping": "stopping",
+    "stopped": "stopped",
+    "deleting": "deleting",
+    "unreachable": "its host is not answering",
+}
+
+
+def _await(vm: dict[str, Any], done: Callable[[dict[str, Any]], bool], timeout: float) -> Any:
+    """Poll the VM until `done(vm)` or `timeout` seconds pass, printing each state it goes
+    through; the last answer (None once the VM is gone)."""
+    deadline = time.monotonic() + timeout
+    shown = None
+    client = _client()
+    try:
+        while True:
+            state = vm["actualState"]
+            if state != shown:
+                typer.echo(f"  {_STAGES.get(state, _printable(state))}")
+                shown = state
+            if done(vm) or time.monotonic() >= deadline:
+                return vm
+            time.sleep(POLL_EVERY)
+            try:
+                vm = client.call("GET", f"/v1/vms/{vm['id']}")
+            except ApiError as exc:
+                if exc.status == 404:
+                    return None
+                if exc.retry or exc.status is None:
+                    continue  # a blip: the deadline still bounds the wait
+                raise _fail(exc.detail) from exc
+    finally:
+        client.close()
 
 
 @vm_app.command("ls")
@@ -270,26 +332,41 @@ def _ssh_line(vm: dict[str, Any]) -> tuple[str | None, str | None]:
         return None, f"refused an invalid ssh address from the backend: {exc}"
 
 
-def _vm_action(action: str, vm_id: str) -> None:
+_SETTLED = {
+    "start": lambda v: v["actualState"] in ("running", "failed"),
+    "stop": lambda v: v["actualState"] in ("stopped", "insufficient_funds", "failed"),
+}
+NoWait = Annotated[bool, typer.Option("--no-wait", help="do not wait for the host to confirm")]
+
+
+def _vm_action(action: str, vm_id: str, no_wait: bool) -> None:
     vm = _call("POST", f"/v1/vms/{vm_id}/{action}")
+    if not no_wait:
+        vm = _await(vm, _SETTLED[action], 300)
+    if vm is None:
+        raise _fail(f"VM {vm_id} was deleted meanwhile", code=1)
     typer.echo(f"VM {_printable(vm['id'])}: {_printable(vm['actualState'])}")
+    if vm.get("failureReason") and vm["actualState"] != "running":
+        typer.echo(f"  {_printable(vm['failureReason'])}")
 
 
 @vm_app.command("start")
-def vm_start(vm_id: str) -> None:
-    _vm_action("start", vm_id)
+def vm_start(vm_id: str, no_wait: NoWait = False) -> None:
+    _vm_action("start", vm_id, no_wait)
 
 
 @vm_app.command("stop")
-def vm_stop(vm_id: str) -> None:
-    _vm_action("stop", vm_id)
+def vm_stop(vm_id: str, no_wait: NoWait = False) -> None:
+    _vm_action("stop", vm_id, no_wait)
 
 
 @vm_app.command("rm")
-def vm_rm(vm_id: str) -> None:
+def vm_rm(vm_id: str, no_wait: NoWait = False) -> None:
     pending = _call("DELETE", f"/v1/vms/{vm_id}")
-    if pending:  # 202: its host is away
-        typer.echo(f"VM {vm_id} deleting: its host is offline; it goes when the host is back")
+    if pending and not no_wait:  # 202: its host has not confirmed yet
+        pending = _await(pending, lambda v: False, 120)
+    if pending:
+        typer.echo(f"VM {vm_id} deleting: nothing is billed; it goes once its host confirms")
     else:
         typer.echo(f"VM {vm_id} deleted")
 

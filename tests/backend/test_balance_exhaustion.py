@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from kumulus.backend import billing, vms
-from kumulus.backend.clock import utcnow
+from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.models import VM, Account, Host
 from tests.backend.billing_fixtures import UNIT, account, host, vm
 from tests.backend.conftest import Actor
@@ -79,8 +79,13 @@ def test_running_out_stops_vms_and_refuses_new_ones(
     assert shown["actualState"] == "unreachable" and "balance" in shown["failureReason"]
     assert StopRecorder.stopped == []  # the host is away: nothing sent yet
 
-    with db_.session() as db:  # the host is back: the stop goes out and is confirmed
+    with db_.session() as db:
+        row = db.get(VM, vm_id)
+        assert row is not None and row.converge_attempts == 1  # tried again after a backoff
+        assert row.converge_after is not None and aware(row.converge_after) > utcnow()
+    with db_.session() as db:  # the host is back, the backoff over: the stop is confirmed
         db.execute(update(Host).where(Host.id == expensive.id).values(last_heartbeat_at=utcnow()))
+        db.execute(update(VM).where(VM.id == vm_id).values(converge_after=None))
         db.commit()
     shown = backend.get(f"/v1/vms/{vm_id}", headers=developer.headers).json()
     assert shown["actualState"] == "stopping"  # recorded, not confirmed yet

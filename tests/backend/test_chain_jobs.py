@@ -68,7 +68,7 @@ def _jobs(backend: TestClient, chain: object) -> BackendJobs:
 
 def test_chain_jobs_are_off_without_settlement(backend: TestClient) -> None:
     assert sorted(backend.app.state.jobs.names) == [  # type: ignore[attr-defined]
-        "creates", "deletes", "meter", "prune", "reputation", "stops",
+        "creates", "deletes", "meter", "prune", "reputation", "starts", "stops",
     ]  # fmt: skip
 
 

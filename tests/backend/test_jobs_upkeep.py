@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
 from kumulus.backend import vms
-from kumulus.backend.clock import utcnow
+from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.jobs import backend_jobs
 from kumulus.backend.models import VM, Heartbeat, Host, SeenNonce
 from kumulus.config import BackendSettings
@@ -32,27 +32,31 @@ class GoneAgent:
         GoneAgent.calls.append(vm_id)
 
 
-def test_deletes_finishes_those_left_behind_only(
+def test_deletes_finishes_due_deletes_and_backs_off_the_others(
     backend: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(vms, "AgentClient", GoneAgent)
     db_ = backend.app.state.db  # type: ignore[attr-defined]
     with db_.session() as db:
         dev, on = account(db, "developer"), host(db, account(db, "provider"))
-        left = vm(db, dev, on, utcnow() - timedelta(hours=1))
-        fresh = vm(db, dev, on, utcnow())
+        due = vm(db, dev, on, utcnow() - timedelta(hours=1))
+        in_flight = vm(db, dev, on, utcnow())
         away = vm(db, dev, host(db, account(db, "provider"), online=False), utcnow())
-        for row in (left, fresh, away):
-            row.intended_state = "deleted"
-        away.actual_state = "deleting"  # deferred: its host is offline
-        fresh.updated_at = utcnow()  # its own request is still on it
-        ids = (left.id, fresh.id, away.id)
+        for row in (due, in_flight, away):
+            row.intended_state, row.actual_state = "deleted", "deleting"
+        in_flight.converge_after = utcnow() + timedelta(minutes=1)  # its worker is on it
+        ids = (due.id, in_flight.id, away.id)
         db.commit()
-    report: Any = backend.app.state.jobs.run_now("deletes").value  # type: ignore[attr-defined]
-    assert (report.finished, report.waiting) == (1, 1)
+    assert backend.app.state.jobs.run_now("deletes").value == 1  # type: ignore[attr-defined]
     with db_.session() as db:
-        states = [db.get(VM, i).actual_state for i in ids]  # type: ignore[union-attr]
-    assert states == ["deleted", "running", "deleting"]
+        rows = [db.get(VM, i) for i in ids]
+        assert [r.actual_state for r in rows] == ["deleted", "deleting", "deleting"]  # type: ignore[union-attr]
+        assert rows[2].converge_attempts == 1  # type: ignore[union-attr]
+        assert aware(rows[2].converge_after) > utcnow()  # type: ignore[union-attr,arg-type]
+    # Tried again only once its backoff passed.
+    assert backend.app.state.jobs.run_now("deletes").value == 0  # type: ignore[attr-defined]
+    with db_.session() as db:
+        assert db.get(VM, ids[2]).converge_attempts == 1  # type: ignore[union-attr]
 
 
 def test_prune_drops_spent_nonces_and_old_heartbeats(backend: TestClient) -> None:
@@ -101,7 +105,9 @@ def test_job_settings_are_checked(backend: TestClient, tmp_path: Any) -> None:
         data_dir=tmp_path, job_intervals={"meter": 2.5}, job_timeouts={"reputation": 9}
     )
     jobs = backend_jobs(app.state.db, settings, app.state.keypair)  # type: ignore[attr-defined]
-    assert jobs.runner.names == ["meter", "creates", "stops", "deletes", "prune", "reputation"]
+    assert jobs.runner.names == [
+        "meter", "creates", "starts", "stops", "deletes", "prune", "reputation"
+    ]  # fmt: skip
     with pytest.raises(ValueError, match="unknown job"):
         backend_jobs(
             app.state.db,  # type: ignore[attr-defined]

@@ -57,11 +57,11 @@ def slow_agent(monkeypatch: pytest.MonkeyPatch) -> None:
     SlowAgent.asked, SlowAgent.made, SlowAgent.deleted, SlowAgent.refuse = [], {}, [], False
 
 
-def _two_hosts(backend: TestClient) -> None:
+def _two_hosts(backend: TestClient) -> tuple[str, str]:
     with backend.app.state.db.session() as db:  # type: ignore[attr-defined]
-        host(db, account(db, "provider"))
-        host(db, account(db, "provider"))
+        ids = host(db, account(db, "provider")).id, host(db, account(db, "provider")).id
         db.commit()
+        return ids
 
 
 def _create(backend: TestClient, developer: Actor, key: str) -> Any:
@@ -75,10 +75,10 @@ def _create(backend: TestClient, developer: Actor, key: str) -> Any:
 
 
 def _age(backend: TestClient, vm_id: str) -> None:
-    """Past the time the create request itself may still be waiting for its answer."""
+    """Past the backoff its first unanswered try began."""
     with backend.app.state.db.session() as db:  # type: ignore[attr-defined]
         db.execute(
-            update(VM).where(VM.id == vm_id).values(updated_at=utcnow() - timedelta(minutes=5))
+            update(VM).where(VM.id == vm_id).values(converge_after=utcnow() - timedelta(seconds=1))
         )
         db.commit()
 
@@ -97,7 +97,7 @@ def test_an_unanswered_create_is_adopted_on_its_own_host(
         assert row is not None and row.metered_until is None  # not billed while unknown
 
     jobs = backend.app.state.jobs  # type: ignore[attr-defined]
-    assert jobs.run_now("creates").value == 0  # the request may still be waiting: left alone
+    assert jobs.run_now("creates").value == 0  # its backoff has not passed: left alone
     _age(backend, vm["id"])
     assert jobs.run_now("creates").value == 1
     assert {h for h, _ in SlowAgent.asked} == {vm["hostId"]}  # never another host
@@ -113,17 +113,23 @@ def test_an_unanswered_create_is_adopted_on_its_own_host(
 def test_a_refused_retry_gives_the_hold_and_capacity_back(
     backend: TestClient, developer: Actor, ssh_keypair: tuple[Path, str]
 ) -> None:
-    _two_hosts(backend)
+    first, second = _two_hosts(backend)
     vm = _create(backend, developer, ssh_keypair[1])
+    other = second if vm["hostId"] == first else first
     _age(backend, vm["id"])
     SlowAgent.refuse = True
     assert backend.app.state.jobs.run_now("creates").value == 1  # type: ignore[attr-defined]
     shown = backend.get(f"/v1/vms/{vm['id']}", headers=developer.headers).json()
     assert shown["actualState"] == "failed" and "not enough memory" in shown["failureReason"]
+    # Refused there, it was placed once more on the other host, which refused too.
+    assert [call for call in SlowAgent.asked] == [
+        (vm["hostId"], "create"), (vm["hostId"], "create"), (other, "create")
+    ]  # fmt: skip
     with backend.app.state.db.session() as db:  # type: ignore[attr-defined]
         assert billing.held_by(db, developer.id) == 0
-        on = db.get(Host, vm["hostId"])
-        assert on is not None and on.reserved_cpu == 0
+        for host_id in (vm["hostId"], other):
+            on = db.get(Host, host_id)
+            assert on is not None and on.reserved_cpu == 0
 
 
 def test_deleting_an_unanswered_create_removes_what_the_host_made(

@@ -36,9 +36,10 @@ def _account(api: httpx.Client, email: str, role: str) -> httpx.Client:
         == 201
     )
     token = api.post("/v1/auth/login", json={"email": email, "password": PASSWORD}).json()["token"]
-    return httpx.Client(
-        base_url=str(api.base_url), timeout=120, headers={"Authorization": f"Bearer {token}"}
-    )
+    # VM changes answer once recorded; these flows look at what the host did, so they wait
+    # for it (RFC 7240 `Prefer: wait`), as a script would.
+    headers = {"Authorization": f"Bearer {token}", "Prefer": "wait=110"}
+    return httpx.Client(base_url=str(api.base_url), timeout=120, headers=headers)
 
 
 def _wait(predicate, timeout: float = 30) -> Any:  # type: ignore[no-untyped-def]

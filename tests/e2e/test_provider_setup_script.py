@@ -85,6 +85,7 @@ def test_setup_script_turns_this_machine_into_a_provider_host(
         assert first.returncode == 0, first.stderr[-3000:]
         assert "registered as host" in first.stderr
         assert "no systemd here: started the agent under a simple supervisor" in first.stderr
+        assert "lxcfs answers on /var/lib/lxcfs" in first.stderr  # VMs see their own size
 
         # The host is online with signed heartbeats.
         host = _wait(

@@ -16,6 +16,7 @@ from kumulus import __version__
 from kumulus.agent.auth import AuthConfig, Caller, ensure_admin_token, ensure_agent_id
 from kumulus.agent.disk_limits import DiskLimits
 from kumulus.agent.firewall import ensure_isolation
+from kumulus.agent.lxcfs import StaleMountRepair
 from kumulus.agent.routes import legacy, vms
 from kumulus.agent.runtime import EngineError, VMRuntime
 from kumulus.agent.service import VMService
@@ -64,10 +65,20 @@ def agent_jobs(
     settings: AgentSettings,
     collector: StatsCollector | None,
 ) -> JobRunner:
-    """The agent's background jobs: the guard, and the stats collector when there is a
-    wallet to sign with (no leases: they concern this host only)."""
+    """The agent's background jobs: the guard, lxcfs (restart VMs whose lxcfs files an lxcfs
+    restart broke), and the stats collector when there is a wallet to sign with (no leases:
+    they concern this host only)."""
     interval = settings.guard_interval
-    jobs = [Job("guard", interval, max(60.0, interval), partial(_guard, service, limits, settings))]
+    jobs = [
+        Job("guard", interval, max(60.0, interval), partial(_guard, service, limits, settings)),
+        Job(
+            "lxcfs",
+            settings.lxcfs_interval,
+            max(60.0, settings.lxcfs_interval),
+            StaleMountRepair(service.runtime, service.lxcfs).run,
+            expected=(EngineError,),
+        ),
+    ]
     if collector is not None:
         jobs.append(collector.job())
     return JobRunner(jobs)
@@ -112,13 +123,18 @@ def create_app(
         for note in runtime.recover():
             log.warning("recovered after a crash: removed %s", note)
         quota, detail = service.disk_quota()
-        log.info(
-            "agent %s: %d VMs on this host; disk limits %s (%s); VM isolation: %s",
+        lxcfs = service.lxcfs.probe()
+        log.log(
+            logging.INFO if lxcfs.active else logging.WARNING,
+            "agent %s: %d VMs on this host; disk limits %s (%s); VM isolation: %s; "
+            "VM sizes %s (%s)",
             __version__,
             len(runtime.list()),
             "ENFORCED" if quota else "NOT ENFORCED",
             detail,
             isolation[1],
+            "VISIBLE" if lxcfs.active else "NOT VISIBLE",
+            lxcfs.detail,
         )
         applied = limits.reapply(runtime.list())
         if applied:

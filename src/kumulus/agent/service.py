@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from kumulus import __version__
 from kumulus.agent.capacity import Resources, measure_capacity, reserved_by, shortfall
+from kumulus.agent.cpusets import CpusetAllocator, host_cores
 from kumulus.agent.errors import (
     EngineUnavailableError,
     InsufficientCapacityError,
@@ -20,6 +21,7 @@ from kumulus.agent.errors import (
     UnenforceableError,
     VMFailedError,
 )
+from kumulus.agent.lxcfs import Lxcfs, LxcfsStatus
 from kumulus.agent.ports import choose_port
 from kumulus.agent.runtime import (
     EngineError,
@@ -69,6 +71,11 @@ class VMService:
         self.engine_info = engine
         self.capacity = measure_capacity(settings, engine.root_dir)
         self.public_host = settings.ssh_public_host or default_public_host(settings.ssh_bind)
+        self.lxcfs = Lxcfs(settings.lxcfs_dir)
+        self.cpusets = CpusetAllocator(host_cores(), self._read_cpuset)
+
+    def _read_cpuset(self, vm_id: str) -> frozenset[int] | None:
+        return self.runtime.inspect(vm_id).spec.cpuset
 
     def _engine(self) -> EngineInfo:
         try:
@@ -95,6 +102,7 @@ class VMService:
         reserved = reserved_by(vms)
         free = self.capacity - reserved
         quota, quota_detail = self.disk_quota()
+        lxcfs = self.lxcfs.probe()
         return HostInfo(
             agent_version=__version__,
             engine_version=self.engine_info.version,
@@ -104,6 +112,8 @@ class VMService:
             disk_quota_detail=quota_detail,
             vm_isolation=self.isolation[0],
             vm_isolation_detail=self.isolation[1],
+            lxcfs_active=lxcfs.active,
+            lxcfs_detail=lxcfs.detail,
             image=self.settings.image,
             image_ready=self.runtime.has_image(self.settings.image),
             ssh_bind=self.settings.ssh_bind,
@@ -189,7 +199,7 @@ class VMService:
                         (vm for vm in vms if vm.spec.idempotency_key == idempotency_key), None
                     )
                 if existing is None:
-                    spec = self._place(req, vms, idempotency_key)
+                    spec = self._place(req, vms, idempotency_key, self._lxcfs_for_new_vm())
                     t_placed = time.monotonic()
                     try:
                         self.runtime.create(spec, self.settings.image, self.settings.pids_limit)
@@ -279,8 +289,18 @@ class VMService:
                 "the provider must run `kumulus image build`"
             )
 
+    def _lxcfs_for_new_vm(self) -> LxcfsStatus:
+        status = self.lxcfs.probe()
+        if not status.active:
+            log.warning("creating a VM without lxcfs (it sees the host's size): %s", status.detail)
+        return status
+
     def _place(
-        self, req: VMCreate, vms: builtins.list[VMInfo], idempotency_key: str | None
+        self,
+        req: VMCreate,
+        vms: builtins.list[VMInfo],
+        idempotency_key: str | None,
+        lxcfs: LxcfsStatus,
     ) -> VMSpec:
         want = Resources(cpu=req.cpu, memory=req.memory, disk=req.disk or 0)
         free = self.capacity - reserved_by(vms)
@@ -297,8 +317,11 @@ class VMService:
             raise InsufficientCapacityError(
                 f"no free SSH port in {self.settings.ssh_port_min}-{self.settings.ssh_port_max}"
             )
+        vm_id = secrets.token_hex(8)
+        cores = self.cpusets.choose(req.cpu, vms)
+        self.cpusets.remember(vm_id, cores)
         return VMSpec(
-            vm_id=secrets.token_hex(8),
+            vm_id=vm_id,
             username=req.username,
             ssh_key=req.ssh_key,
             cpu=req.cpu,
@@ -308,6 +331,9 @@ class VMService:
             ssh_port=port,
             created_at=round(time.time(), 3),
             idempotency_key=idempotency_key,
+            cpuset=cores,
+            lxcfs_dir=str(self.lxcfs.root) if lxcfs.active else None,
+            lxcfs_files=lxcfs.files,
         )
 
     def _await_ready(self, info: VMInfo, *, fail_removes: bool) -> VMPublic:
@@ -339,7 +365,15 @@ class VMService:
         )
 
     def start(self, vm_id: str) -> VMPublic:
-        self._inspect(vm_id)
+        spec = self._inspect(vm_id).spec
+        if spec.lxcfs_dir:
+            lxcfs = self.lxcfs.probe()
+            if not lxcfs.active and spec.lxcfs_dir == str(self.lxcfs.root):
+                # Docker would refuse with a bind-mount error that helps nobody.
+                raise EngineUnavailableError(
+                    f"this VM's /proc comes from lxcfs, which is down ({lxcfs.detail}); "
+                    "the provider must restart lxcfs"
+                )
         try:
             info = self.runtime.start(vm_id)
         except PortInUseError as exc:

@@ -106,6 +106,7 @@ class StatsCollector:
                 unhealthy += 1
             vm_stats.append(item)
         capacity = self.service.capacity
+        lxcfs = self.service.lxcfs.probe()
         return {
             "kind": "health",
             "agentVersion": __version__,
@@ -123,6 +124,7 @@ class StatsCollector:
             },
             "capacity": {"cpu": capacity.cpu, "memory": capacity.memory, "disk": capacity.disk},
             "docker": {"up": docker_up, "version": self.service.engine_info.version},
+            "lxcfs": {"active": lxcfs.active, "detail": lxcfs.detail},
             "vms": {"total": total, "running": running, "unhealthy": unhealthy},
             "vmStats": vm_stats,
         }

@@ -24,6 +24,7 @@ from kumulus.backend.api.routes import (
     wallets,
 )
 from kumulus.backend.api.routes import metrics as metrics_routes
+from kumulus.backend.converge import Converger
 from kumulus.backend.db import Database, migrate
 from kumulus.backend.heartbeats import HeartbeatWriter
 from kumulus.backend.hot_wallet import DepositSide, deposit_side
@@ -85,12 +86,15 @@ def create_app(settings: BackendSettings) -> FastAPI:
     chain, payout_key, anchor_key, deposit = settlement(settings)
     jobs = backend_jobs(db, settings, keypair, chain, payout_key, anchor_key, deposit=deposit)
 
+    converger = Converger(db, settings, keypair)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         jobs.start()
         try:
             yield
         finally:
+            converger.close()
             jobs.stop()  # releases the payout sender lease once the payouts job is done
             heartbeats.close()
             db.engine.dispose()  # its pooled connections go back to the server now
@@ -111,6 +115,7 @@ def create_app(settings: BackendSettings) -> FastAPI:
     app.state.anchor_key = anchor_key
     app.state.deposit_address = deposit.address if deposit else None
     app.state.jobs = jobs.runner
+    app.state.converger = converger
     app.state.backend_jobs = jobs
     app.state.metrics = metrics.registry(db)  # this app's own (tests build many apps)
     install_error_handlers(app)

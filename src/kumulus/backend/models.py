@@ -302,6 +302,13 @@ class VM(Base):
     # failed lease, or when started again): a host that keeps such a VM running past a grace
     # period fails the lease (backend/vms.py, send_pending_stop).
     stop_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Intents not confirmed by the host yet (backend/converge.py): a start asked for, and
+    # when the next try of whatever is pending may be made (None: now) after how many
+    # failed ones (exponential backoff).
+    start_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    converge_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    converge_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    create_refusals: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     idempotency_key: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

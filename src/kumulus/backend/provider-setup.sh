@@ -5,7 +5,7 @@
 #   curl -sL https://<backend>/provider-setup.sh | sudo bash -s -- --token <one-time token>
 #
 # It installs Docker (user-namespace remapping; a btrfs data root so VM disk limits are
-# enforced, if you agree), installs the agent in its own Python environment, asks for your
+# enforced, if you agree) and lxcfs (so VMs see their own cpu and memory), installs the agent in its own Python environment, asks for your
 # wallet mnemonic without echoing it (or reads --mnemonic-file), checks it is the wallet
 # linked to your provider account, stores it root-only, builds the VM base image, starts the
 # agent as a service and registers this host. Running it again upgrades in place and changes
@@ -222,6 +222,88 @@ wait_agent() {
   die "the agent did not start: see $LOG_DIR/agent.log"
 }
 
+# --- lxcfs: VMs see their own cpu and memory in /proc ---------------------------------------
+# A crashed lxcfs leaves a dead FUSE mount (ENOTCONN) that must be unmounted before it can
+# mount again; the agent restarts the VMs whose files it broke.
+
+LXCFS_DIR=/var/lib/lxcfs
+LXCFS_FLAGS="--enable-cfs --enable-loadavg"   # --enable-cfs: cpuinfo and stat follow the quota
+LXCFS_DROPIN=/etc/systemd/system/lxcfs.service.d/kumulus.conf
+LXCFS_SUPERVISOR=$PREFIX/bin/lxcfs-supervisor
+LXCFS_PIDFILE=$PREFIX/run/lxcfs-supervisor.pid
+
+lxcfs_answers() {  # bounded: a hung FUSE daemon hangs its readers
+  timeout 5 head -c 9 "$LXCFS_DIR/proc/meminfo" 2>/dev/null | grep -q '^MemTotal:'
+}
+
+lxcfs_supervisor_pid() {
+  [ -f "$LXCFS_PIDFILE" ] || return 1
+  local pid
+  pid=$(cat "$LXCFS_PIDFILE")
+  kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+start_lxcfs() {
+  if [ ! -e /dev/fuse ]; then
+    say "warning: no /dev/fuse here, so no lxcfs: VMs will see the host's cpu and memory"
+    return 0
+  fi
+  mkdir -p "$PREFIX/bin" "$PREFIX/run"
+  if [ "$USE_SYSTEMD" = yes ]; then
+    mkdir -p "${LXCFS_DROPIN%/*}"
+    # The package's unit, plus: our flags, up before Docker restarts VMs at boot, a dead
+    # mount unmounted first (the package's fusermount may not be installed).
+    if write_if_changed "$LXCFS_DROPIN" 0644 <<EOF
+# Written by Kumulus provider-setup.sh
+[Unit]
+Before=docker.service
+[Service]
+ExecStartPre=-/bin/umount -l $LXCFS_DIR
+ExecStart=
+ExecStart=/usr/bin/lxcfs $LXCFS_FLAGS $LXCFS_DIR
+EOF
+    then
+      systemctl daemon-reload
+      systemctl enable lxcfs >/dev/null 2>&1 || true
+      systemctl restart lxcfs
+      say "started lxcfs.service (systemd: restarts on failure and at boot)"
+    elif ! lxcfs_answers; then
+      systemctl enable lxcfs >/dev/null 2>&1 || true
+      systemctl restart lxcfs
+    fi
+  elif ! lxcfs_answers && ! lxcfs_supervisor_pid >/dev/null; then
+    write_if_changed "$LXCFS_SUPERVISOR" 0755 <<EOF || true
+#!/usr/bin/env bash
+# Restarts lxcfs whenever it exits; written by provider-setup.sh.
+while [ ! -e "$PREFIX/run/lxcfs.stop" ]; do
+  umount -l "$LXCFS_DIR" 2>/dev/null || true   # what a crashed lxcfs left: a dead mount
+  mkdir -p "$LXCFS_DIR"
+  /usr/bin/lxcfs $LXCFS_FLAGS "$LXCFS_DIR" >>"$LOG_DIR/lxcfs.log" 2>&1 </dev/null || true
+  [ -e "$PREFIX/run/lxcfs.stop" ] || sleep 1
+done
+EOF
+    rm -f "$PREFIX/run/lxcfs.stop"
+    setsid "$LXCFS_SUPERVISOR" >/dev/null 2>&1 </dev/null &
+    echo $! >"$LXCFS_PIDFILE"
+    say "no systemd here: started lxcfs under a simple supervisor (pid $(cat "$LXCFS_PIDFILE")); run this script again after a reboot"
+  fi
+  for _ in $(seq 1 50); do
+    if lxcfs_answers; then say "lxcfs answers on $LXCFS_DIR: VMs see their own cpu and memory"; return 0; fi
+    sleep 0.2
+  done
+  say "warning: lxcfs does not answer on $LXCFS_DIR: VMs will see the host's cpu and memory (see $LOG_DIR/lxcfs.log)"
+}
+
+stop_lxcfs_supervisor() {  # only the one this script started; systemd's lxcfs is the package's
+  local pid
+  pid=$(lxcfs_supervisor_pid) || return 0
+  touch "$PREFIX/run/lxcfs.stop"
+  pkill -TERM -P "$pid" 2>/dev/null || true   # lxcfs unmounts on SIGTERM
+  kill -TERM "$pid" 2>/dev/null || true
+  rm -f "$LXCFS_PIDFILE" "$LXCFS_SUPERVISOR"
+  say "stopped lxcfs"
+}
+
 run_kumulus() {  # kumulus with the agent's settings, as the service runs it
   # shellcheck source=/dev/null
   (set -a; . "$ENV_FILE"; set +a; exec "$KUMULUS" "$@")
@@ -248,6 +330,12 @@ if [ "$UNINSTALL" -eq 1 ]; then
         say "kept ${#vms[@]} VM(s) (docker ps --filter label=io.kumulus.agent=$agent_id)"
       fi
     fi
+  fi
+  if [ -n "$agent_id" ] && command -v docker >/dev/null \
+      && [ -n "$(docker ps -aq --filter "label=io.kumulus.agent=$agent_id")" ]; then
+    lxcfs_supervisor_pid >/dev/null && say "left lxcfs running: the VMs kept read their /proc files from it"
+  else
+    stop_lxcfs_supervisor
   fi
   rm -rf "$VENV" "$ENV_FILE" "$PREFIX/run"
   [ -L /usr/local/bin/kumulus ] && [ "$(readlink /usr/local/bin/kumulus)" = "$KUMULUS" ] && rm -f /usr/local/bin/kumulus
@@ -290,6 +378,7 @@ missing=()
 command -v curl >/dev/null || missing+=(curl ca-certificates)
 command -v iptables >/dev/null || missing+=(iptables)
 command -v dockerd >/dev/null || missing+=(docker.io)
+command -v lxcfs >/dev/null || missing+=(lxcfs)
 PYTHON=""
 for candidate in python3.13 python3.12 python3.11 python3; do
   if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
@@ -306,6 +395,8 @@ if [ -z "$PYTHON" ]; then
   done
 fi
 [ -n "$PYTHON" ] || die "Python 3.11 or newer with venv is required"
+
+start_lxcfs
 
 # --- Docker engine -------------------------------------------------------------------------
 

@@ -6,16 +6,16 @@ from __future__ import annotations
 import builtins
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 from substrateinterface import Keypair
 
-from kumulus.backend import billing, paging
+from kumulus.backend import billing, converge, paging
 from kumulus.backend.billing import STOPPED_FOR_FUNDS, failure_reason, start_metering
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.hosts import bounded_planck, host_status
@@ -43,10 +43,17 @@ from kumulus.core.money import format_amount, hourly_price
 from kumulus.core.schemas import VMPublic
 from kumulus.core.sizes import format_size
 
+if TYPE_CHECKING:
+    from kumulus.backend.converge import Action, Converger
+
 log = logging.getLogger(__name__)
 
 # A stop its host has not carried out after this long counts as a failed lease.
 STOP_GRACE = timedelta(minutes=10)
+# A create refused by its host is placed elsewhere: on at most this many hosts per try,
+# and after this many refusals in all it fails.
+MAX_HOSTS = 2
+MAX_REFUSALS = 4
 PENDING_STOP = ("stopping", "running", "starting", "restarting")
 
 _DOCKER_TO_ACTUAL = {
@@ -86,10 +93,51 @@ def _count_lease(db: Session, host_id: str, completed: bool) -> None:
 
 
 class VMService:
-    def __init__(self, db: Session, settings: BackendSettings, keypair: Keypair) -> None:
+    """Developer VMs. Create, start, stop and delete record an intent with its money and
+    return at once; the host is called by `converger` (when given, right away) and by the
+    jobs until it confirms (backend/converge.py)."""
+
+    def __init__(
+        self,
+        db: Session,
+        settings: BackendSettings,
+        keypair: Keypair,
+        converger: Converger | None = None,
+    ) -> None:
         self.db = db
         self.settings = settings
         self.keypair = keypair
+        self.converger = converger
+
+    def _kick(self, vm: VM, action: Action) -> None:
+        if self.converger is not None:
+            self.converger.kick(vm.id, action)
+
+    def act(self, action: Action) -> Callable[[VM], bool]:
+        """The method that carries out `action` on the VM's host (True once confirmed)."""
+        return {
+            "create": self.deliver_create,
+            "start": self.send_pending_start,
+            "stop": self.send_pending_stop,
+            "delete": self.finish_delete,
+        }[action]
+
+    @staticmethod
+    def converged(vm: VM, action: Action) -> bool:
+        """Whether nothing of `action` is left to do for the VM (its host confirmed, it
+        failed for good, or a later intent replaced it)."""
+        if action == "create":
+            return not VMService.awaiting_create(vm)
+        if action == "start":
+            return vm.start_requested_at is None or vm.intended_state != "running"
+        if action == "stop":
+            return vm.intended_state != "stopped" or vm.actual_state not in PENDING_STOP
+        return vm.actual_state == "deleted"
+
+    def wait(self, vm: VM, action: Action, seconds: float) -> None:
+        """Wait up to `seconds` for `action` to converge (see converge.wait_for)."""
+        if seconds > 0 and not self.converged(vm, action):
+            converge.wait_for(self.db, vm, lambda v: self.converged(v, action), seconds)
 
     # -- views ---------------------------------------------------------------------------
 
@@ -217,125 +265,134 @@ class VMService:
             if existing is None:
                 raise
             return existing
-        return self._place_and_create(vm)
-
-    def _place_and_create(self, vm: VM) -> VM:
-        tried: set[str] = set()
-        last_error = ""
-        for _attempt in range(2):  # the chosen host, then one other
-            # Balances first, then the host: the order every money change takes locks in.
-            locked, _ = billing.lock_vms(self.db, [vm])
-            try:
-                placed = place(
-                    self.db,
-                    want_of(vm),
-                    self.settings.heartbeat_ttl,
-                    exclude=tried,
-                    money=self.money,
-                    price_limit=self.settings.max_vm_price_planck,
-                    commit=False,
-                )
-            except NoHostFitsError as exc:
-                self.db.rollback()
-                if not tried:  # nothing fits at all: no VM to keep
-                    self.db.delete(vm)
-                    self.db.commit()
-                    raise ConflictError(str(exc), code="no_host_fits") from exc
-                break
-            vm.host_id, vm.reserved, vm.updated_at = placed.host_id, True, utcnow()
-            vm.price_cpu_hour = placed.price_cpu_hour
-            vm.price_memory_gib_hour = placed.price_memory_gib_hour
-            vm.price_disk_gib_hour = placed.price_disk_gib_hour
-            try:
-                # In the placement's transaction: no hold, no placement.
-                billing.take_hold(self.db, vm, locked, self.terms, self.money)
-            except PaymentRequiredError:
-                self.db.rollback()
-                self.db.delete(vm)
-                self.db.commit()
-                raise
+        try:
+            self._place(vm, tried=set())
+        except (ConflictError, PaymentRequiredError):
+            self.db.delete(vm)  # nothing fits or nothing pays: no VM to keep
             self.db.commit()
-            host = self.db.get(Host, placed.host_id)
-            assert host is not None
-            try:
-                validate_public_host(host.public_ip)
-            except HostnameError:
-                # Registered before addresses were validated: its VMs would be paid for but
-                # never shown an ssh address. Another host, if one fits.
-                last_error = f"host {host.id}: its SSH address is not valid"
-                self._unplace(vm)
-                tried.add(host.id)
-                continue
-            try:
-                agent_vm = self._agent(host).create_vm(self._agent_body(vm), idempotency_key=vm.id)
-            except ApiError as exc:
-                if exc.status is None:
-                    # No answer in time: the host may still be creating it. It stays placed
-                    # there (hold and capacity kept, nothing billed yet) and the `creates`
-                    # job asks the same host again with the same key until it answers:
-                    # adopted or refused, never an unbilled VM left running elsewhere.
-                    log.warning(
-                        "VM %s: no answer from %s to its create (%s); resolving it there",
-                        vm.id, host.id, exc.detail,
-                    )  # fmt: skip
-                    vm.actual_state, vm.failure_reason, vm.updated_at = "pending", None, utcnow()
-                    self.db.commit()
-                    return vm
-                last_error = f"host {host.id}: {exc.detail}"
-                log.warning("VM %s: agent create failed on %s: %s", vm.id, host.id, exc.detail)
-                _count_lease(self.db, host.id, completed=False)
-                self.db.commit()
-                self._unplace(vm)
-                tried.add(host.id)
-                continue
-            self._adopt(vm, host, agent_vm)
-            return vm
-        vm.actual_state = "failed"
-        vm.failure_reason = last_error or "no other host fits"
-        vm.updated_at = utcnow()
-        self.db.commit()
-        raise UpstreamError(f"VM {vm.id} failed: {vm.failure_reason}", code="vm_failed")
+            raise
+        self._kick(vm, "create")
+        return vm
 
-    def _adopt(self, vm: VM, host: Host, agent_vm: VMPublic) -> None:
-        """The host has the VM: it is paid for from now on (commits)."""
-        vm.agent_vm_id = agent_vm.vm_id
-        start_metering(vm)
-        vm.ssh_host = host.public_ip
-        vm.ssh_port = agent_vm.ssh_port
-        vm.actual_state = "running" if agent_vm.status == "Running" else "starting"
-        vm.updated_at = utcnow()
+    def _place(self, vm: VM, tried: set[str]) -> None:
+        """Place the VM on a host that fits (none of `tried`) and take its prepaid hold, in
+        one transaction (committed): ConflictError `no_host_fits` or PaymentRequiredError,
+        nothing changed, when it cannot be."""
+        # Balances first, then the host: the order every money change takes locks in.
+        locked, _ = billing.lock_vms(self.db, [vm])
+        try:
+            placed = place(
+                self.db,
+                want_of(vm),
+                self.settings.heartbeat_ttl,
+                exclude=tried,
+                money=self.money,
+                price_limit=self.settings.max_vm_price_planck,
+                commit=False,
+            )
+        except NoHostFitsError as exc:
+            self.db.rollback()
+            raise ConflictError(str(exc), code="no_host_fits") from exc
+        vm.host_id, vm.reserved, vm.updated_at = placed.host_id, True, utcnow()
+        vm.price_cpu_hour = placed.price_cpu_hour
+        vm.price_memory_gib_hour = placed.price_memory_gib_hour
+        vm.price_disk_gib_hour = placed.price_disk_gib_hour
+        vm.actual_state, vm.failure_reason = "pending", None
+        converge.mark_intent(vm)
+        try:
+            # In the placement's transaction: no hold, no placement.
+            billing.take_hold(self.db, vm, locked, self.terms, self.money)
+        except PaymentRequiredError:
+            self.db.rollback()
+            raise
         self.db.commit()
 
-    def awaiting_create(self, vm: VM) -> bool:
-        """Placed, its create sent, no answer from the host yet."""
+    @staticmethod
+    def awaiting_create(vm: VM) -> bool:
+        """Placed, its create not answered by the host yet."""
         return vm.host_id is not None and vm.agent_vm_id is None and vm.actual_state == "pending"
 
-    def resolve_create(self, vm: VM) -> bool:
-        """Ask the VM's host again, with the same idempotency key, for a create it did not
-        answer: adopt the VM if the host has it (or makes it now), or give the hold and
-        capacity back if the host refuses. True once resolved; raises the error family
-        while the host is away or failing (the `creates` job tries again later)."""
+    def deliver_create(self, vm: VM) -> bool:
+        """Send a placed VM's create to its host, with the same idempotency key (its id)
+        every time, and act on the answer: the VM is adopted (paid for from then on), or,
+        when the host refuses, placed on another host that fits and sent there (at most
+        MAX_HOSTS hosts per try, MAX_REFUSALS in its life), or failed. True once resolved;
+        raises the error family while its host is away or silent: it is asked again later,
+        on the same host, so a late create can never leave an unbilled VM running anywhere.
+        """
         self.db.refresh(vm)
-        if not self.awaiting_create(vm) or vm.intended_state == "deleted":
-            return False
-        host = self.db.get(Host, vm.host_id or "")
-        if host is None or host_status(host, self.settings.heartbeat_ttl) == "offline":
-            raise UnavailableError(f"host {vm.host_id} is offline", code="host_offline")
+        tried: set[str] = set()
+        while self.awaiting_create(vm) and vm.intended_state != "deleted":
+            host = self.db.get(Host, vm.host_id or "")
+            if host is not None and host_status(host, self.settings.heartbeat_ttl) == "offline":
+                raise UnavailableError(f"host {host.id} is offline", code="host_offline")
+            refused = self._send_create(vm, host)
+            if refused is None:
+                return True
+            tried.add(vm.host_id or "")
+            vm.create_refusals = (vm.create_refusals or 0) + 1
+            self._unplace(vm)  # its hold and capacity back first (commits)
+            if len(tried) >= MAX_HOSTS or vm.create_refusals >= MAX_REFUSALS:
+                self._fail(vm, refused)
+                return True
+            try:
+                self._place(vm, tried)
+            except (ConflictError, PaymentRequiredError) as exc:
+                self._fail(vm, f"{refused}; {exc.detail}")
+                return True
+        return False
+
+    def _send_create(self, vm: VM, host: Host | None) -> str | None:
+        """Ask the VM's host to create it: None once adopted, else why the host will not
+        have it. Raises the error family when the host does not answer."""
+        if host is None:
+            return f"host {vm.host_id} is gone"
+        try:
+            validate_public_host(host.public_ip)
+        except HostnameError:
+            # Registered before addresses were validated: its VMs would be paid for but
+            # never shown an ssh address.
+            return f"host {host.id}: its SSH address is not valid"
         try:
             agent_vm = self._agent(host).create_vm(self._agent_body(vm), idempotency_key=vm.id)
         except ApiError as exc:
-            if exc.status is None or exc.status >= 500:
+            if exc.status is None:
+                # No answer in time: the host may still be creating it. It stays placed
+                # there (hold and capacity kept, nothing billed yet) until it answers.
                 raise self._agent_error(exc) from exc
-            # Refused outright: nothing of it exists there.
+            log.warning("VM %s: agent create failed on %s: %s", vm.id, host.id, exc.detail)
             _count_lease(self.db, host.id, completed=False)
             self.db.commit()
-            self._unplace(vm)
-            vm.actual_state, vm.updated_at = "failed", utcnow()
-            vm.failure_reason = f"host {host.id}: {exc.detail}"
-            self.db.commit()
-            return True
+            return f"host {host.id}: {exc.detail}"
         self._adopt(vm, host, agent_vm)
-        return True
+        return None
+
+    def _fail(self, vm: VM, why: str) -> None:
+        vm.actual_state, vm.failure_reason, vm.updated_at = "failed", why, utcnow()
+        self.db.commit()
+
+    def _adopt(self, vm: VM, host: Host, agent_vm: VMPublic) -> None:
+        """The host has the VM: it is paid for from now on (commits). Once only: a worker
+        and a job that both got the host's answer must not restart its metering."""
+        probe = VM()
+        start_metering(probe)
+        self.db.execute(
+            update(VM)
+            .where(VM.id == vm.id, VM.agent_vm_id.is_(None))
+            .values(
+                agent_vm_id=agent_vm.vm_id,
+                metered_until=probe.metered_until,
+                meter_carry=probe.meter_carry,
+                posted_at=probe.posted_at,
+                ssh_host=host.public_ip,
+                ssh_port=agent_vm.ssh_port,
+                actual_state="running" if agent_vm.status == "Running" else "starting",
+                updated_at=utcnow(),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        self.db.commit()
+        self.db.refresh(vm)
 
     @staticmethod
     def _agent_body(vm: VM) -> dict[str, Any]:
@@ -412,36 +469,68 @@ class VMService:
             vm.intended_state = to_state
             self.db.commit()
 
+    def _on_a_host(self, vm: VM) -> None:
+        if vm.host_id is None or vm.agent_vm_id is None:
+            raise ConflictError(f"VM {vm.id} is {vm.actual_state}; it has no host to act on")
+
     def start(self, vm: VM) -> VM:
+        """Record the wish that the VM runs, with a full hold at its running price
+        (PaymentRequiredError, nothing changed, when the developer cannot cover it), and
+        have its host start it (see send_pending_start). It pays the running price only
+        once its host confirms."""
         self._not_deleting(vm)
-        before = vm.intended_state
+        self._on_a_host(vm)
+        running = vm.actual_state in ("running", "starting", "restarting")
+        if vm.intended_state == "running" and vm.start_requested_at is None and running:
+            return vm  # nothing to do
         self._settle(vm, "running", strict=True)
-        vm.updated_at = utcnow()
+        vm.start_requested_at = vm.updated_at = utcnow()
+        converge.mark_intent(vm)
         self.db.commit()
-        try:
-            agent_vm = self._host_agent(vm).start_vm(vm.agent_vm_id or "")
-        except (ApiError, KumulusError) as exc:
-            # Not started: it must not be billed as running. Back to what it was.
-            self._settle(vm, before)
-            if isinstance(exc, KumulusError):
-                raise
-            raise self._agent_error(exc) from exc
-        vm.actual_state = "running" if agent_vm.status == "Running" else "starting"
-        vm.failure_reason = None
-        self.db.commit()
+        self._kick(vm, "start")
         return vm
 
-    def stop(self, vm: VM) -> VM:
-        self._not_deleting(vm)
-        self._settle(vm, "stopped")
-        vm.updated_at = utcnow()
-        self.db.commit()
+    def send_pending_start(self, vm: VM) -> bool:
+        """Have the host start a VM whose start it has not confirmed. True once it has
+        (or refused outright: the VM is wanted stopped again, with the host's reason);
+        raises the error family while the host is away or failing (tried again later)."""
+        self.db.refresh(vm)
+        if vm.intended_state != "running" or vm.start_requested_at is None:
+            return False
         try:
-            self._host_agent(vm).stop_vm(vm.agent_vm_id or "")
+            agent_vm = self._host_agent(vm).start_vm(vm.agent_vm_id or "")
         except ApiError as exc:
-            raise self._agent_error(exc) from exc
-        vm.actual_state = "stopped"
+            if exc.status is None or exc.status >= 500:
+                raise self._agent_error(exc) from exc
+            self._settle(vm, "stopped")  # it will not run there: the running hold back
+            vm.start_requested_at = None
+            vm.failure_reason = f"the host refused to start it: {exc.detail}"
+            self.db.commit()
+            return True
+        # The time until now was at the rate of what the host reported (not running).
+        self._settle(vm, "running")
+        if vm.intended_state == "running":  # not stopped for funds meanwhile
+            vm.actual_state = "running" if agent_vm.status == "Running" else "starting"
+            vm.failure_reason = None
+        vm.start_requested_at, vm.updated_at = None, utcnow()
         self.db.commit()
+        return True
+
+    def stop(self, vm: VM) -> VM:
+        """Record the wish that the VM is stopped (it pays the stopped rate from now,
+        whatever its host does) and have its host stop it (see send_pending_stop)."""
+        self._not_deleting(vm)
+        self._on_a_host(vm)
+        if vm.intended_state == "stopped" and vm.actual_state not in PENDING_STOP:
+            return vm  # stopped already
+        self._settle(vm, "stopped")
+        vm.start_requested_at = None
+        if vm.actual_state in ("running", "starting", "restarting"):
+            vm.actual_state = "stopping"
+        vm.updated_at = utcnow()
+        converge.mark_intent(vm)
+        self.db.commit()
+        self._kick(vm, "stop")
         return vm
 
     def send_pending_stop(self, vm: VM) -> bool:
@@ -474,17 +563,25 @@ class VMService:
         self.db.commit()
         return bool(done.rowcount)  # type: ignore[attr-defined]
 
-    def delete(self, vm: VM) -> bool:
-        """Delete the VM. True when it is gone; False when its host is away: the VM stays
-        `deleting` (capacity still held there) until the host is back and confirms."""
+    def delete(self, vm: VM) -> VM:
+        """Record the wish that the VM is gone (its hold back to the developer at once,
+        nothing billed from now) and have its host remove it (see finish_delete); the VM
+        is `deleting` until the host confirms, then `deleted`."""
         if vm.intended_state != "deleted":
             self._settle(vm, "deleted")  # the hold goes back to the developer
         vm.intended_state, vm.updated_at = "deleted", utcnow()
+        if vm.actual_state != "deleted" and not self.awaiting_create(vm):
+            vm.actual_state = "deleting"
+        converge.mark_intent(vm)
         self.db.commit()
-        return self.finish_delete(vm)
+        self._kick(vm, "delete")
+        return vm
 
     def finish_delete(self, vm: VM) -> bool:
-        """Ask the host to remove a VM whose intended state is deleted; see `delete`."""
+        """Have the host remove a VM wanted deleted. True once it is gone (the host
+        confirmed, or it never had it); False while its host is away."""
+        if vm.intended_state != "deleted":
+            return False
         host = self.db.get(Host, vm.host_id) if vm.host_id else None
         unanswered = self.awaiting_create(vm)
         if host is not None and (vm.agent_vm_id is not None or unanswered):
@@ -528,7 +625,8 @@ class VMService:
 
     def _deleting(self, vm: VM, why: str) -> bool:
         log.info("VM %s: delete deferred until its host answers (%s)", vm.id, why)
-        vm.actual_state = "deleting"
+        if not self.awaiting_create(vm):  # an unanswered create must be resolved first
+            vm.actual_state = "deleting"
         vm.failure_reason = None
         self.db.commit()
         return False

@@ -43,7 +43,14 @@ PRESETS = (
 
 
 def _service(request: Request, db: Db, settings: Settings) -> VMService:
-    return VMService(db, settings, request.app.state.keypair)
+    return VMService(
+        db, settings, request.app.state.keypair, getattr(request.app.state, "converger", None)
+    )
+
+
+# How long a start/stop/delete click waits for the host before the page shows the change
+# in progress (the VM panel polls on).
+ACTION_WAIT = 10.0
 
 
 def _keys(db: Db, account_id: int) -> list[SshKey]:
@@ -330,11 +337,12 @@ def vm_action(
     error = None
     try:
         if action == "start":
-            service.start(vm)
+            service.wait(service.start(vm), "start", ACTION_WAIT)
         elif action == "stop":
-            service.stop(vm)
+            service.wait(service.stop(vm), "stop", ACTION_WAIT)
         elif action == "delete":
-            if service.delete(vm):
+            service.wait(service.delete(vm), "delete", ACTION_WAIT)
+            if vm.actual_state == "deleted":
                 return redirect(request, "/console/vms")
         else:
             raise NotFoundError(f"no action {action[:20]}")

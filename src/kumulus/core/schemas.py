@@ -127,6 +127,8 @@ class HostInfo(CamelModel):
     disk_quota_detail: str
     vm_isolation: bool
     vm_isolation_detail: str
+    lxcfs_active: bool = Field(description="VMs created now see their own cpu and memory")
+    lxcfs_detail: str
     image: str
     image_ready: bool
     ssh_bind: str

@@ -23,6 +23,14 @@ class VMSpec:
     ssh_port: int
     created_at: float
     idempotency_key: str | None = None
+    # Host cores the VM may run on (so `nproc`, which reads the CPU affinity, tells its
+    # size); None: any core. Read back from the engine by `inspect`, not by `list`.
+    cpuset: frozenset[int] | None = None
+    # Where the host's lxcfs is mounted when the VM's /proc and /sys/devices/system/cpu
+    # files come from it (the VM then sees its own cpu and memory); None: the host's files.
+    # Read back by `inspect`, not by `list`.
+    lxcfs_dir: str | None = None
+    lxcfs_files: tuple[str, ...] = ()  # paths under lxcfs_dir bound at the same path in the VM
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,7 @@ class VMInfo:
     started_at: str | None = None
     ip_address: str | None = None
     container_id: str | None = None
+    pid: int | None = None  # the VM's first process on the host, while running (`inspect` only)
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,9 @@ class VMRuntime(Protocol):
 
     def stop(self, vm_id: str, timeout: int = 10) -> VMInfo:
         """Stop the VM, keeping its files. Idempotent."""
+
+    def restart(self, vm_id: str, timeout: int = 10) -> VMInfo:
+        """Stop and start the VM again, keeping its files; its mounts are made anew."""
 
     def destroy(self, vm_id: str) -> None:
         """Remove the VM, its writable layer (all its files) and its network. Idempotent."""

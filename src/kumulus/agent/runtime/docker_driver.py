@@ -74,15 +74,58 @@ def _labels(spec: VMSpec, owner: str) -> dict[str, str]:
     }
     if spec.idempotency_key:
         labels[_L + "idempotency_key"] = spec.idempotency_key
+    if spec.lxcfs_dir:
+        labels[_L + "lxcfs_dir"] = spec.lxcfs_dir
     return labels
 
 
-def _spec_from(labels: dict[str, str], env: list[str] | None) -> VMSpec:
+def parse_cpuset(text: str | None) -> frozenset[int] | None:
+    """Docker's CpusetCpus ("0-2,5") as core numbers; None when the VM is not pinned."""
+    cores: set[int] = set()
+    for part in (text or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        low, _, high = part.partition("-")
+        cores.update(range(int(low), int(high or low) + 1))
+    return frozenset(cores) or None
+
+
+def format_cpuset(cores: frozenset[int]) -> str:
+    return ",".join(str(core) for core in sorted(cores))
+
+
+def _lxcfs_binds(spec: VMSpec) -> dict[str, dict[str, str]]:
+    if not spec.lxcfs_dir:
+        return {}
+    root = spec.lxcfs_dir.rstrip("/")
+    return {f"{root}/{rel}": {"bind": f"/{rel}", "mode": "ro"} for rel in spec.lxcfs_files}
+
+
+def _bound_lxcfs_files(lxcfs_dir: str | None, binds: list[str] | None) -> tuple[str, ...]:
+    if not lxcfs_dir:
+        return ()
+    prefix = lxcfs_dir.rstrip("/") + "/"
+    found = []
+    for bind in binds or []:
+        source = bind.split(":", 1)[0]
+        if source.startswith(prefix):
+            found.append(source[len(prefix) :])
+    return tuple(sorted(found))
+
+
+def _spec_from(
+    labels: dict[str, str], env: list[str] | None, host_config: dict[str, Any] | None = None
+) -> VMSpec:
+    """The spec from labels (and, when inspecting, from Env and HostConfig: the SSH key,
+    the cores the VM is pinned to and its lxcfs mounts, which the list API omits)."""
     ssh_key = ""
     for item in env or []:
         if item.startswith("KUMULUS_SSH_KEY="):
             ssh_key = item.split("=", 1)[1]
     disk = labels.get(_L + "disk", "")
+    lxcfs_dir = labels.get(_L + "lxcfs_dir") or None
+    host_config = host_config or {}
     return VMSpec(
         vm_id=labels[_L + "id"],
         username=labels[_L + "username"],
@@ -94,6 +137,9 @@ def _spec_from(labels: dict[str, str], env: list[str] | None) -> VMSpec:
         ssh_port=int(labels[_L + "ssh_port"]),
         created_at=float(labels[_L + "created_at"]),
         idempotency_key=labels.get(_L + "idempotency_key") or None,
+        cpuset=parse_cpuset(host_config.get("CpusetCpus")),
+        lxcfs_dir=lxcfs_dir,
+        lxcfs_files=_bound_lxcfs_files(lxcfs_dir, host_config.get("Binds")),
     )
 
 
@@ -166,11 +212,15 @@ class DockerRuntime:
         nets = (data.get("NetworkSettings") or {}).get("Networks") or {}
         ip = next((n.get("IPAddress") for n in nets.values() if n.get("IPAddress")), None)
         return VMInfo(
-            spec=_spec_from(data["Config"]["Labels"], data["Config"].get("Env")),
+            spec=_spec_from(
+                data["Config"]["Labels"], data["Config"].get("Env"), data.get("HostConfig")
+            ),
             state=str(state.get("Status", "unknown")),
             exit_code=state.get("ExitCode"),
             started_at=state.get("StartedAt"),
             ip_address=ip,
+            container_id=data.get("Id"),
+            pid=int(state.get("Pid") or 0) or None,
         )
 
     @_engine_errors
@@ -220,6 +270,11 @@ class DockerRuntime:
             kwargs: dict[str, Any] = {}
             if spec.disk is not None:
                 kwargs["storage_opt"] = {"size": str(spec.disk)}
+            if spec.cpuset:
+                kwargs["cpuset_cpus"] = format_cpuset(spec.cpuset)
+            binds = _lxcfs_binds(spec)
+            if binds:
+                kwargs["volumes"] = binds
             container = self._client.containers.create(
                 image,
                 name=name,
@@ -278,6 +333,15 @@ class DockerRuntime:
             self._api.stop(container_name(vm_id), timeout=timeout)
         except APIError as exc:
             raise EngineError(f"Docker could not stop VM {vm_id}: {_explain(exc)}") from exc
+        return self.inspect(vm_id)
+
+    @_engine_errors
+    def restart(self, vm_id: str, timeout: int = 10) -> VMInfo:
+        self._inspect_raw(vm_id)
+        try:
+            self._api.restart(container_name(vm_id), timeout=timeout)
+        except APIError as exc:
+            raise EngineError(f"Docker could not restart VM {vm_id}: {_explain(exc)}") from exc
         return self.inspect(vm_id)
 
     @_engine_errors

@@ -3,6 +3,8 @@
 | job             | every                   | lease                                        |
 |-----------------|-------------------------|----------------------------------------------|
 | meter           | maintenance_interval    | exclusive (one process at a time)            |
+| creates         | maintenance_interval    | exclusive                                    |
+| starts          | maintenance_interval    | exclusive                                    |
 | stops           | maintenance_interval    | exclusive                                    |
 | deletes         | maintenance_interval    | exclusive                                    |
 | prune           | maintenance_interval    | none (idempotent and cheap)                  |
@@ -43,6 +45,7 @@ from kumulus.backend.jobs import (
     promo_payouts,
     prune,
     reputation,
+    starts,
     stops,
 )
 from kumulus.backend.jobs.anchors import AnchorJob
@@ -56,7 +59,7 @@ from kumulus.core.jobs import Job, JobRunner, Lease, LeaseUse
 log = logging.getLogger(__name__)
 
 FREQUENT = (
-    "meter", "creates", "stops", "deletes", "prune", "deposits", "payouts", "anchors",
+    "meter", "creates", starts.NAME, "stops", "deletes", "prune", "deposits", "payouts", "anchors",
     payout_float.NAME, promo_payouts.NAME,
 )  # fmt: skip
 ALL = (*FREQUENT, "reputation", payouts.SCHEDULE)
@@ -114,6 +117,8 @@ def backend_jobs(
             partial(meter.meter_and_enforce, db, settings), lease=lease),
         Job("creates", every("creates"), timeout("creates"),
             partial(creates.resolve_creates, db, settings, keypair), lease=lease),
+        Job(starts.NAME, every(starts.NAME), timeout(starts.NAME),
+            partial(starts.send_pending_starts, db, settings, keypair), lease=lease),
         Job("stops", every("stops"), timeout("stops"),
             partial(stops.send_pending_stops, db, settings, keypair), lease=lease),
         Job("deletes", every("deletes"), timeout("deletes"),

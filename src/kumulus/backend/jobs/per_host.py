@@ -1,28 +1,33 @@
-"""Send one kind of agent call for many VMs, hosts in parallel, each host's VMs in turn.
+"""Carry out one kind of VM intent for many VMs, hosts in parallel, each host's VMs in turn.
 
-Shared by the jobs that converge VMs on their hosts (`creates`, `stops`): every agent call
-has a deadline (kumulus.client.AgentClient), so one host that hangs delays only its own
-VMs; a host found away or unreachable is left for the next run after its first VM."""
+Shared by the jobs that converge VMs on their hosts (`creates`, `starts`, `stops`,
+`deletes`; backend/converge.py): every agent call has a deadline
+(kumulus.client.AgentClient), so one host that hangs delays only its own VMs; a host found
+away or unreachable is left for the next run after its first VM. Only VMs whose backoff
+has passed are taken (`due`)."""
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
+from sqlalchemy import ColumnElement, or_
 from substrateinterface import Keypair
 
+from kumulus.backend.clock import utcnow
+from kumulus.backend.converge import Action, Outcome, converge
 from kumulus.backend.db import Database
 from kumulus.backend.models import VM
 from kumulus.backend.vms import VMService
 from kumulus.config import BackendSettings
-from kumulus.core.errors import KumulusError
-
-log = logging.getLogger(__name__)
 
 MAX_HOSTS_AT_ONCE = 8
-_HOST_AWAY = ("host_offline", "host_unreachable")
+
+
+def due() -> ColumnElement[bool]:
+    """VMs whose next try may be made now."""
+    return or_(VM.converge_after.is_(None), VM.converge_after <= utcnow())
 
 
 def on_each_host(
@@ -30,11 +35,9 @@ def on_each_host(
     settings: BackendSettings,
     keypair: Keypair,
     rows: Iterable[tuple[str, str | None]],
-    act: Callable[[VMService, VM], bool],
-    not_yet: str,
+    action: Action,
 ) -> int:
-    """Run `act` for each (VM id, host id) in `rows`; the number of VMs it returned True for.
-    A KumulusError from `act` is logged ("VM X: {not_yet}: why") and tried next run."""
+    """Try `action` once for each (VM id, host id) in `rows`; the number confirmed."""
     by_host: dict[str, list[str]] = defaultdict(list)
     for vm_id, host_id in rows:
         by_host[str(host_id)].append(vm_id)
@@ -44,18 +47,15 @@ def on_each_host(
     def on_host(vm_ids: list[str]) -> int:
         done = 0
         with db.session() as s:
-            service = VMService(s, settings, keypair)
+            act = VMService(s, settings, keypair).act(action)
             for vm_id in vm_ids:
                 vm = s.get(VM, vm_id)
                 if vm is None:
                     continue
-                try:
-                    done += act(service, vm)
-                except KumulusError as exc:  # host away or refusing: next run
-                    s.rollback()
-                    log.info("VM %s: %s: %s", vm_id, not_yet, exc.detail)
-                    if exc.error_code in _HOST_AWAY:
-                        break  # the rest of this host's VMs would wait for nothing
+                outcome = converge(s, act, vm, action, settings.maintenance_interval)
+                done += outcome is Outcome.DONE
+                if outcome is Outcome.HOST_AWAY:
+                    break  # the rest of this host's VMs would wait for nothing
         return done
 
     with ThreadPoolExecutor(min(MAX_HOSTS_AT_ONCE, len(by_host)), "per-host") as pool:

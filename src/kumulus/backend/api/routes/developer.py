@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from kumulus.backend import quotes, ssh_keys
+from kumulus.backend.converge import Action, parse_wait
 from kumulus.backend.deps import CurrentDeveloper, Db, DbId, ResourceId, Settings
-from kumulus.backend.models import SshKey
+from kumulus.backend.models import VM, SshKey
 from kumulus.backend.paging import After, Limit
 from kumulus.backend.schemas import (
     SshKeyIn,
@@ -21,16 +22,39 @@ from kumulus.backend.schemas import (
     VMQuoteOut,
 )
 from kumulus.backend.vms import VMService
+from kumulus.core.errors import UpstreamError
 from kumulus.core.schemas import Page
 
 router = APIRouter(prefix="/v1", tags=["developer"])
 
 
 def _service(request: Request, db: Db, settings: Settings) -> VMService:
-    return VMService(db, settings, request.app.state.keypair)
+    return VMService(
+        db, settings, request.app.state.keypair, getattr(request.app.state, "converger", None)
+    )
 
 
 VMs = Annotated[VMService, Depends(_service)]
+# RFC 7240: `Prefer: wait=N` waits up to N seconds (at most 120) for the host to carry the
+# change out; without it the answer comes as soon as the change is recorded.
+Prefer = Annotated[
+    str | None,
+    Header(
+        max_length=200,
+        description="`wait=N`: wait up to N seconds (at most 120) for the host to confirm",
+    ),
+]
+_ACCEPTED: dict[int | str, dict[str, Any]] = {
+    202: {"model": VMOut, "description": "recorded; its host has not confirmed yet"}
+}
+
+
+def _changed(vms: VMService, vm: VM, action: Action, prefer: str | None) -> Response:
+    """The answer to a lifecycle change: 200 with the VM once its host confirmed, 202
+    with it while the change is still being carried out (poll GET /v1/vms/{id})."""
+    vms.wait(vm, action, parse_wait(prefer))
+    code = status.HTTP_200_OK if vms.converged(vm, action) else status.HTTP_202_ACCEPTED
+    return JSONResponse(vms.view(vm).model_dump(mode="json", by_alias=True), status_code=code)
 
 
 @router.get("/ssh-keys", response_model=Page[SshKeyOut])
@@ -76,12 +100,19 @@ def create_vm(
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=128)
     ] = None,
+    prefer: Prefer = None,
 ) -> VMOut:
-    """Place the VM on an online host that fits (taking its prepaid hold) and create it
-    there. 201 when the host's agent has it running (sshd answering); 202 when the host did
-    not answer in time: the VM is `pending` on that host and the backend resolves it there
-    (poll GET /v1/vms/{id}); errors say why it could not be made."""
+    """Place the VM on an online host that fits and take its prepaid hold, then have the
+    host create it. 202 with the VM `pending` as soon as it is placed: the backend asks its
+    host until it answers (poll GET /v1/vms/{id} until `running` or `failed`). With
+    `Prefer: wait=N`: 201 once the host has it running (sshd answering) within N seconds,
+    502 `vm_failed` if it failed, else 202. Errors say why it could not be placed (409
+    `no_host_fits`, 402 with the numbers). The same Idempotency-Key gives the same VM."""
     vm = vms.create(account, body, idempotency_key)
+    wait = parse_wait(prefer)
+    vms.wait(vm, "create", wait)
+    if wait and vm.actual_state == "failed":
+        raise UpstreamError(f"VM {vm.id} failed: {vm.failure_reason}", code="vm_failed")
     if vms.awaiting_create(vm):
         response.status_code = status.HTTP_202_ACCEPTED
     return vms.view(vm)
@@ -100,26 +131,38 @@ def get_vm(vm_id: ResourceId, account: CurrentDeveloper, vms: VMs) -> VMOut:
     return vms.view(vms.owned(account, vm_id))
 
 
-@router.post("/vms/{vm_id}/start", response_model=VMOut)
-def start_vm(vm_id: ResourceId, account: CurrentDeveloper, vms: VMs) -> VMOut:
-    return vms.view(vms.start(vms.owned(account, vm_id)))
+@router.post("/vms/{vm_id}/start", response_model=VMOut, responses=_ACCEPTED)
+def start_vm(
+    vm_id: ResourceId, account: CurrentDeveloper, vms: VMs, prefer: Prefer = None
+) -> Response:
+    """Start the VM: 402 when a full hold at its running price is not covered; 200 once
+    its host runs it, 202 while the host has not confirmed (`Prefer: wait=N` to wait)."""
+    return _changed(vms, vms.start(vms.owned(account, vm_id)), "start", prefer)
 
 
-@router.post("/vms/{vm_id}/stop", response_model=VMOut)
-def stop_vm(vm_id: ResourceId, account: CurrentDeveloper, vms: VMs) -> VMOut:
-    return vms.view(vms.stop(vms.owned(account, vm_id)))
+@router.post("/vms/{vm_id}/stop", response_model=VMOut, responses=_ACCEPTED)
+def stop_vm(
+    vm_id: ResourceId, account: CurrentDeveloper, vms: VMs, prefer: Prefer = None
+) -> Response:
+    """Stop the VM: it pays the stopped rate from now; 200 once its host stopped it, 202
+    while the host has not confirmed (the backend keeps asking)."""
+    return _changed(vms, vms.stop(vms.owned(account, vm_id)), "stop", prefer)
 
 
 @router.delete(
     "/vms/{vm_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={202: {"model": VMOut, "description": "host away: deleted when it is back"}},
+    responses={202: {"model": VMOut, "description": "being deleted; its host has not confirmed"}},
 )
-def delete_vm(vm_id: ResourceId, account: CurrentDeveloper, vms: VMs) -> Response:
-    """204 when the VM is gone. 202 with the VM (actual state `deleting`) when its host is
-    offline: the backend finishes the delete as soon as the host is back."""
-    vm = vms.owned(account, vm_id)
-    if vms.delete(vm):
+def delete_vm(
+    vm_id: ResourceId, account: CurrentDeveloper, vms: VMs, prefer: Prefer = None
+) -> Response:
+    """Delete the VM: nothing is billed from now and its hold goes back at once. 204 once
+    its host removed it; 202 with the VM (`deleting`) while the host has not confirmed:
+    the backend finishes the delete as soon as the host answers."""
+    vm = vms.delete(vms.owned(account, vm_id))
+    vms.wait(vm, "delete", parse_wait(prefer))
+    if vm.actual_state == "deleted":
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     return JSONResponse(
         vms.view(vm).model_dump(mode="json", by_alias=True),

@@ -1,7 +1,7 @@
 """promo_payout_days, promo_payouts: promotional earnings paid from the platform's fees
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-11-30 04:00:00
 
 The day's promo budget and each provider's daily cap are spent against these rows, written
@@ -15,8 +15,8 @@ from alembic import op
 
 from kumulus.backend.models import planck_column_type
 
-revision = "0014"
-down_revision = "0013"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,187 @@
+"""VM intents carried out after the request that recorded them.
+
+Create, start, stop and delete are intents (backend/vms.py records them with their money
+in one transaction and answers at once). Carrying one out means calling the VM's host,
+which may be slow, away or hostile, so no API request waits on it: a `Converger` (one per
+backend process, a small pool of worker threads) tries each intent right after its
+request, and the jobs `creates`, `starts`, `stops` and `deletes` try again, with
+exponential backoff per VM (`converge_after`, `converge_attempts`), every one whose host
+has not confirmed it. A kick that is lost (pool full, process killed) only delays the
+intent until its job's next run; every try is idempotent on the host (same idempotency key
+for a create; start/stop/delete of a VM already in that state are no-ops there).
+
+Clients poll the VM, or ask the request to wait for the outcome (`Prefer: wait=N`,
+RFC 7240): the request then watches the database, it never calls the host itself."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from enum import Enum
+from typing import Literal
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+from substrateinterface import Keypair
+
+from kumulus.backend.clock import utcnow
+from kumulus.backend.db import Database
+from kumulus.backend.models import VM
+from kumulus.client import CALL_DEADLINE
+from kumulus.config import BackendSettings
+from kumulus.core.errors import KumulusError
+
+log = logging.getLogger(__name__)
+
+Action = Literal["create", "start", "stop", "delete"]
+
+# An intent kicked in this process is left to its worker for this long (agent calls end
+# within CALL_DEADLINE) before a job may try it too.
+IN_FLIGHT = timedelta(seconds=CALL_DEADLINE + 10)
+BACKOFF_MAX = 600.0
+# Longest `Prefer: wait=N` honoured; longer waits are cut to this.
+MAX_WAIT = 120.0
+HOST_AWAY = ("host_offline", "host_unreachable")
+
+
+class Outcome(Enum):
+    DONE = "done"  # the host confirmed (or nothing is pending any more)
+    WAITING = "waiting"  # not yet: tried again after the VM's backoff
+    HOST_AWAY = "host_away"  # its host is offline or silent: its other VMs can wait too
+
+
+def backoff(attempts: int, first: float) -> timedelta:
+    """Delay before the next try after `attempts` failed ones: `first` (the jobs'
+    interval: their next run) doubling up to 10 min, with +-20% jitter so the VMs of a
+    host that comes back are not all tried at once."""
+    delay = min(first * 2 ** max(attempts - 1, 0), BACKOFF_MAX)
+    return timedelta(seconds=delay * random.uniform(0.8, 1.2))  # noqa: S311 (not a secret)
+
+
+def mark_intent(vm: VM) -> None:
+    """A new intent: its worker owns it for IN_FLIGHT, then the jobs (caller commits)."""
+    vm.converge_attempts = 0
+    vm.converge_after = utcnow() + IN_FLIGHT
+
+
+def _record(db: Session, vm_id: str, done: bool, first: float) -> None:
+    if done:
+        values: dict[str, object] = {"converge_attempts": 0, "converge_after": None}
+    else:
+        vm = db.get(VM, vm_id)
+        attempts = (vm.converge_attempts if vm is not None else 0) + 1
+        after = utcnow() + backoff(attempts, first)
+        values = {"converge_attempts": attempts, "converge_after": after}
+    db.execute(
+        update(VM).where(VM.id == vm_id).values(values).execution_options(synchronize_session=False)
+    )
+    db.commit()
+
+
+def converge(
+    db: Session, act: Callable[[VM], bool], vm: VM, action: Action, first_backoff: float
+) -> Outcome:
+    """One try of `action` for `vm` with `act` (a VMService method that returns True once
+    its host confirmed, raises the error family while it cannot), recording the VM's
+    backoff (see `backoff`). Never raises for one VM's failure: the caller goes on with
+    the others."""
+    vm_id = vm.id
+    try:
+        done = act(vm)
+    except KumulusError as exc:
+        db.rollback()
+        log.info("VM %s: %s not carried out yet: %s", vm_id, action, exc.detail)
+        _record(db, vm_id, False, first_backoff)
+        return Outcome.HOST_AWAY if exc.error_code in HOST_AWAY else Outcome.WAITING
+    except Exception:
+        db.rollback()
+        log.exception("VM %s: %s failed; tried again later", vm_id, action)
+        _record(db, vm_id, False, first_backoff)
+        return Outcome.WAITING
+    _record(db, vm_id, done, first_backoff)
+    return Outcome.DONE if done else Outcome.WAITING
+
+
+class Converger:
+    """This process's workers for new intents (see the module docstring)."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: BackendSettings,
+        keypair: Keypair,
+        workers: int = 8,
+    ) -> None:
+        self._db, self._settings, self._keypair = db, settings, keypair
+        self._pool = ThreadPoolExecutor(workers, "converge")
+        # Bounded: under a burst the excess is left to the jobs instead of queueing
+        # without end in memory.
+        self._slots = threading.BoundedSemaphore(workers * 8)
+        self._closed = False
+
+    def kick(self, vm_id: str, action: Action) -> None:
+        """Try `action` for the VM now, in the background (its intent is committed)."""
+        if self._closed or not self._slots.acquire(blocking=False):
+            with self._db.session() as s:  # its job takes it at its next run
+                s.execute(update(VM).where(VM.id == vm_id).values(converge_after=None))
+                s.commit()
+            return
+        try:
+            self._pool.submit(self._run, vm_id, action)
+        except RuntimeError:  # shutting down
+            self._slots.release()
+
+    def _run(self, vm_id: str, action: Action) -> None:
+        from kumulus.backend.vms import VMService  # vms imports this module
+
+        try:
+            with self._db.session() as s:
+                vm = s.get(VM, vm_id)
+                if vm is not None:
+                    service = VMService(s, self._settings, self._keypair)
+                    first = self._settings.maintenance_interval
+                    converge(s, service.act(action), vm, action, first)
+        except Exception:  # the database went away: the job tries after IN_FLIGHT
+            log.exception("VM %s: %s could not be tried now", vm_id, action)
+        finally:
+            self._slots.release()
+
+    def close(self) -> None:
+        self._closed = True
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def parse_wait(prefer: str | None) -> float:
+    """Seconds the client is prepared to wait from an RFC 7240 `Prefer` header
+    (`wait=N`; `respond-async` or no header: 0), at most MAX_WAIT."""
+    if not prefer:
+        return 0.0
+    wait = 0.0
+    for part in prefer.split(","):
+        name, _, value = part.strip().partition("=")
+        if name.strip().lower() == "respond-async":
+            return 0.0
+        if name.strip().lower() == "wait":
+            try:
+                wait = float(value.strip().strip('"'))
+            except ValueError:
+                continue  # an unknown form is ignored, as RFC 7240 asks
+    if wait != wait or wait <= 0:  # NaN or nothing
+        return 0.0
+    return min(wait, MAX_WAIT)
+
+
+def wait_for(db: Session, vm: VM, done: Callable[[VM], bool], seconds: float) -> None:
+    """Watch the VM until `done(vm)`, a failed try (its backoff began) or `seconds` pass."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        db.commit()  # a fresh snapshot each time (SQLite keeps one per transaction)
+        db.refresh(vm)
+        if done(vm) or vm.converge_attempts > 0:
+            return
+        time.sleep(0.2)
