@@ -257,6 +257,8 @@ def backend_settlement() -> None:
     finally:
         db.engine.dispose()
     typer.echo(f"pinned chain (genesis): {states.pop(settlement_state.GENESIS, 'none yet')}")
+    checked = states.pop(settlement_state.LEDGER_VIOLATIONS, None)
+    typer.echo(f"ledger check: {'not run yet' if checked is None else checked + ' violation(s)'}")
     if not states:
         typer.echo("settlement runs: nothing is stopped or waiting")
     for name, reason in sorted(states.items()):

@@ -173,6 +173,11 @@ class BackendSettings(BaseSettings):
     payout_daily_cap: str = Field(default="1000", pattern=r"^\d{1,12}(\.\d{1,18})?$")
     payout_minimum: str = Field(default="1", pattern=r"^\d{1,12}(\.\d{1,18})?$")
     payout_interval: float = Field(default=86400.0, gt=0)  # scheduled payouts of earnings
+    # Promotional earnings (backend/promo_payouts.py) are paid, if at all, out of the
+    # platform's fees: at most `promo_budget` tokens per UTC day across all providers and
+    # `promo_payout_daily_cap` per provider per UTC day. Either at 0 (the default): never.
+    promo_budget: str = Field(default="0", pattern=r"^\d{1,12}(\.\d{1,18})?$")
+    promo_payout_daily_cap: str = Field(default="0", pattern=r"^\d{1,12}(\.\d{1,18})?$")
     # Usage and reputation digests go on chain every `anchor_interval` seconds, signed by
     # the key in `anchor_key_file` (0600; made on first start; needs a little for fees).
     anchor_key_file: Path | None = None
@@ -240,10 +245,20 @@ class BackendSettings(BaseSettings):
     def payout_daily_cap_planck(self) -> int:
         return parse_amount(self.payout_daily_cap, self.token_decimals)
 
+    @property
+    def promo_budget_planck(self) -> int:
+        return parse_amount(self.promo_budget, self.token_decimals)
+
+    @property
+    def promo_payout_daily_cap_planck(self) -> int:
+        return parse_amount(self.promo_payout_daily_cap, self.token_decimals)
+
     @model_validator(mode="after")
     def _amounts_fit(self) -> BackendSettings:
         unit = self._planck(self.max_unit_price, "max_unit_price")
         vm = self._planck(self.max_vm_price_per_hour, "max_vm_price_per_hour")
+        self._planck(self.promo_budget, "promo_budget")  # refused at start, not at first use
+        self._planck(self.promo_payout_daily_cap, "promo_payout_daily_cap")
         largest = largest_charge(vm)
         if largest > INT64_MAX:
             raise ValueError(

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from substrateinterface import Keypair
 
 from kumulus import __version__
-from kumulus.backend import settlement_state
+from kumulus.backend import metrics, settlement_state
 from kumulus.backend.api.routes import (
     agents,
     anchors,
@@ -23,6 +23,7 @@ from kumulus.backend.api.routes import (
     provider,
     wallets,
 )
+from kumulus.backend.api.routes import metrics as metrics_routes
 from kumulus.backend.converge import Converger
 from kumulus.backend.db import Database, migrate
 from kumulus.backend.heartbeats import HeartbeatWriter
@@ -116,6 +117,7 @@ def create_app(settings: BackendSettings) -> FastAPI:
     app.state.jobs = jobs.runner
     app.state.converger = converger
     app.state.backend_jobs = jobs
+    app.state.metrics = metrics.registry(db)  # this app's own (tests build many apps)
     install_error_handlers(app)
 
     @app.get("/healthz", tags=["meta"])
@@ -143,6 +145,7 @@ def create_app(settings: BackendSettings) -> FastAPI:
     app.include_router(billing.router)
     app.include_router(wallets.router)
     app.include_router(anchors.router)
+    app.include_router(metrics_routes.router)
     log.info(
         "backend %s on %s; signing address %s",
         __version__,

@@ -6,7 +6,8 @@ Two money classes never mix:
   held), `hold` (prepaid for one VM), `provider` (earnings a provider can withdraw),
   `platform` (fees), `chain` (the outside world: deposits in, payouts out; negative).
 - **promotional**: `promo` (a developer's sign-up credit), `hold_promo`, `provider_promo`
-  (earnings paid with promotional credit: never withdrawable), `platform_promo` (the
+  (earnings paid with promotional credit: never withdrawable as such; the platform may
+  buy them back with its own fees, backend/promo_payouts.py), `platform_promo` (the
   issuer: negative by what was granted; it also takes the fee on promotional spending).
 
 Every transaction sums to zero within each class, so promotional credit can never become

@@ -4,7 +4,7 @@ Schema changes only through Alembic migrations (backend/migrations)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -12,6 +12,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Dialect,
     Float,
@@ -479,3 +480,25 @@ class SettlementState(Base):
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PromoPayoutDay(Base):
+    """What the platform paid, one UTC day, out of its fees for providers' promotional
+    earnings (backend/promo_payouts.py): the day's promo budget is spent against it. Written
+    only under the lock of the platform's fee balance, with the ledger postings it sums."""
+
+    __tablename__ = "promo_payout_days"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    amount: Mapped[int] = mapped_column(Planck)
+
+
+class PromoPayout(Base):
+    """What one provider's promotional earnings were paid on one UTC day (the per-provider
+    daily cap is spent against it); same lock and transaction as PromoPayoutDay."""
+
+    __tablename__ = "promo_payouts"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), primary_key=True, index=True)
+    amount: Mapped[int] = mapped_column(Planck)

@@ -333,7 +333,16 @@ class BillingOut(CamelModel):
     held: str = Field(description="developers: set aside by the prepaid holds of their VMs")
     promo: str = Field(
         description="developers: promotional credit left (part of balance); providers: "
-        "earnings paid with promotional credit, never withdrawable"
+        "earnings paid with promotional credit, not withdrawable unless the platform pays "
+        "them from its promo budget (see promoPaid)"
+    )
+    promo_paid: str = Field(
+        description="providers: promotional earnings the platform paid from its fees so "
+        "far (moved into the withdrawable balance); developers: 0"
+    )
+    promo_daily_cap: str = Field(
+        description="providers: the most of their promotional earnings the platform pays "
+        "per UTC day (0: it pays none)"
     )
     per_hour: str = Field(description="developers: spending now; providers: earning now")
     hours_left: float | None = Field(description="developers: runway at the current spend")

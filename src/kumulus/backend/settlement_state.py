@@ -1,7 +1,9 @@
 """Settlement state shared by every backend process (table `settlement_state`).
 
-Two kinds of rows:
+Three kinds of rows:
 - the pinned chain: `genesis` holds the genesis hash the settlement state belongs to;
+- `check:ledger`: how many violations the last ledger check found (breaker.py; the
+  `kumulus_ledger_violations` metric);
 - conditions: `blocked:<what>` stops settlement (deposits and payouts for `chain`, payouts
   for `breaker`), `waiting:<what>` is a warning (the payout float, the daily cap). A row
   present is a condition in force; its value says why, for operators.
@@ -29,6 +31,7 @@ BLOCKED_CHAIN = "blocked:chain"
 BLOCKED_BREAKER = "blocked:breaker"
 WAITING_FLOAT = "waiting:float"
 WAITING_CAP = "waiting:cap"
+LEDGER_VIOLATIONS = "check:ledger"
 
 # What the public sees (/healthz): stable codes, no details (those are in the log and in
 # `kumulus backend settlement`).

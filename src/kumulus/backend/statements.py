@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from kumulus.backend import billing, ledger, paging
+from kumulus.backend import billing, ledger, paging, promo_payouts
 from kumulus.backend.models import VM, Account, Host, LedgerEntry
 from kumulus.backend.schemas import BillingOut, LedgerEntryOut
 from kumulus.config import BackendSettings
@@ -66,7 +66,9 @@ def statement(
 
     Developers: `balance` is what they can spend (deposits and promotional credit not yet
     set aside), `held` what their VMs' prepaid holds keep. Providers: `balance` is what
-    they can withdraw; `promo` what they earned from promotional credit (not withdrawable)."""
+    they can withdraw; `promo` what they earned from promotional credit and is still
+    pending (not withdrawable), `promo_paid` how much of it the platform paid from its fees
+    (backend/promo_payouts.py)."""
     developer = account.role == "developer"
     if developer:
         cash = ledger.balance(db, ledger.DEVELOPER, account.id)
@@ -74,10 +76,12 @@ def statement(
         held = billing.held_by(db, account.id)
         bal = cash + promo
         per_hour = billing.spend_per_hour(db, account.id)
+        promo_paid = 0
     else:
         bal = ledger.balance(db, ledger.PROVIDER, account.id)
         promo = ledger.balance(db, ledger.PROVIDER_PROMO, account.id)
         held = 0
+        promo_paid = promo_payouts.paid_to(db, account.id)
         vms = db.scalars(
             select(VM)
             .join(Host, Host.id == VM.host_id)
@@ -112,6 +116,13 @@ def statement(
         balance_planck=bal,
         held=_money(settings, held),
         promo=_money(settings, promo),
+        promo_paid=_money(settings, promo_paid),
+        promo_daily_cap=_money(
+            settings,
+            0
+            if developer or not promo_payouts.Budget.of(settings).enabled
+            else settings.promo_payout_daily_cap_planck,
+        ),
         per_hour=_money(settings, per_hour),
         hours_left=hours_left,
         warning=warning,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from kumulus.backend import settlement_state, statements, wallets
+from kumulus.backend import promo_payouts, settlement_state, statements, wallets
 from kumulus.backend.deps import Db, Settings
 from kumulus.backend.models import Account
 from kumulus.backend.schemas import WalletLinkIn
@@ -32,13 +32,15 @@ def _page(
     settlement_on = getattr(request.app.state, "chain", None) is not None
     view = statements.statement(db, settings, account, settlement_on, 200)
     context: dict[str, Any] = {"title": "Billing", "nav": "billing", "billing": view}
+    # Conditions are raised with settlement on, and the breaker also by promo payouts.
+    context["settlement_banners"] = settlement_state.banners(db, account.role)
     if settlement_on:
         context["deposit_address"] = request.app.state.deposit_address
-        context["settlement_banners"] = settlement_state.banners(db, account.role)
     if account.role == "developer":
         context["challenge"] = new_challenge(db, account, settings.challenge_ttl, " for deposits")
         context["wallets"] = [w.address for w in wallets.wallets_page(db, account, 200, None)[0]]
     else:
+        context["promo_payouts_on"] = promo_payouts.Budget.of(settings).enabled
         rows, _ = wallets.payouts_page(db, account, 200, None)
         context["payouts"] = [wallets.payout_out(settings, p) for p in rows]
     return render(request, "billing.html", {**context, **extra}, status_code=status_code)

@@ -8,6 +8,8 @@
 | stops           | maintenance_interval    | exclusive                                    |
 | deletes         | maintenance_interval    | exclusive                                    |
 | prune           | maintenance_interval    | none (idempotent and cheap)                  |
+| promo-payouts   | maintenance_interval    | exclusive (limits hold under ledger locks);  |
+|                 |                         | only with a promo budget and cap above 0     |
 | reputation      | reputation_interval     | once per interval across processes           |
 | deposits        | maintenance_interval    | exclusive                                    |
 | payouts         | maintenance_interval    | its own sender lease (PayoutWorker)          |
@@ -40,6 +42,7 @@ from kumulus.backend.jobs import (
     meter,
     payout_float,
     payouts,
+    promo_payouts,
     prune,
     reputation,
     starts,
@@ -48,6 +51,7 @@ from kumulus.backend.jobs import (
 from kumulus.backend.jobs.anchors import AnchorJob
 from kumulus.backend.jobs.lease import DbLease
 from kumulus.backend.payouts import PayoutWorker
+from kumulus.backend.promo_payouts import Budget
 from kumulus.chain.client import ChainClient, ChainError
 from kumulus.config import BackendSettings
 from kumulus.core.jobs import Job, JobRunner, Lease, LeaseUse
@@ -56,7 +60,7 @@ log = logging.getLogger(__name__)
 
 FREQUENT = (
     "meter", "creates", starts.NAME, "stops", "deletes", "prune", "deposits", "payouts", "anchors",
-    payout_float.NAME,
+    payout_float.NAME, promo_payouts.NAME,
 )  # fmt: skip
 ALL = (*FREQUENT, "reputation", payouts.SCHEDULE)
 
@@ -124,6 +128,11 @@ def backend_jobs(
             partial(reputation.recompute, db), lease=lease,
             lease_use=LeaseUse.ONCE_PER_INTERVAL, poll=poll),
     ]  # fmt: skip
+    if Budget.of(settings).enabled:  # at 0, the default, promo earnings are never paid
+        jobs.append(
+            Job(promo_payouts.NAME, every(promo_payouts.NAME), timeout(promo_payouts.NAME),
+                partial(promo_payouts.pay, db, settings), lease=lease)
+        )  # fmt: skip
     if chain is None or payout_key is None:
         return BackendJobs(JobRunner(jobs))  # settlement off: no chain jobs
     if deposit is None:
