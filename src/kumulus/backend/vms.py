@@ -126,8 +126,8 @@ class VMService:
     def converged(vm: VM, action: Action) -> bool:
         """Whether nothing of `action` is left to do for the VM (its host confirmed, it
         failed for good, or a later intent replaced it)."""
-        if action == "create":
-            return not VMService.awaiting_create(vm)
+        if action == "create":  # pending without a host: being placed elsewhere
+            return vm.actual_state != "pending" or vm.intended_state == "deleted"
         if action == "start":
             return vm.start_requested_at is None or vm.intended_state != "running"
         if action == "stop":
