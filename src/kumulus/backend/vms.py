@@ -444,14 +444,33 @@ class VMService:
         if vm.intended_state == "deleted":
             raise ConflictError(f"VM {vm.id} is being deleted", code="deleting")
 
-    def _settle(self, vm: VM, to_state: str, strict: bool = False) -> None:
+    def _settle(
+        self,
+        vm: VM,
+        to_state: str,
+        strict: bool = False,
+        still: Callable[[VM], bool] | None = None,
+    ) -> bool:
         """Charge what the VM owes in its current state and size its hold for `to_state`,
         in one transaction (committed). `strict`: PaymentRequiredError, nothing changed,
-        when the developer's funds cannot cover a full hold in that state."""
+        when the developer's funds cannot cover a full hold in that state. `still`: checked
+        on the VM as re-read under its balances' lock; when it no longer holds (a later
+        intent replaced the one being carried out), nothing is changed and False returned."""
         self.db.commit()  # the VM's balances are locked first, in a fresh transaction
         try:
+            locked, hosts = billing.lock_vms(self.db, [vm], self.terms.heartbeat_ttl)
+            if still is not None and not still(vm):
+                self.db.commit()
+                return False
             billing.settle(
-                self.db, vm, self.terms, to_state=to_state, strict=strict, money=self.money
+                self.db,
+                vm,
+                self.terms,
+                to_state=to_state,
+                strict=strict,
+                money=self.money,
+                locked=locked,
+                providers=hosts,
             )
             self.db.commit()
         except (PaymentRequiredError, OperationalError, InterfaceError):
@@ -465,9 +484,12 @@ class VMService:
             self.db.refresh(vm)
             if strict:
                 raise
+            if still is not None and not still(vm):
+                return False
             log.warning("VM %s: not metered before the change: %s", vm.id, failure_reason(exc))
             vm.intended_state = to_state
             self.db.commit()
+        return True
 
     def _on_a_host(self, vm: VM) -> None:
         if vm.host_id is None or vm.agent_vm_id is None:
@@ -490,25 +512,38 @@ class VMService:
         self._kick(vm, "start")
         return vm
 
+    @staticmethod
+    def _start_pending(vm: VM) -> bool:
+        return vm.intended_state == "running" and vm.start_requested_at is not None
+
     def send_pending_start(self, vm: VM) -> bool:
         """Have the host start a VM whose start it has not confirmed. True once it has
         (or refused outright: the VM is wanted stopped again, with the host's reason);
         raises the error family while the host is away or failing (tried again later)."""
         self.db.refresh(vm)
-        if vm.intended_state != "running" or vm.start_requested_at is None:
+        if not self._start_pending(vm):
             return False
         try:
             agent_vm = self._host_agent(vm).start_vm(vm.agent_vm_id or "")
         except ApiError as exc:
             if exc.status is None or exc.status >= 500:
                 raise self._agent_error(exc) from exc
-            self._settle(vm, "stopped")  # it will not run there: the running hold back
-            vm.start_requested_at = None
-            vm.failure_reason = f"the host refused to start it: {exc.detail}"
-            self.db.commit()
+            # It will not run there: the running hold back (unless a stop or delete came
+            # meanwhile, which has sized the hold already).
+            if self._settle(vm, "stopped", still=self._start_pending):
+                vm.start_requested_at = None
+                vm.failure_reason = f"the host refused to start it: {exc.detail}"
+                self.db.commit()
             return True
         # The time until now was at the rate of what the host reported (not running).
-        self._settle(vm, "running")
+        if not self._settle(vm, "running", still=self._start_pending):
+            # A stop or delete was recorded while the host answered: it wins. The host
+            # runs the VM now, so a stop is sent to it again (the `stops` job); a delete
+            # is carried out by its own worker and the `deletes` job.
+            if vm.intended_state == "stopped":
+                vm.actual_state, vm.updated_at = "running", utcnow()
+                self.db.commit()
+            return True
         if vm.intended_state == "running":  # not stopped for funds meanwhile
             vm.actual_state = "running" if agent_vm.status == "Running" else "starting"
             vm.failure_reason = None
