@@ -280,6 +280,9 @@ class VMService:
         nothing changed, when it cannot be."""
         # Balances first, then the host: the order every money change takes locks in.
         locked, _ = billing.lock_vms(self.db, [vm])
+        if vm.intended_state == "deleted":  # deleted meanwhile: its hold is back already
+            self.db.rollback()
+            raise ConflictError(f"VM {vm.id} is being deleted", code="deleting")
         try:
             placed = place(
                 self.db,
@@ -332,13 +335,16 @@ class VMService:
             tried.add(vm.host_id or "")
             vm.create_refusals = (vm.create_refusals or 0) + 1
             self._unplace(vm)  # its hold and capacity back first (commits)
+            if vm.intended_state == "deleted":
+                return True  # deleted meanwhile: not placed again (the delete finishes it)
             if len(tried) >= MAX_HOSTS or vm.create_refusals >= MAX_REFUSALS:
                 self._fail(vm, refused)
                 return True
             try:
                 self._place(vm, tried)
             except (ConflictError, PaymentRequiredError) as exc:
-                self._fail(vm, f"{refused}; {exc.detail}")
+                if exc.error_code != "deleting":
+                    self._fail(vm, f"{refused}; {exc.detail}")
                 return True
         return False
 
