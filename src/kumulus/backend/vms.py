@@ -333,8 +333,8 @@ class VMService:
             if refused is None:
                 return True
             tried.add(vm.host_id or "")
-            vm.create_refusals = (vm.create_refusals or 0) + 1
-            self._unplace(vm)  # its hold and capacity back first (commits)
+            if not self._unplace(vm):  # its hold and capacity back first (commits)
+                return True  # another try got it adopted meanwhile: that answer stands
             if vm.intended_state == "deleted":
                 return True  # deleted meanwhile: not placed again (the delete finishes it)
             if len(tried) >= MAX_HOSTS or vm.create_refusals >= MAX_REFUSALS:
@@ -413,15 +413,23 @@ class VMService:
     def _agent(self, host: Host) -> AgentClient:
         return AgentClient(host.api_url, host.id, self.keypair)
 
-    def _unplace(self, vm: VM) -> None:
-        """Undo a placement whose host did not take the VM: its hold back to the
-        developer, its capacity back to the host (commits)."""
+    def _unplace(self, vm: VM) -> bool:
+        """Undo a placement whose host refused the VM: its hold back to the developer, its
+        capacity back to the host, one more refusal counted (commits). False, nothing
+        changed, when the VM no longer awaits that create (re-read under its balances'
+        lock): another try of the same create got it adopted, and it runs there."""
+        host_id = vm.host_id
         locked, _ = billing.lock_vms(self.db, [vm])
+        if not self.awaiting_create(vm) or vm.host_id != host_id:
+            self.db.commit()
+            return False
+        vm.create_refusals = (vm.create_refusals or 0) + 1
         billing.release(self.db, vm, locked, keep=0)
         if vm.reserved and vm.host_id:
             release(self.db, vm.host_id, want_of(vm), commit=False)
         vm.reserved, vm.host_id = False, None
         self.db.commit()
+        return True
 
     @property
     def terms(self) -> billing.Terms:
