@@ -517,8 +517,10 @@ class VMService:
         self._not_deleting(vm)
         self._on_a_host(vm)
         running = vm.actual_state in ("running", "starting", "restarting")
-        if vm.intended_state == "running" and vm.start_requested_at is None and running:
-            return vm  # nothing to do
+        if vm.intended_state == "running" and (vm.start_requested_at is not None or running):
+            # Running, or its start recorded already: asking again neither calls the host
+            # again nor resets its backoff (the jobs keep sending it).
+            return vm
         self._settle(vm, "running", strict=True)
         vm.start_requested_at = vm.updated_at = utcnow()
         converge.mark_intent(vm)
@@ -570,8 +572,10 @@ class VMService:
         whatever its host does) and have its host stop it (see send_pending_stop)."""
         self._not_deleting(vm)
         self._on_a_host(vm)
-        if vm.intended_state == "stopped" and vm.actual_state not in PENDING_STOP:
-            return vm  # stopped already
+        if vm.intended_state == "stopped":
+            # Stopped, or its stop recorded already (billed stopped since): the `stops` job
+            # sends it, with its backoff, until the host confirms.
+            return vm
         self._settle(vm, "stopped")
         vm.start_requested_at = None
         if vm.actual_state in ("running", "starting", "restarting"):
@@ -616,8 +620,9 @@ class VMService:
         """Record the wish that the VM is gone (its hold back to the developer at once,
         nothing billed from now) and have its host remove it (see finish_delete); the VM
         is `deleting` until the host confirms, then `deleted`."""
-        if vm.intended_state != "deleted":
-            self._settle(vm, "deleted")  # the hold goes back to the developer
+        if vm.intended_state == "deleted":
+            return vm  # recorded already: the `deletes` job finishes it, with its backoff
+        self._settle(vm, "deleted")  # the hold goes back to the developer
         vm.intended_state, vm.updated_at = "deleted", utcnow()
         if vm.actual_state != "deleted" and not self.awaiting_create(vm):
             vm.actual_state = "deleting"
