@@ -425,11 +425,26 @@ class VMService:
             return False
         vm.create_refusals = (vm.create_refusals or 0) + 1
         billing.release(self.db, vm, locked, keep=0)
-        if vm.reserved and vm.host_id:
-            release(self.db, vm.host_id, want_of(vm), commit=False)
+        self._give_back(vm)
         vm.reserved, vm.host_id = False, None
         self.db.commit()
         return True
+
+    def _give_back(self, vm: VM) -> None:
+        """Give the VM's reserved capacity back to its host, once whoever calls: the one
+        that clears `reserved` in the database releases it (caller commits). Acting on
+        `vm.reserved` as read earlier released it twice when a delete raced a refusal."""
+        won = self.db.execute(
+            update(VM)
+            .where(VM.id == vm.id, VM.reserved.is_(True))
+            .values(reserved=False)
+            .execution_options(synchronize_session=False)
+        )
+        if won.rowcount == 1:  # type: ignore[attr-defined]
+            host_id = self.db.scalar(select(VM.host_id).where(VM.id == vm.id))
+            if host_id:
+                release(self.db, host_id, want_of(vm), commit=False)
+        vm.reserved = False
 
     @property
     def terms(self) -> billing.Terms:
@@ -665,14 +680,12 @@ class VMService:
         claimed = self.db.execute(
             update(VM)
             .where(VM.id == vm.id, VM.actual_state != "deleted")
-            .values(actual_state="deleted", reserved=False, updated_at=utcnow())
+            .values(actual_state="deleted", updated_at=utcnow())
             .execution_options(synchronize_session=False)
         )
-        if claimed.rowcount == 1:  # type: ignore[attr-defined]
-            if vm.reserved and vm.host_id:
-                release(self.db, vm.host_id, want_of(vm), commit=False)
-            if ran and host is not None:
-                _count_lease(self.db, host.id, completed=True)
+        self._give_back(vm)
+        if claimed.rowcount == 1 and ran and host is not None:  # type: ignore[attr-defined]
+            _count_lease(self.db, host.id, completed=True)
         self.db.commit()
         self.db.refresh(vm)
         return True
