@@ -25,6 +25,7 @@ class FakeRuntime:
         self.restarts: list[str] = []
         self.create_delay = 0.0
         self.fail_create: str | None = None
+        self.host_keys: dict[str, bytes] = {}  # vm id -> private host key installed
         self._lock = threading.Lock()
 
     def create(self, spec: VMSpec, image: str, pids_limit: int) -> VMInfo:
@@ -48,7 +49,15 @@ class FakeRuntime:
         self.vms[vm_id] = info
         return info
 
+    def install_host_key(self, vm_id: str, private_key: bytes) -> None:
+        self._get(vm_id)
+        self.host_keys[vm_id] = private_key
+
     def start(self, vm_id: str) -> VMInfo:
+        spec = self._get(vm_id).spec
+        if spec.host_key and vm_id not in self.host_keys:
+            # As the VM's entrypoint does: no sshd without the key the agent reported.
+            raise EngineError(f"VM {vm_id}: the host key the agent chose is missing")
         return self._set(vm_id, "running")
 
     def stop(self, vm_id: str, timeout: int = 10) -> VMInfo:

@@ -107,10 +107,19 @@ class AgentClient:
 
     @staticmethod
     def _vm(answer: Any) -> VMPublic:
+        """The answer as a VM, every field checked (the host key parsed, its fingerprint
+        matching), or ApiError `bad_answer` saying which fields are wrong (never their
+        values: they are the provider's text)."""
         try:
             return VMPublic.model_validate(answer)
         except ValidationError as exc:
-            raise ApiError("the agent's answer is not a VM", 200, "bad_answer", retry=True) from exc
+            problems = "; ".join(
+                f"{_field_name(error['loc'])}: {error['msg']}"
+                for error in exc.errors(include_input=False, include_url=False)[:3]
+            )
+            raise ApiError(
+                f"the agent's answer is not a VM ({problems})", 200, "bad_answer", retry=True
+            ) from exc
 
     def create_vm(self, body: dict[str, Any], idempotency_key: str) -> VMPublic:
         return self._vm(self._call("POST", "/v1/vms", body, {"Idempotency-Key": idempotency_key}))
@@ -134,6 +143,13 @@ class AgentClient:
         # Relayed to the developer as they are (lines, their programs' colours): the CLI
         # shows control characters as '?', the console escapes HTML. Only bounded here.
         return str(answer["logs"])[-MAX_LOGS:]
+
+
+def _field_name(loc: tuple[int | str, ...]) -> str:
+    # An unknown field's name is the sender's text too: letters, digits, '_' and '.' only.
+    text = ".".join(str(part) for part in loc)
+    name = "".join(ch for ch in text if ch.isascii() and (ch.isalnum() or ch in "._"))
+    return name[:60] or "answer"
 
 
 class BackendClient:

@@ -14,7 +14,9 @@ from typing import Annotated, Any
 
 import typer
 
+from kumulus import known_hosts
 from kumulus.client import ApiError, BackendClient
+from kumulus.core.hostkeys import HostKeyError, host_key_alias, parse_host_key
 from kumulus.core.hostnames import ssh_argv, ssh_command
 from kumulus.core.signing import write_secret_file
 from kumulus.core.usernames import UsernameError, validate_username
@@ -28,6 +30,10 @@ POLL_EVERY = 1.0
 def config_path() -> Path:
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "kumulus" / "cli.json"
+
+
+def known_hosts_path() -> Path:
+    return config_path().with_name("known_hosts")
 
 
 def _printable(value: object, limit: int = 300) -> str:
@@ -311,12 +317,28 @@ def _ssh_parts(vm: dict[str, Any]) -> tuple[str, object, str]:
     return host, port, username
 
 
-def _ssh_argv(vm: dict[str, Any]) -> list[str]:
+def _ssh_argv(vm: dict[str, Any], known: Path | None = None) -> list[str]:
     """The ssh argv for a VM answer, built from its sshHost, sshPort and username, each
     validated here again (ValueError otherwise). The server's sshCommand is never used: a
     host's address comes from its provider, and a string split into argv could carry
-    options such as -oProxyCommand that run commands on this machine."""
-    return ssh_argv(*_ssh_parts(vm))
+    options such as -oProxyCommand that run commands on this machine.
+
+    With `known` (a known_hosts file), ssh checks the VM's host key against `vm-<id>` in
+    that file: the VM's hostKey, filed there first (StrictHostKeyChecking=yes), or, when
+    the answer has none, whatever key ssh is shown first (accept-new; see vm_ssh)."""
+    argv = ssh_argv(*_ssh_parts(vm))
+    if known is None:
+        return argv
+    alias = host_key_alias(vm.get("id"))
+    key = vm.get("hostKey")
+    if key is not None:
+        try:
+            key = parse_host_key(key).line
+        except HostKeyError as exc:
+            raise ValueError(f"the backend's host key for the VM is not valid: {exc}") from exc
+    options = known_hosts.ssh_options(known, alias, verified=key is not None)
+    destination = argv.index("--")
+    return argv[:destination] + options + argv[destination:]
 
 
 def _ssh_line(vm: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -384,7 +406,8 @@ def vm_ssh(
     vm_id: str,
     identity: Annotated[Path | None, typer.Option("-i", help="private key file")] = None,
 ) -> None:
-    """Open an SSH session to the VM (runs your ssh client)."""
+    """Open an SSH session to the VM (runs your ssh client), checking its host key
+    against the one its host reported, kept in ~/.config/kumulus/known_hosts."""
     vm = _call("GET", f"/v1/vms/{vm_id}")
     if not isinstance(vm, dict):
         raise _fail("the backend answered something that is not a VM")
@@ -393,10 +416,30 @@ def vm_ssh(
     if not vm.get("sshHost") or vm.get("sshPort") is None:
         state = _printable(vm.get("actualState", "?"))
         raise _fail(f"VM {vm_id} has no SSH address yet ({state})")
+    known = known_hosts_path()
     try:
-        argv = _ssh_argv(vm)
+        argv = _ssh_argv(vm, known)
+        if vm.get("hostKey") is not None:
+            replaced = known_hosts.remember(known, host_key_alias(vm["id"]), vm["hostKey"])
+            if replaced is not None:
+                typer.secho(
+                    f"warning: the backend reports a different host key for VM {vm_id} than "
+                    f"{known} had; using the backend's",
+                    err=True,
+                    fg=typer.colors.YELLOW,
+                )
     except ValueError as exc:
         raise _fail(f"refusing to run ssh for VM {vm_id}: {exc}") from exc
+    except OSError as exc:
+        raise _fail(f"cannot write {known}: {exc}") from exc
+    if vm.get("hostKey") is None:
+        typer.secho(
+            f"warning: the backend has no host key for VM {vm_id} (made before hosts reported "
+            "them): ssh trusts the key it is shown on the first connection and refuses any "
+            "other after that",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
     if identity is not None:
         argv[1:1] = ["-i", str(identity.expanduser())]
     # argv built here from validated parts; no shell, nothing the server wrote runs as is.

@@ -109,7 +109,9 @@ class FakeAgent:
         pass
 
     def create_vm(self, body: dict[str, Any], idempotency_key: str) -> SimpleNamespace:
-        return SimpleNamespace(vm_id="agent-" + idempotency_key, ssh_port=2222, status="Running")
+        return SimpleNamespace(
+            vm_id="agent-" + idempotency_key, ssh_port=2222, status="Running", host_key=None
+        )
 
 
 def test_the_largest_charge_and_a_deposit_past_int64_are_exact(

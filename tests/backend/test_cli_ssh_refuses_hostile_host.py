@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from kumulus import known_hosts
 from tests.cli_runner import run_cli
 from tests.json_server import JsonServer
 
@@ -100,6 +101,12 @@ class Env:
     def kumulus(self, *args: str) -> subprocess.CompletedProcess[str]:
         return run_cli(self.home, *args, path=self.path)
 
+    def host_key_options(self) -> list[str]:
+        # These VMs have no host key: ssh files the first one it is shown (see
+        # test_cli_ssh_checks_the_host_key.py for VMs that have one).
+        path = self.home / "kumulus" / "known_hosts"
+        return known_hosts.ssh_options(path, "vm-v1", verified=False)
+
     def recorded(self) -> list[str] | None:
         if not self.record.exists():
             return None
@@ -117,21 +124,29 @@ def env(tmp_path: Path) -> Iterator[Env]:
 def test_valid_host_runs_ssh_with_an_argv_built_here(env: Env) -> None:
     out = env.kumulus("vm", "ssh", env.vm())
     assert out.returncode == 0, out.stderr
-    assert env.recorded() == ["-p", "2201", "--", "dev@203.0.113.5"]
+    assert env.recorded() == ["-p", "2201", *env.host_key_options(), "--", "dev@203.0.113.5"]
     assert not env.marker.exists()
 
 
 def test_ipv6_host_goes_without_brackets(env: Env) -> None:
     out = env.kumulus("vm", "ssh", env.vm(sshHost="2001:DB8::5"))
     assert out.returncode == 0, out.stderr
-    assert env.recorded() == ["-p", "2201", "--", "dev@2001:db8::5"]
+    assert env.recorded() == ["-p", "2201", *env.host_key_options(), "--", "dev@2001:db8::5"]
 
 
 def test_identity_file_goes_before_the_destination(env: Env, tmp_path: Path) -> None:
     key = tmp_path / "id key"
     out = env.kumulus("vm", "ssh", env.vm(), "-i", str(key))
     assert out.returncode == 0, out.stderr
-    assert env.recorded() == ["-i", str(key), "-p", "2201", "--", "dev@203.0.113.5"]
+    assert env.recorded() == [
+        "-i",
+        str(key),
+        "-p",
+        "2201",
+        *env.host_key_options(),
+        "--",
+        "dev@203.0.113.5",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,9 @@ class FakeAgent:
         pass
 
     def create_vm(self, body: dict[str, Any], idempotency_key: str) -> SimpleNamespace:
-        return SimpleNamespace(vm_id="agent-" + idempotency_key, ssh_port=2222, status="Running")
+        return SimpleNamespace(
+            vm_id="agent-" + idempotency_key, ssh_port=2222, status="Running", host_key=None
+        )
 
 
 def _own_region_host(backend: TestClient, price_cpu: int) -> tuple[str, int]:

@@ -21,7 +21,9 @@ class FakeAgent:
         pass
 
     def create_vm(self, body: dict[str, Any], idempotency_key: str) -> SimpleNamespace:
-        return SimpleNamespace(vm_id="agent-" + idempotency_key, ssh_port=2222, status="Running")
+        return SimpleNamespace(
+            vm_id="agent-" + idempotency_key, ssh_port=2222, status="Running", host_key=None
+        )
 
 
 SHAPE = {"cpu": 1.5, "memory": "3g", "disk": "25g"}

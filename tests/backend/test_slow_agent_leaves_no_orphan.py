@@ -44,7 +44,7 @@ class SlowAgent:
         if first:
             raise ApiError("the agent did not answer within 90 s", None, "timeout", retry=True)
         return SimpleNamespace(
-            vm_id=SlowAgent.made[idempotency_key], ssh_port=2222, status="Running"
+            vm_id=SlowAgent.made[idempotency_key], ssh_port=2222, status="Running", host_key=None
         )
 
     def delete_vm(self, vm_id: str) -> None:

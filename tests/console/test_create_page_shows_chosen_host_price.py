@@ -29,7 +29,9 @@ class FakeAgent:
         pass
 
     def create_vm(self, body: dict[str, Any], idempotency_key: str) -> SimpleNamespace:
-        return SimpleNamespace(vm_id="agent-" + idempotency_key, ssh_port=2222, status="Running")
+        return SimpleNamespace(
+            vm_id="agent-" + idempotency_key, ssh_port=2222, status="Running", host_key=None
+        )
 
 
 def _setup(server: TestClient, public_key: str) -> tuple[str, str]:

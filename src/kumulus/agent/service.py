@@ -12,6 +12,7 @@ import time
 from datetime import UTC, datetime
 
 from kumulus import __version__
+from kumulus.agent import host_keys
 from kumulus.agent.capacity import Resources, measure_capacity, reserved_by, shortfall
 from kumulus.agent.cpusets import CpusetAllocator, host_cores
 from kumulus.agent.errors import (
@@ -34,6 +35,7 @@ from kumulus.agent.runtime import (
 )
 from kumulus.agent.sshprobe import banner, default_public_host, probe_host, wait_for_banner
 from kumulus.config import AgentSettings
+from kumulus.core.hostkeys import HostKey, HostKeyError, parse_host_key
 from kumulus.core.hostnames import ssh_command
 from kumulus.core.schemas import VM_ID_RE, Capacity, HostInfo, VMCreate, VMPublic, VMStatus
 from kumulus.core.sizes import format_size, parse_size
@@ -137,6 +139,7 @@ class VMService:
     def view(self, info: VMInfo, status: VMStatus | None = None) -> VMPublic:
         spec = info.spec
         host = self.public_host
+        host_key = _host_key_of(spec)
         return VMPublic(
             vm_id=spec.vm_id,
             username=spec.username,
@@ -150,6 +153,8 @@ class VMService:
             memory=format_size(spec.memory),
             disk=None if spec.disk is None else format_size(spec.disk),
             created_at=datetime.fromtimestamp(spec.created_at, UTC),
+            host_key=host_key.line if host_key else None,
+            host_key_fingerprint=host_key.fingerprint if host_key else None,
         )
 
     # -- operations ----------------------------------------------------------------------
@@ -191,6 +196,7 @@ class VMService:
         t0 = time.monotonic()
         for _attempt in range(_PORT_RETRIES):
             existing: VMInfo | None = None
+            host_key = host_keys.generate()
             with self._create_lock:
                 t_lock = time.monotonic()
                 vms = self._list()
@@ -199,7 +205,9 @@ class VMService:
                         (vm for vm in vms if vm.spec.idempotency_key == idempotency_key), None
                     )
                 if existing is None:
-                    spec = self._place(req, vms, idempotency_key, self._lxcfs_for_new_vm())
+                    spec = self._place(
+                        req, vms, idempotency_key, self._lxcfs_for_new_vm(), host_key.public_line
+                    )
                     t_placed = time.monotonic()
                     try:
                         self.runtime.create(spec, self.settings.image, self.settings.pids_limit)
@@ -209,9 +217,14 @@ class VMService:
             if existing is not None:
                 # Outside the lock: waiting for a retried VM must not block other creates.
                 return self._retried(existing, req), False
-            # Starting and waiting for sshd happen outside the lock: the container (with its
-            # labels: port, reservation) already exists, so the next create accounts for it.
+            # Installing the host key, starting and waiting for sshd happen outside the lock:
+            # the container (with its labels: port, reservation) already exists, so the next
+            # create accounts for it.
             try:
+                self.runtime.install_host_key(spec.vm_id, host_key.private_openssh)
+                # From now on the private key lives in the VM's files only.
+                del host_key
+                t_keyed = time.monotonic()
                 info = self.runtime.start(spec.vm_id)
             except PortInUseError:
                 log.warning("port %s taken by another program; choosing another", spec.ssh_port)
@@ -225,7 +238,7 @@ class VMService:
             t_ready = time.monotonic()
             log.info(
                 "created VM %s for %s (cpu=%g memory=%s disk=%s port=%d) in %.2f s: "
-                "wait %.2f, place %.2f, engine create %.2f, start %.2f, sshd %.2f",
+                "wait %.2f, place %.2f, engine create %.2f, host key %.2f, start %.2f, sshd %.2f",
                 spec.vm_id,
                 spec.username,
                 spec.cpu,
@@ -236,7 +249,8 @@ class VMService:
                 t_lock - t0,
                 t_placed - t_lock,
                 t_created - t_placed,
-                t_started - t_created,
+                t_keyed - t_created,
+                t_started - t_keyed,
                 t_ready - t_started,
             )
             return view, True
@@ -301,6 +315,7 @@ class VMService:
         vms: builtins.list[VMInfo],
         idempotency_key: str | None,
         lxcfs: LxcfsStatus,
+        host_key: str,
     ) -> VMSpec:
         want = Resources(cpu=req.cpu, memory=req.memory, disk=req.disk or 0)
         free = self.capacity - reserved_by(vms)
@@ -334,6 +349,7 @@ class VMService:
             cpuset=cores,
             lxcfs_dir=str(self.lxcfs.root) if lxcfs.active else None,
             lxcfs_files=lxcfs.files,
+            host_key=host_key,
         )
 
     def _await_ready(self, info: VMInfo, *, fail_removes: bool) -> VMPublic:
@@ -413,6 +429,18 @@ class VMService:
             self.runtime.destroy(vm_id)
         except EngineError:
             log.exception("could not clean up VM %s", vm_id)
+
+
+def _host_key_of(spec: VMSpec) -> HostKey | None:
+    """The VM's host key as read back from the engine, or None (VMs made before the agent
+    chose host keys; a label that is not a key is logged and not served)."""
+    if spec.host_key is None:
+        return None
+    try:
+        return parse_host_key(spec.host_key)
+    except HostKeyError as exc:
+        log.warning("VM %s: its host key label is not served: %s", spec.vm_id, exc)
+        return None
 
 
 def _cap(r: Resources) -> Capacity:

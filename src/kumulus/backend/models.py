@@ -281,6 +281,11 @@ class VM(Base):
     reserved: Mapped[bool] = mapped_column(Boolean, default=False)
     ssh_host: Mapped[str | None] = mapped_column(String(255))
     ssh_port: Mapped[int | None] = mapped_column(Integer)
+    # The VM's SSH host key as its agent reported it when it adopted the VM ("<type>
+    # <base64>", checked by core/hostkeys.py) and its fingerprint as the backend computed
+    # it; None for VMs made before agents chose host keys.
+    host_key: Mapped[str | None] = mapped_column(Text)
+    host_key_fingerprint: Mapped[str | None] = mapped_column(String(64))
     failure_reason: Mapped[str | None] = mapped_column(Text)
     # Prices fixed when the VM was placed (planck per hour per unit), and the most the
     # developer accepted to pay per hour.

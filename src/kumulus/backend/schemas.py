@@ -280,10 +280,21 @@ class VMOut(CamelModel):
     )
     ssh_port: int | None
     ssh_command: str | None = Field(
-        description="ready to paste: `ssh -p PORT USER@HOST`, built from validated parts"
+        description="ready to paste: `ssh -p PORT USER@HOST`, built from validated parts; "
+        "a convenience that does not check the host key (`kumulus vm ssh` does)"
     )
     ssh_problem: str | None = Field(
         default=None, description="why there is no ssh address although the VM has a host"
+    )
+    host_key: str | None = Field(
+        default=None,
+        description="the VM's SSH host key, '<type> <base64>', as its host reported it when "
+        "it made the VM; null for VMs made before hosts reported host keys",
+    )
+    host_key_fingerprint: str | None = Field(
+        default=None,
+        description="SHA256 fingerprint of hostKey, as `ssh-keygen -lf` prints it, computed "
+        "by the platform from the key",
     )
     failure_reason: str | None = Field(
         description="why the VM failed; it may quote the host's agent (one line, bounded)"

@@ -33,6 +33,7 @@ from kumulus.core.errors import (
     UnavailableError,
     UpstreamError,
 )
+from kumulus.core.hostkeys import parse_host_key
 from kumulus.core.hostnames import (
     HostnameError,
     ssh_command,
@@ -173,6 +174,8 @@ class VMService:
             ssh_port=vm.ssh_port if shown else None,
             ssh_command=command,
             ssh_problem=problem,
+            host_key=vm.host_key,
+            host_key_fingerprint=vm.host_key_fingerprint,
             failure_reason=vm.failure_reason,
             price_per_hour=self.money(price_hour(vm)) if vm.host_id else None,
             delete_after=deadline,
@@ -382,6 +385,9 @@ class VMService:
         and a job that both got the host's answer must not restart its metering."""
         probe = VM()
         start_metering(probe)
+        # Checked once more here (the client checked the answer): what is stored is a key,
+        # and the fingerprint is the backend's own, never the host's word.
+        host_key = parse_host_key(agent_vm.host_key) if agent_vm.host_key else None
         self.db.execute(
             update(VM)
             .where(VM.id == vm.id, VM.agent_vm_id.is_(None))
@@ -392,6 +398,8 @@ class VMService:
                 posted_at=probe.posted_at,
                 ssh_host=host.public_ip,
                 ssh_port=agent_vm.ssh_port,
+                host_key=host_key.line if host_key else None,
+                host_key_fingerprint=host_key.fingerprint if host_key else None,
                 actual_state="running" if agent_vm.status == "Running" else "starting",
                 updated_at=utcnow(),
             )

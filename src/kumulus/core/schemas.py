@@ -7,9 +7,18 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, AliasGenerator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    AliasGenerator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
+from kumulus.core.hostkeys import HostKeyLine, parse_host_key
 from kumulus.core.sizes import SizeError, parse_size
 from kumulus.core.sshkeys import SSHKeyError, parse_ssh_public_key
 from kumulus.core.usernames import UsernameError, validate_username
@@ -106,6 +115,22 @@ class VMPublic(CamelModel):
     memory: str = Field(pattern=SIZE_TEXT_PATTERN)
     disk: str | None = Field(pattern=SIZE_TEXT_PATTERN)
     created_at: Timestamp
+    host_key: HostKeyLine | None = Field(
+        default=None,
+        description="the VM's SSH host key, '<type> <base64>' (null for VMs made before "
+        "agents chose host keys)",
+    )
+    host_key_fingerprint: str | None = Field(
+        default=None, description="SHA256 fingerprint of hostKey, as `ssh-keygen -lf` prints it"
+    )
+
+    @model_validator(mode="after")
+    def _fingerprint_of_the_key(self) -> VMPublic:
+        # An answer whose fingerprint is not its key's is a lie about one of them.
+        expected = None if self.host_key is None else parse_host_key(self.host_key).fingerprint
+        if self.host_key_fingerprint != expected:
+            raise ValueError("hostKeyFingerprint is not the fingerprint of hostKey")
+        return self
 
 
 class VMDeleted(CamelModel):

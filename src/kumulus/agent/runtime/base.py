@@ -31,6 +31,9 @@ class VMSpec:
     # Read back by `inspect`, not by `list`.
     lxcfs_dir: str | None = None
     lxcfs_files: tuple[str, ...] = ()  # paths under lxcfs_dir bound at the same path in the VM
+    # The public half of the VM's SSH host key ("ssh-ed25519 <base64>"), which its sshd
+    # serves; None for VMs made before the agent chose host keys.
+    host_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,11 @@ class VMRuntime(Protocol):
 
     def create(self, spec: VMSpec, image: str, pids_limit: int) -> VMInfo:
         """Create (not start) the VM with its own network; clean up fully on failure."""
+
+    def install_host_key(self, vm_id: str, private_key: bytes) -> None:
+        """Write `private_key` (OpenSSH PEM, the private half of the VM's `spec.host_key`)
+        into the created VM's own filesystem as its sshd host key, root-only. Call before
+        the first start: the VM refuses to start sshd without it. Kept nowhere else."""
 
     def start(self, vm_id: str) -> VMInfo:
         """Start a created or stopped VM. Raise PortInUseError if its SSH port is taken."""

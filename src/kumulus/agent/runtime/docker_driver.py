@@ -10,6 +10,8 @@ from __future__ import annotations
 import builtins
 import contextlib
 import functools
+import io
+import tarfile
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -32,6 +34,10 @@ from kumulus.agent.runtime.base import (
 LABEL_VM = "io.kumulus.vm"
 LABEL_AGENT = "io.kumulus.agent"  # which agent owns the VM (several may share one engine)
 _L = "io.kumulus.vm."
+# Where the VM's sshd reads its host key (image/sshd-kumulus.conf); the image's entrypoint
+# checks it against KUMULUS_HOST_KEY before starting sshd.
+HOST_KEY_DIR = "/etc/ssh"
+HOST_KEY_FILE = "ssh_host_ed25519_key"
 
 # sshd and sudo need these; everything else Docker grants by default (NET_RAW, MKNOD,
 # SETFCAP, SETPCAP, ...) is dropped. no-new-privileges is deliberately not set: the VM user
@@ -76,7 +82,28 @@ def _labels(spec: VMSpec, owner: str) -> dict[str, str]:
         labels[_L + "idempotency_key"] = spec.idempotency_key
     if spec.lxcfs_dir:
         labels[_L + "lxcfs_dir"] = spec.lxcfs_dir
+    if spec.host_key:
+        labels[_L + "host_key"] = spec.host_key
     return labels
+
+
+def _environment(spec: VMSpec) -> dict[str, str]:
+    env = {"KUMULUS_USER": spec.username, "KUMULUS_SSH_KEY": spec.ssh_key}
+    if spec.host_key:
+        env["KUMULUS_HOST_KEY"] = spec.host_key
+    return env
+
+
+def host_key_archive(private_key: bytes) -> bytes:
+    """A tar of the one file `HOST_KEY_FILE` (root, 0600) holding `private_key`."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        member = tarfile.TarInfo(HOST_KEY_FILE)
+        member.size, member.mode = len(private_key), 0o600
+        member.uid = member.gid = 0
+        member.uname = member.gname = "root"
+        tar.addfile(member, io.BytesIO(private_key))
+    return buf.getvalue()
 
 
 def parse_cpuset(text: str | None) -> frozenset[int] | None:
@@ -140,6 +167,7 @@ def _spec_from(
         cpuset=parse_cpuset(host_config.get("CpusetCpus")),
         lxcfs_dir=lxcfs_dir,
         lxcfs_files=_bound_lxcfs_files(lxcfs_dir, host_config.get("Binds")),
+        host_key=labels.get(_L + "host_key") or None,
     )
 
 
@@ -281,7 +309,7 @@ class DockerRuntime:
                 hostname=f"vm-{spec.vm_id[:8]}",
                 labels=labels,
                 # Data only: the image's fixed entrypoint reads these; no shell, no Dockerfile.
-                environment={"KUMULUS_USER": spec.username, "KUMULUS_SSH_KEY": spec.ssh_key},
+                environment=_environment(spec),
                 network=name,
                 ports={"22/tcp": (spec.ssh_bind, spec.ssh_port)},
                 nano_cpus=int(spec.cpu * 1e9),
@@ -306,6 +334,20 @@ class DockerRuntime:
             raise EngineError(f"Docker could not create the VM: {_explain(exc)}") from exc
         del container
         return self.inspect(spec.vm_id)
+
+    @_engine_errors
+    def install_host_key(self, vm_id: str, private_key: bytes) -> None:
+        self._inspect_raw(vm_id)
+        try:
+            # A file in the VM's own filesystem, not an environment variable: Docker keeps
+            # the environment in the container's config and shows it to `docker inspect`.
+            self._api.put_archive(
+                container_name(vm_id), HOST_KEY_DIR, host_key_archive(private_key)
+            )
+        except APIError as exc:
+            raise EngineError(
+                f"Docker could not write the host key of VM {vm_id}: {_explain(exc)}"
+            ) from exc
 
     def _cleanup(self, name: str, network: Any) -> None:
         with contextlib.suppress(NotFound, APIError, DockerException):

@@ -1,0 +1,32 @@
+"""vms: host_key, host_key_fingerprint
+
+Revision ID: 0016
+Revises: 0014
+Create Date: 2026-11-30 05:00:00
+
+Each VM's SSH host key, chosen by its agent and reported in the create answer, and its
+SHA256 fingerprint computed by the backend: developers check the VM's identity on their
+first connection. Null for VMs created before.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0016"
+down_revision = "0014"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("vms") as batch_op:
+        batch_op.add_column(sa.Column("host_key", sa.Text(), nullable=True))
+        batch_op.add_column(sa.Column("host_key_fingerprint", sa.String(64), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("vms") as batch_op:
+        batch_op.drop_column("host_key_fingerprint")
+        batch_op.drop_column("host_key")
