@@ -80,6 +80,12 @@ class AgentProcess(ServiceProcess):
                 "KUMULUS_AGENT_SSH_BIND": "127.0.0.1",
                 "KUMULUS_AGENT_SSH_PORT_MIN": str(port_range[0]),
                 "KUMULUS_AGENT_SSH_PORT_MAX": str(port_range[1]),
+                # The VM image under test, when not the release's (conftest.IMAGE reads the same).
+                **(
+                    {"KUMULUS_AGENT_IMAGE": os.environ["KUMULUS_AGENT_IMAGE"]}
+                    if os.environ.get("KUMULUS_AGENT_IMAGE")
+                    else {}
+                ),
                 **env,
             }
         )
