@@ -14,6 +14,7 @@ from typing import Any
 import docker
 import pytest
 
+from kumulus.core.schemas import VMPublic
 from tests.e2e.agent_process import AgentProcess
 from tests.e2e.conftest import IMAGE
 
@@ -96,6 +97,7 @@ def test_the_reported_host_key_is_the_one_served_across_stop_start_and_agent_res
             host_key = vm["hostKey"]
             assert host_key.startswith("ssh-ed25519 ")
             assert vm["hostKeyFingerprint"] == _fingerprint(host_key, tmp_path)
+            assert VMPublic.model_validate(vm).host_key == host_key  # as the backend reads it
             assert _keyscan(vm) == host_key
 
             ok = _strict_ssh(ssh_keypair[0], vm, host_key, tmp_path)
