@@ -35,17 +35,19 @@ class Agent:
 
     def create_vm(self, body: dict[str, Any], idempotency_key: str) -> SimpleNamespace:
         Agent.calls.append("create")
-        return SimpleNamespace(vm_id="agent-" + idempotency_key, ssh_port=2222, status="Running")
+        return SimpleNamespace(
+            vm_id="agent-" + idempotency_key, ssh_port=2222, status="Running", host_key=None
+        )
 
     def start_vm(self, vm_id: str) -> SimpleNamespace:
         Agent.calls.append("start")
         if Agent.meanwhile is not None:
             Agent.meanwhile()
-        return SimpleNamespace(vm_id=vm_id, ssh_port=2222, status="Running")
+        return SimpleNamespace(vm_id=vm_id, ssh_port=2222, status="Running", host_key=None)
 
     def stop_vm(self, vm_id: str) -> SimpleNamespace:
         Agent.calls.append("stop")
-        return SimpleNamespace(vm_id=vm_id, ssh_port=2222, status="Stopped")
+        return SimpleNamespace(vm_id=vm_id, ssh_port=2222, status="Stopped", host_key=None)
 
     def delete_vm(self, vm_id: str) -> None:
         Agent.calls.append("delete")

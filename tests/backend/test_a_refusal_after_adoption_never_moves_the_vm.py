@@ -41,7 +41,9 @@ class TwoFacedAgent:
         if hook is not None:
             hook(idempotency_key)
             raise ApiError("not enough memory", 409, "conflict")
-        return SimpleNamespace(vm_id="agent-" + idempotency_key, ssh_port=2222, status="Running")
+        return SimpleNamespace(
+            vm_id="agent-" + idempotency_key, ssh_port=2222, status="Running", host_key=None
+        )
 
 
 @pytest.fixture(autouse=True)

@@ -33,7 +33,7 @@ class Agent:
         Agent.calls.append(call)
         if Agent.away:
             raise ApiError("the agent did not answer within 90 s", None, "timeout", retry=True)
-        return SimpleNamespace(vm_id=vm_id, ssh_port=2222, status=status)
+        return SimpleNamespace(vm_id=vm_id, ssh_port=2222, status=status, host_key=None)
 
     def create_vm(self, body: dict[str, Any], idempotency_key: str) -> SimpleNamespace:
         return self._answer("create", "agent-" + idempotency_key, "Running")

@@ -34,14 +34,16 @@ class HoldingAgent:
         pass
 
     def create_vm(self, body: dict[str, Any], idempotency_key: str) -> SimpleNamespace:
-        return SimpleNamespace(vm_id="agent-" + idempotency_key, ssh_port=2222, status="Running")
+        return SimpleNamespace(
+            vm_id="agent-" + idempotency_key, ssh_port=2222, status="Running", host_key=None
+        )
 
     def stop_vm(self, vm_id: str) -> SimpleNamespace:
-        return SimpleNamespace(vm_id=vm_id, ssh_port=2222, status="Stopped")
+        return SimpleNamespace(vm_id=vm_id, ssh_port=2222, status="Stopped", host_key=None)
 
     def start_vm(self, vm_id: str) -> SimpleNamespace:
         HoldingAgent.release.wait(60)
-        return SimpleNamespace(vm_id=vm_id, ssh_port=2222, status="Running")
+        return SimpleNamespace(vm_id=vm_id, ssh_port=2222, status="Running", host_key=None)
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,7 @@
 """vms: host_key, host_key_fingerprint
 
 Revision ID: 0016
-Revises: 0014
+Revises: 0015
 Create Date: 2026-11-30 05:00:00
 
 Each VM's SSH host key, chosen by its agent and reported in the create answer, and its
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0016"
-down_revision = "0014"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
