@@ -130,8 +130,13 @@ def agent_register(
         str | None, typer.Option(help="IP/name developers ssh to (default: SSH_PUBLIC_HOST)")
     ] = None,
     api_url: Annotated[str | None, typer.Option(help="URL the backend calls this agent on")] = None,
+    backend_address: Annotated[
+        str | None,
+        typer.Option(help="the backend's ss58 address, for a token that carries none"),
+    ] = None,
 ) -> None:
-    """Register this host with a backend (signed by the wallet) and pin the backend's key.
+    """Register this host with a backend (signed by the wallet) and pin the backend's key:
+    the one the token carries (or --backend-address), refusing an answer with another.
 
     The agent must be running (its /v1/host reports capacity and disk-quota support)."""
     import httpx
@@ -168,6 +173,7 @@ def agent_register(
             api_url=api_url or f"http://{f'[{ip}]' if ':' in ip else ip}:{settings.port}",
             public_ip=ip,
             host_info=info.json(),
+            backend_address=backend_address,
         )
     except RegistrationError as exc:
         raise _fail(str(exc)) from exc

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from substrateinterface import Keypair
 
 from kumulus.backend.models import Heartbeat, Host
+from kumulus.core.host_tokens import backend_address_in
 from kumulus.core.signing import Domain, keypair_from_mnemonic, new_mnemonic, sign_envelope
 from tests.backend.conftest import Actor, link_wallet, register_host, register_payload
 
@@ -37,6 +38,7 @@ def test_register_then_heartbeat_brings_host_online(
     assert resp.status_code == 201, resp.text
     reg = resp.json()
     assert reg["backendAddress"] == backend.get("/healthz").json()["backendAddress"]
+    assert backend_address_in(token) == reg["backendAddress"]  # what the agent pins
     host_id = reg["hostId"]
     host = backend.get(f"/v1/provider/hosts/{host_id}", headers=provider.headers).json()
     assert host["status"] == "offline" and host["region"] == "eu" and host["cpu"] == 4

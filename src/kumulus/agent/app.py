@@ -20,6 +20,7 @@ from kumulus.agent.lxcfs import StaleMountRepair
 from kumulus.agent.routes import legacy, vms
 from kumulus.agent.runtime import EngineError, VMRuntime
 from kumulus.agent.service import VMService
+from kumulus.agent.signed_answers import SignedAnswers
 from kumulus.agent.stats import StatsCollector
 from kumulus.config import AgentSettings
 from kumulus.core.http import ERROR_RESPONSES, install_error_handlers
@@ -165,6 +166,9 @@ def create_app(
     )
 
     install_error_handlers(app)
+    # Answers to the backend are signed by the key heartbeats are signed with, which the
+    # backend knows for this host.
+    app.add_middleware(SignedAnswers, signer=lambda: keypair)
 
     @app.get("/healthz", tags=["host"])
     def healthz() -> dict[str, Any]:

@@ -25,6 +25,7 @@ from kumulus.backend.security import hash_token, new_token
 from kumulus.backend.wallet_links import spend_challenge
 from kumulus.config import BackendSettings
 from kumulus.core.errors import ConflictError, NotFoundError, UnauthorizedError
+from kumulus.core.host_tokens import host_token_kind
 
 
 def profile_of(db: Session, account: Account) -> ProviderProfile:
@@ -81,14 +82,17 @@ def link_wallet(db: Session, account: Account, body: WalletLinkIn) -> ProviderPr
     return profile
 
 
-def new_host_token(db: Session, settings: BackendSettings, account: Account) -> HostTokenCreated:
-    """A one-time token for the setup of a new host; ConflictError without a wallet."""
+def new_host_token(
+    db: Session, settings: BackendSettings, account: Account, backend_address: str
+) -> HostTokenCreated:
+    """A one-time token for the setup of a new host, carrying this backend's key
+    (`backend_address`) for the host to pin; ConflictError without a wallet."""
     if profile_of(db, account).wallet_address is None:
         raise ConflictError(
             "link a wallet first: hosts prove they are yours by its signature",
             code="no_wallet",
         )
-    token, digest = new_token("kmh")
+    token, digest = new_token(host_token_kind(backend_address))
     expires = utcnow() + timedelta(seconds=settings.host_token_ttl)
     db.add(
         HostToken(account_id=account.id, token_hash=digest, created_at=utcnow(), expires_at=expires)

@@ -405,7 +405,8 @@ class VMService:
         }
 
     def _agent(self, host: Host) -> AgentClient:
-        return AgentClient(host.api_url, host.id, self.keypair)
+        # Its answers must be signed by the key its heartbeats are signed by.
+        return AgentClient(host.api_url, host.id, self.keypair, host.wallet_address)
 
     def _unplace(self, vm: VM) -> None:
         """Undo a placement whose host did not take the VM: its hold back to the

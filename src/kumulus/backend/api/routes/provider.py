@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 
 from kumulus.backend import providers
 from kumulus.backend.deps import CurrentProvider, Db, ResourceId, Settings
@@ -54,8 +54,11 @@ def wallet_link(
 
 
 @router.post("/host-tokens", response_model=HostTokenCreated, status_code=status.HTTP_201_CREATED)
-def create_host_token(account: CurrentProvider, db: Db, settings: Settings) -> HostTokenCreated:
-    return providers.new_host_token(db, settings, account)
+def create_host_token(
+    request: Request, account: CurrentProvider, db: Db, settings: Settings
+) -> HostTokenCreated:
+    backend_address = str(request.app.state.keypair.ss58_address)
+    return providers.new_host_token(db, settings, account, backend_address)
 
 
 @router.get("/hosts", response_model=Page[HostPublic])
