@@ -50,7 +50,8 @@ log = logging.getLogger(__name__)
 class Outcome(enum.Enum):
     ACCEPTED = "accepted"
     REPLAYED = "replayed"  # nonce already used: refused
-    UNKNOWN_HOST = "unknown_host"  # no such host, or registered by another wallet
+    UNKNOWN_HOST = "unknown_host"  # no such host, or one that signs with another key
+    REVOKED = "revoked"  # the host's key was revoked by its provider
 
 
 @dataclass
@@ -212,6 +213,8 @@ class HeartbeatWriter:
             select(
                 Host.id,
                 Host.wallet_address,
+                Host.host_key,
+                Host.host_key_state,
                 Host.last_heartbeat_at,
                 Host.cpu,
                 Host.memory,
@@ -220,9 +223,18 @@ class HeartbeatWriter:
         ).all()
         hosts = {row.id: (row.wallet_address, row.last_heartbeat_at) for row in rows}
         declared = {row.id: (row.cpu, row.memory, row.disk) for row in rows}
+        # The key each host signs with (backend/host_keys.signing_address, on bare rows).
+        signers = {
+            row.id: row.wallet_address if row.host_key_state == "legacy" else row.host_key
+            for row in rows
+            if row.host_key_state != "revoked"
+        }
+        revoked = {row.id for row in rows if row.host_key_state == "revoked"}
         outcomes = [
             Outcome.ACCEPTED
-            if b.host_id in hosts and hosts[b.host_id][0] == b.address
+            if signers.get(b.host_id) == b.address
+            else Outcome.REVOKED
+            if b.host_id in revoked
             else Outcome.UNKNOWN_HOST
             for b in batch
         ]

@@ -155,6 +155,20 @@ class Host(Base):
         ForeignKey("accounts.id", ondelete="CASCADE"), index=True
     )
     wallet_address: Mapped[str] = mapped_column(String(64), index=True)
+    # The host's own sr25519 key (backend/host_keys.py): it signs heartbeats, stats and
+    # answers once the wallet delegated it. `host_key_state`: "legacy" (no host key: the
+    # wallet signs, hosts set up before host keys), "pending" (registered with the one-time
+    # token, not delegated), "delegated", "revoked". Registration sets it explicitly.
+    host_key: Mapped[str | None] = mapped_column(String(64))
+    host_key_state: Mapped[str] = mapped_column(
+        String(16), default="legacy", server_default="legacy"
+    )
+    # The wallet's signed delegation (wallet -> host key), kept as proof.
+    delegation: Mapped[str | None] = mapped_column(Text)
+    delegation_signature: Mapped[str | None] = mapped_column(String(200))
+    # The delegation's expiry: a delegated host takes new VMs until then (the scheduler's
+    # predicate: legacy, or delegated and not expired).
+    delegated_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     api_url: Mapped[str] = mapped_column(String(255))
     public_ip: Mapped[str] = mapped_column(String(64))
     region: Mapped[str] = mapped_column(String(32), default="")

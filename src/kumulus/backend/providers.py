@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from kumulus.backend import paging
+from kumulus.backend import host_keys, paging
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.hosts import prices_in, prices_out, starting_prices
 from kumulus.backend.models import Account, Host, HostToken, ProviderProfile
@@ -68,11 +68,15 @@ def update_profile(
 
 
 def link_wallet(db: Session, account: Account, body: WalletLinkIn) -> ProviderProfile:
-    """Link the payout wallet that signed the account's challenge (committed)."""
+    """Link the payout wallet that signed the account's challenge, revoking every host
+    key delegation the wallet linked before signed (committed)."""
     spend_challenge(db, account, body)
     profile = profile_of(db, account)
     profile.wallet_address = body.address
     try:
+        db.flush()
+        # Delegations were signed by the wallet linked until now: none stands for the new one.
+        host_keys.revoke_delegations(db, account)
         db.commit()
     except IntegrityError as exc:
         db.rollback()

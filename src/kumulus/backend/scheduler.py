@@ -79,10 +79,15 @@ _PRICE_WITHIN = {
         " price_cpu_hour, price_memory_gib_hour, price_disk_gib_hour, :max_price)"
     ),
 }
+# Its keys let it take VMs (backend/host_keys.schedulable): it signs with the wallet (set up
+# before host keys), or with a host key the wallet delegated until later than now.
+_KEYED = "(host_key_state = 'legacy' OR (host_key_state = 'delegated' AND delegated_until > :now))"
 # Online, fits, in the region, under the price, not excluded: constant fragments only, every
 # value is a bound parameter.
 _WHERE = (
     " FROM hosts WHERE last_heartbeat_at >= :since AND "
+    + _KEYED
+    + " AND "
     + _FITS
     + " AND (:region IS NULL OR region = :region)"
     " AND (:max_price IS NULL OR {price_within}){exclude}"
@@ -127,6 +132,7 @@ _QUOTE = (
 )
 _TYPED = (
     bindparam("since", type_=DateTime(timezone=True)),
+    bindparam("now", type_=DateTime(timezone=True)),
     bindparam("region", type_=String()),
     bindparam("cpu", type_=Float()),
     bindparam("cpu_exact", type_=String()),
@@ -227,7 +233,8 @@ def place(
     postgres = dialect == "postgresql"
     give_up = time.monotonic() + _RETRY_FOR
     for attempt in itertools.count():
-        params["since"] = utcnow() - timedelta(seconds=ttl)
+        now = utcnow()
+        params["now"], params["since"] = now, now - timedelta(seconds=ttl)
         row = db.execute(_PLACE_STATEMENTS[(dialect, bool(exclude))], params).first()
         if commit:
             db.commit()
@@ -255,7 +262,12 @@ def release(db: Session, host_id: str, want: Want, commit: bool = True) -> None:
 
 def _online(want: Want, ttl: float, exclude: set[str] | None = None) -> Select[Host]:
     """Online hosts in the wanted region (not excluded), as a query."""
-    query = select(Host).where(Host.last_heartbeat_at >= utcnow() - timedelta(seconds=ttl))
+    now = utcnow()
+    query = select(Host).where(
+        Host.last_heartbeat_at >= now - timedelta(seconds=ttl),
+        (Host.host_key_state == "legacy")
+        | ((Host.host_key_state == "delegated") & (Host.delegated_until > now)),
+    )
     if want.region:
         query = query.where(Host.region == want.region)
     if exclude:
@@ -355,7 +367,8 @@ def quote(
     may take that host first: the quote holds only as long as nothing changes, which is
     why clients send it back, with a tolerance, as `maxPricePerHour`."""
     params = _params(want, exclude, price_limit)
-    params["since"] = utcnow() - timedelta(seconds=ttl)
+    now = utcnow()
+    params["now"], params["since"] = now, now - timedelta(seconds=ttl)
     row = db.execute(_QUOTE_STATEMENTS[(_dialect(db), bool(exclude))], params).first()
     if row is None:
         return None

@@ -154,12 +154,41 @@ class HostPublic(CamelModel):
         description="why the machine the agent reports cannot hold the declared capacity; "
         "such a host is ranked in the lowest reputation tier until it agrees",
     )
+    host_key: str | None = None
+    host_key_state: HostKeyState = "legacy"
+    delegated_until: Timestamp | None = None
 
 
 class HostRegistered(CamelModel):
     host_id: str
     backend_address: str = Field(description="the backend's sr25519 address: agents pin it")
     heartbeat_path: str
+    host_key_state: HostKeyState = Field(
+        description="pending: the provider's wallet must delegate the key that signed this"
+    )
+
+
+HostKeyState = Literal["legacy", "pending", "delegated", "revoked"]
+
+
+class HostKeyOut(CamelModel):
+    host_id: str
+    host_key: str | None = Field(description="the host's own sr25519 address (None: legacy)")
+    host_key_state: HostKeyState
+    delegated_until: Timestamp | None
+    schedulable: bool = Field(description="whether its keys let the host take new VMs")
+
+
+class DelegationOut(HostKeyOut):
+    message: str | None = Field(
+        description="sign exactly this text with the provider's wallet (signRaw, or "
+        "`kumulus wallet sign`) to delegate the host key; None when there is no key to delegate"
+    )
+
+
+class DelegationIn(CamelModel):
+    message: str = Field(max_length=300)
+    signature: str = Field(max_length=200)
 
 
 class Accepted(CamelModel):

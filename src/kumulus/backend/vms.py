@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 from substrateinterface import Keypair
 
-from kumulus.backend import billing, converge, paging
+from kumulus.backend import billing, converge, host_keys, paging
 from kumulus.backend.billing import STOPPED_FOR_FUNDS, failure_reason, start_metering
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.hosts import bounded_planck, host_status
@@ -405,8 +405,10 @@ class VMService:
         }
 
     def _agent(self, host: Host) -> AgentClient:
-        # Its answers must be signed by the key its heartbeats are signed by.
-        return AgentClient(host.api_url, host.id, self.keypair, host.wallet_address)
+        # Its answers must be signed by the key its heartbeats are signed by (none for a
+        # revoked key: every answer is then refused).
+        signer = host_keys.signing_address(host) or ""
+        return AgentClient(host.api_url, host.id, self.keypair, signer)
 
     def _unplace(self, vm: VM) -> None:
         """Undo a placement whose host did not take the VM: its hold back to the
