@@ -81,7 +81,8 @@ class AgentSettings(BaseSettings):
     # Secrets and trust anchors live in files; by default under state_dir.
     admin_token_file: Path | None = None
     backend_key_file: Path | None = None  # ss58 address of the pinned backend
-    mnemonic_file: Path | None = None  # the provider's wallet mnemonic (0600)
+    mnemonic_file: Path | None = None  # the provider's wallet mnemonic (0600; legacy hosts)
+    host_key_file: Path | None = None  # this host's own sr25519 key, a mnemonic (0600)
 
     @model_validator(mode="after")
     def _default_files(self) -> AgentSettings:
@@ -91,6 +92,8 @@ class AgentSettings(BaseSettings):
             self.backend_key_file = self.state_dir / "backend-address"
         if self.mnemonic_file is None:
             self.mnemonic_file = self.state_dir / "wallet-mnemonic"
+        if self.host_key_file is None:
+            self.host_key_file = self.state_dir / "host-key"
         return self
 
     @property
@@ -107,6 +110,11 @@ class AgentSettings(BaseSettings):
     def mnemonic_path(self) -> Path:
         assert self.mnemonic_file is not None
         return self.mnemonic_file
+
+    @property
+    def host_key_path(self) -> Path:
+        assert self.host_key_file is not None
+        return self.host_key_file
 
 
 class BackendSettings(BaseSettings):

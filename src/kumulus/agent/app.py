@@ -16,6 +16,7 @@ from kumulus import __version__
 from kumulus.agent.auth import AuthConfig, Caller, ensure_admin_token, ensure_agent_id
 from kumulus.agent.disk_limits import DiskLimits
 from kumulus.agent.firewall import ensure_isolation
+from kumulus.agent.host_key import signing_key
 from kumulus.agent.lxcfs import StaleMountRepair
 from kumulus.agent.routes import legacy, vms
 from kumulus.agent.runtime import EngineError, VMRuntime
@@ -25,25 +26,9 @@ from kumulus.agent.stats import StatsCollector
 from kumulus.config import AgentSettings
 from kumulus.core.http import ERROR_RESPONSES, install_error_handlers
 from kumulus.core.jobs import Job, JobRunner
-from kumulus.core.signing import NonceCache, SecretFileError, SignedEnvelope, load_keypair
+from kumulus.core.signing import NonceCache, SignedEnvelope
 
 log = logging.getLogger(__name__)
-
-
-def load_wallet(settings: AgentSettings) -> Keypair | None:
-    path = settings.mnemonic_path
-    if not path.exists():
-        log.warning(
-            "no wallet mnemonic at %s: health stats are off until the provider runs "
-            "`kumulus wallet import`",
-            path,
-        )
-        return None
-    try:
-        return load_keypair(path)
-    except SecretFileError as exc:
-        log.error("wallet not loaded: %s; health stats are off", exc)
-        return None
 
 
 def _guard(service: VMService, limits: DiskLimits, settings: AgentSettings) -> None:
@@ -98,7 +83,7 @@ def create_app(
 
         runtime = DockerRuntime(agent_id, settings.docker_host)
     if keypair is None:
-        keypair = load_wallet(settings)
+        keypair = signing_key(settings)
     isolation = ensure_isolation() if settings.firewall else (False, "disabled by configuration")
     service = VMService(
         runtime,
@@ -166,8 +151,8 @@ def create_app(
     )
 
     install_error_handlers(app)
-    # Answers to the backend are signed by the key heartbeats are signed with, which the
-    # backend knows for this host.
+    # Answers to the backend are signed by the key heartbeats are signed with (the host
+    # key), which the backend knows for this host.
     app.add_middleware(SignedAnswers, signer=lambda: keypair)
 
     @app.get("/healthz", tags=["host"])
