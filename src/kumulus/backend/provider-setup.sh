@@ -11,12 +11,15 @@
 # plain-http backend unless --insecure-http: on such a path anyone could swap both.
 #
 # It installs Docker (user-namespace remapping; a btrfs data root so VM disk limits are
-# enforced, if you agree) and lxcfs (so VMs see their own cpu and memory), installs the agent in its own Python environment, asks for your
-# wallet mnemonic without echoing it (or reads --mnemonic-file), checks it is the wallet
-# linked to your provider account, stores it root-only, builds the VM base image, starts the
-# agent as a service and registers this host. Running it again upgrades in place and changes
-# nothing else. `--uninstall` removes it. The mnemonic never reaches a log, the process list,
-# shell history or an image.
+# enforced, if you agree) and lxcfs (so VMs see their own cpu and memory), installs the agent in its own Python environment, makes this
+# host's own key (root-only), builds the VM base image, starts the agent as a service and
+# registers this host with that key. Then it asks for your wallet mnemonic without echoing
+# it (or reads --mnemonic-file), checks it is the wallet linked to your provider account and
+# signs the delegation of the host key with it, once: the wallet is never stored here (or
+# sign the delegation later in the provider console). A host set up before host keys is moved
+# to one on its next run (its stored wallet delegates the key, then is removed). Running it
+# again upgrades in place and changes nothing else. `--uninstall` removes it. The mnemonic
+# never reaches a log, the process list, shell history, a file or an image.
 set -euo pipefail
 
 BACKEND=${KUMULUS_BACKEND_URL:-__KUMULUS_BACKEND_URL__}
@@ -48,14 +51,15 @@ Usage: provider-setup.sh --token TOKEN [options]     (as root)
   --backend URL          the Kumulus backend (default: the one this script came from)
   --insecure-http        accept a plain-http backend (test networks only: anyone on the
                          path could hand this host another agent package)
-  --mnemonic-file FILE   read the wallet mnemonic from FILE instead of asking
+  --mnemonic-file FILE   read the wallet mnemonic (used once, to delegate this host's key)
+                         from FILE instead of asking
   --disk-quota           put Docker on a btrfs data root so VM disk limits are enforced
   --no-disk-quota        keep Docker's storage as it is (disk limits not enforced)
   --yes                  agree to changes that would otherwise be asked (non-interactive)
   --uninstall            stop the agent; remove its VMs after confirmation
   --package SPEC         pip requirement to install instead of the backend's package
   --prefix DIR           install directory (default /opt/kumulus)
-  --state-dir DIR        agent state, wallet included (default /var/lib/kumulus/agent)
+  --state-dir DIR        agent state, host key included (default /var/lib/kumulus/agent)
   --log-dir DIR          logs (default /var/log/kumulus)
   --listen ADDR          agent API address (default 0.0.0.0)
   --port PORT            agent API port (default 8000)
@@ -561,7 +565,7 @@ KUMULUS_AGENT_SSH_PORT_MAX=${SSH_PORTS#*-}
 EOF
 then CHANGED=1; fi
 
-# --- the wallet ----------------------------------------------------------------------------
+# --- keys: this host's own key; the wallet only signs its delegation --------------------------
 
 mkdir -p "$STATE_DIR"
 chmod 0700 "$STATE_DIR"
@@ -578,28 +582,22 @@ if [ "$registered" -eq 0 ]; then
   expected=$(printf '%s' "$info" | "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["walletAddress"])')
 fi
 
-if [ -f "$STATE_DIR/wallet-mnemonic" ]; then
-  address=$(run_kumulus wallet address)
-  say "wallet already stored on this host: $address"
-  [ -z "$expected" ] || [ "$address" = "$expected" ] || die "the stored wallet ($address) is not the one linked to your provider account ($expected)"
-else
-  if [ -n "$MNEMONIC_FILE" ]; then
-    [ -r "$MNEMONIC_FILE" ] || die "cannot read $MNEMONIC_FILE"
-    address=$(run_kumulus wallet address --mnemonic-file "$MNEMONIC_FILE") || die "$MNEMONIC_FILE does not hold a valid mnemonic"
-    [ "$address" = "$expected" ] || die "that mnemonic is for $address, but your provider account's wallet is $expected"
-    run_kumulus wallet import --mnemonic-file "$MNEMONIC_FILE" >/dev/null
+# The host signs heartbeats, stats and answers with a key of its own (0600, made once); the
+# provider's wallet delegates it and is never stored here.
+host_key=$(run_kumulus agent host-key) || die "could not make this host's key"
+say "host key $host_key ($STATE_DIR/host-key, root only, 0600)"
+
+# A host set up before host keys kept the wallet itself here: its key is delegated with that
+# wallet now, then the wallet is removed and the agent restarted on the host key.
+if [ "$registered" -eq 1 ] && [ -f "$STATE_DIR/wallet-mnemonic" ]; then
+  if run_kumulus agent delegate --mnemonic-file "$STATE_DIR/wallet-mnemonic" 2>&1 \
+      | while IFS= read -r line; do say "$line"; done; then
+    shred -u "$STATE_DIR/wallet-mnemonic" 2>/dev/null || rm -f "$STATE_DIR/wallet-mnemonic"
+    say "removed the wallet from this host: it signs with its delegated host key from now on"
+    CHANGED=1
   else
-    { true </dev/tty; } 2>/dev/null || die "no terminal to ask for the mnemonic on: pass --mnemonic-file FILE"
-    mnemonic=""
-    read -r -s -p "Wallet mnemonic for $expected (input hidden): " mnemonic </dev/tty
-    printf '\n' >/dev/tty
-    # printf is a shell builtin: the phrase goes through a pipe, never a process argument.
-    address=$(printf '%s\n' "$mnemonic" | run_kumulus wallet address --mnemonic-file -) || { mnemonic=""; die "that is not a valid mnemonic"; }
-    if [ "$address" != "$expected" ]; then mnemonic=""; die "that mnemonic is for $address, but your provider account's wallet is $expected"; fi
-    printf '%s\n' "$mnemonic" | run_kumulus wallet import --mnemonic-file - >/dev/null
-    mnemonic=""
+    say "could not delegate the host key yet (see above): the host goes on signing with the wallet; run this script again"
   fi
-  say "wallet $address stored in $STATE_DIR/wallet-mnemonic (root only, 0600)"
 fi
 
 # --- VM base image, service, registration ----------------------------------------------------
@@ -619,6 +617,37 @@ if [ "$registered" -eq 0 ]; then
       --public-ip "$PUBLIC_IP" --api-url "http://$PUBLIC_IP:$PORT" 2>&1 \
       | while IFS= read -r line; do say "$line"; done; then
     die "registration failed (see above)"
+  fi
+  # The wallet delegates the host key: from --mnemonic-file or asked here (hidden), used
+  # once and never stored; or later in the provider console (the host's page).
+  later="sign the delegation on this host's page in the provider console (or run: kumulus agent delegate); until then it takes no VMs"
+  if [ -n "$MNEMONIC_FILE" ]; then
+    [ -r "$MNEMONIC_FILE" ] || die "cannot read $MNEMONIC_FILE"
+    address=$(run_kumulus wallet address --mnemonic-file "$MNEMONIC_FILE") || die "$MNEMONIC_FILE does not hold a valid mnemonic"
+    [ "$address" = "$expected" ] || die "that mnemonic is for $address, but your provider account's wallet is $expected"
+    if ! run_kumulus agent delegate --mnemonic-file "$MNEMONIC_FILE" 2>&1 \
+        | while IFS= read -r line; do say "$line"; done; then
+      die "the delegation failed (see above); $later"
+    fi
+  elif { true </dev/tty; } 2>/dev/null; then
+    mnemonic=""
+    read -r -s -p "Wallet mnemonic for $expected, to delegate this host's key once (input hidden; empty: later in the console): " mnemonic </dev/tty
+    printf '\n' >/dev/tty
+    if [ -z "$mnemonic" ]; then
+      say "$later"
+    else
+      # printf is a shell builtin: the phrase goes through a pipe, never a process argument.
+      address=$(printf '%s\n' "$mnemonic" | run_kumulus wallet address --mnemonic-file -) || { mnemonic=""; die "that is not a valid mnemonic"; }
+      if [ "$address" != "$expected" ]; then mnemonic=""; die "that mnemonic is for $address, but your provider account's wallet is $expected"; fi
+      if ! printf '%s\n' "$mnemonic" | run_kumulus agent delegate --mnemonic-file - 2>&1 \
+          | while IFS= read -r line; do say "$line"; done; then
+        mnemonic=""
+        die "the delegation failed (see above); $later"
+      fi
+      mnemonic=""
+    fi
+  else
+    say "no terminal to ask for the wallet on: $later"
   fi
 else
   say "already registered with $BACKEND"
