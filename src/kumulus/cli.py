@@ -184,7 +184,7 @@ def agent_register(
     if path == settings.host_key_path:
         typer.echo(
             f"host key {keypair.ss58_address} is pending: delegate it with the wallet "
-            "(provider console, host page; or here: kumulus agent delegate)"
+            "(here: kumulus agent delegate; or GET /v1/provider/hosts/<id>/delegation)"
         )
 
 

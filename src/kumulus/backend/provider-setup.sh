@@ -16,7 +16,7 @@
 # registers this host with that key. Then it asks for your wallet mnemonic without echoing
 # it (or reads --mnemonic-file), checks it is the wallet linked to your provider account and
 # signs the delegation of the host key with it, once: the wallet is never stored here (or
-# sign the delegation later in the provider console). A host set up before host keys is moved
+# sign the delegation later: kumulus agent delegate). A host set up before host keys is moved
 # to one on its next run (its stored wallet delegates the key, then is removed). Running it
 # again upgrades in place and changes nothing else. `--uninstall` removes it. The mnemonic
 # never reaches a log, the process list, shell history, a file or an image.
@@ -619,8 +619,8 @@ if [ "$registered" -eq 0 ]; then
     die "registration failed (see above)"
   fi
   # The wallet delegates the host key: from --mnemonic-file or asked here (hidden), used
-  # once and never stored; or later in the provider console (the host's page).
-  later="sign the delegation on this host's page in the provider console (or run: kumulus agent delegate); until then it takes no VMs"
+  # once and never stored; or later (kumulus agent delegate, or kumulus wallet sign elsewhere).
+  later="delegate this host's key later: run kumulus agent delegate here (asks for the mnemonic, stores nothing), or sign the text of GET /v1/provider/hosts/<id>/delegation with kumulus wallet sign elsewhere and POST it to /v1/hosts/delegation; until then it takes no VMs"
   if [ -n "$MNEMONIC_FILE" ]; then
     [ -r "$MNEMONIC_FILE" ] || die "cannot read $MNEMONIC_FILE"
     address=$(run_kumulus wallet address --mnemonic-file "$MNEMONIC_FILE") || die "$MNEMONIC_FILE does not hold a valid mnemonic"
@@ -631,7 +631,7 @@ if [ "$registered" -eq 0 ]; then
     fi
   elif { true </dev/tty; } 2>/dev/null; then
     mnemonic=""
-    read -r -s -p "Wallet mnemonic for $expected, to delegate this host's key once (input hidden; empty: later in the console): " mnemonic </dev/tty
+    read -r -s -p "Wallet mnemonic for $expected, to delegate this host's key once (input hidden; empty: later): " mnemonic </dev/tty
     printf '\n' >/dev/tty
     if [ -z "$mnemonic" ]; then
       say "$later"
