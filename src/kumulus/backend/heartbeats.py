@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Integer,
     String,
@@ -68,18 +69,26 @@ class VerifiedHeartbeat:
     # The machine the agent runs on, as it reports it (`host`: cpuCount, memoryTotal,
     # diskTotal, ...), compared with the declared capacity (hosts.capacity_problem).
     machine: dict[str, Any] | None = None
+    # From the signed isolation report (backend/isolation.py): no report is not isolated.
+    isolated: bool = False
+    isolation_problem: str | None = None
     done: Future[Outcome] = field(default_factory=Future)
 
 
 def _update_host(inventory: bool, judged: bool) -> TextClause:
-    """The host row's update after a batch: always liveness and version; the count of
+    """The host row's update after a batch: always liveness, version and isolation; the count of
     unknown containers when the heartbeat listed them; the capacity verdict when it
     reported its machine. A flagged host drops to tier 0 at once (`rep_tier * :keep_tier`,
     keep_tier 0 or 1); the reputation job keeps it there until the report agrees."""
-    sets = "last_heartbeat_at = :now, agent_version = :version"
+    sets = (
+        "last_heartbeat_at = :now, agent_version = :version,"
+        " isolated = :isolated, isolation_problem = :isolation_problem"
+    )
     params: list[BindParameter[Any]] = [
         bindparam("now", type_=DateTime(timezone=True)),
         bindparam("version", type_=String()),
+        bindparam("isolated", type_=Boolean()),
+        bindparam("isolation_problem", type_=String()),
     ]
     if inventory:
         sets += ", unknown_vms = :unknown"
@@ -282,7 +291,13 @@ class HeartbeatWriter:
                 latest[b.host_id] = b
         updates: dict[tuple[bool, bool], list[dict[str, Any]]] = defaultdict(list)
         for h, b in latest.items():
-            row: dict[str, Any] = {"id": h, "now": now, "version": b.agent_version[:32]}
+            row: dict[str, Any] = {
+                "id": h,
+                "now": now,
+                "version": b.agent_version[:32],
+                "isolated": b.isolated,
+                "isolation_problem": b.isolation_problem,
+            }
             if h in unknown:
                 row["unknown"] = unknown[h]
             judged = b.machine is not None and machine_reported(b.machine)

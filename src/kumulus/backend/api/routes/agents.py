@@ -16,6 +16,8 @@ from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.deps import Db, Settings
 from kumulus.backend.heartbeats import HeartbeatWriter, Outcome, VerifiedHeartbeat
 from kumulus.backend.hosts import check_capacity, starting_prices
+from kumulus.backend.isolation import judge
+from kumulus.backend.isolation import parse as parse_isolation
 from kumulus.backend.models import VM, Host, HostToken, ProviderProfile
 from kumulus.backend.nonces import DbNonceStore
 from kumulus.backend.schemas import Accepted, HostRegistered
@@ -30,7 +32,7 @@ from kumulus.core.errors import (
 )
 from kumulus.core.hostnames import PublicHost
 from kumulus.core.http import field_problems, validation_message
-from kumulus.core.schemas import Capacity
+from kumulus.core.schemas import Capacity, IsolationReport
 from kumulus.core.signing import SignatureError, SignedEnvelope, verify_envelope
 
 router = APIRouter(prefix="/v1/hosts", tags=["agents"])
@@ -51,6 +53,7 @@ class RegisterPayload(_Payload):
     capacity: Capacity
     disk_quota: bool = Field(alias="diskQuota")
     agent_version: str = Field(alias="agentVersion", max_length=32)
+    isolation: IsolationReport | None = None
 
 
 class HostPayload(_Payload):
@@ -142,6 +145,7 @@ def register(
         agent_version=payload.agent_version,
         registered_at=utcnow(),
     )
+    host.isolated, host.isolation_problem = judge(payload.isolation)
     host.set_prices(*prices)
     db.add(host)
     db.commit()
@@ -183,6 +187,7 @@ def accept_heartbeat(
     parsed = _parse(HostPayload, payload)
     if parsed.kind != "health":
         raise InvalidError("payload kind must be 'health'")
+    isolated, isolation_problem = judge(parse_isolation(payload))
     beat = VerifiedHeartbeat(
         address=envelope.address,
         nonce=envelope.nonce,
@@ -193,6 +198,8 @@ def accept_heartbeat(
         inventory=_inventory(payload),
         nonce_expires_at=time.time() + 2 * settings.signature_max_skew + 5,
         machine=payload["host"] if isinstance(payload.get("host"), dict) else None,
+        isolated=isolated,
+        isolation_problem=isolation_problem,
     )
     try:
         outcome = writer.submit(beat).result(timeout=30)
