@@ -45,6 +45,7 @@ def test_hosts_show_their_isolation(server: TestClient) -> None:
     assert ">full</td>" in rows
     page = server.get(f"/console/provider/hosts/{weak}").text
     assert 'id="isolation">Weak (missing: userns-remap, firewall)' in page
-    assert "Full: userns-remap, firewall and disk quota" in server.get(
-        f"/console/provider/hosts/{full}"
-    ).text
+    assert (
+        "Full: userns-remap, firewall and disk quota"
+        in server.get(f"/console/provider/hosts/{full}").text
+    )
