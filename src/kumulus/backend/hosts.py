@@ -165,4 +165,6 @@ def host_public(host: Host, settings: BackendSettings) -> HostPublic:
         leases_completed=host.leases_completed,
         leases_failed=host.leases_failed,
         capacity_problem=host.capacity_problem,
+        isolated=host.isolated,
+        isolation_problem=host.isolation_problem,
     )

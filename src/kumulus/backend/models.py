@@ -22,6 +22,7 @@ from sqlalchemy import (
     Numeric,
     String,
     Text,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -185,6 +186,11 @@ class Host(Base):
     # Why the machine the agent reports (heartbeats) cannot hold the declared capacity, or
     # None. A flagged host is ranked in the lowest tier (backend/reputation.py).
     capacity_problem: Mapped[str | None] = mapped_column(String(300))
+    # Whether the host's last signed report (registration, heartbeats) says its VMs are fully
+    # isolated (userns-remap, firewall, disk quota); the scheduler places only there unless
+    # the developer accepts less. `isolation_problem`: what is missing, for people.
+    isolated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    isolation_problem: Mapped[str | None] = mapped_column(String(300))
     # Reputation (backend/reputation.py): uptime from heartbeats, lease outcomes.
     uptime_24h: Mapped[float | None] = mapped_column(Float)
     uptime_7d: Mapped[float | None] = mapped_column(Float)
@@ -309,6 +315,10 @@ class VM(Base):
     converge_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     converge_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     create_refusals: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The developer accepts a host without full isolation (placement and re-placement).
+    allow_weak_isolation: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
     idempotency_key: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

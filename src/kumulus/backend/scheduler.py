@@ -41,6 +41,8 @@ class Want:
     disk: int
     region: str | None = None
     max_price_hour: int | None = None  # planck per hour; None: any price
+    # Hosts whose VMs are not fully isolated (backend/isolation.py) take the VM too.
+    allow_weak: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,13 +81,15 @@ _PRICE_WITHIN = {
         " price_cpu_hour, price_memory_gib_hour, price_disk_gib_hour, :max_price)"
     ),
 }
-# Online, fits, in the region, under the price, not excluded: constant fragments only, every
-# value is a bound parameter.
+# Online, fits, in the region, under the price, isolated (unless the developer accepts
+# less), not excluded: constant fragments only, every value is a bound parameter. The
+# isolation test is a fragment rather than a parameter so the common statement filters on
+# the column alone while it walks the index.
 _WHERE = (
     " FROM hosts WHERE last_heartbeat_at >= :since AND "
     + _FITS
     + " AND (:region IS NULL OR region = :region)"
-    " AND (:max_price IS NULL OR {price_within}){exclude}"
+    " AND (:max_price IS NULL OR {price_within}){isolated}{exclude}"
 )
 # The order of preference: the best reputation tier, within it the host where THIS VM is
 # cheapest, then the least loaded. Ranking by the stored reference price alone (the price of
@@ -139,8 +143,9 @@ _TYPED = (
 _LOCKS = {"sqlite": "", "postgresql": " FOR UPDATE SKIP LOCKED"}
 
 
-def _compile(sql: str, dialect: str, exclude: bool, lock: bool = False):  # type: ignore[no-untyped-def]
+def _compile(sql: str, dialect: str, exclude: bool, weak: bool, lock: bool = False):  # type: ignore[no-untyped-def]
     sql = sql.format(
+        isolated="" if weak else " AND isolated",
         exclude=" AND id NOT IN :exclude" if exclude else "",
         lock=_LOCKS[dialect] if lock else "",
         price_within=_PRICE_WITHIN[dialect],
@@ -152,9 +157,10 @@ def _compile(sql: str, dialect: str, exclude: bool, lock: bool = False):  # type
 
 def _statements(sql: str, lock: bool = False):  # type: ignore[no-untyped-def]
     return {
-        (dialect, exclude): _compile(sql, dialect, exclude, lock)
+        (dialect, exclude, weak): _compile(sql, dialect, exclude, weak, lock)
         for dialect in _LOCKS
         for exclude in (False, True)
+        for weak in (False, True)
     }
 
 
@@ -228,14 +234,18 @@ def place(
     give_up = time.monotonic() + _RETRY_FOR
     for attempt in itertools.count():
         params["since"] = utcnow() - timedelta(seconds=ttl)
-        row = db.execute(_PLACE_STATEMENTS[(dialect, bool(exclude))], params).first()
+        row = db.execute(
+            _PLACE_STATEMENTS[(dialect, bool(exclude), want.allow_weak)], params
+        ).first()
         if commit:
             db.commit()
         if row is not None:
             return Placement(str(row[0]), int(row[1]), int(row[2]), int(row[3]))
         if not postgres:
             break  # one writer at a time: nothing fitting was skipped
-        fits = db.execute(_ANY_FITS_STATEMENTS[(dialect, bool(exclude))], params).first()
+        fits = db.execute(
+            _ANY_FITS_STATEMENTS[(dialect, bool(exclude), want.allow_weak)], params
+        ).first()
         if commit:
             db.commit()
         if fits is None or time.monotonic() >= give_up:
@@ -283,6 +293,15 @@ def explain(
     where = f" in region {want.region}" if want.region else ""
     if not hosts:
         return f"no provider fits: no host is online{where}"
+    if not want.allow_weak:
+        weak = [h for h in hosts if not h.isolated]
+        hosts = [h for h in hosts if h.isolated]
+        if not hosts:
+            return (
+                f"no provider fits: {len(weak)} host(s) online{where}, none fully isolates "
+                "its VMs (userns-remap, firewall, disk quota); set allowWeakIsolation: true "
+                "to accept such a host"
+            )
     fitting = [
         h
         for h in hosts
@@ -356,7 +375,8 @@ def quote(
     why clients send it back, with a tolerance, as `maxPricePerHour`."""
     params = _params(want, exclude, price_limit)
     params["since"] = utcnow() - timedelta(seconds=ttl)
-    row = db.execute(_QUOTE_STATEMENTS[(_dialect(db), bool(exclude))], params).first()
+    key = (_dialect(db), bool(exclude), want.allow_weak)
+    row = db.execute(_QUOTE_STATEMENTS[key], params).first()
     if row is None:
         return None
     prices = (int(row[1]), int(row[2]), int(row[3]))

@@ -154,6 +154,12 @@ class HostPublic(CamelModel):
         description="why the machine the agent reports cannot hold the declared capacity; "
         "such a host is ranked in the lowest reputation tier until it agrees",
     )
+    isolated: bool = Field(
+        default=False,
+        description="its signed reports say VMs there are fully isolated (userns-remap, "
+        "firewall, disk quota); only such hosts get VMs unless a developer accepts less",
+    )
+    isolation_problem: str | None = Field(default=None, description="what is missing")
 
 
 class HostRegistered(CamelModel):
@@ -195,6 +201,12 @@ class VMCreateIn(CamelModel):
         description="most this VM may cost per hour while running, in tokens",
         examples=["0.05"],
     )
+    allow_weak_isolation: bool = Field(
+        default=False,
+        description="also accept a host that does not fully isolate its VMs (no "
+        "userns-remap, firewall or disk quota): its provider, or a VM that escapes, could "
+        "reach your VM more easily",
+    )
 
     @field_validator("memory")
     @classmethod
@@ -230,6 +242,12 @@ class VMQuoteIn(CamelModel):
     )
     region: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,32}$")
     max_price_per_hour: Price | None = Field(default=None, examples=["0.05"])
+    allow_weak_isolation: bool = Field(
+        default=False,
+        description="also accept a host that does not fully isolate its VMs (no "
+        "userns-remap, firewall or disk quota): its provider, or a VM that escapes, could "
+        "reach your VM more easily",
+    )
 
 
 class VMQuoteOut(CamelModel):

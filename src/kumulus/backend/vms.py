@@ -72,6 +72,7 @@ def want_of(vm: VM) -> Want:
         disk=vm.disk,
         region=vm.region or None,
         max_price_hour=vm.max_price_hour,
+        allow_weak=bool(vm.allow_weak_isolation),
     )
 
 
@@ -250,6 +251,7 @@ class VMService:
                     self.settings.max_vm_price_planck,
                 )
             ),
+            allow_weak_isolation=body.allow_weak_isolation,
             idempotency_key=idempotency_key,
             created_at=now,
             updated_at=now,
