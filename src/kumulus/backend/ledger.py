@@ -60,6 +60,9 @@ _SET_BALANCE = (
     .where(_BALANCES.c.account_type == bindparam("t"), _BALANCES.c.account_key == bindparam("k"))
     .values(amount=bindparam("a"))
 )
+_TOUCH_BALANCE = text(
+    "UPDATE balances SET amount = amount WHERE account_type = :t AND account_key = :k"
+)
 _INSERT_ENTRIES = insert(cast(Table, LedgerEntry.__table__))
 # PostgreSQL: a chunk's keys and rows go as one JSON parameter (json_to_recordset), so
 # each statement is short, parsed and planned once, and joined by index rather than a long
@@ -89,13 +92,12 @@ _PG_INSERT_ENTRIES = text(
     "account_id integer, amount numeric, kind varchar, vm_id varchar, memo varchar, "
     "created_at timestamptz)"
 )
-_PLANCK = Planck()
 
 
-def planck_text(db: Session, amount: int) -> str:
+def planck_text(amount: int) -> str:
     """An amount as exact decimal text for a JSON parameter, checked as a Planck column
     checks what it stores (an int, within NUMERIC(39, 0))."""
-    return str(_PLANCK.process_bind_param(amount, db.get_bind().dialect))
+    return str(Planck.checked(amount))
 
 
 def pg_json(rows: list[dict[str, Any]]) -> str:
@@ -103,9 +105,14 @@ def pg_json(rows: list[dict[str, Any]]) -> str:
     their offset (a naive one is UTC, as everywhere in the backend), which timestamptz
     reads exactly, not in the session's time zone. Anything else unknown is an error."""
 
+    seen: dict[datetime, str] = {}  # a chunk's rows share a few times: format each once
+
     def encode(value: object) -> str:
         if isinstance(value, datetime):
-            return aware(value).isoformat()
+            text = seen.get(value)
+            if text is None:
+                text = seen[value] = aware(value).isoformat()
+            return text
         raise TypeError(f"{type(value).__name__} has no JSON form here")
 
     return json.dumps(rows, default=encode, separators=(",", ":"))
@@ -114,6 +121,25 @@ def pg_json(rows: list[dict[str, Any]]) -> str:
 class LedgerError(Exception):
     """A posting that breaks a ledger rule (a bug or a refused overdraft): nothing of it
     was written."""
+
+
+class NotLockedError(LedgerError):
+    """The transaction did not lock this account (see `lock`): nothing was written. For a
+    caller that locked only some accounts on purpose (`lock_existing`), the sign that this
+    work needs the others."""
+
+    def __init__(self, key: Key) -> None:
+        super().__init__(f"account {key[0]}:{key[1]} was not locked for this transaction")
+        self.key = key
+
+
+class Locks(dict[Key, int]):
+    """The balances a transaction locked (`lock`, `lock_existing`), by account. Reading an
+    account it did not lock raises NotLockedError: money is never decided on an unlocked
+    balance."""
+
+    def __missing__(self, key: Key) -> int:
+        raise NotLockedError(key)
 
 
 class OverdraftError(LedgerError):
@@ -155,13 +181,13 @@ def key_of(account_type: str, account_id: int | None, vm_id: str | None = None) 
     return (account_type, "" if account_id is None else str(account_id))
 
 
-def lock(db: Session, keys: Iterable[Key]) -> dict[Key, int]:
+def lock(db: Session, keys: Iterable[Key]) -> Locks:
     """Lock the balances of `keys` for the rest of the caller's transaction and return
-    them (absent accounts hold 0). Call once per transaction, with every key it will post
-    to (see the module docstring)."""
+    them (absent accounts are created, holding 0). Call once per transaction, with every
+    key it will post to (see the module docstring)."""
     wanted = sorted(set(keys))
     if not wanted:
-        return {}
+        return Locks()
     found: dict[Key, int] = {}
     if db.get_bind().dialect.name == "postgresql":
         rows = {"w": pg_json([{"t": t, "k": k} for t, k in wanted])}
@@ -170,13 +196,37 @@ def lock(db: Session, keys: Iterable[Key]) -> dict[Key, int]:
         db.execute(_PG_INSERT_KEYS, rows)
         for account_type, account_key, amount in db.execute(_PG_LOCK, rows):
             found[(account_type, account_key)] = int(amount)
-        return {k: found.get(k, 0) for k in wanted}
+        return Locks((k, found.get(k, 0)) for k in wanted)
     # SQLite: creates missing rows; its being a write also takes the database's write lock
     # now, before any balance is read.
     db.execute(
         upsert_insert(db, _BALANCES).on_conflict_do_nothing(),
         [{"account_type": t, "account_key": k, "amount": 0} for t, k in wanted],
     )
+    found = _sqlite_read(db, wanted)
+    return Locks((k, found.get(k, 0)) for k in wanted)
+
+
+def lock_existing(db: Session, keys: Iterable[Key]) -> Locks:
+    """`lock` for accounts that should exist already: locks those that do (one sorted
+    pass, the same order as `lock`) and creates none; the others are missing from the
+    result, so that work needing them raises NotLockedError. Cheaper than `lock` when most
+    accounts exist (no INSERT); the caller must still lock once per transaction."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return Locks()
+    if db.get_bind().dialect.name == "postgresql":
+        params = {"w": pg_json([{"t": t, "k": k} for t, k in wanted])}
+        return Locks(((t, k), int(a)) for t, k, a in db.connection().execute(_PG_LOCK, params))
+    # SQLite: a write takes the database's write lock before any balance is read (`lock`
+    # does it with its INSERT); setting the first balance to itself changes nothing.
+    t, k = wanted[0]
+    db.execute(_TOUCH_BALANCE, {"t": t, "k": k})
+    return Locks(_sqlite_read(db, wanted))
+
+
+def _sqlite_read(db: Session, wanted: list[Key]) -> dict[Key, int]:
+    found: dict[Key, int] = {}
     for chunk_start in range(0, len(wanted), 500):
         chunk = wanted[chunk_start : chunk_start + 500]
         query = select(Balance.account_type, Balance.account_key, Balance.amount).where(
@@ -184,7 +234,7 @@ def lock(db: Session, keys: Iterable[Key]) -> dict[Key, int]:
         )
         for account_type, account_key, amount in db.execute(query):
             found[(account_type, account_key)] = int(amount)
-    return {k: found.get(k, 0) for k in wanted}
+    return found
 
 
 def post(
@@ -214,7 +264,7 @@ def post(
     for leg in legs:
         key = key_of(leg.account_type, leg.account_id, vm_id)
         if key not in locked:
-            raise LedgerError(f"account {key} was not locked for this transaction")
+            raise NotLockedError(key)
         changes[key] = changes.get(key, 0) + leg.amount
     for key, change in changes.items():
         after = locked[key] + change
@@ -276,12 +326,10 @@ def flush_batch(db: Session, batch: PostingBatch) -> None:
         batch.entries, batch.balances = [], {}
         return
     if batch.entries:
-        entries = [{**e, "amount": planck_text(db, e["amount"])} for e in batch.entries]
+        entries = [{**e, "amount": planck_text(e["amount"])} for e in batch.entries]
         conn.execute(_PG_INSERT_ENTRIES, {"w": pg_json(entries)})
     if batch.balances:
-        balances = [
-            {"t": t, "k": k, "a": planck_text(db, a)} for (t, k), a in batch.balances.items()
-        ]
+        balances = [{"t": t, "k": k, "a": planck_text(a)} for (t, k), a in batch.balances.items()]
         conn.execute(_PG_SET_BALANCES, {"w": pg_json(balances)})
     batch.entries, batch.balances = [], {}
 
