@@ -66,6 +66,10 @@ __all__ = [
 ]
 
 MS_PER_HOUR = 3_600_000
+# A VM's hold accounts (keyed by its id): all that settling it needs while it only accrues
+# usage (nothing to post, its hold covers the interval). Every settlement of the VM locks
+# them, so two processes settling it serialise on them.
+HOLD_ACCOUNTS = (HOLD, HOLD_PROMO)
 # The reason given to the VMs the meter job stops because their hold could not be renewed.
 STOPPED_FOR_FUNDS = "stopped because the balance is used up; deposit, then start it"
 
@@ -181,13 +185,6 @@ def split_fee(cost: int, fee_bps: int) -> tuple[int, int]:
 
 def keys_of(vm: Metered, provider_id: int | None) -> list[Key]:
     return vm_keys(vm.id, vm.account_id, provider_id)
-
-
-def hold_keys(vm_id: str) -> list[Key]:
-    """The VM's hold accounts: all that settling it needs while it only accrues usage
-    (nothing to post, its hold covers the interval). Every settlement of the VM locks them,
-    so two processes settling it serialise on them."""
-    return [key_of(HOLD, None, vm_id), key_of(HOLD_PROMO, None, vm_id)]
 
 
 def vm_keys(vm_id: str, account_id: int, provider_id: int | None) -> list[Key]:

@@ -9,10 +9,13 @@ so `billing.settle` is the one implementation of the money rules for both."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from datetime import datetime
+from functools import lru_cache
+from operator import attrgetter, ne
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, String, Table, any_, bindparam, select, text, update
+from sqlalchemy import ColumnElement, String, Table, and_, any_, bindparam, select, text, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
@@ -32,26 +35,9 @@ METERED_FIELDS = (
     "updated_at",
     "stop_requested_at",
 )
-# What settling only reads.
-_READ_FIELDS = (
-    "id",
-    "account_id",
-    "host_id",
-    "cpu",
-    "memory",
-    "disk",
-    "price_cpu_hour",
-    "price_memory_gib_hour",
-    "price_disk_gib_hour",
-)
 _VMS = cast(Table, VM.__table__)
 _HOSTS = cast(Table, Host.__table__)
 # Core statements on the session's connection: no ORM machinery per row.
-_SELECT = select(
-    *(_VMS.c[name] for name in _READ_FIELDS + METERED_FIELDS),
-    _HOSTS.c.account_id,
-    _HOSTS.c.last_heartbeat_at,
-).outerjoin(_HOSTS, _HOSTS.c.id == _VMS.c.host_id)
 _OWNERS = select(_VMS.c.id, _VMS.c.account_id, _HOSTS.c.account_id).outerjoin(
     _HOSTS, _HOSTS.c.id == _VMS.c.host_id
 )
@@ -70,11 +56,10 @@ _PG_TYPE = {
 }
 
 
+@dataclass(slots=True, eq=False)
 class MeterRow:
     """One VM's metering state, as read (satisfies `billing.Metered`); remembers the
     metered fields as loaded so that `changed` can tell what settling wrote."""
-
-    __slots__ = (*_READ_FIELDS, *METERED_FIELDS, "_loaded")
 
     id: str
     account_id: int
@@ -95,19 +80,29 @@ class MeterRow:
     failure_reason: str | None
     updated_at: datetime
     stop_requested_at: datetime | None
+    _loaded: tuple[Any, ...] = field(init=False, repr=False)
 
-    def __init__(self, values: Sequence[Any]) -> None:
-        for name, value in zip(_READ_FIELDS + METERED_FIELDS, values, strict=True):
-            setattr(self, name, value)
-        self._loaded = tuple(values[len(_READ_FIELDS) :])
+    def __post_init__(self) -> None:
+        self._loaded = _metered(self)
 
     def changed(self) -> tuple[str, ...]:
         """The metered fields that differ from what was loaded."""
-        return tuple(
-            name
-            for name, was in zip(METERED_FIELDS, self._loaded, strict=True)
-            if getattr(self, name) != was
-        )
+        now = _metered(self)
+        if now == self._loaded:
+            return ()
+        return _names(tuple(map(ne, self._loaded, now)))
+
+
+_metered = attrgetter(*METERED_FIELDS)
+_COLUMNS = tuple(f.name for f in fields(MeterRow) if f.init)  # MeterRow's, in its order
+_SELECT = select(
+    *(_VMS.c[name] for name in _COLUMNS), _HOSTS.c.account_id, _HOSTS.c.last_heartbeat_at
+).outerjoin(_HOSTS, _HOSTS.c.id == _VMS.c.host_id)
+
+
+@lru_cache(maxsize=256)
+def _names(mask: tuple[bool, ...]) -> tuple[str, ...]:
+    return tuple(name for name, differs in zip(METERED_FIELDS, mask, strict=True) if differs)
 
 
 def load(
@@ -118,11 +113,11 @@ def load(
     another process committed before the lock is what is read."""
     rows: list[MeterRow] = []
     hosts: dict[str, tuple[str, int, datetime | None]] = {}
-    width = len(_READ_FIELDS) + len(METERED_FIELDS)
+    width = len(_COLUMNS)
     conn = db.connection()
     for part in id_parts(db, ids):
-        for values in conn.execute(_SELECT.where(part)):
-            row = MeterRow(values[:width])
+        for values in conn.execute(_SELECT.where(part)).all():
+            row = MeterRow(*values[:width])
             rows.append(row)
             provider, seen = values[width], values[width + 1]
             if row.host_id is not None and provider is not None:
@@ -145,7 +140,9 @@ def id_parts(db: Session, ids: Sequence[str]) -> list[ColumnElement[bool]]:
     array parameter (`= ANY`: a short statement, parsed once, instead of 500 placeholders),
     on SQLite IN lists of 500 (its parameter limit)."""
     if db.get_bind().dialect.name == "postgresql":
-        return [_VMS.c.id == any_(bindparam("vm_ids", list(ids), type_=postgresql.ARRAY(String)))]
+        # The range lets it scan the primary key over the chunk instead of the whole table.
+        among = _VMS.c.id == any_(bindparam("vm_ids", list(ids), type_=postgresql.ARRAY(String)))
+        return [and_(_VMS.c.id.between(min(ids), max(ids)), among)] if ids else [among]
     return [_VMS.c.id.in_(ids[start : start + 500]) for start in range(0, len(ids), 500)]
 
 

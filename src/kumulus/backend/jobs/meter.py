@@ -40,6 +40,13 @@ from kumulus.config import BackendSettings
 log = logging.getLogger(__name__)
 
 CHUNK = 500
+_METERED_IDS = (
+    select(VM.id)
+    .where(
+        VM.metered_until.is_not(None), VM.actual_state != "deleted", VM.intended_state != "deleted"
+    )
+    .order_by(VM.id)
+)
 __all__ = ["CHUNK", "METERED_FIELDS", "MeterReport", "meter_and_enforce"]
 
 
@@ -59,18 +66,10 @@ def meter_and_enforce(db: Database, settings: BackendSettings) -> MeterReport:
     report = MeterReport()
     terms = billing.terms_of(settings)
     now = utcnow()
-    with db.session() as s:
-        ids = list(
-            s.scalars(
-                select(VM.id)
-                .where(
-                    VM.metered_until.is_not(None),
-                    VM.actual_state != "deleted",
-                    VM.intended_state != "deleted",
-                )
-                .order_by(VM.id)
-            )
-        )
+    # One connection for the whole pass: a session that returned it to the pool after
+    # each chunk's commit would check it out (and ping it) again for the next.
+    with db.engine.connect() as conn, db.sessions(bind=conn) as s:
+        ids = list(conn.scalars(_METERED_IDS))
         meter_ids(s, ids, terms, now, report)
     return report
 
@@ -116,7 +115,7 @@ def _accrue_chunk(
     The lock order is kept (these are a subset of the keys, in the same sorted order) and
     so is the rule that settles of one VM serialise on its hold: accrual moves no money,
     it is bounded by the hold, which nobody can change while it is locked here."""
-    locked = ledger.lock_existing(s, [k for vm_id in ids for k in billing.hold_keys(vm_id)])
+    locked = ledger.lock_existing(s, billing.HOLD_ACCOUNTS, ids)
     rows, hosts = meter_rows.load(s, ids, terms.heartbeat_ttl)
     batch = ledger.PostingBatch()
     done: list[tuple[meter_rows.MeterRow, billing.Outcome]] = []
