@@ -67,9 +67,10 @@ def meter_and_enforce(db: Database, settings: BackendSettings) -> MeterReport:
     terms = billing.terms_of(settings)
     now = utcnow()
     # One connection for the whole pass: a session that returned it to the pool after
-    # each chunk's commit would check it out (and ping it) again for the next.
+    # each chunk's commit would check it out (and ping it) again for the next. Only the
+    # session uses it, so its transactions are the session's own: its commits commit.
     with db.engine.connect() as conn, db.sessions(bind=conn) as s:
-        ids = list(conn.scalars(_METERED_IDS))
+        ids = list(s.connection().scalars(_METERED_IDS).all())
         meter_ids(s, ids, terms, now, report)
     return report
 
