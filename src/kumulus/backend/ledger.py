@@ -89,13 +89,9 @@ _PG_SET_BALANCES = text(
     "FROM json_to_recordset(CAST(:w AS json)) AS w(t varchar, k varchar, a numeric) "
     "WHERE b.account_type = w.t AND b.account_key = w.k"
 )
-_PG_INSERT_ENTRIES = text(
-    "INSERT INTO ledger_entries "
-    "(txn_id, account_type, account_id, amount, kind, vm_id, memo, created_at) "
-    "SELECT txn_id, account_type, account_id, amount, kind, vm_id, memo, created_at "
-    "FROM json_to_recordset(CAST(:w AS json)) AS w(txn_id varchar, account_type varchar, "
-    "account_id integer, amount numeric, kind varchar, vm_id varchar, memo varchar, "
-    "created_at timestamptz)"
+_PG_COPY_ENTRIES = (
+    "COPY ledger_entries (txn_id, account_type, account_id, amount, kind, vm_id, memo, created_at) "
+    "FROM STDIN"
 )
 
 
@@ -337,8 +333,26 @@ def flush_batch(db: Session, batch: PostingBatch) -> None:
         batch.entries, batch.balances = [], {}
         return
     if batch.entries:
-        entries = [{**e, "amount": planck_text(e["amount"])} for e in batch.entries]
-        conn.execute(_PG_INSERT_ENTRIES, {"w": pg_json(entries)})
+        # COPY: no statement to parse per row, rows inserted in batches (about twice as
+        # fast as INSERT ... SELECT from JSON for a chunk's thousands of entries).
+        psycopg_conn: Any = conn.connection.driver_connection  # in this same transaction
+        with (
+            psycopg_conn.cursor() as cursor,
+            cursor.copy(_PG_COPY_ENTRIES) as copy,
+        ):
+            for e in batch.entries:
+                copy.write_row(
+                    (
+                        e["txn_id"],
+                        e["account_type"],
+                        e["account_id"],
+                        Planck.checked(e["amount"]),
+                        e["kind"],
+                        e["vm_id"],
+                        e["memo"],
+                        aware(e["created_at"]),  # a naive one would be read in the session's zone
+                    )
+                )
     if batch.balances:
         balances = [{"t": t, "k": k, "a": planck_text(a)} for (t, k), a in batch.balances.items()]
         conn.execute(_PG_SET_BALANCES, {"w": pg_json(balances)})
