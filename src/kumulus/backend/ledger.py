@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ARRAY, String, Table, bindparam, insert, select, text, tuple_, update
+from sqlalchemy import ARRAY, String, Table, bindparam, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from kumulus.backend.clock import aware, utcnow
@@ -89,6 +89,9 @@ _PG_SET_BALANCES = text(
     "FROM json_to_recordset(CAST(:w AS json)) AS w(t varchar, k varchar, a numeric) "
     "WHERE b.account_type = w.t AND b.account_key = w.k"
 )
+_SQLITE_READ = text(
+    "SELECT account_key, amount FROM balances WHERE account_type = :t AND account_key IN :keys"
+).bindparams(bindparam("keys", expanding=True))
 _PG_COPY_ENTRIES = (
     "COPY ledger_entries (txn_id, account_type, account_id, amount, kind, vm_id, memo, created_at) "
     "FROM STDIN"
@@ -229,18 +232,23 @@ def lock_existing(db: Session, account_types: Sequence[str], account_keys: Seque
     # SQLite: a write takes the database's write lock before any balance is read (`lock`
     # does it with its INSERT); setting a balance to itself changes nothing.
     db.execute(_TOUCH_BALANCE, {"t": account_types[0], "k": account_keys[0]})
-    return Locks(_sqlite_read(db, sorted({(t, k) for t in account_types for k in account_keys})))
+    return Locks(_sqlite_read(db, ((t, k) for t in account_types for k in account_keys)))
 
 
-def _sqlite_read(db: Session, wanted: list[Key]) -> dict[Key, int]:
+def _sqlite_read(db: Session, wanted: Iterable[Key]) -> dict[Key, int]:
+    """The balances of `wanted` that exist: per account type, the keys in IN lists of at
+    most 500 (SQLite's parameter limit), each a lookup of the primary key."""
+    by_type: dict[str, list[str]] = {}
+    for account_type, account_key in wanted:
+        by_type.setdefault(account_type, []).append(account_key)
     found: dict[Key, int] = {}
-    for chunk_start in range(0, len(wanted), 500):
-        chunk = wanted[chunk_start : chunk_start + 500]
-        query = select(Balance.account_type, Balance.account_key, Balance.amount).where(
-            tuple_(Balance.account_type, Balance.account_key).in_(chunk)
-        )
-        for account_type, account_key, amount in db.execute(query):
-            found[(account_type, account_key)] = int(amount)
+    conn = db.connection()
+    for account_type, keys in by_type.items():
+        for start in range(0, len(keys), 500):
+            rows = conn.execute(
+                _SQLITE_READ, {"t": account_type, "keys": keys[start : start + 500]}
+            ).all()
+            found.update(((account_type, k), int(a)) for k, a in rows)
     return found
 
 
