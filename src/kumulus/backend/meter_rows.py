@@ -15,7 +15,18 @@ from functools import lru_cache
 from operator import attrgetter, ne
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, String, Table, and_, any_, bindparam, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
@@ -140,9 +151,12 @@ def id_parts(db: Session, ids: Sequence[str]) -> list[ColumnElement[bool]]:
     array parameter (`= ANY`: a short statement, parsed once, instead of 500 placeholders),
     on SQLite IN lists of 500 (its parameter limit)."""
     if db.get_bind().dialect.name == "postgresql":
-        # The range lets it scan the primary key over the chunk instead of the whole table.
-        among = _VMS.c.id == any_(bindparam("vm_ids", list(ids), type_=postgresql.ARRAY(String)))
-        return [and_(_VMS.c.id.between(min(ids), max(ids)), among)] if ids else [among]
+        # The ids' range (in the database's collation) lets it scan the primary key over
+        # the chunk instead of the whole table.
+        array = bindparam("vm_ids", list(ids), type_=postgresql.ARRAY(String))
+        each = func.unnest(array).column_valued("k")
+        lo, hi = select(func.min(each)).scalar_subquery(), select(func.max(each)).scalar_subquery()
+        return [and_(_VMS.c.id.between(lo, hi), _VMS.c.id == any_(array))]
     return [_VMS.c.id.in_(ids[start : start + 500]) for start in range(0, len(ids), 500)]
 
 
