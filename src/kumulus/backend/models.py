@@ -46,13 +46,19 @@ class Planck(TypeDecorator[int]):
             return dialect.type_descriptor(String(40))
         return dialect.type_descriptor(Numeric(39, 0, asdecimal=True))
 
-    def process_bind_param(self, value: int | None, dialect: Dialect) -> Any:
-        if value is None:
-            return None
+    @staticmethod
+    def checked(value: int) -> int:
+        """`value` if it is an amount this column can store; TypeError or ValueError if not."""
         if not isinstance(value, int) or isinstance(value, bool):
             raise TypeError(f"an amount must be an int of planck, not {type(value).__name__}")
         if abs(value) >= 10**39:
             raise ValueError("amount out of range")
+        return value
+
+    def process_bind_param(self, value: int | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        value = self.checked(value)
         return str(value) if dialect.name == "sqlite" else Decimal(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> int | None:
