@@ -36,7 +36,7 @@ from kumulus.core.signing import (
 )
 from kumulus.core.untrusted_text import check_printable_line
 from kumulus.server import create_server
-from tests.backend.conftest import Actor, link_wallet, register_payload
+from tests.backend.conftest import FULL_ISOLATION, Actor, link_wallet, register_payload
 from tests.console.conftest import csrf_of
 from tests.json_server import JsonServer
 from tests.signed_agent import signed_by
@@ -138,6 +138,7 @@ def _heartbeat(world: World, **over: Any) -> dict[str, Any]:
         "host": {"cpuCount": 4, "memoryTotal": 9 << 30, "diskTotal": 120 << 30},
         "docker": {"up": True, "version": "20.10.24"},
         "vmStats": [{"vmId": "0123456789abcdef", "state": "running"}],
+        "isolation": FULL_ISOLATION,
     }
     return {**payload, **over}
 

@@ -107,6 +107,7 @@ def register(
         "publicIp": public_ip,
         "capacity": host_info["capacity"],
         "diskQuota": host_info["diskQuotaSupported"],
+        "isolation": host_info.get("isolation"),
         "agentVersion": __version__,
     }
     envelope = sign_envelope(keypair, payload, domain=Domain.HOST_REGISTRATION)

@@ -19,8 +19,9 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import timedelta
 from enum import Enum
 from typing import Literal
@@ -46,6 +47,14 @@ IN_FLIGHT = timedelta(seconds=CALL_DEADLINE + 10)
 BACKOFF_MAX = 600.0
 # Longest `Prefer: wait=N` honoured; longer waits are cut to this.
 MAX_WAIT = 120.0
+# A waiting request holds one of the process's request threads (40 for sync routes): at
+# most this many wait at once, in all and per account; the others are answered at once
+# (RFC 7240 lets a server ignore a preference), so a flood of waits on a host that holds
+# its calls cannot take the threads heartbeats and everyone else need.
+MAX_WAITING = 16
+MAX_WAITING_PER_ACCOUNT = 2
+_waiting_lock = threading.Lock()
+_waiting: dict[int, int] = {}
 HOST_AWAY = ("host_offline", "host_unreachable")
 
 
@@ -176,12 +185,32 @@ def parse_wait(prefer: str | None) -> float:
     return min(wait, MAX_WAIT)
 
 
+@contextmanager
+def _waiter(account_id: int) -> Iterator[bool]:
+    """Whether this request may wait now (see MAX_WAITING); released on exit."""
+    with _waiting_lock:
+        mine = _waiting.get(account_id, 0)
+        allowed = mine < MAX_WAITING_PER_ACCOUNT and sum(_waiting.values()) < MAX_WAITING
+        if allowed:
+            _waiting[account_id] = mine + 1
+    try:
+        yield allowed
+    finally:
+        if allowed:
+            with _waiting_lock:
+                _waiting[account_id] -= 1
+                if not _waiting[account_id]:
+                    del _waiting[account_id]
+
+
 def wait_for(db: Session, vm: VM, done: Callable[[VM], bool], seconds: float) -> None:
-    """Watch the VM until `done(vm)`, a failed try (its backoff began) or `seconds` pass."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        db.commit()  # a fresh snapshot each time (SQLite keeps one per transaction)
-        db.refresh(vm)
-        if done(vm) or vm.converge_attempts > 0:
-            return
-        time.sleep(0.2)
+    """Watch the VM until `done(vm)`, a failed try (its backoff began) or `seconds` pass;
+    at once when too many requests wait already (MAX_WAITING)."""
+    with _waiter(vm.account_id) as allowed:
+        deadline = time.monotonic() + seconds
+        while allowed and time.monotonic() < deadline:
+            db.commit()  # a fresh snapshot each time (SQLite keeps one per transaction)
+            db.refresh(vm)
+            if done(vm) or vm.converge_attempts > 0:
+                return
+            time.sleep(0.2)

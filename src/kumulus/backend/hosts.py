@@ -168,4 +168,6 @@ def host_public(host: Host, settings: BackendSettings) -> HostPublic:
         host_key=host.host_key,
         host_key_state=host.host_key_state,  # type: ignore[arg-type]
         delegated_until=aware(host.delegated_until) if host.delegated_until else None,
+        isolated=host.isolated,
+        isolation_problem=host.isolation_problem,
     )

@@ -11,15 +11,18 @@
 # plain-http backend unless --insecure-http: on such a path anyone could swap both.
 #
 # It installs Docker (user-namespace remapping; a btrfs data root so VM disk limits are
-# enforced, if you agree) and lxcfs (so VMs see their own cpu and memory), installs the agent in its own Python environment, makes this
+# enforced, if you agree; a large pool of small subnets, one per VM) and lxcfs (so VMs see
+# their own cpu and memory), installs the agent in its own Python environment, makes this
 # host's own key (root-only), builds the VM base image, starts the agent as a service and
 # registers this host with that key. Then it asks for your wallet mnemonic without echoing
 # it (or reads --mnemonic-file), checks it is the wallet linked to your provider account and
 # signs the delegation of the host key with it, once: the wallet is never stored here (or
 # sign the delegation later: kumulus agent delegate). A host set up before host keys is moved
-# to one on its next run (its stored wallet delegates the key, then is removed). Running it
-# again upgrades in place and changes nothing else. `--uninstall` removes it. The mnemonic
-# never reaches a log, the process list, shell history, a file or an image.
+# to one on its next run (its stored wallet delegates the key, then is removed). It stops
+# with what to fix, rather than go on, when VMs would not be isolated (userns-remap,
+# firewall, disk quota), unless you pass --allow-weak-isolation. Running it again upgrades
+# in place and changes nothing else. `--uninstall` removes it. The mnemonic never reaches a
+# log, the process list, shell history, a file or an image.
 set -euo pipefail
 
 BACKEND=${KUMULUS_BACKEND_URL:-__KUMULUS_BACKEND_URL__}
@@ -29,6 +32,8 @@ INSECURE_HTTP=0
 TOKEN=""
 MNEMONIC_FILE=""
 DISK_QUOTA=ask          # ask | yes | no
+ALLOW_WEAK=0            # 1: accept VMs without full isolation (only developers who agree get them)
+ALLOW_SMTP=0
 ASSUME_YES=0
 UNINSTALL=0
 PACKAGE=""
@@ -54,7 +59,10 @@ Usage: provider-setup.sh --token TOKEN [options]     (as root)
   --mnemonic-file FILE   read the wallet mnemonic (used once, to delegate this host's key)
                          from FILE instead of asking
   --disk-quota           put Docker on a btrfs data root so VM disk limits are enforced
-  --no-disk-quota        keep Docker's storage as it is (disk limits not enforced)
+  --no-disk-quota        keep Docker's storage as it is (needs --allow-weak-isolation)
+  --allow-weak-isolation accept VMs without userns-remap, firewall or disk quota (only
+                         developers who ask for such hosts get VMs here)
+  --allow-smtp           let VMs connect to SMTP ports (25, 465, 587; blocked by default)
   --yes                  agree to changes that would otherwise be asked (non-interactive)
   --uninstall            stop the agent; remove its VMs after confirmation
   --package SPEC         pip requirement to install instead of the backend's package
@@ -82,6 +90,8 @@ while [ $# -gt 0 ]; do
     --mnemonic-file) MNEMONIC_FILE=${2:?--mnemonic-file needs a path}; shift 2 ;;
     --disk-quota) DISK_QUOTA=yes; shift ;;
     --no-disk-quota) DISK_QUOTA=no; shift ;;
+    --allow-weak-isolation) ALLOW_WEAK=1; shift ;;
+    --allow-smtp) ALLOW_SMTP=1; shift ;;
     --yes|-y) ASSUME_YES=1; shift ;;
     --uninstall) UNINSTALL=1; shift ;;
     --package) PACKAGE=${2:?--package needs a value}; shift 2 ;;
@@ -399,8 +409,11 @@ apt_install() {
 missing=()
 command -v curl >/dev/null || missing+=(curl ca-certificates)
 command -v iptables >/dev/null || missing+=(iptables)
+if [ -e /proc/net/if_inet6 ]; then command -v ip6tables >/dev/null || missing+=(iptables); fi
 command -v dockerd >/dev/null || missing+=(docker.io)
 command -v lxcfs >/dev/null || missing+=(lxcfs)
+# The offline image build (debootstrap) checks Debian's signatures against this keyring.
+if command -v debootstrap >/dev/null; then [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || missing+=(debian-archive-keyring); fi
 PYTHON=""
 for candidate in python3.13 python3.12 python3.11 python3; do
   if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
@@ -429,6 +442,8 @@ DOCKER_CONF=/etc/docker/daemon.json
 engine_up() { docker info >/dev/null 2>&1; }
 engine_has_userns() { docker info --format '{{json .SecurityOptions}}' 2>/dev/null | grep -q 'name=userns'; }
 engine_has_quota() { [ "$(docker info --format '{{.Driver}}' 2>/dev/null)" = btrfs ]; }
+# Every VM has its own bridge network: Docker's default pools hold ~30 of them.
+engine_has_pools() { docker info --format '{{json .DefaultAddressPools}}' 2>/dev/null | grep -q '"Size":2[4-9]'; }
 
 start_engine() {
   if [ "$USE_SYSTEMD" = yes ]; then
@@ -480,6 +495,8 @@ import json, os, sys
 path, quota, root = sys.argv[1], sys.argv[2], sys.argv[3]
 conf = json.load(open(path)) if os.path.exists(path) and os.path.getsize(path) else {}
 conf["userns-remap"] = "default"
+# /28s (11 VM addresses each) from a /16: 4,096 VM networks instead of Docker's ~30.
+conf.setdefault("default-address-pools", [{"base": "10.213.0.0/16", "size": 28}])
 if quota:
     conf["data-root"] = root
     conf["storage-driver"] = "btrfs"
@@ -487,7 +504,7 @@ with open(path + ".tmp", "w") as out:
     json.dump(conf, out, indent=2)
 os.replace(path + ".tmp", path)
 PY
-  say "configured Docker (userns-remap${want_quota:+, btrfs data root $DOCKER_ROOT}); restarting it"
+  say "configured Docker (userns-remap, address pools${want_quota:+, btrfs data root $DOCKER_ROOT}); restarting it"
   start_engine
 }
 
@@ -501,12 +518,28 @@ if engine_up && engine_has_quota; then
 elif [ "$DISK_QUOTA" = yes ] || { [ "$DISK_QUOTA" = ask ] && ask_yes "Enforce VM disk limits with a btrfs data root for Docker (recommended)?"; }; then
   want_quota=yes
 fi
-if engine_up && engine_has_userns && { [ "$want_quota" = already ] || [ -z "$want_quota" ]; }; then
+if engine_up && engine_has_userns && engine_has_pools && { [ "$want_quota" = already ] || [ -z "$want_quota" ]; }; then
   say "Docker engine ready ($(docker version --format '{{.Server.Version}}'); userns-remap; disk limits $([ -n "$want_quota" ] && echo enforced || echo 'not enforced'))"
 else
   [ "$want_quota" = already ] && want_quota=""
   configure_engine "$want_quota"
   engine_up || start_engine
+fi
+
+# --- isolation: required unless the provider accepts less ------------------------------------
+
+weak=()
+engine_has_userns || weak+=("userns-remap is off, so root in a VM would be root on this host: let this script configure Docker (run it again with --yes) or set \"userns-remap\": \"default\" in $DOCKER_CONF and restart Docker")
+engine_has_quota || weak+=("VM disk sizes are not enforced: run again with --disk-quota (Docker on a btrfs data root)")
+command -v iptables >/dev/null || weak+=("iptables is missing: apt-get install iptables")
+engine_has_pools || say "warning: Docker's default address pools hold only ~30 VM networks; set \"default-address-pools\" in $DOCKER_CONF (see this script) to go beyond"
+if [ ${#weak[@]} -gt 0 ]; then
+  for problem in "${weak[@]}"; do say "  - $problem"; done
+  if [ "$ALLOW_WEAK" -eq 1 ]; then
+    say "warning: VMs here will not be fully isolated (--allow-weak-isolation): only developers who accept that get VMs on this host"
+  else
+    die "this host cannot isolate VMs (above); fix it and run this script again, or pass --allow-weak-isolation to accept VMs anyway"
+  fi
 fi
 
 # --- the agent package ---------------------------------------------------------------------
@@ -562,6 +595,8 @@ KUMULUS_AGENT_PORT=$PORT
 KUMULUS_AGENT_SSH_PUBLIC_HOST=$PUBLIC_IP
 KUMULUS_AGENT_SSH_PORT_MIN=${SSH_PORTS%-*}
 KUMULUS_AGENT_SSH_PORT_MAX=${SSH_PORTS#*-}
+KUMULUS_AGENT_ALLOW_WEAK_ISOLATION=$ALLOW_WEAK
+KUMULUS_AGENT_ALLOW_SMTP=$ALLOW_SMTP
 EOF
 then CHANGED=1; fi
 
@@ -610,6 +645,17 @@ fi
 before=$(service_running && echo up || echo down)
 install_service
 wait_agent
+
+# What the agent itself found (it also checks the firewall, which only it installs).
+agent_host=$LISTEN
+case $agent_host in 0.0.0.0|::) agent_host=127.0.0.1 ;; esac
+isolation=$(curl -fsS -H "Authorization: Bearer $(cat "$STATE_DIR/admin-token")" "http://$agent_host:$PORT/v1/host" 2>/dev/null \
+  | "$PYTHON" -c 'import json, sys; i = json.load(sys.stdin)["isolation"]; print(i["level"], "|", i["detail"])' 2>/dev/null || echo "unknown | the agent did not say")
+say "VM isolation: $isolation"
+case $isolation in
+  full*) ;;
+  *) [ "$ALLOW_WEAK" -eq 1 ] || die "the agent refuses VMs: isolation is ${isolation%% *} (see above and $LOG_DIR/agent.log); fix it and run this script again, or pass --allow-weak-isolation" ;;
+esac
 [ "$before" = down ] || [ "$CHANGED" -eq 1 ] || say "the agent service was already running; nothing changed"
 
 if [ "$registered" -eq 0 ]; then

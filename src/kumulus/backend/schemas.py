@@ -157,6 +157,12 @@ class HostPublic(CamelModel):
     host_key: str | None = None
     host_key_state: HostKeyState = "legacy"
     delegated_until: Timestamp | None = None
+    isolated: bool = Field(
+        default=False,
+        description="its signed reports say VMs there are fully isolated (userns-remap, "
+        "firewall, disk quota); only such hosts get VMs unless a developer accepts less",
+    )
+    isolation_problem: str | None = Field(default=None, description="what is missing")
 
 
 class HostRegistered(CamelModel):
@@ -224,6 +230,12 @@ class VMCreateIn(CamelModel):
         description="most this VM may cost per hour while running, in tokens",
         examples=["0.05"],
     )
+    allow_weak_isolation: bool = Field(
+        default=False,
+        description="also accept a host that does not fully isolate its VMs (no "
+        "userns-remap, firewall or disk quota): its provider, or a VM that escapes, could "
+        "reach your VM more easily",
+    )
 
     @field_validator("memory")
     @classmethod
@@ -259,6 +271,12 @@ class VMQuoteIn(CamelModel):
     )
     region: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,32}$")
     max_price_per_hour: Price | None = Field(default=None, examples=["0.05"])
+    allow_weak_isolation: bool = Field(
+        default=False,
+        description="also accept a host that does not fully isolate its VMs (no "
+        "userns-remap, firewall or disk quota): its provider, or a VM that escapes, could "
+        "reach your VM more easily",
+    )
 
 
 class VMQuoteOut(CamelModel):

@@ -72,6 +72,7 @@ def want_of(vm: VM) -> Want:
         disk=vm.disk,
         region=vm.region or None,
         max_price_hour=vm.max_price_hour,
+        allow_weak=bool(vm.allow_weak_isolation),
     )
 
 
@@ -126,8 +127,8 @@ class VMService:
     def converged(vm: VM, action: Action) -> bool:
         """Whether nothing of `action` is left to do for the VM (its host confirmed, it
         failed for good, or a later intent replaced it)."""
-        if action == "create":
-            return not VMService.awaiting_create(vm)
+        if action == "create":  # pending without a host: being placed elsewhere
+            return vm.actual_state != "pending" or vm.intended_state == "deleted"
         if action == "start":
             return vm.start_requested_at is None or vm.intended_state != "running"
         if action == "stop":
@@ -250,6 +251,7 @@ class VMService:
                     self.settings.max_vm_price_planck,
                 )
             ),
+            allow_weak_isolation=body.allow_weak_isolation,
             idempotency_key=idempotency_key,
             created_at=now,
             updated_at=now,
@@ -280,6 +282,9 @@ class VMService:
         nothing changed, when it cannot be."""
         # Balances first, then the host: the order every money change takes locks in.
         locked, _ = billing.lock_vms(self.db, [vm])
+        if vm.intended_state == "deleted":  # deleted meanwhile: its hold is back already
+            self.db.rollback()
+            raise ConflictError(f"VM {vm.id} is being deleted", code="deleting")
         try:
             placed = place(
                 self.db,
@@ -330,15 +335,18 @@ class VMService:
             if refused is None:
                 return True
             tried.add(vm.host_id or "")
-            vm.create_refusals = (vm.create_refusals or 0) + 1
-            self._unplace(vm)  # its hold and capacity back first (commits)
+            if not self._unplace(vm):  # its hold and capacity back first (commits)
+                return True  # another try got it adopted meanwhile: that answer stands
+            if vm.intended_state == "deleted":
+                return True  # deleted meanwhile: not placed again (the delete finishes it)
             if len(tried) >= MAX_HOSTS or vm.create_refusals >= MAX_REFUSALS:
                 self._fail(vm, refused)
                 return True
             try:
                 self._place(vm, tried)
             except (ConflictError, PaymentRequiredError) as exc:
-                self._fail(vm, f"{refused}; {exc.detail}")
+                if exc.error_code != "deleting":
+                    self._fail(vm, f"{refused}; {exc.detail}")
                 return True
         return False
 
@@ -410,15 +418,38 @@ class VMService:
         signer = host_keys.signing_address(host) or ""
         return AgentClient(host.api_url, host.id, self.keypair, signer)
 
-    def _unplace(self, vm: VM) -> None:
-        """Undo a placement whose host did not take the VM: its hold back to the
-        developer, its capacity back to the host (commits)."""
+    def _unplace(self, vm: VM) -> bool:
+        """Undo a placement whose host refused the VM: its hold back to the developer, its
+        capacity back to the host, one more refusal counted (commits). False, nothing
+        changed, when the VM no longer awaits that create (re-read under its balances'
+        lock): another try of the same create got it adopted, and it runs there."""
+        host_id = vm.host_id
         locked, _ = billing.lock_vms(self.db, [vm])
+        if not self.awaiting_create(vm) or vm.host_id != host_id:
+            self.db.commit()
+            return False
+        vm.create_refusals = (vm.create_refusals or 0) + 1
         billing.release(self.db, vm, locked, keep=0)
-        if vm.reserved and vm.host_id:
-            release(self.db, vm.host_id, want_of(vm), commit=False)
+        self._give_back(vm)
         vm.reserved, vm.host_id = False, None
         self.db.commit()
+        return True
+
+    def _give_back(self, vm: VM) -> None:
+        """Give the VM's reserved capacity back to its host, once whoever calls: the one
+        that clears `reserved` in the database releases it (caller commits). Acting on
+        `vm.reserved` as read earlier released it twice when a delete raced a refusal."""
+        won = self.db.execute(
+            update(VM)
+            .where(VM.id == vm.id, VM.reserved.is_(True))
+            .values(reserved=False)
+            .execution_options(synchronize_session=False)
+        )
+        if won.rowcount == 1:  # type: ignore[attr-defined]
+            host_id = self.db.scalar(select(VM.host_id).where(VM.id == vm.id))
+            if host_id:
+                release(self.db, host_id, want_of(vm), commit=False)
+        vm.reserved = False
 
     @property
     def terms(self) -> billing.Terms:
@@ -447,14 +478,33 @@ class VMService:
         if vm.intended_state == "deleted":
             raise ConflictError(f"VM {vm.id} is being deleted", code="deleting")
 
-    def _settle(self, vm: VM, to_state: str, strict: bool = False) -> None:
+    def _settle(
+        self,
+        vm: VM,
+        to_state: str,
+        strict: bool = False,
+        still: Callable[[VM], bool] | None = None,
+    ) -> bool:
         """Charge what the VM owes in its current state and size its hold for `to_state`,
         in one transaction (committed). `strict`: PaymentRequiredError, nothing changed,
-        when the developer's funds cannot cover a full hold in that state."""
+        when the developer's funds cannot cover a full hold in that state. `still`: checked
+        on the VM as re-read under its balances' lock; when it no longer holds (a later
+        intent replaced the one being carried out), nothing is changed and False returned."""
         self.db.commit()  # the VM's balances are locked first, in a fresh transaction
         try:
+            locked, hosts = billing.lock_vms(self.db, [vm], self.terms.heartbeat_ttl)
+            if still is not None and not still(vm):
+                self.db.commit()
+                return False
             billing.settle(
-                self.db, vm, self.terms, to_state=to_state, strict=strict, money=self.money
+                self.db,
+                vm,
+                self.terms,
+                to_state=to_state,
+                strict=strict,
+                money=self.money,
+                locked=locked,
+                providers=hosts,
             )
             self.db.commit()
         except (PaymentRequiredError, OperationalError, InterfaceError):
@@ -468,9 +518,12 @@ class VMService:
             self.db.refresh(vm)
             if strict:
                 raise
+            if still is not None and not still(vm):
+                return False
             log.warning("VM %s: not metered before the change: %s", vm.id, failure_reason(exc))
             vm.intended_state = to_state
             self.db.commit()
+        return True
 
     def _on_a_host(self, vm: VM) -> None:
         if vm.host_id is None or vm.agent_vm_id is None:
@@ -484,8 +537,10 @@ class VMService:
         self._not_deleting(vm)
         self._on_a_host(vm)
         running = vm.actual_state in ("running", "starting", "restarting")
-        if vm.intended_state == "running" and vm.start_requested_at is None and running:
-            return vm  # nothing to do
+        if vm.intended_state == "running" and (vm.start_requested_at is not None or running):
+            # Running, or its start recorded already: asking again neither calls the host
+            # again nor resets its backoff (the jobs keep sending it).
+            return vm
         self._settle(vm, "running", strict=True)
         vm.start_requested_at = vm.updated_at = utcnow()
         converge.mark_intent(vm)
@@ -493,25 +548,38 @@ class VMService:
         self._kick(vm, "start")
         return vm
 
+    @staticmethod
+    def _start_pending(vm: VM) -> bool:
+        return vm.intended_state == "running" and vm.start_requested_at is not None
+
     def send_pending_start(self, vm: VM) -> bool:
         """Have the host start a VM whose start it has not confirmed. True once it has
         (or refused outright: the VM is wanted stopped again, with the host's reason);
         raises the error family while the host is away or failing (tried again later)."""
         self.db.refresh(vm)
-        if vm.intended_state != "running" or vm.start_requested_at is None:
+        if not self._start_pending(vm):
             return False
         try:
             agent_vm = self._host_agent(vm).start_vm(vm.agent_vm_id or "")
         except ApiError as exc:
             if exc.status is None or exc.status >= 500:
                 raise self._agent_error(exc) from exc
-            self._settle(vm, "stopped")  # it will not run there: the running hold back
-            vm.start_requested_at = None
-            vm.failure_reason = f"the host refused to start it: {exc.detail}"
-            self.db.commit()
+            # It will not run there: the running hold back (unless a stop or delete came
+            # meanwhile, which has sized the hold already).
+            if self._settle(vm, "stopped", still=self._start_pending):
+                vm.start_requested_at = None
+                vm.failure_reason = f"the host refused to start it: {exc.detail}"
+                self.db.commit()
             return True
         # The time until now was at the rate of what the host reported (not running).
-        self._settle(vm, "running")
+        if not self._settle(vm, "running", still=self._start_pending):
+            # A stop or delete was recorded while the host answered: it wins. The host
+            # runs the VM now, so a stop is sent to it again (the `stops` job); a delete
+            # is carried out by its own worker and the `deletes` job.
+            if vm.intended_state == "stopped":
+                vm.actual_state, vm.updated_at = "running", utcnow()
+                self.db.commit()
+            return True
         if vm.intended_state == "running":  # not stopped for funds meanwhile
             vm.actual_state = "running" if agent_vm.status == "Running" else "starting"
             vm.failure_reason = None
@@ -524,8 +592,10 @@ class VMService:
         whatever its host does) and have its host stop it (see send_pending_stop)."""
         self._not_deleting(vm)
         self._on_a_host(vm)
-        if vm.intended_state == "stopped" and vm.actual_state not in PENDING_STOP:
-            return vm  # stopped already
+        if vm.intended_state == "stopped":
+            # Stopped, or its stop recorded already (billed stopped since): the `stops` job
+            # sends it, with its backoff, until the host confirms.
+            return vm
         self._settle(vm, "stopped")
         vm.start_requested_at = None
         if vm.actual_state in ("running", "starting", "restarting"):
@@ -570,8 +640,9 @@ class VMService:
         """Record the wish that the VM is gone (its hold back to the developer at once,
         nothing billed from now) and have its host remove it (see finish_delete); the VM
         is `deleting` until the host confirms, then `deleted`."""
-        if vm.intended_state != "deleted":
-            self._settle(vm, "deleted")  # the hold goes back to the developer
+        if vm.intended_state == "deleted":
+            return vm  # recorded already: the `deletes` job finishes it, with its backoff
+        self._settle(vm, "deleted")  # the hold goes back to the developer
         vm.intended_state, vm.updated_at = "deleted", utcnow()
         if vm.actual_state != "deleted" and not self.awaiting_create(vm):
             vm.actual_state = "deleting"
@@ -614,14 +685,12 @@ class VMService:
         claimed = self.db.execute(
             update(VM)
             .where(VM.id == vm.id, VM.actual_state != "deleted")
-            .values(actual_state="deleted", reserved=False, updated_at=utcnow())
+            .values(actual_state="deleted", updated_at=utcnow())
             .execution_options(synchronize_session=False)
         )
-        if claimed.rowcount == 1:  # type: ignore[attr-defined]
-            if vm.reserved and vm.host_id:
-                release(self.db, vm.host_id, want_of(vm), commit=False)
-            if ran and host is not None:
-                _count_lease(self.db, host.id, completed=True)
+        self._give_back(vm)
+        if claimed.rowcount == 1 and ran and host is not None:  # type: ignore[attr-defined]
+            _count_lease(self.db, host.id, completed=True)
         self.db.commit()
         self.db.refresh(vm)
         return True

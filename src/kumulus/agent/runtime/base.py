@@ -6,6 +6,8 @@ import builtins
 from dataclasses import dataclass
 from typing import Protocol
 
+from kumulus.agent.firewall import FirewallState
+
 VM_ID_LENGTH = 16  # lowercase hex
 
 
@@ -31,6 +33,11 @@ class VMSpec:
     # Read back by `inspect`, not by `list`.
     lxcfs_dir: str | None = None
     lxcfs_files: tuple[str, ...] = ()  # paths under lxcfs_dir bound at the same path in the VM
+    # Disk I/O caps (agent/io_limits.py) on `io_device`, for reads and writes each; None:
+    # not capped. Read back by `inspect`, not by `list`.
+    io_device: str | None = None
+    io_bps: int = 0
+    io_iops: int = 0
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,7 @@ class EngineInfo:
     userns_remap: bool
     ncpu: int
     mem_total: int
+    cgroup_version: str = "1"  # the engine's: "1" or "2"
 
 
 class EngineError(Exception):
@@ -119,6 +127,11 @@ class VMRuntime(Protocol):
 
     def engine(self) -> EngineInfo:
         """Facts about the engine; raise EngineError when it does not answer."""
+
+    def isolate_networks(self, allow_smtp: bool) -> FirewallState:
+        """Install (idempotently) the host's rules that keep every VM's network away from
+        the host, private networks and, unless `allow_smtp`, SMTP ports, in IPv4 and IPv6;
+        say whether they are in force (never raises: a failure is an inactive state)."""
 
     def supports_disk_limit(self, image: str) -> bool:
         """True when the engine enforces a per-VM disk size (probed, not guessed)."""

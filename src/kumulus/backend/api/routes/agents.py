@@ -20,6 +20,8 @@ from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.deps import Db, Settings
 from kumulus.backend.heartbeats import HeartbeatWriter, Outcome, VerifiedHeartbeat
 from kumulus.backend.hosts import check_capacity, starting_prices
+from kumulus.backend.isolation import judge
+from kumulus.backend.isolation import parse as parse_isolation
 from kumulus.backend.models import VM, Host, HostToken, ProviderProfile
 from kumulus.backend.nonces import DbNonceStore
 from kumulus.backend.schemas import Accepted, DelegationIn, HostKeyOut, HostRegistered
@@ -128,6 +130,7 @@ def register(
         agent_version=payload.agent_version,
         registered_at=utcnow(),
     )
+    host.isolated, host.isolation_problem = judge(payload.isolation)
     host.set_prices(*prices)
     db.add(host)
     db.commit()
@@ -160,6 +163,7 @@ def accept_heartbeat(
         raise UnauthorizedError(f"signature refused: {exc.reason}", code="bad_signature") from exc
     parsed = _parse(HeartbeatPayload, payload)
     stored = parsed.stored()
+    isolated, isolation_problem = judge(parse_isolation(payload))
     beat = VerifiedHeartbeat(
         address=envelope.address,
         nonce=envelope.nonce,
@@ -170,6 +174,8 @@ def accept_heartbeat(
         inventory=parsed.inventory(),
         nonce_expires_at=time.time() + 2 * settings.signature_max_skew + 5,
         machine=stored.get("host"),
+        isolated=isolated,
+        isolation_problem=isolation_problem,
     )
     try:
         outcome = writer.submit(beat).result(timeout=30)

@@ -113,7 +113,7 @@ def create_vm(
     vms.wait(vm, "create", wait)
     if wait and vm.actual_state == "failed":
         raise UpstreamError(f"VM {vm.id} failed: {vm.failure_reason}", code="vm_failed")
-    if vms.awaiting_create(vm):
+    if not vms.converged(vm, "create"):
         response.status_code = status.HTTP_202_ACCEPTED
     return vms.view(vm)
 
