@@ -42,6 +42,7 @@ def add_hosts(
                     "memory": 32 * GIB,
                     "disk": 500 * GIB,
                     "disk_quota": True,
+                    "isolated": True,
                     "agent_version": "bench",
                     "registered_at": now,
                     "last_heartbeat_at": now if online else None,

@@ -42,6 +42,8 @@ install_system_packages() {
     KUMULUS_ENGINE_TAKEOVER=1
   fi
   command -v debootstrap >/dev/null || missing+=(debootstrap)
+  [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || missing+=(debian-archive-keyring)
+  command -v gpgv >/dev/null || missing+=(gpgv)
   command -v mkfs.btrfs >/dev/null || missing+=(btrfs-progs)
   command -v iptables >/dev/null || missing+=(iptables)
   command -v lxcfs >/dev/null || missing+=(lxcfs)

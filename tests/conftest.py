@@ -46,7 +46,7 @@ def agent_settings(tmp_path: Path) -> AgentSettings:
         cpu_capacity=4,
         memory_capacity="8g",
         disk_capacity="100g",
-        firewall=False,
+        firewall=True,  # the fake runtime's: no iptables rule is touched
         ssh_ready_timeout=0.2,
         lxcfs_dir=tmp_path / "lxcfs",  # not a mount: VMs are made without lxcfs
     )

@@ -6,6 +6,7 @@ import threading
 import time
 from dataclasses import replace
 
+from kumulus.agent.firewall import FirewallState
 from kumulus.agent.runtime import (
     EngineError,
     EngineInfo,
@@ -17,10 +18,22 @@ from kumulus.agent.runtime import (
 
 
 class FakeRuntime:
-    def __init__(self, *, disk_quota: bool = True, image: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        disk_quota: bool = True,
+        image: bool = True,
+        userns_remap: bool = True,
+        firewall: bool = True,
+    ) -> None:
+        """Fully isolated by default (userns-remap, firewall, disk quota), as a provider
+        host set up by provider-setup.sh is; each part can be taken away."""
         self.vms: dict[str, VMInfo] = {}
         self.disk_quota = disk_quota
         self.image = image
+        self.userns_remap = userns_remap
+        self.firewall = firewall
+        self.smtp_allowed: bool | None = None  # what the agent last asked for
         self.create_calls = 0
         self.restarts: list[str] = []
         self.create_delay = 0.0
@@ -93,10 +106,16 @@ class FakeRuntime:
             version="fake",
             storage_driver="btrfs" if self.disk_quota else "overlay2",
             root_dir="/",
-            userns_remap=True,
+            userns_remap=self.userns_remap,
             ncpu=2,
             mem_total=8 << 30,
         )
+
+    def isolate_networks(self, allow_smtp: bool) -> FirewallState:
+        self.smtp_allowed = allow_smtp
+        if not self.firewall:
+            return FirewallState(False, "iptables is not installed: VMs can reach the host")
+        return FirewallState(True, "fake firewall", smtp_blocked=not allow_smtp)
 
     def supports_disk_limit(self, image: str) -> bool:
         return self.disk_quota

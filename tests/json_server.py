@@ -9,15 +9,20 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from substrateinterface import Keypair
+
+from kumulus.core.signing import HDR_ANSWER_SIGNATURE, HDR_NONCE, sign_answer
+
 # (method, path with query) -> (status, JSON body)
 Answer = Callable[[str, str], tuple[int, Any]]
 
 
 class JsonServer:
     """Serves `answer` until the `with` block ends; `url` is its base URL. `requests` keeps
-    (method, path, JSON body or None) of every request, in order."""
+    (method, path, JSON body or None) of every request, in order. With `signer`, it answers
+    signed backend requests as an agent does (kumulus.agent.signed_answers)."""
 
-    def __init__(self, answer: Answer) -> None:
+    def __init__(self, answer: Answer, signer: Keypair | None = None) -> None:
         requests: list[tuple[str, str, Any]] = []
         self.requests = requests
 
@@ -34,6 +39,10 @@ class JsonServer:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                nonce = self.headers.get(HDR_NONCE)
+                if signer is not None and nonce:
+                    signature = sign_answer(signer, status, data, nonce)
+                    self.send_header(HDR_ANSWER_SIGNATURE, signature)
                 self.end_headers()
                 self.wfile.write(data)
 

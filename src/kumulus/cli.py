@@ -130,8 +130,13 @@ def agent_register(
         str | None, typer.Option(help="IP/name developers ssh to (default: SSH_PUBLIC_HOST)")
     ] = None,
     api_url: Annotated[str | None, typer.Option(help="URL the backend calls this agent on")] = None,
+    backend_address: Annotated[
+        str | None,
+        typer.Option(help="the backend's ss58 address, for a token that carries none"),
+    ] = None,
 ) -> None:
-    """Register this host with a backend (signed by the wallet) and pin the backend's key.
+    """Register this host with a backend (signed by the wallet) and pin the backend's key:
+    the one the token carries (or --backend-address), refusing an answer with another.
 
     The agent must be running (its /v1/host reports capacity and disk-quota support)."""
     import httpx
@@ -141,10 +146,13 @@ def agent_register(
     from kumulus.core.signing import SecretFileError, load_keypair
 
     settings = AgentSettings()
+    # The host key (pending until the wallet delegates it: `kumulus agent delegate`), or,
+    # on a host set up before host keys, the wallet itself.
+    path = settings.host_key_path if settings.host_key_path.exists() else settings.mnemonic_path
     try:
-        keypair = load_keypair(settings.mnemonic_path)
+        keypair = load_keypair(path)
     except SecretFileError as exc:
-        raise _fail(f"{exc}; store the wallet first: kumulus wallet import") from exc
+        raise _fail(f"{exc}; make this host's key first: kumulus agent host-key") from exc
     local = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
     agent_url = f"http://{local}:{settings.port}"
     try:
@@ -168,10 +176,87 @@ def agent_register(
             api_url=api_url or f"http://{f'[{ip}]' if ':' in ip else ip}:{settings.port}",
             public_ip=ip,
             host_info=info.json(),
+            backend_address=backend_address,
         )
     except RegistrationError as exc:
         raise _fail(str(exc)) from exc
     typer.echo(f"registered as host {reg.host_id}; pinned backend key {reg.backend_address}")
+    if path == settings.host_key_path:
+        typer.echo(
+            f"host key {keypair.ss58_address} is pending: delegate it with the wallet "
+            "(here: kumulus agent delegate; or GET /v1/provider/hosts/<id>/delegation)"
+        )
+
+
+@agent_app.command("host-key")
+def agent_host_key() -> None:
+    """Make this host's own key (0600, once) and print its address."""
+    from kumulus.agent.host_key import ensure_host_key
+
+    typer.echo(ensure_host_key(AgentSettings()).ss58_address)
+
+
+def _read_mnemonic(mnemonic_file: Path | None, prompt: str) -> str:
+    """A mnemonic from a file, stdin ('-') or a prompt without echo; never an argument."""
+    if mnemonic_file is None:
+        if not sys.stdin.isatty():
+            raise _fail("no terminal to ask on: pass --mnemonic-file FILE (or - for stdin)", 2)
+        return getpass.getpass(prompt)
+    if str(mnemonic_file) == "-":
+        return sys.stdin.readline()
+    try:
+        return mnemonic_file.read_text()
+    except OSError as exc:
+        raise _fail(f"cannot read {mnemonic_file}: {exc.strerror}") from exc
+
+
+@agent_app.command("delegate")
+def agent_delegate(
+    mnemonic_file: Annotated[
+        Path | None,
+        typer.Option(help="the wallet's mnemonic file ('-' = stdin); default: ask, hidden"),
+    ] = None,
+    days: Annotated[int, typer.Option(min=1, max=730, help="days the delegation lasts")] = 365,
+) -> None:
+    """Delegate this host's key with the provider's wallet (signed here, sent to the
+    backend); the mnemonic is used once and never stored."""
+    from datetime import UTC, datetime, timedelta
+
+    import httpx
+
+    from kumulus.agent.host_key import ensure_host_key
+    from kumulus.agent.registration import load_registration
+    from kumulus.core.delegation import delegation_text
+    from kumulus.core.http import error_detail
+    from kumulus.core.signing import SecretFileError, keypair_from_mnemonic
+
+    settings = AgentSettings()
+    reg = load_registration(settings.state_dir)
+    if reg is None:
+        raise _fail("this host is not registered yet: kumulus agent register")
+    host_key = ensure_host_key(settings).ss58_address
+    until = (datetime.now(UTC) + timedelta(days=days)).replace(microsecond=0)
+    message = delegation_text(reg.host_id, host_key, until)
+    try:
+        wallet = keypair_from_mnemonic(
+            " ".join(_read_mnemonic(mnemonic_file, "Wallet mnemonic (input hidden): ").split())
+        )
+    except SecretFileError as exc:
+        raise _fail(str(exc)) from exc
+    signature = "0x" + bytes(wallet.sign(message.encode())).hex()
+    try:
+        resp = httpx.post(
+            reg.backend_url + "/v1/hosts/delegation",
+            json={"message": message, "signature": signature},
+            timeout=30,
+        )
+    except httpx.HTTPError as exc:
+        raise _fail(f"cannot reach the backend at {reg.backend_url}: {exc}") from exc
+    if resp.status_code != 200:
+        raise _fail(
+            f"the backend refused the delegation ({resp.status_code}): {error_detail(resp)}"
+        )
+    typer.echo(f"host key {host_key} delegated by {wallet.ss58_address} until {until:%Y-%m-%d}")
 
 
 # -- backend --------------------------------------------------------------------------------
@@ -446,15 +531,24 @@ def wallet_sign(
     message: Annotated[str, typer.Argument(help="the exact text to sign (e.g. a challenge)")],
     mnemonic_file: Annotated[
         Path | None,
-        typer.Option(help="wallet mnemonic file (0600); default: the agent's stored wallet"),
+        typer.Option(help="wallet mnemonic file (0600) or '-' (stdin); default: ask, hidden"),
     ] = None,
 ) -> None:
     """Sign a message with the wallet (sr25519, as the browser extensions' signRaw does)
-    and print the address and the signature, e.g. to link the wallet in the console."""
-    from kumulus.core.signing import SecretFileError, load_keypair
+    and print the address and the signature, e.g. to link the wallet or delegate a host key
+    in the console. Without a stored wallet or --mnemonic-file, asks for the mnemonic
+    without echo ('-' reads it from stdin); it is never stored."""
+    from kumulus.core.signing import SecretFileError, keypair_from_mnemonic, load_keypair
 
+    stored = AgentSettings().mnemonic_path
     try:
-        keypair = load_keypair(mnemonic_file or AgentSettings().mnemonic_path)
+        if mnemonic_file is None and stored.exists():
+            keypair = load_keypair(stored)
+        elif mnemonic_file is not None and str(mnemonic_file) != "-":
+            keypair = load_keypair(mnemonic_file)
+        else:
+            phrase = _read_mnemonic(mnemonic_file, "Wallet mnemonic (input hidden): ")
+            keypair = keypair_from_mnemonic(" ".join(phrase.split()))
     except SecretFileError as exc:
         raise _fail(str(exc)) from exc
     signature = keypair.sign(b"<Bytes>" + message.encode() + b"</Bytes>")

@@ -1,5 +1,6 @@
 """Typed HTTP client for an agent's API, as the backend calls it: every request signed by
-the backend's sr25519 key and addressed (audience) to one host."""
+the backend's sr25519 key and addressed (audience) to one host, every answer checked to be
+signed by that host's key and bound to the request's nonce."""
 
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ from substrateinterface import Keypair
 
 from kumulus.core.http import parse_error
 from kumulus.core.schemas import VMPublic
-from kumulus.core.signing import sign_request
+from kumulus.core.signing import (
+    HDR_ANSWER_SIGNATURE,
+    HDR_NONCE,
+    SignatureError,
+    sign_request,
+    verify_answer,
+)
 
 
 class ApiError(Exception):
@@ -46,19 +53,27 @@ class AgentClient:
     """One provider's agent, as the backend calls it. A provider is a stranger: every call
     ends within `deadline` seconds whatever the agent does (httpx's own timeouts are per
     read, which an agent trickling one byte at a time never trips), and an answer that is
-    not what the API promises is an ApiError (code `bad_answer`), never a crash."""
+    not what the API promises is an ApiError (code `bad_answer`), never a crash.
+
+    Every answer, errors included, must be signed by `answer_address` (the host's signing
+    key) over its status, body and this request's nonce; one that is not (unsigned, another
+    key, another request's, tampered) is an ApiError with status None and code
+    `bad_answer_signature`: a failed call like an unreachable host, never a refusal or a
+    404 the caller could act on."""
 
     def __init__(
         self,
         base_url: str,
         host_id: str,
         keypair: Keypair,
+        answer_address: str,
         timeout: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
         deadline: float = CALL_DEADLINE,
     ) -> None:
         self.host_id = host_id
         self.keypair = keypair
+        self.answer_address = answer_address
         self._base_url = base_url.rstrip("/")
         self._timeout = timeout
         self._transport = transport
@@ -81,6 +96,21 @@ class AgentClient:
         # Async only for its cancellation: a sync request blocked in a read cannot be
         # interrupted, a task can. Callers are plain threads (routes, jobs).
         resp = asyncio.run(self._request(method, path, content, {**signed, **(headers or {})}))
+        try:
+            verify_answer(
+                self.answer_address,
+                resp.status_code,
+                resp.content,
+                signed[HDR_NONCE],
+                resp.headers.get(HDR_ANSWER_SIGNATURE, ""),
+            )
+        except SignatureError as exc:
+            raise ApiError(
+                f"the host's answer ({resp.status_code}) is refused: {exc.reason}",
+                None,
+                "bad_answer_signature",
+                retry=True,
+            ) from exc
         if resp.status_code >= 400:
             raise ApiError.of(resp)
         try:

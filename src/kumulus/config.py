@@ -50,6 +50,17 @@ class AgentSettings(BaseSettings):
     min_disk: str = "1g"
     default_disk: str = "10g"  # for requests without a disk size, where it is enforceable
     firewall: bool = True  # isolate VMs from the host and private networks with iptables
+    # Creates are refused while userns-remap, the firewall or the disk quota is missing
+    # (agent/isolation.py); a provider who accepts that risk for its developers says so here.
+    allow_weak_isolation: bool = False
+    allow_smtp: bool = False  # VMs may open connections to ports 25, 465 and 587
+    # Disk I/O caps per VM (agent/io_limits.py): per vCPU plus per GiB of disk, for reads
+    # and writes each, bytes/s and operations/s.
+    io_limits: bool = True
+    io_bps_per_cpu: str = "50m"
+    io_bps_per_disk_gib: str = "2m"
+    io_iops_per_cpu: int = Field(default=500, ge=1)
+    io_iops_per_disk_gib: int = Field(default=20, ge=0)
     guard_interval: float = Field(default=30.0, gt=0)  # re-check isolation and disk limits
     # lxcfs's mount point: VMs see their own cpu and memory through it when it answers.
     lxcfs_dir: Path = Path("/var/lib/lxcfs")
@@ -63,6 +74,12 @@ class AgentSettings(BaseSettings):
     @classmethod
     def _valid_ip(cls, value: str) -> str:
         ip_address(value)
+        return value
+
+    @field_validator("io_bps_per_cpu", "io_bps_per_disk_gib")
+    @classmethod
+    def _valid_rate(cls, value: str) -> str:
+        parse_size(value)  # refuse to start with a rate that is not a size
         return value
 
     @field_validator("ssh_public_host")
@@ -81,7 +98,8 @@ class AgentSettings(BaseSettings):
     # Secrets and trust anchors live in files; by default under state_dir.
     admin_token_file: Path | None = None
     backend_key_file: Path | None = None  # ss58 address of the pinned backend
-    mnemonic_file: Path | None = None  # the provider's wallet mnemonic (0600)
+    mnemonic_file: Path | None = None  # the provider's wallet mnemonic (0600; legacy hosts)
+    host_key_file: Path | None = None  # this host's own sr25519 key, a mnemonic (0600)
 
     @model_validator(mode="after")
     def _default_files(self) -> AgentSettings:
@@ -91,6 +109,8 @@ class AgentSettings(BaseSettings):
             self.backend_key_file = self.state_dir / "backend-address"
         if self.mnemonic_file is None:
             self.mnemonic_file = self.state_dir / "wallet-mnemonic"
+        if self.host_key_file is None:
+            self.host_key_file = self.state_dir / "host-key"
         return self
 
     @property
@@ -107,6 +127,11 @@ class AgentSettings(BaseSettings):
     def mnemonic_path(self) -> Path:
         assert self.mnemonic_file is not None
         return self.mnemonic_file
+
+    @property
+    def host_key_path(self) -> Path:
+        assert self.host_key_file is not None
+        return self.host_key_file
 
 
 class BackendSettings(BaseSettings):

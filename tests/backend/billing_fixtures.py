@@ -39,6 +39,7 @@ def host(db: Session, owner: Account, online: bool = True) -> Host:
         memory=32 * GIB,
         disk=500 * GIB,
         disk_quota=True,
+        isolated=True,
         registered_at=utcnow(),
         last_heartbeat_at=utcnow() if online else None,
         price_cpu_hour=UNIT // 100,  # 0.01 per vCPU-hour

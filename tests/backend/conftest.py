@@ -90,6 +90,19 @@ def link_wallet(client: TestClient, actor: Actor, wallet: Keypair, wrap: bool = 
     assert resp.status_code == 200, resp.text
 
 
+# What a host set up by provider-setup.sh reports (kumulus.core.schemas.IsolationReport).
+FULL_ISOLATION = {
+    "level": "full",
+    "missing": [],
+    "usernsRemap": True,
+    "firewall": True,
+    "diskQuota": True,
+    "ioLimits": True,
+    "smtpBlocked": True,
+    "detail": "",
+}
+
+
 def register_payload(token: str, **over: Any) -> dict[str, Any]:
     return {
         "kind": "register",
@@ -99,6 +112,7 @@ def register_payload(token: str, **over: Any) -> dict[str, Any]:
         "capacity": {"cpu": 4, "memory": 8 << 30, "disk": 100 << 30},
         "diskQuota": True,
         "agentVersion": "0.1.0",
+        "isolation": FULL_ISOLATION,
         **over,
     }
 

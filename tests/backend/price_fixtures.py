@@ -33,6 +33,7 @@ def priced_host(
         memory=32 * GIB,
         disk=500 * GIB,
         disk_quota=True,
+        isolated=True,
         registered_at=utcnow(),
         last_heartbeat_at=utcnow(),
         rep_tier=tier,

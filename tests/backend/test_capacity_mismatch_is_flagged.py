@@ -12,7 +12,7 @@ from kumulus.backend.models import Host
 from kumulus.backend.reputation import recompute
 from kumulus.backend.scheduler import Want, place
 from kumulus.core.signing import Domain, sign_envelope
-from tests.backend.conftest import Actor, link_wallet, register_host
+from tests.backend.conftest import FULL_ISOLATION, Actor, link_wallet, register_host
 
 GIB = 1 << 30
 # register_payload declares 4 vCPU, 8 GiB memory, 100 GiB disk.
@@ -23,7 +23,13 @@ HONEST = {"cpuCount": 4, "memoryTotal": 9 * GIB, "diskTotal": 120 * GIB}
 def _beat(
     backend: TestClient, wallet: Keypair, host_id: str, machine: Any, status: int = 202
 ) -> None:
-    payload = {"kind": "health", "hostId": host_id, "agentVersion": "0.1.0", "host": machine}
+    payload = {
+        "kind": "health",
+        "hostId": host_id,
+        "agentVersion": "0.1.0",
+        "host": machine,
+        "isolation": FULL_ISOLATION,
+    }
     resp = backend.post(
         "/v1/hosts/heartbeat",
         json=sign_envelope(wallet, payload, domain=Domain.HEARTBEAT).model_dump(),

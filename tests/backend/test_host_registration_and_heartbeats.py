@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from substrateinterface import Keypair
 
 from kumulus.backend.models import Heartbeat, Host
+from kumulus.core.host_tokens import backend_address_in
 from kumulus.core.signing import Domain, keypair_from_mnemonic, new_mnemonic, sign_envelope
 from tests.backend.conftest import Actor, link_wallet, register_host, register_payload
 
@@ -37,6 +38,7 @@ def test_register_then_heartbeat_brings_host_online(
     assert resp.status_code == 201, resp.text
     reg = resp.json()
     assert reg["backendAddress"] == backend.get("/healthz").json()["backendAddress"]
+    assert backend_address_in(token) == reg["backendAddress"]  # what the agent pins
     host_id = reg["hostId"]
     host = backend.get(f"/v1/provider/hosts/{host_id}", headers=provider.headers).json()
     assert host["status"] == "offline" and host["region"] == "eu" and host["cpu"] == 4
@@ -86,26 +88,28 @@ def test_host_goes_offline_after_the_ttl(
     assert host_json["status"] == "offline"
 
 
-def test_registration_needs_the_linked_wallet_and_a_fresh_token(
+def test_registration_needs_a_fresh_token_and_another_key_is_pending(
     backend: TestClient, provider: Actor, wallet: Keypair
 ) -> None:
     link_wallet(backend, provider, wallet)
-    token = backend.post("/v1/provider/host-tokens", headers=provider.headers).json()["token"]
-    stranger = keypair_from_mnemonic(new_mnemonic())
-    resp = backend.post(
+    first = backend.post("/v1/provider/host-tokens", headers=provider.headers).json()["token"]
+    host_key = keypair_from_mnemonic(new_mnemonic())
+    pending = backend.post(
         "/v1/hosts/register",
         json=sign_envelope(
-            stranger, register_payload(token), domain=Domain.HOST_REGISTRATION
+            host_key, register_payload(first), domain=Domain.HOST_REGISTRATION
         ).model_dump(),
     )
-    assert resp.status_code == 403
+    # A key other than the wallet is the host's own: it waits for the wallet's delegation.
+    assert pending.status_code == 201 and pending.json()["hostKeyState"] == "pending"
+    token = backend.post("/v1/provider/host-tokens", headers=provider.headers).json()["token"]
     ok = backend.post(
         "/v1/hosts/register",
         json=sign_envelope(
             wallet, register_payload(token), domain=Domain.HOST_REGISTRATION
         ).model_dump(),
     )
-    assert ok.status_code == 201
+    assert ok.status_code == 201 and ok.json()["hostKeyState"] == "legacy"
     reused = backend.post(
         "/v1/hosts/register",
         json=sign_envelope(

@@ -106,7 +106,7 @@ def test_a_chunk_writes_what_settling_each_vm_alone_writes(backend: TestClient) 
         alone_ids = [b.id for _, b in pairs]
 
         report = meter.MeterReport()
-        meter._settle_chunk(db, chunk_ids, TERMS, now, report)
+        meter.meter_ids(db, chunk_ids, TERMS, now, report)
         singles = meter.MeterReport()
         for vm_id in alone_ids:
             row = db.get(VM, vm_id)
@@ -114,6 +114,7 @@ def test_a_chunk_writes_what_settling_each_vm_alone_writes(backend: TestClient) 
             out = billing.settle(db, row, TERMS, now)
             db.commit()
             meter._count(row, out, singles)
+        report.accrued_only = 0  # the per-VM path has no such step
         assert astuple(report) == astuple(singles)
         # Every path was taken.
         assert report.posted and report.stopped_for_funds and report.unfunded and report.expired

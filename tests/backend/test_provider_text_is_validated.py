@@ -36,9 +36,10 @@ from kumulus.core.signing import (
 )
 from kumulus.core.untrusted_text import check_printable_line
 from kumulus.server import create_server
-from tests.backend.conftest import Actor, link_wallet, register_payload
+from tests.backend.conftest import FULL_ISOLATION, Actor, link_wallet, register_payload
 from tests.console.conftest import csrf_of
 from tests.json_server import JsonServer
+from tests.signed_agent import signed_by
 
 
 @dataclass(frozen=True)
@@ -92,12 +93,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     # One backend (with the consoles) for the whole table: each case is one request.
     data = tmp_path_factory.mktemp("provider-text") / "backend"
     settings = BackendSettings(data_dir=Path(data), heartbeat_ttl=3600, signup_credit="10")
+    wallet = keypair_from_mnemonic(new_mnemonic())
     with (
-        JsonServer(_agent) as agent,
+        JsonServer(_agent, signer=wallet) as agent,
         TestClient(create_server(settings), base_url="http://127.0.0.1") as client,
     ):
         provider, developer = Actor(client, "provider"), Actor(client, "developer")
-        wallet = keypair_from_mnemonic(new_mnemonic())
         link_wallet(client, provider, wallet)
         first = _host_token(client, provider)
         env = sign_envelope(
@@ -137,6 +138,7 @@ def _heartbeat(world: World, **over: Any) -> dict[str, Any]:
         "host": {"cpuCount": 4, "memoryTotal": 9 << 30, "diskTotal": 120 << 30},
         "docker": {"up": True, "version": "20.10.24"},
         "vmStats": [{"vmId": "0123456789abcdef", "state": "running"}],
+        "isolation": FULL_ISOLATION,
     }
     return {**payload, **over}
 
@@ -289,11 +291,13 @@ def test_an_error_read_from_an_agent_is_cleaned(hostile: str) -> None:
     def answer(_: httpx.Request) -> httpx.Response:
         return httpx.Response(409, json={"detail": f"refused: {value}", "code": value})
 
+    host_key = keypair_from_mnemonic(new_mnemonic())
     client = AgentClient(
         "http://agent.invalid",
         "h1",
         keypair_from_mnemonic(new_mnemonic()),
-        transport=httpx.MockTransport(answer),
+        host_key.ss58_address,
+        transport=signed_by(host_key, answer),
     )
     with pytest.raises(ApiError) as caught:
         client.stop_vm("0123456789abcdef")
@@ -319,11 +323,13 @@ def test_a_vm_answer_with_a_hostile_field_is_a_bad_answer(field: str, hostile: s
         "disk": None,
         "createdAt": "2026-11-30T00:00:00Z",
     }
+    host_key = keypair_from_mnemonic(new_mnemonic())
     client = AgentClient(
         "http://agent.invalid",
         "h1",
         keypair_from_mnemonic(new_mnemonic()),
-        transport=httpx.MockTransport(lambda _: httpx.Response(200, json=vm)),
+        host_key.ss58_address,
+        transport=signed_by(host_key, lambda _: httpx.Response(200, json=vm)),
     )
     assert client.get_vm("0123456789abcdef").vm_id == "0123456789abcdef"
     vm[field] = HOSTILE[hostile].value

@@ -37,6 +37,7 @@ def _hosts(backend: TestClient, specs: list[tuple[float, int, str]]) -> list[str
                 memory=mem_gib * GIB,
                 disk=100 * GIB,
                 disk_quota=True,
+                isolated=True,
                 registered_at=utcnow(),
                 last_heartbeat_at=utcnow(),
             )

@@ -14,6 +14,7 @@ import pytest
 
 from kumulus.client import AgentClient, ApiError
 from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic
+from tests.signed_agent import signed_by
 
 
 @pytest.fixture
@@ -50,7 +51,7 @@ def trickling_agent() -> Iterator[str]:
 
 def test_a_trickling_agent_is_cut_off_at_the_deadline(trickling_agent: str) -> None:
     key = keypair_from_mnemonic(new_mnemonic())
-    client = AgentClient(trickling_agent, "host-1", key, timeout=5, deadline=1.0)
+    client = AgentClient(trickling_agent, "host-1", key, key.ss58_address, timeout=5, deadline=1.0)
     started = time.monotonic()
     with pytest.raises(ApiError) as caught:
         client.stop_vm("0123456789abcdef")
@@ -62,8 +63,9 @@ def test_a_trickling_agent_is_cut_off_at_the_deadline(trickling_agent: str) -> N
 @pytest.mark.parametrize("answer", [b"not json", b'{"vmId": 1}', b"[]"])
 def test_an_answer_that_is_not_a_vm_is_an_api_error(answer: bytes) -> None:
     key = keypair_from_mnemonic(new_mnemonic())
-    transport = httpx.MockTransport(lambda _: httpx.Response(200, content=answer))
-    client = AgentClient("http://agent", "host-1", key, transport=transport)
+    host_key = keypair_from_mnemonic(new_mnemonic())
+    transport = signed_by(host_key, lambda _: httpx.Response(200, content=answer))
+    client = AgentClient("http://agent", "host-1", key, host_key.ss58_address, transport=transport)
     with pytest.raises(ApiError) as caught:
         client.get_vm("0123456789abcdef")
     assert caught.value.code == "bad_answer"

@@ -11,6 +11,7 @@ import httpx
 
 from kumulus.client import AgentClient, ApiError
 from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic
+from tests.signed_agent import signed_by
 
 
 def test_a_huge_detail_from_an_agent_is_cut() -> None:
@@ -19,11 +20,13 @@ def test_a_huge_detail_from_an_agent_is_cut() -> None:
     def answer(_: httpx.Request) -> httpx.Response:
         return httpx.Response(409, json={"detail": huge, "code": "conflict"})
 
+    host_key = keypair_from_mnemonic(new_mnemonic())
     client = AgentClient(
         "http://agent.invalid",
         "h1",
         keypair_from_mnemonic(new_mnemonic()),
-        transport=httpx.MockTransport(answer),
+        host_key.ss58_address,
+        transport=signed_by(host_key, answer),
     )
     try:
         client.stop_vm("v1")

@@ -145,10 +145,18 @@ def test_setup_script_turns_this_machine_into_a_provider_host(
         assert (prefix / "agent.env").stat().st_mtime_ns == env_before
         assert ssh(ssh_keypair[0], vm_json, "true").returncode == 0
 
-        # The mnemonic is stored 0600 and nowhere else: no log, no process, no image layer.
-        stored = state / "wallet-mnemonic"
-        assert stored.stat().st_mode & 0o777 == 0o600
+        # The wallet is used once, to delegate the host's own key, and stored nowhere: no
+        # file on the host, no log, no process, no image layer. The host keeps its key only.
+        assert host["hostKeyState"] == "delegated" and host["hostKey"] != wallet.ss58_address
+        assert not (state / "wallet-mnemonic").exists()
+        assert (state / "host-key").stat().st_mode & 0o777 == 0o600
         phrase = " ".join(mnemonic.split())
+        ours = [p for p in prefix.rglob("*") if "venv" not in p.relative_to(prefix).parts]
+        for path in [*state.rglob("*"), *ours]:
+            if path.is_file() and not path.is_symlink() and path.stat().st_size < 1 << 20:
+                assert phrase.split()[0] + " " + phrase.split()[1] not in path.read_text(
+                    errors="replace"
+                ), path
         for line in watch.seen | watch2.seen:
             assert phrase not in line and " ".join(phrase.split()[:3]) not in line, line
         for path in [*logs.rglob("*"), *prefix.rglob("*.env"), *state.rglob("*.log")]:

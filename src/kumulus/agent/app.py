@@ -15,44 +15,42 @@ from substrateinterface import Keypair
 from kumulus import __version__
 from kumulus.agent.auth import AuthConfig, Caller, ensure_admin_token, ensure_agent_id
 from kumulus.agent.disk_limits import DiskLimits
-from kumulus.agent.firewall import ensure_isolation
+from kumulus.agent.errors import AgentError
+from kumulus.agent.firewall import FirewallState
+from kumulus.agent.host_key import signing_key
 from kumulus.agent.lxcfs import StaleMountRepair
 from kumulus.agent.routes import legacy, vms
 from kumulus.agent.runtime import EngineError, VMRuntime
 from kumulus.agent.service import VMService
+from kumulus.agent.signed_answers import SignedAnswers
 from kumulus.agent.stats import StatsCollector
 from kumulus.config import AgentSettings
 from kumulus.core.http import ERROR_RESPONSES, install_error_handlers
 from kumulus.core.jobs import Job, JobRunner
-from kumulus.core.signing import NonceCache, SecretFileError, SignedEnvelope, load_keypair
+from kumulus.core.signing import NonceCache, SignedEnvelope
 
 log = logging.getLogger(__name__)
 
 
-def load_wallet(settings: AgentSettings) -> Keypair | None:
-    path = settings.mnemonic_path
-    if not path.exists():
-        log.warning(
-            "no wallet mnemonic at %s: health stats are off until the provider runs "
-            "`kumulus wallet import`",
-            path,
-        )
-        return None
-    try:
-        return load_keypair(path)
-    except SecretFileError as exc:
-        log.error("wallet not loaded: %s; health stats are off", exc)
-        return None
+def install_firewall(runtime: VMRuntime, settings: AgentSettings) -> FirewallState:
+    if not settings.firewall:
+        return FirewallState(False, "the firewall is off (KUMULUS_AGENT_FIREWALL=false)")
+    return runtime.isolate_networks(settings.allow_smtp)
 
 
 def _guard(service: VMService, limits: DiskLimits, settings: AgentSettings) -> None:
-    """Put back isolation rules someone flushed (keeping /v1/host and the create guard
-    truthful) and disk limits an engine restart dropped."""
-    if settings.firewall:
-        state = ensure_isolation()
-        if state != service.isolation:
-            log.warning("VM isolation changed: %s", state[1])
-        service.isolation = state
+    """Put back isolation rules someone flushed and re-read the engine (keeping /v1/host,
+    the heartbeats and the create guard truthful), and disk limits an engine restart
+    dropped."""
+    before = service.isolation().report()
+    service.firewall = install_firewall(service.runtime, settings)
+    try:
+        service.refresh_engine()
+    except AgentError as exc:
+        log.warning("engine facts not re-read: %s", exc.detail)
+    after = service.isolation().report()
+    if after.level != before.level or after.missing != before.missing:
+        log.warning("VM isolation is now %s: %s", after.level, after.detail)
     try:
         limits.reapply(service.runtime.list())
     except EngineError as exc:
@@ -97,12 +95,11 @@ def create_app(
 
         runtime = DockerRuntime(agent_id, settings.docker_host)
     if keypair is None:
-        keypair = load_wallet(settings)
-    isolation = ensure_isolation() if settings.firewall else (False, "disabled by configuration")
+        keypair = signing_key(settings)
     service = VMService(
         runtime,
         settings,
-        isolation=isolation,
+        firewall=install_firewall(runtime, settings),
         wallet_address=str(keypair.ss58_address) if keypair else None,
     )
     limits = DiskLimits(service.engine_info.root_dir, service.engine_info.storage_driver)
@@ -122,20 +119,26 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         for note in runtime.recover():
             log.warning("recovered after a crash: removed %s", note)
-        quota, detail = service.disk_quota()
         lxcfs = service.lxcfs.probe()
+        isolation = service.isolation()
         log.log(
-            logging.INFO if lxcfs.active else logging.WARNING,
-            "agent %s: %d VMs on this host; disk limits %s (%s); VM isolation: %s; "
-            "VM sizes %s (%s)",
+            logging.INFO if lxcfs.active and isolation.full else logging.WARNING,
+            "agent %s: %d VMs on this host; isolation %s (%s); VM sizes %s (%s)",
             __version__,
             len(runtime.list()),
-            "ENFORCED" if quota else "NOT ENFORCED",
-            detail,
-            isolation[1],
+            "FULL" if isolation.full else "WEAK",
+            isolation.report().detail,
             "VISIBLE" if lxcfs.active else "NOT VISIBLE",
             lxcfs.detail,
         )
+        if not isolation.full:
+            log.warning(
+                "creates are %s: missing %s",
+                "accepted anyway (KUMULUS_AGENT_ALLOW_WEAK_ISOLATION)"
+                if settings.allow_weak_isolation
+                else "REFUSED",
+                isolation.problem(),
+            )
         applied = limits.reapply(runtime.list())
         if applied:
             log.info("disk limits in force for %d VMs", applied)
@@ -165,6 +168,9 @@ def create_app(
     )
 
     install_error_handlers(app)
+    # Answers to the backend are signed by the key heartbeats are signed with (the host
+    # key), which the backend knows for this host.
+    app.add_middleware(SignedAnswers, signer=lambda: keypair)
 
     @app.get("/healthz", tags=["host"])
     def healthz() -> dict[str, Any]:

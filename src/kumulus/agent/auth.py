@@ -16,9 +16,11 @@ from typing import Annotated, Literal
 from fastapi import Depends, Request
 
 from kumulus.agent.registration import load_registration, read_pinned_backend
+from kumulus.agent.signed_answers import mark_signed_request
 from kumulus.core.errors import TooLargeError, UnauthorizedError
 from kumulus.core.signing import (
     HDR_ADDRESS,
+    HDR_NONCE,
     HDR_SIGNATURE,
     NonceCache,
     SecretFileError,
@@ -123,6 +125,7 @@ async def authenticate(request: Request) -> Principal:
             )
         except SignatureError as exc:
             raise _unauthorized(f"signature refused: {exc.reason}") from exc
+        mark_signed_request(request.scope, request.headers[HDR_NONCE])
         return Principal(kind="backend", address=pinned)
     raise _unauthorized("authentication required: send 'Authorization: Bearer <token>'")
 

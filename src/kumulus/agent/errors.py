@@ -21,6 +21,7 @@ __all__ = [
     "NotFoundError",
     "UnenforceableError",
     "VMFailedError",
+    "WeakIsolationError",
 ]
 
 
@@ -42,3 +43,11 @@ class VMFailedError(UpstreamError):
     """The VM did not come up (its container failed or sshd never answered)."""
 
     code = "vm_failed"
+
+
+class WeakIsolationError(UnavailableError):
+    """Userns-remap, the firewall or the disk quota is missing and the provider did not opt
+    out (KUMULUS_AGENT_ALLOW_WEAK_ISOLATION): no VM is created until it is fixed."""
+
+    code = "weak_isolation"
+    retry_default = False

@@ -21,6 +21,9 @@ IMAGE_VERSION_LABEL = "io.kumulus.image.version"
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 PACKAGES = "openssh-server,sudo,ca-certificates"
+# Debian's archive keys (package debian-archive-keyring): debootstrap checks the Release
+# file's signature against them, and every package against the Release file's hashes.
+DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 
 Progress = Callable[[str], None]
 
@@ -103,22 +106,41 @@ def _build_online(client: docker.DockerClient, tag: str, progress: Progress) -> 
         raise ImageBuildError(str(exc)) from exc
 
 
+def debootstrap_command(
+    debootstrap: str, rootfs: Path, mirror: str, keyring: Path = DEBIAN_KEYRING
+) -> list[str]:
+    """The offline build's debootstrap argv: signatures checked against Debian's archive
+    keyring, and no fallback that would skip the check (ImageBuildError without a keyring:
+    an image built from unverified packages runs every developer's VM)."""
+    if not keyring.is_file():
+        raise ImageBuildError(
+            f"Debian's archive keyring {keyring} is missing: apt-get install "
+            "debian-archive-keyring (the offline build refuses unsigned packages)"
+        )
+    return [
+        debootstrap,
+        "--variant=minbase",
+        f"--keyring={keyring}",
+        "--force-check-gpg",
+        f"--include={PACKAGES}",
+        DEBIAN_SUITE,
+        str(rootfs),
+        mirror,
+    ]
+
+
 def _build_offline(client: docker.DockerClient, tag: str, progress: Progress, mirror: str) -> None:
     debootstrap = shutil.which("debootstrap")
     if debootstrap is None:
         raise ImageBuildError("debootstrap is not installed (apt-get install debootstrap)")
     with tempfile.TemporaryDirectory(prefix="kumulus-rootfs-") as tmp:
         rootfs = Path(tmp) / "rootfs"
-        progress(f"debootstrap {DEBIAN_SUITE} (minbase + {PACKAGES}); about a minute")
+        command = debootstrap_command(debootstrap, rootfs, mirror)
+        progress(
+            f"debootstrap {DEBIAN_SUITE} (minbase + {PACKAGES}, signatures checked); about a minute"
+        )
         proc = subprocess.Popen(
-            [
-                debootstrap,
-                "--variant=minbase",
-                f"--include={PACKAGES}",
-                DEBIAN_SUITE,
-                str(rootfs),
-                mirror,
-            ],
+            command,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

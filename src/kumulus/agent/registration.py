@@ -16,9 +16,10 @@ from pydantic import BaseModel
 from substrateinterface import Keypair
 
 from kumulus import __version__
+from kumulus.core.host_tokens import backend_address_in
 from kumulus.core.hostnames import HostnameError, validate_public_host
 from kumulus.core.http import error_detail
-from kumulus.core.signing import Domain, sign_envelope
+from kumulus.core.signing import Domain, SignatureError, public_key_of, sign_envelope
 
 REGISTRATION_FILE = "registration.json"
 log = logging.getLogger(__name__)
@@ -76,14 +77,29 @@ def register(
     public_ip: str,
     host_info: dict[str, Any],
     http: httpx.Client | None = None,
+    backend_address: str | None = None,
 ) -> Registration:
     """Register with the backend (signed by the provider's wallet), then pin the backend's
-    key so the agent accepts calls signed by it, and only by it. `public_ip` must be an IP
-    address or a DNS name (RegistrationError otherwise, before anything is sent)."""
+    key so the agent accepts calls signed by it, and only by it. The key pinned is the one
+    the one-time token carries (or `backend_address`, given out of band), never one taken
+    from the answer alone: an answer naming another key is a RegistrationError and nothing
+    is pinned. `public_ip` must be an IP address or a DNS name. RegistrationError before
+    anything is sent when either is missing or malformed."""
     try:
         public_ip = validate_public_host(public_ip)
     except HostnameError as exc:
         raise RegistrationError(f"cannot register: {exc}") from exc
+    if backend_address is not None:
+        try:
+            public_key_of(backend_address)
+        except SignatureError as exc:
+            raise RegistrationError(f"cannot register: backend address: {exc.reason}") from exc
+    expected = backend_address or backend_address_in(provider_token)
+    if expected is None:
+        raise RegistrationError(
+            "cannot register: the token carries no backend key; create a new token in the "
+            "provider console (or give the backend's address, shown at /healthz, out of band)"
+        )
     payload = {
         "kind": "register",
         "providerToken": provider_token,
@@ -91,6 +107,7 @@ def register(
         "publicIp": public_ip,
         "capacity": host_info["capacity"],
         "diskQuota": host_info["diskQuotaSupported"],
+        "isolation": host_info.get("isolation"),
         "agentVersion": __version__,
     }
     envelope = sign_envelope(keypair, payload, domain=Domain.HOST_REGISTRATION)
@@ -105,10 +122,15 @@ def register(
             f"backend refused the registration ({resp.status_code}): {error_detail(resp)}"
         )
     body = resp.json()
+    if body.get("backendAddress") != expected:
+        raise RegistrationError(
+            "the backend answered with a key other than the one in the token: "
+            "nothing pinned (is something between this host and the backend?)"
+        )
     reg = Registration(
         backend_url=backend_url.rstrip("/"),
         host_id=body["hostId"],
-        backend_address=body["backendAddress"],
+        backend_address=expected,
     )
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     pin_backend(backend_key_file, reg.backend_address)

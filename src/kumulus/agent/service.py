@@ -21,7 +21,12 @@ from kumulus.agent.errors import (
     NotFoundError,
     UnenforceableError,
     VMFailedError,
+    WeakIsolationError,
 )
+from kumulus.agent.firewall import FirewallState
+from kumulus.agent.io_limits import caps_for
+from kumulus.agent.io_limits import probe as probe_io
+from kumulus.agent.isolation import Isolation
 from kumulus.agent.lxcfs import Lxcfs, LxcfsStatus
 from kumulus.agent.ports import choose_port
 from kumulus.agent.runtime import (
@@ -61,16 +66,18 @@ class VMService:
         runtime: VMRuntime,
         settings: AgentSettings,
         *,
-        isolation: tuple[bool, str] = (False, "not configured"),
+        firewall: FirewallState | None = None,
         wallet_address: str | None = None,
     ) -> None:
         self.runtime = runtime
         self.settings = settings
-        self.isolation = isolation
+        # Kept current by the agent's guard job, which installs the rules again.
+        self.firewall = firewall or FirewallState(False, "the firewall is not set up")
         self.wallet_address = wallet_address
         self._create_lock = threading.Lock()
         engine = self._engine()
         self.engine_info = engine
+        self.io = probe_io(settings, engine.root_dir, engine.cgroup_version)
         self.capacity = measure_capacity(settings, engine.root_dir)
         self.public_host = settings.ssh_public_host or default_public_host(settings.ssh_bind)
         self.lxcfs = Lxcfs(settings.lxcfs_dir)
@@ -99,6 +106,25 @@ class VMService:
             "be created without a disk size"
         )
 
+    def isolation(self) -> Isolation:
+        """What isolates VMs here now (the engine's facts as of the last refresh)."""
+        quota, quota_detail = self.disk_quota()
+        return Isolation(
+            userns_remap=self.engine_info.userns_remap,
+            firewall=self.firewall.active,
+            firewall_detail=self.firewall.detail,
+            disk_quota=quota,
+            disk_quota_detail=quota_detail,
+            io_limits=self.io.device is not None,
+            io_detail=self.io.detail,
+            smtp_blocked=self.firewall.smtp_blocked,
+            allow_weak=self.settings.allow_weak_isolation,
+        )
+
+    def refresh_engine(self) -> None:
+        """Read the engine's facts again (userns-remap needs an engine restart to change)."""
+        self.engine_info = self._engine()
+
     def host_info(self) -> HostInfo:
         vms = self._list()
         reserved = reserved_by(vms)
@@ -112,8 +138,9 @@ class VMService:
             userns_remap=self.engine_info.userns_remap,
             disk_quota_supported=quota,
             disk_quota_detail=quota_detail,
-            vm_isolation=self.isolation[0],
-            vm_isolation_detail=self.isolation[1],
+            vm_isolation=self.firewall.active,
+            vm_isolation_detail=self.firewall.detail,
+            isolation=self.isolation().report(),
             lxcfs_active=lxcfs.active,
             lxcfs_detail=lxcfs.detail,
             image=self.settings.image,
@@ -280,13 +307,25 @@ class VMService:
                 raise VMFailedError(str(exc)) from exc
         return self._await_ready(info, fail_removes=False)
 
+    def _check_isolation(self) -> None:
+        isolation = self.isolation()
+        if isolation.full:
+            return
+        if self.settings.allow_weak_isolation:
+            log.warning("creating a VM without full isolation: %s", isolation.problem())
+            return
+        raise WeakIsolationError(
+            f"this host does not isolate VMs: missing {isolation.problem()}. The provider "
+            "must fix that, or set KUMULUS_AGENT_ALLOW_WEAK_ISOLATION=1 to accept VMs anyway"
+        )
+
     def _check_sizes(self, req: VMCreate) -> None:
-        if self.settings.firewall and not self.isolation[0]:
-            # Safe by default: no VM that could reach the host's private services.
+        if not self.runtime.has_image(self.settings.image):
             raise EngineUnavailableError(
-                f"VM isolation is not in place ({self.isolation[1]}); the provider must fix "
-                "iptables, or set KUMULUS_AGENT_FIREWALL=false to accept VMs without it"
+                f"the VM base image {self.settings.image} is not built yet; "
+                "the provider must run `kumulus image build`"
             )
+        self._check_isolation()
         min_memory = parse_size(self.settings.min_memory)
         if req.memory < min_memory:
             raise UnenforceableError(f"memory must be at least {self.settings.min_memory}")
@@ -297,11 +336,6 @@ class VMService:
             supported, detail = self.disk_quota()
             if not supported:
                 raise UnenforceableError(f"this host cannot enforce a disk size: {detail}")
-        if not self.runtime.has_image(self.settings.image):
-            raise EngineUnavailableError(
-                f"the VM base image {self.settings.image} is not built yet; "
-                "the provider must run `kumulus image build`"
-            )
 
     def _lxcfs_for_new_vm(self) -> LxcfsStatus:
         status = self.lxcfs.probe()
@@ -333,6 +367,7 @@ class VMService:
                 f"no free SSH port in {self.settings.ssh_port_min}-{self.settings.ssh_port_max}"
             )
         vm_id = secrets.token_hex(8)
+        io = caps_for(self.settings, req.cpu, req.disk)
         cores = self.cpusets.choose(req.cpu, vms)
         self.cpusets.remember(vm_id, cores)
         return VMSpec(
@@ -350,6 +385,9 @@ class VMService:
             lxcfs_dir=str(self.lxcfs.root) if lxcfs.active else None,
             lxcfs_files=lxcfs.files,
             host_key=host_key,
+            io_device=self.io.device,
+            io_bps=io.bps if self.io.device else 0,
+            io_iops=io.iops if self.io.device else 0,
         )
 
     def _await_ready(self, info: VMInfo, *, fail_removes: bool) -> VMPublic:

@@ -125,6 +125,8 @@ class StatsCollector:
             "capacity": {"cpu": capacity.cpu, "memory": capacity.memory, "disk": capacity.disk},
             "docker": {"up": docker_up, "version": self.service.engine_info.version},
             "lxcfs": {"active": lxcfs.active, "detail": lxcfs.detail},
+            # Signed with the rest: the backend places VMs only on fully isolated hosts.
+            "isolation": self.service.isolation().report().model_dump(by_alias=True),
             "vms": {"total": total, "running": running, "unhealthy": unhealthy},
             "vmStats": vm_stats,
         }

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from kumulus.core.hostnames import HostnameError, PublicHost, validate_public_host
-from kumulus.core.schemas import VM_ID_RE, Capacity
+from kumulus.core.schemas import VM_ID_RE, Capacity, IsolationReport
 
 HOST_ID_PATTERN = r"^[0-9a-z]{1,32}$"  # ours: secrets.token_hex(8)
 # PEP 440 and semver both fit: "0.1.0", "1.2.3rc1", "1.0.0-beta.2+build.5".
@@ -79,6 +79,7 @@ class RegisterPayload(_Payload):
     capacity: Capacity
     disk_quota: bool = Field(alias="diskQuota", strict=True)
     agent_version: AgentVersion = Field(alias="agentVersion")
+    isolation: IsolationReport | None = None
 
 
 class HostPayload(_Payload):

@@ -27,9 +27,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
-from sqlalchemy import ColumnElement, String, any_, bindparam, select
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kumulus.backend import ledger
@@ -66,8 +66,37 @@ __all__ = [
 ]
 
 MS_PER_HOUR = 3_600_000
+# A VM's hold accounts (keyed by its id): all that settling it needs while it only accrues
+# usage (nothing to post, its hold covers the interval). Every settlement of the VM locks
+# them, so two processes settling it serialise on them.
+HOLD_ACCOUNTS = (HOLD, HOLD_PROMO)
 # The reason given to the VMs the meter job stops because their hold could not be renewed.
 STOPPED_FOR_FUNDS = "stopped because the balance is used up; deposit, then start it"
+
+
+class Metered(Protocol):
+    """What settling reads and writes of a VM: an ORM `VM`, or the plain `MeterRow` the
+    meter job loads (backend/meter_rows.py) to settle thousands without the ORM."""
+
+    id: str
+    account_id: int
+    host_id: str | None
+    cpu: float
+    memory: int
+    disk: int
+    price_cpu_hour: int
+    price_memory_gib_hour: int
+    price_disk_gib_hour: int
+    intended_state: str
+    actual_state: str
+    failure_reason: str | None
+    updated_at: datetime
+    stop_requested_at: datetime | None
+    metered_until: datetime | None
+    meter_carry: int
+    accrued: int
+    posted_at: datetime | None
+    unfunded_since: datetime | None
 
 
 @dataclass(frozen=True)
@@ -105,7 +134,7 @@ def terms_of(settings: BackendSettings) -> Terms:
 # -- rates --------------------------------------------------------------------------------
 
 
-def running_rate(vm: VM) -> int:
+def running_rate(vm: Metered) -> int:
     """planck per hour while the VM is meant to run (cpu + memory + disk)."""
     return hourly_price(
         vm.cpu, vm.memory, vm.disk, vm.price_cpu_hour, vm.price_memory_gib_hour,
@@ -113,12 +142,12 @@ def running_rate(vm: VM) -> int:
     )  # fmt: skip
 
 
-def stopped_rate(vm: VM) -> int:
+def stopped_rate(vm: Metered) -> int:
     """planck per hour while the VM is stopped: its disk only."""
     return hourly_price(0, 0, vm.disk, 0, 0, vm.price_disk_gib_hour)
 
 
-def rate_of(vm: VM, host_offline: bool = False) -> int:
+def rate_of(vm: Metered, host_offline: bool = False) -> int:
     """What the VM pays per hour now. The developer never pays for a provider's failure:
     a VM its host no longer has (`missing`) pays nothing, and one on a host that stopped
     answering, or that its host reports stopped, pays for its disk only, whatever it was
@@ -132,7 +161,7 @@ def rate_of(vm: VM, host_offline: bool = False) -> int:
     return stopped_rate(vm)
 
 
-def intended_rate(vm: VM) -> int:
+def intended_rate(vm: Metered) -> int:
     """What the VM costs per hour in the state its developer wants: what its hold is sized
     for (a start must be covered whatever the host last reported)."""
     if vm.intended_state == "deleted":
@@ -154,11 +183,12 @@ def split_fee(cost: int, fee_bps: int) -> tuple[int, int]:
 # -- locking ------------------------------------------------------------------------------
 
 
-def keys_of(vm: VM, provider_id: int | None) -> list[Key]:
-    return _keys(vm.id, vm.account_id, provider_id)
+def keys_of(vm: Metered, provider_id: int | None) -> list[Key]:
+    return vm_keys(vm.id, vm.account_id, provider_id)
 
 
-def _keys(vm_id: str, account_id: int, provider_id: int | None) -> list[Key]:
+def vm_keys(vm_id: str, account_id: int, provider_id: int | None) -> list[Key]:
+    """Every account settling the VM may post to (`keys_of` before the VM is loaded)."""
     keys = [
         key_of(DEVELOPER, account_id),
         key_of(PROMO, account_id),
@@ -190,14 +220,23 @@ def hosts_of(db: Session, vms: Iterable[VM], heartbeat_ttl: float | None = None)
 def _hosts(host_ids: set[str], db: Session, heartbeat_ttl: float | None) -> Hosts:
     if not host_ids:
         return Hosts({})
-    rows = db.execute(
-        select(Host.id, Host.account_id, Host.last_heartbeat_at).where(Host.id.in_(host_ids))
-    ).all()
+    query = select(Host.id, Host.account_id, Host.last_heartbeat_at).where(Host.id.in_(host_ids))
+    return hosts_from(((h, a, seen) for h, a, seen in db.execute(query)), heartbeat_ttl)
+
+
+def hosts_from(
+    rows: Iterable[tuple[str, int, datetime | None]], heartbeat_ttl: float | None
+) -> Hosts:
+    """`Hosts` from (host id, its provider's account id, its last heartbeat) rows; offline
+    ones only when `heartbeat_ttl` is given."""
+    provider: dict[str, int] = {}
     offline: set[str] = set()
-    if heartbeat_ttl is not None:
-        since = utcnow() - timedelta(seconds=heartbeat_ttl)
-        offline = {h for h, _, seen in rows if seen is None or aware(seen) < since}
-    return Hosts({h: a for h, a, _ in rows}, frozenset(offline))
+    since = utcnow() - timedelta(seconds=heartbeat_ttl or 0)
+    for host_id, account_id, seen in rows:
+        provider[host_id] = account_id
+        if heartbeat_ttl is not None and (seen is None or aware(seen) < since):
+            offline.add(host_id)
+    return Hosts(provider, frozenset(offline))
 
 
 def lock_vms(
@@ -208,55 +247,21 @@ def lock_vms(
     hosts (offline ones only when `heartbeat_ttl` is given)."""
     db.flush()  # re-reading would drop unflushed changes
     hosts = hosts_of(db, vms, heartbeat_ttl)
-    keys = [k for vm in vms for k in keys_of(vm, hosts.get(vm.host_id or ""))]
-    locked = ledger.lock(db, keys)
+    locked = ledger.lock(db, [k for vm in vms for k in keys_of(vm, hosts.get(vm.host_id or ""))])
     for start in range(0, len(vms), 500):  # one query per 500, not a refresh per VM
         ids = [vm.id for vm in vms[start : start + 500]]
         db.execute(select(VM).where(VM.id.in_(ids)).execution_options(populate_existing=True)).all()
     return locked, hosts
 
 
-def lock_vm_ids(
-    db: Session, ids: Sequence[str], heartbeat_ttl: float | None = None
-) -> tuple[list[VM], dict[Key, int], Hosts]:
-    """`lock_vms` for VMs not loaded yet (the meter job's chunks): reads only what their
-    keys need, locks, then loads the VMs (ordered by id) once, after the lock, so what
-    another process committed before it is seen. VMs that no longer exist are left out."""
-    rows = [
-        (vm_id, account_id, host_id)
-        for part in _id_parts(db, ids)
-        for vm_id, account_id, host_id in db.execute(
-            select(VM.id, VM.account_id, VM.host_id).where(part)
-        )
-    ]
-    hosts = _hosts({h for _, _, h in rows if h}, db, heartbeat_ttl)
-    locked = ledger.lock(db, [k for i, a, h in rows for k in _keys(i, a, hosts.get(h or ""))])
-    vms: list[VM] = []
-    for part in _id_parts(db, ids):
-        vms += db.scalars(
-            select(VM).where(part).order_by(VM.id).execution_options(populate_existing=True)
-        )
-    vms.sort(key=lambda vm: vm.id)
-    return vms, locked, hosts
-
-
-def _id_parts(db: Session, ids: Sequence[str]) -> list[ColumnElement[bool]]:
-    """`VM.id` among `ids`, as few conditions as the database takes: on PostgreSQL one
-    array parameter (`= ANY`: a short statement, parsed once, instead of 500 placeholders),
-    on SQLite IN lists of 500 (its parameter limit)."""
-    if db.get_bind().dialect.name == "postgresql":
-        return [VM.id == any_(bindparam("vm_ids", list(ids), type_=postgresql.ARRAY(String)))]
-    return [VM.id.in_(ids[start : start + 500]) for start in range(0, len(ids), 500)]
-
-
-def _held(vm: VM, locked: dict[Key, int]) -> tuple[int, int]:
+def _held(vm: Metered, locked: dict[Key, int]) -> tuple[int, int]:
     return (
         locked[key_of(HOLD_PROMO, vm.account_id, vm.id)],
         locked[key_of(HOLD, vm.account_id, vm.id)],
     )
 
 
-def room(vm: VM, locked: dict[Key, int]) -> int:
+def room(vm: Metered, locked: dict[Key, int]) -> int:
     """What the hold still covers beyond the usage accrued on it."""
     promo, cash = _held(vm, locked)
     return promo + cash - vm.accrued
@@ -271,7 +276,7 @@ def available(account_id: int, locked: dict[Key, int]) -> int:
 
 def fund(
     db: Session,
-    vm: VM,
+    vm: Metered,
     locked: dict[Key, int],
     amount: int,
     batch: ledger.PostingBatch | None = None,
@@ -299,7 +304,7 @@ def fund(
 
 def release(
     db: Session,
-    vm: VM,
+    vm: Metered,
     locked: dict[Key, int],
     keep: int = 0,
     batch: ledger.PostingBatch | None = None,
@@ -333,7 +338,7 @@ def release(
 
 def post_usage(
     db: Session,
-    vm: VM,
+    vm: Metered,
     locked: dict[Key, int],
     provider_id: int,
     fee_bps: int,
@@ -372,7 +377,7 @@ def post_usage(
 
 def charge(
     db: Session,
-    vm: VM,
+    vm: Metered,
     locked: dict[Key, int],
     now: datetime,
     host_offline: bool = False,
@@ -441,7 +446,7 @@ def take_hold(
 
 def settle(
     db: Session,
-    vm: VM,
+    vm: Metered,
     terms: Terms,
     now: datetime | None = None,
     *,
@@ -465,6 +470,8 @@ def settle(
     changed fields (the meter job's chunks: see jobs/meter.py)."""
     now = now or utcnow()
     if locked is None or providers is None:
+        if not isinstance(vm, VM):
+            raise TypeError("a plain row is settled under its caller's locks")
         locked, providers = lock_vms(db, [vm], terms.heartbeat_ttl)
     out = Outcome()
     provider_id = providers.get(vm.host_id or "")

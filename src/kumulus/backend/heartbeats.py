@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Integer,
     String,
@@ -50,7 +51,8 @@ log = logging.getLogger(__name__)
 class Outcome(enum.Enum):
     ACCEPTED = "accepted"
     REPLAYED = "replayed"  # nonce already used: refused
-    UNKNOWN_HOST = "unknown_host"  # no such host, or registered by another wallet
+    UNKNOWN_HOST = "unknown_host"  # no such host, or one that signs with another key
+    REVOKED = "revoked"  # the host's key was revoked by its provider
 
 
 @dataclass
@@ -68,6 +70,9 @@ class VerifiedHeartbeat:
     # The machine the agent runs on, as it reports it (`host`: cpuCount, memoryTotal,
     # diskTotal, ...), compared with the declared capacity (hosts.capacity_problem).
     machine: dict[str, Any] | None = None
+    # From the signed isolation report (backend/isolation.py): no report is not isolated.
+    isolated: bool = False
+    isolation_problem: str | None = None
     done: Future[Outcome] = field(default_factory=Future)
 
 
@@ -77,15 +82,20 @@ NO_MACHINE_REPORT = (
 
 
 def _update_host(inventory: bool) -> TextClause:
-    """The host row's update after a batch: always liveness and version; the count of
-    unknown containers when the heartbeat listed them; the capacity verdict (every
+    """The host row's update after a batch: always liveness, version and isolation; the
+    count of unknown containers when the heartbeat listed them; the capacity verdict (every
     heartbeat is judged: one without a machine report is flagged for that). A flagged
     host drops to tier 0 at once (`rep_tier * :keep_tier`, keep_tier 0 or 1); the
     reputation job keeps it there until the report agrees."""
-    sets = "last_heartbeat_at = :now, agent_version = :version"
+    sets = (
+        "last_heartbeat_at = :now, agent_version = :version,"
+        " isolated = :isolated, isolation_problem = :isolation_problem"
+    )
     params: list[BindParameter[Any]] = [
         bindparam("now", type_=DateTime(timezone=True)),
         bindparam("version", type_=String()),
+        bindparam("isolated", type_=Boolean()),
+        bindparam("isolation_problem", type_=String()),
     ]
     if inventory:
         sets += ", unknown_vms = :unknown"
@@ -212,6 +222,8 @@ class HeartbeatWriter:
             select(
                 Host.id,
                 Host.wallet_address,
+                Host.host_key,
+                Host.host_key_state,
                 Host.last_heartbeat_at,
                 Host.cpu,
                 Host.memory,
@@ -220,9 +232,18 @@ class HeartbeatWriter:
         ).all()
         hosts = {row.id: (row.wallet_address, row.last_heartbeat_at) for row in rows}
         declared = {row.id: (row.cpu, row.memory, row.disk) for row in rows}
+        # The key each host signs with (backend/host_keys.signing_address, on bare rows).
+        signers = {
+            row.id: row.wallet_address if row.host_key_state == "legacy" else row.host_key
+            for row in rows
+            if row.host_key_state != "revoked"
+        }
+        revoked = {row.id for row in rows if row.host_key_state == "revoked"}
         outcomes = [
             Outcome.ACCEPTED
-            if b.host_id in hosts and hosts[b.host_id][0] == b.address
+            if signers.get(b.host_id) == b.address
+            else Outcome.REVOKED
+            if b.host_id in revoked
             else Outcome.UNKNOWN_HOST
             for b in batch
         ]
@@ -287,7 +308,13 @@ class HeartbeatWriter:
                 latest[b.host_id] = b
         updates: dict[bool, list[dict[str, Any]]] = defaultdict(list)
         for h, b in latest.items():
-            row: dict[str, Any] = {"id": h, "now": now, "version": b.agent_version[:32]}
+            row: dict[str, Any] = {
+                "id": h,
+                "now": now,
+                "version": b.agent_version[:32],
+                "isolated": b.isolated,
+                "isolation_problem": b.isolation_problem,
+            }
             if h in unknown:
                 row["unknown"] = unknown[h]
             # A heartbeat that says nothing usable about its machine is judged too: a liar

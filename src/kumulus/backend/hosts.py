@@ -165,4 +165,9 @@ def host_public(host: Host, settings: BackendSettings) -> HostPublic:
         leases_completed=host.leases_completed,
         leases_failed=host.leases_failed,
         capacity_problem=host.capacity_problem,
+        host_key=host.host_key,
+        host_key_state=host.host_key_state,  # type: ignore[arg-type]
+        delegated_until=aware(host.delegated_until) if host.delegated_until else None,
+        isolated=host.isolated,
+        isolation_problem=host.isolation_problem,
     )

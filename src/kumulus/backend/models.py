@@ -22,6 +22,7 @@ from sqlalchemy import (
     Numeric,
     String,
     Text,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -45,13 +46,19 @@ class Planck(TypeDecorator[int]):
             return dialect.type_descriptor(String(40))
         return dialect.type_descriptor(Numeric(39, 0, asdecimal=True))
 
-    def process_bind_param(self, value: int | None, dialect: Dialect) -> Any:
-        if value is None:
-            return None
+    @staticmethod
+    def checked(value: int) -> int:
+        """`value` if it is an amount this column can store; TypeError or ValueError if not."""
         if not isinstance(value, int) or isinstance(value, bool):
             raise TypeError(f"an amount must be an int of planck, not {type(value).__name__}")
         if abs(value) >= 10**39:
             raise ValueError("amount out of range")
+        return value
+
+    def process_bind_param(self, value: int | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        value = self.checked(value)
         return str(value) if dialect.name == "sqlite" else Decimal(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> int | None:
@@ -155,6 +162,20 @@ class Host(Base):
         ForeignKey("accounts.id", ondelete="CASCADE"), index=True
     )
     wallet_address: Mapped[str] = mapped_column(String(64), index=True)
+    # The host's own sr25519 key (backend/host_keys.py): it signs heartbeats, stats and
+    # answers once the wallet delegated it. `host_key_state`: "legacy" (no host key: the
+    # wallet signs, hosts set up before host keys), "pending" (registered with the one-time
+    # token, not delegated), "delegated", "revoked". Registration sets it explicitly.
+    host_key: Mapped[str | None] = mapped_column(String(64))
+    host_key_state: Mapped[str] = mapped_column(
+        String(16), default="legacy", server_default="legacy"
+    )
+    # The wallet's signed delegation (wallet -> host key), kept as proof.
+    delegation: Mapped[str | None] = mapped_column(Text)
+    delegation_signature: Mapped[str | None] = mapped_column(String(200))
+    # The delegation's expiry: a delegated host takes new VMs until then (the scheduler's
+    # predicate: legacy, or delegated and not expired).
+    delegated_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     api_url: Mapped[str] = mapped_column(String(255))
     public_ip: Mapped[str] = mapped_column(String(64))
     region: Mapped[str] = mapped_column(String(32), default="")
@@ -185,6 +206,11 @@ class Host(Base):
     # Why the machine the agent reports (heartbeats) cannot hold the declared capacity, or
     # None. A flagged host is ranked in the lowest tier (backend/reputation.py).
     capacity_problem: Mapped[str | None] = mapped_column(String(300))
+    # Whether the host's last signed report (registration, heartbeats) says its VMs are fully
+    # isolated (userns-remap, firewall, disk quota); the scheduler places only there unless
+    # the developer accepts less. `isolation_problem`: what is missing, for people.
+    isolated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    isolation_problem: Mapped[str | None] = mapped_column(String(300))
     # Reputation (backend/reputation.py): uptime from heartbeats, lease outcomes.
     uptime_24h: Mapped[float | None] = mapped_column(Float)
     uptime_7d: Mapped[float | None] = mapped_column(Float)
@@ -314,6 +340,10 @@ class VM(Base):
     converge_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     converge_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     create_refusals: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The developer accepts a host without full isolation (placement and re-placement).
+    allow_weak_isolation: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
     idempotency_key: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -11,12 +11,18 @@
 # plain-http backend unless --insecure-http: on such a path anyone could swap both.
 #
 # It installs Docker (user-namespace remapping; a btrfs data root so VM disk limits are
-# enforced, if you agree) and lxcfs (so VMs see their own cpu and memory), installs the agent in its own Python environment, asks for your
-# wallet mnemonic without echoing it (or reads --mnemonic-file), checks it is the wallet
-# linked to your provider account, stores it root-only, builds the VM base image, starts the
-# agent as a service and registers this host. Running it again upgrades in place and changes
-# nothing else. `--uninstall` removes it. The mnemonic never reaches a log, the process list,
-# shell history or an image.
+# enforced, if you agree; a large pool of small subnets, one per VM) and lxcfs (so VMs see
+# their own cpu and memory), installs the agent in its own Python environment, makes this
+# host's own key (root-only), builds the VM base image, starts the agent as a service and
+# registers this host with that key. Then it asks for your wallet mnemonic without echoing
+# it (or reads --mnemonic-file), checks it is the wallet linked to your provider account and
+# signs the delegation of the host key with it, once: the wallet is never stored here (or
+# sign the delegation later: kumulus agent delegate). A host set up before host keys is moved
+# to one on its next run (its stored wallet delegates the key, then is removed). It stops
+# with what to fix, rather than go on, when VMs would not be isolated (userns-remap,
+# firewall, disk quota), unless you pass --allow-weak-isolation. Running it again upgrades
+# in place and changes nothing else. `--uninstall` removes it. The mnemonic never reaches a
+# log, the process list, shell history, a file or an image.
 set -euo pipefail
 
 BACKEND=${KUMULUS_BACKEND_URL:-__KUMULUS_BACKEND_URL__}
@@ -26,6 +32,8 @@ INSECURE_HTTP=0
 TOKEN=""
 MNEMONIC_FILE=""
 DISK_QUOTA=ask          # ask | yes | no
+ALLOW_WEAK=0            # 1: accept VMs without full isolation (only developers who agree get them)
+ALLOW_SMTP=0
 ASSUME_YES=0
 UNINSTALL=0
 PACKAGE=""
@@ -48,14 +56,18 @@ Usage: provider-setup.sh --token TOKEN [options]     (as root)
   --backend URL          the Kumulus backend (default: the one this script came from)
   --insecure-http        accept a plain-http backend (test networks only: anyone on the
                          path could hand this host another agent package)
-  --mnemonic-file FILE   read the wallet mnemonic from FILE instead of asking
+  --mnemonic-file FILE   read the wallet mnemonic (used once, to delegate this host's key)
+                         from FILE instead of asking
   --disk-quota           put Docker on a btrfs data root so VM disk limits are enforced
-  --no-disk-quota        keep Docker's storage as it is (disk limits not enforced)
+  --no-disk-quota        keep Docker's storage as it is (needs --allow-weak-isolation)
+  --allow-weak-isolation accept VMs without userns-remap, firewall or disk quota (only
+                         developers who ask for such hosts get VMs here)
+  --allow-smtp           let VMs connect to SMTP ports (25, 465, 587; blocked by default)
   --yes                  agree to changes that would otherwise be asked (non-interactive)
   --uninstall            stop the agent; remove its VMs after confirmation
   --package SPEC         pip requirement to install instead of the backend's package
   --prefix DIR           install directory (default /opt/kumulus)
-  --state-dir DIR        agent state, wallet included (default /var/lib/kumulus/agent)
+  --state-dir DIR        agent state, host key included (default /var/lib/kumulus/agent)
   --log-dir DIR          logs (default /var/log/kumulus)
   --listen ADDR          agent API address (default 0.0.0.0)
   --port PORT            agent API port (default 8000)
@@ -78,6 +90,8 @@ while [ $# -gt 0 ]; do
     --mnemonic-file) MNEMONIC_FILE=${2:?--mnemonic-file needs a path}; shift 2 ;;
     --disk-quota) DISK_QUOTA=yes; shift ;;
     --no-disk-quota) DISK_QUOTA=no; shift ;;
+    --allow-weak-isolation) ALLOW_WEAK=1; shift ;;
+    --allow-smtp) ALLOW_SMTP=1; shift ;;
     --yes|-y) ASSUME_YES=1; shift ;;
     --uninstall) UNINSTALL=1; shift ;;
     --package) PACKAGE=${2:?--package needs a value}; shift 2 ;;
@@ -395,8 +409,11 @@ apt_install() {
 missing=()
 command -v curl >/dev/null || missing+=(curl ca-certificates)
 command -v iptables >/dev/null || missing+=(iptables)
+if [ -e /proc/net/if_inet6 ]; then command -v ip6tables >/dev/null || missing+=(iptables); fi
 command -v dockerd >/dev/null || missing+=(docker.io)
 command -v lxcfs >/dev/null || missing+=(lxcfs)
+# The offline image build (debootstrap) checks Debian's signatures against this keyring.
+if command -v debootstrap >/dev/null; then [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || missing+=(debian-archive-keyring); fi
 PYTHON=""
 for candidate in python3.13 python3.12 python3.11 python3; do
   if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
@@ -425,6 +442,8 @@ DOCKER_CONF=/etc/docker/daemon.json
 engine_up() { docker info >/dev/null 2>&1; }
 engine_has_userns() { docker info --format '{{json .SecurityOptions}}' 2>/dev/null | grep -q 'name=userns'; }
 engine_has_quota() { [ "$(docker info --format '{{.Driver}}' 2>/dev/null)" = btrfs ]; }
+# Every VM has its own bridge network: Docker's default pools hold ~30 of them.
+engine_has_pools() { docker info --format '{{json .DefaultAddressPools}}' 2>/dev/null | grep -q '"Size":2[4-9]'; }
 
 start_engine() {
   if [ "$USE_SYSTEMD" = yes ]; then
@@ -476,6 +495,8 @@ import json, os, sys
 path, quota, root = sys.argv[1], sys.argv[2], sys.argv[3]
 conf = json.load(open(path)) if os.path.exists(path) and os.path.getsize(path) else {}
 conf["userns-remap"] = "default"
+# /28s (11 VM addresses each) from a /16: 4,096 VM networks instead of Docker's ~30.
+conf.setdefault("default-address-pools", [{"base": "10.213.0.0/16", "size": 28}])
 if quota:
     conf["data-root"] = root
     conf["storage-driver"] = "btrfs"
@@ -483,7 +504,7 @@ with open(path + ".tmp", "w") as out:
     json.dump(conf, out, indent=2)
 os.replace(path + ".tmp", path)
 PY
-  say "configured Docker (userns-remap${want_quota:+, btrfs data root $DOCKER_ROOT}); restarting it"
+  say "configured Docker (userns-remap, address pools${want_quota:+, btrfs data root $DOCKER_ROOT}); restarting it"
   start_engine
 }
 
@@ -497,12 +518,28 @@ if engine_up && engine_has_quota; then
 elif [ "$DISK_QUOTA" = yes ] || { [ "$DISK_QUOTA" = ask ] && ask_yes "Enforce VM disk limits with a btrfs data root for Docker (recommended)?"; }; then
   want_quota=yes
 fi
-if engine_up && engine_has_userns && { [ "$want_quota" = already ] || [ -z "$want_quota" ]; }; then
+if engine_up && engine_has_userns && engine_has_pools && { [ "$want_quota" = already ] || [ -z "$want_quota" ]; }; then
   say "Docker engine ready ($(docker version --format '{{.Server.Version}}'); userns-remap; disk limits $([ -n "$want_quota" ] && echo enforced || echo 'not enforced'))"
 else
   [ "$want_quota" = already ] && want_quota=""
   configure_engine "$want_quota"
   engine_up || start_engine
+fi
+
+# --- isolation: required unless the provider accepts less ------------------------------------
+
+weak=()
+engine_has_userns || weak+=("userns-remap is off, so root in a VM would be root on this host: let this script configure Docker (run it again with --yes) or set \"userns-remap\": \"default\" in $DOCKER_CONF and restart Docker")
+engine_has_quota || weak+=("VM disk sizes are not enforced: run again with --disk-quota (Docker on a btrfs data root)")
+command -v iptables >/dev/null || weak+=("iptables is missing: apt-get install iptables")
+engine_has_pools || say "warning: Docker's default address pools hold only ~30 VM networks; set \"default-address-pools\" in $DOCKER_CONF (see this script) to go beyond"
+if [ ${#weak[@]} -gt 0 ]; then
+  for problem in "${weak[@]}"; do say "  - $problem"; done
+  if [ "$ALLOW_WEAK" -eq 1 ]; then
+    say "warning: VMs here will not be fully isolated (--allow-weak-isolation): only developers who accept that get VMs on this host"
+  else
+    die "this host cannot isolate VMs (above); fix it and run this script again, or pass --allow-weak-isolation to accept VMs anyway"
+  fi
 fi
 
 # --- the agent package ---------------------------------------------------------------------
@@ -558,10 +595,12 @@ KUMULUS_AGENT_PORT=$PORT
 KUMULUS_AGENT_SSH_PUBLIC_HOST=$PUBLIC_IP
 KUMULUS_AGENT_SSH_PORT_MIN=${SSH_PORTS%-*}
 KUMULUS_AGENT_SSH_PORT_MAX=${SSH_PORTS#*-}
+KUMULUS_AGENT_ALLOW_WEAK_ISOLATION=$ALLOW_WEAK
+KUMULUS_AGENT_ALLOW_SMTP=$ALLOW_SMTP
 EOF
 then CHANGED=1; fi
 
-# --- the wallet ----------------------------------------------------------------------------
+# --- keys: this host's own key; the wallet only signs its delegation --------------------------
 
 mkdir -p "$STATE_DIR"
 chmod 0700 "$STATE_DIR"
@@ -578,28 +617,22 @@ if [ "$registered" -eq 0 ]; then
   expected=$(printf '%s' "$info" | "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["walletAddress"])')
 fi
 
-if [ -f "$STATE_DIR/wallet-mnemonic" ]; then
-  address=$(run_kumulus wallet address)
-  say "wallet already stored on this host: $address"
-  [ -z "$expected" ] || [ "$address" = "$expected" ] || die "the stored wallet ($address) is not the one linked to your provider account ($expected)"
-else
-  if [ -n "$MNEMONIC_FILE" ]; then
-    [ -r "$MNEMONIC_FILE" ] || die "cannot read $MNEMONIC_FILE"
-    address=$(run_kumulus wallet address --mnemonic-file "$MNEMONIC_FILE") || die "$MNEMONIC_FILE does not hold a valid mnemonic"
-    [ "$address" = "$expected" ] || die "that mnemonic is for $address, but your provider account's wallet is $expected"
-    run_kumulus wallet import --mnemonic-file "$MNEMONIC_FILE" >/dev/null
+# The host signs heartbeats, stats and answers with a key of its own (0600, made once); the
+# provider's wallet delegates it and is never stored here.
+host_key=$(run_kumulus agent host-key) || die "could not make this host's key"
+say "host key $host_key ($STATE_DIR/host-key, root only, 0600)"
+
+# A host set up before host keys kept the wallet itself here: its key is delegated with that
+# wallet now, then the wallet is removed and the agent restarted on the host key.
+if [ "$registered" -eq 1 ] && [ -f "$STATE_DIR/wallet-mnemonic" ]; then
+  if run_kumulus agent delegate --mnemonic-file "$STATE_DIR/wallet-mnemonic" 2>&1 \
+      | while IFS= read -r line; do say "$line"; done; then
+    shred -u "$STATE_DIR/wallet-mnemonic" 2>/dev/null || rm -f "$STATE_DIR/wallet-mnemonic"
+    say "removed the wallet from this host: it signs with its delegated host key from now on"
+    CHANGED=1
   else
-    { true </dev/tty; } 2>/dev/null || die "no terminal to ask for the mnemonic on: pass --mnemonic-file FILE"
-    mnemonic=""
-    read -r -s -p "Wallet mnemonic for $expected (input hidden): " mnemonic </dev/tty
-    printf '\n' >/dev/tty
-    # printf is a shell builtin: the phrase goes through a pipe, never a process argument.
-    address=$(printf '%s\n' "$mnemonic" | run_kumulus wallet address --mnemonic-file -) || { mnemonic=""; die "that is not a valid mnemonic"; }
-    if [ "$address" != "$expected" ]; then mnemonic=""; die "that mnemonic is for $address, but your provider account's wallet is $expected"; fi
-    printf '%s\n' "$mnemonic" | run_kumulus wallet import --mnemonic-file - >/dev/null
-    mnemonic=""
+    say "could not delegate the host key yet (see above): the host goes on signing with the wallet; run this script again"
   fi
-  say "wallet $address stored in $STATE_DIR/wallet-mnemonic (root only, 0600)"
 fi
 
 # --- VM base image, service, registration ----------------------------------------------------
@@ -612,6 +645,17 @@ fi
 before=$(service_running && echo up || echo down)
 install_service
 wait_agent
+
+# What the agent itself found (it also checks the firewall, which only it installs).
+agent_host=$LISTEN
+case $agent_host in 0.0.0.0|::) agent_host=127.0.0.1 ;; esac
+isolation=$(curl -fsS -H "Authorization: Bearer $(cat "$STATE_DIR/admin-token")" "http://$agent_host:$PORT/v1/host" 2>/dev/null \
+  | "$PYTHON" -c 'import json, sys; i = json.load(sys.stdin)["isolation"]; print(i["level"], "|", i["detail"])' 2>/dev/null || echo "unknown | the agent did not say")
+say "VM isolation: $isolation"
+case $isolation in
+  full*) ;;
+  *) [ "$ALLOW_WEAK" -eq 1 ] || die "the agent refuses VMs: isolation is ${isolation%% *} (see above and $LOG_DIR/agent.log); fix it and run this script again, or pass --allow-weak-isolation" ;;
+esac
 [ "$before" = down ] || [ "$CHANGED" -eq 1 ] || say "the agent service was already running; nothing changed"
 
 if [ "$registered" -eq 0 ]; then
@@ -619,6 +663,37 @@ if [ "$registered" -eq 0 ]; then
       --public-ip "$PUBLIC_IP" --api-url "http://$PUBLIC_IP:$PORT" 2>&1 \
       | while IFS= read -r line; do say "$line"; done; then
     die "registration failed (see above)"
+  fi
+  # The wallet delegates the host key: from --mnemonic-file or asked here (hidden), used
+  # once and never stored; or later (kumulus agent delegate, or kumulus wallet sign elsewhere).
+  later="delegate this host's key later: run kumulus agent delegate here (asks for the mnemonic, stores nothing), or sign the text of GET /v1/provider/hosts/<id>/delegation with kumulus wallet sign elsewhere and POST it to /v1/hosts/delegation; until then it takes no VMs"
+  if [ -n "$MNEMONIC_FILE" ]; then
+    [ -r "$MNEMONIC_FILE" ] || die "cannot read $MNEMONIC_FILE"
+    address=$(run_kumulus wallet address --mnemonic-file "$MNEMONIC_FILE") || die "$MNEMONIC_FILE does not hold a valid mnemonic"
+    [ "$address" = "$expected" ] || die "that mnemonic is for $address, but your provider account's wallet is $expected"
+    if ! run_kumulus agent delegate --mnemonic-file "$MNEMONIC_FILE" 2>&1 \
+        | while IFS= read -r line; do say "$line"; done; then
+      die "the delegation failed (see above); $later"
+    fi
+  elif { true </dev/tty; } 2>/dev/null; then
+    mnemonic=""
+    read -r -s -p "Wallet mnemonic for $expected, to delegate this host's key once (input hidden; empty: later): " mnemonic </dev/tty
+    printf '\n' >/dev/tty
+    if [ -z "$mnemonic" ]; then
+      say "$later"
+    else
+      # printf is a shell builtin: the phrase goes through a pipe, never a process argument.
+      address=$(printf '%s\n' "$mnemonic" | run_kumulus wallet address --mnemonic-file -) || { mnemonic=""; die "that is not a valid mnemonic"; }
+      if [ "$address" != "$expected" ]; then mnemonic=""; die "that mnemonic is for $address, but your provider account's wallet is $expected"; fi
+      if ! printf '%s\n' "$mnemonic" | run_kumulus agent delegate --mnemonic-file - 2>&1 \
+          | while IFS= read -r line; do say "$line"; done; then
+        mnemonic=""
+        die "the delegation failed (see above); $later"
+      fi
+      mnemonic=""
+    fi
+  else
+    say "no terminal to ask for the wallet on: $later"
   fi
 else
   say "already registered with $BACKEND"

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from kumulus.backend import paging
+from kumulus.backend import host_keys, paging
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.hosts import prices_in, prices_out, starting_prices
 from kumulus.backend.models import Account, Host, HostToken, ProviderProfile
@@ -25,6 +25,7 @@ from kumulus.backend.security import hash_token, new_token
 from kumulus.backend.wallet_links import spend_challenge
 from kumulus.config import BackendSettings
 from kumulus.core.errors import ConflictError, NotFoundError, UnauthorizedError
+from kumulus.core.host_tokens import host_token_kind
 
 
 def profile_of(db: Session, account: Account) -> ProviderProfile:
@@ -67,11 +68,15 @@ def update_profile(
 
 
 def link_wallet(db: Session, account: Account, body: WalletLinkIn) -> ProviderProfile:
-    """Link the payout wallet that signed the account's challenge (committed)."""
+    """Link the payout wallet that signed the account's challenge, revoking every host
+    key delegation the wallet linked before signed (committed)."""
     spend_challenge(db, account, body)
     profile = profile_of(db, account)
     profile.wallet_address = body.address
     try:
+        db.flush()
+        # Delegations were signed by the wallet linked until now: none stands for the new one.
+        host_keys.revoke_delegations(db, account)
         db.commit()
     except IntegrityError as exc:
         db.rollback()
@@ -81,14 +86,17 @@ def link_wallet(db: Session, account: Account, body: WalletLinkIn) -> ProviderPr
     return profile
 
 
-def new_host_token(db: Session, settings: BackendSettings, account: Account) -> HostTokenCreated:
-    """A one-time token for the setup of a new host; ConflictError without a wallet."""
+def new_host_token(
+    db: Session, settings: BackendSettings, account: Account, backend_address: str
+) -> HostTokenCreated:
+    """A one-time token for the setup of a new host, carrying this backend's key
+    (`backend_address`) for the host to pin; ConflictError without a wallet."""
     if profile_of(db, account).wallet_address is None:
         raise ConflictError(
             "link a wallet first: hosts prove they are yours by its signature",
             code="no_wallet",
         )
-    token, digest = new_token("kmh")
+    token, digest = new_token(host_token_kind(backend_address))
     expires = utcnow() + timedelta(seconds=settings.host_token_ttl)
     db.add(
         HostToken(account_id=account.id, token_hash=digest, created_at=utcnow(), expires_at=expires)

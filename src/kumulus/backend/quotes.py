@@ -36,7 +36,7 @@ def quote_vm(db: Session, settings: BackendSettings, body: VMQuoteIn) -> VMQuote
             settings, body.max_price_per_hour, "maxPricePerHour", settings.max_vm_price_planck
         )
     )
-    want = Want(body.cpu, body.memory, body.disk, body.region, max_price)
+    want = Want(body.cpu, body.memory, body.disk, body.region, max_price, body.allow_weak_isolation)
     ttl, limit = settings.heartbeat_ttl, settings.max_vm_price_planck
 
     def money(planck: int) -> str:

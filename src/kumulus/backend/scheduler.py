@@ -41,6 +41,8 @@ class Want:
     disk: int
     region: str | None = None
     max_price_hour: int | None = None  # planck per hour; None: any price
+    # Hosts whose VMs are not fully isolated (backend/isolation.py) take the VM too.
+    allow_weak: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,13 +81,20 @@ _PRICE_WITHIN = {
         " price_cpu_hour, price_memory_gib_hour, price_disk_gib_hour, :max_price)"
     ),
 }
-# Online, fits, in the region, under the price, not excluded: constant fragments only, every
-# value is a bound parameter.
+# Its keys let it take VMs (backend/host_keys.schedulable): it signs with the wallet (set up
+# before host keys), or with a host key the wallet delegated until later than now.
+_KEYED = "(host_key_state = 'legacy' OR (host_key_state = 'delegated' AND delegated_until > :now))"
+# Online, fits, in the region, under the price, isolated (unless the developer accepts
+# less), not excluded: constant fragments only, every value is a bound parameter. The
+# isolation test is a fragment rather than a parameter so the common statement filters on
+# the column alone while it walks the index.
 _WHERE = (
     " FROM hosts WHERE last_heartbeat_at >= :since AND "
+    + _KEYED
+    + " AND "
     + _FITS
     + " AND (:region IS NULL OR region = :region)"
-    " AND (:max_price IS NULL OR {price_within}){exclude}"
+    " AND (:max_price IS NULL OR {price_within}){isolated}{exclude}"
 )
 # The order of preference: the best reputation tier, within it the host where THIS VM is
 # cheapest, then the least loaded. Ranking by the stored reference price alone (the price of
@@ -127,6 +136,7 @@ _QUOTE = (
 )
 _TYPED = (
     bindparam("since", type_=DateTime(timezone=True)),
+    bindparam("now", type_=DateTime(timezone=True)),
     bindparam("region", type_=String()),
     bindparam("cpu", type_=Float()),
     bindparam("cpu_exact", type_=String()),
@@ -139,8 +149,9 @@ _TYPED = (
 _LOCKS = {"sqlite": "", "postgresql": " FOR UPDATE SKIP LOCKED"}
 
 
-def _compile(sql: str, dialect: str, exclude: bool, lock: bool = False):  # type: ignore[no-untyped-def]
+def _compile(sql: str, dialect: str, exclude: bool, weak: bool, lock: bool = False):  # type: ignore[no-untyped-def]
     sql = sql.format(
+        isolated="" if weak else " AND isolated",
         exclude=" AND id NOT IN :exclude" if exclude else "",
         lock=_LOCKS[dialect] if lock else "",
         price_within=_PRICE_WITHIN[dialect],
@@ -152,9 +163,10 @@ def _compile(sql: str, dialect: str, exclude: bool, lock: bool = False):  # type
 
 def _statements(sql: str, lock: bool = False):  # type: ignore[no-untyped-def]
     return {
-        (dialect, exclude): _compile(sql, dialect, exclude, lock)
+        (dialect, exclude, weak): _compile(sql, dialect, exclude, weak, lock)
         for dialect in _LOCKS
         for exclude in (False, True)
+        for weak in (False, True)
     }
 
 
@@ -227,15 +239,20 @@ def place(
     postgres = dialect == "postgresql"
     give_up = time.monotonic() + _RETRY_FOR
     for attempt in itertools.count():
-        params["since"] = utcnow() - timedelta(seconds=ttl)
-        row = db.execute(_PLACE_STATEMENTS[(dialect, bool(exclude))], params).first()
+        now = utcnow()
+        params["now"], params["since"] = now, now - timedelta(seconds=ttl)
+        row = db.execute(
+            _PLACE_STATEMENTS[(dialect, bool(exclude), want.allow_weak)], params
+        ).first()
         if commit:
             db.commit()
         if row is not None:
             return Placement(str(row[0]), int(row[1]), int(row[2]), int(row[3]))
         if not postgres:
             break  # one writer at a time: nothing fitting was skipped
-        fits = db.execute(_ANY_FITS_STATEMENTS[(dialect, bool(exclude))], params).first()
+        fits = db.execute(
+            _ANY_FITS_STATEMENTS[(dialect, bool(exclude), want.allow_weak)], params
+        ).first()
         if commit:
             db.commit()
         if fits is None or time.monotonic() >= give_up:
@@ -255,7 +272,12 @@ def release(db: Session, host_id: str, want: Want, commit: bool = True) -> None:
 
 def _online(want: Want, ttl: float, exclude: set[str] | None = None) -> Select[Host]:
     """Online hosts in the wanted region (not excluded), as a query."""
-    query = select(Host).where(Host.last_heartbeat_at >= utcnow() - timedelta(seconds=ttl))
+    now = utcnow()
+    query = select(Host).where(
+        Host.last_heartbeat_at >= now - timedelta(seconds=ttl),
+        (Host.host_key_state == "legacy")
+        | ((Host.host_key_state == "delegated") & (Host.delegated_until > now)),
+    )
     if want.region:
         query = query.where(Host.region == want.region)
     if exclude:
@@ -283,6 +305,15 @@ def explain(
     where = f" in region {want.region}" if want.region else ""
     if not hosts:
         return f"no provider fits: no host is online{where}"
+    if not want.allow_weak:
+        weak = [h for h in hosts if not h.isolated]
+        hosts = [h for h in hosts if h.isolated]
+        if not hosts:
+            return (
+                f"no provider fits: {len(weak)} host(s) online{where}, none fully isolates "
+                "its VMs (userns-remap, firewall, disk quota); set allowWeakIsolation: true "
+                "to accept such a host"
+            )
     fitting = [
         h
         for h in hosts
@@ -355,8 +386,10 @@ def quote(
     may take that host first: the quote holds only as long as nothing changes, which is
     why clients send it back, with a tolerance, as `maxPricePerHour`."""
     params = _params(want, exclude, price_limit)
-    params["since"] = utcnow() - timedelta(seconds=ttl)
-    row = db.execute(_QUOTE_STATEMENTS[(_dialect(db), bool(exclude))], params).first()
+    now = utcnow()
+    params["now"], params["since"] = now, now - timedelta(seconds=ttl)
+    key = (_dialect(db), bool(exclude), want.allow_weak)
+    row = db.execute(_QUOTE_STATEMENTS[key], params).first()
     if row is None:
         return None
     prices = (int(row[1]), int(row[2]), int(row[3]))

@@ -154,12 +154,47 @@ class HostPublic(CamelModel):
         description="why the machine the agent reports cannot hold the declared capacity; "
         "such a host is ranked in the lowest reputation tier until it agrees",
     )
+    host_key: str | None = None
+    host_key_state: HostKeyState = "legacy"
+    delegated_until: Timestamp | None = None
+    isolated: bool = Field(
+        default=False,
+        description="its signed reports say VMs there are fully isolated (userns-remap, "
+        "firewall, disk quota); only such hosts get VMs unless a developer accepts less",
+    )
+    isolation_problem: str | None = Field(default=None, description="what is missing")
 
 
 class HostRegistered(CamelModel):
     host_id: str
     backend_address: str = Field(description="the backend's sr25519 address: agents pin it")
     heartbeat_path: str
+    host_key_state: HostKeyState = Field(
+        description="pending: the provider's wallet must delegate the key that signed this"
+    )
+
+
+HostKeyState = Literal["legacy", "pending", "delegated", "revoked"]
+
+
+class HostKeyOut(CamelModel):
+    host_id: str
+    host_key: str | None = Field(description="the host's own sr25519 address (None: legacy)")
+    host_key_state: HostKeyState
+    delegated_until: Timestamp | None
+    schedulable: bool = Field(description="whether its keys let the host take new VMs")
+
+
+class DelegationOut(HostKeyOut):
+    message: str | None = Field(
+        description="sign exactly this text with the provider's wallet (signRaw, or "
+        "`kumulus wallet sign`) to delegate the host key; None when there is no key to delegate"
+    )
+
+
+class DelegationIn(CamelModel):
+    message: str = Field(max_length=300)
+    signature: str = Field(max_length=200)
 
 
 class Accepted(CamelModel):
@@ -194,6 +229,12 @@ class VMCreateIn(CamelModel):
         default=None,
         description="most this VM may cost per hour while running, in tokens",
         examples=["0.05"],
+    )
+    allow_weak_isolation: bool = Field(
+        default=False,
+        description="also accept a host that does not fully isolate its VMs (no "
+        "userns-remap, firewall or disk quota): its provider, or a VM that escapes, could "
+        "reach your VM more easily",
     )
 
     @field_validator("memory")
@@ -230,6 +271,12 @@ class VMQuoteIn(CamelModel):
     )
     region: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,32}$")
     max_price_per_hour: Price | None = Field(default=None, examples=["0.05"])
+    allow_weak_isolation: bool = Field(
+        default=False,
+        description="also accept a host that does not fully isolate its VMs (no "
+        "userns-remap, firewall or disk quota): its provider, or a VM that escapes, could "
+        "reach your VM more easily",
+    )
 
 
 class VMQuoteOut(CamelModel):

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 from substrateinterface import Keypair
 
-from kumulus.backend import billing, converge, paging
+from kumulus.backend import billing, converge, host_keys, paging
 from kumulus.backend.billing import STOPPED_FOR_FUNDS, failure_reason, start_metering
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.hosts import bounded_planck, host_status
@@ -73,6 +73,7 @@ def want_of(vm: VM) -> Want:
         disk=vm.disk,
         region=vm.region or None,
         max_price_hour=vm.max_price_hour,
+        allow_weak=bool(vm.allow_weak_isolation),
     )
 
 
@@ -253,6 +254,7 @@ class VMService:
                     self.settings.max_vm_price_planck,
                 )
             ),
+            allow_weak_isolation=body.allow_weak_isolation,
             idempotency_key=idempotency_key,
             created_at=now,
             updated_at=now,
@@ -419,7 +421,10 @@ class VMService:
         }
 
     def _agent(self, host: Host) -> AgentClient:
-        return AgentClient(host.api_url, host.id, self.keypair)
+        # Its answers must be signed by the key its heartbeats are signed by (none for a
+        # revoked key: every answer is then refused).
+        signer = host_keys.signing_address(host) or ""
+        return AgentClient(host.api_url, host.id, self.keypair, signer)
 
     def _unplace(self, vm: VM) -> bool:
         """Undo a placement whose host refused the VM: its hold back to the developer, its

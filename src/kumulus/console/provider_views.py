@@ -138,7 +138,9 @@ def create_host_token(
     profile = providers.profile_of(db, account)
     try:
         setup_script.public_url(settings)  # no command to give: no token either
-        created = providers.new_host_token(db, settings, account)
+        created = providers.new_host_token(
+            db, settings, account, str(request.app.state.keypair.ss58_address)
+        )
     except KumulusError as exc:
         return render(
             request,

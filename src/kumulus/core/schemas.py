@@ -149,6 +149,28 @@ class Capacity(CamelModel):
     disk: int
 
 
+IsolationPart = Literal["userns-remap", "firewall", "disk-quota"]
+
+
+class IsolationReport(CamelModel):
+    """How a host keeps its VMs apart (agent/isolation.py): part of `/v1/host`, of the
+    signed registration and of every signed heartbeat. `level` is "full" when userns-remap,
+    the firewall and the disk quota are all in force, else "weak" and `missing` names them."""
+
+    model_config = ConfigDict(
+        alias_generator=AliasGenerator(alias=to_camel), populate_by_name=True, extra="ignore"
+    )
+
+    level: Literal["full", "weak"]
+    missing: list[IsolationPart] = Field(default_factory=list, max_length=3)
+    userns_remap: bool = False
+    firewall: bool = False
+    disk_quota: bool = False
+    io_limits: bool = Field(default=False, description="each VM's disk I/O is capped")
+    smtp_blocked: bool = Field(default=False, description="VMs cannot reach SMTP ports")
+    detail: str = Field(default="", max_length=500)
+
+
 class HostInfo(CamelModel):
     agent_version: str
     engine_version: str
@@ -158,6 +180,7 @@ class HostInfo(CamelModel):
     disk_quota_detail: str
     vm_isolation: bool
     vm_isolation_detail: str
+    isolation: IsolationReport
     lxcfs_active: bool = Field(description="VMs created now see their own cpu and memory")
     lxcfs_detail: str
     image: str

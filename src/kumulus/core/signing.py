@@ -5,7 +5,10 @@ Two machine shapes share one freshness and replay check:
   object with address, timestamp, nonce, payload and signature, verifiable by anyone who knows
   the address;
 - a **signed request** (backend -> agent): HTTP headers over method, path, timestamp, nonce
-  and the SHA-256 of the body.
+  and the SHA-256 of the body;
+- a **signed answer** (agent -> backend): one header over the answer's status code, the
+  SHA-256 of its body and the nonce of the request it answers (no freshness check of its
+  own: the nonce was made for that one request).
 
 A signature is accepted once: within `max_skew` seconds of now, with a nonce not seen before
 for that signer. Keys are the same sr25519 keys polkadot.js and Talisman derive from a wallet
@@ -51,6 +54,7 @@ class Domain(StrEnum):
     HOST_REGISTRATION = "kumulus/host-registration/v1"  # envelope: a host joins with a token
     HOST_IP = "kumulus/host-ip/v1"  # envelope: a host's public address changes
     REQUEST = "kumulus/request/v1"  # HTTP request headers: backend -> agent
+    ANSWER = "kumulus/answer/v1"  # HTTP answer header: agent -> backend, bound to a request
     WALLET_LINK = "kumulus/wallet-link/v1"  # text a person signs in a wallet
     DELEGATION = "kumulus/delegation/v1"  # text a person signs in a wallet (host key, future)
 
@@ -64,6 +68,7 @@ HDR_TIMESTAMP = "X-Kumulus-Timestamp"
 HDR_NONCE = "X-Kumulus-Nonce"
 HDR_SIGNATURE = "X-Kumulus-Signature"
 HDR_AUDIENCE = "X-Kumulus-Audience"  # the agent (host id) a request is meant for
+HDR_ANSWER_SIGNATURE = "X-Kumulus-Answer-Signature"  # the agent's signature of its answer
 
 
 class SignatureError(ValueError):
@@ -376,6 +381,33 @@ def verify_request(
     _verify_exact(address, message, signature)
     if not nonces.check_and_store(address, nonce, now):
         raise SignatureError("replayed request (nonce already used)")
+
+
+# --- signed HTTP answers (agent -> backend) -------------------------------------------------
+
+
+def _answer_message(status: int, body: bytes, request_nonce: str) -> bytes:
+    digest = hashlib.sha256(body).hexdigest()
+    return Domain.ANSWER.value.encode() + b"\n" + f"{status}\n{request_nonce}\n{digest}".encode()
+
+
+def sign_answer(keypair: Keypair, status: int, body: bytes, request_nonce: str) -> str:
+    """The signature (0x hex) of an answer to the signed request whose nonce is
+    `request_nonce`: over its status code and the SHA-256 of its exact body bytes."""
+    return "0x" + bytes(keypair.sign(_answer_message(status, body, request_nonce))).hex()
+
+
+def verify_answer(
+    address: str, status: int, body: bytes, request_nonce: str, signature_hex: str
+) -> None:
+    """Accept an answer signed by `address` over exactly this status, body and the nonce of
+    the request it answers; raise SignatureError otherwise. Freshness and replay come from
+    the nonce: the caller made it for this one request, so an answer to another request
+    (or a replayed one) does not verify."""
+    if not signature_hex:
+        raise SignatureError("the answer is not signed")
+    _check_nonce(request_nonce)
+    _verify_exact(address, _answer_message(status, body, request_nonce), signature_hex)
 
 
 # --- texts people sign in a wallet (polkadot.js / Talisman signRaw) --------------------------

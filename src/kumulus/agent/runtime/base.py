@@ -6,6 +6,8 @@ import builtins
 from dataclasses import dataclass
 from typing import Protocol
 
+from kumulus.agent.firewall import FirewallState
+
 VM_ID_LENGTH = 16  # lowercase hex
 
 
@@ -34,6 +36,11 @@ class VMSpec:
     # The public half of the VM's SSH host key ("ssh-ed25519 <base64>"), which its sshd
     # serves; None for VMs made before the agent chose host keys.
     host_key: str | None = None
+    # Disk I/O caps (agent/io_limits.py) on `io_device`, for reads and writes each; None:
+    # not capped. Read back by `inspect`, not by `list`.
+    io_device: str | None = None
+    io_bps: int = 0
+    io_iops: int = 0
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,7 @@ class EngineInfo:
     userns_remap: bool
     ncpu: int
     mem_total: int
+    cgroup_version: str = "1"  # the engine's: "1" or "2"
 
 
 class EngineError(Exception):
@@ -127,6 +135,11 @@ class VMRuntime(Protocol):
 
     def engine(self) -> EngineInfo:
         """Facts about the engine; raise EngineError when it does not answer."""
+
+    def isolate_networks(self, allow_smtp: bool) -> FirewallState:
+        """Install (idempotently) the host's rules that keep every VM's network away from
+        the host, private networks and, unless `allow_smtp`, SMTP ports, in IPv4 and IPv6;
+        say whether they are in force (never raises: a failure is an inactive state)."""
 
     def supports_disk_limit(self, image: str) -> bool:
         """True when the engine enforces a per-VM disk size (probed, not guessed)."""

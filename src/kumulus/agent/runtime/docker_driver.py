@@ -21,6 +21,7 @@ import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import LogConfig
 
+from kumulus.agent.firewall import FirewallState, ensure_isolation
 from kumulus.agent.runtime.base import (
     EngineError,
     EngineInfo,
@@ -168,7 +169,21 @@ def _spec_from(
         lxcfs_dir=lxcfs_dir,
         lxcfs_files=_bound_lxcfs_files(lxcfs_dir, host_config.get("Binds")),
         host_key=labels.get(_L + "host_key") or None,
+        **_io_caps(host_config),
     )
+
+
+def _io_caps(host_config: dict[str, Any]) -> dict[str, Any]:
+    """The VM's disk I/O caps as VMSpec fields, from Docker's blkio device limits."""
+    bps = host_config.get("BlkioDeviceWriteBps") or []
+    iops = host_config.get("BlkioDeviceWriteIOps") or []
+    if not bps or not iops:
+        return {}
+    return {
+        "io_device": str(bps[0].get("Path")),
+        "io_bps": int(bps[0].get("Rate", 0)),
+        "io_iops": int(iops[0].get("Rate", 0)),
+    }
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -303,6 +318,15 @@ class DockerRuntime:
             binds = _lxcfs_binds(spec)
             if binds:
                 kwargs["volumes"] = binds
+            if spec.io_device:
+                bps = [{"Path": spec.io_device, "Rate": spec.io_bps}]
+                iops = [{"Path": spec.io_device, "Rate": spec.io_iops}]
+                kwargs.update(
+                    device_read_bps=bps,
+                    device_write_bps=bps,
+                    device_read_iops=iops,
+                    device_write_iops=iops,
+                )
             container = self._client.containers.create(
                 image,
                 name=name,
@@ -469,7 +493,12 @@ class DockerRuntime:
             userns_remap=any("userns" in str(o) for o in info.get("SecurityOptions") or []),
             ncpu=int(info.get("NCPU", 0)),
             mem_total=int(info.get("MemTotal", 0)),
+            cgroup_version=str(info.get("CgroupVersion") or "1"),
         )
+
+    def isolate_networks(self, allow_smtp: bool) -> FirewallState:
+        # The rules match the bridges this driver names (bridge_name: kmvm*).
+        return ensure_isolation(allow_smtp)
 
     @_engine_errors
     def has_image(self, image: str) -> bool:

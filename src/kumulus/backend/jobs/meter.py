@@ -3,67 +3,57 @@ usage against its prepaid hold, post what is due, renew holds, and record a stop
 running VMs whose hold could not be renewed (the `stops` job has the host carry it out;
 no agent is called here).
 
-VMs are settled in chunks, one transaction per chunk that locks all the balances the
-chunk touches up front and writes with a constant number of statements: the chunk's ledger
-entries, its final balances and its VMs' changed metering fields are collected while
-settling and written once each (executemany, which psycopg pipelines), not per VM. A chunk
-that fails for one bad row (an amount that breaks a ledger rule, a bug) is rolled back and
-settled again one VM per transaction, so that VM is logged with its id and skipped and
-every other VM is still metered. Only a database that is away fails the run."""
+VMs are settled in chunks of 500, as plain rows (backend/meter_rows.py) by
+`billing.settle`, each chunk in two steps:
+
+1. One transaction that locks only the chunk's hold balances, reads the VMs and settles
+   those that only accrue usage (the common case: nothing is due to be posted and the hold
+   covers the interval), writing their changed fields in one statement. A VM whose
+   settlement would touch any other balance (a posting, a top-up, a stop for funds)
+   raises `ledger.NotLockedError` before anything is written and is left for step 2.
+2. The VMs left over, gathered across chunks, in transactions that lock every balance
+   they may touch up front; the chunk's ledger entries, final balances and VM fields are
+   collected while settling and written once each, not per VM.
+
+A step-2 chunk that fails for one bad row (an amount that breaks a ledger rule, a bug) is
+rolled back and settled again one VM per transaction, so that VM is logged with its id and
+skipped and every other VM is still metered. Only a database that is away fails the
+run."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, text, update
+from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
-from kumulus.backend import billing, ledger
+from kumulus.backend import billing, ledger, meter_rows
 from kumulus.backend.clock import utcnow
 from kumulus.backend.db import Database
+from kumulus.backend.meter_rows import METERED_FIELDS
 from kumulus.backend.models import VM
 from kumulus.config import BackendSettings
 
 log = logging.getLogger(__name__)
 
 CHUNK = 500
-# Every VM field `billing.settle` may change (without `to_state`).
-METERED_FIELDS = (
-    "metered_until",
-    "meter_carry",
-    "accrued",
-    "posted_at",
-    "unfunded_since",
-    "intended_state",
-    "actual_state",
-    "failure_reason",
-    "updated_at",
-    "stop_requested_at",
+_METERED_IDS = (
+    select(VM.id)
+    .where(
+        VM.metered_until.is_not(None), VM.actual_state != "deleted", VM.intended_state != "deleted"
+    )
+    .order_by(VM.id)
 )
-_VMS = cast(Table, VM.__table__)
-# PostgreSQL type of each metered field (see _write_metered).
-_PG_TYPE = {
-    "metered_until": "timestamptz",
-    "meter_carry": "bigint",
-    "accrued": "numeric",
-    "posted_at": "timestamptz",
-    "unfunded_since": "timestamptz",
-    "intended_state": "varchar",
-    "actual_state": "varchar",
-    "failure_reason": "text",
-    "updated_at": "timestamptz",
-    "stop_requested_at": "timestamptz",
-}
+__all__ = ["CHUNK", "METERED_FIELDS", "MeterReport", "meter_and_enforce"]
 
 
 @dataclass
 class MeterReport:
     metered: int = 0  # VMs settled
+    accrued_only: int = 0  # of which settled on their hold locks alone (step 1)
     charged: int = 0  # planck accrued
     posted: int = 0  # VMs whose usage was posted to the ledger
     skipped: int = 0  # VMs whose settlement failed this run
@@ -76,93 +66,121 @@ def meter_and_enforce(db: Database, settings: BackendSettings) -> MeterReport:
     report = MeterReport()
     terms = billing.terms_of(settings)
     now = utcnow()
-    with db.session() as s:
-        ids = list(
-            s.scalars(
-                select(VM.id)
-                .where(
-                    VM.metered_until.is_not(None),
-                    VM.actual_state != "deleted",
-                    VM.intended_state != "deleted",
-                )
-                .order_by(VM.id)
-            )
-        )
-        for start in range(0, len(ids), CHUNK):
-            chunk = ids[start : start + CHUNK]
+    # One connection for the whole pass: a session that returned it to the pool after
+    # each chunk's commit would check it out (and ping it) again for the next. Only the
+    # session uses it, so its transactions are the session's own: its commits commit.
+    with db.engine.connect() as conn, db.sessions(bind=conn) as s:
+        ids = list(s.connection().scalars(_METERED_IDS).all())
+        meter_ids(s, ids, terms, now, report)
+    return report
+
+
+def meter_ids(
+    s: Session, ids: list[str], terms: billing.Terms, now: datetime, report: MeterReport
+) -> None:
+    """Settle the VMs `ids` (in id order), chunk by chunk: first on their hold locks
+    alone; those that need more (a posting, a top-up) then in chunks on all their locks.
+
+    While most VMs of the last chunk needed more (a wave of renewals), chunks skip the
+    first step, which would only lock and read them to find that out."""
+    rest: list[str] = []
+    holds_first = True
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        if holds_first:
             try:
-                _settle_chunk(s, chunk, terms, now, report)
+                left = _accrue_chunk(s, chunk, terms, now, report)
             except (OperationalError, InterfaceError):
                 raise  # the database, not a VM: the whole run fails and is retried
             except Exception:
                 s.rollback()
-                for vm_id in chunk:  # find the bad one; settle the others
-                    _settle_one(s, vm_id, terms, now, report)
-    return report
+                left = chunk  # settled in full below, where a bad VM is found and skipped
+            holds_first = len(left) * 2 <= len(chunk)
+            rest += left
+        else:
+            rest += chunk
+        while len(rest) >= CHUNK:
+            holds_first = _settle_or_split(s, rest[:CHUNK], terms, now, report, holds_first)
+            rest = rest[CHUNK:]
+    if rest:
+        _settle_or_split(s, rest, terms, now, report, holds_first)
+
+
+def _accrue_chunk(
+    s: Session, ids: list[str], terms: billing.Terms, now: datetime, report: MeterReport
+) -> list[str]:
+    """Settle the VMs that only accrue usage, in one transaction that locks nothing but
+    the chunk's hold balances; returns the ids of the others (settling them needs a
+    balance not locked here: a posting is due, the hold needs topping up), untouched.
+
+    The lock order is kept (these are a subset of the keys, in the same sorted order) and
+    so is the rule that settles of one VM serialise on its hold: accrual moves no money,
+    it is bounded by the hold, which nobody can change while it is locked here."""
+    locked = ledger.lock_existing(s, billing.HOLD_ACCOUNTS, ids)
+    rows, hosts = meter_rows.load(s, ids, terms.heartbeat_ttl)
+    batch = ledger.PostingBatch()
+    done: list[tuple[meter_rows.MeterRow, billing.Outcome]] = []
+    rest: list[str] = []
+    for row in rows:
+        try:
+            out = billing.settle(s, row, terms, now, locked=locked, providers=hosts, batch=batch)
+        except ledger.NotLockedError:
+            rest.append(row.id)  # what it changed on the row is dropped with the row
+            continue
+        done.append((row, out))
+    if batch.entries or batch.balances:  # every posting touches an account not locked here
+        raise ledger.LedgerError("a posting on hold locks alone")
+    meter_rows.write(s, [row for row, _ in done])
+    s.commit()
+    for row, out in done:
+        _count(row, out, report)
+    report.accrued_only += len(done)
+    return rest
+
+
+def _settle_or_split(
+    s: Session,
+    ids: list[str],
+    terms: billing.Terms,
+    now: datetime,
+    report: MeterReport,
+    holds_first: bool,
+) -> bool:
+    """Settle the VMs in one transaction, or one by one if that fails. Returns whether
+    the next chunk should try its hold locks first: most of these posted nothing (or
+    `holds_first` when that is not known)."""
+    try:
+        quiet = _settle_chunk(s, ids, terms, now, report)
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception:
+        s.rollback()
+        for vm_id in ids:  # find the bad one; settle the others
+            _settle_one(s, vm_id, terms, now, report)
+        return holds_first
+    return quiet * 2 > len(ids)
 
 
 def _settle_chunk(
     s: Session, ids: list[str], terms: billing.Terms, now: datetime, report: MeterReport
-) -> None:
-    vms, locked, providers = billing.lock_vm_ids(s, ids, terms.heartbeat_ttl)
-    before = [_metered(vm) for vm in vms]
+) -> int:
+    """Settle the VMs in one transaction that locks every balance they may touch; returns
+    how many of them posted nothing."""
+    keys = [k for i, dev, prov in meter_rows.owners(s, ids) for k in billing.vm_keys(i, dev, prov)]
+    locked = ledger.lock(s, keys)
+    rows, hosts = meter_rows.load(s, ids, terms.heartbeat_ttl)
     batch = ledger.PostingBatch()
     outcomes = [
-        billing.settle(s, vm, terms, now, locked=locked, providers=providers, batch=batch)
-        for vm in vms
+        billing.settle(s, row, terms, now, locked=locked, providers=hosts, batch=batch)
+        for row in rows
     ]
+    quiet = len(rows) - len({entry["vm_id"] for entry in batch.entries})
     ledger.flush_batch(s, batch)
-    _write_metered(s, vms, before)
+    meter_rows.write(s, rows)
     s.commit()
-    for vm, out in zip(vms, outcomes, strict=True):
-        _count(vm, out, report)
-
-
-def _metered(vm: VM) -> tuple[Any, ...]:
-    return tuple(getattr(vm, name) for name in METERED_FIELDS)
-
-
-def _write_metered(s: Session, vms: list[VM], before: list[tuple[Any, ...]]) -> None:
-    """Write the fields settling changed, as the ORM's flush would (only those, so a
-    concurrent change to another field, e.g. a heartbeat's `actual_state`, is not
-    overwritten), but in one statement per set of changed fields instead of one UPDATE per
-    VM; then tell the session they are written."""
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    written: list[tuple[VM, tuple[str, ...]]] = []
-    for vm, old in zip(vms, before, strict=True):
-        changed = tuple(
-            name for name, was, now in zip(METERED_FIELDS, old, _metered(vm), strict=True)
-            if was != now
-        )  # fmt: skip
-        if changed:
-            row = {f"v_{name}": getattr(vm, name) for name in changed}
-            groups.setdefault(changed, []).append({"vm_id": vm.id, **row})
-            written.append((vm, changed))
-    conn = s.connection()  # not the session's execute: that would flush the VMs first
-    postgres = s.get_bind().dialect.name == "postgresql"
-    for names, rows in groups.items():
-        if postgres:
-            # One statement over a JSON parameter (psycopg would otherwise send one per row).
-            if "accrued" in names:
-                for row in rows:
-                    row["v_accrued"] = ledger.planck_text(s, row["v_accrued"])
-            # Column names come from METERED_FIELDS only; every value is a parameter.
-            sets = ", ".join(f"{n} = w.v_{n}" for n in names)
-            columns = ", ".join(f"v_{n} {_PG_TYPE[n]}" for n in names)
-            source = f"json_to_recordset(CAST(:w AS json)) AS w(vm_id varchar, {columns})"
-            sql = f"UPDATE vms AS v SET {sets} FROM {source} WHERE v.id = w.vm_id"  # noqa: S608
-            conn.execute(text(sql), {"w": ledger.pg_json(rows)})
-            continue
-        conn.execute(
-            update(_VMS)
-            .where(_VMS.c.id == bindparam("vm_id"))
-            .values({name: bindparam(f"v_{name}", type_=_VMS.c[name].type) for name in names}),
-            rows,
-        )
-    # Written: the commit's flush must not write them again (any other change still is).
-    for vm, names in written:
-        for name in names:
-            set_committed_value(vm, name, getattr(vm, name))
+    for row, out in zip(rows, outcomes, strict=True):
+        _count(row, out, report)
+    return quiet
 
 
 def _settle_one(
@@ -185,7 +203,7 @@ def _settle_one(
         )
 
 
-def _count(vm: VM, out: billing.Outcome, report: MeterReport) -> None:
+def _count(vm: billing.Metered, out: billing.Outcome, report: MeterReport) -> None:
     report.metered += 1
     report.charged += out.charged
     report.posted += int(out.posted)

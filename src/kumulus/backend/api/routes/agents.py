@@ -1,7 +1,8 @@
-"""Agent-facing API: every body is an envelope signed by the provider's wallet key
-(sr25519), fresh and never seen before (nonces in the database), whose payload is then
-validated field by field (backend/agent_payloads.py). Heartbeats are stored by the
-group-commit writer (backend/heartbeats.py)."""
+"""Agent-facing API: every body is an envelope signed by the host's key (delegated by the
+provider's wallet; the wallet itself for hosts set up before host keys; sr25519), fresh and
+never seen before (nonces in the database), whose payload is then validated field by field
+(backend/agent_payloads.py). Heartbeats are stored by the group-commit writer
+(backend/heartbeats.py)."""
 
 from __future__ import annotations
 
@@ -13,14 +14,17 @@ from fastapi import APIRouter, Request, status
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import select, update
 
+from kumulus.backend import host_keys
 from kumulus.backend.agent_payloads import HeartbeatPayload, IpPayload, RegisterPayload
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.deps import Db, Settings
 from kumulus.backend.heartbeats import HeartbeatWriter, Outcome, VerifiedHeartbeat
 from kumulus.backend.hosts import check_capacity, starting_prices
+from kumulus.backend.isolation import judge
+from kumulus.backend.isolation import parse as parse_isolation
 from kumulus.backend.models import VM, Host, HostToken, ProviderProfile
 from kumulus.backend.nonces import DbNonceStore
-from kumulus.backend.schemas import Accepted, HostRegistered
+from kumulus.backend.schemas import Accepted, DelegationIn, HostKeyOut, HostRegistered
 from kumulus.backend.security import hash_token
 from kumulus.config import BackendSettings
 from kumulus.core.errors import (
@@ -66,9 +70,9 @@ def _parse(model: type[_P], payload: dict[str, Any]) -> _P:
 
 def _host_for(db: Db, envelope: SignedEnvelope, host_id: str) -> Host:
     host = db.get(Host, host_id)
-    # The signer must be the wallet this host registered with: a provider can only speak
-    # for their own hosts, whatever host id they put in the payload.
-    if host is None or host.wallet_address != envelope.address:
+    # The signer must be the key this host signs with (backend/host_keys.py): a provider
+    # can only speak for their own hosts, whatever host id they put in the payload.
+    if host is None or host_keys.signing_address(host) != envelope.address:
         db.rollback()
         raise NotFoundError(f"no host {host_id} for this wallet")
     return host
@@ -94,9 +98,12 @@ def register(
             "provider token unknown, used or expired: create a new one", code="bad_host_token"
         )
     profile = db.get(ProviderProfile, token.account_id)
-    if profile is None or profile.wallet_address != envelope.address:
+    if profile is None or profile.wallet_address is None:
         db.rollback()
-        raise ForbiddenError("signed by a wallet other than the one linked to this provider")
+        raise ForbiddenError("the provider has no linked wallet")
+    # Signed by the host's own key: pending until the wallet delegates it. Signed by the
+    # wallet itself (agents set up before host keys): the wallet signs for it, as before.
+    legacy = envelope.address == profile.wallet_address
     host_id = secrets.token_hex(8)
     prices = starting_prices(settings, profile)
     claimed = db.execute(
@@ -110,7 +117,9 @@ def register(
     host = Host(
         id=host_id,
         account_id=token.account_id,
-        wallet_address=envelope.address,
+        wallet_address=profile.wallet_address,
+        host_key=None if legacy else envelope.address,
+        host_key_state=host_keys.LEGACY if legacy else host_keys.PENDING,
         api_url=payload.api_url,
         public_ip=payload.public_ip,
         region=profile.region,
@@ -121,6 +130,7 @@ def register(
         agent_version=payload.agent_version,
         registered_at=utcnow(),
     )
+    host.isolated, host.isolation_problem = judge(payload.isolation)
     host.set_prices(*prices)
     db.add(host)
     db.commit()
@@ -128,6 +138,7 @@ def register(
         host_id=host_id,
         backend_address=request.app.state.keypair.ss58_address,
         heartbeat_path=HEARTBEAT_PATH,
+        host_key_state=host.host_key_state,  # type: ignore[arg-type]
     )
 
 
@@ -152,6 +163,7 @@ def accept_heartbeat(
         raise UnauthorizedError(f"signature refused: {exc.reason}", code="bad_signature") from exc
     parsed = _parse(HeartbeatPayload, payload)
     stored = parsed.stored()
+    isolated, isolation_problem = judge(parse_isolation(payload))
     beat = VerifiedHeartbeat(
         address=envelope.address,
         nonce=envelope.nonce,
@@ -162,6 +174,8 @@ def accept_heartbeat(
         inventory=parsed.inventory(),
         nonce_expires_at=time.time() + 2 * settings.signature_max_skew + 5,
         machine=stored.get("host"),
+        isolated=isolated,
+        isolation_problem=isolation_problem,
     )
     try:
         outcome = writer.submit(beat).result(timeout=30)
@@ -172,7 +186,11 @@ def accept_heartbeat(
             "signature refused: replayed envelope (nonce already used)", code="replayed"
         )
     if outcome is Outcome.UNKNOWN_HOST:
-        raise NotFoundError(f"no host {parsed.host_id} for this wallet")
+        raise NotFoundError(f"no host {parsed.host_id} for this key")
+    if outcome is Outcome.REVOKED:
+        raise UnauthorizedError(
+            "signature refused: this host's key was revoked by its provider", code="revoked"
+        )
 
 
 @router.post("/heartbeat", response_model=Accepted, status_code=status.HTTP_202_ACCEPTED)
@@ -196,3 +214,11 @@ def update_ip(envelope: SignedEnvelope, db: Db, settings: Settings) -> Accepted:
     )
     db.commit()
     return Accepted()
+
+
+@router.post("/delegation", response_model=HostKeyOut)
+def delegation(body: DelegationIn, db: Db) -> HostKeyOut:
+    """Accept the provider wallet's delegation of a host key (the text of
+    `GET /v1/provider/hosts/{id}/delegation`, signed raw or `<Bytes>`-wrapped). Open: the
+    wallet's signature is the authentication, so the host's setup can send it."""
+    return host_keys.key_out(host_keys.delegate(db, body.message, body.signature))

@@ -4,7 +4,7 @@ one-time provider token is for (so the script can check the mnemonic before usin
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import Response
 
 from kumulus import __version__
 from kumulus.backend import providers, setup_script
@@ -25,10 +25,11 @@ def provider_setup_script(settings: Settings) -> Response:
     )
 
 
-@router.get("/downloads/kumulus-agent.tar.gz.sha256", response_class=PlainTextResponse)
-def agent_package_sha256() -> str:
+@router.get("/downloads/kumulus-agent.tar.gz.sha256", response_class=Response)
+def agent_package_sha256() -> Response:
     """`<hex>  kumulus-agent.tar.gz`, the `sha256sum` line of the agent package."""
-    return f"{package_sha256()}  kumulus-agent.tar.gz\n"
+    line = f"{package_sha256()}  kumulus-agent.tar.gz\n"
+    return Response(line, media_type="text/plain; charset=utf-8")
 
 
 @router.get("/downloads/kumulus-agent.tar.gz", response_class=Response)

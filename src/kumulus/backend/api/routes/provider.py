@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 
-from kumulus.backend import providers
+from kumulus.backend import host_keys, providers
 from kumulus.backend.deps import CurrentProvider, Db, ResourceId, Settings
 from kumulus.backend.hosts import host_public
 from kumulus.backend.paging import After, Limit
 from kumulus.backend.schemas import (
+    DelegationOut,
+    HostKeyOut,
     HostPublic,
     HostTokenCreated,
     HostUpdate,
@@ -54,8 +56,11 @@ def wallet_link(
 
 
 @router.post("/host-tokens", response_model=HostTokenCreated, status_code=status.HTTP_201_CREATED)
-def create_host_token(account: CurrentProvider, db: Db, settings: Settings) -> HostTokenCreated:
-    return providers.new_host_token(db, settings, account)
+def create_host_token(
+    request: Request, account: CurrentProvider, db: Db, settings: Settings
+) -> HostTokenCreated:
+    backend_address = str(request.app.state.keypair.ss58_address)
+    return providers.new_host_token(db, settings, account, backend_address)
 
 
 @router.get("/hosts", response_model=Page[HostPublic])
@@ -81,3 +86,17 @@ def update_host(
     return host_public(
         providers.set_host_prices(db, settings, account, host_id, body.prices), settings
     )
+
+
+@router.get("/hosts/{host_id}/delegation", response_model=DelegationOut)
+def host_delegation(host_id: ResourceId, account: CurrentProvider, db: Db) -> DelegationOut:
+    """The host key's state and the text to sign with the wallet to delegate it (send the
+    signature to `POST /v1/hosts/delegation`)."""
+    return host_keys.to_sign(providers.owned_host(db, account, host_id))
+
+
+@router.post("/hosts/{host_id}/revoke-key", response_model=HostKeyOut)
+def revoke_host_key(host_id: ResourceId, account: CurrentProvider, db: Db) -> HostKeyOut:
+    """Revoke the host's key for good: its heartbeats and answers are refused from now on
+    and it takes no new VMs."""
+    return host_keys.key_out(host_keys.revoke(db, providers.owned_host(db, account, host_id)))

@@ -1,7 +1,7 @@
 """vms: host_key, host_key_fingerprint
 
-Revision ID: 0016
-Revises: 0015
+Revision ID: 0018
+Revises: 0017
 Create Date: 2026-11-30 05:00:00
 
 Each VM's SSH host key, chosen by its agent and reported in the create answer, and its
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0016"
-down_revision = "0015"
+revision = "0018"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 

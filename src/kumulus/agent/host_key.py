@@ -1,0 +1,42 @@
+"""This host's signing key: its own sr25519 key (`host-key`, 0600 in the state directory),
+which the provider's wallet delegates; the wallet itself only on hosts set up before host
+keys, until their next setup run (which delegates a host key and removes the wallet)."""
+
+from __future__ import annotations
+
+import logging
+
+from substrateinterface import Keypair
+
+from kumulus.config import AgentSettings
+from kumulus.core.signing import SecretFileError, load_keypair, new_mnemonic, write_secret_file
+
+log = logging.getLogger(__name__)
+
+
+def ensure_host_key(settings: AgentSettings) -> Keypair:
+    """This host's key, made (0600) on first use."""
+    path = settings.host_key_path
+    if not path.exists():
+        write_secret_file(path, new_mnemonic())
+        log.info("made this host's key %s (mode 0600)", path)
+    return load_keypair(path)
+
+
+def signing_key(settings: AgentSettings) -> Keypair | None:
+    """The key heartbeats, stats, registration and answers are signed with: the host key,
+    else (a legacy host) the stored wallet, else None (nothing is signed)."""
+    for path, what in ((settings.host_key_path, "host key"), (settings.mnemonic_path, "wallet")):
+        if not path.exists():
+            continue
+        try:
+            return load_keypair(path)
+        except SecretFileError as exc:
+            log.error("%s not loaded: %s", what, exc)
+            return None
+    log.warning(
+        "no host key at %s: health stats and signed answers are off until setup makes one "
+        "(`kumulus agent host-key`)",
+        settings.host_key_path,
+    )
+    return None

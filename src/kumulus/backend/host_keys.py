@@ -1,0 +1,129 @@
+"""Host keys: each host signs with a key of its own, which the provider's wallet delegates
+(host id, host key, expiry) and can revoke; the wallet itself never lives on a host.
+
+The backend trusts a host key only through the chain wallet -> delegation -> host key: the
+delegation must be signed by the wallet linked to the provider now (re-linking a wallet
+revokes every delegation), for the key the host registered with its one-time token. Hosts
+registered before host keys ("legacy") go on signing with the wallet until their next setup
+run delegates a key. Raises the error family.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from kumulus.backend.clock import aware, utcnow
+from kumulus.backend.models import Account, Host, ProviderProfile
+from kumulus.backend.schemas import DelegationOut, HostKeyOut
+from kumulus.core.delegation import default_expiry, delegation_text, parse_delegation
+from kumulus.core.errors import ConflictError, InvalidError, NotFoundError, UnauthorizedError
+from kumulus.core.signing import SignatureError, verify_delegation
+
+LEGACY, PENDING, DELEGATED, REVOKED = "legacy", "pending", "delegated", "revoked"
+# A delegation longer than this is refused: an expiry bounds how long a forgotten host
+# key could speak for the wallet.
+MAX_DELEGATION = timedelta(days=2 * 366)
+
+
+def signing_address(host: Host) -> str | None:
+    """The key the host's heartbeats, stats and answers must be signed by, or None when
+    nothing it signs is accepted (its key was revoked)."""
+    if host.host_key_state == LEGACY:
+        return host.wallet_address
+    if host.host_key_state in (PENDING, DELEGATED):
+        return host.host_key
+    return None
+
+
+def schedulable(host: Host) -> bool:
+    """Whether the host may take new VMs as far as its keys go (the scheduler's predicate)."""
+    if host.host_key_state == LEGACY:
+        return True
+    until = host.delegated_until
+    return host.host_key_state == DELEGATED and until is not None and aware(until) > utcnow()
+
+
+def delegate(db: Session, message: str, signature: str) -> Host:
+    """Accept a delegation signed by the provider's wallet (raw or `<Bytes>`-wrapped) and
+    make the host's key the one it signs with, until the expiry the text names (committed).
+    For a legacy host it also sets the key (its setup run moving it off the wallet)."""
+    try:
+        said = parse_delegation(message)
+    except SignatureError as exc:
+        raise InvalidError(exc.reason) from exc
+    now = utcnow()
+    if not now < said.expires_at <= now + MAX_DELEGATION:
+        raise InvalidError("a delegation must expire in the future and within two years")
+    host = db.get(Host, said.host_id)
+    profile = db.get(ProviderProfile, host.account_id) if host is not None else None
+    if host is None or profile is None or profile.wallet_address is None:
+        raise NotFoundError(f"no host {said.host_id}")
+    try:
+        verify_delegation(profile.wallet_address, message, signature)
+    except SignatureError as exc:
+        raise UnauthorizedError(
+            f"delegation refused: {exc.reason} (it must be signed by the wallet linked now)",
+            code="bad_signature",
+        ) from exc
+    if host.host_key_state == REVOKED:
+        raise ConflictError("this host's key was revoked: set the host up again", code="revoked")
+    if host.host_key_state != LEGACY and host.host_key != said.host_key:
+        raise ConflictError(
+            f"host {host.id} registered key {host.host_key}, not {said.host_key}",
+            code="wrong_host_key",
+        )
+    host.host_key, host.host_key_state = said.host_key, DELEGATED
+    host.wallet_address = profile.wallet_address
+    host.delegation, host.delegation_signature = message, signature
+    host.delegated_until = said.expires_at
+    db.commit()
+    return host
+
+
+def revoke(db: Session, host: Host) -> Host:
+    """Revoke the host's key for good (committed): its heartbeats and answers are refused
+    and it takes no VMs; setting the host up again gives it a new key."""
+    if host.host_key_state == LEGACY:
+        raise ConflictError(
+            "this host signs with your wallet (set up before host keys): run its setup "
+            "again to give it a host key, or re-link another wallet",
+            code="no_host_key",
+        )
+    host.host_key_state, host.delegated_until = REVOKED, None
+    db.commit()
+    return host
+
+
+def revoke_delegations(db: Session, account: Account) -> None:
+    """Drop every delegation of the provider's hosts (its wallet changed; flushed, not
+    committed): they were signed by the old wallet. The host keys stay registered, pending
+    a delegation by the new wallet."""
+    db.execute(
+        update(Host)
+        .where(Host.account_id == account.id, Host.host_key_state == DELEGATED)
+        .values(host_key_state=PENDING, delegated_until=None, delegation=None,
+                delegation_signature=None)
+        .execution_options(synchronize_session=False)
+    )  # fmt: skip
+
+
+def key_out(host: Host) -> HostKeyOut:
+    return HostKeyOut(
+        host_id=host.id,
+        host_key=host.host_key,
+        host_key_state=host.host_key_state,  # type: ignore[arg-type]
+        delegated_until=aware(host.delegated_until) if host.delegated_until else None,
+        schedulable=schedulable(host),
+    )
+
+
+def to_sign(host: Host) -> DelegationOut:
+    """The host's key state and, for a key that may be delegated (pending, or delegated:
+    renewing), the text the wallet signs, expiring in a year."""
+    message = None
+    if host.host_key and host.host_key_state in (PENDING, DELEGATED):
+        message = delegation_text(host.id, host.host_key, default_expiry())
+    return DelegationOut(**key_out(host).model_dump(), message=message)
