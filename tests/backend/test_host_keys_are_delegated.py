@@ -14,7 +14,7 @@ from kumulus.backend.clock import utcnow
 from kumulus.backend.models import Host
 from kumulus.core.delegation import delegation_text
 from kumulus.core.signing import Domain, keypair_from_mnemonic, new_mnemonic, sign_envelope
-from tests.backend.conftest import Actor, link_wallet, register_payload
+from tests.backend.conftest import FULL_ISOLATION, Actor, link_wallet, register_payload
 
 VM = {"cpu": 1, "memory": "1g", "disk": "10g"}
 
@@ -28,7 +28,12 @@ def _register(backend: TestClient, provider: Actor, host_key: Keypair) -> str:
 
 
 def _beat(backend: TestClient, key: Keypair, host_id: str) -> int:
-    payload = {"kind": "health", "hostId": host_id, "agentVersion": "0.1.0"}
+    payload = {
+        "kind": "health",
+        "hostId": host_id,
+        "agentVersion": "0.1.0",
+        "isolation": FULL_ISOLATION,  # only isolated hosts take VMs
+    }
     env = sign_envelope(key, payload, domain=Domain.HEARTBEAT)
     return backend.post("/v1/hosts/heartbeat", json=env.model_dump()).status_code
 

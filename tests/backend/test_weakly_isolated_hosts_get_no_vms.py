@@ -9,7 +9,7 @@ from substrateinterface import Keypair
 
 from kumulus.backend.models import Host
 from kumulus.backend.scheduler import NoHostFitsError, Want, place
-from kumulus.core.signing import sign_envelope
+from kumulus.core.signing import Domain, sign_envelope
 from tests.backend.conftest import FULL_ISOLATION, Actor, link_wallet, register_host
 
 GIB = 1 << 30
@@ -27,7 +27,7 @@ def _beat(backend: TestClient, wallet: Keypair, host_id: str, isolation: Any) ->
     payload: dict[str, Any] = {"kind": "health", "hostId": host_id, "agentVersion": "0.1.0"}
     if isolation is not None:
         payload["isolation"] = isolation
-    env = sign_envelope(wallet, payload)
+    env = sign_envelope(wallet, payload, domain=Domain.HEARTBEAT)
     return backend.post("/v1/hosts/heartbeat", json=env.model_dump()).status_code
 
 
