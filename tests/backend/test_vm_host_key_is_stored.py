@@ -25,8 +25,12 @@ from kumulus.backend import vms
 from kumulus.backend.models import VM
 from kumulus.client import AgentClient
 from kumulus.core.hostkeys import parse_host_key
+from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic
 from tests.backend.billing_fixtures import account, host
 from tests.backend.conftest import Actor
+from tests.signed_agent import signed_by
+
+HOST_SIGNER = keypair_from_mnemonic(new_mnemonic())
 
 
 class ScriptedAgent(AgentClient):
@@ -34,8 +38,15 @@ class ScriptedAgent(AgentClient):
 
     answer: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, base_url: str, host_id: str, keypair: Any) -> None:
-        super().__init__(base_url, host_id, keypair, transport=httpx.MockTransport(self._reply))
+    def __init__(self, base_url: str, host_id: str, keypair: Any, *_: Any, **__: Any) -> None:
+        # Its answers are signed, as a real agent's are, by a key it stands for here.
+        super().__init__(
+            base_url,
+            host_id,
+            keypair,
+            HOST_SIGNER.ss58_address,
+            transport=signed_by(HOST_SIGNER, self._reply),
+        )
 
     @staticmethod
     def _reply(request: httpx.Request) -> httpx.Response:
