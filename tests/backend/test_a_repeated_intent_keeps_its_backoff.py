@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -17,41 +16,15 @@ from sqlalchemy import func, select
 
 from kumulus.backend import vms
 from kumulus.backend.models import VM, LedgerEntry
-from kumulus.client import ApiError
+from tests.backend.away_agent import AwayAgent
 from tests.backend.billing_fixtures import account, host
 from tests.backend.conftest import Actor
 
 
-class Agent:
-    away: ClassVar[bool] = False
-    calls: ClassVar[list[str]] = []
-
-    def __init__(self, *_: Any) -> None:
-        pass
-
-    def _answer(self, call: str, vm_id: str, status: str) -> SimpleNamespace:
-        Agent.calls.append(call)
-        if Agent.away:
-            raise ApiError("the agent did not answer within 90 s", None, "timeout", retry=True)
-        return SimpleNamespace(vm_id=vm_id, ssh_port=2222, status=status, host_key=None)
-
-    def create_vm(self, body: dict[str, Any], idempotency_key: str) -> SimpleNamespace:
-        return self._answer("create", "agent-" + idempotency_key, "Running")
-
-    def start_vm(self, vm_id: str) -> SimpleNamespace:
-        return self._answer("start", vm_id, "Running")
-
-    def stop_vm(self, vm_id: str) -> SimpleNamespace:
-        return self._answer("stop", vm_id, "Stopped")
-
-    def delete_vm(self, vm_id: str) -> None:
-        self._answer("delete", vm_id, "")
-
-
 @pytest.fixture(autouse=True)
 def agent(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(vms, "AgentClient", Agent)
-    Agent.away, Agent.calls = False, []
+    monkeypatch.setattr(vms, "AgentClient", AwayAgent)
+    AwayAgent.reset()
 
 
 def _row(backend: TestClient, vm_id: str) -> VM:
@@ -89,7 +62,7 @@ def test_asking_again_does_not_call_the_host_again(
     ).json()["id"]
     if action == "start":
         backend.post(f"/v1/vms/{vm_id}/stop", headers=developer.headers)
-    Agent.away = True
+    AwayAgent.away = True
     no_wait = {"Authorization": f"Bearer {developer.token}"}
 
     def ask() -> Any:
@@ -100,14 +73,14 @@ def test_asking_again_does_not_call_the_host_again(
     assert ask().status_code == 202
     _tried(backend, vm_id)  # the host did not answer: backing off
     calls, backoff, entries = (
-        len(Agent.calls),
+        len(AwayAgent.calls),
         _row(backend, vm_id).converge_after,
         _entries(backend),
     )
     for _ in range(10):
         assert ask().status_code == 202
     time.sleep(0.5)  # a kicked worker would have called by now
-    assert len(Agent.calls) == calls, Agent.calls
+    assert len(AwayAgent.calls) == calls, AwayAgent.calls
     row = _row(backend, vm_id)
     assert (row.converge_attempts, row.converge_after) == (1, backoff)
     assert _entries(backend) == entries  # nothing was posted again

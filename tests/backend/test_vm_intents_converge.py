@@ -10,8 +10,7 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -21,43 +20,15 @@ from kumulus.backend import billing, vms
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.converge import parse_wait
 from kumulus.backend.models import VM
-from kumulus.client import ApiError
+from tests.backend.away_agent import AwayAgent
 from tests.backend.billing_fixtures import account, host
 from tests.backend.conftest import Actor
 
 
-class Agent:
-    """An agent that does what it is asked, or does not answer at all (`away`)."""
-
-    away: ClassVar[bool] = False
-    calls: ClassVar[list[str]] = []
-
-    def __init__(self, *_: Any) -> None:
-        pass
-
-    def _answer(self, call: str, vm_id: str, status: str) -> SimpleNamespace:
-        Agent.calls.append(call)
-        if Agent.away:
-            raise ApiError("the agent did not answer within 90 s", None, "timeout", retry=True)
-        return SimpleNamespace(vm_id=vm_id, ssh_port=2222, status=status, host_key=None)
-
-    def create_vm(self, body: dict[str, Any], idempotency_key: str) -> SimpleNamespace:
-        return self._answer("create", "agent-" + idempotency_key, "Running")
-
-    def start_vm(self, vm_id: str) -> SimpleNamespace:
-        return self._answer("start", vm_id, "Running")
-
-    def stop_vm(self, vm_id: str) -> SimpleNamespace:
-        return self._answer("stop", vm_id, "Stopped")
-
-    def delete_vm(self, vm_id: str) -> None:
-        self._answer("delete", vm_id, "")
-
-
 @pytest.fixture(autouse=True)
 def agent(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(vms, "AgentClient", Agent)
-    Agent.away, Agent.calls = False, []
+    monkeypatch.setattr(vms, "AgentClient", AwayAgent)
+    AwayAgent.reset()
 
 
 def _no_wait(developer: Actor) -> dict[str, str]:
@@ -123,7 +94,7 @@ def test_a_create_answers_once_placed_and_is_carried_out_after(
     with backend.app.state.db.session() as db:  # type: ignore[attr-defined]
         assert billing.held_by(db, developer.id) > 0
     shown = _poll(backend, developer, vm["id"], "running")  # the worker created it
-    assert shown["sshPort"] == 2222 and Agent.calls == ["create"]
+    assert shown["sshPort"] == 2222 and AwayAgent.calls == ["create"]
     assert _row(backend, vm["id"]).metered_until is not None  # paid for from then on
 
 
@@ -133,9 +104,9 @@ def test_a_create_whose_worker_is_lost_is_made_by_the_creates_job(
     _host(backend)
     backend.app.state.converger.close()  # type: ignore[attr-defined]  # as if it died
     vm = _create(backend, ssh_keypair[1], _no_wait(developer)).json()
-    assert Agent.calls == [] and vm["actualState"] == "pending"
+    assert AwayAgent.calls == [] and vm["actualState"] == "pending"
     assert backend.app.state.jobs.run_now("creates").value == 1  # type: ignore[attr-defined]
-    assert Agent.calls == ["create"]
+    assert AwayAgent.calls == ["create"]
     assert _poll(backend, developer, vm["id"], "running")["sshPort"] == 2222
 
 
@@ -147,7 +118,7 @@ def test_a_start_the_host_does_not_confirm_is_billed_stopped_and_sent_again(
     stopped = backend.post(f"/v1/vms/{vm_id}/stop", headers=developer.headers)
     assert stopped.status_code == 200 and stopped.json()["actualState"] == "stopped"
 
-    Agent.away = True
+    AwayAgent.away = True
     resp = backend.post(f"/v1/vms/{vm_id}/start", headers=developer.headers)
     assert resp.status_code == 202, resp.text  # waited, but the host did not answer
     assert resp.json()["intendedState"] == "running"
@@ -158,9 +129,9 @@ def test_a_start_the_host_does_not_confirm_is_billed_stopped_and_sent_again(
     # Not running: it pays for its disk only, though its hold is sized for running.
     assert billing.rate_of(row) == billing.stopped_rate(row)
     assert backend.app.state.jobs.run_now("starts").value == 0  # type: ignore[attr-defined]
-    assert Agent.calls.count("start") == 1  # backing off
+    assert AwayAgent.calls.count("start") == 1  # backing off
 
-    Agent.away = False
+    AwayAgent.away = False
     _due(backend, vm_id)
     assert backend.app.state.jobs.run_now("starts").value == 1  # type: ignore[attr-defined]
     row = _row(backend, vm_id)
@@ -174,13 +145,13 @@ def test_a_stop_is_billed_stopped_at_once_and_sent_until_confirmed(
 ) -> None:
     _host(backend)
     vm_id = _create(backend, ssh_keypair[1], developer.headers).json()["id"]
-    Agent.away = True
+    AwayAgent.away = True
     resp = backend.post(f"/v1/vms/{vm_id}/stop", headers=_no_wait(developer))
     assert resp.status_code == 202, resp.text
     assert (resp.json()["intendedState"], resp.json()["actualState"]) == ("stopped", "stopping")
     assert billing.rate_of(_row(backend, vm_id)) == billing.stopped_rate(_row(backend, vm_id))
     _tried(backend, vm_id)
-    Agent.away = False
+    AwayAgent.away = False
     _due(backend, vm_id)
     assert backend.app.state.jobs.run_now("stops").value == 1  # type: ignore[attr-defined]
     assert _row(backend, vm_id).actual_state == "stopped"
@@ -191,13 +162,13 @@ def test_a_delete_gives_the_hold_back_at_once_and_finishes_after(
 ) -> None:
     _host(backend)
     vm_id = _create(backend, ssh_keypair[1], developer.headers).json()["id"]
-    Agent.away = True
+    AwayAgent.away = True
     resp = backend.delete(f"/v1/vms/{vm_id}", headers=_no_wait(developer))
     assert resp.status_code == 202 and resp.json()["actualState"] == "deleting"
     with backend.app.state.db.session() as db:  # type: ignore[attr-defined]
         assert billing.held_by(db, developer.id) == 0
     _tried(backend, vm_id)
-    Agent.away = False
+    AwayAgent.away = False
     _due(backend, vm_id)
     assert backend.app.state.jobs.run_now("deletes").value == 1  # type: ignore[attr-defined]
     assert backend.get(f"/v1/vms/{vm_id}", headers=_no_wait(developer)).status_code == 404
