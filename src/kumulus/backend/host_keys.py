@@ -70,7 +70,13 @@ def delegate(db: Session, message: str, signature: str) -> Host:
         ) from exc
     if host.host_key_state == REVOKED:
         raise ConflictError("this host's key was revoked: set the host up again", code="revoked")
-    if host.host_key_state != LEGACY and host.host_key != said.host_key:
+    # A host without a key of its own (legacy, or legacy cut off by a re-link) takes the
+    # key the wallet names; any other keeps the key it registered with its token.
+    if (
+        host.host_key is not None
+        and host.host_key_state != LEGACY
+        and host.host_key != said.host_key
+    ):
         raise ConflictError(
             f"host {host.id} registered key {host.host_key}, not {said.host_key}",
             code="wrong_host_key",
@@ -97,10 +103,12 @@ def revoke(db: Session, host: Host) -> Host:
     return host
 
 
-def revoke_delegations(db: Session, account: Account) -> None:
-    """Drop every delegation of the provider's hosts (its wallet changed; flushed, not
-    committed): they were signed by the old wallet. The host keys stay registered, pending
-    a delegation by the new wallet."""
+def revoke_delegations(db: Session, account: Account, wallet_address: str) -> None:
+    """Drop every delegation of the provider's hosts (its wallet changed to
+    `wallet_address`; flushed, not committed): they were signed by the old wallet. The host
+    keys stay registered, pending a delegation by the new wallet. A `legacy` host signed
+    with the old wallet itself, which lives on that host: it is cut off the same way,
+    pending a key the new wallet delegates (`kumulus agent delegate` on the host)."""
     db.execute(
         update(Host)
         .where(Host.account_id == account.id, Host.host_key_state == DELEGATED)
@@ -108,6 +116,18 @@ def revoke_delegations(db: Session, account: Account) -> None:
                 delegation_signature=None)
         .execution_options(synchronize_session=False)
     )  # fmt: skip
+    # Re-linking is the remedy when a host (and so the wallet stored on it) was taken:
+    # the old wallet must then speak for none of these hosts.
+    db.execute(
+        update(Host)
+        .where(
+            Host.account_id == account.id,
+            Host.host_key_state == LEGACY,
+            Host.wallet_address != wallet_address,
+        )
+        .values(host_key_state=PENDING, host_key=None)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def key_out(host: Host) -> HostKeyOut:

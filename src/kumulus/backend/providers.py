@@ -76,7 +76,7 @@ def link_wallet(db: Session, account: Account, body: WalletLinkIn) -> ProviderPr
     try:
         db.flush()
         # Delegations were signed by the wallet linked until now: none stands for the new one.
-        host_keys.revoke_delegations(db, account)
+        host_keys.revoke_delegations(db, account, body.address)
         db.commit()
     except IntegrityError as exc:
         db.rollback()
