@@ -64,13 +64,14 @@ def test_a_host_takes_vms_only_once_its_key_is_delegated(
     link_wallet(backend, provider, wallet)
     host_key = keypair_from_mnemonic(new_mnemonic())
     host_id = _register(backend, provider, host_key)
-    assert _beat(backend, host_key, host_id) == 202  # online, heard from its own key
+    assert _beat(backend, host_key, host_id) == 401  # no wallet stands behind its key yet
     assert _beat(backend, wallet, host_id) == 404  # the wallet no longer speaks for it
     assert not _placeable(backend, developer)
     stranger = keypair_from_mnemonic(new_mnemonic())
     assert _delegate(backend, provider, host_id, stranger) == 401
     assert _delegate(backend, provider, host_id, wallet) == 200
     assert _state(backend, provider, host_id) == "delegated"
+    assert _beat(backend, host_key, host_id) == 202  # heard from its delegated key
     assert _placeable(backend, developer)
 
 

@@ -39,6 +39,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter, TextClause
 
+from kumulus.backend import host_keys
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.db import Database, upsert_insert
 from kumulus.backend.hosts import capacity_problem, machine_reported
@@ -53,6 +54,7 @@ class Outcome(enum.Enum):
     REPLAYED = "replayed"  # nonce already used: refused
     UNKNOWN_HOST = "unknown_host"  # no such host, or one that signs with another key
     REVOKED = "revoked"  # the host's key was revoked by its provider
+    NOT_DELEGATED = "not_delegated"  # its key, but no standing delegation (host_keys.speaks)
 
 
 @dataclass
@@ -224,6 +226,7 @@ class HeartbeatWriter:
                 Host.wallet_address,
                 Host.host_key,
                 Host.host_key_state,
+                Host.delegated_until,
                 Host.last_heartbeat_at,
                 Host.cpu,
                 Host.memory,
@@ -238,15 +241,17 @@ class HeartbeatWriter:
             for row in rows
             if row.host_key_state != "revoked"
         }
+        heard = {
+            row.id for row in rows if host_keys.speaks(row.host_key_state, row.delegated_until, now)
+        }
         revoked = {row.id for row in rows if row.host_key_state == "revoked"}
-        outcomes = [
-            Outcome.ACCEPTED
-            if signers.get(b.host_id) == b.address
-            else Outcome.REVOKED
-            if b.host_id in revoked
-            else Outcome.UNKNOWN_HOST
-            for b in batch
-        ]
+
+        def outcome(b: VerifiedHeartbeat) -> Outcome:
+            if signers.get(b.host_id) != b.address:
+                return Outcome.REVOKED if b.host_id in revoked else Outcome.UNKNOWN_HOST
+            return Outcome.ACCEPTED if b.host_id in heard else Outcome.NOT_DELEGATED
+
+        outcomes = [outcome(b) for b in batch]
         owned = [i for i, o in enumerate(outcomes) if o is Outcome.ACCEPTED]
         claimed = self._claim_nonces(s, [batch[i] for i in owned])
         accepted: list[VerifiedHeartbeat] = []

@@ -10,7 +10,7 @@ run delegates a key. Raises the error family.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -28,22 +28,29 @@ LEGACY, PENDING, DELEGATED, REVOKED = "legacy", "pending", "delegated", "revoked
 MAX_DELEGATION = timedelta(days=2 * 366)
 
 
+def speaks(state: str, delegated_until: datetime | None, now: datetime) -> bool:
+    """Whether a host in key state `state` is heard at `now` (its heartbeats, address
+    changes, answers): a legacy host (by its wallet), or a key under a standing delegation.
+    A pending key (never delegated, or its delegation dropped by a wallet re-link) or an
+    expired one speaks for nothing: a key taken with its host must not keep the host
+    online, and its VMs billed, once no wallet stands behind it."""
+    if state == LEGACY:
+        return True
+    return state == DELEGATED and delegated_until is not None and aware(delegated_until) > now
+
+
 def signing_address(host: Host) -> str | None:
     """The key the host's heartbeats, stats and answers must be signed by, or None when
-    nothing it signs is accepted (its key was revoked)."""
-    if host.host_key_state == LEGACY:
-        return host.wallet_address
-    if host.host_key_state in (PENDING, DELEGATED):
-        return host.host_key
-    return None
+    nothing it signs is accepted now (its key is revoked, pending, or its delegation
+    expired)."""
+    if not speaks(host.host_key_state, host.delegated_until, utcnow()):
+        return None
+    return host.wallet_address if host.host_key_state == LEGACY else host.host_key
 
 
 def schedulable(host: Host) -> bool:
     """Whether the host may take new VMs as far as its keys go (the scheduler's predicate)."""
-    if host.host_key_state == LEGACY:
-        return True
-    until = host.delegated_until
-    return host.host_key_state == DELEGATED and until is not None and aware(until) > utcnow()
+    return speaks(host.host_key_state, host.delegated_until, utcnow())
 
 
 def delegate(db: Session, message: str, signature: str) -> Host:

@@ -187,6 +187,13 @@ def accept_heartbeat(
         )
     if outcome is Outcome.UNKNOWN_HOST:
         raise NotFoundError(f"no host {parsed.host_id} for this key")
+    if outcome is Outcome.NOT_DELEGATED:
+        raise UnauthorizedError(
+            "signature refused: this host's key has no standing delegation (never delegated, "
+            "expired, or dropped when the provider linked another wallet): delegate it with "
+            "the wallet linked now",
+            code="not_delegated",
+        )
     if outcome is Outcome.REVOKED:
         raise UnauthorizedError(
             "signature refused: this host's key was revoked by its provider", code="revoked"
