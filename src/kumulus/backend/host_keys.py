@@ -88,6 +88,15 @@ def delegate(db: Session, message: str, signature: str) -> Host:
             f"host {host.id} registered key {host.host_key}, not {said.host_key}",
             code="wrong_host_key",
         )
+    standing = host.delegated_until if host.host_key_state == DELEGATED else None
+    if standing is not None and said.expires_at <= aware(standing):
+        # Anyone may send a delegation they once saw: an older one must not cut a renewal
+        # short. A provider who wants a key to stop sooner revokes it.
+        raise ConflictError(
+            "this host's key is delegated until later already: a renewal must expire later "
+            "(to stop the key sooner, revoke it)",
+            code="not_a_renewal",
+        )
     host.host_key, host.host_key_state = said.host_key, DELEGATED
     host.wallet_address = profile.wallet_address
     host.delegation, host.delegation_signature = message, signature
