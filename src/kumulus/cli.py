@@ -146,9 +146,10 @@ def agent_register(
     from kumulus.core.signing import SecretFileError, load_keypair
 
     settings = AgentSettings()
-    # The host key (pending until the wallet delegates it: `kumulus agent delegate`), or,
-    # on a host set up before host keys, the wallet itself.
-    path = settings.host_key_path if settings.host_key_path.exists() else settings.mnemonic_path
+    # The key the agent signs with (agent/host_key.signing_key): on a host set up before
+    # host keys, the wallet stored there; else the host key (pending until the wallet
+    # delegates it: `kumulus agent delegate`).
+    path = settings.mnemonic_path if settings.mnemonic_path.exists() else settings.host_key_path
     try:
         keypair = load_keypair(path)
     except SecretFileError as exc:

@@ -1,6 +1,6 @@
 """This host's signing key: its own sr25519 key (`host-key`, 0600 in the state directory),
 which the provider's wallet delegates; the wallet itself only on hosts set up before host
-keys, until their next setup run (which delegates a host key and removes the wallet)."""
+keys, until their next setup run delegates a host key and removes the wallet."""
 
 from __future__ import annotations
 
@@ -24,9 +24,13 @@ def ensure_host_key(settings: AgentSettings) -> Keypair:
 
 
 def signing_key(settings: AgentSettings) -> Keypair | None:
-    """The key heartbeats, stats, registration and answers are signed with: the host key,
-    else (a legacy host) the stored wallet, else None (nothing is signed)."""
-    for path, what in ((settings.host_key_path, "host key"), (settings.mnemonic_path, "wallet")):
+    """The key heartbeats, stats, registration and answers are signed with: the stored
+    wallet while there is one (a legacy host, which the backend knows by its wallet until
+    a delegation of its host key succeeds; setup then removes the wallet), else the host
+    key, else None (nothing is signed)."""
+    # Wallet first: setup makes the host key before delegating it, and when the delegation
+    # fails the backend still expects the wallet; an undelegated key would silence the host.
+    for path, what in ((settings.mnemonic_path, "wallet"), (settings.host_key_path, "host key")):
         if not path.exists():
             continue
         try:
