@@ -4,6 +4,10 @@ heartbeats; where it cannot tell, it says nothing rather than a guess."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -11,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from kumulus.agent import disk_usage
+from kumulus.agent.btrfs_quota import enable_simple_quota
 from kumulus.agent.disk_limits import DiskLimits
 from kumulus.agent.stats import StatsCollector
 from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic
@@ -22,6 +27,7 @@ def _sysfs(root: Path, subvolume_id: int, referenced: str) -> Path:
     qgroup = root / FSID / "qgroups" / f"0_{subvolume_id}"
     qgroup.mkdir(parents=True)
     (qgroup / "referenced").write_text(referenced)
+    (qgroup.parent / "inconsistent").write_text("0\n")
     return root
 
 
@@ -29,8 +35,42 @@ def test_usage_is_the_subvolumes_qgroup(tmp_path: Path, monkeypatch: pytest.Monk
     sysfs = _sysfs(tmp_path / "sys", 2836, "288817152\n")
     monkeypatch.setattr(disk_usage, "subvolume_ids", lambda path: (FSID, 2836))
     assert disk_usage.used_bytes(tmp_path, sysfs) == 288817152
+    (sysfs / FSID / "qgroups" / "inconsistent").write_text("1\n")
+    assert disk_usage.used_bytes(tmp_path, sysfs) is None  # stale numbers: none
+    (sysfs / FSID / "qgroups" / "inconsistent").write_text("0\n")
     monkeypatch.setattr(disk_usage, "subvolume_ids", lambda path: (FSID, 9999))
     assert disk_usage.used_bytes(tmp_path, sysfs) is None  # quotas off: no qgroup
+
+
+@pytest.fixture
+def btrfs(tmp_path: Path) -> Iterator[Path]:
+    """A small btrfs of the test's own (loop file) with simple quotas on, mounted."""
+    if os.geteuid() != 0 or shutil.which("mkfs.btrfs") is None:
+        pytest.skip("needs root and mkfs.btrfs")
+    image, mnt = tmp_path / "fs.img", tmp_path / "mnt"
+    mnt.mkdir()
+    with image.open("wb") as f:
+        f.truncate(256 << 20)
+    subprocess.run(["mkfs.btrfs", "-q", str(image)], check=True, capture_output=True)
+    if subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=False).returncode:
+        pytest.skip("cannot mount a loop file here")
+    try:
+        try:
+            enable_simple_quota(str(mnt))
+        except OSError:
+            pytest.skip("this kernel has no btrfs simple quotas")
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_a_real_subvolume_counts_what_was_written(btrfs: Path) -> None:
+    subprocess.run(["btrfs", "subvolume", "create", str(btrfs / "vm")], check=True)
+    assert disk_usage.used_bytes(btrfs / "vm") == 0
+    (btrfs / "vm" / "blob").write_bytes(os.urandom(16 << 20))
+    os.sync()  # qgroup numbers move when btrfs commits
+    used = disk_usage.used_bytes(btrfs / "vm")
+    assert used is not None and 16 << 20 <= used < 17 << 20
 
 
 def test_not_a_btrfs_subvolume_is_unknown(tmp_path: Path) -> None:

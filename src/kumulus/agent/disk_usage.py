@@ -49,7 +49,12 @@ def used_bytes(path: Path, sysfs: Path = SYSFS_BTRFS) -> int | None:
     btrfs, quotas off, or a kernel without qgroups in sysfs)."""
     try:
         fsid, subvolume_id = subvolume_ids(path)
-        text = (sysfs / fsid / "qgroups" / f"0_{subvolume_id}" / "referenced").read_text()
+        qgroups = sysfs / fsid / "qgroups"
+        # Classic qgroups marked inconsistent stop counting (Linux >= 6.5 skips accounting
+        # until a rescan): their numbers are stale, so none is better than a wrong one.
+        if (qgroups / "inconsistent").read_text().strip() == "1":
+            return None
+        text = (qgroups / f"0_{subvolume_id}" / "referenced").read_text()
     except OSError:
         return None
     value = text.strip()
