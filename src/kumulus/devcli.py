@@ -19,6 +19,7 @@ from kumulus.client import ApiError, BackendClient
 from kumulus.core.hostkeys import HostKeyError, host_key_alias, parse_host_key
 from kumulus.core.hostnames import ssh_argv, ssh_command
 from kumulus.core.signing import write_secret_file
+from kumulus.core.sizes import SizeError, disk_usage_text, parse_size
 from kumulus.core.usernames import UsernameError, validate_username
 
 key_app = typer.Typer(help="Your SSH public keys.", no_args_is_help=True)
@@ -308,6 +309,40 @@ def vm_ls() -> None:
             ("sshCommand", "SSH"),
         ],
     )
+
+
+@vm_app.command("show")
+def vm_show(vm_id: str) -> None:
+    """One VM's fields, its disk usage against its size (which `df` inside the VM cannot
+    show: it sees the host's filesystem) and its SSH host key fingerprint."""
+    vm = _call("GET", f"/v1/vms/{vm_id}")
+    line, problem = _ssh_line(vm)
+    used = vm.get("diskUsedBytes")
+    try:
+        disk = disk_usage_text(
+            used if isinstance(used, int) and used >= 0 else None, parse_size(str(vm.get("disk")))
+        )
+    except SizeError:
+        disk = "unknown"
+    fields = [
+        ("id", vm.get("id")),
+        ("name", vm.get("name")),
+        ("state", f"{vm.get('actualState')} (wanted: {vm.get('intendedState')})"),
+        ("size", f"{vm.get('cpu')} vCPU, {vm.get('memory')} memory, {vm.get('disk')} disk"),
+        ("disk", disk),
+        ("region", vm.get("region") or "any"),
+        ("host", vm.get("hostId") or "-"),
+        ("price/h", vm.get("pricePerHour") or "-"),
+        ("ssh", line or problem or "-"),
+        ("host key", vm.get("hostKeyFingerprint") or "not known (made before host keys)"),
+        ("created", vm.get("createdAt")),
+    ]
+    if vm.get("failureReason"):
+        fields.append(("failure", vm["failureReason"]))
+    if vm.get("fundsWarning"):
+        fields.append(("funds", vm["fundsWarning"]))
+    for name, value in fields:
+        typer.echo(f"{name + ':':<10} {_printable(value)}")
 
 
 def _ssh_parts(vm: dict[str, Any]) -> tuple[str, object, str]:

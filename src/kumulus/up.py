@@ -1,5 +1,6 @@
 """`kumulus up`: the whole platform on one box. Backend + a local agent registered as a
-provider host of this machine, both supervised until Ctrl-C."""
+provider host of this machine, both supervised until Ctrl-C. The agent signs with its own
+host key, delegated by the local provider's wallet, which stays with the backend's data."""
 
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ import typer
 from substrateinterface import Keypair
 
 from kumulus.agent.auth import ensure_admin_token
+from kumulus.agent.host_key import ensure_host_key
 from kumulus.agent.registration import load_registration, register
 from kumulus.chain.client import ChainClient, ChainError
 from kumulus.chain.devnode import DevNode, DevNodeError
 from kumulus.config import AgentSettings, BackendSettings
+from kumulus.core.delegation import default_expiry, delegation_text
 from kumulus.core.signing import (
     keypair_from_mnemonic,
     load_keypair,
@@ -53,12 +56,32 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: floa
     raise RuntimeError(f"did not answer at {url}; see {log}")
 
 
-def _local_provider(backend_url: str, settings: BackendSettings, agent: AgentSettings) -> None:
-    """Create (once) the provider account of this machine, link the agent's wallet, and
-    register the agent as its host."""
-    if (reg := load_registration(agent.state_dir)) and reg.backend_url == backend_url:
-        return
-    wallet = keypair_from_mnemonic(read_secret_file(agent.mnemonic_path))
+def _local_wallet(backend: BackendSettings, agent: AgentSettings) -> Keypair:
+    """The local provider's wallet (0600, next to the backend's data, never in the agent's
+    state): made on first use; a wallet an earlier `kumulus up` left in the agent's state
+    directory is moved here, as provider-setup.sh removes a stored wallet from a host."""
+    path = backend.data_dir / "local-provider-wallet"
+    if not path.exists():
+        old = agent.mnemonic_path
+        if old.exists():
+            write_secret_file(path, read_secret_file(old))
+            old.unlink()
+            typer.echo(
+                f"moved this machine's wallet from {old} to {path}: the agent no longer holds it"
+            )
+        else:
+            write_secret_file(path, new_mnemonic())
+            typer.echo(f"created a wallet for the local provider in {path} (back it up)")
+    return keypair_from_mnemonic(read_secret_file(path))
+
+
+def _local_provider(
+    backend_url: str, settings: BackendSettings, agent: AgentSettings, wallet: Keypair
+) -> None:
+    """Create (once) the provider account of this machine, link its wallet, register the
+    agent as its host (signed by the agent's own host key) and delegate that key with the
+    wallet, as provider-setup.sh does: the agent never signs with the wallet."""
+    host_key = ensure_host_key(agent)
     pw_file = settings.data_dir / "local-provider-password"
     http = httpx.Client(base_url=backend_url, timeout=60)
     if not pw_file.exists():
@@ -87,26 +110,38 @@ def _local_provider(backend_url: str, settings: BackendSettings, agent: AgentSet
                 "signature": "0x" + bytes(wallet.sign(challenge["message"].encode())).hex(),
             },
         ).raise_for_status()
-    host_token = http.post("/v1/provider/host-tokens")
-    host_token.raise_for_status()
-    local = "127.0.0.1"
-    info = httpx.get(
-        f"http://{local}:{agent.port}/v1/host",
-        timeout=30,
-        headers={"Authorization": f"Bearer {ensure_admin_token(agent.token_path)}"},
+    reg = load_registration(agent.state_dir)
+    if reg is None or reg.backend_url != backend_url:
+        host_token = http.post("/v1/provider/host-tokens")
+        host_token.raise_for_status()
+        local = "127.0.0.1"
+        info = httpx.get(
+            f"http://{local}:{agent.port}/v1/host",
+            timeout=30,
+            headers={"Authorization": f"Bearer {ensure_admin_token(agent.token_path)}"},
+        )
+        info.raise_for_status()
+        reg = register(
+            state_dir=agent.state_dir,
+            backend_key_file=agent.backend_key_path,
+            keypair=host_key,
+            backend_url=backend_url,
+            provider_token=host_token.json()["token"],
+            api_url=f"http://{local}:{agent.port}",
+            public_ip=info.json()["sshPublicHost"],
+            host_info=info.json(),
+        )
+    # On every start: a new year's delegation (a host an earlier `kumulus up` registered
+    # signed by the wallet itself moves to its host key here, as at a setup run).
+    message = delegation_text(reg.host_id, host_key.ss58_address, default_expiry())
+    http.post(
+        "/v1/hosts/delegation",
+        json={"message": message, "signature": "0x" + bytes(wallet.sign(message.encode())).hex()},
+    ).raise_for_status()
+    typer.echo(
+        f"this machine is provider host {reg.host_id}, signing with its host key "
+        f"{host_key.ss58_address} (delegated by wallet {wallet.ss58_address})"
     )
-    info.raise_for_status()
-    reg = register(
-        state_dir=agent.state_dir,
-        backend_key_file=agent.backend_key_path,
-        keypair=wallet,
-        backend_url=backend_url,
-        provider_token=host_token.json()["token"],
-        api_url=f"http://{local}:{agent.port}",
-        public_ip=info.json()["sshPublicHost"],
-        host_info=info.json(),
-    )
-    typer.echo(f"this machine is provider host {reg.host_id} (wallet {wallet.ss58_address})")
 
 
 def _wait_online(backend_url: str, settings: BackendSettings, timeout: float) -> None:
@@ -209,13 +244,12 @@ def run_up(chain_spec: Path | None = None) -> None:
         b = _spawn(["backend", "run"], logs / "backend.log")
         procs.append(b)
         _wait_http(backend_url + "/healthz", b, logs / "backend.log")
-        if not agent.mnemonic_path.exists():  # the agent signs its stats with it from start
-            write_secret_file(agent.mnemonic_path, new_mnemonic())
-            typer.echo(f"created a wallet for this machine in {agent.mnemonic_path} (back it up)")
+        wallet = _local_wallet(backend, agent)
+        ensure_host_key(agent)  # before the agent starts: it signs with it from the start
         a = _spawn(["agent", "run"], logs / "agent.log")
         procs.append(a)
         _wait_http(f"http://127.0.0.1:{agent.port}/healthz", a, logs / "agent.log")
-        _local_provider(backend_url, backend, agent)
+        _local_provider(backend_url, backend, agent, wallet)
         typer.echo("waiting for the host's first signed heartbeat ...")
         _wait_online(backend_url, backend, agent.stats_interval * 2 + 10)
     except (RuntimeError, httpx.HTTPError) as exc:

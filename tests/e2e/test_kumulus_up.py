@@ -16,6 +16,7 @@ import pytest
 
 from kumulus.chain.client import ChainClient
 from kumulus.core.signing import load_keypair
+from kumulus.up import LOCAL_PROVIDER
 from tests.e2e.agent_process import free_port, remove_agent_vms
 from tests.e2e.chain import SPEC, UNIT
 from tests.e2e.test_marketplace import _account
@@ -59,6 +60,18 @@ def test_up_with_a_local_chain(docker_client: docker.DockerClient, tmp_path: Pat
             assert info.status_code == 200, info.text
             assert dev.get("/v1/billing").json()["settlement"] == "on"
             dev.close()
+        # The local host signs with its own key, delegated by the local provider's wallet,
+        # which is not in the agent's state directory.
+        password = (tmp_path / "backend" / "local-provider-password").read_text().strip()
+        with httpx.Client(base_url=url, timeout=30) as api:
+            login = api.post("/v1/auth/login", json={"email": LOCAL_PROVIDER, "password": password})
+            api.headers["Authorization"] = f"Bearer {login.json()['token']}"
+            (host,) = api.get("/v1/provider/hosts").json()["items"]
+            wallet = api.get("/v1/provider/profile").json()["walletAddress"]
+        assert host["hostKeyState"] == "delegated" and host["status"] == "online"
+        assert host["hostKey"] == load_keypair(tmp_path / "agent" / "host-key").ss58_address
+        assert wallet == load_keypair(tmp_path / "backend" / "local-provider-wallet").ss58_address
+        assert not (tmp_path / "agent" / "wallet-mnemonic").exists()
         chain = ChainClient(f"ws://127.0.0.1:{ports['chain']}")
         payout = load_keypair(tmp_path / "backend" / "payout-mnemonic").ss58_address
         deposit = load_keypair(tmp_path / "backend" / "deposit-mnemonic").ss58_address

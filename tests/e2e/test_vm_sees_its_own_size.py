@@ -178,3 +178,22 @@ def test_vms_broken_by_an_lxcfs_restart_are_restarted_with_their_files(
             for item in api.get("/v1/vms").json()["items"]:
                 api.delete(f"/v1/vms/{item['vmId']}")
         agent.stop()
+
+
+def test_disk_usage_against_the_quota_grows_with_what_the_vm_writes(
+    api: httpx.Client, make_vm: VMFactory, ssh_keypair: tuple[Path, str]
+) -> None:
+    """`df` in the VM shows the host's filesystem; the agent's answer tells the quota's use."""
+    vm = make_vm(cpu=0.5, memory="256m", disk="2g")
+    before = api.get(f"/v1/vms/{vm['vmId']}").json()["diskUsedBytes"]
+    if before is None:
+        _require("this engine reports no disk usage (not btrfs with quotas in sysfs)")
+    out = ssh(ssh_keypair[0], vm, "head -c 64M /dev/urandom > ~/blob && sync && echo ok")
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr
+    after = before
+    deadline = time.monotonic() + 40  # qgroup numbers move when btrfs commits
+    while after - before < 60 << 20 and time.monotonic() < deadline:
+        time.sleep(1)
+        after = api.get(f"/v1/vms/{vm['vmId']}").json()["diskUsedBytes"]
+    assert after - before >= 60 << 20, (before, after)
+    assert after < 2 << 30

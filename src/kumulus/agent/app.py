@@ -102,7 +102,7 @@ def create_app(
         firewall=install_firewall(runtime, settings),
         wallet_address=str(keypair.ss58_address) if keypair else None,
     )
-    limits = DiskLimits(service.engine_info.root_dir, service.engine_info.storage_driver)
+    limits = service.disk_limits
     collector = (
         StatsCollector(
             service,

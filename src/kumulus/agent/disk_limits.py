@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from kumulus.agent import disk_usage
 from kumulus.agent.btrfs_quota import enable_simple_quota
 from kumulus.agent.runtime import VMInfo
 
@@ -25,6 +26,7 @@ class DiskLimits:
     def __init__(self, root_dir: str, storage_driver: str) -> None:
         self.root = Path(root_dir)
         self.home = self.root / "btrfs"
+        self.storage_driver = storage_driver
         self.active = (
             storage_driver == "btrfs"
             and (self.home / "subvolumes").is_dir()
@@ -48,6 +50,14 @@ class DiskLimits:
             self._btrfs("quota", "rescan", "-w", str(self.home))
             log.warning("btrfs quotas were off (engine restart?): classic quotas re-enabled")
         return True
+
+    def used(self, container_id: str | None) -> int | None:
+        """Bytes the container's disk has used of its quota, or None when unknown (another
+        storage driver, quotas off)."""
+        if self.storage_driver != "btrfs" or not container_id:
+            return None
+        path = self.subvolume(container_id)
+        return None if path is None else disk_usage.used_bytes(path)
 
     def subvolume(self, container_id: str) -> Path | None:
         try:

@@ -15,6 +15,7 @@ from kumulus import __version__
 from kumulus.agent import host_keys
 from kumulus.agent.capacity import Resources, measure_capacity, reserved_by, shortfall
 from kumulus.agent.cpusets import CpusetAllocator, host_cores
+from kumulus.agent.disk_limits import DiskLimits
 from kumulus.agent.errors import (
     EngineUnavailableError,
     InsufficientCapacityError,
@@ -77,6 +78,7 @@ class VMService:
         self._create_lock = threading.Lock()
         engine = self._engine()
         self.engine_info = engine
+        self.disk_limits = DiskLimits(engine.root_dir, engine.storage_driver)
         self.io = probe_io(settings, engine.root_dir, engine.cgroup_version)
         self.capacity = measure_capacity(settings, engine.root_dir)
         self.public_host = settings.ssh_public_host or default_public_host(settings.ssh_bind)
@@ -182,6 +184,7 @@ class VMService:
             created_at=datetime.fromtimestamp(spec.created_at, UTC),
             host_key=host_key.line if host_key else None,
             host_key_fingerprint=host_key.fingerprint if host_key else None,
+            disk_used_bytes=self.disk_limits.used(info.container_id),
         )
 
     # -- operations ----------------------------------------------------------------------

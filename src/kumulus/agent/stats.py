@@ -85,6 +85,9 @@ class StatsCollector:
         for vm in vms:
             total += 1
             item: dict[str, Any] = {"vmId": vm.spec.vm_id, "state": vm.state}
+            used = self.service.disk_limits.used(vm.container_id)
+            if used is not None:
+                item["diskUsedBytes"] = used
             if vm.state == "running":
                 running += 1
                 try:

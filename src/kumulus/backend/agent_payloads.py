@@ -125,6 +125,7 @@ class VMReport(_Payload):
     cpu_percent: Amount | None = Field(default=None, alias="cpuPercent")
     memory_bytes: Count | None = Field(default=None, alias="memoryBytes")
     memory_limit: Count | None = Field(default=None, alias="memoryLimit")
+    disk_used_bytes: Count | None = Field(default=None, alias="diskUsedBytes")
 
 
 class HeartbeatPayload(HostPayload):
@@ -143,6 +144,14 @@ class HeartbeatPayload(HostPayload):
         if self.vm_stats is None:
             return None
         return {vm.vm_id: vm.state for vm in self.vm_stats}
+
+    def disk_usage(self) -> dict[str, int]:
+        """{agent VM id: bytes used of its disk quota} for the VMs the agent measured."""
+        return {
+            vm.vm_id: vm.disk_used_bytes
+            for vm in self.vm_stats or ()
+            if vm.disk_used_bytes is not None
+        }
 
     def stored(self) -> dict[str, Any]:
         """What is kept of this heartbeat (the heartbeats table, charts): the fields above."""

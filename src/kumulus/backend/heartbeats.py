@@ -44,7 +44,7 @@ from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.db import Database, upsert_insert
 from kumulus.backend.hosts import capacity_problem, machine_reported
 from kumulus.backend.models import VM, Heartbeat, Host, HostUptime
-from kumulus.backend.vms import reconcile_inventory
+from kumulus.backend.vms import reconcile_inventory, record_disk_usage
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ class VerifiedHeartbeat:
     # From the signed isolation report (backend/isolation.py): no report is not isolated.
     isolated: bool = False
     isolation_problem: str | None = None
+    disk_usage: dict[str, int] = field(default_factory=dict)  # agent VM id -> bytes used
     done: Future[Outcome] = field(default_factory=Future)
 
 
@@ -378,6 +379,7 @@ class HeartbeatWriter:
         for host_id, beat in reported.items():
             as_of = datetime.fromtimestamp(beat.signed_at, UTC)
             unknown[host_id] = reconcile_inventory(vms[host_id], beat.inventory or {}, as_of)
+            record_disk_usage(vms[host_id], beat.disk_usage, as_of)
         return unknown
 
 

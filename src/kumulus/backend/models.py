@@ -312,6 +312,10 @@ class VM(Base):
     # it; None for VMs made before agents chose host keys.
     host_key: Mapped[str | None] = mapped_column(Text)
     host_key_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    # Bytes the VM has used of its disk quota as its host last reported it (heartbeats,
+    # the create answer), and when; None until reported (`df` in the VM cannot show it).
+    disk_used: Mapped[int | None] = mapped_column(BigInteger)
+    disk_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     failure_reason: Mapped[str | None] = mapped_column(Text)
     # Prices fixed when the VM was placed (planck per hour per unit), and the most the
     # developer accepted to pay per hour.

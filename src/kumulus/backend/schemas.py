@@ -343,6 +343,14 @@ class VMOut(CamelModel):
         description="SHA256 fingerprint of hostKey, as `ssh-keygen -lf` prints it, computed "
         "by the platform from the key",
     )
+    disk_used_bytes: int | None = Field(
+        default=None,
+        description="bytes the VM has used of its disk (`disk`), as its host last reported "
+        "it; null until reported. `df` inside the VM shows the host's filesystem, not this",
+    )
+    disk_used_at: Timestamp | None = Field(
+        default=None, description="when the host measured diskUsedBytes"
+    )
     failure_reason: str | None = Field(
         description="why the VM failed; it may quote the host's agent (one line, bounded)"
     )

@@ -177,6 +177,8 @@ class VMService:
             ssh_problem=problem,
             host_key=vm.host_key,
             host_key_fingerprint=vm.host_key_fingerprint,
+            disk_used_bytes=vm.disk_used,
+            disk_used_at=aware(vm.disk_used_at) if vm.disk_used_at else None,
             failure_reason=vm.failure_reason,
             price_per_hour=self.money(price_hour(vm)) if vm.host_id else None,
             delete_after=deadline,
@@ -402,6 +404,8 @@ class VMService:
                 ssh_port=agent_vm.ssh_port,
                 host_key=host_key.line if host_key else None,
                 host_key_fingerprint=host_key.fingerprint if host_key else None,
+                disk_used=agent_vm.disk_used_bytes,
+                disk_used_at=utcnow() if agent_vm.disk_used_bytes is not None else None,
                 actual_state="running" if agent_vm.status == "Running" else "starting",
                 updated_at=utcnow(),
             )
@@ -716,6 +720,22 @@ class VMService:
             return self._host_agent(vm).logs(vm.agent_vm_id or "", tail)
         except ApiError as exc:
             raise self._agent_error(exc) from exc
+
+
+# Usage that moved less than this since it was stored is not written again: a heartbeat
+# every few seconds must not rewrite every VM row.
+DISK_USED_STEP = 1 << 20
+
+
+def record_disk_usage(vms: Iterable[VM], usage: dict[str, int], as_of: datetime) -> None:
+    """Store the disk usage a heartbeat reported ({agent vm id: bytes}, measured at
+    `as_of`) on the live VMs of that host, when it moved by at least DISK_USED_STEP."""
+    for vm in vms:
+        used = usage.get(vm.agent_vm_id or "")
+        if used is None or (vm.disk_used_at is not None and aware(vm.disk_used_at) >= as_of):
+            continue
+        if vm.disk_used is None or abs(used - vm.disk_used) >= DISK_USED_STEP:
+            vm.disk_used, vm.disk_used_at = used, as_of
 
 
 def reconcile_inventory(vms: Iterable[VM], inventory: dict[str, str], as_of: datetime) -> int:

@@ -1,6 +1,8 @@
 """Provider console: hosts (live status, capacity, charts from signed health stats), adding a
-host (one-time setup command, waits for it to register), wallet linking (browser extension
-or pasted signature), profile and prices. Every action calls the provider API's functions."""
+host (one-time setup command, waits for it to register), a host's key (delegate it with the
+wallet through the browser extension or a pasted signature, revoke it), wallet linking
+(browser extension or pasted signature), profile and prices. Every action calls the
+provider API's functions."""
 
 from __future__ import annotations
 
@@ -12,18 +14,20 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
-from kumulus.backend import providers, setup_script, statements
+from kumulus.backend import host_keys, providers, setup_script, statements
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.deps import Db, Settings
 from kumulus.backend.hosts import host_public, host_status, prices_out, starting_prices
 from kumulus.backend.models import VM, Account, Heartbeat, Host, HostToken
-from kumulus.backend.schemas import ProviderProfileIn, WalletLinkIn
+from kumulus.backend.schemas import DelegationIn, ProviderProfileIn, WalletLinkIn
 from kumulus.backend.security import hash_token
 from kumulus.backend.wallet_links import new_challenge
 from kumulus.console.charts import percent_chart
 from kumulus.console.web import Form, Provider, field_errors, render
-from kumulus.core.errors import KumulusError, NotFoundError
+from kumulus.core.delegation import parse_delegation
+from kumulus.core.errors import InvalidError, KumulusError, NotFoundError
 from kumulus.core.http import status_of
+from kumulus.core.signing import SignatureError
 
 router = APIRouter(prefix="/console/provider", include_in_schema=False)
 CHART_HOURS = 6
@@ -183,16 +187,97 @@ def new_host_status(
     )
 
 
+def _host_page(
+    request: Request,
+    db: Db,
+    settings: Settings,
+    account: Account,
+    host: Host,
+    status_code: int = 200,
+    **extra: Any,
+) -> Response:
+    # The key card sits outside the polled panel: the text to sign (and a pasted
+    # signature) must not change under the provider while they sign.
+    profile = providers.profile_of(db, account)
+    db.commit()
+    return render(
+        request,
+        "provider/host.html",
+        {
+            "title": f"Host {host.id}",
+            "nav": "hosts",
+            "key": host_keys.to_sign(host),
+            "wallet": profile.wallet_address,
+            **_host_context(db, settings, host),
+            **extra,
+        },
+        status_code=status_code,
+    )
+
+
 @router.get("/hosts/{host_id}")
 def host_page(
     request: Request, host_id: str, db: Db, settings: Settings, account: Provider
 ) -> Response:
+    return _host_page(request, db, settings, account, _owned_host(db, account, host_id))
+
+
+def _delegated_host(message: str) -> str | None:
+    try:
+        return parse_delegation(message).host_id
+    except SignatureError:
+        return None  # host_keys.delegate says what is wrong with it
+
+
+@router.post("/hosts/{host_id}/delegation")
+def delegate_host_key(
+    request: Request, host_id: str, form: Form, db: Db, settings: Settings, account: Provider
+) -> Response:
+    """The wallet's signature of the delegation text (from the extension or pasted)."""
     host = _owned_host(db, account, host_id)
-    return render(
-        request,
-        "provider/host.html",
-        {"title": f"Host {host.id}", "nav": "hosts", **_host_context(db, settings, host)},
-    )
+    values = {
+        "message": str(form.get("message", "")),
+        "signature": str(form.get("signature", "")).strip(),
+    }
+    try:
+        body = DelegationIn.model_validate(values)
+        if _delegated_host(body.message) not in (None, host.id):
+            raise InvalidError("this text delegates another host's key: reload the page")
+        host_keys.delegate(db, body.message, body.signature)
+    except ValidationError as exc:
+        errors = field_errors(exc)
+        return _host_page(
+            request, db, settings, account, host, 422,
+            errors={"signature": errors.get("signature") or errors.get("message", "invalid")},
+            values=values,
+        )  # fmt: skip
+    except KumulusError as exc:
+        db.rollback()
+        return _host_page(
+            request, db, settings, account, host, status_of(exc),
+            errors={"signature": exc.detail}, values=values,
+        )  # fmt: skip
+    db.refresh(host)
+    return _host_page(request, db, settings, account, host, flash="Host key delegated.")
+
+
+@router.post("/hosts/{host_id}/revoke-key")
+def revoke_host_key(
+    request: Request, host_id: str, form: Form, db: Db, settings: Settings, account: Provider
+) -> Response:
+    host = _owned_host(db, account, host_id)
+    try:
+        host_keys.revoke(db, host)
+    except KumulusError as exc:
+        db.rollback()
+        return _host_page(
+            request, db, settings, account, host, status_of(exc), key_error=exc.detail
+        )
+    return _host_page(
+        request, db, settings, account, host,
+        flash="Host key revoked: the host takes no new VMs and its reports are refused. "
+        "Run provider-setup.sh on it again to give it a new key.",
+    )  # fmt: skip
 
 
 @router.get("/hosts/{host_id}/panel")

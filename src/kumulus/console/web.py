@@ -25,7 +25,7 @@ from kumulus.backend.deps import Db, account_for_token
 from kumulus.backend.models import Account, ApiToken
 from kumulus.config import BackendSettings
 from kumulus.core.errors import ForbiddenError
-from kumulus.core.sizes import format_size
+from kumulus.core.sizes import disk_usage_text, format_size, parse_size
 
 SESSION_COOKIE = "kumulus_session"
 CSRF_COOKIE = "kumulus_csrf"
@@ -34,6 +34,9 @@ SESSION_TOKEN_NAME = "console session"  # noqa: S105 (a label, not a secret)
 
 templates = Jinja2Templates(directory=str(resources.files("kumulus.console") / "templates"))
 templates.env.filters["size"] = lambda value: format_size(int(value or 0))
+# "X GiB used of Y GiB" from a VM's diskUsedBytes and its disk ("10g"): btrfs quotas never
+# show in `df` inside the VM, so the VM page says it.
+templates.env.globals["disk_usage"] = lambda used, disk: disk_usage_text(used, parse_size(disk))
 
 
 def _secure(request: Request) -> bool:

@@ -123,6 +123,13 @@ class VMPublic(CamelModel):
     host_key_fingerprint: str | None = Field(
         default=None, description="SHA256 fingerprint of hostKey, as `ssh-keygen -lf` prints it"
     )
+    disk_used_bytes: int | None = Field(
+        default=None,
+        ge=0,
+        le=1 << 62,
+        description="bytes the VM has used of its disk quota (what `df` in the VM cannot "
+        "show); null when the host cannot tell",
+    )
 
     @model_validator(mode="after")
     def _fingerprint_of_the_key(self) -> VMPublic:

@@ -51,3 +51,17 @@ def format_size(size: int) -> str:
             text = f"{amount:.2f}".rstrip("0").rstrip(".")
             return f"{text}{unit}"
     return f"{size}b"
+
+
+def gib(size: int) -> str:
+    """Bytes as GiB for people: 10737418240 -> '10 GiB', 451936256 -> '0.42 GiB'."""
+    text = f"{Decimal(size) / _UNITS['g']:.2f}".rstrip("0").rstrip(".")
+    return f"{text} GiB"
+
+
+def disk_usage_text(used: int | None, disk: int) -> str:
+    """ "X GiB used of Y GiB (P %)" for a VM's disk, or that its host has not said yet."""
+    if used is None:
+        return f"{gib(disk)}, usage not reported yet by its host"
+    percent = 100 * used / disk if disk else 0
+    return f"{gib(used)} used of {gib(disk)} ({percent:.0f} %)"

@@ -172,6 +172,7 @@ def accept_heartbeat(
         agent_version=parsed.agent_version,
         payload=stored,
         inventory=parsed.inventory(),
+        disk_usage=parsed.disk_usage(),
         nonce_expires_at=time.time() + 2 * settings.signature_max_skew + 5,
         machine=stored.get("host"),
         isolated=isolated,
