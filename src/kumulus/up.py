@@ -85,6 +85,8 @@ def _local_provider(backend_url: str, settings: BackendSettings, agent: AgentSet
                 "challengeId": challenge["challengeId"],
                 "address": wallet.ss58_address,
                 "signature": "0x" + bytes(wallet.sign(challenge["message"].encode())).hex(),
+                # Needed when this replaces the wallet linked before (a new agent wallet).
+                "password": read_secret_file(pw_file),
             },
         ).raise_for_status()
     host_token = http.post("/v1/provider/host-tokens")
