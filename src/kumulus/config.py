@@ -159,8 +159,8 @@ class BackendSettings(BaseSettings):
     # wallet only after `wallet_cooldown` seconds; payouts wait until then (payout_wallet.py).
     api_token_ttl: float = Field(default=90 * 86400.0, ge=60, le=10 * 365 * 86400.0)
     wallet_cooldown: float = Field(default=24 * 3600.0, ge=0, le=30 * 86400.0)
-    # Host names the backend answers to when `public_url` is set (that URL's host always;
-    # loopback names too when it is a loopback URL): requests naming another Host get 400.
+    # Host names the backend answers to when `public_url` is set, besides that URL's host
+    # and the loopback names: requests naming another Host get 400.
     allowed_hosts: list[str] = Field(default_factory=list)
     # Hosts: the most capacity one host may declare (422 beyond, at registration). A
     # provider's own inventory proves nothing, and without a cap `cpu=1e9` made a host look

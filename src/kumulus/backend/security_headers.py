@@ -67,12 +67,10 @@ class SecurityHeaders:
 
 def trusted_hosts(public_url: str | None, extra: list[str]) -> list[str] | None:
     """The Host names to accept: None (any) without a public URL; otherwise its host, the
-    configured extra names and, for a loopback public URL, the loopback names (a local
-    platform is reached as localhost and as 127.0.0.1 alike)."""
+    configured extra names and the loopback names (`GET /metrics` is for loopback peers,
+    and a browser never sends a loopback Host for a page of another origin, so allowing
+    them opens nothing to DNS rebinding)."""
     if not public_url:
         return None
     host = urlsplit(public_url).hostname or ""
-    names = [host, *extra]
-    if host in _LOOPBACK or host == "::1":
-        names += list(_LOOPBACK)
-    return sorted(set(filter(None, names)))
+    return sorted({name for name in (host, *extra, *_LOOPBACK) if name})
