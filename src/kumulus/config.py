@@ -153,6 +153,15 @@ class BackendSettings(BaseSettings):
     signature_max_skew: float = Field(default=60.0, gt=0)
     challenge_ttl: float = Field(default=600.0, gt=0)
     host_token_ttl: float = Field(default=24 * 3600.0, gt=0)
+    # Accounts (backend/accounts.py): API tokens from log-in or `POST /v1/tokens` expire
+    # after `api_token_ttl` seconds (90 days; console sessions after 7 days or this, the
+    # sooner). Replacing a linked payout wallet needs the password and pays out to the new
+    # wallet only after `wallet_cooldown` seconds; payouts wait until then (payout_wallet.py).
+    api_token_ttl: float = Field(default=90 * 86400.0, ge=60, le=10 * 365 * 86400.0)
+    wallet_cooldown: float = Field(default=24 * 3600.0, ge=0, le=30 * 86400.0)
+    # Host names the backend answers to when `public_url` is set, besides that URL's host
+    # and the loopback names: requests naming another Host get 400.
+    allowed_hosts: list[str] = Field(default_factory=list)
     # Hosts: the most capacity one host may declare (422 beyond, at registration). A
     # provider's own inventory proves nothing, and without a cap `cpu=1e9` made a host look
     # empty forever, so the scheduler sent it everything. Sizes as in "4t".

@@ -136,7 +136,10 @@ def login(
     write_secret_file(
         config_path(), json.dumps({"backend": backend.rstrip("/"), "token": result["token"]})
     )
-    typer.echo(f"logged in as {email} ({result['account']['role']})")
+    typer.echo(
+        f"logged in as {email} ({result['account']['role']}); "
+        f"the token expires {_printable(result.get('expiresAt', '?'))}"
+    )
 
 
 @key_app.command("add")

@@ -108,6 +108,8 @@ def _local_provider(
                 "challengeId": challenge["challengeId"],
                 "address": wallet.ss58_address,
                 "signature": "0x" + bytes(wallet.sign(challenge["message"].encode())).hex(),
+                # Needed when this replaces the wallet linked before (a new agent wallet).
+                "password": read_secret_file(pw_file),
             },
         ).raise_for_status()
     reg = load_registration(agent.state_dir)

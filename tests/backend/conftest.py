@@ -85,6 +85,7 @@ def link_wallet(client: TestClient, actor: Actor, wallet: Keypair, wrap: bool = 
             "challengeId": challenge["challengeId"],
             "address": wallet.ss58_address,
             "signature": "0x" + bytes(wallet.sign(signed)).hex(),
+            "password": actor.password,  # needed to replace a linked wallet
         },
     )
     assert resp.status_code == 200, resp.text

@@ -15,19 +15,25 @@ from tests.backend.conftest import Actor, link_wallet
 
 
 def _with_public_url(backend_settings: BackendSettings, url: str) -> TestClient:
-    return TestClient(create_app(backend_settings.model_copy(update={"public_url": url})))
+    # A backend with a public URL answers to that host name (and the configured aliases).
+    settings = backend_settings.model_copy(
+        update={"public_url": url, "allowed_hosts": ["alias.example"]}
+    )
+    return TestClient(create_app(settings), base_url=url)
 
 
 def test_script_is_served_with_the_public_url_and_the_package_sha256(
     backend_settings: BackendSettings,
 ) -> None:
     with _with_public_url(backend_settings, "https://kumulus.example/") as client:
-        resp = client.get("/provider-setup.sh", headers={"Host": "evil.example"})
+        assert client.get("/provider-setup.sh", headers={"Host": "evil.example"}).status_code == 400
+        resp = client.get("/provider-setup.sh", headers={"Host": "alias.example"})
         assert resp.status_code == 200
         assert resp.headers["content-type"].startswith("text/x-shellscript")
+        assert resp.headers["cache-control"] == "no-store"  # never a stale script from a cache
         assert resp.text.startswith("#!/usr/bin/env bash")
         assert "BACKEND=${KUMULUS_BACKEND_URL:-https://kumulus.example}" in resp.text
-        assert "evil.example" not in resp.text  # never the request's Host header
+        assert "alias.example" not in resp.text  # never the request's Host header
         package = client.get("/downloads/kumulus-agent.tar.gz").content
         digest = hashlib.sha256(package).hexdigest()
         assert f"AGENT_SHA256=${{KUMULUS_AGENT_SHA256:-{digest}}}" in resp.text

@@ -1,4 +1,10 @@
-"""Accounts and their bearer tokens: sign-up, log-in, API tokens and console sessions.
+"""Accounts and their bearer tokens: sign-up, log-in, API tokens and console sessions,
+revoking them all, changing the password.
+
+Every token expires (`settings.api_token_ttl`, 90 days by default; console sessions
+sooner). "Revoke all" and a password change revoke every token of the account except the
+one that asked (the caller stays logged in; anything else holding a token, a stolen one
+included, is out).
 
 Every function works in the caller's session and raises the error family
 (kumulus.core.errors); the API routes and the console views both call these."""
@@ -7,7 +13,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -17,7 +23,7 @@ from kumulus.backend.models import Account, ApiToken
 from kumulus.backend.schemas import SignupRequest
 from kumulus.backend.security import hash_password, new_token, verify_password
 from kumulus.config import BackendSettings
-from kumulus.core.errors import ConflictError, NotFoundError, UnauthorizedError
+from kumulus.core.errors import ConflictError, ForbiddenError, NotFoundError, UnauthorizedError
 from kumulus.core.money import parse_amount
 
 
@@ -53,11 +59,14 @@ def authenticate(db: Session, email: str, password: str) -> Account:
     return account
 
 
-def issue_token(
-    db: Session, account: Account, name: str, ttl: timedelta | None = None
-) -> tuple[ApiToken, str]:
-    """A new bearer token for `account` (committed): the row and the token, which is
-    shown once and stored only as a hash."""
+def token_ttl(settings: BackendSettings) -> timedelta:
+    """How long a new API token lives."""
+    return timedelta(seconds=settings.api_token_ttl)
+
+
+def issue_token(db: Session, account: Account, name: str, ttl: timedelta) -> tuple[ApiToken, str]:
+    """A new bearer token for `account` (committed) that expires after `ttl`: the row and
+    the token, which is shown once and stored only as a hash."""
     token, digest = new_token("kmt")
     now = utcnow()
     row = ApiToken(
@@ -66,11 +75,40 @@ def issue_token(
         token_hash=digest,
         prefix=token[:10],
         created_at=now,
-        expires_at=now + ttl if ttl is not None else None,
+        expires_at=now + ttl,
     )
     db.add(row)
     db.commit()
     return row, token
+
+
+def check_password(account: Account, password: str) -> None:
+    """ForbiddenError `wrong_password` unless `password` is the account's: what a stolen
+    session cannot supply, asked before changes that lock the owner out or move money."""
+    if not verify_password(account.password_hash, password):
+        raise ForbiddenError("wrong password", code="wrong_password")
+
+
+def revoke_all(db: Session, account: Account, keep: int | None) -> int:
+    """Revoke every live token and console session of `account` except the token with id
+    `keep` (the caller's own; None: all of them); returns how many (committed)."""
+    stmt = update(ApiToken).where(ApiToken.account_id == account.id, ApiToken.revoked_at.is_(None))
+    if keep is not None:
+        stmt = stmt.where(ApiToken.id != keep)
+    stmt = stmt.values(revoked_at=utcnow()).execution_options(synchronize_session=False)
+    result = db.execute(stmt)
+    db.commit()
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def change_password(db: Session, account: Account, current: str, new: str, keep: int | None) -> int:
+    """Set a new password once `current` is checked (ForbiddenError otherwise), and revoke
+    every other token and session (`keep` is the caller's); returns how many were revoked
+    (committed)."""
+    check_password(account, current)
+    account.password_hash = hash_password(new)
+    db.flush()
+    return revoke_all(db, account, keep)
 
 
 def tokens_page(

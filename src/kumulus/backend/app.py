@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from substrateinterface import Keypair
 
 from kumulus import __version__
@@ -29,6 +30,7 @@ from kumulus.backend.db import Database, migrate
 from kumulus.backend.heartbeats import HeartbeatWriter
 from kumulus.backend.hot_wallet import DepositSide, deposit_side
 from kumulus.backend.jobs import backend_jobs
+from kumulus.backend.security_headers import SecurityHeaders, trusted_hosts
 from kumulus.chain.client import ChainClient
 from kumulus.config import BackendSettings
 from kumulus.core.http import ERROR_RESPONSES, install_error_handlers
@@ -119,6 +121,11 @@ def create_app(settings: BackendSettings) -> FastAPI:
     app.state.backend_jobs = jobs
     app.state.metrics = metrics.registry(db)  # this app's own (tests build many apps)
     install_error_handlers(app)
+    # Requests naming another Host are refused (400) before any route: links and scripts
+    # are built from the public URL only, and a foreign Host is DNS rebinding or poisoning.
+    if (hosts := trusted_hosts(settings.public_url, settings.allowed_hosts)) is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False)
+    app.add_middleware(SecurityHeaders)  # added last: outermost, so even a 400 carries them
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, Any]:

@@ -51,7 +51,7 @@ def account_for_token(db: Session, token: str) -> tuple[Account, ApiToken] | Non
         return None
     api_token, account = row
     now = utcnow()
-    if api_token.expires_at is not None and aware(api_token.expires_at) <= now:
+    if aware(api_token.expires_at) <= now:
         return None
     if (
         api_token.last_used_at is None
@@ -62,7 +62,8 @@ def account_for_token(db: Session, token: str) -> tuple[Account, ApiToken] | Non
     return account, api_token
 
 
-def current_account(request: Request, db: Db) -> Account:
+def current_token(request: Request, db: Db) -> tuple[Account, ApiToken]:
+    """The caller's account and the live token it sent; UnauthorizedError otherwise."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -70,6 +71,13 @@ def current_account(request: Request, db: Db) -> Account:
     found = account_for_token(db, token)
     if found is None:
         raise UnauthorizedError("invalid, expired or revoked token")
+    return found
+
+
+CurrentToken = Annotated[tuple[Account, ApiToken], Depends(current_token)]
+
+
+def current_account(found: CurrentToken) -> Account:
     return found[0]
 
 

@@ -97,8 +97,9 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # Set for console sessions (browser cookies); API tokens live until revoked.
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Every token expires (API tokens after settings.api_token_ttl, console sessions
+    # sooner); migration 0019 gave the ones from before an expiry.
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class ProviderProfile(Base):
@@ -112,6 +113,10 @@ class ProviderProfile(Base):
     country: Mapped[str] = mapped_column(String(2), default="")
     region: Mapped[str] = mapped_column(String(32), default="")
     wallet_address: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # When the wallet above was linked, and from when payouts may go to it: a replaced
+    # wallet pays out only after the cool-down (backend/payout_wallet.py); None: at once.
+    wallet_linked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    wallet_payouts_from: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Prices new hosts start with, in the chain's smallest unit (planck) per hour.
     price_cpu_hour: Mapped[int | None] = mapped_column(BigInteger)
     price_memory_gib_hour: Mapped[int | None] = mapped_column(BigInteger)

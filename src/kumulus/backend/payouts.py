@@ -22,19 +22,20 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Callable
 from datetime import timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 from substrateinterface import Keypair
 
-from kumulus.backend import breaker, chain_identity, leases, ledger
+from kumulus.backend import breaker, chain_identity, leases, ledger, payout_wallet
 from kumulus.backend import settlement_state as state
 from kumulus.backend.clock import utcnow
 from kumulus.backend.db import Database
 from kumulus.backend.models import Payout, ProviderProfile
 from kumulus.chain.client import ChainClient, ChainError
-from kumulus.core.errors import ConflictError
+from kumulus.core.errors import ConflictError, KumulusError
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +53,39 @@ def request_payout(db: Session, account_id: int, address: str, amount: int, mini
     with promotional credit stay in `provider_promo`. Requests of one provider are
     serialised by the lock of their balance, taken before it is read, so two requests at
     once can never both spend the same earnings (the ledger refuses an overdraft anyway)."""
+    return _reserve(db, account_id, amount, minimum, lambda: address)
+
+
+def request_payout_to_wallet(db: Session, account_id: int, amount: int, minimum: int) -> Payout:
+    """`request_payout` to the provider's payout wallet, read under the balance lock that
+    a wallet re-link also takes (ConflictError `no_wallet`, `wallet_cooldown`), so a
+    request racing a re-link never pays the replaced wallet."""
+
+    def address() -> str:
+        profile = db.scalar(
+            select(ProviderProfile)
+            .where(ProviderProfile.account_id == account_id)
+            .execution_options(populate_existing=True)
+        )
+        return payout_wallet.payout_address(profile, utcnow())
+
+    return _reserve(db, account_id, amount, minimum, address)
+
+
+def _reserve(
+    db: Session, account_id: int, amount: int, minimum: int, address_of: Callable[[], str]
+) -> Payout:
     if amount < minimum:
         raise PayoutError(f"the minimum payout is {minimum} planck")
     db.rollback()  # start a fresh transaction: the lock must come before the read
     locked = ledger.lock(
         db, [ledger.key_of(ledger.PROVIDER, account_id), ledger.key_of(ledger.CHAIN, None)]
     )
+    try:
+        address = address_of()
+    except KumulusError:
+        db.rollback()
+        raise
     earned = locked[ledger.key_of(ledger.PROVIDER, account_id)]
     if amount > earned:
         db.rollback()
@@ -87,22 +115,66 @@ def request_payout(db: Session, account_id: int, address: str, amount: int, mini
 
 
 def schedule_payouts(db: Session, minimum: int, most: int | None = None) -> int:
-    """Scheduled payouts: every provider with a linked wallet and at least `minimum` earned
-    gets a pending payout of everything earned (at most `most`, the daily cap: a larger one
-    could never be sent). Returns how many were created."""
+    """Scheduled payouts: every provider with a linked wallet out of its cool-down and at
+    least `minimum` earned gets a pending payout of everything earned (at most `most`, the
+    daily cap: a larger one could never be sent). Returns how many were created."""
     created = 0
-    for account_id, address in db.execute(
-        select(ProviderProfile.account_id, ProviderProfile.wallet_address).where(
-            ProviderProfile.wallet_address.is_not(None)
+    now = utcnow()
+    for (account_id,) in db.execute(
+        select(ProviderProfile.account_id).where(
+            ProviderProfile.wallet_address.is_not(None),
+            or_(
+                ProviderProfile.wallet_payouts_from.is_(None),
+                ProviderProfile.wallet_payouts_from <= now,
+            ),
         )
     ).all():
         earned = ledger.balance(db, ledger.PROVIDER, account_id)
         if most is not None:
             earned = min(earned, most)
-        if address is not None and earned >= max(minimum, 1):
-            request_payout(db, account_id, address, earned, minimum)
+        if earned >= max(minimum, 1):
+            try:
+                request_payout_to_wallet(db, account_id, earned, minimum)
+            except ConflictError as exc:  # a re-link or another payout got there first
+                log.info("no scheduled payout for provider %d: %s", account_id, exc.detail)
+                continue
             created += 1
     return created
+
+
+def cancel_pending(db: Session, account_id: int, reason: str) -> int:
+    """Fail and refund the provider's payouts not yet sent (in the caller's transaction,
+    after it took the provider's balance lock); returns how many."""
+    pending = list(
+        db.scalars(
+            select(Payout)
+            .where(Payout.account_id == account_id, Payout.status == "pending")
+            .order_by(Payout.id)
+        )
+    )
+    cancelled = 0
+    for payout in pending:
+        # Conditional: the sender may have claimed it (submitted) since it was read, and
+        # a submitted payout is on its way; refunding it too would pay twice.
+        claimed = db.execute(
+            update(Payout)
+            .where(Payout.id == payout.id, Payout.status == "pending")
+            .values(status="failed", error=reason[:500], updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            continue
+        ledger.transfer(
+            db,
+            (ledger.CHAIN, None),
+            (ledger.PROVIDER, account_id),
+            int(payout.amount),
+            "refund",
+            memo=f"payout {payout.id} cancelled",
+        )
+        log.info("payout %d cancelled and refunded: %s", payout.id, reason)
+        cancelled += 1
+    return cancelled
 
 
 def fail_payout(s: Session, payout: Payout, error: str) -> None:

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from kumulus.backend import host_keys, paging
+from kumulus.backend import accounts, host_keys, ledger, paging, payout_wallet, payouts
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.hosts import prices_in, prices_out, starting_prices
 from kumulus.backend.models import Account, Host, HostToken, ProviderProfile
@@ -19,12 +19,12 @@ from kumulus.backend.schemas import (
     Prices,
     ProviderProfileIn,
     ProviderProfileOut,
-    WalletLinkIn,
+    ProviderWalletLinkIn,
 )
 from kumulus.backend.security import hash_token, new_token
 from kumulus.backend.wallet_links import spend_challenge
 from kumulus.config import BackendSettings
-from kumulus.core.errors import ConflictError, NotFoundError, UnauthorizedError
+from kumulus.core.errors import ConflictError, ForbiddenError, NotFoundError, UnauthorizedError
 from kumulus.core.host_tokens import host_token_kind
 
 
@@ -45,6 +45,7 @@ def profile_out(profile: ProviderProfile, settings: BackendSettings) -> Provider
         country=profile.country,
         region=profile.region,
         wallet_address=profile.wallet_address,
+        wallet_payouts_from=payout_wallet.payouts_from(profile, utcnow()),
         prices=prices_out(settings, *starting_prices(settings, profile)),
     )
 
@@ -67,12 +68,32 @@ def update_profile(
     return profile
 
 
-def link_wallet(db: Session, account: Account, body: WalletLinkIn) -> ProviderProfile:
+def link_wallet(
+    db: Session, settings: BackendSettings, account: Account, body: ProviderWalletLinkIn
+) -> ProviderProfile:
     """Link the payout wallet that signed the account's challenge, revoking every host
-    key delegation the wallet linked before signed (committed)."""
-    spend_challenge(db, account, body)
+    key delegation the wallet linked before signed (committed). Replacing a linked wallet
+    needs the account's password (ForbiddenError `wrong_password`) and starts the payout
+    cool-down: pending payouts are cancelled and payouts wait until it ends
+    (payout_wallet.py)."""
     profile = profile_of(db, account)
-    profile.wallet_address = body.address
+    replacing = profile.wallet_address is not None and profile.wallet_address != body.address
+    if replacing and body.password is None:
+        raise ForbiddenError(
+            "replacing the payout wallet needs your password", code="wrong_password"
+        )
+    if body.password is not None:
+        accounts.check_password(account, body.password)
+    spend_challenge(db, account, body)
+    # The provider's balance lock, which payout requests take before reading the wallet:
+    # a request racing this re-link either finishes first (and is cancelled below) or
+    # reads the new wallet and its cool-down.
+    ledger.lock(db, [ledger.key_of(ledger.PROVIDER, account.id), ledger.key_of(ledger.CHAIN, None)])
+    profile = profile_of(db, account)
+    db.refresh(profile)
+    now = utcnow()
+    if payout_wallet.link(profile, body.address, now, timedelta(seconds=settings.wallet_cooldown)):
+        payouts.cancel_pending(db, account.id, "the payout wallet was replaced")
     try:
         db.flush()
         # Delegations were signed by the wallet linked until now: none stands for the new one.

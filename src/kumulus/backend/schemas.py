@@ -61,6 +61,7 @@ class TokenPublic(CamelModel):
     created_at: Timestamp
     last_used_at: Timestamp | None
     revoked_at: Timestamp | None
+    expires_at: Timestamp = Field(description="the token stops working at this time")
 
 
 class TokenCreated(TokenPublic):
@@ -70,6 +71,16 @@ class TokenCreated(TokenPublic):
 class LoginResponse(CamelModel):
     account: AccountPublic
     token: str
+    expires_at: Timestamp = Field(description="the token stops working at this time")
+
+
+class PasswordChange(CamelModel):
+    current_password: str = Field(max_length=256)
+    new_password: str = Field(min_length=10, max_length=256)
+
+
+class Revoked(CamelModel):
+    revoked: int = Field(description="how many tokens and console sessions were revoked")
 
 
 class Prices(CamelModel):
@@ -94,6 +105,10 @@ class ProviderProfileIn(CamelModel):
 
 class ProviderProfileOut(ProviderProfileIn):
     wallet_address: str | None
+    wallet_payouts_from: Timestamp | None = Field(
+        default=None,
+        description="set while a replaced wallet's cool-down runs: payouts wait until then",
+    )
 
 
 class HostUpdate(CamelModel):
@@ -110,6 +125,14 @@ class WalletLinkIn(CamelModel):
     challenge_id: int
     address: str = Field(max_length=64)
     signature: str = Field(max_length=200)
+
+
+class ProviderWalletLinkIn(WalletLinkIn):
+    password: str | None = Field(
+        default=None,
+        max_length=256,
+        description="the account's password: required to replace a linked payout wallet",
+    )
 
 
 class HostTokenCreated(CamelModel):

@@ -8,11 +8,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from substrateinterface import Keypair
 
-from kumulus.backend import ledger, paging
+from kumulus.backend import ledger, paging, payout_wallet
 from kumulus.backend.clock import utcnow
 from kumulus.backend.hosts import to_planck
 from kumulus.backend.models import Account, DeveloperWallet, Payout, ProviderProfile
-from kumulus.backend.payouts import request_payout
+from kumulus.backend.payouts import request_payout_to_wallet
 from kumulus.backend.schemas import DepositInfo, PayoutOut, WalletLinkIn
 from kumulus.backend.wallet_links import spend_challenge
 from kumulus.config import BackendSettings
@@ -91,9 +91,9 @@ def request_provider_payout(
     the payouts job sends it."""
     if not settlement_on:
         raise settlement_off()
-    profile = db.get(ProviderProfile, account.id)
-    if profile is None or profile.wallet_address is None:
-        raise ConflictError("link a wallet first: payouts go to it", code="no_wallet")
+    # Checked again under the balance lock by request_payout_to_wallet; here for the
+    # clear answer before anything is computed.
+    payout_wallet.payout_address(db.get(ProviderProfile, account.id), utcnow())
     cap = settings.payout_daily_cap_planck
     planck = (
         to_planck(settings, amount, "amount")
@@ -107,10 +107,9 @@ def request_provider_payout(
             "can be paid out per payout (the daily payout cap): ask for less",
             code="payout_refused",
         )
-    return request_payout(
+    return request_payout_to_wallet(
         db,
         account.id,
-        profile.wallet_address,
         planck,
         to_planck(settings, settings.payout_minimum, "payout minimum"),
     )

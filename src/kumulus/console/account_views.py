@@ -1,5 +1,6 @@
-"""Sign up, log in, log out, and the account page (API tokens). Each form goes through the
-same schemas and functions as the API."""
+"""Sign up, log in, log out, and the account page (API tokens with their expiry, "log out
+everywhere else", password change). Each form goes through the same schemas and functions
+as the API."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from sqlalchemy import select
 from kumulus.backend import accounts, providers
 from kumulus.backend.deps import Db, Settings
 from kumulus.backend.models import Account, ApiToken
-from kumulus.backend.schemas import ProviderProfileIn, SignupRequest, TokenCreate
+from kumulus.backend.schemas import PasswordChange, ProviderProfileIn, SignupRequest, TokenCreate
 from kumulus.backend.security import verify_password
 from kumulus.console.web import (
+    SESSION_TTL,
     AnyAccount,
     Form,
     MaybeAccount,
@@ -137,6 +139,7 @@ def _account_page(
     tokens = list(
         db.scalars(select(ApiToken).where(ApiToken.account_id == account.id).order_by(ApiToken.id))
     )
+    settings = request.app.state.settings
     return render(
         request,
         "account.html",
@@ -144,6 +147,8 @@ def _account_page(
             "title": "Account",
             "nav": "account",
             "tokens": tokens,
+            "token_days": round(settings.api_token_ttl / 86400),
+            "session_days": min(SESSION_TTL.days, round(settings.api_token_ttl / 86400)),
             "session_token_id": getattr(request.state, "session_token_id", None),
             **extra,
         },
@@ -157,16 +162,25 @@ def account_page(request: Request, db: Db, account: AnyAccount) -> Response:
 
 
 @router.post("/account/tokens")
-def create_token(request: Request, form: Form, db: Db, account: AnyAccount) -> Response:
+def create_token(
+    request: Request, form: Form, db: Db, settings: Settings, account: AnyAccount
+) -> Response:
     try:
         body = TokenCreate.model_validate({"name": str(form.get("name", "")).strip()})
     except ValidationError as exc:
         return _account_page(
             request, db, account, 422, errors=field_errors(exc), values={"name": form.get("name")}
         )
-    _, created = accounts.issue_token(db, account, body.name)
+    row, created = accounts.issue_token(db, account, body.name, accounts.token_ttl(settings))
     # Rendered in this response only: never stored, never shown again.
-    return _account_page(request, db, account, new_token=created, new_token_name=body.name)
+    return _account_page(
+        request,
+        db,
+        account,
+        new_token=created,
+        new_token_name=body.name,
+        new_token_expires=row.expires_at,
+    )
 
 
 @router.post("/account/tokens/{token_id}/revoke")
@@ -182,3 +196,42 @@ def revoke_token(
         end_session(request, db, response)
         return response
     return redirect(request, "/console/account")
+
+
+@router.post("/account/revoke-all")
+def revoke_all(request: Request, form: Form, db: Db, account: AnyAccount) -> Response:
+    """Every token and session but this browser's is revoked; this one stays logged in."""
+    count = accounts.revoke_all(db, account, keep=getattr(request.state, "session_token_id", None))
+    return _account_page(
+        request, db, account, flash=f"Logged out everywhere else: {count} revoked."
+    )
+
+
+@router.post("/account/password")
+def change_password(request: Request, form: Form, db: Db, account: AnyAccount) -> Response:
+    values = {
+        "current_password": str(form.get("current_password", ""))[:256],
+        "new_password": str(form.get("new_password", ""))[:256],
+    }
+    try:
+        body = PasswordChange.model_validate(values)
+        count = accounts.change_password(
+            db,
+            account,
+            body.current_password,
+            body.new_password,
+            keep=getattr(request.state, "session_token_id", None),
+        )
+    except ValidationError as exc:
+        return _account_page(request, db, account, 422, errors=field_errors(exc))
+    except KumulusError as exc:
+        db.rollback()
+        return _account_page(
+            request, db, account, status_of(exc), errors={"current_password": exc.detail}
+        )
+    return _account_page(
+        request,
+        db,
+        account,
+        flash=f"Password changed; {count} other token(s) and session(s) revoked.",
+    )

@@ -14,12 +14,12 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
-from kumulus.backend import host_keys, providers, setup_script, statements
+from kumulus.backend import host_keys, payout_wallet, providers, setup_script, statements
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.deps import Db, Settings
 from kumulus.backend.hosts import host_public, host_status, prices_out, starting_prices
 from kumulus.backend.models import VM, Account, Heartbeat, Host, HostToken
-from kumulus.backend.schemas import DelegationIn, ProviderProfileIn, WalletLinkIn
+from kumulus.backend.schemas import DelegationIn, ProviderProfileIn, ProviderWalletLinkIn
 from kumulus.backend.security import hash_token
 from kumulus.backend.wallet_links import new_challenge
 from kumulus.console.charts import percent_chart
@@ -310,6 +310,8 @@ def _wallet_page(
             "nav": "wallet",
             "challenge": challenge,
             "wallet": profile.wallet_address,
+            "payouts_from": payout_wallet.payouts_from(profile, utcnow()),
+            "cooldown_hours": round(settings.wallet_cooldown / 3600, 1),
             **extra,
         },
         status_code=status_code,
@@ -330,16 +332,17 @@ def link_wallet(
         "address": str(form.get("address", "")).strip(),
         "signature": str(form.get("signature", "")).strip(),
     }
+    password = str(form.get("password", ""))[:256]
     try:
-        body = WalletLinkIn.model_validate(values)
-        providers.link_wallet(db, account, body)
+        body = ProviderWalletLinkIn.model_validate({**values, "password": password or None})
+        providers.link_wallet(db, settings, account, body)
     except ValidationError as exc:
         return _wallet_page(
             request, db, settings, account, 422, errors=field_errors(exc), values=values
         )
     except KumulusError as exc:
         db.rollback()
-        field = "signature" if status_of(exc) == 422 else "address"
+        field = {422: "signature", 403: "password"}.get(status_of(exc), "address")
         return _wallet_page(
             request,
             db,

@@ -152,11 +152,13 @@ Provider = Annotated[Account, Depends(_require("provider"))]
 
 
 def start_session(request: Request, db: Db, account: Account, response: Response) -> None:
-    _, token = accounts.issue_token(db, account, SESSION_TOKEN_NAME, SESSION_TTL)
+    settings: BackendSettings = request.app.state.settings
+    ttl = min(SESSION_TTL, accounts.token_ttl(settings))
+    _, token = accounts.issue_token(db, account, SESSION_TOKEN_NAME, ttl)
     response.set_cookie(
         SESSION_COOKIE,
         token,
-        max_age=int(SESSION_TTL.total_seconds()),
+        max_age=int(ttl.total_seconds()),
         httponly=True,
         samesite="lax",
         secure=_secure(request),

@@ -159,3 +159,14 @@ async function kumulusSignWithWallet(form) {
     status.textContent = `Signing was refused: ${err && err.message ? err.message : err}`;
   }
 }
+
+// Wallet buttons, wired here rather than by inline handlers (the CSP runs no inline script).
+document.addEventListener("click", (event) => {
+  const connect = event.target.closest("[data-wallet-connect]");
+  if (connect) {
+    kumulusConnectWallet(connect);
+    return;
+  }
+  const sign = event.target.closest("[data-wallet-sign]");
+  if (sign) kumulusSignWithWallet(document.querySelector(sign.dataset.walletSign));
+});

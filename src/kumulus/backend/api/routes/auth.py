@@ -1,17 +1,20 @@
-"""Sign-up, log-in and API tokens (for the CLI, scripts and console sessions)."""
+"""Sign-up, log-in, password change and API tokens (for the CLI, scripts and console
+sessions): each expires, and all but the caller's can be revoked at once."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
 from kumulus.backend import accounts
-from kumulus.backend.deps import CurrentAccount, Db, DbId, Settings
+from kumulus.backend.deps import CurrentAccount, CurrentToken, Db, DbId, Settings
 from kumulus.backend.models import Account
 from kumulus.backend.paging import After, Limit
 from kumulus.backend.schemas import (
     AccountPublic,
     LoginRequest,
     LoginResponse,
+    PasswordChange,
+    Revoked,
     SignupRequest,
     TokenCreate,
     TokenCreated,
@@ -28,11 +31,26 @@ def signup(body: SignupRequest, db: Db, settings: Settings) -> Account:
 
 
 @router.post("/auth/login", response_model=LoginResponse)
-def login(body: LoginRequest, db: Db) -> LoginResponse:
+def login(body: LoginRequest, db: Db, settings: Settings) -> LoginResponse:
+    """A new API token for the account; it expires at `expiresAt`."""
     account = accounts.authenticate(db, body.email, body.password)
-    _, token = accounts.issue_token(db, account, body.token_name)
+    row, token = accounts.issue_token(db, account, body.token_name, accounts.token_ttl(settings))
     return LoginResponse(
-        account=AccountPublic.model_validate(account, from_attributes=True), token=token
+        account=AccountPublic.model_validate(account, from_attributes=True),
+        token=token,
+        expires_at=row.expires_at,
+    )
+
+
+@router.post("/auth/password", response_model=Revoked)
+def change_password(body: PasswordChange, found: CurrentToken, db: Db) -> Revoked:
+    """Set a new password (403 `wrong_password` unless `currentPassword` is right); every
+    other token and console session of the account is revoked, the caller's is kept."""
+    account, token = found
+    return Revoked(
+        revoked=accounts.change_password(
+            db, account, body.current_password, body.new_password, keep=token.id
+        )
     )
 
 
@@ -53,8 +71,10 @@ def list_tokens(
 
 
 @router.post("/tokens", response_model=TokenCreated, status_code=status.HTTP_201_CREATED)
-def create_token(body: TokenCreate, account: CurrentAccount, db: Db) -> TokenCreated:
-    row, token = accounts.issue_token(db, account, body.name)
+def create_token(
+    body: TokenCreate, account: CurrentAccount, db: Db, settings: Settings
+) -> TokenCreated:
+    row, token = accounts.issue_token(db, account, body.name, accounts.token_ttl(settings))
     return TokenCreated(
         token=token, **TokenPublic.model_validate(row, from_attributes=True).model_dump()
     )
@@ -64,3 +84,11 @@ def create_token(body: TokenCreate, account: CurrentAccount, db: Db) -> TokenCre
 def revoke_token(token_id: DbId, account: CurrentAccount, db: Db) -> Response:
     accounts.revoke_token(db, account, token_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/tokens/revoke-all", response_model=Revoked)
+def revoke_all_tokens(found: CurrentToken, db: Db) -> Revoked:
+    """Log out everywhere: revoke every token and console session of the account except
+    the one making this call (revoke that one with `DELETE /v1/tokens/{id}`)."""
+    account, token = found
+    return Revoked(revoked=accounts.revoke_all(db, account, keep=token.id))

@@ -16,8 +16,8 @@ from kumulus.backend.schemas import (
     HostUpdate,
     ProviderProfileIn,
     ProviderProfileOut,
+    ProviderWalletLinkIn,
     WalletChallengeOut,
-    WalletLinkIn,
 )
 from kumulus.backend.wallet_links import new_challenge
 from kumulus.core.schemas import Page
@@ -50,9 +50,12 @@ def wallet_challenge(account: CurrentProvider, db: Db, settings: Settings) -> Wa
 
 @router.post("/wallet/link", response_model=ProviderProfileOut)
 def wallet_link(
-    body: WalletLinkIn, account: CurrentProvider, db: Db, settings: Settings
+    body: ProviderWalletLinkIn, account: CurrentProvider, db: Db, settings: Settings
 ) -> ProviderProfileOut:
-    return providers.profile_out(providers.link_wallet(db, account, body), settings)
+    """Link the wallet that signed the challenge. Replacing a linked wallet needs
+    `password` (403 `wrong_password`), cancels pending payouts and pauses payouts until
+    `walletPayoutsFrom` (the cool-down); it also revokes every host-key delegation."""
+    return providers.profile_out(providers.link_wallet(db, settings, account, body), settings)
 
 
 @router.post("/host-tokens", response_model=HostTokenCreated, status_code=status.HTTP_201_CREATED)
