@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from kumulus.backend import billing, paging
+from kumulus.backend import billing, paging, quotas
 from kumulus.backend.clock import utcnow
 from kumulus.backend.models import Account, ApiToken
 from kumulus.backend.schemas import SignupRequest
@@ -54,10 +54,23 @@ def authenticate(db: Session, email: str, password: str) -> Account:
 
 
 def issue_token(
-    db: Session, account: Account, name: str, ttl: timedelta | None = None
+    db: Session,
+    account: Account,
+    name: str,
+    ttl: timedelta | None = None,
+    *,
+    quota: int | None = None,
+    from_login: bool = False,
 ) -> tuple[ApiToken, str]:
     """A new bearer token for `account` (committed): the row and the token, which is
-    shown once and stored only as a hash."""
+    shown once and stored only as a hash. `quota`: at most that many live tokens of its
+    kind; a token made on purpose past it is refused (ConflictError `quota_exceeded`), a
+    log-in's (`from_login`) revokes the least recently used log-in tokens instead."""
+    if quota is not None:
+        if from_login:
+            quotas.make_room_for_session(db, account.id, quota)
+        else:
+            quotas.check_api_tokens(db, account.id, quota)
     token, digest = new_token("kmt")
     now = utcnow()
     row = ApiToken(
@@ -67,6 +80,7 @@ def issue_token(
         prefix=token[:10],
         created_at=now,
         expires_at=now + ttl if ttl is not None else None,
+        from_login=from_login,
     )
     db.add(row)
     db.commit()

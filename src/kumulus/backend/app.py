@@ -26,9 +26,12 @@ from kumulus.backend.api.routes import (
 from kumulus.backend.api.routes import metrics as metrics_routes
 from kumulus.backend.converge import Converger
 from kumulus.backend.db import Database, migrate
+from kumulus.backend.deps import current_account
 from kumulus.backend.heartbeats import HeartbeatWriter
 from kumulus.backend.hot_wallet import DepositSide, deposit_side
 from kumulus.backend.jobs import backend_jobs
+from kumulus.backend.rate_limits import RateLimits, declare_rate_limited, get_rate_limits
+from kumulus.backend.security import configure_hashing
 from kumulus.chain.client import ChainClient
 from kumulus.config import BackendSettings
 from kumulus.core.http import ERROR_RESPONSES, install_error_handlers
@@ -118,6 +121,8 @@ def create_app(settings: BackendSettings) -> FastAPI:
     app.state.converger = converger
     app.state.backend_jobs = jobs
     app.state.metrics = metrics.registry(db)  # this app's own (tests build many apps)
+    app.state.rate_limits = RateLimits(settings, db)
+    configure_hashing(settings.password_hash_concurrency, settings.password_hash_wait)
     install_error_handlers(app)
 
     @app.get("/healthz", tags=["meta"])
@@ -146,6 +151,7 @@ def create_app(settings: BackendSettings) -> FastAPI:
     app.include_router(wallets.router)
     app.include_router(anchors.router)
     app.include_router(metrics_routes.router)
+    declare_rate_limited(app, [current_account, get_rate_limits])
     log.info(
         "backend %s on %s; signing address %s",
         __version__,

@@ -63,6 +63,8 @@ def account_for_token(db: Session, token: str) -> tuple[Account, ApiToken] | Non
 
 
 def current_account(request: Request, db: Db) -> Account:
+    """The caller's account, from its API token; each call counts against the token's
+    rate limit (429 past it; backend/rate_limits.py)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -70,6 +72,7 @@ def current_account(request: Request, db: Db) -> Account:
     found = account_for_token(db, token)
     if found is None:
         raise UnauthorizedError("invalid, expired or revoked token")
+    request.app.state.rate_limits.api_call(found[1].id)
     return found[0]
 
 

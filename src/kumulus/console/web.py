@@ -123,6 +123,7 @@ def _session_account(request: Request, db: Db) -> Account | None:
     if found is None:
         return None
     account, api_token = found
+    request.app.state.rate_limits.api_call(api_token.id)  # a session is a token: same limit
     request.state.account = account
     request.state.session_token_id = api_token.id
     return account
@@ -148,8 +149,12 @@ Developer = Annotated[Account, Depends(_require("developer"))]
 Provider = Annotated[Account, Depends(_require("provider"))]
 
 
-def start_session(request: Request, db: Db, account: Account, response: Response) -> None:
-    _, token = accounts.issue_token(db, account, SESSION_TOKEN_NAME, SESSION_TTL)
+def start_session(
+    request: Request, db: Db, settings: BackendSettings, account: Account, response: Response
+) -> None:
+    _, token = accounts.issue_token(
+        db, account, SESSION_TOKEN_NAME, SESSION_TTL, quota=settings.max_sessions, from_login=True
+    )
     response.set_cookie(
         SESSION_COOKIE,
         token,

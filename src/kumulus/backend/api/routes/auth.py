@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from typing import Annotated
 
-from kumulus.backend import accounts
+from fastapi import APIRouter, Depends, Request, Response, status
+
+from kumulus.backend import accounts, logins
 from kumulus.backend.deps import CurrentAccount, Db, DbId, Settings
 from kumulus.backend.models import Account
 from kumulus.backend.paging import After, Limit
+from kumulus.backend.rate_limits import RateLimits, get_rate_limits
 from kumulus.backend.schemas import (
     AccountPublic,
     LoginRequest,
@@ -20,17 +23,24 @@ from kumulus.backend.schemas import (
 from kumulus.core.schemas import Page
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
+Limits = Annotated[RateLimits, Depends(get_rate_limits)]
 
 
 @router.post("/auth/signup", response_model=AccountPublic, status_code=status.HTTP_201_CREATED)
-def signup(body: SignupRequest, db: Db, settings: Settings) -> Account:
-    return accounts.signup(db, settings, body)
+def signup(
+    body: SignupRequest, request: Request, db: Db, settings: Settings, limits: Limits
+) -> Account:
+    return logins.sign_up(db, settings, limits, limits.client_ip(request), body)
 
 
 @router.post("/auth/login", response_model=LoginResponse)
-def login(body: LoginRequest, db: Db) -> LoginResponse:
-    account = accounts.authenticate(db, body.email, body.password)
-    _, token = accounts.issue_token(db, account, body.token_name)
+def login(
+    body: LoginRequest, request: Request, db: Db, settings: Settings, limits: Limits
+) -> LoginResponse:
+    account = logins.log_in(db, limits, limits.client_ip(request), body.email, body.password)
+    _, token = accounts.issue_token(
+        db, account, body.token_name, quota=settings.max_sessions, from_login=True
+    )
     return LoginResponse(
         account=AccountPublic.model_validate(account, from_attributes=True), token=token
     )
@@ -53,8 +63,10 @@ def list_tokens(
 
 
 @router.post("/tokens", response_model=TokenCreated, status_code=status.HTTP_201_CREATED)
-def create_token(body: TokenCreate, account: CurrentAccount, db: Db) -> TokenCreated:
-    row, token = accounts.issue_token(db, account, body.name)
+def create_token(
+    body: TokenCreate, account: CurrentAccount, db: Db, settings: Settings
+) -> TokenCreated:
+    row, token = accounts.issue_token(db, account, body.name, quota=settings.max_api_tokens)
     return TokenCreated(
         token=token, **TokenPublic.model_validate(row, from_attributes=True).model_dump()
     )
