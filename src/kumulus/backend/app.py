@@ -142,16 +142,20 @@ def create_app(settings: BackendSettings) -> FastAPI:
             "settlementBlocked": blocked,
         }
 
-    app.include_router(auth.router)
-    app.include_router(provider.router)
-    app.include_router(developer.router)
-    app.include_router(agents.router)
-    app.include_router(onboarding.router)
-    app.include_router(billing.router)
-    app.include_router(wallets.router)
-    app.include_router(anchors.router)
-    app.include_router(metrics_routes.router)
-    declare_rate_limited(app, [current_account, get_rate_limits])
+    routers = [
+        auth.router,
+        provider.router,
+        developer.router,
+        agents.router,
+        onboarding.router,
+        billing.router,
+        wallets.router,
+        anchors.router,
+        metrics_routes.router,
+    ]
+    for router in routers:
+        app.include_router(router)
+    declare_rate_limited(app, routers, [current_account, get_rate_limits])
     log.info(
         "backend %s on %s; signing address %s",
         __version__,

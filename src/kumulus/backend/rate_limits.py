@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from limits import RateLimitItem, parse
@@ -127,13 +127,32 @@ def _calls(dependant: Dependant) -> Iterable[Any]:
         yield from _calls(dep)
 
 
-def declare_rate_limited(app: FastAPI, enforcers: Iterable[Callable[..., Any]]) -> None:
-    """Declare 429 on every operation of `app` that depends, at any depth, on one of
-    `enforcers` (call once all routes are included, before the schema is first built)."""
+def declare_rate_limited(
+    app: FastAPI, routers: Iterable[APIRouter], enforcers: Iterable[Callable[..., Any]]
+) -> None:
+    """Declare 429 in `app`'s OpenAPI on every operation of `routers` that depends, at any
+    depth, on one of `enforcers` (the routers are included in `app` without a prefix).
+    The schema is amended after FastAPI builds it (the documented way to customise it),
+    so this relies on nothing but routes' paths, methods and dependencies."""
     wanted = set(enforcers)
-    for route in app.routes:
-        if isinstance(route, APIRoute) and any(c in wanted for c in _calls(route.dependant)):
-            route.responses.setdefault(429, _RESPONSE_429)
+    limited = {
+        (route.path, method.lower())
+        for router in routers
+        for route in router.routes
+        if isinstance(route, APIRoute) and any(c in wanted for c in _calls(route.dependant))
+        for method in route.methods or ()
+    }
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()
+        for path, method in limited:
+            operation = schema.get("paths", {}).get(path, {}).get(method)
+            if operation is not None:
+                operation["responses"].setdefault("429", _RESPONSE_429)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 # The ErrorBody schema is a component already (every operation declares it for 4XX).
