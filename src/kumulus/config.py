@@ -5,9 +5,10 @@ Secrets are never settings values: settings name the 0600 files they live in.
 
 from __future__ import annotations
 
-from ipaddress import ip_address
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 
+import limits
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -237,6 +238,56 @@ class BackendSettings(BaseSettings):
     # a month of such a VM must stay under 64 bits (a sanity bound on what one VM costs).
     max_unit_price: str = Field(default="1000", pattern=r"^\d{1,12}(\.\d{1,18})?$")
     max_vm_price_per_hour: str = Field(default="1000", pattern=r"^\d{1,12}(\.\d{1,18})?$")
+    # Rate limits (backend/rate_limits.py), in the `limits` library's notation ("10/minute",
+    # "5 per 15 minutes"); a request over one is answered 429 with Retry-After. Per client
+    # IP and per token: counted in each backend process's memory (N replicas allow N times
+    # as much). Per account (the email a login or sign-up names): counted in the database,
+    # shared by every replica. The client IP is the TCP peer, or the address the nearest
+    # trusted proxy saw (X-Forwarded-For) when the peer is one of `trusted_proxies` (IPs or
+    # networks, JSON list).
+    trusted_proxies: list[str] = Field(default_factory=list)
+    login_rate_per_ip: str = "30/minute"
+    login_failures_per_account: str = "10 per 15 minutes"
+    signup_rate_per_ip: str = "20/hour"
+    signup_rate_per_account: str = "5/hour"
+    api_rate_per_token: str = "1200/minute"  # noqa: S105 (a rate, not a secret)
+    heartbeat_rate_per_host: str = "30/minute"  # agents send one every 10 s
+    heartbeat_max_bytes: int = Field(default=64 * 1024, ge=1024)  # of the signed payload
+    # Password hashing (argon2id, 64 MiB each): at most `password_hash_concurrency` at once
+    # per process; a login or sign-up that finds no slot within `password_hash_wait`
+    # seconds is answered 503 `busy` with Retry-After, instead of queueing memory.
+    password_hash_concurrency: int = Field(default=4, ge=1, le=256)
+    password_hash_wait: float = Field(default=1.0, ge=0, le=30)
+    # Quotas per account (409 `quota_exceeded` beyond, with the limit in the message).
+    # Hosts: registered and not revoked; host tokens: unused and unexpired; VMs: not
+    # deleted; API tokens: live ones made on purpose (POST /v1/tokens, the account page).
+    # Logins keep at most `max_sessions` live tokens: the least recently used goes first.
+    max_hosts: int = Field(default=100, ge=0)
+    max_host_tokens: int = Field(default=10, ge=0)
+    max_vms: int = Field(default=50, ge=0)
+    max_ssh_keys: int = Field(default=50, ge=0)
+    max_api_tokens: int = Field(default=50, ge=0)
+    max_sessions: int = Field(default=20, ge=1)
+
+    @field_validator(
+        "login_rate_per_ip",
+        "login_failures_per_account",
+        "signup_rate_per_ip",
+        "signup_rate_per_account",
+        "api_rate_per_token",
+        "heartbeat_rate_per_host",
+    )
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        limits.parse(value)  # ValueError: the setting is refused at start
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ip_network(network, strict=False)  # ValueError: refused at start
+        return value
 
     @field_validator("max_host_memory", "max_host_disk")
     @classmethod

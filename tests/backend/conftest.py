@@ -15,6 +15,7 @@ from substrateinterface import Keypair
 from kumulus.backend.app import create_app
 from kumulus.config import BackendSettings
 from kumulus.core.signing import Domain, keypair_from_mnemonic, new_mnemonic, sign_envelope
+from tests.generous_limits import GENEROUS_LIMITS
 
 
 @pytest.fixture
@@ -26,6 +27,7 @@ def backend_settings(tmp_path: Path, database_url: str) -> BackendSettings:
         KUMULUS_DATABASE_URL=database_url,
         heartbeat_ttl=30,
         signup_credit="10",  # production gives none; tests create VMs without depositing
+        **GENEROUS_LIMITS,  # a test of a limit sets its own (tests/backend/limits_fixtures.py)
     )
 
 

@@ -11,11 +11,12 @@ from fastapi.testclient import TestClient
 
 from kumulus.config import BackendSettings
 from kumulus.server import create_server
+from tests.generous_limits import GENEROUS_LIMITS
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[TestClient]:
-    settings = BackendSettings(data_dir=tmp_path / "backend", signup_credit="10")
+    settings = BackendSettings(data_dir=tmp_path / "backend", signup_credit="10", **GENEROUS_LIMITS)
     with TestClient(create_server(settings), base_url="http://127.0.0.1") as client:
         yield client
 

@@ -14,6 +14,8 @@ import docker
 import httpx
 from substrateinterface import Keypair
 
+from tests.generous_limits import GENEROUS_LIMITS
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -117,6 +119,8 @@ class BackendProcess(ServiceProcess):
                 "KUMULUS_BACKEND_PUBLIC_URL": f"http://127.0.0.1:{self.port}",
                 # Production gives none; tests create VMs without depositing first.
                 "KUMULUS_BACKEND_SIGNUP_CREDIT": "10",
+                # Agents beat every second here, and tests sign up from one address.
+                **{f"KUMULUS_BACKEND_{k.upper()}": str(v) for k, v in GENEROUS_LIMITS.items()},
                 **({"KUMULUS_DATABASE_URL": database_url} if database_url else {}),
                 **env,
             }

@@ -36,6 +36,7 @@ def test_up_with_a_local_chain(docker_client: docker.DockerClient, tmp_path: Pat
         "KUMULUS_AGENT_SSH_PORT_MIN": "23630",
         "KUMULUS_AGENT_SSH_PORT_MAX": "23639",
         "KUMULUS_AGENT_STATS_INTERVAL": "1",
+        "KUMULUS_BACKEND_HEARTBEAT_RATE_PER_HOST": "600/minute",  # one a second, above
         "KUMULUS_CHAIN_PORT": str(ports["chain"]),
         "KUMULUS_LOG_DIR": str(tmp_path / "logs"),
     }

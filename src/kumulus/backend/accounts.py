@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from kumulus.backend import billing, paging
+from kumulus.backend import billing, paging, quotas
 from kumulus.backend.clock import utcnow
 from kumulus.backend.models import Account, ApiToken
 from kumulus.backend.schemas import SignupRequest
@@ -64,9 +64,25 @@ def token_ttl(settings: BackendSettings) -> timedelta:
     return timedelta(seconds=settings.api_token_ttl)
 
 
-def issue_token(db: Session, account: Account, name: str, ttl: timedelta) -> tuple[ApiToken, str]:
+def issue_token(
+    db: Session,
+    account: Account,
+    name: str,
+    ttl: timedelta,
+    *,
+    quota: int | None = None,
+    from_login: bool = False,
+) -> tuple[ApiToken, str]:
     """A new bearer token for `account` (committed) that expires after `ttl`: the row and
-    the token, which is shown once and stored only as a hash."""
+    the token, which is shown once and stored only as a hash. `quota`: at most that many
+    live tokens of its kind; a token made on purpose past it is refused (ConflictError
+    `quota_exceeded`), a log-in's (`from_login`) revokes the least recently used log-in
+    tokens instead."""
+    if quota is not None:
+        if from_login:
+            quotas.make_room_for_session(db, account.id, quota)
+        else:
+            quotas.check_api_tokens(db, account.id, quota)
     token, digest = new_token("kmt")
     now = utcnow()
     row = ApiToken(
@@ -76,6 +92,7 @@ def issue_token(db: Session, account: Account, name: str, ttl: timedelta) -> tup
         prefix=token[:10],
         created_at=now,
         expires_at=now + ttl,
+        from_login=from_login,
     )
     db.add(row)
     db.commit()

@@ -154,5 +154,7 @@ class HeartbeatPayload(HostPayload):
         }
 
     def stored(self) -> dict[str, Any]:
-        """What is kept of this heartbeat (the heartbeats table, charts): the fields above."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        """What is kept of this heartbeat for its retention (the provider console's charts
+        read `host`): the fields above but the per-VM list, which is applied to the VMs
+        (`inventory`) and not kept: up to 4,096 entries per heartbeat, read by nobody."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"vm_stats"})

@@ -27,9 +27,12 @@ from kumulus.backend.api.routes import (
 from kumulus.backend.api.routes import metrics as metrics_routes
 from kumulus.backend.converge import Converger
 from kumulus.backend.db import Database, migrate
+from kumulus.backend.deps import current_account
 from kumulus.backend.heartbeats import HeartbeatWriter
 from kumulus.backend.hot_wallet import DepositSide, deposit_side
 from kumulus.backend.jobs import backend_jobs
+from kumulus.backend.rate_limits import RateLimits, declare_rate_limited, get_rate_limits
+from kumulus.backend.security import configure_hashing
 from kumulus.backend.security_headers import SecurityHeaders, trusted_hosts
 from kumulus.chain.client import ChainClient
 from kumulus.config import BackendSettings
@@ -120,6 +123,8 @@ def create_app(settings: BackendSettings) -> FastAPI:
     app.state.converger = converger
     app.state.backend_jobs = jobs
     app.state.metrics = metrics.registry(db)  # this app's own (tests build many apps)
+    app.state.rate_limits = RateLimits(settings, db)
+    configure_hashing(settings.password_hash_concurrency, settings.password_hash_wait)
     install_error_handlers(app)
     # Requests naming another Host are refused (400) before any route: links and scripts
     # are built from the public URL only, and a foreign Host is DNS rebinding or poisoning.
@@ -144,15 +149,20 @@ def create_app(settings: BackendSettings) -> FastAPI:
             "settlementBlocked": blocked,
         }
 
-    app.include_router(auth.router)
-    app.include_router(provider.router)
-    app.include_router(developer.router)
-    app.include_router(agents.router)
-    app.include_router(onboarding.router)
-    app.include_router(billing.router)
-    app.include_router(wallets.router)
-    app.include_router(anchors.router)
-    app.include_router(metrics_routes.router)
+    routers = [
+        auth.router,
+        provider.router,
+        developer.router,
+        agents.router,
+        onboarding.router,
+        billing.router,
+        wallets.router,
+        anchors.router,
+        metrics_routes.router,
+    ]
+    for router in routers:
+        app.include_router(router)
+    declare_rate_limited(app, routers, [current_account, get_rate_limits])
     log.info(
         "backend %s on %s; signing address %s",
         __version__,

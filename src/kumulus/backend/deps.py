@@ -63,7 +63,8 @@ def account_for_token(db: Session, token: str) -> tuple[Account, ApiToken] | Non
 
 
 def current_token(request: Request, db: Db) -> tuple[Account, ApiToken]:
-    """The caller's account and the live token it sent; UnauthorizedError otherwise."""
+    """The caller's account and the live token it sent; UnauthorizedError otherwise. Each
+    call counts against the token's rate limit (429 past it; backend/rate_limits.py)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -71,6 +72,7 @@ def current_token(request: Request, db: Db) -> tuple[Account, ApiToken]:
     found = account_for_token(db, token)
     if found is None:
         raise UnauthorizedError("invalid, expired or revoked token")
+    request.app.state.rate_limits.api_call(found[1].id)
     return found
 
 
@@ -78,6 +80,7 @@ CurrentToken = Annotated[tuple[Account, ApiToken], Depends(current_token)]
 
 
 def current_account(found: CurrentToken) -> Account:
+    """The caller's account (see current_token)."""
     return found[0]
 
 

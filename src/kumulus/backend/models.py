@@ -98,8 +98,11 @@ class ApiToken(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Every token expires (API tokens after settings.api_token_ttl, console sessions
-    # sooner); migration 0019 gave the ones from before an expiry.
+    # sooner); migration 0020 gave the ones from before an expiry.
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Issued by a log-in (API or console), not made on purpose: at most `max_sessions` live
+    # per account, the least recently used revoked first (backend/quotas.py).
+    from_login: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ProviderProfile(Base):
@@ -546,3 +549,16 @@ class PromoPayout(Base):
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), primary_key=True, index=True)
     amount: Mapped[int] = mapped_column(Planck)
+
+
+class RateCounter(Base):
+    """One fixed window of a rate limit shared by every backend process (per-account login
+    failures and sign-ups; backend/rate_counters.py). `key` is the SHA-256 of the limit's
+    key, so the table holds no email addresses; rows past `expires_at` are dead (the next
+    hit restarts them) and pruned."""
+
+    __tablename__ = "rate_counters"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from kumulus.backend import accounts, host_keys, ledger, paging, payout_wallet, payouts
+from kumulus.backend import accounts, host_keys, ledger, paging, payout_wallet, payouts, quotas
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.hosts import prices_in, prices_out, starting_prices
 from kumulus.backend.models import Account, Host, HostToken, ProviderProfile
@@ -111,12 +111,14 @@ def new_host_token(
     db: Session, settings: BackendSettings, account: Account, backend_address: str
 ) -> HostTokenCreated:
     """A one-time token for the setup of a new host, carrying this backend's key
-    (`backend_address`) for the host to pin; ConflictError without a wallet."""
+    (`backend_address`) for the host to pin; ConflictError without a wallet or past the
+    host token or host quota (`quota_exceeded`)."""
     if profile_of(db, account).wallet_address is None:
         raise ConflictError(
             "link a wallet first: hosts prove they are yours by its signature",
             code="no_wallet",
         )
+    quotas.check_host_tokens(db, account.id, settings.max_host_tokens, settings.max_hosts)
     token, digest = new_token(host_token_kind(backend_address))
     expires = utcnow() + timedelta(seconds=settings.host_token_ttl)
     db.add(

@@ -1,27 +1,74 @@
-"""Passwords (argon2id) and bearer tokens (random, stored as SHA-256)."""
+"""Passwords (argon2id) and bearer tokens (random, stored as SHA-256).
+
+Each argon2 hash or verification takes 64 MiB for a moment, so this process runs at most
+`configure_hashing(slots)` at once: a caller that gets no slot within the wait is refused
+(`UnavailableError` code `busy`, 503 with Retry-After) rather than queued, so a flood of
+logins costs a bounded amount of memory and answers fast. The bound is per process (it
+is this process's memory), shared by every app in it."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from kumulus.core.errors import UnavailableError
+
 _hasher = PasswordHasher()
 # Verifying against this keeps unknown-email logins as slow as wrong-password ones.
 _DUMMY_HASH = _hasher.hash("kumulus-timing-equaliser")
+_T = TypeVar("_T")
+
+
+class _Slots:
+    def __init__(self, slots: int, wait: float) -> None:
+        self.semaphore = threading.BoundedSemaphore(slots)
+        self.wait = wait
+
+
+_slots = _Slots(4, 1.0)
+
+
+def configure_hashing(slots: int, wait: float) -> None:
+    """At most `slots` hashes at once in this process; a caller waits `wait` seconds at
+    most for one (hashes already running keep the slots they took)."""
+    global _slots
+    _slots = _Slots(slots, wait)
+
+
+def _bounded(work: Callable[[], _T]) -> _T:
+    slots = _slots
+    if not slots.semaphore.acquire(timeout=slots.wait):
+        raise UnavailableError(
+            "too many log-ins and sign-ups at once; retry in a few seconds",
+            code="busy",
+            retry_after=2,
+        )
+    try:
+        return work()
+    finally:
+        slots.semaphore.release()
 
 
 def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+    return _bounded(lambda: _hasher.hash(password))
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
-    try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
-    except (VerificationError, InvalidHashError):
-        return False
+    def verify() -> bool:
+        try:
+            return (
+                _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+            )
+        except (VerificationError, InvalidHashError):
+            return False
+
+    return _bounded(verify)
 
 
 def new_token(kind: str) -> tuple[str, str]:

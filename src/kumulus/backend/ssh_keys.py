@@ -7,16 +7,18 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from kumulus.backend import paging
+from kumulus.backend import paging, quotas
 from kumulus.backend.clock import utcnow
 from kumulus.backend.models import Account, SshKey
 from kumulus.core.errors import ConflictError, NotFoundError
 from kumulus.core.sshkeys import parse_ssh_public_key
 
 
-def add_key(db: Session, account: Account, name: str, public_key: str) -> SshKey:
-    """Save a key (committed); ConflictError when the account has it already."""
+def add_key(db: Session, account: Account, name: str, public_key: str, quota: int) -> SshKey:
+    """Save a key (committed); ConflictError when the account has it already or has
+    `quota` keys (`quota_exceeded`)."""
     parsed = parse_ssh_public_key(public_key)
+    quotas.check_ssh_keys(db, account.id, quota)
     key = SshKey(
         account_id=account.id,
         name=name,

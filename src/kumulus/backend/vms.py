@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 from substrateinterface import Keypair
 
-from kumulus.backend import billing, converge, host_keys, paging
+from kumulus.backend import billing, converge, host_keys, paging, quotas
 from kumulus.backend.billing import STOPPED_FOR_FUNDS, failure_reason, start_metering
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.hosts import bounded_planck, host_status
@@ -232,6 +232,7 @@ class VMService:
             if existing is not None:
                 return existing
         key_line = self._key_line(account, body)
+        quotas.check_vms(self.db, account.id, self.settings.max_vms)
         now = utcnow()
         vm = VM(
             id=secrets.token_hex(8),

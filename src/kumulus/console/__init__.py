@@ -13,7 +13,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from kumulus.console import account_views, billing_views, developer_views, provider_views
 from kumulus.console.web import LoginRequiredError, render
 from kumulus.core.errors import KumulusError
-from kumulus.core.http import error_response, http_exception_response, status_of
+from kumulus.core.http import (
+    error_headers,
+    error_response,
+    http_exception_response,
+    status_of,
+)
 
 
 def mount(app: FastAPI) -> None:
@@ -60,9 +65,12 @@ def mount(app: FastAPI) -> None:
         if not _page(request):
             return error_response(exc)
         status = status_of(exc)
-        return render(
+        response = render(
             request,
             "error.html",
             {"title": "Error", "status": status, "message": exc.detail},
             status_code=status,
         )
+        if "Retry-After" in (headers := error_headers(exc)):
+            response.headers["Retry-After"] = headers["Retry-After"]
+        return response

@@ -4,16 +4,18 @@ as the API."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from kumulus.backend import accounts, providers
+from kumulus.backend import accounts, logins, providers
 from kumulus.backend.deps import Db, Settings
 from kumulus.backend.models import Account, ApiToken
+from kumulus.backend.rate_limits import RateLimits, get_rate_limits
 from kumulus.backend.schemas import PasswordChange, ProviderProfileIn, SignupRequest, TokenCreate
-from kumulus.backend.security import verify_password
 from kumulus.console.web import (
     SESSION_TTL,
     AnyAccount,
@@ -25,11 +27,17 @@ from kumulus.console.web import (
     render,
     start_session,
 )
-from kumulus.core.errors import KumulusError
-from kumulus.core.http import status_of
+from kumulus.core.errors import (
+    KumulusError,
+    RateLimitedError,
+    UnauthorizedError,
+    UnavailableError,
+)
+from kumulus.core.http import error_headers, status_of
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 _WRONG = "wrong email or password"  # the same for an unknown email: no account probing
+Limits = Annotated[RateLimits, Depends(get_rate_limits)]
 
 
 def home_of(account: Account) -> str:
@@ -50,7 +58,7 @@ def login_page(request: Request, account: MaybeAccount) -> Response:
 
 
 @router.post("/login")
-def login(request: Request, form: Form, db: Db) -> Response:
+def login(request: Request, form: Form, db: Db, settings: Settings, limits: Limits) -> Response:
     email = str(form.get("email", "")).strip().lower()[:254]
     password = str(form.get("password", ""))[:256]
     errors = {}
@@ -59,18 +67,38 @@ def login(request: Request, form: Form, db: Db) -> Response:
         errors["email"] = required
     if not password:
         errors["password"] = required
-    account = db.scalar(select(Account).where(Account.email == email)) if email else None
-    if not errors and not verify_password(account.password_hash if account else None, password):
-        errors["password"] = _WRONG
-    if errors or account is None:
-        return render(
-            request,
-            "login.html",
-            {"title": "Log in", "nav": "login", "errors": errors, "values": {"email": email}},
-            status_code=422 if errors else 401,
-        )
+    if errors:
+        return _login_page(request, email, errors, 422)
+    try:
+        account = logins.log_in(db, limits, limits.client_ip(request), email, password)
+    except UnauthorizedError:
+        return _login_page(request, email, {"password": _WRONG}, 401)
+    except KumulusError as exc:  # too many attempts, or too many log-ins at once
+        return _login_page(request, email, {"form": exc.detail}, status_of(exc), exc)
     response = redirect(request, home_of(account))
-    start_session(request, db, account, response)
+    start_session(request, db, settings, account, response)
+    return response
+
+
+def _login_page(
+    request: Request,
+    email: str,
+    errors: dict[str, str],
+    status_code: int,
+    exc: KumulusError | None = None,
+) -> Response:
+    response = render(
+        request,
+        "login.html",
+        {"title": "Log in", "nav": "login", "errors": errors, "values": {"email": email}},
+        status_code=status_code,
+    )
+    return _with_retry_after(response, exc)
+
+
+def _with_retry_after(response: Response, exc: KumulusError | None) -> Response:
+    if exc is not None and "Retry-After" in (headers := error_headers(exc)):
+        response.headers["Retry-After"] = headers["Retry-After"]
     return response
 
 
@@ -82,7 +110,7 @@ def signup_page(request: Request, account: MaybeAccount) -> Response:
 
 
 @router.post("/signup")
-def signup(request: Request, form: Form, db: Db, settings: Settings) -> Response:
+def signup(request: Request, form: Form, db: Db, settings: Settings, limits: Limits) -> Response:
     values = {k: str(form.get(k, "")) for k in ("role", "email", "name", "contact")}
     values["country"] = str(form.get("country", "")).strip().upper()
     values["region"] = str(form.get("region", "")).strip().lower()
@@ -109,20 +137,23 @@ def signup(request: Request, form: Form, db: Db, settings: Settings) -> Response
             status_code=422,
         )
     try:
-        account = accounts.signup(db, settings, body)
+        account = logins.sign_up(db, settings, limits, limits.client_ip(request), body)
     except KumulusError as exc:
-        return render(
+        # The email is taken: said next to it; too many sign-ups: said above the form.
+        where = "form" if isinstance(exc, RateLimitedError | UnavailableError) else "email"
+        response = render(
             request,
             "signup.html",
-            {"title": "Sign up", "errors": {"email": exc.detail}, "values": values},
+            {"title": "Sign up", "errors": {where: exc.detail}, "values": values},
             status_code=status_of(exc),
         )
+        return _with_retry_after(response, exc)
     if profile is not None:
         providers.update_profile(db, settings, account, profile)
     response = redirect(
         request, "/console/provider/wallet" if account.role == "provider" else "/console/keys"
     )
-    start_session(request, db, account, response)
+    start_session(request, db, settings, account, response)
     return response
 
 
@@ -165,13 +196,18 @@ def account_page(request: Request, db: Db, account: AnyAccount) -> Response:
 def create_token(
     request: Request, form: Form, db: Db, settings: Settings, account: AnyAccount
 ) -> Response:
+    values = {"name": form.get("name")}
     try:
         body = TokenCreate.model_validate({"name": str(form.get("name", "")).strip()})
-    except ValidationError as exc:
-        return _account_page(
-            request, db, account, 422, errors=field_errors(exc), values={"name": form.get("name")}
+        row, created = accounts.issue_token(
+            db, account, body.name, accounts.token_ttl(settings), quota=settings.max_api_tokens
         )
-    row, created = accounts.issue_token(db, account, body.name, accounts.token_ttl(settings))
+    except ValidationError as exc:
+        return _account_page(request, db, account, 422, errors=field_errors(exc), values=values)
+    except KumulusError as exc:
+        return _account_page(
+            request, db, account, status_of(exc), errors={"name": exc.detail}, values=values
+        )
     # Rendered in this response only: never stored, never shown again.
     return _account_page(
         request,

@@ -79,7 +79,9 @@ def keys_page(request: Request, db: Db, account: Developer) -> Response:
 
 
 @router.post("/keys")
-async def add_key(request: Request, form: Form, db: Db, account: Developer) -> Response:
+async def add_key(
+    request: Request, form: Form, db: Db, settings: Settings, account: Developer
+) -> Response:
     values = {"name": str(form.get("name", "")).strip(), "public_key": ""}
     text = form.get("public_key") or ""
     upload = form.get("key_file")
@@ -88,7 +90,7 @@ async def add_key(request: Request, form: Form, db: Db, account: Developer) -> R
     values["public_key"] = str(text).strip()
     try:
         body = SshKeyIn.model_validate(values)
-        ssh_keys.add_key(db, account, body.name, body.public_key)
+        ssh_keys.add_key(db, account, body.name, body.public_key, settings.max_ssh_keys)
     except ValidationError as exc:
         return _keys_page(request, db, account.id, 422, errors=field_errors(exc), values=values)
     except KumulusError as exc:

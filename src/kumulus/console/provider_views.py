@@ -149,7 +149,12 @@ def create_host_token(
         return render(
             request,
             "provider/new_host.html",
-            {"title": "Add a host", "nav": "add-host", "error": exc.detail, "wallet": None},
+            {
+                "title": "Add a host",
+                "nav": "add-host",
+                "error": exc.detail,
+                "wallet": profile.wallet_address,
+            },
             status_code=status_of(exc),
         )
     row = db.scalar(select(HostToken).where(HostToken.token_hash == hash_token(created.token)))

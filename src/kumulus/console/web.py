@@ -126,6 +126,7 @@ def _session_account(request: Request, db: Db) -> Account | None:
     if found is None:
         return None
     account, api_token = found
+    request.app.state.rate_limits.api_call(api_token.id)  # a session is a token: same limit
     request.state.account = account
     request.state.session_token_id = api_token.id
     return account
@@ -151,10 +152,13 @@ Developer = Annotated[Account, Depends(_require("developer"))]
 Provider = Annotated[Account, Depends(_require("provider"))]
 
 
-def start_session(request: Request, db: Db, account: Account, response: Response) -> None:
-    settings: BackendSettings = request.app.state.settings
+def start_session(
+    request: Request, db: Db, settings: BackendSettings, account: Account, response: Response
+) -> None:
     ttl = min(SESSION_TTL, accounts.token_ttl(settings))
-    _, token = accounts.issue_token(db, account, SESSION_TOKEN_NAME, ttl)
+    _, token = accounts.issue_token(
+        db, account, SESSION_TOKEN_NAME, ttl, quota=settings.max_sessions, from_login=True
+    )
     response.set_cookie(
         SESSION_COOKIE,
         token,

@@ -35,12 +35,15 @@ class KumulusError(Exception):
         code: str | None = None,
         retry: bool | None = None,
         fields: Sequence[FieldProblem] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.error_code = code or self.code
         self.retry = self.retry_default if retry is None else retry
         self.fields = list(fields) if fields is not None else None
+        # Seconds after which the same request may succeed (HTTP `Retry-After`).
+        self.retry_after = retry_after
 
 
 class InvalidError(KumulusError):
@@ -84,6 +87,14 @@ class TooLargeError(KumulusError):
     """The request body is larger than this endpoint takes."""
 
     code = "too_large"
+
+
+class RateLimitedError(KumulusError):
+    """Too many requests of this kind from this caller for now; `retry_after` says when
+    the next one is accepted."""
+
+    code = "rate_limited"
+    retry_default = True
 
 
 class UnavailableError(KumulusError):

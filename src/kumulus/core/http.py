@@ -7,6 +7,7 @@ routing errors) become HTTP answers, and where clients read such answers back.""
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -35,6 +36,7 @@ _STATUS: tuple[tuple[type[errors.KumulusError], int], ...] = (
     (errors.ConflictError, 409),
     (errors.PaymentRequiredError, 402),
     (errors.TooLargeError, 413),
+    (errors.RateLimitedError, 429),
     (errors.UnavailableError, 503),
     (errors.UpstreamError, 502),
     (errors.InternalError, 500),
@@ -89,12 +91,21 @@ def error_body(
 
 def error_response(exc: errors.KumulusError) -> JSONResponse:
     status = status_of(exc)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(
         error_body(exc.detail, exc.error_code, exc.retry, exc.fields),
         status_code=status,
-        headers=headers,
+        headers=error_headers(exc),
     )
+
+
+def error_headers(exc: errors.KumulusError) -> dict[str, str]:
+    """The headers that go with an error's answer (the console's pages send them too)."""
+    headers = {}
+    if status_of(exc) == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    return headers
 
 
 def field_problems(exc_errors: Sequence[Any]) -> list[errors.FieldProblem]:

@@ -6,15 +6,16 @@ never seen before (nonces in the database), whose payload is then validated fiel
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Depends, Request, status
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import select, update
 
-from kumulus.backend import host_keys
+from kumulus.backend import host_keys, quotas
 from kumulus.backend.agent_payloads import HeartbeatPayload, IpPayload, RegisterPayload
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.deps import Db, Settings
@@ -24,6 +25,7 @@ from kumulus.backend.isolation import judge
 from kumulus.backend.isolation import parse as parse_isolation
 from kumulus.backend.models import VM, Host, HostToken, ProviderProfile
 from kumulus.backend.nonces import DbNonceStore
+from kumulus.backend.rate_limits import RateLimits, get_rate_limits
 from kumulus.backend.schemas import Accepted, DelegationIn, HostKeyOut, HostRegistered
 from kumulus.backend.security import hash_token
 from kumulus.config import BackendSettings
@@ -31,6 +33,7 @@ from kumulus.core.errors import (
     ForbiddenError,
     InvalidError,
     NotFoundError,
+    TooLargeError,
     UnauthorizedError,
     UnavailableError,
 )
@@ -40,6 +43,7 @@ from kumulus.core.signing import Domain, SignatureError, SignedEnvelope, verify_
 router = APIRouter(prefix="/v1/hosts", tags=["agents"])
 _P = TypeVar("_P", bound=BaseModel)
 HEARTBEAT_PATH = "/v1/hosts/heartbeat"
+Limits = Annotated[RateLimits, Depends(get_rate_limits)]
 
 
 def _verified(
@@ -104,6 +108,8 @@ def register(
     # Signed by the host's own key: pending until the wallet delegates it. Signed by the
     # wallet itself (agents set up before host keys): the wallet signs for it, as before.
     legacy = envelope.address == profile.wallet_address
+    # Hosts may have registered since this token was made (within the quota then).
+    quotas.check_hosts(db, token.account_id, settings.max_hosts)
     host_id = secrets.token_hex(8)
     prices = starting_prices(settings, profile)
     claimed = db.execute(
@@ -151,10 +157,19 @@ class _SpendLater:
 
 
 def accept_heartbeat(
-    envelope: SignedEnvelope, writer: HeartbeatWriter, settings: BackendSettings
+    envelope: SignedEnvelope,
+    writer: HeartbeatWriter,
+    settings: BackendSettings,
+    limits: RateLimits | None = None,
 ) -> None:
     """Verify a signed heartbeat and store it through the group-commit writer; raises the
-    HTTP error to answer otherwise. Returns once the heartbeat is committed."""
+    HTTP error to answer otherwise (413 over `heartbeat_max_bytes`, 429 over the host's
+    rate in `limits`). Returns once the heartbeat is committed."""
+    size = len(json.dumps(envelope.payload, separators=(",", ":"), allow_nan=False))
+    if size > settings.heartbeat_max_bytes:
+        raise TooLargeError(
+            f"heartbeat payload of {size} bytes; at most {settings.heartbeat_max_bytes}"
+        )
     try:
         payload = verify_envelope(
             envelope, _SpendLater(), domain=Domain.HEARTBEAT, max_skew=settings.signature_max_skew
@@ -162,6 +177,9 @@ def accept_heartbeat(
     except SignatureError as exc:
         raise UnauthorizedError(f"signature refused: {exc.reason}", code="bad_signature") from exc
     parsed = _parse(HeartbeatPayload, payload)
+    if limits is not None:
+        # After the signature: only the holder of the key spends its (signer, host) budget.
+        limits.heartbeat(envelope.address, parsed.host_id)
     stored = parsed.stored()
     isolated, isolation_problem = judge(parse_isolation(payload))
     beat = VerifiedHeartbeat(
@@ -202,8 +220,10 @@ def accept_heartbeat(
 
 
 @router.post("/heartbeat", response_model=Accepted, status_code=status.HTTP_202_ACCEPTED)
-def heartbeat(envelope: SignedEnvelope, request: Request, settings: Settings) -> Accepted:
-    accept_heartbeat(envelope, request.app.state.heartbeats, settings)
+def heartbeat(
+    envelope: SignedEnvelope, request: Request, settings: Settings, limits: Limits
+) -> Accepted:
+    accept_heartbeat(envelope, request.app.state.heartbeats, settings, limits)
     return Accepted()
 
 

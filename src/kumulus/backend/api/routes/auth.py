@@ -3,12 +3,15 @@ sessions): each expires, and all but the caller's can be revoked at once."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from typing import Annotated
 
-from kumulus.backend import accounts
+from fastapi import APIRouter, Depends, Request, Response, status
+
+from kumulus.backend import accounts, logins
 from kumulus.backend.deps import CurrentAccount, CurrentToken, Db, DbId, Settings
 from kumulus.backend.models import Account
 from kumulus.backend.paging import After, Limit
+from kumulus.backend.rate_limits import RateLimits, get_rate_limits
 from kumulus.backend.schemas import (
     AccountPublic,
     LoginRequest,
@@ -23,18 +26,30 @@ from kumulus.backend.schemas import (
 from kumulus.core.schemas import Page
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
+Limits = Annotated[RateLimits, Depends(get_rate_limits)]
 
 
 @router.post("/auth/signup", response_model=AccountPublic, status_code=status.HTTP_201_CREATED)
-def signup(body: SignupRequest, db: Db, settings: Settings) -> Account:
-    return accounts.signup(db, settings, body)
+def signup(
+    body: SignupRequest, request: Request, db: Db, settings: Settings, limits: Limits
+) -> Account:
+    return logins.sign_up(db, settings, limits, limits.client_ip(request), body)
 
 
 @router.post("/auth/login", response_model=LoginResponse)
-def login(body: LoginRequest, db: Db, settings: Settings) -> LoginResponse:
+def login(
+    body: LoginRequest, request: Request, db: Db, settings: Settings, limits: Limits
+) -> LoginResponse:
     """A new API token for the account; it expires at `expiresAt`."""
-    account = accounts.authenticate(db, body.email, body.password)
-    row, token = accounts.issue_token(db, account, body.token_name, accounts.token_ttl(settings))
+    account = logins.log_in(db, limits, limits.client_ip(request), body.email, body.password)
+    row, token = accounts.issue_token(
+        db,
+        account,
+        body.token_name,
+        accounts.token_ttl(settings),
+        quota=settings.max_sessions,
+        from_login=True,
+    )
     return LoginResponse(
         account=AccountPublic.model_validate(account, from_attributes=True),
         token=token,
@@ -74,7 +89,9 @@ def list_tokens(
 def create_token(
     body: TokenCreate, account: CurrentAccount, db: Db, settings: Settings
 ) -> TokenCreated:
-    row, token = accounts.issue_token(db, account, body.name, accounts.token_ttl(settings))
+    row, token = accounts.issue_token(
+        db, account, body.name, accounts.token_ttl(settings), quota=settings.max_api_tokens
+    )
     return TokenCreated(
         token=token, **TokenPublic.model_validate(row, from_attributes=True).model_dump()
     )

@@ -68,8 +68,8 @@ def list_keys(
 
 
 @router.post("/ssh-keys", response_model=SshKeyOut, status_code=status.HTTP_201_CREATED)
-def add_key(body: SshKeyIn, account: CurrentDeveloper, db: Db) -> SshKey:
-    return ssh_keys.add_key(db, account, body.name, body.public_key)
+def add_key(body: SshKeyIn, account: CurrentDeveloper, db: Db, settings: Settings) -> SshKey:
+    return ssh_keys.add_key(db, account, body.name, body.public_key, settings.max_ssh_keys)
 
 
 @router.delete("/ssh-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,168 @@
+"""The backend's rate limits (the `limits` library), one `RateLimits` per app.
+
+Two kinds of counting, chosen per limit (docs/architecture.md, decisions):
+- per client IP, per API token and per host: a moving window in this process's memory
+  (`limits`' MemoryStorage). Cheap (no database write per request) and exact per process;
+  N replicas behind a balancer allow up to N times the rate, which is what an IP or token
+  limit is for (keeping one caller from taking a process).
+- per account (the email a log-in or sign-up names): a fixed window in the database
+  (`rate_counters.DatabaseStorage`), so every replica counts against the same budget and
+  a password guesser gains nothing by spreading over replicas.
+
+Every refusal is a `RateLimitedError` (429) whose `retry_after` is when the window lets
+the next request through. `declare_rate_limited` adds that 429 to the OpenAPI of every
+operation that can answer it, found from the dependencies that enforce the limits."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from limits import RateLimitItem, parse
+from limits.errors import StorageError
+from limits.storage import MemoryStorage
+from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter, RateLimiter
+
+from kumulus.backend.client_ip import client_ip, parse_networks
+from kumulus.backend.db import Database
+from kumulus.backend.rate_counters import DatabaseStorage
+from kumulus.config import BackendSettings
+from kumulus.core.errors import RateLimitedError, UnavailableError
+
+
+class RateLimits:
+    """The limits of one backend app. Each method counts one request of its kind and
+    raises `RateLimitedError` when it is over the limit (the request then does nothing)."""
+
+    def __init__(self, settings: BackendSettings, db: Database) -> None:
+        self._proxies = parse_networks(settings.trusted_proxies)
+        self._local = MovingWindowRateLimiter(MemoryStorage())
+        self._shared = FixedWindowRateLimiter(DatabaseStorage(db))
+        self._login_ip = parse(settings.login_rate_per_ip)
+        self._login_failures = parse(settings.login_failures_per_account)
+        self._signup_ip = parse(settings.signup_rate_per_ip)
+        self._signup_account = parse(settings.signup_rate_per_account)
+        self._api_token = parse(settings.api_rate_per_token)
+        self._heartbeat_host = parse(settings.heartbeat_rate_per_host)
+
+    def client_ip(self, request: Request) -> str:
+        return client_ip(request, self._proxies)
+
+    def login_attempt(self, ip: str, email: str) -> None:
+        """Before a log-in's password is checked: every attempt counts against its IP;
+        an account that had too many failures refuses attempts until its window ends."""
+        self._hit(self._local, self._login_ip, ("login-ip", ip), "log-ins from your address")
+        if not self._counted(lambda: self._shared.test(self._login_failures, "login-fail", email)):
+            raise self._refusal(
+                self._shared, self._login_failures, ("login-fail", email),
+                "failed log-ins for this account",
+            )  # fmt: skip
+
+    def login_failed(self, email: str) -> None:
+        """A log-in named `email` and failed (counted whether or not the account exists,
+        so the answers tell nobody which emails have one)."""
+        self._counted(lambda: self._shared.hit(self._login_failures, "login-fail", email))
+
+    def signup_attempt(self, ip: str, email: str) -> None:
+        self._hit(self._local, self._signup_ip, ("signup-ip", ip), "sign-ups from your address")
+        self._hit(self._shared, self._signup_account, ("signup", email), "sign-ups for this email")
+
+    def api_call(self, token_id: int) -> None:
+        self._hit(self._local, self._api_token, ("token", str(token_id)), "calls with this token")
+
+    def heartbeat(self, signer: str, host_id: str) -> None:
+        self._hit(
+            self._local, self._heartbeat_host, ("heartbeat", signer, host_id),
+            "heartbeats from this host",
+        )  # fmt: skip
+
+    def _hit(
+        self, limiter: RateLimiter, item: RateLimitItem, key: tuple[str, ...], what: str
+    ) -> None:
+        if not self._counted(lambda: limiter.hit(item, *key)):
+            raise self._refusal(limiter, item, key, what)
+
+    def _refusal(
+        self, limiter: RateLimiter, item: RateLimitItem, key: tuple[str, ...], what: str
+    ) -> RateLimitedError:
+        stats = self._counted(lambda: limiter.get_window_stats(item, *key))
+        wait = max(1.0, stats.reset_time - time.time())
+        return RateLimitedError(
+            f"too many {what}: at most {_spelled(item)}; retry in {int(wait + 0.999)} s",
+            retry_after=wait,
+        )
+
+    @staticmethod
+    def _counted(count: Callable[[], Any]) -> Any:
+        try:
+            return count()
+        except StorageError as exc:  # the database, for the shared counters
+            raise UnavailableError(
+                "could not count this request against its limits; retry", retry_after=5
+            ) from exc
+
+
+def _spelled(item: RateLimitItem) -> str:
+    """'10 per 15 minutes', '30 per minute'."""
+    unit = item.GRANULARITY.name
+    if item.multiples == 1:
+        return f"{item.amount} per {unit}"
+    return f"{item.amount} per {item.multiples} {unit}s"
+
+
+def get_rate_limits(request: Request) -> RateLimits:
+    """Dependency of the operations that are rate limited (other than through the API
+    token, `deps.current_account`): their OpenAPI declares 429 (`declare_rate_limited`)."""
+    limits: RateLimits = request.app.state.rate_limits
+    return limits
+
+
+def _calls(dependant: Dependant) -> Iterable[Any]:
+    for dep in dependant.dependencies:
+        yield dep.call
+        yield from _calls(dep)
+
+
+def declare_rate_limited(
+    app: FastAPI, routers: Iterable[APIRouter], enforcers: Iterable[Callable[..., Any]]
+) -> None:
+    """Declare 429 in `app`'s OpenAPI on every operation of `routers` that depends, at any
+    depth, on one of `enforcers` (the routers are included in `app` without a prefix).
+    The schema is amended after FastAPI builds it (the documented way to customise it),
+    so this relies on nothing but routes' paths, methods and dependencies."""
+    wanted = set(enforcers)
+    limited = {
+        (route.path, method.lower())
+        for router in routers
+        for route in router.routes
+        if isinstance(route, APIRoute) and any(c in wanted for c in _calls(route.dependant))
+        for method in route.methods or ()
+    }
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()
+        for path, method in limited:
+            operation = schema.get("paths", {}).get(path, {}).get(method)
+            if operation is not None:
+                operation["responses"].setdefault("429", _RESPONSE_429)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+# The ErrorBody schema is a component already (every operation declares it for 4XX).
+_RESPONSE_429: dict[str, Any] = {
+    "description": "Too many requests for now; retry after `Retry-After` seconds.",
+    "headers": {
+        "Retry-After": {
+            "description": "Seconds to wait before the same request may succeed.",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+}
