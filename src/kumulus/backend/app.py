@@ -31,7 +31,9 @@ from kumulus.backend.hot_wallet import DepositSide, deposit_side
 from kumulus.backend.jobs import backend_jobs
 from kumulus.chain.client import ChainClient
 from kumulus.config import BackendSettings
+from kumulus.core.access import Public
 from kumulus.core.http import ERROR_RESPONSES, install_error_handlers
+from kumulus.core.openapi_statuses import install_declared_statuses
 from kumulus.core.signing import load_keypair, new_mnemonic, write_secret_file
 
 log = logging.getLogger(__name__)
@@ -119,8 +121,9 @@ def create_app(settings: BackendSettings) -> FastAPI:
     app.state.backend_jobs = jobs
     app.state.metrics = metrics.registry(db)  # this app's own (tests build many apps)
     install_error_handlers(app)
+    install_declared_statuses(app)
 
-    @app.get("/healthz", tags=["meta"])
+    @app.get("/healthz", tags=["meta"], dependencies=[Public])
     def healthz() -> dict[str, Any]:
         blocked: list[str] = []
         if chain is not None:  # codes only: the reasons are for operators (the log, CLI)

@@ -14,6 +14,7 @@ from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.models import Account, ApiToken
 from kumulus.backend.security import hash_token
 from kumulus.config import BackendSettings
+from kumulus.core.access import Access, marked
 from kumulus.core.errors import ForbiddenError, UnauthorizedError
 from kumulus.core.schemas import MAX_DB_ID
 
@@ -62,6 +63,7 @@ def account_for_token(db: Session, token: str) -> tuple[Account, ApiToken] | Non
     return account, api_token
 
 
+@marked(access=Access.ACCOUNT, statuses=(401,))
 def current_account(request: Request, db: Db) -> Account:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -76,12 +78,14 @@ def current_account(request: Request, db: Db) -> Account:
 CurrentAccount = Annotated[Account, Depends(current_account)]
 
 
+@marked(access=Access.PROVIDER, statuses=(403,))
 def current_provider(account: CurrentAccount) -> Account:
     if account.role != "provider":
         raise ForbiddenError("this is for provider accounts")
     return account
 
 
+@marked(access=Access.DEVELOPER, statuses=(403,))
 def current_developer(account: CurrentAccount) -> Account:
     if account.role != "developer":
         raise ForbiddenError("this is for developer accounts")

@@ -17,17 +17,27 @@ from kumulus.backend.schemas import (
     TokenCreated,
     TokenPublic,
 )
+from kumulus.core.access import Public
+from kumulus.core.openapi_statuses import refusals
 from kumulus.core.schemas import Page
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
 
 
-@router.post("/auth/signup", response_model=AccountPublic, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/auth/signup",
+    response_model=AccountPublic,
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[Public],
+    responses=refusals(409),
+)
 def signup(body: SignupRequest, db: Db, settings: Settings) -> Account:
     return accounts.signup(db, settings, body)
 
 
-@router.post("/auth/login", response_model=LoginResponse)
+@router.post(
+    "/auth/login", response_model=LoginResponse, dependencies=[Public], responses=refusals(401)
+)
 def login(body: LoginRequest, db: Db) -> LoginResponse:
     account = accounts.authenticate(db, body.email, body.password)
     _, token = accounts.issue_token(db, account, body.token_name)
