@@ -26,9 +26,16 @@ def _check(doc: dict[str, Any]) -> None:
     assert "HTTPValidationError" not in schemas  # FastAPI's own 422 shape is gone
     assert set(schemas["ErrorBody"]["properties"]) == {"detail", "code", "retry", "fields"}
     for path, method, op in _operations(doc):
-        for status in ("4XX", "5XX"):
+        errors = [s for s in op["responses"] if not s.startswith(("2", "3"))]
+        assert "5XX" in errors and "4XX" not in errors, (path, method, errors)
+        for status in errors:
             ref = op["responses"][status]["content"]["application/json"]["schema"]["$ref"]
             assert ref.endswith("/ErrorBody"), (path, method, status)
+        # Declared from the route: a path id can name nothing, a body be invalid or large.
+        if "{" in path:
+            assert {"404", "422"} <= set(errors), (path, method, errors)
+        if "requestBody" in op:
+            assert {"413", "422"} <= set(errors), (path, method, errors)
         ok = next(r for s, r in op["responses"].items() if s.startswith("2"))
         schema = ok.get("content", {}).get("application/json", {}).get("schema", {})
         if method == "get" and schema.get("type") == "array":
@@ -50,3 +57,13 @@ def test_agent_openapi(fake_agent: TestClient) -> None:
     _check(doc)
     pages = [p for p, m, op in _operations(doc) if "Page_" in str(op["responses"])]
     assert "/v1/vms" in pages
+
+
+def test_auth_dependencies_declare_401_and_roles_403(tmp_path: Path) -> None:
+    settings = BackendSettings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/k.db")
+    paths = create_app(settings).openapi()["paths"]
+    assert {"401", "403", "404", "422"} <= set(paths["/v1/vms/{vm_id}"]["get"]["responses"])
+    assert "403" not in paths["/v1/me"]["get"]["responses"]  # either role may ask
+    assert {"401", "413", "422"} <= set(paths["/v1/auth/login"]["post"]["responses"])
+    assert {"409"} <= set(paths["/v1/auth/signup"]["post"]["responses"])
+    assert "401" not in paths["/healthz"]["get"]["responses"]

@@ -25,8 +25,10 @@ from kumulus.agent.service import VMService
 from kumulus.agent.signed_answers import SignedAnswers
 from kumulus.agent.stats import StatsCollector
 from kumulus.config import AgentSettings
+from kumulus.core.access import Public
 from kumulus.core.http import ERROR_RESPONSES, install_error_handlers
 from kumulus.core.jobs import Job, JobRunner
+from kumulus.core.openapi_statuses import install_declared_statuses
 from kumulus.core.signing import NonceCache, SignedEnvelope
 
 log = logging.getLogger(__name__)
@@ -168,11 +170,12 @@ def create_app(
     )
 
     install_error_handlers(app)
+    install_declared_statuses(app)
     # Answers to the backend are signed by the key heartbeats are signed with (the host
     # key), which the backend knows for this host.
     app.add_middleware(SignedAnswers, signer=lambda: keypair)
 
-    @app.get("/healthz", tags=["host"])
+    @app.get("/healthz", tags=["host"], dependencies=[Public])
     def healthz() -> dict[str, Any]:
         """Liveness only; tells nothing about VMs (no authentication)."""
         return {"ok": True, "version": __version__}

@@ -17,6 +17,7 @@ from fastapi import Depends, Request
 
 from kumulus.agent.registration import load_registration, read_pinned_backend
 from kumulus.agent.signed_answers import mark_signed_request
+from kumulus.core.access import Access, marked
 from kumulus.core.errors import TooLargeError, UnauthorizedError
 from kumulus.core.signing import (
     HDR_ADDRESS,
@@ -86,6 +87,7 @@ def _unauthorized(detail: str) -> UnauthorizedError:
     return UnauthorizedError(detail)
 
 
+@marked(access=Access.ADMIN, statuses=(401, 413))
 async def authenticate(request: Request) -> Principal:
     cfg: AuthConfig = request.app.state.auth
     header = request.headers.get("authorization", "")

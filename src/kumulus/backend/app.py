@@ -27,16 +27,17 @@ from kumulus.backend.api.routes import (
 from kumulus.backend.api.routes import metrics as metrics_routes
 from kumulus.backend.converge import Converger
 from kumulus.backend.db import Database, migrate
-from kumulus.backend.deps import current_account
 from kumulus.backend.heartbeats import HeartbeatWriter
 from kumulus.backend.hot_wallet import DepositSide, deposit_side
 from kumulus.backend.jobs import backend_jobs
-from kumulus.backend.rate_limits import RateLimits, declare_rate_limited, get_rate_limits
+from kumulus.backend.rate_limits import RateLimits
 from kumulus.backend.security import configure_hashing
 from kumulus.backend.security_headers import SecurityHeaders, trusted_hosts
 from kumulus.chain.client import ChainClient
 from kumulus.config import BackendSettings
+from kumulus.core.access import Public
 from kumulus.core.http import ERROR_RESPONSES, install_error_handlers
+from kumulus.core.openapi_statuses import install_declared_statuses
 from kumulus.core.signing import load_keypair, new_mnemonic, write_secret_file
 
 log = logging.getLogger(__name__)
@@ -131,8 +132,9 @@ def create_app(settings: BackendSettings) -> FastAPI:
     if (hosts := trusted_hosts(settings.public_url, settings.allowed_hosts)) is not None:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False)
     app.add_middleware(SecurityHeaders)  # added last: outermost, so even a 400 carries them
+    install_declared_statuses(app)
 
-    @app.get("/healthz", tags=["meta"])
+    @app.get("/healthz", tags=["meta"], dependencies=[Public])
     def healthz() -> dict[str, Any]:
         blocked: list[str] = []
         if chain is not None:  # codes only: the reasons are for operators (the log, CLI)
@@ -162,7 +164,6 @@ def create_app(settings: BackendSettings) -> FastAPI:
     ]
     for router in routers:
         app.include_router(router)
-    declare_rate_limited(app, routers, [current_account, get_rate_limits])
     log.info(
         "backend %s on %s; signing address %s",
         __version__,

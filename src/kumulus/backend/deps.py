@@ -14,6 +14,7 @@ from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.models import Account, ApiToken
 from kumulus.backend.security import hash_token
 from kumulus.config import BackendSettings
+from kumulus.core.access import Access, marked
 from kumulus.core.errors import ForbiddenError, UnauthorizedError
 from kumulus.core.schemas import MAX_DB_ID
 
@@ -62,6 +63,7 @@ def account_for_token(db: Session, token: str) -> tuple[Account, ApiToken] | Non
     return account, api_token
 
 
+@marked(access=Access.ACCOUNT, statuses=(401, 429))
 def current_token(request: Request, db: Db) -> tuple[Account, ApiToken]:
     """The caller's account and the live token it sent; UnauthorizedError otherwise. Each
     call counts against the token's rate limit (429 past it; backend/rate_limits.py)."""
@@ -87,12 +89,14 @@ def current_account(found: CurrentToken) -> Account:
 CurrentAccount = Annotated[Account, Depends(current_account)]
 
 
+@marked(access=Access.PROVIDER, statuses=(403,))
 def current_provider(account: CurrentAccount) -> Account:
     if account.role != "provider":
         raise ForbiddenError("this is for provider accounts")
     return account
 
 
+@marked(access=Access.DEVELOPER, statuses=(403,))
 def current_developer(account: CurrentAccount) -> Account:
     if account.role != "developer":
         raise ForbiddenError("this is for developer accounts")

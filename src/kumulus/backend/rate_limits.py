@@ -10,18 +10,16 @@ Two kinds of counting, chosen per limit (docs/architecture.md, decisions):
   a password guesser gains nothing by spreading over replicas.
 
 Every refusal is a `RateLimitedError` (429) whose `retry_after` is when the window lets
-the next request through. `declare_rate_limited` adds that 429 to the OpenAPI of every
-operation that can answer it, found from the dependencies that enforce the limits."""
+the next request through. The dependencies that enforce limits are marked with 429
+(`core/access.py`), so every operation that can answer it declares it in the OpenAPI."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
-from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
+from fastapi import Request
 from limits import RateLimitItem, parse
 from limits.errors import StorageError
 from limits.storage import MemoryStorage
@@ -31,6 +29,7 @@ from kumulus.backend.client_ip import client_ip, parse_networks
 from kumulus.backend.db import Database
 from kumulus.backend.rate_counters import DatabaseStorage
 from kumulus.config import BackendSettings
+from kumulus.core.access import marked
 from kumulus.core.errors import RateLimitedError, UnavailableError
 
 
@@ -114,55 +113,9 @@ def _spelled(item: RateLimitItem) -> str:
     return f"{item.amount} per {item.multiples} {unit}s"
 
 
+@marked(statuses=(429,))
 def get_rate_limits(request: Request) -> RateLimits:
     """Dependency of the operations that are rate limited (other than through the API
-    token, `deps.current_account`): their OpenAPI declares 429 (`declare_rate_limited`)."""
+    token, `deps.current_token`): its mark makes their OpenAPI declare 429."""
     limits: RateLimits = request.app.state.rate_limits
     return limits
-
-
-def _calls(dependant: Dependant) -> Iterable[Any]:
-    for dep in dependant.dependencies:
-        yield dep.call
-        yield from _calls(dep)
-
-
-def declare_rate_limited(
-    app: FastAPI, routers: Iterable[APIRouter], enforcers: Iterable[Callable[..., Any]]
-) -> None:
-    """Declare 429 in `app`'s OpenAPI on every operation of `routers` that depends, at any
-    depth, on one of `enforcers` (the routers are included in `app` without a prefix).
-    The schema is amended after FastAPI builds it (the documented way to customise it),
-    so this relies on nothing but routes' paths, methods and dependencies."""
-    wanted = set(enforcers)
-    limited = {
-        (route.path, method.lower())
-        for router in routers
-        for route in router.routes
-        if isinstance(route, APIRoute) and any(c in wanted for c in _calls(route.dependant))
-        for method in route.methods or ()
-    }
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        schema = build()
-        for path, method in limited:
-            operation = schema.get("paths", {}).get(path, {}).get(method)
-            if operation is not None:
-                operation["responses"].setdefault("429", _RESPONSE_429)
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
-# The ErrorBody schema is a component already (every operation declares it for 4XX).
-_RESPONSE_429: dict[str, Any] = {
-    "description": "Too many requests for now; retry after `Retry-After` seconds.",
-    "headers": {
-        "Retry-After": {
-            "description": "Seconds to wait before the same request may succeed.",
-            "schema": {"type": "integer", "minimum": 1},
-        }
-    },
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
-}

@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, routing
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from kumulus.core import errors
 from kumulus.core.schemas import ErrorBody
@@ -57,9 +58,9 @@ _CODE_OF_STATUS = {
     503: "unavailable",
 }
 
-# Declared on every route of both apps (FastAPI then drops its own 422 schema).
+# Declared on every route of both apps (FastAPI then drops its own 422 schema); each
+# operation's 4xx statuses are added by core/openapi_statuses.py.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    "4XX": {"model": ErrorBody, "description": "The request was refused; `detail` says why."},
     "5XX": {"model": ErrorBody, "description": "We or a host failed; see `retry`."},
 }
 
@@ -144,7 +145,15 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(invalid_from_validation(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's "error parsing the body" (not UTF-8, broken multipart): invalid
+            # input like any other, the one status the documents declare for it.
+            return error_response(errors.InvalidError(f"body: {exc.detail}"))
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route matching the path only; each
+            # method is its own route here, so `Allow` lists them all (RFC 9110 15.5.6).
+            exc.headers = {"Allow": ", ".join(allowed_methods(request.app, request.scope))}
         return http_exception_response(exc)
 
     @app.exception_handler(Exception)
@@ -154,6 +163,21 @@ def install_error_handlers(app: FastAPI) -> None:
             error_body("internal error: it was logged; try again later", "internal", True),
             status_code=500,
         )
+
+
+def allowed_methods(app: Any, scope: Any) -> list[str]:
+    """The methods the routes of `app` serve at the scope's path; routes spelling the path
+    literally win over templates it also fits (/v1/vms/quote is not /v1/vms/{vm_id})."""
+    literal: set[str] = set()
+    templated: set[str] = set()
+    iterate = getattr(routing, "iter_route_contexts", None)
+    for route in iterate(app.routes) if iterate else app.routes:
+        match, _ = route.matches({**scope, "method": "GET"})
+        methods = getattr(route, "methods", None)
+        if match != Match.NONE and methods:
+            exact = getattr(route, "path_format", None) == scope.get("path")
+            (literal if exact else templated).update(methods)
+    return sorted(literal or templated)
 
 
 def http_exception_response(exc: StarletteHTTPException) -> JSONResponse:

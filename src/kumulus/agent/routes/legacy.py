@@ -8,12 +8,19 @@ from fastapi import APIRouter, Response, status
 from kumulus.agent.auth import Caller
 from kumulus.agent.routes import vms
 from kumulus.agent.routes.deps import IdempotencyKey, Service
+from kumulus.core.openapi_statuses import refusals
 from kumulus.core.schemas import VMCreate, VMDeleted, VMIdBody, VMLogs, VMPublic
 
-router = APIRouter(tags=["original routes"])
+# Each names its VM in the body: an unknown id is a 404, as on the REST routes.
+router = APIRouter(tags=["original routes"], responses=refusals(404))
 
 
-@router.post("/create-vm", response_model=VMPublic, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/create-vm",
+    response_model=VMPublic,
+    status_code=status.HTTP_201_CREATED,
+    responses=refusals(409),
+)
 def create_vm(
     body: VMCreate, caller: Caller, service: Service, response: Response, key: IdempotencyKey = None
 ) -> VMPublic:

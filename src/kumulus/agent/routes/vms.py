@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query, Response, status
 from kumulus.agent.auth import Caller
 from kumulus.agent.routes.deps import IdempotencyKey, Service
 from kumulus.core.cursors import After, Limit, page_list
+from kumulus.core.openapi_statuses import refusals
 from kumulus.core.schemas import HostInfo, Page, VMCreate, VMDeleted, VMLogs, VMPublic
 
 router = APIRouter(prefix="/v1")
@@ -25,7 +26,13 @@ def list_vms(_: Caller, service: Service, limit: Limit = 50, after: After = None
     return Page(items=items, next=next_cursor)
 
 
-@router.post("/vms", response_model=VMPublic, status_code=status.HTTP_201_CREATED, tags=["vms"])
+@router.post(
+    "/vms",
+    response_model=VMPublic,
+    status_code=status.HTTP_201_CREATED,
+    tags=["vms"],
+    responses=refusals(409),
+)
 def create_vm(
     body: VMCreate, _: Caller, service: Service, response: Response, key: IdempotencyKey = None
 ) -> VMPublic:
@@ -49,7 +56,7 @@ def delete_vm(vm_id: VMIdPath, _: Caller, service: Service) -> VMDeleted:
     return VMDeleted(vm_id=vm_id)
 
 
-@router.post("/vms/{vm_id}/start", response_model=VMPublic, tags=["vms"])
+@router.post("/vms/{vm_id}/start", response_model=VMPublic, tags=["vms"], responses=refusals(409))
 def start_vm(vm_id: VMIdPath, _: Caller, service: Service) -> VMPublic:
     return service.start(vm_id)
 

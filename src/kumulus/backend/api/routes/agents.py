@@ -29,6 +29,7 @@ from kumulus.backend.rate_limits import RateLimits, get_rate_limits
 from kumulus.backend.schemas import Accepted, DelegationIn, HostKeyOut, HostRegistered
 from kumulus.backend.security import hash_token
 from kumulus.config import BackendSettings
+from kumulus.core.access import AgentSigned
 from kumulus.core.errors import (
     ForbiddenError,
     InvalidError,
@@ -38,9 +39,10 @@ from kumulus.core.errors import (
     UnavailableError,
 )
 from kumulus.core.http import field_problems, validation_message
+from kumulus.core.openapi_statuses import refusals
 from kumulus.core.signing import Domain, SignatureError, SignedEnvelope, verify_envelope
 
-router = APIRouter(prefix="/v1/hosts", tags=["agents"])
+router = APIRouter(prefix="/v1/hosts", tags=["agents"], dependencies=[AgentSigned])
 _P = TypeVar("_P", bound=BaseModel)
 HEARTBEAT_PATH = "/v1/hosts/heartbeat"
 Limits = Annotated[RateLimits, Depends(get_rate_limits)]
@@ -82,7 +84,12 @@ def _host_for(db: Db, envelope: SignedEnvelope, host_id: str) -> Host:
     return host
 
 
-@router.post("/register", response_model=HostRegistered, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/register",
+    response_model=HostRegistered,
+    status_code=status.HTTP_201_CREATED,
+    responses=refusals(403, 409),
+)
 def register(
     envelope: SignedEnvelope, request: Request, db: Db, settings: Settings
 ) -> HostRegistered:
@@ -244,7 +251,7 @@ def update_ip(envelope: SignedEnvelope, db: Db, settings: Settings) -> Accepted:
     return Accepted()
 
 
-@router.post("/delegation", response_model=HostKeyOut)
+@router.post("/delegation", response_model=HostKeyOut, responses=refusals(409))
 def delegation(body: DelegationIn, db: Db) -> HostKeyOut:
     """Accept the provider wallet's delegation of a host key (the text of
     `GET /v1/provider/hosts/{id}/delegation`, signed raw or `<Bytes>`-wrapped). Open: the

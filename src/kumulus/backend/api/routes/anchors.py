@@ -10,6 +10,7 @@ from kumulus.backend import anchors
 from kumulus.backend.deps import CurrentAccount, Db, DbId, Settings
 from kumulus.backend.paging import After, Limit
 from kumulus.backend.schemas import AnchoredRecordOut
+from kumulus.core.openapi_statuses import refusals
 from kumulus.core.schemas import Page
 
 router = APIRouter(prefix="/v1/anchors", tags=["billing"])
@@ -33,7 +34,7 @@ def my_records(
     )
 
 
-@router.get("/{anchor_id}/proofs/{index}")
+@router.get("/{anchor_id}/proofs/{index}", responses=refusals(409))
 def proof(
     anchor_id: DbId,
     index: Annotated[int, Path(ge=0, le=10_000_000)],

@@ -23,20 +23,30 @@ from kumulus.backend.schemas import (
     TokenCreated,
     TokenPublic,
 )
+from kumulus.core.access import Public
+from kumulus.core.openapi_statuses import refusals
 from kumulus.core.schemas import Page
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
 Limits = Annotated[RateLimits, Depends(get_rate_limits)]
 
 
-@router.post("/auth/signup", response_model=AccountPublic, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/auth/signup",
+    response_model=AccountPublic,
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[Public],
+    responses=refusals(409),
+)
 def signup(
     body: SignupRequest, request: Request, db: Db, settings: Settings, limits: Limits
 ) -> Account:
     return logins.sign_up(db, settings, limits, limits.client_ip(request), body)
 
 
-@router.post("/auth/login", response_model=LoginResponse)
+@router.post(
+    "/auth/login", response_model=LoginResponse, dependencies=[Public], responses=refusals(401)
+)
 def login(
     body: LoginRequest, request: Request, db: Db, settings: Settings, limits: Limits
 ) -> LoginResponse:

@@ -23,6 +23,7 @@ from kumulus.backend.schemas import (
 )
 from kumulus.backend.vms import VMService
 from kumulus.core.errors import UpstreamError
+from kumulus.core.openapi_statuses import refusals
 from kumulus.core.schemas import Page
 
 router = APIRouter(prefix="/v1", tags=["developer"])
@@ -67,7 +68,12 @@ def list_keys(
     )
 
 
-@router.post("/ssh-keys", response_model=SshKeyOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/ssh-keys",
+    response_model=SshKeyOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=refusals(409),
+)
 def add_key(body: SshKeyIn, account: CurrentDeveloper, db: Db, settings: Settings) -> SshKey:
     return ssh_keys.add_key(db, account, body.name, body.public_key, settings.max_ssh_keys)
 
@@ -90,7 +96,10 @@ def list_vms(
     "/vms",
     response_model=VMOut,
     status_code=status.HTTP_201_CREATED,
-    responses={202: {"model": VMOut, "description": "placed; its host has not answered yet"}},
+    responses={
+        202: {"model": VMOut, "description": "placed; its host has not answered yet"},
+        **refusals(402, 404, 409),
+    },
 )
 def create_vm(
     body: VMCreateIn,
@@ -118,7 +127,7 @@ def create_vm(
     return vms.view(vm)
 
 
-@router.post("/vms/quote", response_model=VMQuoteOut)
+@router.post("/vms/quote", response_model=VMQuoteOut, responses=refusals(402, 404, 409))
 def quote_vm(body: VMQuoteIn, account: CurrentDeveloper, db: Db, settings: Settings) -> VMQuoteOut:
     """What this VM would pay per hour if created now (the price on the host the scheduler
     would choose), and the `maxPricePerHour` to send with its create: the price plus the
@@ -131,7 +140,9 @@ def get_vm(vm_id: ResourceId, account: CurrentDeveloper, vms: VMs) -> VMOut:
     return vms.view(vms.owned(account, vm_id))
 
 
-@router.post("/vms/{vm_id}/start", response_model=VMOut, responses=_ACCEPTED)
+@router.post(
+    "/vms/{vm_id}/start", response_model=VMOut, responses={**_ACCEPTED, **refusals(402, 409)}
+)
 def start_vm(
     vm_id: ResourceId, account: CurrentDeveloper, vms: VMs, prefer: Prefer = None
 ) -> Response:
@@ -140,7 +151,7 @@ def start_vm(
     return _changed(vms, vms.start(vms.owned(account, vm_id)), "start", prefer)
 
 
-@router.post("/vms/{vm_id}/stop", response_model=VMOut, responses=_ACCEPTED)
+@router.post("/vms/{vm_id}/stop", response_model=VMOut, responses={**_ACCEPTED, **refusals(409)})
 def stop_vm(
     vm_id: ResourceId, account: CurrentDeveloper, vms: VMs, prefer: Prefer = None
 ) -> Response:
@@ -152,7 +163,10 @@ def stop_vm(
 @router.delete(
     "/vms/{vm_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={202: {"model": VMOut, "description": "being deleted; its host has not confirmed"}},
+    responses={
+        202: {"model": VMOut, "description": "being deleted; its host has not confirmed"},
+        **refusals(409),
+    },
 )
 def delete_vm(
     vm_id: ResourceId, account: CurrentDeveloper, vms: VMs, prefer: Prefer = None
@@ -170,7 +184,7 @@ def delete_vm(
     )
 
 
-@router.get("/vms/{vm_id}/logs", response_model=VMLogsOut)
+@router.get("/vms/{vm_id}/logs", response_model=VMLogsOut, responses=refusals(409))
 def vm_logs(
     vm_id: ResourceId,
     account: CurrentDeveloper,

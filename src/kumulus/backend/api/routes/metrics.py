@@ -4,20 +4,27 @@ show are not for the public."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kumulus.backend.metrics import is_loopback
+from kumulus.core.access import Access, marked
 from kumulus.core.errors import ForbiddenError
 
 router = APIRouter(tags=["meta"])
 
 
-@router.get("/metrics", response_class=Response)
-def metrics(request: Request) -> Response:
-    """Prometheus text format. 403 unless the connection comes from a loopback address."""
+@marked(access=Access.ADMIN, statuses=(403,))
+def loopback_only(request: Request) -> None:
+    """The machine's operator: a connection from a loopback address (the ASGI scope's
+    peer, never a header)."""
     if not is_loopback(request.scope):
         raise ForbiddenError("metrics are served to callers on this machine (loopback) only")
+
+
+@router.get("/metrics", response_class=Response, dependencies=[Depends(loopback_only)])
+def metrics(request: Request) -> Response:
+    """Prometheus text format. 403 unless the connection comes from a loopback address."""
     body = generate_latest(request.app.state.metrics)
     return Response(content=body, media_type=CONTENT_TYPE_LATEST)

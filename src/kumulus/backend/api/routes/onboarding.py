@@ -11,8 +11,10 @@ from kumulus.backend import providers, setup_script
 from kumulus.backend.deps import Db, Settings
 from kumulus.backend.package_source import package_sha256, package_tarball
 from kumulus.backend.schemas import HostTokenInfo, HostTokenInfoIn
+from kumulus.core.access import Public
+from kumulus.core.openapi_statuses import refusals
 
-router = APIRouter(tags=["onboarding"])
+router = APIRouter(tags=["onboarding"], dependencies=[Public])
 
 
 @router.get("/provider-setup.sh", response_class=Response)
@@ -46,7 +48,7 @@ def agent_package() -> Response:
     )
 
 
-@router.post("/v1/hosts/token-info", response_model=HostTokenInfo)
+@router.post("/v1/hosts/token-info", response_model=HostTokenInfo, responses=refusals(401))
 def host_token_info(body: HostTokenInfoIn, db: Db) -> HostTokenInfo:
     """For the holder of an unused provider token: the wallet address the new host must
     sign with (the provider's linked wallet). Lets setup refuse a wrong mnemonic early."""

@@ -20,6 +20,7 @@ from kumulus.backend.schemas import (
     WalletChallengeOut,
 )
 from kumulus.backend.wallet_links import new_challenge
+from kumulus.core.openapi_statuses import refusals
 from kumulus.core.schemas import Page
 
 router = APIRouter(prefix="/v1/provider", tags=["provider"])
@@ -48,7 +49,7 @@ def wallet_challenge(account: CurrentProvider, db: Db, settings: Settings) -> Wa
     return new_challenge(db, account, settings.challenge_ttl, "")
 
 
-@router.post("/wallet/link", response_model=ProviderProfileOut)
+@router.post("/wallet/link", response_model=ProviderProfileOut, responses=refusals(404, 409))
 def wallet_link(
     body: ProviderWalletLinkIn, account: CurrentProvider, db: Db, settings: Settings
 ) -> ProviderProfileOut:
@@ -58,7 +59,12 @@ def wallet_link(
     return providers.profile_out(providers.link_wallet(db, settings, account, body), settings)
 
 
-@router.post("/host-tokens", response_model=HostTokenCreated, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/host-tokens",
+    response_model=HostTokenCreated,
+    status_code=status.HTTP_201_CREATED,
+    responses=refusals(409),
+)
 def create_host_token(
     request: Request, account: CurrentProvider, db: Db, settings: Settings
 ) -> HostTokenCreated:
@@ -98,7 +104,7 @@ def host_delegation(host_id: ResourceId, account: CurrentProvider, db: Db) -> De
     return host_keys.to_sign(providers.owned_host(db, account, host_id))
 
 
-@router.post("/hosts/{host_id}/revoke-key", response_model=HostKeyOut)
+@router.post("/hosts/{host_id}/revoke-key", response_model=HostKeyOut, responses=refusals(409))
 def revoke_host_key(host_id: ResourceId, account: CurrentProvider, db: Db) -> HostKeyOut:
     """Revoke the host's key for good: its heartbeats and answers are refused from now on
     and it takes no new VMs."""

@@ -16,6 +16,7 @@ from kumulus.backend.schemas import (
     WalletOut,
 )
 from kumulus.backend.wallet_links import new_challenge
+from kumulus.core.openapi_statuses import refusals
 from kumulus.core.schemas import Page
 
 router = APIRouter(prefix="/v1", tags=["billing"])
@@ -36,7 +37,12 @@ def developer_wallet_challenge(
     return new_challenge(db, account, settings.challenge_ttl, " for deposits")
 
 
-@router.post("/wallet/link", response_model=WalletOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/wallet/link",
+    response_model=WalletOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=refusals(404, 409),
+)
 def developer_wallet_link(
     body: WalletLinkIn, account: CurrentDeveloper, db: Db, settings: Settings
 ) -> WalletOut:
@@ -51,12 +57,17 @@ def developer_wallets(
     return Page(items=[WalletOut(address=r.address) for r in rows], next=next_cursor)
 
 
-@router.get("/billing/deposit-info", response_model=DepositInfo)
+@router.get("/billing/deposit-info", response_model=DepositInfo, responses=refusals(409))
 def deposit_info(account: CurrentDeveloper, request: Request, settings: Settings) -> DepositInfo:
     return wallets.deposit_info(settings, _deposit_address(request))
 
 
-@router.post("/provider/payouts", response_model=PayoutOut, status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/provider/payouts",
+    response_model=PayoutOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=refusals(409),
+)
 def create_payout(
     body: PayoutIn, account: CurrentProvider, request: Request, db: Db, settings: Settings
 ) -> PayoutOut:
