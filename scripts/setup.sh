@@ -4,7 +4,7 @@
 # (system packages, Python environment, Docker engine, VM base image), then:
 #   setup.sh up     start the platform: backend (8080) + this machine's agent (8000) as a host
 #   setup.sh test   run the whole test suite (unit, then end-to-end on the real engine)
-#   setup.sh bench  run the benchmarks (bench/: provision, scheduler, heartbeats, metering)
+#   setup.sh bench  run the benchmarks (bench/: provision, scheduler, heartbeats, metering, api_load)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -140,16 +140,18 @@ case $cmd in
     KUMULUS_E2E_REQUIRED=1 "$venv/bin/pytest" -q tests
     ;;
   bench)
-    # setup.sh bench [provision|scheduler|heartbeats|metering] [args]; all of them without a name.
+    # setup.sh bench [provision|scheduler|heartbeats|metering|api_load] [args]; all of them without a name.
     prepare dev
     cd "$repo"
+    # The database benchmarks and api_load run on this PostgreSQL (KUMULUS_TEST_POSTGRES_URL).
+    postgres_start
     shift
     if [ $# -gt 0 ] && [[ $1 != -* ]]; then
       which=$1
       shift
       exec "$venv/bin/python" -m "bench.$which" "$@"
     fi
-    for which in provision scheduler heartbeats metering; do
+    for which in provision scheduler heartbeats metering api_load; do
       "$venv/bin/python" -m "bench.$which" "$@"
     done
     ;;
