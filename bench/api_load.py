@@ -364,7 +364,7 @@ def main() -> int:
             database_url,
             # The bench plays the trusted proxy in front of the backend, so per-IP limits see
             # the clients' addresses; its hosts' agents live on loopback.
-            KUMULUS_BACKEND_TRUSTED_PROXIES="127.0.0.1/32",
+            KUMULUS_BACKEND_TRUSTED_PROXIES='["127.0.0.1/32"]',
             KUMULUS_BACKEND_ALLOW_PRIVATE_AGENTS="true",
             KUMULUS_BACKEND_SIGNUP_CREDIT="1000",
             **extra,
