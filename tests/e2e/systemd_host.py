@@ -46,19 +46,15 @@ LOCAL_CAS = Path("/usr/local/share/ca-certificates")
 BOOT = r"""#!/bin/sh
 shift=$(stat -c %u /etc/passwd)
 if [ "$shift" -ne 0 ] && [ ! -e /etc/.owners-unshifted ]; then
-  perl -MPOSIX -MFile::Find -e '
-    my $n = $ARGV[0]; my $dev = (lstat "/")[0];
-    find({no_chdir => 1, wanted => sub {
-      my @s = lstat $_ or return;
-      if ($s[0] != $dev) { $File::Find::prune = 1; return; }
-      my ($u, $g) = ($s[4], $s[5]);
-      $u -= $n if $u >= $n && $u < $n + 65536;
-      $g -= $n if $g >= $n && $g < $n + 65536;
-      return if $u == $s[4] && $g == $s[5];
-      POSIX::lchown($u, $g, $_);
-      chmod($s[2] & 07777, $_) unless -l _;
-    }}, "/")' "$shift"
-  touch /etc/.owners-unshifted
+  find / -xdev \( -uid +$((shift - 1)) -o -gid +$((shift - 1)) \) -print0 \
+    | SHIFT=$shift perl -MPOSIX -0 -ne '
+    chomp; my $n = $ENV{SHIFT};
+    my @s = lstat $_ or next;
+    my ($u, $g) = ($s[4], $s[5]);
+    $u -= $n if $u >= $n && $u < $n + 65536;
+    $g -= $n if $g >= $n && $g < $n + 65536;
+    POSIX::lchown($u, $g, $_) or die "lchown $_: $!";
+    -l _ or chmod($s[2] & 07777, $_) or die "chmod $_: $!";' && touch /etc/.owners-unshifted
 fi
 exec /lib/systemd/systemd
 """
@@ -192,35 +188,29 @@ def systemd_host(client: docker.DockerClient, shared: Path) -> Iterator[SystemdH
     image = ensure_image(client)
     name = f"kumulus-systemd-{uuid.uuid4().hex[:8]}"
     network = client.networks.create(name, driver="bridge")
-    container = None
+    container: Container | None = None
     try:
-        container = client.containers.run(
-            image,
-            name=name,
-            hostname="provider-host",
-            detach=True,
-            network=network.name,
+        # The docker CLI: the SDK has no way to say systempaths=unconfined.
+        run = [
+            "docker", "run", "--detach", "--name", name, "--hostname", "provider-host",
+            "--network", network.name,
             # As checked on this machine: --privileged fails (the bounding set lacks
             # CAP_SYS_RESOURCE); the host's user namespace for the dockerd inside, the cgroup
             # tree for systemd, /dev/fuse for lxcfs, and no masked /proc paths, without which
             # no container inside can mount its own /proc.
-            userns_mode="host",
-            cgroupns="host",
-            cap_add=["ALL"],
-            cap_drop=["SYS_RESOURCE"],
-            security_opt=["seccomp=unconfined", "systempaths=unconfined"],
-            devices=["/dev/fuse:/dev/fuse:rwm"],
-            tmpfs={"/run": "", "/run/lock": ""},
-            volumes={
-                "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
-                str(shared): {"bind": SHARED, "mode": "ro"},
-                APT_CACHE: {"bind": "/var/cache/apt/archives", "mode": "rw"},
-                PIP_CACHE: {"bind": "/root/.cache/pip", "mode": "rw"},
-            },
-            stop_signal="SIGRTMIN+3",
-        )
+            "--userns=host", "--cgroupns=host", "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
+            "--security-opt", "seccomp=unconfined", "--security-opt", "systempaths=unconfined",
+            "--device", "/dev/fuse", "--tmpfs", "/run", "--tmpfs", "/run/lock",
+            "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "-v", f"{shared}:{SHARED}:ro",
+            "-v", f"{APT_CACHE}:/var/cache/apt/archives", "-v", f"{PIP_CACHE}:/root/.cache/pip",
+            "--stop-signal", "SIGRTMIN+3", image,
+        ]  # fmt: skip
+        started = subprocess.run(run, capture_output=True, text=True, check=False, timeout=120)
+        assert started.returncode == 0, started.stderr
+        container = client.containers.get(started.stdout.strip())
         host = SystemdHost(container, network)
         host.wait_booted()
+        assert host.sh("stat -c %u:%g /usr/bin/umount") == "0:0", "file owners not unshifted"
         yield host
     finally:
         if container is not None:
