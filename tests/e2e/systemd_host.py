@@ -17,6 +17,7 @@ import hashlib
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -81,6 +82,18 @@ def ensure_image(client: docker.DockerClient) -> str:
                 with contextlib.suppress(docker.errors.APIError):
                     client.images.remove(image.id, force=True)
     return tag
+
+
+def prebuild() -> None:
+    """ensure_image in a background thread, so that on a fresh machine the build overlaps the
+    tests before the one that needs it (which waits on ensure_image's lock). A failure here is
+    left to that test's own call, which builds again and reports it."""
+
+    def build() -> None:
+        with contextlib.suppress(Exception):
+            ensure_image(docker.from_env())
+
+    threading.Thread(target=build, name="systemd-host-image").start()
 
 
 def _build(client: docker.DockerClient, tag: str) -> None:

@@ -36,6 +36,18 @@ UNIT = "/etc/systemd/system/kumulus-agent.service"
 LXCFS_DROPIN = "/etc/systemd/system/lxcfs.service.d/kumulus.conf"
 
 
+class _Clock:
+    """Prints how long each step took (pytest shows it with -s, or when the test fails)."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.monotonic()
+
+    def lap(self, step: str) -> None:
+        now = time.monotonic()
+        print(f"[systemd] {step}: {now - self.last:.0f}s (total {now - self.start:.0f}s)")
+        self.last = now
+
+
 def _restarted(host: SystemdHost, unit: str, before: dict[str, str]) -> dict[str, str]:
     """Wait until systemd has `unit` active again under a new main process."""
 
@@ -74,6 +86,7 @@ def _vm_sees(key: Path, vm: dict[str, Any]) -> str:
 def test_setup_script_under_systemd(
     docker_client: docker.DockerClient, tmp_path: Path, ssh_keypair: tuple[Path, str]
 ) -> None:
+    clock = _Clock()
     shared = tmp_path / "shared"
     shared.mkdir()
     if not BUILD_IMAGE_INSIDE:
@@ -81,6 +94,7 @@ def test_setup_script_under_systemd(
         subprocess.run(["docker", "save", "-o", str(shared / "vm-image.tar"), image], check=True)
 
     with systemd_host(docker_client, shared) as host:
+        clock.lap("VM image saved; systemd host image ready and booted")
         backend = BackendProcess(tmp_path / "backend", host=host.gateway).start()
         anon = httpx.Client(base_url=backend.url, timeout=60)
         try:
@@ -103,7 +117,9 @@ def test_setup_script_under_systemd(
                     args += ["--vm-image", f"{SHARED}/vm-image.tar"]
                 return host.run("bash", f"{SHARED}/provider-setup.sh", *args, *extra, timeout=1200)
 
+            clock.lap("backend and provider account")
             first = setup()
+            clock.lap("first setup run")
             assert first.returncode == 0, first.stderr[-4000:]
             assert "started the kumulus-agent service (systemd" in first.stderr
             assert "lxcfs answers on /var/lib/lxcfs" in first.stderr, host.journal("lxcfs")
@@ -142,6 +158,7 @@ def test_setup_script_under_systemd(
             assert vm["hostId"] == hosts[0]["id"] and vm["sshHost"] == host.ip
             sees = "erin\n1\nMemTotal:         262144 kB\n"
             assert _vm_sees(ssh_keypair[0], vm) == sees
+            clock.lap("host online, VM placed and reached")
 
             # systemd restarts a killed agent, which serves the backend again.
             before = host.unit("kumulus-agent", "MainPID", "NRestarts")
@@ -154,6 +171,8 @@ def test_setup_script_under_systemd(
             vm = _settled(dev, vm["id"], "running")
             assert _wait(lambda: _vm_sees(ssh_keypair[0], vm) == sees)
 
+            clock.lap("agent killed and restarted")
+
             # And a killed lxcfs: systemd mounts it again (its dead mount unmounted first),
             # the agent restarts the VM whose files it broke.
             before = host.unit("lxcfs", "MainPID", "NRestarts")
@@ -161,6 +180,8 @@ def test_setup_script_under_systemd(
             _restarted(host, "lxcfs", before)
             host.sh("timeout 5 head -c 9 /var/lib/lxcfs/proc/meminfo")
             assert _wait(lambda: _vm_sees(ssh_keypair[0], vm) == sees, timeout=60)
+
+            clock.lap("lxcfs killed and restarted")
 
             # A reboot: the engine, lxcfs and the agent come back by themselves, so does the
             # VM, and the host reports in again.
@@ -170,6 +191,8 @@ def test_setup_script_under_systemd(
                 assert host.sh(f"systemctl is-active {unit} || true") == "active", unit
             assert _wait(lambda: _vm_sees(ssh_keypair[0], vm) == sees, timeout=60)
             assert _wait(lambda: _heard_since(prov, rebooted), timeout=60)
+
+            clock.lap("reboot")
 
             # Run again: nothing changes, no second host.
             agent_pid = host.unit("kumulus-agent", "MainPID")["MainPID"]
@@ -182,6 +205,8 @@ def test_setup_script_under_systemd(
             assert host.sh(f"cat {UNIT} {LXCFS_DROPIN}") == unit_text
             assert len(prov.get("/v1/provider/hosts").json()["items"]) == 1
             assert _vm_sees(ssh_keypair[0], vm) == sees
+
+            clock.lap("second setup run")
 
             # Uninstall: the agent's unit, our lxcfs drop-in, the program and the VM are gone.
             gone = host.run("bash", f"{SHARED}/provider-setup.sh", "--uninstall", "--yes")
@@ -198,6 +223,7 @@ def test_setup_script_under_systemd(
             }
             assert host.sh("docker ps -aq") == ""
             assert host.run("curl", "-fsS", "http://127.0.0.1:8000/healthz").returncode != 0
+            clock.lap("uninstall")
         finally:
             anon.close()
             backend.stop()
