@@ -86,6 +86,10 @@ def _vm_sees(key: Path, vm: dict[str, Any]) -> str:
 def test_setup_script_under_systemd(
     docker_client: docker.DockerClient, tmp_path: Path, ssh_keypair: tuple[Path, str]
 ) -> None:
+    if Path("/sys/fs/cgroup/cgroup.controllers").exists():
+        # systemd inside with the host's cgroup namespace would take over the host's own
+        # unified hierarchy; a private namespace needs flags not yet checked on such a host.
+        pytest.skip("cgroup v2 host: the systemd container is only set up for cgroup v1")
     clock = _Clock()
     shared = tmp_path / "shared"
     shared.mkdir()
