@@ -108,15 +108,20 @@ class BackendProcess(ServiceProcess):
 
     component = "backend"
 
-    def __init__(self, data_dir: Path, database_url: str | None = None, **env: str) -> None:
+    def __init__(
+        self, data_dir: Path, database_url: str | None = None, host: str = "127.0.0.1", **env: str
+    ) -> None:
+        """`host`: the address it listens on (and is reached at): a bridge's gateway for
+        agents in containers."""
         self.data_dir = data_dir
         super().__init__(data_dir, {})
+        self.url = f"http://{host}:{self.port}"
         self.env.update(
             {
                 "KUMULUS_BACKEND_DATA_DIR": str(data_dir),
-                "KUMULUS_BACKEND_HOST": "127.0.0.1",
+                "KUMULUS_BACKEND_HOST": host,
                 "KUMULUS_BACKEND_PORT": str(self.port),
-                "KUMULUS_BACKEND_PUBLIC_URL": f"http://127.0.0.1:{self.port}",
+                "KUMULUS_BACKEND_PUBLIC_URL": self.url,
                 # Production gives none; tests create VMs without depositing first.
                 "KUMULUS_BACKEND_SIGNUP_CREDIT": "10",
                 # Agents beat every second here, and tests sign up from one address.

@@ -21,11 +21,20 @@ from kumulus.core.signing import new_mnemonic, write_secret_file
 from tests.e2e.agent_process import AgentProcess
 from tests.e2e.browser import chromium
 from tests.e2e.chain import dev_chain
+from tests.e2e.systemd_host import prebuild
 
 # One browser and one chain for the whole session, shared by every module.
 __all__ = ["chromium", "dev_chain"]
 
 IMAGE = AgentSettings().image
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # A fresh machine debootstraps the systemd host for a minute or more: while other tests run.
+    if session.config.option.collectonly:
+        return
+    if any(item.get_closest_marker("systemd") for item in session.items):
+        prebuild()
 
 
 @pytest.fixture(scope="session")

@@ -37,6 +37,7 @@ ALLOW_SMTP=0
 ASSUME_YES=0
 UNINSTALL=0
 PACKAGE=""
+VM_IMAGE_FILE=""
 PREFIX=/opt/kumulus
 STATE_DIR=/var/lib/kumulus/agent
 LOG_DIR=/var/log/kumulus
@@ -66,6 +67,8 @@ Usage: provider-setup.sh --token TOKEN [options]     (as root)
   --yes                  agree to changes that would otherwise be asked (non-interactive)
   --uninstall            stop the agent; remove its VMs after confirmation
   --package SPEC         pip requirement to install instead of the backend's package
+  --vm-image FILE        load the VM base image from FILE (`docker save` of it on a host
+                         of the same Kumulus version) instead of building it here
   --prefix DIR           install directory (default /opt/kumulus)
   --state-dir DIR        agent state, host key included (default /var/lib/kumulus/agent)
   --log-dir DIR          logs (default /var/log/kumulus)
@@ -95,6 +98,7 @@ while [ $# -gt 0 ]; do
     --yes|-y) ASSUME_YES=1; shift ;;
     --uninstall) UNINSTALL=1; shift ;;
     --package) PACKAGE=${2:?--package needs a value}; shift 2 ;;
+    --vm-image) VM_IMAGE_FILE=${2:?--vm-image needs a file}; shift 2 ;;
     --prefix) PREFIX=${2:?}; shift 2 ;;
     --state-dir) STATE_DIR=${2:?}; shift 2 ;;
     --log-dir) LOG_DIR=${2:?}; shift 2 ;;
@@ -114,6 +118,7 @@ case $PORT in ''|*[!0-9]*) die "--port must be a number" ;; esac
 case $SSH_PORTS in [0-9]*-[0-9]*) ;; *) die "--ssh-ports must look like 2200-2999" ;; esac
 case $SERVICE in ''|*[!a-zA-Z0-9_-]*) die "--service-name: letters, digits, _ and - only" ;; esac
 case $TOKEN in *[!A-Za-z0-9_-]*) die "--token: that is not a provider token" ;; esac
+[ -z "$VM_IMAGE_FILE" ] || [ -r "$VM_IMAGE_FILE" ] || { echo "--vm-image: cannot read $VM_IMAGE_FILE" >&2; exit 1; }
 
 umask 022
 mkdir -p "$LOG_DIR" "$PREFIX"
@@ -278,10 +283,13 @@ start_lxcfs() {
   if [ "$USE_SYSTEMD" = yes ]; then
     mkdir -p "${LXCFS_DROPIN%/*}"
     # The package's unit, plus: our flags, up before Docker restarts VMs at boot, a dead
-    # mount unmounted first (the package's fusermount may not be installed).
+    # mount unmounted first (the package's fusermount may not be installed). The package
+    # skips lxcfs when systemd runs in a container (LXD, OpenVZ, a CI box), where VMs need it
+    # all the same: the empty ConditionVirtualization= drops that condition.
     if write_if_changed "$LXCFS_DROPIN" 0644 <<EOF
 # Written by Kumulus provider-setup.sh
 [Unit]
+ConditionVirtualization=
 Before=docker.service
 [Service]
 ExecStartPre=-/bin/umount -l $LXCFS_DIR
@@ -362,8 +370,17 @@ if [ "$UNINSTALL" -eq 1 ]; then
     lxcfs_supervisor_pid >/dev/null && say "left lxcfs running: the VMs kept read their /proc files from it"
   else
     stop_lxcfs_supervisor
+    if [ -f "$LXCFS_DROPIN" ]; then
+      # The running lxcfs is left alone (other containers may read from it); from its next
+      # start it runs as its package sets it up.
+      rm -f "$LXCFS_DROPIN"
+      rmdir "${LXCFS_DROPIN%/*}" 2>/dev/null || true
+      if [ "$USE_SYSTEMD" = yes ]; then systemctl daemon-reload 2>/dev/null || true; fi
+      say "removed Kumulus's lxcfs settings ($LXCFS_DROPIN)"
+    fi
   fi
   rm -rf "$VENV" "$ENV_FILE" "$PREFIX/run"
+  rmdir "$PREFIX/bin" "$PREFIX" 2>/dev/null || true
   [ -L /usr/local/bin/kumulus ] && [ "$(readlink /usr/local/bin/kumulus)" = "$KUMULUS" ] && rm -f /usr/local/bin/kumulus
   say "done. Kept: the wallet and agent state in $STATE_DIR (delete it to forget this host) and logs in $LOG_DIR"
   exit 0
@@ -412,8 +429,10 @@ command -v iptables >/dev/null || missing+=(iptables)
 if [ -e /proc/net/if_inet6 ]; then command -v ip6tables >/dev/null || missing+=(iptables); fi
 command -v dockerd >/dev/null || missing+=(docker.io)
 command -v lxcfs >/dev/null || missing+=(lxcfs)
-# The offline image build (debootstrap) checks Debian's signatures against this keyring.
-if command -v debootstrap >/dev/null; then [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || missing+=(debian-archive-keyring); fi
+# The image build falls back to debootstrap when Docker Hub cannot be reached (or limits
+# pulls); it checks Debian's signatures against this keyring.
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+[ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || missing+=(debian-archive-keyring)
 PYTHON=""
 for candidate in python3.13 python3.12 python3.11 python3; do
   if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
@@ -637,6 +656,10 @@ fi
 
 # --- VM base image, service, registration ----------------------------------------------------
 
+if [ -n "$VM_IMAGE_FILE" ]; then
+  say "loading the VM base image from $VM_IMAGE_FILE"
+  docker load -i "$VM_IMAGE_FILE" >>"$LOG_FILE" 2>&1 || die "docker load -i $VM_IMAGE_FILE failed (see $LOG_FILE)"
+fi
 say "building the VM base image if needed (once per Kumulus version; a few minutes the first time)"
 if ! run_kumulus image build 2>&1 | while IFS= read -r line; do say "  image: $line"; done; then
   die "the VM base image could not be built (see $LOG_FILE)"
