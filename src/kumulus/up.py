@@ -46,7 +46,7 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=lambda: child_processes.die_with_parent(me),  # noqa: PLW1509
+            preexec_fn=lambda: child_processes.die_with_parent(me),
         )
 
 

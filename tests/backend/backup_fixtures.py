@@ -85,6 +85,6 @@ def snapshot(db: Database) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with db.engine.connect() as conn:
         for table in KEPT_TABLES:
-            rows = conn.execute(text(f"SELECT * FROM {table}")).all()  # noqa: S608
+            rows = conn.execute(text(f"SELECT * FROM {table}")).all()
             out[table] = sorted(tuple(str(v) for v in row) for row in rows)
     return out

@@ -65,9 +65,7 @@ def test_a_restore_onto_other_keys_is_refused_unless_forced(tmp_path: Path) -> N
     assert snapshot(Database(other.db_url)) == snapshot(Database(url))
 
 
-def test_the_commands_back_up_and_restore(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_commands_back_up_and_restore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"sqlite:///{tmp_path / 'data' / 'kumulus.db'}"
     settings = settings_for(tmp_path / "data", url)
     populate(Database(url))

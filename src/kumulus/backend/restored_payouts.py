@@ -44,8 +44,7 @@ def mark_restored(db: Database, what: str) -> None:
     state.raise_condition(
         db,
         state.BLOCKED_RESTORE,
-        f"restored from {what}: payouts wait until those sent after the backup are found "
-        "on chain",
+        f"restored from {what}: payouts wait until those sent after the backup are found on chain",
         logging.WARNING,
     )
 
@@ -163,14 +162,13 @@ def _record(s: Session, chain: ChainClient, ext: SignedExtrinsic, genesis: str) 
 
 def _provider_of(s: Session, chain: ChainClient, address: str) -> int | None:
     """The provider whose current or earlier payout wallet `address` is."""
-    candidates = s.execute(
-        select(ProviderProfile.account_id, ProviderProfile.wallet_address).where(
-            ProviderProfile.wallet_address.is_not(None)
-        )
-    ).all()
-    candidates += s.execute(
-        select(Payout.account_id, Payout.address).distinct()
-    ).all()
+    candidates: list[tuple[int, str | None]] = [
+        (int(a), w)
+        for a, w in s.execute(select(ProviderProfile.account_id, ProviderProfile.wallet_address))
+    ]
+    candidates += [
+        (int(a), w) for a, w in s.execute(select(Payout.account_id, Payout.address).distinct())
+    ]
     for account_id, wallet in candidates:
         if wallet and chain.same_account(wallet, address):
             return int(account_id)

@@ -67,7 +67,7 @@ class DevNode:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=(  # noqa: PLW1509
+                preexec_fn=(
                     (lambda: child_processes.die_with_parent(me)) if die_with_parent else None
                 ),
             )
