@@ -148,10 +148,10 @@ def _settled(vm: VM) -> bool:
     return vm.actual_state == vm.intended_state or vm.actual_state == "failed"
 
 
-def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+def _wait(predicate: Callable[[], bool], timeout: float, what: str | Callable[[], str]) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
-        assert time.monotonic() < deadline, what
+        assert time.monotonic() < deadline, what if isinstance(what, str) else what()
         time.sleep(1)
 
 
@@ -266,7 +266,18 @@ def test_crashes_at_random_points_break_no_invariant(
                 return all(_settled(vm) for vm in s.scalars(select(VM)))
 
         log.info("chaos: rounds done after %.1f s", time.monotonic() - started)
-        _wait(settled, 180, f"VMs did not settle after the crashes (seed {SEED})")
+
+        def unsettled() -> str:
+            with platform.db.session() as s:
+                stuck = [
+                    f"{vm.id}: {vm.intended_state}/{vm.actual_state} after "
+                    f"{vm.converge_attempts} tries, next {vm.converge_after}"
+                    for vm in s.scalars(select(VM))
+                    if not _settled(vm)
+                ]
+            return f"VMs did not settle after the crashes (seed {SEED}): {stuck}"
+
+        _wait(settled, 180, unsettled)
         log.info("chaos: settled after %.1f s", time.monotonic() - started)
         time.sleep(3)  # a heartbeat and a reconcile after settling
         _check_invariants(platform, docker_client, tmp_path / "agent")
