@@ -95,6 +95,9 @@ class Platform:
             None,
             KUMULUS_BACKEND_HEARTBEAT_TTL="6",
             KUMULUS_BACKEND_MAINTENANCE_INTERVAL="1",
+            # A killed backend holds its exclusive jobs' leases until their timeout (300 s by
+            # default): the restarted one would wait that long to resume creates and deletes.
+            KUMULUS_BACKEND_JOB_TIMEOUT="20",
         )
         mnemonic = new_mnemonic()
         self.wallet = keypair_from_mnemonic(mnemonic)
