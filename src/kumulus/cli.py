@@ -327,6 +327,45 @@ def backend_reset_chain_state(
     typer.echo("settlement state reset: the backend adopts the chain it connects to next")
 
 
+@backend_app.command("backup")
+def backend_backup(
+    file: Annotated[Path, typer.Argument(help="where to write the backup")],
+) -> None:
+    """Back up the database (while the backend runs) with the addresses of its keys; the
+    key files themselves are not in it: keep them safe separately."""
+    from kumulus.backend import backups
+
+    try:
+        manifest = backups.backup(BackendSettings(), file)
+    except backups.BackupError as exc:
+        raise _fail(exc.detail) from exc
+    typer.echo(f"backed up the {manifest.database} database (schema {manifest.revision}) to {file}")
+    for name, address in sorted(manifest.addresses.items()):
+        typer.echo(f"  {name} key: {address}")
+
+
+@backend_app.command("restore")
+def backend_restore(
+    file: Annotated[Path, typer.Argument(help="a file `kumulus backend backup` wrote")],
+    force: Annotated[
+        bool, typer.Option("--force", help="restore even if this backend's keys differ")
+    ] = False,
+) -> None:
+    """Replace the database with a backup (stop the backend first). Payouts then wait until
+    those the chain made since the backup are recorded, so none is paid twice."""
+    from kumulus.backend import backups
+    from kumulus.core.errors import KumulusError
+
+    try:
+        manifest = backups.restore(BackendSettings(), file, force=force)
+    except KumulusError as exc:
+        raise _fail(exc.detail) from exc
+    typer.echo(
+        f"restored the backup of {manifest.created_at}; payouts resume once those sent since "
+        "then are found on chain (kumulus backend settlement shows it)"
+    )
+
+
 @backend_app.command("settlement")
 def backend_settlement() -> None:
     """Show the settlement state: the pinned chain, and whatever stops or delays deposits

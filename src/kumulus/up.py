@@ -23,6 +23,7 @@ from kumulus.agent.registration import load_registration, register
 from kumulus.chain.client import ChainClient, ChainError
 from kumulus.chain.devnode import DevNode, DevNodeError
 from kumulus.config import AgentSettings, BackendSettings
+from kumulus.core import child_processes
 from kumulus.core.delegation import default_expiry, delegation_text
 from kumulus.core.signing import (
     keypair_from_mnemonic,
@@ -36,11 +37,39 @@ LOCAL_PROVIDER = "local-provider@kumulus.localhost"
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """A component that dies with this process, even when it is killed with SIGKILL."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    me = os.getpid()
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "kumulus.cli", *args], stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "kumulus.cli", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=lambda: child_processes.die_with_parent(me),
         )
+
+
+def _sweep_leftovers(pidfile: Path) -> None:
+    """Stop what an earlier `kumulus up` that died without cleaning up left running (its
+    components, holding their ports); refuse while that `kumulus up` itself still runs."""
+    records = child_processes.read(pidfile)
+    for r in records:
+        if r.role == "supervisor" and r.pid != os.getpid() and child_processes.is_alive(r):
+            raise typer.Exit(
+                _say_fail(f"another kumulus up runs (pid {r.pid}); stop it first (Ctrl-C)")
+            )
+    for r in child_processes.sweep([r for r in records if r.role != "supervisor"]):
+        typer.echo(f"stopped a leftover of an earlier kumulus up: pid {r.pid} ({r.cmdline[-2:]})")
+    pidfile.unlink(missing_ok=True)
+
+
+def _record(pidfile: Path, procs: list[subprocess.Popen[bytes]], node: DevNode | None) -> None:
+    found = [child_processes.describe(os.getpid(), "supervisor")]
+    found += [child_processes.describe(p.pid) for p in procs]
+    if node is not None and node.pid is not None:
+        found.append(child_processes.describe(node.pid))
+    child_processes.write(pidfile, [r for r in found if r is not None])
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
@@ -170,7 +199,7 @@ def _local_chain(spec: Path, backend: BackendSettings, logs: Path) -> DevNode:
     """A chopsticks chain from `spec`, with the platform's payout and anchor accounts
     funded from //Alice (a development chain's well-known faucet)."""
     node = DevNode(spec, int(os.environ.get("KUMULUS_CHAIN_PORT", "9944")), logs / "chain.log")
-    node.start()
+    node.start(die_with_parent=True)
     os.environ["KUMULUS_BACKEND_CHAIN_URL"] = node.url  # for the backend we spawn next
     alice = Keypair.create_from_uri("//Alice", ss58_format=backend.ss58_format)
     chain = ChainClient(node.url, backend.ss58_format)
@@ -226,6 +255,9 @@ def run_up(chain_spec: Path | None = None) -> None:
     logs = Path(os.environ.get("KUMULUS_LOG_DIR", str(backend.data_dir.parent / "logs")))
     procs: list[subprocess.Popen[bytes]] = []
     node: DevNode | None = None
+    pidfile = backend.data_dir / "up.pids"
+    _sweep_leftovers(pidfile)
+    _record(pidfile, procs, node)
     if chain_spec is not None:
         try:
             node = _local_chain(chain_spec, backend, logs)
@@ -245,11 +277,13 @@ def run_up(chain_spec: Path | None = None) -> None:
     try:
         b = _spawn(["backend", "run"], logs / "backend.log")
         procs.append(b)
+        _record(pidfile, procs, node)
         _wait_http(backend_url + "/healthz", b, logs / "backend.log")
         wallet = _local_wallet(backend, agent)
         ensure_host_key(agent)  # before the agent starts: it signs with it from the start
         a = _spawn(["agent", "run"], logs / "agent.log")
         procs.append(a)
+        _record(pidfile, procs, node)
         _wait_http(f"http://127.0.0.1:{agent.port}/healthz", a, logs / "agent.log")
         _local_provider(backend_url, backend, agent, wallet)
         typer.echo("waiting for the host's first signed heartbeat ...")
@@ -259,6 +293,7 @@ def run_up(chain_spec: Path | None = None) -> None:
             p.terminate()
         if node is not None:
             node.stop()
+        pidfile.unlink(missing_ok=True)
         raise typer.Exit(_say_fail(str(exc))) from exc
     typer.echo(f"""
 Kumulus is up.
@@ -293,6 +328,7 @@ Ctrl-C stops both.""")
                 p.kill()
         if node is not None:
             node.stop()
+        pidfile.unlink(missing_ok=True)
 
 
 def _say_fail(message: str) -> int:

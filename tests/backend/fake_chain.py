@@ -20,6 +20,8 @@ class FakeChain:
         self.balances: dict[str, int] = {}
         self.nonces: dict[str, int] = {}
         self.sent: list[tuple[str, str, int]] = []  # (from, to, amount) of our transfers
+        # block -> (signer, extrinsic) of the transfers sent through `transfer`
+        self.signed: dict[int, list[tuple[str, SignedExtrinsic]]] = {}
 
     def client(self) -> ChainClient:
         return cast(ChainClient, self)
@@ -60,15 +62,25 @@ class FakeChain:
         return 5
 
     def extrinsics_by(self, number: int, signer: str) -> list[SignedExtrinsic]:
-        return []
+        return [e for who, e in self.signed.get(number, []) if who == signer]
 
     def transfer(self, keypair: Any, dest: str, amount: int, nonce: int | None = None) -> Receipt:
         sender = str(keypair.ss58_address)
+        used = self.nonces.get(sender, 0)
         self.balances[sender] = self.balances.get(sender, 0) - amount
-        self.nonces[sender] = self.nonces.get(sender, 0) + 1
+        self.nonces[sender] = used + 1
         self.sent.append((sender, dest, amount))
         number = self.pay(sender, dest, amount)
-        return Receipt("0x" + secrets.token_hex(32), str(self.block_hash(number)), number, 0)
+        receipt = Receipt("0x" + secrets.token_hex(32), str(self.block_hash(number)), number, 0)
+        self.signed.setdefault(number, []).append(
+            (
+                sender,
+                SignedExtrinsic(
+                    number, receipt.block_hash, receipt.extrinsic_hash, used, True, dest, amount
+                ),
+            )
+        )
+        return receipt
 
     # -- test helpers -----------------------------------------------------------------------
 

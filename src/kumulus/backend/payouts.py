@@ -9,6 +9,8 @@
    chain has moved past the payout's nonce, the transfer with that nonce is looked up in the
    blocks since submission (paid, or failed and refunded); otherwise it is sent again with the
    same nonce, which the chain includes at most once.
+4. After a restore from a backup, nothing is sent before the payouts the chain made since
+   the backup are recorded (restored_payouts.reconcile).
 
 The payout key is used for payouts only, so its nonces are ours to assign. It is a hot
 wallet holding a float, not the deposits (backend/hot_wallet.py), and what it may send is
@@ -29,7 +31,14 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 from substrateinterface import Keypair
 
-from kumulus.backend import breaker, chain_identity, leases, ledger, payout_wallet
+from kumulus.backend import (
+    breaker,
+    chain_identity,
+    leases,
+    ledger,
+    payout_wallet,
+    restored_payouts,
+)
 from kumulus.backend import settlement_state as state
 from kumulus.backend.clock import utcnow
 from kumulus.backend.db import Database
@@ -236,6 +245,11 @@ class PayoutWorker:
             return 0
         self._genesis = chain_identity.verify(self._db, self._chain)
         if self._genesis is None:
+            return 0
+        # After a restore, the payouts sent since the backup are recorded first.
+        if not restored_payouts.reconcile(
+            self._db, self._chain, self._key.ss58_address, self._genesis
+        ):
             return 0
         paid = self.reconcile()
         with self._db.session() as s:

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 GENESIS = "genesis"
 BLOCKED_CHAIN = "blocked:chain"
 BLOCKED_BREAKER = "blocked:breaker"
+BLOCKED_RESTORE = "blocked:restore"  # restored from a backup: payouts wait (restored_payouts)
 WAITING_FLOAT = "waiting:float"
 WAITING_CAP = "waiting:cap"
 LEDGER_VIOLATIONS = "check:ledger"
@@ -38,6 +39,7 @@ LEDGER_VIOLATIONS = "check:ledger"
 CODES = {
     BLOCKED_CHAIN: "chain_identity",
     BLOCKED_BREAKER: "circuit_breaker",
+    BLOCKED_RESTORE: "restored_backup",
     WAITING_FLOAT: "payout_float_low",
     WAITING_CAP: "payout_daily_cap",
 }
@@ -103,6 +105,10 @@ _BANNERS = {
         "Payouts are paused: the platform's ledger check failed and its circuit breaker "
         "stopped all payouts. Your earnings stay; they are paid once it is resolved."
     ),
+    BLOCKED_RESTORE: (
+        "Payouts are paused while the platform checks its restored records against the "
+        "chain. Your earnings stay; payouts resume once that is done."
+    ),
     WAITING_CAP: (
         "Payouts are delayed: the platform's daily payout limit is reached; waiting payouts "
         "are sent as the limit frees up."
@@ -114,7 +120,7 @@ def banners(s: Session, role: str) -> list[str]:
     """Messages for the consoles of `role` (developer: deposits; provider: payouts)."""
     shown = [BLOCKED_CHAIN]
     if role != "developer":
-        shown += [BLOCKED_BREAKER, WAITING_CAP]
+        shown += [BLOCKED_BREAKER, BLOCKED_RESTORE, WAITING_CAP]
     found = conditions(s)
     return [_BANNERS[name] for name in shown if name in found]
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from kumulus.core import child_processes
+
 DEFAULT_INSTALL = Path("/var/lib/kumulus/chopsticks")
 
 
@@ -45,8 +47,15 @@ class DevNode:
         self.url = f"ws://127.0.0.1:{port}"
         self._proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 90) -> DevNode:
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    def start(self, timeout: float = 90, die_with_parent: bool = False) -> DevNode:
+        """Start chopsticks and wait until it answers; with `die_with_parent`, it gets
+        SIGTERM when the calling thread's process dies (a supervisor killed by SIGKILL)."""
         self.log.parent.mkdir(parents=True, exist_ok=True)
+        me = os.getpid()
         with self.log.open("ab") as out:
             self._proc = subprocess.Popen(
                 [
@@ -58,6 +67,9 @@ class DevNode:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=(
+                    (lambda: child_processes.die_with_parent(me)) if die_with_parent else None
+                ),
             )
         deadline = time.monotonic() + timeout
         body = {"id": 1, "jsonrpc": "2.0", "method": "chain_getFinalizedHead", "params": []}

@@ -1,0 +1,292 @@
+"""Chaos: SIGKILL of the agent, the backend and dockerd at random points while VMs are
+created, stopped, started and deleted; after restarts and a reconcile, the invariants hold:
+
+- every VM the backend knows is on its host in the state asked for, or failed with its
+  reservation released; a deleted one is gone from the host;
+- no container of the agent without a live backend record;
+- no money made or lost (ledger_check) and no VM charged more than its price over its life;
+- no capacity leak: each host's reserved capacity is the sum of its live VMs.
+
+Seeded (KUMULUS_CHAOS_SEED, default 14): a failure names its seed and can be replayed.
+CI runs 3 rounds (the default: each of agent, backend and dockerd killed once, in a seeded
+order); longer runs: KUMULUS_CHAOS_ROUNDS=50. Settling after a backend crash takes about
+converge.IN_FLIGHT (100 s): the dead process's in-flight intents pass to the jobs only
+then. Marked `disruptive`: one round kills the shared Docker engine (KUMULUS_CHAOS_DOCKERD=0
+leaves it alone, for runs next to other e2e tests)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import docker
+import httpx
+import pytest
+from sqlalchemy import select
+
+from kumulus.backend import ledger, ledger_check
+from kumulus.backend.db import Database
+from kumulus.backend.models import VM, Host, LedgerEntry
+from kumulus.core.money import hourly_price
+from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic, write_secret_file
+from tests.e2e.agent_process import (
+    AgentProcess,
+    BackendProcess,
+    link_wallet,
+    register_agent,
+    remove_agent_vms,
+)
+from tests.e2e.test_marketplace import _account
+
+pytestmark = [pytest.mark.disruptive, pytest.mark.slow]
+
+log = logging.getLogger(__name__)
+
+ROUNDS = int(os.environ.get("KUMULUS_CHAOS_ROUNDS", "3"))
+SEED = int(os.environ.get("KUMULUS_CHAOS_SEED", "14"))
+KILL_DOCKERD = os.environ.get("KUMULUS_CHAOS_DOCKERD", "1") != "0"
+SIZE = {"cpu": 0.25, "memory": "128m", "disk": "1g"}
+LIVE_STATES = {"running", "stopped"}
+
+
+def _kill_dockerd() -> list[bytes]:
+    """SIGKILL dockerd; returns its command line, to start it again."""
+    pid = int(
+        subprocess.run(
+            ["pidof", "dockerd"], capture_output=True, text=True, check=True
+        ).stdout.split()[0]
+    )
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return argv
+
+
+def _start_dockerd(argv: list[bytes]) -> None:
+    log_path = Path("/var/log/kumulus/dockerd.log")
+    out = log_path.open("ab") if log_path.parent.exists() else subprocess.DEVNULL
+    subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            docker.from_env().ping()
+            return
+        except Exception:
+            time.sleep(0.5)
+    raise AssertionError("dockerd did not come back")
+
+
+class Platform:
+    """One backend and one agent, each killed and restarted on demand."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.backend = BackendProcess(
+            tmp_path / "backend",
+            None,
+            KUMULUS_BACKEND_HEARTBEAT_TTL="6",
+            KUMULUS_BACKEND_MAINTENANCE_INTERVAL="1",
+            # A killed backend holds its exclusive jobs' leases until their timeout (300 s by
+            # default): the restarted one would wait that long to resume creates and deletes.
+            KUMULUS_BACKEND_JOB_TIMEOUT="20",
+        )
+        mnemonic = new_mnemonic()
+        self.wallet = keypair_from_mnemonic(mnemonic)
+        write_secret_file(tmp_path / "agent" / "wallet-mnemonic", mnemonic)
+        self.agent = AgentProcess(
+            tmp_path / "agent",
+            (23660, 23679),
+            KUMULUS_AGENT_STATS_INTERVAL="1",
+            KUMULUS_AGENT_CPU_CAPACITY="2",
+            KUMULUS_AGENT_MEMORY_CAPACITY="2g",
+            KUMULUS_AGENT_DISK_CAPACITY="20g",
+        )
+        self.db = Database(f"sqlite:///{tmp_path / 'backend' / 'kumulus.db'}")
+
+    def kill_and_restart(self, victim: str, rng: random.Random) -> None:
+        if victim == "dockerd":
+            argv = _kill_dockerd()
+            time.sleep(rng.uniform(0.2, 1.0))
+            _start_dockerd(argv)
+            return
+        proc = self.agent if victim == "agent" else self.backend
+        proc.stop(signal.SIGKILL)
+        time.sleep(rng.uniform(0.2, 1.0))
+        proc._start()
+
+
+def _operations(dev: httpx.Client, key_id: int, rng: random.Random, count: int) -> None:
+    """`count` random VM operations; a refused or unanswered one is part of the game."""
+    for _ in range(count):
+        try:
+            vms = [v for v in dev.get("/v1/vms").json()["items"] if v["intendedState"] != "deleted"]
+            action = rng.choice(
+                ["create", "create", "stop", "start", "delete"] if vms else ["create"]
+            )
+            if action == "create" or not vms:
+                dev.post("/v1/vms", json={"username": "chaos", "sshKeyId": key_id, **SIZE})
+            else:
+                vm = rng.choice(vms)
+                if action == "delete":
+                    dev.delete(f"/v1/vms/{vm['id']}")
+                else:
+                    dev.post(f"/v1/vms/{vm['id']}/{action}")
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass
+        time.sleep(rng.uniform(0, 0.4))
+
+
+def _settled(vm: VM) -> bool:
+    if vm.intended_state == "deleted":
+        return vm.actual_state == "deleted"
+    return vm.actual_state == vm.intended_state or vm.actual_state == "failed"
+
+
+def _wait(predicate: Callable[[], bool], timeout: float, what: str | Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what if isinstance(what, str) else what()
+        time.sleep(1)
+
+
+def _containers(docker_client: docker.DockerClient, agent_dir: Path) -> dict[str, str]:
+    """{agent vm id: docker status} of the agent's containers."""
+    agent_id = (agent_dir / "agent-id").read_text().strip()
+    found = docker_client.containers.list(
+        all=True, filters={"label": f"io.kumulus.agent={agent_id}"}
+    )
+    return {c.labels["io.kumulus.vm.id"]: c.status for c in found}
+
+
+def _check_invariants(
+    platform: Platform, docker_client: docker.DockerClient, agent_dir: Path
+) -> None:
+    on_host = _containers(docker_client, agent_dir)
+    with platform.db.session() as s:
+        vms = list(s.scalars(select(VM)))
+        hosts = list(s.scalars(select(Host)))
+        # On its host as asked, or failed with nothing reserved; deleted ones gone.
+        for vm in vms:
+            where = f"VM {vm.id} ({vm.intended_state}/{vm.actual_state}, seed {SEED})"
+            if vm.actual_state == "failed":
+                assert not vm.reserved, f"{where}: failed but still reserved"
+            elif vm.intended_state == "deleted":
+                assert vm.agent_vm_id not in on_host, f"{where}: deleted but on its host"
+                assert not vm.reserved, f"{where}: deleted but still reserved"
+            else:
+                assert vm.agent_vm_id in on_host, f"{where}: not on its host"
+                want = "running" if vm.intended_state == "running" else "exited"
+                assert on_host[vm.agent_vm_id] == want, (
+                    f"{where}: container {on_host[vm.agent_vm_id]}"
+                )
+                assert vm.reserved, f"{where}: live but not reserved"
+        # No container without a live backend record.
+        live = {vm.agent_vm_id for vm in vms if vm.intended_state != "deleted"}
+        assert set(on_host) <= live, f"containers without a backend record: {set(on_host) - live}"
+        # No capacity leak.
+        for host in hosts:
+            mine = [vm for vm in vms if vm.host_id == host.id and vm.reserved]
+            assert abs(host.reserved_cpu - sum(float(vm.cpu) for vm in mine)) < 1e-6
+            assert host.reserved_memory == sum(vm.memory for vm in mine)
+            assert host.reserved_disk == sum(vm.disk for vm in mine)
+        # No money made or lost, and no VM charged past its price over its whole life.
+        assert ledger_check.violations(s) == []
+        now = datetime.now(UTC)
+        for vm in vms:
+            charged = int(vm.accrued) - sum(
+                int(amount)
+                for amount in s.scalars(
+                    select(LedgerEntry.amount).where(
+                        LedgerEntry.vm_id == vm.id,
+                        LedgerEntry.account_type.in_(ledger.PER_VM),
+                        LedgerEntry.kind == "usage",
+                    )
+                )
+            )
+            hours = (
+                now - vm.created_at.replace(tzinfo=vm.created_at.tzinfo or UTC)
+            ).total_seconds() / 3600
+            price = hourly_price(
+                float(vm.cpu), vm.memory, vm.disk,
+                vm.price_cpu_hour, vm.price_memory_gib_hour, vm.price_disk_gib_hour,
+            )  # fmt: skip
+            assert charged <= price * hours + 1, f"VM {vm.id} charged {charged} > {price}/h"
+
+
+def test_crashes_at_random_points_break_no_invariant(
+    docker_client: docker.DockerClient, tmp_path: Path, ssh_keypair: tuple[Path, str]
+) -> None:
+    rng = random.Random(SEED)
+    platform = Platform(tmp_path)
+    platform.backend.start()
+    platform.agent.start()
+    anon = httpx.Client(base_url=platform.backend.url, timeout=30)
+    # Each victim once, in a random order, then random ones (a longer run).
+    victims = ["agent", "backend"] + (["dockerd"] if KILL_DOCKERD else [])
+    schedule = rng.sample(victims, len(victims))
+    schedule += [rng.choice(victims) for _ in range(max(ROUNDS - len(victims), 0))]
+    try:
+        prov = _account(anon, "chaos-prov@example.com", "provider")
+        assert link_wallet(prov, platform.wallet).status_code == 200
+        token = prov.post("/v1/provider/host-tokens").json()["token"]
+        assert register_agent(platform.agent, platform.backend.url, token).returncode == 0
+        _wait(
+            lambda: any(
+                h["status"] == "online" for h in prov.get("/v1/provider/hosts").json()["items"]
+            ),
+            30,
+            "the host never came online",
+        )
+        dev = _account(anon, "chaos-dev@example.com", "developer")
+        key_id = dev.post("/v1/ssh-keys", json={"name": "k", "publicKey": ssh_keypair[1]}).json()[
+            "id"
+        ]
+        del dev.headers["Prefer"]  # answers once recorded: crashes land mid-convergence
+        dev.timeout = httpx.Timeout(10)
+        started = time.monotonic()
+        log.info("chaos: set up")
+        for round_no, victim in enumerate(schedule[:ROUNDS]):
+            delay = rng.uniform(0, 1.5)
+            chaos = threading.Timer(
+                delay, platform.kill_and_restart, (victim, random.Random(rng.random()))
+            )
+            chaos.start()
+            _operations(dev, key_id, rng, rng.randint(2, 4))
+            chaos.join()
+            log.info("chaos round %d: %s killed after %.2f s", round_no, victim, delay)
+
+        def settled() -> bool:
+            with platform.db.session() as s:
+                return all(_settled(vm) for vm in s.scalars(select(VM)))
+
+        log.info("chaos: rounds done after %.1f s", time.monotonic() - started)
+
+        def unsettled() -> str:
+            with platform.db.session() as s:
+                stuck = [
+                    f"{vm.id}: {vm.intended_state}/{vm.actual_state} after "
+                    f"{vm.converge_attempts} tries, next {vm.converge_after}"
+                    for vm in s.scalars(select(VM))
+                    if not _settled(vm)
+                ]
+            return f"VMs did not settle after the crashes (seed {SEED}): {stuck}"
+
+        _wait(settled, 180, unsettled)
+        log.info("chaos: settled after %.1f s", time.monotonic() - started)
+        time.sleep(3)  # a heartbeat and a reconcile after settling
+        _check_invariants(platform, docker_client, tmp_path / "agent")
+    finally:
+        anon.close()
+        platform.agent.stop()
+        platform.backend.stop()
+        platform.db.engine.dispose()
+        remove_agent_vms(docker_client, tmp_path / "agent")
