@@ -82,7 +82,7 @@ def agent_run(
     try:
         api = create_app(settings)
     except AgentError as exc:
-        raise _fail(exc.detail, code=78) from exc  # EX_CONFIG: a restart cannot fix it
+        raise _fail(exc.detail) from exc
     uvicorn.run(
         api,
         host=host or settings.host,
