@@ -129,9 +129,13 @@ case $cmd in
     command -v shellcheck >/dev/null || apt_install shellcheck
     # Browser tests drive Debian's Chromium (Playwright never downloads a browser here).
     command -v chromium >/dev/null || { log "installing chromium"; apt_install chromium fonts-dejavu-core; }
+    # The deployment tests: nginx runs in the foreground on high ports (RUNLEVEL=1: the
+    # package does not start it as a service), systemd-analyze lints the units.
+    command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { log "installing nginx"; RUNLEVEL=1 apt_install nginx; }
+    command -v systemd-analyze >/dev/null || { log "installing systemd (for systemd-analyze)"; apt_install systemd; }
     shellcheck -x scripts/setup.sh scripts/lib/engine.sh scripts/lib/postgres.sh \
       scripts/lib/lxcfs.sh .ci/run \
-      src/kumulus/backend/provider-setup.sh
+      src/kumulus/backend/provider-setup.sh deploy/nginx/render-site.sh
     postgres_start
     install_chopsticks
     "$venv/bin/ruff" check src tests bench

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -19,7 +20,7 @@ from kumulus.config import BackendSettings
 from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic, write_secret_file
 
 
-def _replica(tmp_path: Path, name: str, database_url: str, **env: object) -> BackendSettings:
+def _replica(tmp_path: Path, name: str, database_url: str, **env: Any) -> BackendSettings:
     return BackendSettings(data_dir=tmp_path / name, KUMULUS_DATABASE_URL=database_url, **env)
 
 
