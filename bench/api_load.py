@@ -44,6 +44,8 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -273,6 +275,28 @@ def _run_phase(
     return routes
 
 
+@contextmanager
+def _fresh_schema(url: str | None) -> Iterator[str | None]:
+    """`url` with a new, empty schema as its search path, dropped afterwards: each run
+    starts from nothing, and its backend records its own keys (a database remembers the
+    keys of the backend that used it first, and refuses a backend with others)."""
+    if url is None or not url.startswith("postgresql"):
+        yield url
+        return
+    import psycopg
+
+    schema = f"bench_{secrets.token_hex(4)}"
+    plain = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in url else "?"
+    try:
+        yield f"{url}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
 def _seed(url: str, database_url: str, args: argparse.Namespace, slow_url: str) -> None:
     """Developers with VMs and tokens, hosts with wallets, attackers with accounts."""
     db = Database(database_url)
@@ -356,15 +380,18 @@ def main() -> int:
         cls.wait_time = constant_throughput(args.rate)
 
     slow = TrickleAgent()
-    with tempfile.TemporaryDirectory(prefix="kumulus-bench-") as tmp:
-        database_url = args.database_url or f"sqlite:///{Path(tmp) / 'bench.db'}"
+    with (
+        tempfile.TemporaryDirectory(prefix="kumulus-bench-") as tmp,
+        _fresh_schema(args.database_url) as fresh,
+    ):
+        database_url = fresh or f"sqlite:///{Path(tmp) / 'bench.db'}"
         extra = dict(item.split("=", 1) for item in args.backend_env)
         backend = BackendProcess(
             Path(tmp) / "backend",
             database_url,
             # The bench plays the trusted proxy in front of the backend, so per-IP limits see
             # the clients' addresses; its hosts' agents live on loopback.
-            KUMULUS_BACKEND_TRUSTED_PROXIES='["127.0.0.1/32"]',
+            KUMULUS_BACKEND_TRUSTED_PROXIES='["127.0.0.1/32"]',  # a JSON list
             KUMULUS_BACKEND_ALLOW_PRIVATE_AGENTS="true",
             KUMULUS_BACKEND_SIGNUP_CREDIT="1000",
             **extra,

@@ -35,6 +35,19 @@ apt_install() {
   apt-get install -y -q --no-install-recommends "$@" >/dev/null
 }
 
+apt_install_stopped() {  # apt_install, without starting the services the packages bring
+  local policy=/usr/sbin/policy-rc.d made=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# setup.sh: no service starts while it installs packages\nexit 101\n' >"$policy"
+    chmod 0755 "$policy"
+    made=1
+  fi
+  local rc=0
+  apt_install "$@" || rc=$?
+  if [ "$made" -eq 1 ]; then rm -f "$policy"; fi
+  return "$rc"
+}
+
 install_system_packages() {
   local missing=() pkg
   if ! command -v dockerd >/dev/null; then
@@ -129,9 +142,13 @@ case $cmd in
     command -v shellcheck >/dev/null || apt_install shellcheck
     # Browser tests drive Debian's Chromium (Playwright never downloads a browser here).
     command -v chromium >/dev/null || { log "installing chromium"; apt_install chromium fonts-dejavu-core; }
+    # The deployment tests run nginx in the foreground on high ports (the package's own
+    # service stays stopped) and lint the units with systemd-analyze.
+    command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { log "installing nginx"; apt_install_stopped nginx; }
+    command -v systemd-analyze >/dev/null || { log "installing systemd (for systemd-analyze)"; apt_install systemd; }
     shellcheck -x scripts/setup.sh scripts/lib/engine.sh scripts/lib/postgres.sh \
       scripts/lib/lxcfs.sh .ci/run \
-      src/kumulus/backend/provider-setup.sh
+      src/kumulus/backend/provider-setup.sh deploy/nginx/render-site.sh
     postgres_start
     install_chopsticks
     "$venv/bin/ruff" check src tests bench

@@ -271,16 +271,39 @@ def backend_run(
     """Run the backend API and the web consoles (applies database migrations first)."""
     import uvicorn
 
+    from kumulus.backend.backend_keys import KeysMismatchError
     from kumulus.server import create_server
 
     _setup_logging()
     settings = BackendSettings()
+    try:
+        server = create_server(settings)
+    except KeysMismatchError as exc:
+        raise _fail(exc.detail, code=78) from exc  # EX_CONFIG: a restart cannot fix it
     uvicorn.run(
-        create_server(settings),
+        server,
         host=host or settings.host,
         port=port or settings.port,
         log_config=None,
+        # Client addresses come from the backend's own `trusted_proxies` walk
+        # (backend/client_ip.py), never from uvicorn's guess about X-Forwarded-*.
+        proxy_headers=False,
     )
+
+
+@backend_app.command("init-keys")
+def backend_init_keys(
+    directory: Annotated[Path, typer.Argument(help="where to write the key files (0600)")],
+) -> None:
+    """Make the platform's keys once, for every replica to load (e.g. as systemd
+    credentials): backend, payout, anchor and deposit mnemonics. Existing files are kept."""
+    from kumulus.core.signing import create_secret_file, load_keypair, new_mnemonic
+
+    for name in ("backend", "payout", "anchor", "deposit"):
+        path = directory / f"{name}-mnemonic"
+        made = create_secret_file(path, new_mnemonic())
+        address = load_keypair(path).ss58_address
+        typer.echo(f"{name:8} {address}  {path}{'' if made else ' (kept)'}")
 
 
 @backend_app.command("rescan-deposits")

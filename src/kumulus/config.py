@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from kumulus import __version__
 from kumulus.core.hostnames import validate_public_host
 from kumulus.core.money import INT64_MAX, largest_charge, parse_amount
-from kumulus.core.signing import SignatureError, public_key_of
+from kumulus.core.signing import SignatureError, public_key_of, read_secret_file
 from kumulus.core.sizes import parse_size
 
 DEFAULT_STATE_DIR = Path("/var/lib/kumulus")
@@ -146,6 +146,9 @@ class BackendSettings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("KUMULUS_DATABASE_URL", "KUMULUS_BACKEND_DATABASE_URL"),
     )
+    # The database URL from a file (owner-only, e.g. a systemd credential), so that its
+    # password is in no process's environment; KUMULUS_DATABASE_URL wins when both are set.
+    database_url_file: Path | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     public_url: str | None = None  # how agents and browsers reach this backend
@@ -387,7 +390,11 @@ class BackendSettings(BaseSettings):
 
     @property
     def db_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.data_dir / 'kumulus.db'}"
+        if self.database_url:
+            return self.database_url
+        if self.database_url_file is not None:
+            return read_secret_file(self.database_url_file)
+        return f"sqlite:///{self.data_dir / 'kumulus.db'}"
 
     @property
     def key_path(self) -> Path:

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from kumulus.backend import settlement_state as state
-from kumulus.backend.db import Database
+from kumulus.backend.db import Database, migrate
 from kumulus.backend.hot_wallet import DepositSide, deposit_side, top_up
 from kumulus.backend.jobs import backend_jobs
 from kumulus.backend.models import ChainDeposit
@@ -24,11 +24,13 @@ def test_the_deposit_key_is_its_own_and_the_watcher_watches_it(
     backend: TestClient, tmp_path: Path
 ) -> None:
     settings = BackendSettings(data_dir=tmp_path / "b")
-    deposit = deposit_side(settings)
+    db = Database(settings.db_url)
+    migrate(db.engine)
+    deposit = deposit_side(db, settings)
     assert deposit.key is not None and deposit.address == deposit.key.ss58_address
     assert settings.deposit_key_file is not None
     assert settings.deposit_key_file.stat().st_mode & 0o777 == 0o600
-    assert deposit_side(settings).address == deposit.address  # made once, then loaded
+    assert deposit_side(db, settings).address == deposit.address  # made once, then loaded
     payout_key = keypair_from_mnemonic(new_mnemonic())
     app = backend.app
     chain = FakeChain()
@@ -49,7 +51,10 @@ def test_the_deposit_key_is_its_own_and_the_watcher_watches_it(
         assert [int(d.amount) for d in s.query(ChainDeposit)] == [UNIT]  # the deposit only
 
     cold = keypair_from_mnemonic(new_mnemonic()).ss58_address
-    side = deposit_side(BackendSettings(data_dir=tmp_path / "c", deposit_address=cold))
+    cold_settings = BackendSettings(data_dir=tmp_path / "c", deposit_address=cold)
+    cold_db = Database(cold_settings.db_url)
+    migrate(cold_db.engine)
+    side = deposit_side(cold_db, cold_settings)
     assert side == DepositSide(cold, None)
     assert not (tmp_path / "c" / "deposit-mnemonic").exists()  # no key for a cold address
     with pytest.raises(ValidationError, match="deposit_address"):

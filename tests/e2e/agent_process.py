@@ -27,6 +27,7 @@ class ServiceProcess:
     """`kumulus <component> run` in a subprocess: started, awaited on /healthz, stopped."""
 
     component = ""
+    start_timeout = 30.0  # seconds until /healthz answers (more where several start at once)
 
     def __init__(self, home: Path, env: dict[str, str]) -> None:
         self.home = home
@@ -48,7 +49,7 @@ class ServiceProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.component} exited: {self.log_path.read_text()[-2000:]}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -13,7 +12,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from substrateinterface import Keypair
 
 from kumulus import __version__
-from kumulus.backend import metrics, settlement_state
+from kumulus.backend import backend_keys, metrics, settlement_state
 from kumulus.backend.api.routes import (
     agents,
     anchors,
@@ -38,41 +37,31 @@ from kumulus.config import BackendSettings
 from kumulus.core.access import Public
 from kumulus.core.http import ERROR_RESPONSES, install_error_handlers
 from kumulus.core.openapi_statuses import install_declared_statuses
-from kumulus.core.signing import load_keypair, new_mnemonic, write_secret_file
 
 log = logging.getLogger(__name__)
 
 
-def backend_keypair(settings: BackendSettings) -> Keypair:
-    """The backend's own sr25519 key (agents pin its address); made on first start."""
-    if not settings.key_path.exists():
-        write_secret_file(settings.key_path, new_mnemonic())
-        log.info("created the backend signing key %s (mode 0600)", settings.key_path)
-    return load_keypair(settings.key_path)
-
-
-def _key(path: Path | None, what: str) -> Keypair:
-    assert path is not None
-    if not path.exists():
-        write_secret_file(path, new_mnemonic())
-        log.info("created the %s key %s (mode 0600)", what, path)
-    return load_keypair(path)
+def backend_keypair(db: Database, settings: BackendSettings) -> Keypair:
+    """The backend's own sr25519 key (agents pin its address): the same in every replica
+    (backend_keys.py); made on the first start of a new database."""
+    return backend_keys.key(db, backend_keys.BACKEND, settings.key_path)
 
 
 def settlement(
-    settings: BackendSettings,
+    db: Database, settings: BackendSettings
 ) -> tuple[ChainClient | None, Keypair | None, Keypair | None, DepositSide | None]:
     """The chain, the platform's payout key, its anchor key and where deposits land; all
-    None when settlement is off."""
+    None when settlement is off. The keys are checked against the database's."""
     if not settings.chain_url:
         log.warning(
             "on-chain settlement is OFF (no KUMULUS_BACKEND_CHAIN_URL): metering and the "
             "ledger work; deposits and payouts are refused until a chain is configured"
         )
         return None, None, None, None
-    key = _key(settings.payout_key_file, "platform payout")
-    anchor_key = _key(settings.anchor_key_file, "anchor")
-    deposit = deposit_side(settings)
+    assert settings.payout_key_file is not None and settings.anchor_key_file is not None
+    key = backend_keys.key(db, backend_keys.PAYOUT, settings.payout_key_file)
+    anchor_key = backend_keys.key(db, backend_keys.ANCHOR, settings.anchor_key_file)
+    deposit = deposit_side(db, settings)
     chain = ChainClient(settings.chain_url, settings.ss58_format)
     log.info(
         "on-chain settlement ON: %s; deposit address %s (%s), payout address %s (float %s, "
@@ -87,9 +76,9 @@ def settlement(
 def create_app(settings: BackendSettings) -> FastAPI:
     db = Database(settings.db_url)
     migrate(db.engine)
-    keypair = backend_keypair(settings)
+    keypair = backend_keypair(db, settings)
     heartbeats = HeartbeatWriter(db, ttl=settings.heartbeat_ttl)
-    chain, payout_key, anchor_key, deposit = settlement(settings)
+    chain, payout_key, anchor_key, deposit = settlement(db, settings)
     jobs = backend_jobs(db, settings, keypair, chain, payout_key, anchor_key, deposit=deposit)
 
     converger = Converger(db, settings, keypair)

@@ -10,7 +10,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -63,9 +63,22 @@ def alembic_config(connection: Any = None) -> Config:
     return cfg
 
 
+# The advisory lock every backend process takes around its migrations (any fixed number:
+# it names the lock within the database; "kumulus" in ASCII).
+MIGRATION_LOCK = 0x6B756D756C7573
+
+
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision (idempotent; safe on every start)."""
+    """Bring the schema to the newest revision (idempotent; safe on every start, and when
+    several processes start at once on one database: on PostgreSQL they migrate one after
+    the other under a transaction-scoped advisory lock, so the first applies the revisions
+    and the others find the schema at head). Replicas share PostgreSQL; a SQLite file
+    serves one backend process."""
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Held until this transaction commits: migrations are transactional DDL on
+            # PostgreSQL, so a waiting replica sees either nothing or every revision.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         command.upgrade(alembic_config(connection), "head")
 
 

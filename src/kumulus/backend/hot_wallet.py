@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 from substrateinterface import Keypair
 
-from kumulus.backend import breaker, chain_identity
+from kumulus.backend import backend_keys, breaker, chain_identity
 from kumulus.backend import settlement_state as state
 from kumulus.backend.db import Database
 from kumulus.chain.client import ChainClient
 from kumulus.config import BackendSettings
-from kumulus.core.signing import load_keypair, new_mnemonic, write_secret_file
 
 log = logging.getLogger(__name__)
 
@@ -38,21 +36,15 @@ class DepositSide:
     key: Keypair | None
 
 
-def deposit_side(settings: BackendSettings) -> DepositSide:
-    """The cold `deposit_address` when set, else the deposit key (made on first start)."""
+def deposit_side(db: Database, settings: BackendSettings) -> DepositSide:
+    """The cold `deposit_address` when set, else the deposit key (made on the first start
+    of a new database); either is checked against the database's (backend_keys.py)."""
     if settings.deposit_address:
-        return DepositSide(settings.deposit_address, None)
-    path = settings.deposit_key_file
-    assert path is not None
-    key = _key(path)
+        address = backend_keys.address(db, backend_keys.DEPOSIT, settings.deposit_address)
+        return DepositSide(address, None)
+    assert settings.deposit_key_file is not None
+    key = backend_keys.key(db, backend_keys.DEPOSIT, settings.deposit_key_file)
     return DepositSide(key.ss58_address, key)
-
-
-def _key(path: Path) -> Keypair:
-    if not path.exists():
-        write_secret_file(path, new_mnemonic())
-        log.info("created the deposit key %s (mode 0600)", path)
-    return load_keypair(path)
 
 
 def top_up(

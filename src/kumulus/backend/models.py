@@ -562,3 +562,15 @@ class RateCounter(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     count: Mapped[int] = mapped_column(Integer)
     expires_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class BackendKey(Base):
+    """The public address of each of the platform's keys (`backend`, `payout`, `anchor`,
+    `deposit`), recorded by the first backend process that used it: every replica must hold
+    the same keys, and one that does not refuses to start (backend/backend_keys.py)."""
+
+    __tablename__ = "backend_keys"
+
+    role: Mapped[str] = mapped_column(String(16), primary_key=True)
+    address: Mapped[str] = mapped_column(String(64))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -112,6 +112,27 @@ def write_secret_file(path: Path, value: str) -> None:
     os.replace(tmp, path)
 
 
+def create_secret_file(path: Path, value: str) -> bool:
+    """Create `path` (mode 0600, complete from the first byte) unless it exists; True if
+    this call created it. Never replaces a file: processes racing to make the same secret
+    all end up reading the one that was linked first."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, (value + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
+    return True
+
+
 def keypair_from_mnemonic(mnemonic: str) -> Keypair:
     """The wallet's sr25519 keypair, the same address polkadot.js/Talisman show."""
     try:
