@@ -48,6 +48,7 @@ def _client(app: FastAPI, expected: Keypair) -> AgentClient:
         BACKEND_KEY,
         expected.ss58_address,
         transport=httpx.ASGITransport(app=app),
+        allow_private=True,  # "agent" is no DNS name: the app is called in process
     )
 
 

@@ -51,7 +51,15 @@ def trickling_agent() -> Iterator[str]:
 
 def test_a_trickling_agent_is_cut_off_at_the_deadline(trickling_agent: str) -> None:
     key = keypair_from_mnemonic(new_mnemonic())
-    client = AgentClient(trickling_agent, "host-1", key, key.ss58_address, timeout=5, deadline=1.0)
+    client = AgentClient(
+        trickling_agent,
+        "host-1",
+        key,
+        key.ss58_address,
+        timeout=5,
+        deadline=1.0,
+        allow_private=True,
+    )
     started = time.monotonic()
     with pytest.raises(ApiError) as caught:
         client.stop_vm("0123456789abcdef")
@@ -65,7 +73,14 @@ def test_an_answer_that_is_not_a_vm_is_an_api_error(answer: bytes) -> None:
     key = keypair_from_mnemonic(new_mnemonic())
     host_key = keypair_from_mnemonic(new_mnemonic())
     transport = signed_by(host_key, lambda _: httpx.Response(200, content=answer))
-    client = AgentClient("http://agent", "host-1", key, host_key.ss58_address, transport=transport)
+    client = AgentClient(
+        "http://agent",
+        "host-1",
+        key,
+        host_key.ss58_address,
+        transport=transport,
+        allow_private=True,
+    )
     with pytest.raises(ApiError) as caught:
         client.get_vm("0123456789abcdef")
     assert caught.value.code == "bad_answer"

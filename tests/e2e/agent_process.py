@@ -117,6 +117,8 @@ class BackendProcess(ServiceProcess):
                 "KUMULUS_BACKEND_PUBLIC_URL": f"http://127.0.0.1:{self.port}",
                 # Production gives none; tests create VMs without depositing first.
                 "KUMULUS_BACKEND_SIGNUP_CREDIT": "10",
+                # Its agents run on this machine (loopback): allowed explicitly.
+                "KUMULUS_BACKEND_ALLOW_PRIVATE_AGENTS": "true",
                 **({"KUMULUS_DATABASE_URL": database_url} if database_url else {}),
                 **env,
             }

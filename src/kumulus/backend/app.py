@@ -24,6 +24,7 @@ from kumulus.backend.api.routes import (
     wallets,
 )
 from kumulus.backend.api.routes import metrics as metrics_routes
+from kumulus.backend.api.routes.agents import HEARTBEAT_PATH
 from kumulus.backend.converge import Converger
 from kumulus.backend.db import Database, migrate
 from kumulus.backend.heartbeats import HeartbeatWriter
@@ -31,6 +32,8 @@ from kumulus.backend.hot_wallet import DepositSide, deposit_side
 from kumulus.backend.jobs import backend_jobs
 from kumulus.chain.client import ChainClient
 from kumulus.config import BackendSettings
+from kumulus.core.auth_first import AuthFirstRoute
+from kumulus.core.body_limit import BodyLimit
 from kumulus.core.http import ERROR_RESPONSES, install_error_handlers
 from kumulus.core.signing import load_keypair, new_mnemonic, write_secret_file
 
@@ -106,6 +109,7 @@ def create_app(settings: BackendSettings) -> FastAPI:
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
     )
+    app.router.route_class = AuthFirstRoute  # callers known before bodies are parsed
     app.state.settings = settings
     app.state.db = db
     app.state.keypair = keypair
@@ -119,6 +123,13 @@ def create_app(settings: BackendSettings) -> FastAPI:
     app.state.backend_jobs = jobs
     app.state.metrics = metrics.registry(db)  # this app's own (tests build many apps)
     install_error_handlers(app)
+    # Outermost: bodies are bounded before routing, authentication or parsing (consoles
+    # included: they are mounted on this app).
+    app.add_middleware(
+        BodyLimit,
+        default=settings.max_body_bytes,
+        per_path={HEARTBEAT_PATH: settings.max_heartbeat_bytes},
+    )
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, Any]:

@@ -7,13 +7,16 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kumulus.backend.clock import aware, utcnow
+from kumulus.backend.db import Database
 from kumulus.backend.models import Account, ApiToken
 from kumulus.backend.security import hash_token
 from kumulus.config import BackendSettings
+from kumulus.core.auth_first import gated
 from kumulus.core.errors import ForbiddenError, UnauthorizedError
 from kumulus.core.schemas import MAX_DB_ID
 
@@ -25,7 +28,9 @@ def get_db(request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_settings(request: Request) -> BackendSettings:
+async def get_settings(request: Request) -> BackendSettings:
+    # async: read on the event loop, so routes served apart from the request threads
+    # (heartbeats) never wait for one.
     settings: BackendSettings = request.app.state.settings
     return settings
 
@@ -62,15 +67,45 @@ def account_for_token(db: Session, token: str) -> tuple[Account, ApiToken] | Non
     return account, api_token
 
 
-def current_account(request: Request, db: Db) -> Account:
+def _bearer(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise UnauthorizedError("authentication required: send 'Authorization: Bearer <api token>'")
-    found = account_for_token(db, token)
-    if found is None:
+    return token
+
+
+def _account_id_for(db: Database, token: str) -> int | None:
+    with db.session() as s:
+        found = account_for_token(s, token)
+        return found[0].id if found else None
+
+
+async def _token_first(request: Request) -> None:
+    """Authenticate the bearer token before the body is parsed (core/auth_first.py): the
+    lookup runs on a thread, and its account id waits on `request.state`."""
+    token = _bearer(request)
+    account_id = await run_in_threadpool(_account_id_for, request.app.state.db, token)
+    if account_id is None:
         raise UnauthorizedError("invalid, expired or revoked token")
-    return found[0]
+    request.state.account_id = account_id
+
+
+@gated(_token_first)
+def current_account(request: Request, db: Db) -> Account:
+    """The account whose live API token or console session authenticates the request; 401
+    otherwise. On routes of `AuthFirstRoute` routers the token was checked before the body
+    was parsed, and only the account is read here."""
+    account_id = getattr(request.state, "account_id", None)
+    if account_id is None:
+        found = account_for_token(db, _bearer(request))
+        if found is None:
+            raise UnauthorizedError("invalid, expired or revoked token")
+        return found[0]
+    account = db.get(Account, account_id)
+    if account is None:  # deleted since the gate
+        raise UnauthorizedError("invalid, expired or revoked token")
+    return account
 
 
 CurrentAccount = Annotated[Account, Depends(current_account)]

@@ -43,6 +43,7 @@ from kumulus.core.hostnames import (
 from kumulus.core.money import format_amount, hourly_price
 from kumulus.core.schemas import VMPublic
 from kumulus.core.sizes import format_size
+from kumulus.host_slots import host_slots
 
 if TYPE_CHECKING:
     from kumulus.backend.converge import Action, Converger
@@ -424,7 +425,17 @@ class VMService:
         # Its answers must be signed by the key its heartbeats are signed by (none for a
         # revoked key: every answer is then refused).
         signer = host_keys.signing_address(host) or ""
-        return AgentClient(host.api_url, host.id, self.keypair, signer)
+        settings = self.settings
+        return AgentClient(
+            host.api_url,
+            host.id,
+            self.keypair,
+            signer,
+            deadline=settings.agent_call_deadline,
+            allow_private=settings.allow_private_agents,
+            max_answer_bytes=settings.agent_answer_max_bytes,
+            slots=host_slots(settings.agent_calls_per_host, settings.agent_queue_wait),
+        )
 
     def _unplace(self, vm: VM) -> bool:
         """Undo a placement whose host refused the VM: its hold back to the developer, its

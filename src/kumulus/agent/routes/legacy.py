@@ -8,9 +8,10 @@ from fastapi import APIRouter, Response, status
 from kumulus.agent.auth import Caller
 from kumulus.agent.routes import vms
 from kumulus.agent.routes.deps import IdempotencyKey, Service
+from kumulus.core.auth_first import AuthFirstRoute
 from kumulus.core.schemas import VMCreate, VMDeleted, VMIdBody, VMLogs, VMPublic
 
-router = APIRouter(tags=["original routes"])
+router = APIRouter(tags=["original routes"], route_class=AuthFirstRoute)
 
 
 @router.post("/create-vm", response_model=VMPublic, status_code=status.HTTP_201_CREATED)

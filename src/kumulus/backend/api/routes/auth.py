@@ -17,9 +17,10 @@ from kumulus.backend.schemas import (
     TokenCreated,
     TokenPublic,
 )
+from kumulus.core.auth_first import AuthFirstRoute
 from kumulus.core.schemas import Page
 
-router = APIRouter(prefix="/v1", tags=["accounts"])
+router = APIRouter(prefix="/v1", tags=["accounts"], route_class=AuthFirstRoute)
 
 
 @router.post("/auth/signup", response_model=AccountPublic, status_code=status.HTTP_201_CREATED)

@@ -11,8 +11,9 @@ from kumulus.backend import providers, setup_script
 from kumulus.backend.deps import Db, Settings
 from kumulus.backend.package_source import package_sha256, package_tarball
 from kumulus.backend.schemas import HostTokenInfo, HostTokenInfoIn
+from kumulus.core.auth_first import AuthFirstRoute
 
-router = APIRouter(tags=["onboarding"])
+router = APIRouter(tags=["onboarding"], route_class=AuthFirstRoute)
 
 
 @router.get("/provider-setup.sh", response_class=Response)

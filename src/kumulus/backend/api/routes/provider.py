@@ -20,9 +20,10 @@ from kumulus.backend.schemas import (
     WalletLinkIn,
 )
 from kumulus.backend.wallet_links import new_challenge
+from kumulus.core.auth_first import AuthFirstRoute
 from kumulus.core.schemas import Page
 
-router = APIRouter(prefix="/v1/provider", tags=["provider"])
+router = APIRouter(prefix="/v1/provider", tags=["provider"], route_class=AuthFirstRoute)
 
 
 @router.get("/profile", response_model=ProviderProfileOut)
