@@ -182,7 +182,7 @@ class AgentClient:
                     if declared.isdigit() and int(declared) > cap:
                         raise self._too_large(cap)
                     body = bytearray()
-                    async for chunk in resp.aiter_raw():
+                    async for chunk in resp.aiter_bytes():  # identity: the raw bytes
                         body += chunk
                         if len(body) > cap:
                             raise self._too_large(cap)

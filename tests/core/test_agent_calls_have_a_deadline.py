@@ -4,8 +4,6 @@ never catch), and an answer that is not what the API promises is an ApiError, no
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
 
@@ -15,44 +13,19 @@ import pytest
 from kumulus.client import AgentClient, ApiError
 from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic
 from tests.signed_agent import signed_by
+from tests.trickling_agent import trickling_agent
 
 
 @pytest.fixture
-def trickling_agent() -> Iterator[str]:
-    """An HTTP server on 127.0.0.1 that sends one byte of its answer every 0.2 s."""
-    server = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def serve() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.recv(65536)
-                for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 100:
-                    if stop.is_set():
-                        return
-                    try:
-                        conn.sendall(bytes([byte]))
-                    except OSError:
-                        break
-                    time.sleep(0.2)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    stop.set()
-    thread.join(5)
-    server.close()
+def trickling() -> Iterator[str]:
+    with trickling_agent() as (url, _):
+        yield url
 
 
-def test_a_trickling_agent_is_cut_off_at_the_deadline(trickling_agent: str) -> None:
+def test_a_trickling_agent_is_cut_off_at_the_deadline(trickling: str) -> None:
     key = keypair_from_mnemonic(new_mnemonic())
     client = AgentClient(
-        trickling_agent,
+        trickling,
         "host-1",
         key,
         key.ss58_address,
