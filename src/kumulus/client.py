@@ -8,6 +8,7 @@ import asyncio
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -55,16 +56,30 @@ MAX_ANSWER_BYTES = 8 << 20
 MAX_LOGS = 2_000_000
 
 
+@dataclass(frozen=True)
+class CallPolicy:
+    """How the backend calls agents (from its settings; see AgentClient): the total
+    `deadline` of a call, the most of an answer read, whether private addresses may be
+    dialled, and the process's per-host `slots` (None: unbounded)."""
+
+    deadline: float = CALL_DEADLINE
+    max_answer_bytes: int = MAX_ANSWER_BYTES
+    allow_private: bool = False
+    slots: HostSlots | None = None
+
+
 class AgentClient:
-    """One provider's agent, as the backend calls it. A provider is a stranger: every call
-    ends within `deadline` seconds whatever the agent does, waiting for a slot included
-    (httpx's own timeouts are per read, which an agent trickling one byte at a time never
-    trips); at most `max_answer_bytes` of an answer are read (more: `bad_answer`); with
-    `slots`, at most `slots.per_host` calls run at once to this host in this process (the
-    next waits `slots.wait` seconds, then fails as `host_busy`); and only public addresses
-    are dialled (core/public_dial.py: checked on every connection against the address
-    dialled; `private_address`) unless `allow_private`. An answer that is not what the API
-    promises is an ApiError (code `bad_answer`), never a crash.
+    """One provider's agent, as the backend calls it, under `policy`. A provider is a
+    stranger: every call ends within `policy.deadline` seconds whatever the agent does,
+    waiting for a slot included (httpx's own timeouts are per read, which an agent
+    trickling one byte at a time never trips); at most `policy.max_answer_bytes` of an
+    answer are read (more: `bad_answer`); with `policy.slots`, at most `slots.per_host`
+    calls run at once to this host in this process (the next waits `slots.wait` seconds,
+    then fails as `host_busy`); and only public addresses are dialled
+    (core/public_dial.py: checked on every connection against the address dialled;
+    `private_address`) unless `policy.allow_private`. An answer that is not what the API
+    promises is an ApiError (code `bad_answer`), never a crash. `deadline`, when given,
+    overrides the policy's.
 
     Every answer, errors included, must be signed by `answer_address` (the host's signing
     key) over its status, body and this request's nonce; one that is not (unsigned, another
@@ -78,13 +93,11 @@ class AgentClient:
         host_id: str,
         keypair: Keypair,
         answer_address: str,
+        policy: CallPolicy = CallPolicy(),
+        *,
         timeout: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
-        deadline: float = CALL_DEADLINE,
-        *,
-        allow_private: bool = False,
-        max_answer_bytes: int = MAX_ANSWER_BYTES,
-        slots: HostSlots | None = None,
+        deadline: float | None = None,
         resolver: Resolver = resolve,
     ) -> None:
         self.host_id = host_id
@@ -93,10 +106,10 @@ class AgentClient:
         self._base_url = base_url.rstrip("/")
         self._timeout = timeout
         self._transport = transport
-        self._deadline = deadline
-        self._allow_private = allow_private
-        self._max_answer_bytes = max_answer_bytes
-        self._slots = slots
+        self._deadline = policy.deadline if deadline is None else deadline
+        self._allow_private = policy.allow_private
+        self._max_answer_bytes = policy.max_answer_bytes
+        self._slots = policy.slots
         self._resolver = resolver
 
     def close(self) -> None:

@@ -11,7 +11,7 @@ import ipaddress
 import httpx
 import pytest
 
-from kumulus.client import AgentClient, ApiError
+from kumulus.client import AgentClient, ApiError, CallPolicy
 from kumulus.config import BackendSettings
 from kumulus.core.public_dial import not_public
 from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic
@@ -56,8 +56,8 @@ def _client(url: str, recorder: Recorder, answers: list[str], **kw: bool) -> Age
     async def resolver(host: str, port: int) -> list[str]:
         return answers
 
-    return AgentClient(url, "h", KEY, HOST_KEY.ss58_address, transport=recorder.transport,
-                       resolver=resolver, **kw)  # fmt: skip
+    return AgentClient(url, "h", KEY, HOST_KEY.ss58_address, CallPolicy(**kw),
+                       transport=recorder.transport, resolver=resolver)  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from kumulus.client import AgentClient, ApiError
+from kumulus.client import AgentClient, ApiError, CallPolicy
 from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic
 from tests.signed_agent import signed_by
 
@@ -19,8 +19,14 @@ HOST_KEY = keypair_from_mnemonic(new_mnemonic())
 
 
 def _client(handler: httpx.MockTransport) -> AgentClient:
-    return AgentClient("http://agent", "host-1", KEY, HOST_KEY.ss58_address,
-                       transport=handler, allow_private=True, max_answer_bytes=CAP)  # fmt: skip
+    return AgentClient(
+        "http://agent",
+        "host-1",
+        KEY,
+        HOST_KEY.ss58_address,
+        CallPolicy(allow_private=True, max_answer_bytes=CAP),
+        transport=handler,
+    )
 
 
 def _logs(size: int) -> bytes:

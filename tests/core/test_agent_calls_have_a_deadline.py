@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from kumulus.client import AgentClient, ApiError
+from kumulus.client import AgentClient, ApiError, CallPolicy
 from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic
 from tests.signed_agent import signed_by
 from tests.trickling_agent import trickling_agent
@@ -31,7 +31,7 @@ def test_a_trickling_agent_is_cut_off_at_the_deadline(trickling: str) -> None:
         key.ss58_address,
         timeout=5,
         deadline=1.0,
-        allow_private=True,
+        policy=CallPolicy(allow_private=True),
     )
     started = time.monotonic()
     with pytest.raises(ApiError) as caught:
@@ -52,7 +52,7 @@ def test_an_answer_that_is_not_a_vm_is_an_api_error(answer: bytes) -> None:
         key,
         host_key.ss58_address,
         transport=transport,
-        allow_private=True,
+        policy=CallPolicy(allow_private=True),
     )
     with pytest.raises(ApiError) as caught:
         client.get_vm("0123456789abcdef")

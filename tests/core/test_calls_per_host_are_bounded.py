@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from kumulus.client import AgentClient, ApiError
+from kumulus.client import AgentClient, ApiError, CallPolicy
 from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic
 from kumulus.host_slots import HostSlots
 from tests.signed_agent import signed_by
@@ -33,8 +33,14 @@ def test_a_slow_host_holds_at_most_its_slots() -> None:
     slots = HostSlots(per_host=2, wait=0.3)
 
     def client(host_id: str) -> AgentClient:
-        return AgentClient("http://agent", host_id, KEY, HOST_KEY.ss58_address,
-                           transport=transport, allow_private=True, slots=slots)  # fmt: skip
+        return AgentClient(
+            "http://agent",
+            host_id,
+            KEY,
+            HOST_KEY.ss58_address,
+            CallPolicy(allow_private=True, slots=slots),
+            transport=transport,
+        )
 
     held = [threading.Thread(target=client("slow").logs, args=("v",)) for _ in range(2)]
     try:
