@@ -61,6 +61,18 @@ def not_public(ip: IPAddress) -> str | None:
     return None
 
 
+def named_not_public(host: str) -> str | None:
+    """Why `host` (a URL's host) is not public when that shows without resolving it: an IP
+    literal that is not, or `localhost`; None otherwise (a DNS name is checked when
+    dialled)."""
+    if host.lower().rstrip(".") == "localhost" or host.lower().endswith(".localhost"):
+        return f"{host} is loopback"
+    try:
+        return not_public(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        return None
+
+
 class NotPublicError(httpx.ConnectError):
     """The host of a URL resolves to an address that is not public: nothing was dialled."""
 

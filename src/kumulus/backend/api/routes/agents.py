@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 import time
 from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.to_thread
@@ -33,6 +34,7 @@ from kumulus.backend.security import hash_token
 from kumulus.config import BackendSettings
 from kumulus.core.auth_first import AuthFirstRoute, Gate, gated
 from kumulus.core.errors import (
+    FieldProblem,
     ForbiddenError,
     InvalidError,
     NotFoundError,
@@ -40,6 +42,7 @@ from kumulus.core.errors import (
     UnavailableError,
 )
 from kumulus.core.http import field_problems, validation_message
+from kumulus.core.public_dial import named_not_public
 from kumulus.core.signing import Domain, SignatureError, SignedEnvelope, verify_envelope
 
 router = APIRouter(prefix="/v1/hosts", tags=["agents"], route_class=AuthFirstRoute)
@@ -141,6 +144,20 @@ def _parse(model: type[_P], payload: dict[str, Any]) -> _P:
         ) from exc
 
 
+def _check_api_url(settings: BackendSettings, api_url: str) -> None:
+    """An agent at an address that is plainly not public (an IP literal, localhost) is
+    refused at once (422) rather than registered and never called; DNS names are checked
+    on every call (kumulus.client.AgentClient)."""
+    if settings.allow_private_agents:
+        return
+    problem = named_not_public(urlsplit(api_url).hostname or "")
+    if problem is not None:
+        raise InvalidError(
+            f"apiUrl: {problem}; agents must be reachable at a public address",
+            fields=[FieldProblem(loc=("payload", "apiUrl"), msg=f"{problem}: not public")],
+        )
+
+
 def _host_for(db: Db, envelope: SignedEnvelope, host_id: str) -> Host:
     host = db.get(Host, host_id)
     # The signer must be the key this host signs with (backend/host_keys.py): a provider
@@ -164,6 +181,7 @@ def register(
     capacity = payload.capacity
     try:
         check_capacity(settings, capacity.cpu, capacity.memory, capacity.disk)
+        _check_api_url(settings, payload.api_url)
     except InvalidError:
         db.rollback()  # the nonce stays unspent: the same envelope fails the same way
         raise
