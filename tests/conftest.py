@@ -14,6 +14,10 @@ from kumulus.agent.app import create_app
 from kumulus.config import AgentSettings
 from tests.fakes import FakeRuntime
 
+# Tests' agents listen on this machine (loopback): every backend a test builds calls them
+# as `kumulus up` does; tests of the public-address check turn it off explicitly.
+os.environ.setdefault("KUMULUS_BACKEND_ALLOW_PRIVATE_AGENTS", "true")
+
 # No per-example deadline: CI machines are shared and slow examples are not failures
 # (a property is falsified by its assertions, not by the machine's load).
 settings.register_profile("kumulus", deadline=None)

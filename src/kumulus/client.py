@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -13,6 +16,7 @@ from pydantic import ValidationError
 from substrateinterface import Keypair
 
 from kumulus.core.http import parse_error
+from kumulus.core.public_dial import NotPublicError, PublicOnly, Resolver, resolve
 from kumulus.core.schemas import VMPublic
 from kumulus.core.signing import (
     HDR_ANSWER_SIGNATURE,
@@ -21,6 +25,7 @@ from kumulus.core.signing import (
     sign_request,
     verify_answer,
 )
+from kumulus.host_slots import HostBusyError, HostSlots
 
 
 class ApiError(Exception):
@@ -45,15 +50,36 @@ class ApiError(Exception):
 
 # Every backend -> agent call ends within this many seconds.
 CALL_DEADLINE = 90.0
+# Bytes of an agent's answer read at most (logs are the largest: MAX_LOGS characters).
+MAX_ANSWER_BYTES = 8 << 20
 # Characters of a VM's logs passed on (the end is kept): 10,000 lines of 200.
 MAX_LOGS = 2_000_000
 
 
+@dataclass(frozen=True)
+class CallPolicy:
+    """How the backend calls agents (from its settings; see AgentClient): the total
+    `deadline` of a call, the most of an answer read, whether private addresses may be
+    dialled, and the process's per-host `slots` (None: unbounded)."""
+
+    deadline: float = CALL_DEADLINE
+    max_answer_bytes: int = MAX_ANSWER_BYTES
+    allow_private: bool = False
+    slots: HostSlots | None = None
+
+
 class AgentClient:
-    """One provider's agent, as the backend calls it. A provider is a stranger: every call
-    ends within `deadline` seconds whatever the agent does (httpx's own timeouts are per
-    read, which an agent trickling one byte at a time never trips), and an answer that is
-    not what the API promises is an ApiError (code `bad_answer`), never a crash.
+    """One provider's agent, as the backend calls it, under `policy`. A provider is a
+    stranger: every call ends within `policy.deadline` seconds whatever the agent does,
+    waiting for a slot included (httpx's own timeouts are per read, which an agent
+    trickling one byte at a time never trips); at most `policy.max_answer_bytes` of an
+    answer are read (more: `bad_answer`); with `policy.slots`, at most `slots.per_host`
+    calls run at once to this host in this process (the next waits `slots.wait` seconds,
+    then fails as `host_busy`); and only public addresses are dialled
+    (core/public_dial.py: checked on every connection against the address dialled;
+    `private_address`) unless `policy.allow_private`. An answer that is not what the API
+    promises is an ApiError (code `bad_answer`), never a crash. `deadline`, when given,
+    overrides the policy's.
 
     Every answer, errors included, must be signed by `answer_address` (the host's signing
     key) over its status, body and this request's nonce; one that is not (unsigned, another
@@ -67,9 +93,12 @@ class AgentClient:
         host_id: str,
         keypair: Keypair,
         answer_address: str,
+        policy: CallPolicy = CallPolicy(),
+        *,
         timeout: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
-        deadline: float = CALL_DEADLINE,
+        deadline: float | None = None,
+        resolver: Resolver = resolve,
     ) -> None:
         self.host_id = host_id
         self.keypair = keypair
@@ -77,7 +106,11 @@ class AgentClient:
         self._base_url = base_url.rstrip("/")
         self._timeout = timeout
         self._transport = transport
-        self._deadline = deadline
+        self._deadline = policy.deadline if deadline is None else deadline
+        self._allow_private = policy.allow_private
+        self._max_answer_bytes = policy.max_answer_bytes
+        self._slots = policy.slots
+        self._resolver = resolver
 
     def close(self) -> None:
         """Nothing to release: each call has its own connection (see `_call`)."""
@@ -90,12 +123,21 @@ class AgentClient:
         headers: dict[str, str] | None = None,
     ) -> Any:
         content = json.dumps(body).encode() if body is not None else b""
-        signed = sign_request(self.keypair, method, path, content, audience=self.host_id)
-        if body is not None:
-            signed["Content-Type"] = "application/json"
-        # Async only for its cancellation: a sync request blocked in a read cannot be
-        # interrupted, a task can. Callers are plain threads (routes, jobs).
-        resp = asyncio.run(self._request(method, path, content, {**signed, **(headers or {})}))
+        with self._slot() as waited:
+            signed = sign_request(self.keypair, method, path, content, audience=self.host_id)
+            if body is not None:
+                signed["Content-Type"] = "application/json"
+            # Async only for its cancellation: a sync request blocked in a read cannot be
+            # interrupted, a task can. Callers are plain threads (routes, jobs).
+            resp = asyncio.run(
+                self._request(
+                    method,
+                    path,
+                    content,
+                    {**signed, "Accept-Encoding": "identity", **(headers or {})},
+                    self._deadline - waited,
+                )
+            )
         try:
             verify_answer(
                 self.answer_address,
@@ -119,21 +161,63 @@ class AgentClient:
             raise ApiError("the agent answered something that is not JSON", resp.status_code,
                            "bad_answer", True) from exc  # fmt: skip
 
-    async def _request(
-        self, method: str, path: str, content: bytes, headers: dict[str, str]
-    ) -> httpx.Response:
+    @contextmanager
+    def _slot(self) -> Iterator[float]:
+        if self._slots is None:
+            yield 0.0
+            return
         try:
-            async with (
-                asyncio.timeout(self._deadline),
-                httpx.AsyncClient(
-                    base_url=self._base_url, timeout=self._timeout, transport=self._transport
-                ) as http,
-            ):
-                return await http.request(method, path, content=content, headers=headers)
+            with self._slots.hold(self.host_id) as waited:
+                yield waited
+        except HostBusyError as exc:
+            raise ApiError(f"{exc}; try again later", None, "host_busy", retry=True) from exc
+
+    def _http(self) -> httpx.AsyncClient:
+        transport = self._transport
+        if not self._allow_private:
+            transport = PublicOnly(transport, self._resolver)
+        return httpx.AsyncClient(base_url=self._base_url, timeout=self._timeout,
+                                 transport=transport)  # fmt: skip
+
+    async def _request(
+        self, method: str, path: str, content: bytes, headers: dict[str, str], deadline: float
+    ) -> httpx.Response:
+        cap = self._max_answer_bytes
+        try:
+            async with asyncio.timeout(max(deadline, 0.0)), self._http() as http:
+                request = http.build_request(method, path, content=content, headers=headers)
+                resp = await http.send(request, stream=True)
+                try:
+                    if resp.headers.get("content-encoding", "identity") != "identity":
+                        # Asked for identity: a compressed answer could inflate past the cap.
+                        raise ApiError("the agent's answer is compressed", None, "bad_answer")
+                    declared = resp.headers.get("content-length", "")
+                    if declared.isdigit() and int(declared) > cap:
+                        raise self._too_large(cap)
+                    body = bytearray()
+                    async for chunk in resp.aiter_bytes():  # identity: the raw bytes
+                        body += chunk
+                        if len(body) > cap:
+                            raise self._too_large(cap)
+                finally:
+                    await resp.aclose()
+                return httpx.Response(
+                    resp.status_code, headers=resp.headers, content=bytes(body), request=request
+                )
         except TimeoutError as exc:
             raise ApiError(f"agent did not answer within {self._deadline:g} s", None) from exc
+        except NotPublicError as exc:
+            raise ApiError(
+                f"the agent's address is refused: {exc}", None, "private_address", retry=True
+            ) from exc
         except httpx.HTTPError as exc:
             raise ApiError(f"agent unreachable: {type(exc).__name__}", None) from exc
+
+    @staticmethod
+    def _too_large(cap: int) -> ApiError:
+        return ApiError(
+            f"the agent's answer is larger than {cap} bytes: refused", None, "bad_answer"
+        )
 
     @staticmethod
     def _vm(answer: Any) -> VMPublic:

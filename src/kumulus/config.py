@@ -70,6 +70,9 @@ class AgentSettings(BaseSettings):
     backend_url: str | None = None
     stats_interval: float = Field(default=10.0, gt=0)
     signature_max_skew: float = Field(default=60.0, gt=0)
+    # Request bodies larger than this are answered 413 before any route, authentication
+    # or parsing sees them (core/body_limit.py). A create is a few hundred bytes.
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
 
     @field_validator("ssh_bind")
     @classmethod
@@ -154,6 +157,26 @@ class BackendSettings(BaseSettings):
     public_url: str | None = None  # how agents and browsers reach this backend
     key_file: Path | None = None  # the backend's own sr25519 mnemonic (0600); made on start
     heartbeat_ttl: float = Field(default=30.0, gt=0)  # silence after which a host is offline
+    # Request bodies larger than this are answered 413 before any route, authentication or
+    # parsing sees them (core/body_limit.py); heartbeats: `heartbeat_max_bytes` (below) plus
+    # the envelope around the payload.
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
+    # Heartbeats are verified and stored on threads of their own, never waiting behind the
+    # threads other routes use (a flood of slow requests cannot make hosts look offline).
+    heartbeat_threads: int = Field(default=8, ge=1, le=256)
+    # Calls to providers' agents (kumulus.client.AgentClient): each ends within
+    # `agent_call_deadline` seconds whatever the agent does (at most 90: a kicked VM
+    # intent is the worker's for 100 s, backend/converge.py), reads at most
+    # `agent_answer_max_bytes` of an answer, and at most `agent_calls_per_host` run at
+    # once per host and process (more wait `agent_queue_wait` seconds, then fail as busy).
+    # Agents' `apiUrl`s must resolve to public addresses, checked against the address
+    # each connection dials, unless `allow_private_agents` (`kumulus up`, tests: agents on
+    # this machine or a private network the operator trusts).
+    agent_call_deadline: float = Field(default=90.0, gt=0, le=90)
+    agent_answer_max_bytes: int = Field(default=8 << 20, ge=64 << 10, le=256 << 20)
+    agent_calls_per_host: int = Field(default=4, ge=1, le=256)
+    agent_queue_wait: float = Field(default=5.0, ge=0, le=90)
+    allow_private_agents: bool = False
     signature_max_skew: float = Field(default=60.0, gt=0)
     challenge_ttl: float = Field(default=600.0, gt=0)
     host_token_ttl: float = Field(default=24 * 3600.0, gt=0)

@@ -246,6 +246,8 @@ def run_up(chain_spec: Path | None = None) -> None:
     # A local platform is for trying things: developers get promotional credit to start
     # with (a production backend gives none unless its operator sets it).
     os.environ.setdefault("KUMULUS_BACKEND_SIGNUP_CREDIT", "10")
+    # Its agent listens on this machine: a production backend calls public addresses only.
+    os.environ.setdefault("KUMULUS_BACKEND_ALLOW_PRIVATE_AGENTS", "true")
     backend = BackendSettings()
     agent = AgentSettings()
     backend_url = f"http://{backend.host}:{backend.port}"

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from substrateinterface import Keypair
 
 from kumulus.agent.app import create_app
-from kumulus.client import AgentClient, ApiError
+from kumulus.client import AgentClient, ApiError, CallPolicy
 from kumulus.config import AgentSettings
 from kumulus.core.signing import (
     HDR_ANSWER_SIGNATURE,
@@ -48,6 +48,7 @@ def _client(app: FastAPI, expected: Keypair) -> AgentClient:
         BACKEND_KEY,
         expected.ss58_address,
         transport=httpx.ASGITransport(app=app),
+        policy=CallPolicy(allow_private=True),  # "agent": no DNS name; the app is in process
     )
 
 

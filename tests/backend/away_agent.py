@@ -24,7 +24,9 @@ class AwayAgent:
         AwayAgent.calls.append(call)
         if AwayAgent.away:
             raise ApiError("the agent did not answer within 90 s", None, "timeout", retry=True)
-        return SimpleNamespace(vm_id=vm_id, ssh_port=2222, status=status, host_key=None)
+        return SimpleNamespace(
+            vm_id=vm_id, ssh_port=2222, status=status, host_key=None, disk_used_bytes=None
+        )
 
     def create_vm(self, body: dict[str, Any], idempotency_key: str) -> SimpleNamespace:
         return self._answer("create", "agent-" + idempotency_key, "Running")

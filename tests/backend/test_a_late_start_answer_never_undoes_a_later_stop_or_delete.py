@@ -36,18 +36,26 @@ class Agent:
     def create_vm(self, body: dict[str, Any], idempotency_key: str) -> SimpleNamespace:
         Agent.calls.append("create")
         return SimpleNamespace(
-            vm_id="agent-" + idempotency_key, ssh_port=2222, status="Running", host_key=None
+            vm_id="agent-" + idempotency_key,
+            ssh_port=2222,
+            status="Running",
+            host_key=None,
+            disk_used_bytes=None,
         )
 
     def start_vm(self, vm_id: str) -> SimpleNamespace:
         Agent.calls.append("start")
         if Agent.meanwhile is not None:
             Agent.meanwhile()
-        return SimpleNamespace(vm_id=vm_id, ssh_port=2222, status="Running", host_key=None)
+        return SimpleNamespace(
+            vm_id=vm_id, ssh_port=2222, status="Running", host_key=None, disk_used_bytes=None
+        )
 
     def stop_vm(self, vm_id: str) -> SimpleNamespace:
         Agent.calls.append("stop")
-        return SimpleNamespace(vm_id=vm_id, ssh_port=2222, status="Stopped", host_key=None)
+        return SimpleNamespace(
+            vm_id=vm_id, ssh_port=2222, status="Stopped", host_key=None, disk_used_bytes=None
+        )
 
     def delete_vm(self, vm_id: str) -> None:
         Agent.calls.append("delete")

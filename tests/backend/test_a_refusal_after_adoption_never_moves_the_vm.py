@@ -42,7 +42,11 @@ class TwoFacedAgent:
             hook(idempotency_key)
             raise ApiError("not enough memory", 409, "conflict")
         return SimpleNamespace(
-            vm_id="agent-" + idempotency_key, ssh_port=2222, status="Running", host_key=None
+            vm_id="agent-" + idempotency_key,
+            ssh_port=2222,
+            status="Running",
+            host_key=None,
+            disk_used_bytes=None,
         )
 
 

@@ -64,10 +64,10 @@ def test_register_then_heartbeat_brings_host_online(
     )
     forged["payload"]["host"] = {"cpuPercent": 0}
     assert backend.post("/v1/hosts/heartbeat", json=forged).status_code == 401
-    # Unsigned: refused by schema.
+    # Unsigned: not an envelope, so nobody is authenticated.
     assert (
         backend.post("/v1/hosts/heartbeat", json={"kind": "health", "hostId": host_id}).status_code
-        == 422
+        == 401
     )
     assert _heartbeats(backend, host_id) == 1
 

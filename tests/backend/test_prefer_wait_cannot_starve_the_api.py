@@ -35,15 +35,23 @@ class HoldingAgent:
 
     def create_vm(self, body: dict[str, Any], idempotency_key: str) -> SimpleNamespace:
         return SimpleNamespace(
-            vm_id="agent-" + idempotency_key, ssh_port=2222, status="Running", host_key=None
+            vm_id="agent-" + idempotency_key,
+            ssh_port=2222,
+            status="Running",
+            host_key=None,
+            disk_used_bytes=None,
         )
 
     def stop_vm(self, vm_id: str) -> SimpleNamespace:
-        return SimpleNamespace(vm_id=vm_id, ssh_port=2222, status="Stopped", host_key=None)
+        return SimpleNamespace(
+            vm_id=vm_id, ssh_port=2222, status="Stopped", host_key=None, disk_used_bytes=None
+        )
 
     def start_vm(self, vm_id: str) -> SimpleNamespace:
         HoldingAgent.release.wait(60)
-        return SimpleNamespace(vm_id=vm_id, ssh_port=2222, status="Running", host_key=None)
+        return SimpleNamespace(
+            vm_id=vm_id, ssh_port=2222, status="Running", host_key=None, disk_used_bytes=None
+        )
 
 
 @pytest.fixture(autouse=True)

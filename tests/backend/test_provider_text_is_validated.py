@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
 from kumulus.backend.models import Heartbeat, ProviderProfile
-from kumulus.client import AgentClient, ApiError
+from kumulus.client import AgentClient, ApiError, CallPolicy
 from kumulus.config import BackendSettings
 from kumulus.core.signing import (
     Domain,
@@ -297,6 +297,7 @@ def test_an_error_read_from_an_agent_is_cleaned(hostile: str) -> None:
         "h1",
         keypair_from_mnemonic(new_mnemonic()),
         host_key.ss58_address,
+        CallPolicy(allow_private=True),  # nothing is dialled: the transport answers
         transport=signed_by(host_key, answer),
     )
     with pytest.raises(ApiError) as caught:
@@ -329,6 +330,7 @@ def test_a_vm_answer_with_a_hostile_field_is_a_bad_answer(field: str, hostile: s
         "h1",
         keypair_from_mnemonic(new_mnemonic()),
         host_key.ss58_address,
+        CallPolicy(allow_private=True),  # nothing is dialled: the transport answers
         transport=signed_by(host_key, lambda _: httpx.Response(200, json=vm)),
     )
     assert client.get_vm("0123456789abcdef").vm_id == "0123456789abcdef"

@@ -22,7 +22,11 @@ class FakeAgent:
 
     def create_vm(self, body: dict[str, Any], idempotency_key: str) -> SimpleNamespace:
         return SimpleNamespace(
-            vm_id="agent-" + idempotency_key, ssh_port=2222, status="Running", host_key=None
+            vm_id="agent-" + idempotency_key,
+            ssh_port=2222,
+            status="Running",
+            host_key=None,
+            disk_used_bytes=None,
         )
 
 

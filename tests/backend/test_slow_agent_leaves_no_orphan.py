@@ -44,7 +44,11 @@ class SlowAgent:
         if first:
             raise ApiError("the agent did not answer within 90 s", None, "timeout", retry=True)
         return SimpleNamespace(
-            vm_id=SlowAgent.made[idempotency_key], ssh_port=2222, status="Running", host_key=None
+            vm_id=SlowAgent.made[idempotency_key],
+            ssh_port=2222,
+            status="Running",
+            host_key=None,
+            disk_used_bytes=None,
         )
 
     def delete_vm(self, vm_id: str) -> None:

@@ -127,6 +127,8 @@ class BackendProcess(ServiceProcess):
                 "KUMULUS_BACKEND_SIGNUP_CREDIT": "10",
                 # Agents beat every second here, and tests sign up from one address.
                 **{f"KUMULUS_BACKEND_{k.upper()}": str(v) for k, v in GENEROUS_LIMITS.items()},
+                # Its agents run on this machine (loopback): allowed explicitly.
+                "KUMULUS_BACKEND_ALLOW_PRIVATE_AGENTS": "true",
                 **({"KUMULUS_DATABASE_URL": database_url} if database_url else {}),
                 **env,
             }

@@ -26,6 +26,8 @@ from kumulus.agent.signed_answers import SignedAnswers
 from kumulus.agent.stats import StatsCollector
 from kumulus.config import AgentSettings
 from kumulus.core.access import Public
+from kumulus.core.auth_first import AuthFirstRoute
+from kumulus.core.body_limit import BodyLimit
 from kumulus.core.http import ERROR_RESPONSES, install_error_handlers
 from kumulus.core.jobs import Job, JobRunner
 from kumulus.core.openapi_statuses import install_declared_statuses
@@ -157,6 +159,7 @@ def create_app(
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
     )
+    app.router.route_class = AuthFirstRoute  # callers known before bodies are parsed
     app.state.service = service
     app.state.collector = collector
     app.state.auth = AuthConfig(
@@ -174,6 +177,8 @@ def create_app(
     # Answers to the backend are signed by the key heartbeats are signed with (the host
     # key), which the backend knows for this host.
     app.add_middleware(SignedAnswers, signer=lambda: keypair)
+    # Outermost: bodies are bounded before routing, authentication or parsing.
+    app.add_middleware(BodyLimit, default=settings.max_body_bytes)
 
     @app.get("/healthz", tags=["host"], dependencies=[Public])
     def healthz() -> dict[str, Any]:

@@ -19,7 +19,7 @@ from substrateinterface import Keypair
 
 from kumulus.core.signing import HDR_ANSWER_SIGNATURE, sign_answer
 
-# Set by auth.authenticate once a backend request's signature verified: its nonce.
+# Set by auth (its gate) once a backend request's signature verified: its nonce.
 SCOPE_NONCE = "kumulus.answer_nonce"
 
 

@@ -24,6 +24,7 @@ from kumulus.backend.api.routes import (
     wallets,
 )
 from kumulus.backend.api.routes import metrics as metrics_routes
+from kumulus.backend.api.routes.agents import ENVELOPE_OVERHEAD, HEARTBEAT_PATH
 from kumulus.backend.converge import Converger
 from kumulus.backend.db import Database, migrate
 from kumulus.backend.heartbeats import HeartbeatWriter
@@ -35,6 +36,8 @@ from kumulus.backend.security_headers import SecurityHeaders, trusted_hosts
 from kumulus.chain.client import ChainClient
 from kumulus.config import BackendSettings
 from kumulus.core.access import Public
+from kumulus.core.auth_first import AuthFirstRoute
+from kumulus.core.body_limit import BodyLimit
 from kumulus.core.http import ERROR_RESPONSES, install_error_handlers
 from kumulus.core.openapi_statuses import install_declared_statuses
 
@@ -101,6 +104,7 @@ def create_app(settings: BackendSettings) -> FastAPI:
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
     )
+    app.router.route_class = AuthFirstRoute  # callers known before bodies are parsed
     app.state.settings = settings
     app.state.db = db
     app.state.keypair = keypair
@@ -120,7 +124,14 @@ def create_app(settings: BackendSettings) -> FastAPI:
     # are built from the public URL only, and a foreign Host is DNS rebinding or poisoning.
     if (hosts := trusted_hosts(settings.public_url, settings.allowed_hosts)) is not None:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False)
-    app.add_middleware(SecurityHeaders)  # added last: outermost, so even a 400 carries them
+    # Bodies are bounded before routing, authentication or parsing (consoles included:
+    # they are mounted on this app).
+    app.add_middleware(
+        BodyLimit,
+        default=settings.max_body_bytes,
+        per_path={HEARTBEAT_PATH: settings.heartbeat_max_bytes + ENVELOPE_OVERHEAD},
+    )
+    app.add_middleware(SecurityHeaders)  # added last: outermost, so even a 413 carries them
     install_declared_statuses(app)
 
     @app.get("/healthz", tags=["meta"], dependencies=[Public])

@@ -7,14 +7,17 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kumulus.backend.clock import aware, utcnow
+from kumulus.backend.db import Database
 from kumulus.backend.models import Account, ApiToken
 from kumulus.backend.security import hash_token
 from kumulus.config import BackendSettings
 from kumulus.core.access import Access, marked
+from kumulus.core.auth_first import gated
 from kumulus.core.errors import ForbiddenError, UnauthorizedError
 from kumulus.core.schemas import MAX_DB_ID
 
@@ -26,7 +29,9 @@ def get_db(request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_settings(request: Request) -> BackendSettings:
+async def get_settings(request: Request) -> BackendSettings:
+    # async: read on the event loop, so routes served apart from the request threads
+    # (heartbeats) never wait for one.
     settings: BackendSettings = request.app.state.settings
     return settings
 
@@ -63,15 +68,45 @@ def account_for_token(db: Session, token: str) -> tuple[Account, ApiToken] | Non
     return account, api_token
 
 
-@marked(access=Access.ACCOUNT, statuses=(401, 429))
-def current_token(request: Request, db: Db) -> tuple[Account, ApiToken]:
-    """The caller's account and the live token it sent; UnauthorizedError otherwise. Each
-    call counts against the token's rate limit (429 past it; backend/rate_limits.py)."""
+def _bearer(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise UnauthorizedError("authentication required: send 'Authorization: Bearer <api token>'")
-    found = account_for_token(db, token)
+    return token
+
+
+def _ids_for(db: Database, token: str) -> tuple[int, int] | None:
+    with db.session() as s:
+        found = account_for_token(s, token)
+        return (found[0].id, found[1].id) if found else None
+
+
+async def _token_first(request: Request) -> None:
+    """Authenticate the bearer token before the body is parsed (core/auth_first.py): the
+    lookup runs on a thread, and the account and token ids wait on `request.state`."""
+    token = _bearer(request)
+    ids = await run_in_threadpool(_ids_for, request.app.state.db, token)
+    if ids is None:
+        raise UnauthorizedError("invalid, expired or revoked token")
+    request.state.token_ids = ids
+
+
+@gated(_token_first)
+@marked(access=Access.ACCOUNT, statuses=(401, 429))
+def current_token(request: Request, db: Db) -> tuple[Account, ApiToken]:
+    """The account and the live API token (or console session) that authenticate the
+    request; 401 otherwise. On routes of `AuthFirstRoute` routers the token was checked
+    before the body was parsed, and only the rows are read here. Each call counts against
+    the token's rate limit (429 past it; backend/rate_limits.py)."""
+    ids: tuple[int, int] | None = getattr(request.state, "token_ids", None)
+    found: tuple[Account, ApiToken] | None = None
+    if ids is None:
+        found = account_for_token(db, _bearer(request))
+    else:
+        account, api_token = db.get(Account, ids[0]), db.get(ApiToken, ids[1])
+        if account is not None and api_token is not None:  # deleted since the gate
+            found = account, api_token
     if found is None:
         raise UnauthorizedError("invalid, expired or revoked token")
     request.app.state.rate_limits.api_call(found[1].id)

@@ -22,7 +22,7 @@ from kumulus.backend.hosts import bounded_planck, host_status
 from kumulus.backend.models import VM, Account, Host, SshKey
 from kumulus.backend.scheduler import NoHostFitsError, Want, place, release
 from kumulus.backend.schemas import VMCreateIn, VMOut
-from kumulus.client import AgentClient, ApiError
+from kumulus.client import AgentClient, ApiError, CallPolicy
 from kumulus.config import BackendSettings
 from kumulus.core.errors import (
     ConflictError,
@@ -43,6 +43,7 @@ from kumulus.core.hostnames import (
 from kumulus.core.money import format_amount, hourly_price
 from kumulus.core.schemas import VMPublic
 from kumulus.core.sizes import format_size
+from kumulus.host_slots import host_slots
 
 if TYPE_CHECKING:
     from kumulus.backend.converge import Action, Converger
@@ -429,7 +430,14 @@ class VMService:
         # Its answers must be signed by the key its heartbeats are signed by (none for a
         # revoked key: every answer is then refused).
         signer = host_keys.signing_address(host) or ""
-        return AgentClient(host.api_url, host.id, self.keypair, signer)
+        settings = self.settings
+        policy = CallPolicy(
+            deadline=settings.agent_call_deadline,
+            max_answer_bytes=settings.agent_answer_max_bytes,
+            allow_private=settings.allow_private_agents,
+            slots=host_slots(settings.agent_calls_per_host, settings.agent_queue_wait),
+        )
+        return AgentClient(host.api_url, host.id, self.keypair, signer, policy)
 
     def _unplace(self, vm: VM) -> bool:
         """Undo a placement whose host refused the VM: its hold back to the developer, its

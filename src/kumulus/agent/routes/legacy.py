@@ -8,11 +8,12 @@ from fastapi import APIRouter, Response, status
 from kumulus.agent.auth import Caller
 from kumulus.agent.routes import vms
 from kumulus.agent.routes.deps import IdempotencyKey, Service
+from kumulus.core.auth_first import AuthFirstRoute
 from kumulus.core.openapi_statuses import refusals
 from kumulus.core.schemas import VMCreate, VMDeleted, VMIdBody, VMLogs, VMPublic
 
 # Each names its VM in the body: an unknown id is a 404, as on the REST routes.
-router = APIRouter(tags=["original routes"], responses=refusals(404))
+router = APIRouter(tags=["original routes"], responses=refusals(404), route_class=AuthFirstRoute)
 
 
 @router.post(

@@ -8,11 +8,12 @@ from fastapi import APIRouter, Path, Query, Response, status
 
 from kumulus.agent.auth import Caller
 from kumulus.agent.routes.deps import IdempotencyKey, Service
+from kumulus.core.auth_first import AuthFirstRoute
 from kumulus.core.cursors import After, Limit, page_list
 from kumulus.core.openapi_statuses import refusals
 from kumulus.core.schemas import HostInfo, Page, VMCreate, VMDeleted, VMLogs, VMPublic
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", route_class=AuthFirstRoute)
 # Bounded; an id in no VM's format is a 404 (the backend reads 404 on delete as "gone").
 VMIdPath = Annotated[str, Path(min_length=1, max_length=64)]
 

@@ -3,11 +3,14 @@
 Shared by the jobs that converge VMs on their hosts (`creates`, `starts`, `stops`,
 `deletes`; backend/converge.py): every agent call has a deadline
 (kumulus.client.AgentClient), so one host that hangs delays only its own VMs; a host found
-away or unreachable is left for the next run after its first VM. Only VMs whose backoff
-has passed are taken (`due`)."""
+away or unreachable is left for the next run after its first VM, and a host that answers,
+slowly, gets at most `HOST_BUDGET_CALLS` deadlines of one run (its other VMs wait for the
+next), so a slow host holds one of the run's threads for a bounded time whatever it does.
+Only VMs whose backoff has passed are taken (`due`)."""
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +26,7 @@ from kumulus.backend.vms import VMService
 from kumulus.config import BackendSettings
 
 MAX_HOSTS_AT_ONCE = 8
+HOST_BUDGET_CALLS = 2  # a host's share of one run: this many call deadlines
 
 
 def due() -> ColumnElement[bool]:
@@ -44,11 +48,16 @@ def on_each_host(
     if not by_host:
         return 0
 
+    budget = HOST_BUDGET_CALLS * settings.agent_call_deadline
+
     def on_host(vm_ids: list[str]) -> int:
         done = 0
+        started = time.monotonic()
         with db.session() as s:
             act = VMService(s, settings, keypair).act(action)
             for vm_id in vm_ids:
+                if time.monotonic() - started >= budget:
+                    break  # the rest wait for the next run: the other hosts' turn
                 vm = s.get(VM, vm_id)
                 if vm is None:
                     continue

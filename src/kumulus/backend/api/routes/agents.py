@@ -1,8 +1,9 @@
 """Agent-facing API: every body is an envelope signed by the host's key (delegated by the
 provider's wallet; the wallet itself for hosts set up before host keys; sr25519), fresh and
 never seen before (nonces in the database), whose payload is then validated field by field
-(backend/agent_payloads.py). Heartbeats are stored by the group-commit writer
-(backend/heartbeats.py)."""
+(backend/agent_payloads.py). The signature is checked before FastAPI parses the body
+(core/auth_first.py): anything but a well-signed envelope is a 401. Heartbeats are stored
+by the group-commit writer (backend/heartbeats.py), on threads of their own."""
 
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ import json
 import secrets
 import time
 from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit
 
+import anyio
+import anyio.to_thread
 from fastapi import APIRouter, Depends, Request, status
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from kumulus.backend import host_keys, quotas
 from kumulus.backend.agent_payloads import HeartbeatPayload, IpPayload, RegisterPayload
@@ -30,7 +35,9 @@ from kumulus.backend.schemas import Accepted, DelegationIn, HostKeyOut, HostRegi
 from kumulus.backend.security import hash_token
 from kumulus.config import BackendSettings
 from kumulus.core.access import AgentSigned
+from kumulus.core.auth_first import AuthFirstRoute, Gate, gated
 from kumulus.core.errors import (
+    FieldProblem,
     ForbiddenError,
     InvalidError,
     NotFoundError,
@@ -40,27 +47,101 @@ from kumulus.core.errors import (
 )
 from kumulus.core.http import field_problems, validation_message
 from kumulus.core.openapi_statuses import refusals
+from kumulus.core.public_dial import named_not_public
 from kumulus.core.signing import Domain, SignatureError, SignedEnvelope, verify_envelope
 
-router = APIRouter(prefix="/v1/hosts", tags=["agents"], dependencies=[AgentSigned])
+router = APIRouter(
+    prefix="/v1/hosts", tags=["agents"], dependencies=[AgentSigned], route_class=AuthFirstRoute
+)
 _P = TypeVar("_P", bound=BaseModel)
 HEARTBEAT_PATH = "/v1/hosts/heartbeat"
+# What a signed envelope adds around its payload (address, timestamp, nonce, signature,
+# keys): a heartbeat's body may be this much larger than its payload.
+ENVELOPE_OVERHEAD = 1024
 Limits = Annotated[RateLimits, Depends(get_rate_limits)]
 
 
-def _verified(
-    envelope: SignedEnvelope, domain: Domain, db: Db, settings: Settings
-) -> dict[str, Any]:
+def _verify(envelope: SignedEnvelope, domain: Domain, settings: BackendSettings) -> None:
+    """Signature and freshness of `envelope` as kind `domain` (not its nonce: spent later,
+    in the transaction that acts on it). Blocking (sr25519): run on a thread."""
     try:
-        return verify_envelope(
-            envelope,
-            DbNonceStore(db, ttl=2 * settings.signature_max_skew + 5),
-            domain=domain,
-            max_skew=settings.signature_max_skew,
+        verify_envelope(
+            envelope, _SpendLater(), domain=domain, max_skew=settings.signature_max_skew
         )
     except SignatureError as exc:
-        db.rollback()
         raise UnauthorizedError(f"signature refused: {exc.reason}", code="bad_signature") from exc
+
+
+def _signed_first(domain: Domain, heartbeat: bool = False) -> Gate:
+    """A gate (core/auth_first.py) that takes the raw body (bounded by core/body_limit.py)
+    as an envelope and checks its signature before FastAPI parses anything: a body that is
+    not a well-signed envelope of kind `domain` is a 401, whatever it holds. Heartbeats are
+    verified on their own threads (`heartbeat_limiter`)."""
+
+    async def gate(request: Request) -> None:
+        try:
+            envelope = SignedEnvelope.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise UnauthorizedError(
+                "signature refused: the body is not a signed envelope", code="bad_signature"
+            ) from exc
+        settings: BackendSettings = request.app.state.settings
+        limiter = heartbeat_limiter(request.app) if heartbeat else None
+        await anyio.to_thread.run_sync(_verify, envelope, domain, settings, limiter=limiter)
+        request.state.envelope = envelope
+
+    return gate
+
+
+def _verified_by_gate(request: Request) -> SignedEnvelope:
+    envelope = getattr(request.state, "envelope", None)
+    if not isinstance(envelope, SignedEnvelope):
+        raise UnauthorizedError("signature refused: not verified", code="bad_signature")
+    return envelope
+
+
+@gated(_signed_first(Domain.HOST_REGISTRATION))
+async def _registration(request: Request) -> SignedEnvelope:
+    return _verified_by_gate(request)
+
+
+@gated(_signed_first(Domain.HOST_IP))
+async def _ip_change(request: Request) -> SignedEnvelope:
+    return _verified_by_gate(request)
+
+
+@gated(_signed_first(Domain.HEARTBEAT, heartbeat=True))
+async def _heartbeat(request: Request) -> SignedEnvelope:
+    return _verified_by_gate(request)
+
+
+# The verified envelope of each kind. Routes also declare the body as `SignedEnvelope`,
+# which FastAPI parses (again) and documents; the gate's object is the one acted on.
+SignedRegistration = Annotated[SignedEnvelope, Depends(_registration)]
+SignedIpChange = Annotated[SignedEnvelope, Depends(_ip_change)]
+SignedHeartbeat = Annotated[SignedEnvelope, Depends(_heartbeat)]
+
+
+def heartbeat_limiter(app: Any) -> anyio.CapacityLimiter:
+    """The threads heartbeats are verified and stored on (`heartbeat_threads` of them),
+    apart from the pool every other sync route and dependency shares: slow requests
+    elsewhere never make a host's heartbeats wait (and the host look offline). Made on
+    first use, inside the event loop."""
+    limiter = getattr(app.state, "heartbeat_limiter", None)
+    if limiter is None:
+        limiter = anyio.CapacityLimiter(app.state.settings.heartbeat_threads)
+        app.state.heartbeat_limiter = limiter
+    return limiter
+
+
+def _claim(db: Session, envelope: SignedEnvelope, settings: BackendSettings) -> None:
+    """Spend the envelope's nonce in the caller's transaction; 401 if it was spent."""
+    nonces = DbNonceStore(db, ttl=2 * settings.signature_max_skew + 5)
+    if not nonces.check_and_store(envelope.address, envelope.nonce):
+        db.rollback()
+        raise UnauthorizedError(
+            "signature refused: replayed envelope (nonce already used)", code="replayed"
+        )
 
 
 def _parse(model: type[_P], payload: dict[str, Any]) -> _P:
@@ -72,6 +153,20 @@ def _parse(model: type[_P], payload: dict[str, Any]) -> _P:
         raise InvalidError(
             f"invalid payload fields: {validation_message(problems)}", fields=problems
         ) from exc
+
+
+def _check_api_url(settings: BackendSettings, api_url: str) -> None:
+    """An agent at an address that is plainly not public (an IP literal, localhost) is
+    refused at once (422) rather than registered and never called; DNS names are checked
+    on every call (kumulus.client.AgentClient)."""
+    if settings.allow_private_agents:
+        return
+    problem = named_not_public(urlsplit(api_url).hostname or "")
+    if problem is not None:
+        raise InvalidError(
+            f"apiUrl: {problem}; agents must be reachable at a public address",
+            fields=[FieldProblem(loc=("payload", "apiUrl"), msg=f"{problem}: not public")],
+        )
 
 
 def _host_for(db: Db, envelope: SignedEnvelope, host_id: str) -> Host:
@@ -91,12 +186,18 @@ def _host_for(db: Db, envelope: SignedEnvelope, host_id: str) -> Host:
     responses=refusals(403, 409),
 )
 def register(
-    envelope: SignedEnvelope, request: Request, db: Db, settings: Settings
+    body: SignedEnvelope,
+    envelope: SignedRegistration,
+    request: Request,
+    db: Db,
+    settings: Settings,
 ) -> HostRegistered:
-    payload = _parse(RegisterPayload, _verified(envelope, Domain.HOST_REGISTRATION, db, settings))
+    _claim(db, envelope, settings)
+    payload = _parse(RegisterPayload, envelope.payload)
     capacity = payload.capacity
     try:
         check_capacity(settings, capacity.cpu, capacity.memory, capacity.disk)
+        _check_api_url(settings, payload.api_url)
     except InvalidError:
         db.rollback()  # the nonce stays unspent: the same envelope fails the same way
         raise
@@ -172,17 +273,25 @@ def accept_heartbeat(
     """Verify a signed heartbeat and store it through the group-commit writer; raises the
     HTTP error to answer otherwise (413 over `heartbeat_max_bytes`, 429 over the host's
     rate in `limits`). Returns once the heartbeat is committed."""
-    size = len(json.dumps(envelope.payload, separators=(",", ":"), allow_nan=False))
+    _verify(envelope, Domain.HEARTBEAT, settings)
+    store_heartbeat(envelope, writer, settings, limits)
+
+
+def store_heartbeat(
+    envelope: SignedEnvelope,
+    writer: HeartbeatWriter,
+    settings: BackendSettings,
+    limits: RateLimits | None = None,
+) -> None:
+    """Store a heartbeat whose signature was verified (its nonce is spent by the writer, in
+    the batch's transaction); raises the HTTP error to answer otherwise (413 over
+    `heartbeat_max_bytes`, 429 over the host's rate in `limits`). Blocking."""
+    payload = envelope.payload
+    size = len(json.dumps(payload, separators=(",", ":"), allow_nan=False))
     if size > settings.heartbeat_max_bytes:
         raise TooLargeError(
             f"heartbeat payload of {size} bytes; at most {settings.heartbeat_max_bytes}"
         )
-    try:
-        payload = verify_envelope(
-            envelope, _SpendLater(), domain=Domain.HEARTBEAT, max_skew=settings.signature_max_skew
-        )
-    except SignatureError as exc:
-        raise UnauthorizedError(f"signature refused: {exc.reason}", code="bad_signature") from exc
     parsed = _parse(HeartbeatPayload, payload)
     if limits is not None:
         # After the signature: only the holder of the key spends its (signer, host) budget.
@@ -226,17 +335,34 @@ def accept_heartbeat(
         )
 
 
-@router.post("/heartbeat", response_model=Accepted, status_code=status.HTTP_202_ACCEPTED)
-def heartbeat(
-    envelope: SignedEnvelope, request: Request, settings: Settings, limits: Limits
-) -> Accepted:
-    accept_heartbeat(envelope, request.app.state.heartbeats, settings, limits)
+@router.post(
+    "/heartbeat",
+    response_model=Accepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=refusals(429),
+)
+async def heartbeat(body: SignedEnvelope, envelope: SignedHeartbeat, request: Request) -> Accepted:
+    """Store a host's signed heartbeat (at most `heartbeat_max_bytes`). Served on threads
+    of its own (`heartbeat_limiter`), with no dependency on the shared pool; 429 over the
+    host's rate."""
+    app = request.app
+    await anyio.to_thread.run_sync(
+        store_heartbeat,
+        envelope,
+        app.state.heartbeats,
+        app.state.settings,
+        app.state.rate_limits,
+        limiter=heartbeat_limiter(app),
+    )
     return Accepted()
 
 
 @router.post("/ip", response_model=Accepted)
-def update_ip(envelope: SignedEnvelope, db: Db, settings: Settings) -> Accepted:
-    parsed = _parse(IpPayload, _verified(envelope, Domain.HOST_IP, db, settings))
+def update_ip(
+    body: SignedEnvelope, envelope: SignedIpChange, db: Db, settings: Settings
+) -> Accepted:
+    _claim(db, envelope, settings)
+    parsed = _parse(IpPayload, envelope.payload)
     if parsed.kind != "ip":
         raise InvalidError("payload kind must be 'ip'")
     host = _host_for(db, envelope, parsed.host_id)

@@ -10,10 +10,11 @@ from kumulus.backend import anchors
 from kumulus.backend.deps import CurrentAccount, Db, DbId, Settings
 from kumulus.backend.paging import After, Limit
 from kumulus.backend.schemas import AnchoredRecordOut
+from kumulus.core.auth_first import AuthFirstRoute
 from kumulus.core.openapi_statuses import refusals
 from kumulus.core.schemas import Page
 
-router = APIRouter(prefix="/v1/anchors", tags=["billing"])
+router = APIRouter(prefix="/v1/anchors", tags=["billing"], route_class=AuthFirstRoute)
 
 
 @router.get("/mine", response_model=Page[AnchoredRecordOut])

@@ -24,10 +24,11 @@ from kumulus.backend.schemas import (
     TokenPublic,
 )
 from kumulus.core.access import Public
+from kumulus.core.auth_first import AuthFirstRoute
 from kumulus.core.openapi_statuses import refusals
 from kumulus.core.schemas import Page
 
-router = APIRouter(prefix="/v1", tags=["accounts"])
+router = APIRouter(prefix="/v1", tags=["accounts"], route_class=AuthFirstRoute)
 Limits = Annotated[RateLimits, Depends(get_rate_limits)]
 
 

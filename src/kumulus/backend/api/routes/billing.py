@@ -10,9 +10,10 @@ from kumulus.backend import statements
 from kumulus.backend.deps import CurrentAccount, Db, Settings
 from kumulus.backend.paging import After, Limit
 from kumulus.backend.schemas import BillingOut, LedgerEntryOut
+from kumulus.core.auth_first import AuthFirstRoute
 from kumulus.core.schemas import Page
 
-router = APIRouter(prefix="/v1", tags=["billing"])
+router = APIRouter(prefix="/v1", tags=["billing"], route_class=AuthFirstRoute)
 
 
 @router.get("/billing", response_model=BillingOut)

@@ -22,11 +22,12 @@ from kumulus.backend.schemas import (
     VMQuoteOut,
 )
 from kumulus.backend.vms import VMService
+from kumulus.core.auth_first import AuthFirstRoute
 from kumulus.core.errors import UpstreamError
 from kumulus.core.openapi_statuses import refusals
 from kumulus.core.schemas import Page
 
-router = APIRouter(prefix="/v1", tags=["developer"])
+router = APIRouter(prefix="/v1", tags=["developer"], route_class=AuthFirstRoute)
 
 
 def _service(request: Request, db: Db, settings: Settings) -> VMService:

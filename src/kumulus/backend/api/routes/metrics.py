@@ -10,9 +10,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kumulus.backend.metrics import is_loopback
 from kumulus.core.access import Access, marked
+from kumulus.core.auth_first import AuthFirstRoute
 from kumulus.core.errors import ForbiddenError
 
-router = APIRouter(tags=["meta"])
+router = APIRouter(tags=["meta"], route_class=AuthFirstRoute)
 
 
 @marked(access=Access.ADMIN, statuses=(403,))

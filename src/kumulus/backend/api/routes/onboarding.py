@@ -12,9 +12,10 @@ from kumulus.backend.deps import Db, Settings
 from kumulus.backend.package_source import package_sha256, package_tarball
 from kumulus.backend.schemas import HostTokenInfo, HostTokenInfoIn
 from kumulus.core.access import Public
+from kumulus.core.auth_first import AuthFirstRoute
 from kumulus.core.openapi_statuses import refusals
 
-router = APIRouter(tags=["onboarding"], dependencies=[Public])
+router = APIRouter(tags=["onboarding"], dependencies=[Public], route_class=AuthFirstRoute)
 
 
 @router.get("/provider-setup.sh", response_class=Response)

@@ -20,10 +20,11 @@ from kumulus.backend.schemas import (
     WalletChallengeOut,
 )
 from kumulus.backend.wallet_links import new_challenge
+from kumulus.core.auth_first import AuthFirstRoute
 from kumulus.core.openapi_statuses import refusals
 from kumulus.core.schemas import Page
 
-router = APIRouter(prefix="/v1/provider", tags=["provider"])
+router = APIRouter(prefix="/v1/provider", tags=["provider"], route_class=AuthFirstRoute)
 
 
 @router.get("/profile", response_model=ProviderProfileOut)

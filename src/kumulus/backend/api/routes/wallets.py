@@ -16,10 +16,11 @@ from kumulus.backend.schemas import (
     WalletOut,
 )
 from kumulus.backend.wallet_links import new_challenge
+from kumulus.core.auth_first import AuthFirstRoute
 from kumulus.core.openapi_statuses import refusals
 from kumulus.core.schemas import Page
 
-router = APIRouter(prefix="/v1", tags=["billing"])
+router = APIRouter(prefix="/v1", tags=["billing"], route_class=AuthFirstRoute)
 
 
 def _deposit_address(request: Request) -> str | None:
