@@ -123,7 +123,7 @@ def main() -> int:
                     "agent_vm_id": vm_id,
                     "created_at": now,
                     "updated_at": now,
-                }  # fmt: skip
+                }
                 for h, ids in vm_ids.items()
                 for vm_id in ids
             ],
@@ -143,7 +143,7 @@ def main() -> int:
                 "memoryPercent": 40.0,
                 "diskTotal": 500 * GIB,
                 "load": [0.1, 0.2, 0.3],
-            },  # fmt: skip
+            },
             "vms": {"total": 2, "running": 2, "unhealthy": 0},
             "vmStats": [
                 {"vmId": v, "state": "running", "cpuPercent": 3.0, "diskUsedBytes": GIB}
@@ -161,19 +161,16 @@ def main() -> int:
         try:
             for k in range(args.replicas):
                 replicas.append(BackendProcess(Path(tmp) / f"replica{k}", database_url=url).start())
-            local = threading.local()
-
-            def client() -> httpx.Client:
-                if not hasattr(local, "clients"):
-                    local.clients = [httpx.Client(base_url=r.url, timeout=30) for r in replicas]
-                return local.clients[local.turn % len(replicas)]  # type: ignore[no-any-return]
+            # One client per replica, shared by the threads (httpx.Client is thread-safe):
+            # a client per thread spent seconds building TLS contexts while beats were due.
+            limits = httpx.Limits(max_connections=args.workers)
+            clients = [httpx.Client(base_url=r.url, timeout=30, limits=limits) for r in replicas]
 
             # Baseline: GET /healthz at the soak's rate, same clients and replicas.
             health: list[float] = []
 
             def probe(i: int, due: float) -> None:
-                local.turn = i
-                status = client().get("/healthz").status_code
+                status = clients[i % len(clients)].get("/healthz").status_code
                 with lock:
                     health.append(time.monotonic() - due if status == 200 else float("inf"))
 
@@ -187,10 +184,9 @@ def main() -> int:
 
             def beat(i: int, due: float) -> None:
                 nonlocal accepted
-                local.turn = i
                 body = envelope(i)
                 try:
-                    resp = client().post("/v1/hosts/heartbeat", json=body)
+                    resp = clients[i % len(clients)].post("/v1/hosts/heartbeat", json=body)
                     outcome = "" if resp.status_code == 202 else f"{resp.status_code}"
                 except httpx.HTTPError as exc:
                     outcome = type(exc).__name__
