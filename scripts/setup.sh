@@ -4,7 +4,7 @@
 # (system packages, Python environment, Docker engine, VM base image), then:
 #   setup.sh up     start the platform: backend (8080) + this machine's agent (8000) as a host
 #   setup.sh test   run the whole test suite (unit, then end-to-end on the real engine)
-#   setup.sh bench  run the benchmarks (bench/: provision, scheduler, heartbeats, metering, api_load)
+#   setup.sh bench  run the benchmarks (bench/: provision, scheduler, heartbeats, metering, api_load; soak by name)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -157,7 +157,8 @@ case $cmd in
     KUMULUS_E2E_REQUIRED=1 "$venv/bin/pytest" -q tests
     ;;
   bench)
-    # setup.sh bench [provision|scheduler|heartbeats|metering|api_load] [args]; all of them without a name.
+    # setup.sh bench [provision|scheduler|heartbeats|metering|api_load|soak] [args]; all but soak
+    # (minutes long: --minutes) without a name.
     prepare dev
     cd "$repo"
     # The database benchmarks and api_load run on this PostgreSQL (KUMULUS_TEST_POSTGRES_URL).

@@ -12,7 +12,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from substrateinterface import Keypair
 
 from kumulus import __version__
-from kumulus.backend import backend_keys, metrics, settlement_state
+from kumulus.backend import backend_keys, metrics, settlement_state, vms
 from kumulus.backend.api.routes import (
     agents,
     anchors,
@@ -81,10 +81,11 @@ def create_app(settings: BackendSettings) -> FastAPI:
     migrate(db.engine)
     keypair = backend_keypair(db, settings)
     heartbeats = HeartbeatWriter(db, ttl=settings.heartbeat_ttl)
+    placements = vms.placer(db, settings)
     chain, payout_key, anchor_key, deposit = settlement(db, settings)
     jobs = backend_jobs(db, settings, keypair, chain, payout_key, anchor_key, deposit=deposit)
 
-    converger = Converger(db, settings, keypair)
+    converger = Converger(db, settings, keypair, placer=placements)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -95,6 +96,7 @@ def create_app(settings: BackendSettings) -> FastAPI:
             converger.close()
             jobs.stop()  # releases the payout sender lease once the payouts job is done
             heartbeats.close()
+            placements.close()
             db.engine.dispose()  # its pooled connections go back to the server now
 
     app = FastAPI(
@@ -109,6 +111,7 @@ def create_app(settings: BackendSettings) -> FastAPI:
     app.state.db = db
     app.state.keypair = keypair
     app.state.heartbeats = heartbeats
+    app.state.placer = placements
     app.state.chain = chain
     app.state.payout_key = payout_key
     app.state.anchor_key = anchor_key

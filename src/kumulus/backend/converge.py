@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import timedelta
 from enum import Enum
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -36,6 +36,10 @@ from kumulus.backend.models import VM
 from kumulus.client import CALL_DEADLINE
 from kumulus.config import BackendSettings
 from kumulus.core.errors import KumulusError
+
+if TYPE_CHECKING:
+    from kumulus.backend.group_commit import GroupCommitter
+    from kumulus.backend.vms import PlaceRequest
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +129,10 @@ class Converger:
         settings: BackendSettings,
         keypair: Keypair,
         workers: int = 8,
+        placer: GroupCommitter[PlaceRequest, str] | None = None,
     ) -> None:
         self._db, self._settings, self._keypair = db, settings, keypair
+        self._placer = placer
         self._pool = ThreadPoolExecutor(workers, "converge")
         # Bounded: under a burst the excess is left to the jobs instead of queueing
         # without end in memory.
@@ -152,7 +158,7 @@ class Converger:
             with self._db.session() as s:
                 vm = s.get(VM, vm_id)
                 if vm is not None:
-                    service = VMService(s, self._settings, self._keypair)
+                    service = VMService(s, self._settings, self._keypair, placer=self._placer)
                     first = self._settings.maintenance_interval
                     converge(s, service.act(action), vm, action, first)
         except Exception:  # the database went away: the job tries after IN_FLIGHT

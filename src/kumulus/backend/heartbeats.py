@@ -332,7 +332,9 @@ class HeartbeatWriter:
             row["problem"], row["keep_tier"] = problem, 0 if problem else 1
             updates[h in unknown].append(row)
         for variant, rows in updates.items():
-            s.execute(_UPDATE_HOST[variant], rows)
+            # In host id order, as every replica's writer: two batches sharing hosts then
+            # queue on the first shared row instead of deadlocking.
+            s.execute(_UPDATE_HOST[variant], sorted(rows, key=lambda r: str(r["id"])))
 
     def _add_uptime(
         self,
@@ -358,7 +360,8 @@ class HeartbeatWriter:
             index_elements=[HostUptime.host_id, HostUptime.hour],
             set_={"up_seconds": HostUptime.up_seconds + stmt.excluded.up_seconds},
         )
-        s.execute(stmt, [{"h": h, "hour": hour, "up": seconds} for h, seconds in up.items()])
+        rows = [{"h": h, "hour": hour, "up": seconds} for h, seconds in sorted(up.items())]
+        s.execute(stmt, rows)  # in host id order, as the host updates
 
     @staticmethod
     def _reconcile(s: Session, beats: list[VerifiedHeartbeat]) -> dict[str, int]:

@@ -59,6 +59,11 @@ class NoHostFitsError(Exception):
     """No online host can take the VM; the message says what is missing."""
 
 
+class HostsBusyError(Exception):
+    """Hosts that fit exist, but other transactions hold every one of them: trying again
+    once they commit can succeed (`place_once`)."""
+
+
 _FITS = (
     "reserved_cpu + :cpu <= cpu + 0.000000001"
     " AND reserved_memory + :memory <= memory AND reserved_disk + :disk <= disk"
@@ -118,13 +123,19 @@ _RANK = (
     " ref_price, load LIMIT 1"
 )
 _CANDIDATE = "SELECT id" + _WHERE
+# The best of the shortlist; on PostgreSQL one no other transaction holds. The lock covers
+# the shortlist's rows too (a locking clause applies to a sub-select), so a batch of
+# placements in one transaction (backend/group_commit.py) holds about its size plus the
+# shortlist until it commits (consecutive shortlists overlap). Locking the chosen row
+# alone through a join was tried: the planner then scanned the whole table (29 ms).
+_CHOOSE = "SELECT id FROM (" + _SHORTLIST + ") AS shortlist" + _RANK + "{lock}"  # noqa: S608
 _PLACE = (
-    "UPDATE hosts SET"  # noqa: S608 (constant fragments only; every value is a parameter)
+    "UPDATE hosts SET"
     " reserved_cpu = reserved_cpu + :cpu,"
     " reserved_memory = reserved_memory + :memory,"
     " reserved_disk = reserved_disk + :disk,"
     " load = (reserved_cpu + :cpu) / cpu + (reserved_memory + :memory) * 1.0 / memory"
-    " WHERE id = (SELECT id FROM (" + _SHORTLIST + ") AS shortlist" + _RANK + "{lock})"
+    " WHERE id = ({choose})"
     " AND " + _FITS + " RETURNING id, price_cpu_hour, price_memory_gib_hour, price_disk_gib_hour"
 )
 # What `place` would choose now, without reserving it.
@@ -149,11 +160,11 @@ _TYPED = (
 _LOCKS = {"sqlite": "", "postgresql": " FOR UPDATE SKIP LOCKED"}
 
 
-def _compile(sql: str, dialect: str, exclude: bool, weak: bool, lock: bool = False):  # type: ignore[no-untyped-def]
-    sql = sql.format(
+def _compile(sql: str, dialect: str, exclude: bool, weak: bool):  # type: ignore[no-untyped-def]
+    sql = sql.replace("{choose}", _CHOOSE).format(
         isolated="" if weak else " AND isolated",
         exclude=" AND id NOT IN :exclude" if exclude else "",
-        lock=_LOCKS[dialect] if lock else "",
+        lock=_LOCKS[dialect],
         price_within=_PRICE_WITHIN[dialect],
     )
     typed = tuple(p for p in _TYPED if f":{p.key}" in sql)
@@ -161,16 +172,16 @@ def _compile(sql: str, dialect: str, exclude: bool, weak: bool, lock: bool = Fal
     return text(sql).bindparams(*params)
 
 
-def _statements(sql: str, lock: bool = False):  # type: ignore[no-untyped-def]
+def _statements(sql: str):  # type: ignore[no-untyped-def]
     return {
-        (dialect, exclude, weak): _compile(sql, dialect, exclude, weak, lock)
+        (dialect, exclude, weak): _compile(sql, dialect, exclude, weak)
         for dialect in _LOCKS
         for exclude in (False, True)
         for weak in (False, True)
     }
 
 
-_PLACE_STATEMENTS = _statements(_PLACE, lock=True)
+_PLACE_STATEMENTS = _statements(_PLACE)
 # Is there a fitting host at all, held by another placement or not? Decides whether a retry
 # can succeed.
 _ANY_FITS_STATEMENTS = _statements(_CANDIDATE + " LIMIT 1")
@@ -234,31 +245,48 @@ def place(
     would cost more than `price_limit` (planck per hour, the platform's
     `max_vm_price_per_hour`) does not fit: that bound caps what one VM can cost. Raises
     NoHostFitsError, whose message says what is missing (`money` formats prices in it)."""
-    params = _params(want, exclude, price_limit)
-    dialect = _dialect(db)
-    postgres = dialect == "postgresql"
     give_up = time.monotonic() + _RETRY_FOR
     for attempt in itertools.count():
-        now = utcnow()
-        params["now"], params["since"] = now, now - timedelta(seconds=ttl)
-        row = db.execute(
-            _PLACE_STATEMENTS[(dialect, bool(exclude), want.allow_weak)], params
-        ).first()
-        if commit:
-            db.commit()
-        if row is not None:
-            return Placement(str(row[0]), int(row[1]), int(row[2]), int(row[3]))
-        if not postgres:
-            break  # one writer at a time: nothing fitting was skipped
-        fits = db.execute(
-            _ANY_FITS_STATEMENTS[(dialect, bool(exclude), want.allow_weak)], params
-        ).first()
-        if commit:
-            db.commit()
-        if fits is None or time.monotonic() >= give_up:
-            break
+        try:
+            return place_once(db, want, ttl, exclude, money, price_limit, commit=commit)
+        except HostsBusyError:
+            if time.monotonic() >= give_up:
+                break
         # Jittered so that the placements that collided do not collide again in step.
         time.sleep(random.uniform(0, min(_BACKOFF_MAX, 0.001 * 2**attempt)))  # noqa: S311
+    raise NoHostFitsError(explain(db, want, ttl, exclude, money, price_limit))
+
+
+def place_once(
+    db: Session,
+    want: Want,
+    ttl: float,
+    exclude: set[str] | None = None,
+    money: Callable[[int], str] = str,
+    price_limit: int | None = None,
+    commit: bool = False,
+) -> Placement:
+    """One attempt of `place`, for callers that batch placements in one transaction
+    (backend/group_commit.py): the reservation is part of the caller's transaction unless
+    `commit`. Raises NoHostFitsError, or HostsBusyError when every fitting host is held by
+    another transaction (PostgreSQL): the caller retries after its own commit, so that it
+    never waits while holding the rows it placed on."""
+    params = _params(want, exclude, price_limit)
+    dialect = _dialect(db)
+    now = utcnow()
+    params["now"], params["since"] = now, now - timedelta(seconds=ttl)
+    key = (dialect, bool(exclude), want.allow_weak)
+    row = db.execute(_PLACE_STATEMENTS[key], params).first()
+    if commit:
+        db.commit()
+    if row is not None:
+        return Placement(str(row[0]), int(row[1]), int(row[2]), int(row[3]))
+    if dialect == "postgresql":  # SQLite: one writer at a time, nothing was skipped
+        fits = db.execute(_ANY_FITS_STATEMENTS[key], params).first()
+        if commit:
+            db.commit()
+        if fits is not None:
+            raise HostsBusyError("every fitting host is held by another placement")
     raise NoHostFitsError(explain(db, want, ttl, exclude, money, price_limit))
 
 

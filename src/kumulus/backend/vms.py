@@ -4,10 +4,15 @@ intended vs actual state, and release capacity whenever a VM stops holding it.""
 from __future__ import annotations
 
 import builtins
+import itertools
 import logging
+import random
 import secrets
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, select, update
@@ -15,12 +20,21 @@ from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 from substrateinterface import Keypair
 
-from kumulus.backend import billing, converge, host_keys, paging, quotas
+from kumulus.backend import billing, converge, host_keys, ledger, paging, quotas
 from kumulus.backend.billing import STOPPED_FOR_FUNDS, failure_reason, start_metering
 from kumulus.backend.clock import aware, utcnow
+from kumulus.backend.db import Database
+from kumulus.backend.group_commit import RETRY, GroupCommitter, Retry
 from kumulus.backend.hosts import bounded_planck, host_status
 from kumulus.backend.models import VM, Account, Host, SshKey
-from kumulus.backend.scheduler import NoHostFitsError, Want, place, release
+from kumulus.backend.scheduler import (
+    HostsBusyError,
+    NoHostFitsError,
+    Want,
+    explain,
+    place_once,
+    release,
+)
 from kumulus.backend.schemas import VMCreateIn, VMOut
 from kumulus.client import AgentClient, ApiError, CallPolicy
 from kumulus.config import BackendSettings
@@ -95,6 +109,106 @@ def _count_lease(db: Session, host_id: str, completed: bool) -> None:
     db.execute(update(Host).where(Host.id == host_id).values({column: column + 1}))
 
 
+# A placement that finds every fitting host held by other placements tries again for this long.
+RETRY_PLACEMENT_FOR = 5.0
+
+
+@dataclass(frozen=True)
+class PlaceRequest:
+    vm_id: str
+    tried: frozenset[str]  # hosts that refused it: not again
+
+
+def placer(db: Database, settings: BackendSettings) -> GroupCommitter[PlaceRequest, str]:
+    """This process's VM placements, group-committed (backend/group_commit.py): the
+    placements arriving together take their balances' locks, hosts and holds in one
+    transaction and one commit. Outcome: the host id."""
+    return GroupCommitter(
+        db, partial(place_vms, settings), "vm-placer", retry_for=RETRY_PLACEMENT_FOR
+    )
+
+
+def place_vms(
+    settings: BackendSettings,
+    db: Session,
+    requests: Sequence[PlaceRequest],
+    last_try: Sequence[bool],
+) -> list[str | BaseException | Retry]:
+    """Place each VM on a host that fits and take its prepaid hold, in the caller's
+    transaction (the caller commits). Per request: the host id; ConflictError
+    (`no_host_fits`, `deleting`) or PaymentRequiredError, having changed nothing; or RETRY
+    when every fitting host is held by another transaction (never on its `last_try`)."""
+    ids = sorted({r.vm_id for r in requests})
+    vms = {vm.id: vm for vm in db.scalars(select(VM).where(VM.id.in_(ids)))}
+    # Balances first, then the hosts: the order every money change takes locks in, and one
+    # sorted lock for the whole batch (ledger.lock: once per transaction).
+    locked, _ = billing.lock_vms(db, [vms[i] for i in ids if i in vms])
+    return [
+        _place_one(settings, db, vms.get(r.vm_id), r, locked, last)
+        for r, last in zip(requests, last_try, strict=True)
+    ]
+
+
+def _place_one(
+    settings: BackendSettings,
+    db: Session,
+    vm: VM | None,
+    request: PlaceRequest,
+    locked: dict[ledger.Key, int],
+    last_try: bool,
+) -> str | BaseException | Retry:
+    if vm is None or vm.intended_state == "deleted":  # its hold is back already
+        return ConflictError(f"VM {request.vm_id} is being deleted", code="deleting")
+    if vm.reserved and vm.host_id:
+        return vm.host_id  # placed already (the same placement asked twice)
+
+    def money(planck: int) -> str:
+        return format_amount(planck, settings.token_decimals, settings.token_symbol)
+
+    want = want_of(vm)
+    try:
+        placed = place_once(
+            db,
+            want,
+            settings.heartbeat_ttl,
+            exclude=set(request.tried),
+            money=money,
+            price_limit=settings.max_vm_price_planck,
+        )
+    except HostsBusyError:
+        if not last_try:
+            return RETRY
+        return ConflictError(
+            explain(
+                db,
+                want,
+                settings.heartbeat_ttl,
+                set(request.tried),
+                money,
+                settings.max_vm_price_planck,
+            ),
+            code="no_host_fits",
+        )
+    except NoHostFitsError as exc:
+        return ConflictError(str(exc), code="no_host_fits")
+    before = (vm.price_cpu_hour, vm.price_memory_gib_hour, vm.price_disk_gib_hour)
+    vm.price_cpu_hour = placed.price_cpu_hour
+    vm.price_memory_gib_hour = placed.price_memory_gib_hour
+    vm.price_disk_gib_hour = placed.price_disk_gib_hour
+    try:
+        # In the placement's transaction: no hold, no placement. It refuses before it
+        # posts anything, so undoing the reservation undoes everything.
+        billing.take_hold(db, vm, locked, billing.terms_of(settings), money)
+    except PaymentRequiredError as exc:
+        release(db, placed.host_id, want, commit=False)
+        vm.price_cpu_hour, vm.price_memory_gib_hour, vm.price_disk_gib_hour = before
+        return exc
+    vm.host_id, vm.reserved, vm.updated_at = placed.host_id, True, utcnow()
+    vm.actual_state, vm.failure_reason = "pending", None
+    converge.mark_intent(vm)
+    return placed.host_id
+
+
 class VMService:
     """Developer VMs. Create, start, stop and delete record an intent with its money and
     return at once; the host is called by `converger` (when given, right away) and by the
@@ -106,11 +220,13 @@ class VMService:
         settings: BackendSettings,
         keypair: Keypair,
         converger: Converger | None = None,
+        placer: GroupCommitter[PlaceRequest, str] | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
         self.keypair = keypair
         self.converger = converger
+        self.placer = placer  # without it, each placement commits on its own
 
     def _kick(self, vm: VM, action: Action) -> None:
         if self.converger is not None:
@@ -285,39 +401,30 @@ class VMService:
 
     def _place(self, vm: VM, tried: set[str]) -> None:
         """Place the VM on a host that fits (none of `tried`) and take its prepaid hold, in
-        one transaction (committed): ConflictError `no_host_fits` or PaymentRequiredError,
-        nothing changed, when it cannot be."""
-        # Balances first, then the host: the order every money change takes locks in.
-        locked, _ = billing.lock_vms(self.db, [vm])
-        if vm.intended_state == "deleted":  # deleted meanwhile: its hold is back already
+        one transaction (committed; with `placer`, the group commit of the placements
+        arriving together): ConflictError `no_host_fits` or PaymentRequiredError, nothing
+        changed, when it cannot be."""
+        request = PlaceRequest(vm.id, frozenset(tried))
+        if self.placer is not None:
+            self.db.commit()  # a fresh snapshot afterwards sees the placer's commit
+            try:
+                self.placer.run(request)
+            finally:
+                self.db.refresh(vm)
+            return
+        give_up = time.monotonic() + RETRY_PLACEMENT_FOR
+        for attempt in itertools.count():
+            last = time.monotonic() >= give_up
+            outcome = place_vms(self.settings, self.db, [request], [last])[0]
+            if isinstance(outcome, str):
+                self.db.commit()
+                return
             self.db.rollback()
-            raise ConflictError(f"VM {vm.id} is being deleted", code="deleting")
-        try:
-            placed = place(
-                self.db,
-                want_of(vm),
-                self.settings.heartbeat_ttl,
-                exclude=tried,
-                money=self.money,
-                price_limit=self.settings.max_vm_price_planck,
-                commit=False,
-            )
-        except NoHostFitsError as exc:
-            self.db.rollback()
-            raise ConflictError(str(exc), code="no_host_fits") from exc
-        vm.host_id, vm.reserved, vm.updated_at = placed.host_id, True, utcnow()
-        vm.price_cpu_hour = placed.price_cpu_hour
-        vm.price_memory_gib_hour = placed.price_memory_gib_hour
-        vm.price_disk_gib_hour = placed.price_disk_gib_hour
-        vm.actual_state, vm.failure_reason = "pending", None
-        converge.mark_intent(vm)
-        try:
-            # In the placement's transaction: no hold, no placement.
-            billing.take_hold(self.db, vm, locked, self.terms, self.money)
-        except PaymentRequiredError:
-            self.db.rollback()
-            raise
-        self.db.commit()
+            if isinstance(outcome, BaseException):
+                raise outcome
+            # Every fitting host is held by another placement: jittered, so that those
+            # that collided do not collide again in step.
+            time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))  # noqa: S311
 
     @staticmethod
     def awaiting_create(vm: VM) -> bool:
