@@ -68,7 +68,7 @@ def login(
     )
 
 
-@router.post("/auth/password", response_model=Revoked)
+@router.post("/auth/password", response_model=Revoked, responses=refusals(403))
 def change_password(body: PasswordChange, found: CurrentToken, db: Db) -> Revoked:
     """Set a new password (403 `wrong_password` unless `currentPassword` is right); every
     other token and console session of the account is revoked, the caller's is kept."""
@@ -108,7 +108,8 @@ def create_token(
     )
 
 
-@router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
+# `:int`: /tokens/revoke-all is another route, not a token id (DELETE on it is a 405).
+@router.delete("/tokens/{token_id:int}", status_code=status.HTTP_204_NO_CONTENT)
 def revoke_token(token_id: DbId, account: CurrentAccount, db: Db) -> Response:
     accounts.revoke_token(db, account, token_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
