@@ -21,11 +21,13 @@ import uvicorn
 from argon2 import PasswordHasher
 
 from kumulus.agent.app import create_app as create_agent
+from kumulus.agent.host_key import ensure_host_key
 from kumulus.agent.registration import register
 from kumulus.backend import security
 from kumulus.backend.app import create_app as create_backend
 from kumulus.config import AgentSettings, BackendSettings
-from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic, write_secret_file
+from kumulus.core.delegation import default_expiry, delegation_text
+from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic
 from tests.fakes import FakeRuntime
 
 PASSWORD = "correct horse battery"
@@ -104,9 +106,10 @@ def platform(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Platform]:
         backend_url=f"http://127.0.0.1:{backend_port}",
         stats_interval=1.0,
     )
-    write_secret_file(agent_settings.mnemonic_path, wallet_mnemonic)
+    # The host signs with a key of its own; the wallet delegates it and stays off the host.
     wallet = keypair_from_mnemonic(wallet_mnemonic)
-    agent_app = create_agent(agent_settings, FakeRuntime(), keypair=wallet)
+    host_key = ensure_host_key(agent_settings)
+    agent_app = create_agent(agent_settings, FakeRuntime(), keypair=host_key)
     with (
         _serve(create_backend(backend_settings), backend_port) as backend_url,
         _serve(agent_app, agent_port) as agent_url,
@@ -129,13 +132,18 @@ def platform(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Platform]:
         reg = register(
             state_dir=agent_settings.state_dir,
             backend_key_file=agent_settings.backend_key_path,
-            keypair=wallet,
+            keypair=host_key,
             backend_url=backend_url,
             provider_token=host_token,
             api_url=agent_url,
             public_ip="127.0.0.1",
             host_info=info,
         )
+        text = delegation_text(reg.host_id, host_key.ss58_address, default_expiry())
+        http.post(
+            "/v1/hosts/delegation",
+            json={"message": text, "signature": "0x" + bytes(wallet.sign(text.encode())).hex()},
+        ).raise_for_status()
         developer = _login(http, "developer")
         http.post(
             "/v1/ssh-keys", headers=developer, json={"name": "fuzz", "publicKey": SSH_KEY}

@@ -135,7 +135,7 @@ def agent_register(
         typer.Option(help="the backend's ss58 address, for a token that carries none"),
     ] = None,
 ) -> None:
-    """Register this host with a backend (signed by the wallet) and pin the backend's key:
+    """Register this host with a backend (signed by its host key) and pin the backend's key:
     the one the token carries (or --backend-address), refusing an answer with another.
 
     The agent must be running (its /v1/host reports capacity and disk-quota support)."""
@@ -146,12 +146,17 @@ def agent_register(
     from kumulus.core.signing import SecretFileError, load_keypair
 
     settings = AgentSettings()
-    # The key the agent signs with (agent/host_key.signing_key): on a host set up before
-    # host keys, the wallet stored there; else the host key (pending until the wallet
-    # delegates it: `kumulus agent delegate`).
-    path = settings.mnemonic_path if settings.mnemonic_path.exists() else settings.host_key_path
+    # A new host registers with its own key (pending until the wallet delegates it:
+    # `kumulus agent delegate`); the backend refuses one signed by the wallet. A wallet
+    # stored here would be what the running agent signs with (agent/host_key.signing_key).
+    if settings.mnemonic_path.exists():
+        raise _fail(
+            f"this host stores a wallet ({settings.mnemonic_path}): a new host signs with a "
+            "key of its own and the wallet stays off it; remove that file, restart the agent, "
+            "register again, then delegate with the wallet: kumulus agent delegate"
+        )
     try:
-        keypair = load_keypair(path)
+        keypair = load_keypair(settings.host_key_path)
     except SecretFileError as exc:
         raise _fail(f"{exc}; make this host's key first: kumulus agent host-key") from exc
     local = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
@@ -182,11 +187,10 @@ def agent_register(
     except RegistrationError as exc:
         raise _fail(str(exc)) from exc
     typer.echo(f"registered as host {reg.host_id}; pinned backend key {reg.backend_address}")
-    if path == settings.host_key_path:
-        typer.echo(
-            f"host key {keypair.ss58_address} is pending: delegate it with the wallet "
-            "(here: kumulus agent delegate; or GET /v1/provider/hosts/<id>/delegation)"
-        )
+    typer.echo(
+        f"host key {keypair.ss58_address} is pending: delegate it with the wallet "
+        "(here: kumulus agent delegate; or GET /v1/provider/hosts/<id>/delegation)"
+    )
 
 
 @agent_app.command("host-key")
@@ -220,7 +224,8 @@ def agent_delegate(
     days: Annotated[int, typer.Option(min=1, max=730, help="days the delegation lasts")] = 365,
 ) -> None:
     """Delegate this host's key with the provider's wallet (signed here, sent to the
-    backend); the mnemonic is used once and never stored."""
+    backend); the mnemonic is used once and never stored. A wallet stored on this host
+    (set up before host keys) is removed once the delegation is accepted."""
     from datetime import UTC, datetime, timedelta
 
     import httpx
@@ -258,6 +263,14 @@ def agent_delegate(
             f"the backend refused the delegation ({resp.status_code}): {error_detail(resp)}"
         )
     typer.echo(f"host key {host_key} delegated by {wallet.ss58_address} until {until:%Y-%m-%d}")
+    if settings.mnemonic_path.exists():
+        # A legacy host's stored wallet: the backend hears this host by its key from now
+        # on, and a wallet left here is what stealing the host would be worth.
+        settings.mnemonic_path.unlink()
+        typer.echo(
+            f"removed the wallet stored on this host ({settings.mnemonic_path}): restart the "
+            "agent so that it signs with its host key"
+        )
 
 
 # -- backend --------------------------------------------------------------------------------

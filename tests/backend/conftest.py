@@ -5,15 +5,22 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from httpx import Response
 from substrateinterface import Keypair
 
 from kumulus.backend.app import create_app
+from kumulus.backend.clock import utcnow
+from kumulus.backend.host_keys import LEGACY
+from kumulus.backend.hosts import starting_prices
+from kumulus.backend.models import Host, ProviderProfile
 from kumulus.config import BackendSettings
+from kumulus.core.delegation import default_expiry, delegation_text
 from kumulus.core.signing import Domain, keypair_from_mnemonic, new_mnemonic, sign_envelope
 from tests.generous_limits import GENEROUS_LIMITS
 
@@ -120,9 +127,72 @@ def register_payload(token: str, **over: Any) -> dict[str, Any]:
     }
 
 
-def register_host(client: TestClient, actor: Actor, wallet: Keypair) -> str:
+@pytest.fixture
+def host_key() -> Keypair:
+    """A host's own key, as `kumulus agent host-key` makes it."""
+    return keypair_from_mnemonic(new_mnemonic())
+
+
+def delegate_host(
+    client: TestClient,
+    wallet: Keypair,
+    host_id: str,
+    host_key: Keypair,
+    expires_at: datetime | None = None,
+    issued_at: datetime | None = None,
+) -> Response:
+    """`kumulus agent delegate`: the wallet signs the delegation of `host_key` (made at
+    `issued_at`, now by default, for a year unless `expires_at`) and the host sends it."""
+    message = delegation_text(
+        host_id, host_key.ss58_address, expires_at or default_expiry(), issued_at
+    )
+    signature = "0x" + bytes(wallet.sign(message.encode())).hex()
+    return client.post("/v1/hosts/delegation", json={"message": message, "signature": signature})
+
+
+def register_host(
+    client: TestClient, actor: Actor, wallet: Keypair, host_key: Keypair | None = None
+) -> str:
+    """A host as setup adds one: registered with its own key (`host_key`, else a new one,
+    for a test that never speaks as the host) and a one-time token, then its key delegated
+    by the provider's `wallet`. Returns its id."""
+    host_key = host_key or keypair_from_mnemonic(new_mnemonic())
     token = client.post("/v1/provider/host-tokens", headers=actor.headers).json()["token"]
-    env = sign_envelope(wallet, register_payload(token), domain=Domain.HOST_REGISTRATION)
+    env = sign_envelope(host_key, register_payload(token), domain=Domain.HOST_REGISTRATION)
     resp = client.post("/v1/hosts/register", json=env.model_dump())
     assert resp.status_code == 201, resp.text
-    return str(resp.json()["hostId"])
+    host_id = str(resp.json()["hostId"])
+    delegated = delegate_host(client, wallet, host_id, host_key)
+    assert delegated.status_code == 200, delegated.text
+    return host_id
+
+
+def legacy_host(client: TestClient, actor: Actor, wallet: Keypair) -> str:
+    """A host registered before host keys, signing with the `wallet` stored on it. No host
+    registers so any more (only their migration matters), so its row is written directly,
+    as that registration left it. Returns its id."""
+    app = client.app
+    with app.state.db.session() as db:  # type: ignore[attr-defined]
+        profile = db.get(ProviderProfile, actor.id)
+        assert profile is not None and profile.wallet_address == wallet.ss58_address
+        payload = register_payload("unused")
+        host = Host(
+            id=secrets.token_hex(8),
+            account_id=actor.id,
+            wallet_address=wallet.ss58_address,
+            host_key=None,
+            host_key_state=LEGACY,
+            api_url=payload["apiUrl"],
+            public_ip=payload["publicIp"],
+            cpu=payload["capacity"]["cpu"],
+            memory=payload["capacity"]["memory"],
+            disk=payload["capacity"]["disk"],
+            disk_quota=True,
+            isolated=True,
+            agent_version=payload["agentVersion"],
+            registered_at=utcnow(),
+        )
+        host.set_prices(*starting_prices(app.state.settings, profile))  # type: ignore[attr-defined]
+        db.add(host)
+        db.commit()
+        return host.id

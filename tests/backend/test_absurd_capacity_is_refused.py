@@ -27,6 +27,7 @@ def test_capacity_past_the_caps_is_422(
     backend: TestClient,
     provider: Actor,
     wallet: Keypair,
+    host_key: Keypair,
     capacity: dict[str, float],
     field: str,
     says: str,
@@ -34,7 +35,7 @@ def test_capacity_past_the_caps_is_422(
     link_wallet(backend, provider, wallet)
     token = backend.post("/v1/provider/host-tokens", headers=provider.headers).json()["token"]
     bad = sign_envelope(
-        wallet, register_payload(token, capacity=capacity), domain=Domain.HOST_REGISTRATION
+        host_key, register_payload(token, capacity=capacity), domain=Domain.HOST_REGISTRATION
     )
     resp = backend.post("/v1/hosts/register", json=bad.model_dump())
     assert resp.status_code == 422, resp.text
@@ -42,7 +43,7 @@ def test_capacity_past_the_caps_is_422(
     assert says in body["detail"]
     assert {"loc": ["body", "capacity", field], "msg": body["fields"][0]["msg"]} in body["fields"]
     assert backend.get("/v1/provider/hosts", headers=provider.headers).json()["items"] == []
-    good = sign_envelope(wallet, register_payload(token), domain=Domain.HOST_REGISTRATION)
+    good = sign_envelope(host_key, register_payload(token), domain=Domain.HOST_REGISTRATION)
     assert backend.post("/v1/hosts/register", json=good.model_dump()).status_code == 201
 
 

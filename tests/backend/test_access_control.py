@@ -38,10 +38,14 @@ def test_developers_cannot_use_provider_routes(
 
 
 def test_hosts_of_another_provider_are_404(
-    backend: TestClient, provider: Actor, other_provider: Actor, wallet: Keypair
+    backend: TestClient,
+    provider: Actor,
+    other_provider: Actor,
+    wallet: Keypair,
+    host_key: Keypair,
 ) -> None:
     link_wallet(backend, provider, wallet)
-    host_id = register_host(backend, provider, wallet)
+    host_id = register_host(backend, provider, wallet, host_key)
     assert backend.get(f"/v1/provider/hosts/{host_id}", headers=provider.headers).status_code == 200
     assert (
         backend.get(f"/v1/provider/hosts/{host_id}", headers=other_provider.headers).status_code

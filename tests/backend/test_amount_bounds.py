@@ -33,7 +33,7 @@ def _vm(key: str, **over: Any) -> dict[str, Any]:
 
 
 def test_prices_over_the_maximum_are_refused(
-    backend: TestClient, provider: Actor, wallet: Keypair
+    backend: TestClient, provider: Actor, wallet: Keypair, host_key: Keypair
 ) -> None:
     ok = {"cpu": "1000", "memoryGib": "0.5", "diskGib": "0.01"}
     put = backend.put("/v1/provider/profile", headers=provider.headers, json={"prices": ok})
@@ -42,7 +42,7 @@ def test_prices_over_the_maximum_are_refused(
     put = backend.put("/v1/provider/profile", headers=provider.headers, json={"prices": over})
     assert put.status_code == 422 and "prices.memoryGib: at most 1000 UNIT" in put.json()["detail"]
     link_wallet(backend, provider, wallet)
-    host_id = register_host(backend, provider, wallet)
+    host_id = register_host(backend, provider, wallet, host_key)
     patch = backend.patch(
         f"/v1/provider/hosts/{host_id}", headers=provider.headers,
         json={"prices": {**ok, "diskGib": "5000"}},

@@ -14,14 +14,14 @@ from substrateinterface import Keypair
 from kumulus.agent.host_key import ensure_host_key, signing_key
 from kumulus.config import AgentSettings
 from kumulus.core.signing import Domain, sign_envelope, write_secret_file
-from tests.backend.conftest import FULL_ISOLATION, Actor, link_wallet, register_host
+from tests.backend.conftest import FULL_ISOLATION, Actor, legacy_host, link_wallet
 
 
 def test_a_legacy_host_whose_key_was_not_delegated_still_signs_with_its_wallet(
     backend: TestClient, provider: Actor, wallet: Keypair, tmp_path: Path
 ) -> None:
     link_wallet(backend, provider, wallet)
-    host_id = register_host(backend, provider, wallet)  # legacy: the wallet is on the host
+    host_id = legacy_host(backend, provider, wallet)  # the wallet is on the host
     settings = AgentSettings(state_dir=tmp_path / "agent")
     write_secret_file(settings.mnemonic_path, wallet.mnemonic)
     ensure_host_key(settings)  # setup made the key; its delegation then failed

@@ -15,7 +15,7 @@ from kumulus.backend.host_keys import signing_address
 from kumulus.backend.models import Host
 from kumulus.core.delegation import delegation_text
 from kumulus.core.signing import Domain, keypair_from_mnemonic, new_mnemonic, sign_envelope
-from tests.backend.conftest import FULL_ISOLATION, Actor, link_wallet, register_host
+from tests.backend.conftest import FULL_ISOLATION, Actor, legacy_host, link_wallet
 
 VM = {"cpu": 1, "memory": "1g", "disk": "10g"}
 
@@ -31,7 +31,7 @@ def test_relinking_the_wallet_cuts_off_the_old_wallet_on_legacy_hosts(
     backend: TestClient, provider: Actor, developer: Actor, wallet: Keypair
 ) -> None:
     link_wallet(backend, provider, wallet)
-    host_id = register_host(backend, provider, wallet)  # signed by the wallet: legacy
+    host_id = legacy_host(backend, provider, wallet)  # signs with the wallet
     assert _beat(backend, wallet, host_id) == 202
     assert backend.post("/v1/vms/quote", headers=developer.headers, json=VM).status_code == 200
 

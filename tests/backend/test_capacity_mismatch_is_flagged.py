@@ -11,7 +11,7 @@ from substrateinterface import Keypair
 from kumulus.backend.models import Host
 from kumulus.backend.reputation import recompute
 from kumulus.backend.scheduler import Want, place
-from kumulus.core.signing import Domain, sign_envelope
+from kumulus.core.signing import Domain, keypair_from_mnemonic, new_mnemonic, sign_envelope
 from tests.backend.conftest import FULL_ISOLATION, Actor, link_wallet, register_host
 
 GIB = 1 << 30
@@ -21,7 +21,7 @@ HONEST = {"cpuCount": 4, "memoryTotal": 9 * GIB, "diskTotal": 120 * GIB}
 
 
 def _beat(
-    backend: TestClient, wallet: Keypair, host_id: str, machine: Any, status: int = 202
+    backend: TestClient, host_key: Keypair, host_id: str, machine: Any, status: int = 202
 ) -> None:
     payload = {
         "kind": "health",
@@ -32,7 +32,7 @@ def _beat(
     }
     resp = backend.post(
         "/v1/hosts/heartbeat",
-        json=sign_envelope(wallet, payload, domain=Domain.HEARTBEAT).model_dump(),
+        json=sign_envelope(host_key, payload, domain=Domain.HEARTBEAT).model_dump(),
     )
     assert resp.status_code == status, resp.text
 
@@ -46,12 +46,13 @@ def test_a_host_declaring_more_than_its_machine_is_flagged_and_ranked_down(
     backend: TestClient, provider: Actor, wallet: Keypair
 ) -> None:
     link_wallet(backend, provider, wallet)
+    liar_key, honest_key = (keypair_from_mnemonic(new_mnemonic()) for _ in range(2))
     liar, honest = (
-        register_host(backend, provider, wallet),
-        register_host(backend, provider, wallet),
+        register_host(backend, provider, wallet, liar_key),
+        register_host(backend, provider, wallet, honest_key),
     )
-    _beat(backend, wallet, liar, SMALLER)
-    _beat(backend, wallet, honest, HONEST)
+    _beat(backend, liar_key, liar, SMALLER)
+    _beat(backend, honest_key, honest, HONEST)
     view = _view(backend, provider, liar)
     assert view["capacityProblem"] == (
         "declares 4 vCPU, the machine reports 2 vCPU; "
@@ -78,7 +79,7 @@ def test_a_host_declaring_more_than_its_machine_is_flagged_and_ranked_down(
     )
 
     # The provider fixes the agent's declaration... here: the machine reports enough.
-    _beat(backend, wallet, liar, HONEST)
+    _beat(backend, liar_key, liar, HONEST)
     assert _view(backend, provider, liar)["capacityProblem"] is None
     with db_.session() as db:
         recompute(db)
@@ -87,25 +88,25 @@ def test_a_host_declaring_more_than_its_machine_is_flagged_and_ranked_down(
 
 
 def test_heartbeats_without_a_machine_report_are_flagged(
-    backend: TestClient, provider: Actor, wallet: Keypair
+    backend: TestClient, provider: Actor, wallet: Keypair, host_key: Keypair
 ) -> None:
     """Leaving the report out is no way around the check: a host whose heartbeats say
     nothing usable about its machine is flagged (tier 0) until one shows it holds."""
     link_wallet(backend, provider, wallet)
-    host_id = register_host(backend, provider, wallet)
-    _beat(backend, wallet, host_id, HONEST)
+    host_id = register_host(backend, provider, wallet, host_key)
+    _beat(backend, host_key, host_id, HONEST)
     assert _view(backend, provider, host_id)["capacityProblem"] is None
-    _beat(backend, wallet, host_id, {"cpuPercent": 3})  # nothing usable about the machine
+    _beat(backend, host_key, host_id, {"cpuPercent": 3})  # nothing usable about the machine
     assert "do not report the machine" in _view(backend, provider, host_id)["capacityProblem"]
-    _beat(backend, wallet, host_id, HONEST)
+    _beat(backend, host_key, host_id, HONEST)
     assert _view(backend, provider, host_id)["capacityProblem"] is None
     for nonsense in ({"cpuCount": "lots", "memoryTotal": -1}, "big"):  # refused outright
-        _beat(backend, wallet, host_id, nonsense, status=422)
+        _beat(backend, host_key, host_id, nonsense, status=422)
         assert _view(backend, provider, host_id)["capacityProblem"] is None
     payload = {"kind": "health", "hostId": host_id, "agentVersion": "0.1.0"}
     resp = backend.post(
         "/v1/hosts/heartbeat",
-        json=sign_envelope(wallet, payload, domain=Domain.HEARTBEAT).model_dump(),
+        json=sign_envelope(host_key, payload, domain=Domain.HEARTBEAT).model_dump(),
     )
     assert resp.status_code == 202
     assert "do not report the machine" in _view(backend, provider, host_id)["capacityProblem"]

@@ -1,5 +1,5 @@
 """Each agent-facing endpoint takes envelopes of its own kind only, signed over their exact
-bytes: an envelope of another kind (same wallet, same payload) or a `<Bytes>`-wrapped
+bytes: an envelope of another kind (same key, same payload) or a `<Bytes>`-wrapped
 signature (what a browser extension makes) is refused with 401 and changes nothing."""
 
 from __future__ import annotations
@@ -51,22 +51,23 @@ def test_only_exact_signatures_of_the_endpoints_kind_are_accepted(
     backend: TestClient,
     provider: Actor,
     wallet: Keypair,
+    host_key: Keypair,
     request_for: Request,
     domain: Domain,
     accepted: int,
 ) -> None:
     link_wallet(backend, provider, wallet)
-    host_id = register_host(backend, provider, wallet)
+    host_id = register_host(backend, provider, wallet, host_key)
     path, payload = request_for(backend, provider, host_id)
     before = _state(backend, provider)
-    signers = [(wallet, other) for other in ENVELOPE_DOMAINS - {domain}]
-    signers.append((ExtensionSigner(wallet).as_keypair(), domain))
+    signers = [(host_key, other) for other in ENVELOPE_DOMAINS - {domain}]
+    signers.append((ExtensionSigner(host_key).as_keypair(), domain))
     for signer, signed_as in signers:
         envelope = sign_envelope(signer, payload, domain=signed_as)
         resp = backend.post(path, json=envelope.model_dump())
         assert resp.status_code == 401, (signed_as, resp.text)
         assert "bad signature" in resp.json()["detail"]
     assert _state(backend, provider) == before
-    exact = sign_envelope(wallet, payload, domain=domain)
+    exact = sign_envelope(host_key, payload, domain=domain)
     assert backend.post(path, json=exact.model_dump()).status_code == accepted
     assert _state(backend, provider) != before

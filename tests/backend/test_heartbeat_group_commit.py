@@ -12,7 +12,7 @@ from kumulus.backend.heartbeats import HeartbeatWriter
 from kumulus.backend.models import Heartbeat, Host, HostUptime
 from kumulus.core.errors import KumulusError
 from kumulus.core.http import status_of
-from kumulus.core.signing import Domain, sign_envelope
+from kumulus.core.signing import Domain, keypair_from_mnemonic, new_mnemonic, sign_envelope
 from tests.backend.conftest import Actor, link_wallet, register_host
 
 
@@ -20,10 +20,11 @@ def test_concurrent_heartbeats_share_transactions(
     backend: TestClient, provider: Actor, wallet: Keypair
 ) -> None:
     link_wallet(backend, provider, wallet)
-    hosts = [register_host(backend, provider, wallet) for _ in range(5)]
+    keys = [keypair_from_mnemonic(new_mnemonic()) for _ in range(5)]
+    hosts = [register_host(backend, provider, wallet, key) for key in keys]
     envelopes = [
         sign_envelope(
-            wallet,
+            keys[i % 5],
             {"kind": "health", "hostId": hosts[i % 5], "agentVersion": "9"},
             domain=Domain.HEARTBEAT,
         )
@@ -58,12 +59,14 @@ def test_concurrent_heartbeats_share_transactions(
 
 
 def test_heartbeat_for_a_host_of_another_wallet_is_404(
-    backend: TestClient, provider: Actor, other_provider: Actor, wallet: Keypair
+    backend: TestClient,
+    provider: Actor,
+    other_provider: Actor,
+    wallet: Keypair,
+    host_key: Keypair,
 ) -> None:
-    from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic
-
     link_wallet(backend, provider, wallet)
-    host_id = register_host(backend, provider, wallet)
+    host_id = register_host(backend, provider, wallet, host_key)
     stranger = keypair_from_mnemonic(new_mnemonic())
     env = sign_envelope(stranger, {"kind": "health", "hostId": host_id}, domain=Domain.HEARTBEAT)
     resp = backend.post("/v1/hosts/heartbeat", json=env.model_dump())

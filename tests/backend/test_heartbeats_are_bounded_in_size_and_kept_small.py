@@ -20,10 +20,11 @@ def test_an_oversized_heartbeat_is_refused_and_a_normal_one_kept_lean(tmp_path: 
     with client_of(settings) as client:
         provider = Actor(client, "provider")
         link_wallet(client, provider, wallet)
-        host_id = register_host(client, provider, wallet)
+        host_key = keypair_from_mnemonic(new_mnemonic())
+        host_id = register_host(client, provider, wallet, host_key)
         vm_stats = [{"vmId": f"{i:016x}", "state": "running"} for i in range(100)]
         big = sign_envelope(
-            wallet,
+            host_key,
             {"kind": "health", "hostId": host_id, "vmStats": vm_stats},
             domain=Domain.HEARTBEAT,
         )
@@ -38,7 +39,7 @@ def test_an_oversized_heartbeat_is_refused_and_a_normal_one_kept_lean(tmp_path: 
             "vms": {"total": 2, "running": 2, "unhealthy": 0},
             "vmStats": vm_stats[:2],
         }
-        ok = sign_envelope(wallet, payload, domain=Domain.HEARTBEAT)
+        ok = sign_envelope(host_key, payload, domain=Domain.HEARTBEAT)
         assert client.post("/v1/hosts/heartbeat", json=ok.model_dump()).status_code == 202
         with client.app.state.db.session() as s:  # type: ignore[attr-defined]
             kept = s.scalars(select(Heartbeat.payload).where(Heartbeat.host_id == host_id)).all()

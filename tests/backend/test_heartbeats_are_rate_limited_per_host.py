@@ -20,7 +20,8 @@ def test_a_host_beating_too_fast_is_refused_and_not_stored(tmp_path: Path) -> No
     with client_of(settings) as client:
         provider = Actor(client, "provider")
         link_wallet(client, provider, wallet)
-        host_id = register_host(client, provider, wallet)
+        host_key = keypair_from_mnemonic(new_mnemonic())
+        host_id = register_host(client, provider, wallet, host_key)
 
         def beat(signer: object) -> object:
             env = sign_envelope(
@@ -31,9 +32,9 @@ def test_a_host_beating_too_fast_is_refused_and_not_stored(tmp_path: Path) -> No
         # A stranger's heartbeats for this host are refused and spend nothing of its budget.
         for _ in range(3):
             assert beat(stranger).status_code in (404, 429)
-        assert beat(wallet).status_code == 202
-        assert beat(wallet).status_code == 202
-        assert_rate_limited(beat(wallet), "heartbeats from this host")
+        assert beat(host_key).status_code == 202
+        assert beat(host_key).status_code == 202
+        assert_rate_limited(beat(host_key), "heartbeats from this host")
         with client.app.state.db.session() as s:  # type: ignore[attr-defined]
             stored = s.scalar(select(func.count()).where(Heartbeat.host_id == host_id))
         assert stored == 2

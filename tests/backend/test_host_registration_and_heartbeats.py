@@ -1,5 +1,6 @@
-"""Hosts register with a one-time provider token + the linked wallet's signature, then send
-signed heartbeats; forged, replayed or foreign traffic is refused."""
+"""Hosts register with a one-time provider token, signed by a key of their own which the
+linked wallet then delegates, and send heartbeats signed by it; forged, replayed or foreign
+traffic is refused."""
 
 import json
 from datetime import timedelta
@@ -11,7 +12,13 @@ from substrateinterface import Keypair
 from kumulus.backend.models import Heartbeat, Host
 from kumulus.core.host_tokens import backend_address_in
 from kumulus.core.signing import Domain, keypair_from_mnemonic, new_mnemonic, sign_envelope
-from tests.backend.conftest import Actor, link_wallet, register_host, register_payload
+from tests.backend.conftest import (
+    Actor,
+    delegate_host,
+    link_wallet,
+    register_host,
+    register_payload,
+)
 
 
 def _heartbeats(backend: TestClient, host_id: str) -> int:
@@ -20,7 +27,7 @@ def _heartbeats(backend: TestClient, host_id: str) -> int:
 
 
 def test_register_then_heartbeat_brings_host_online(
-    backend: TestClient, provider: Actor, wallet: Keypair
+    backend: TestClient, provider: Actor, wallet: Keypair, host_key: Keypair
 ) -> None:
     backend.put(
         "/v1/provider/profile",
@@ -32,19 +39,21 @@ def test_register_then_heartbeat_brings_host_online(
     resp = backend.post(
         "/v1/hosts/register",
         json=sign_envelope(
-            wallet, register_payload(token), domain=Domain.HOST_REGISTRATION
+            host_key, register_payload(token), domain=Domain.HOST_REGISTRATION
         ).model_dump(),
     )
     assert resp.status_code == 201, resp.text
     reg = resp.json()
+    assert reg["hostKeyState"] == "pending"
     assert reg["backendAddress"] == backend.get("/healthz").json()["backendAddress"]
     assert backend_address_in(token) == reg["backendAddress"]  # what the agent pins
     host_id = reg["hostId"]
     host = backend.get(f"/v1/provider/hosts/{host_id}", headers=provider.headers).json()
     assert host["status"] == "offline" and host["region"] == "eu" and host["cpu"] == 4
+    assert delegate_host(backend, wallet, host_id, host_key).status_code == 200
 
     beat = sign_envelope(
-        wallet,
+        host_key,
         {"kind": "health", "hostId": host_id, "agentVersion": "0.1.0", "host": {"cpuPercent": 3.5}},
         domain=Domain.HEARTBEAT,
     )
@@ -59,7 +68,7 @@ def test_register_then_heartbeat_brings_host_online(
     # Tampered heartbeat: refused.
     forged = json.loads(
         sign_envelope(
-            wallet, {"kind": "health", "hostId": host_id}, domain=Domain.HEARTBEAT
+            host_key, {"kind": "health", "hostId": host_id}, domain=Domain.HEARTBEAT
         ).model_dump_json()
     )
     forged["payload"]["host"] = {"cpuPercent": 0}
@@ -73,11 +82,11 @@ def test_register_then_heartbeat_brings_host_online(
 
 
 def test_host_goes_offline_after_the_ttl(
-    backend: TestClient, provider: Actor, wallet: Keypair
+    backend: TestClient, provider: Actor, wallet: Keypair, host_key: Keypair
 ) -> None:
     link_wallet(backend, provider, wallet)
-    host_id = register_host(backend, provider, wallet)
-    beat = sign_envelope(wallet, {"kind": "health", "hostId": host_id}, domain=Domain.HEARTBEAT)
+    host_id = register_host(backend, provider, wallet, host_key)
+    beat = sign_envelope(host_key, {"kind": "health", "hostId": host_id}, domain=Domain.HEARTBEAT)
     backend.post("/v1/hosts/heartbeat", json=beat.model_dump())
     with backend.app.state.db.session() as db:  # type: ignore[attr-defined]
         host = db.get(Host, host_id)
@@ -88,7 +97,7 @@ def test_host_goes_offline_after_the_ttl(
     assert host_json["status"] == "offline"
 
 
-def test_registration_needs_a_fresh_token_and_another_key_is_pending(
+def test_registration_needs_a_fresh_token_and_the_key_is_pending(
     backend: TestClient, provider: Actor, wallet: Keypair
 ) -> None:
     link_wallet(backend, provider, wallet)
@@ -100,34 +109,27 @@ def test_registration_needs_a_fresh_token_and_another_key_is_pending(
             host_key, register_payload(first), domain=Domain.HOST_REGISTRATION
         ).model_dump(),
     )
-    # A key other than the wallet is the host's own: it waits for the wallet's delegation.
+    # The host's own key: it waits for the wallet's delegation.
     assert pending.status_code == 201 and pending.json()["hostKeyState"] == "pending"
-    token = backend.post("/v1/provider/host-tokens", headers=provider.headers).json()["token"]
-    ok = backend.post(
-        "/v1/hosts/register",
-        json=sign_envelope(
-            wallet, register_payload(token), domain=Domain.HOST_REGISTRATION
-        ).model_dump(),
-    )
-    assert ok.status_code == 201 and ok.json()["hostKeyState"] == "legacy"
     reused = backend.post(
         "/v1/hosts/register",
         json=sign_envelope(
-            wallet, register_payload(token), domain=Domain.HOST_REGISTRATION
+            host_key, register_payload(first), domain=Domain.HOST_REGISTRATION
         ).model_dump(),
     )
     assert reused.status_code == 401 and "used" in reused.json()["detail"]
     bogus = backend.post(
         "/v1/hosts/register",
         json=sign_envelope(
-            wallet, register_payload("kmh_nope"), domain=Domain.HOST_REGISTRATION
+            host_key, register_payload("kmh_nope"), domain=Domain.HOST_REGISTRATION
         ).model_dump(),
     )
     assert bogus.status_code == 401
+    token = backend.post("/v1/provider/host-tokens", headers=provider.headers).json()["token"]
     bad = backend.post(
         "/v1/hosts/register",
         json=sign_envelope(
-            wallet,
+            host_key,
             register_payload(token, apiUrl="file:///etc/passwd"),
             domain=Domain.HOST_REGISTRATION,
         ).model_dump(),
@@ -144,7 +146,7 @@ def test_a_provider_cannot_speak_for_anothers_host(
     backend: TestClient, provider: Actor, other_provider: Actor, wallet: Keypair
 ) -> None:
     link_wallet(backend, provider, wallet)
-    host_id = register_host(backend, provider, wallet)
+    host_id = register_host(backend, provider, wallet)  # its key: not the other's wallet
     other_wallet = keypair_from_mnemonic(new_mnemonic())
     link_wallet(backend, other_provider, other_wallet)
     for path, payload in [
@@ -163,11 +165,13 @@ def test_a_provider_cannot_speak_for_anothers_host(
     assert _heartbeats(backend, host_id) == 0
 
 
-def test_ip_change_only_when_signed(backend: TestClient, provider: Actor, wallet: Keypair) -> None:
+def test_ip_change_only_when_signed(
+    backend: TestClient, provider: Actor, wallet: Keypair, host_key: Keypair
+) -> None:
     link_wallet(backend, provider, wallet)
-    host_id = register_host(backend, provider, wallet)
+    host_id = register_host(backend, provider, wallet, host_key)
     env = sign_envelope(
-        wallet, {"kind": "ip", "hostId": host_id, "publicIp": "127.0.0.2"}, domain=Domain.HOST_IP
+        host_key, {"kind": "ip", "hostId": host_id, "publicIp": "127.0.0.2"}, domain=Domain.HOST_IP
     )
     assert backend.post("/v1/hosts/ip", json=env.model_dump()).status_code == 200
     host = backend.get(f"/v1/provider/hosts/{host_id}", headers=provider.headers).json()

@@ -10,17 +10,17 @@ from substrateinterface import Keypair
 
 from kumulus.backend.clock import utcnow
 from kumulus.backend.models import VM, Account, Host
-from kumulus.core.signing import Domain, sign_envelope
+from kumulus.core.signing import Domain, keypair_from_mnemonic, new_mnemonic, sign_envelope
 from tests.backend.billing_fixtures import vm
 from tests.backend.conftest import Actor, link_wallet, register_host
 
 
 def test_new_address_reaches_the_vms_of_that_host_only(
-    backend: TestClient, provider: Actor, developer: Actor, wallet: Keypair
+    backend: TestClient, provider: Actor, developer: Actor, wallet: Keypair, host_key: Keypair
 ) -> None:
     link_wallet(backend, provider, wallet)
-    moving = register_host(backend, provider, wallet)
-    staying = register_host(backend, provider, wallet)
+    moving = register_host(backend, provider, wallet, host_key)
+    staying = register_host(backend, provider, wallet, keypair_from_mnemonic(new_mnemonic()))
     db_ = backend.app.state.db  # type: ignore[attr-defined]
     with db_.session() as db:
         dev = db.get(Account, developer.id)
@@ -35,7 +35,9 @@ def test_new_address_reaches_the_vms_of_that_host_only(
         db.execute(update(Host).values(last_heartbeat_at=utcnow()))
         db.commit()
     env = sign_envelope(
-        wallet, {"kind": "ip", "hostId": moving, "publicIp": "198.51.100.9"}, domain=Domain.HOST_IP
+        host_key,
+        {"kind": "ip", "hostId": moving, "publicIp": "198.51.100.9"},
+        domain=Domain.HOST_IP,
     )
     assert backend.post("/v1/hosts/ip", json=env.model_dump()).status_code == 200
     moved = backend.get(f"/v1/vms/{ids[0]}", headers=developer.headers).json()

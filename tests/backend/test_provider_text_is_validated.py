@@ -36,7 +36,13 @@ from kumulus.core.signing import (
 )
 from kumulus.core.untrusted_text import check_printable_line
 from kumulus.server import create_server
-from tests.backend.conftest import FULL_ISOLATION, Actor, link_wallet, register_payload
+from tests.backend.conftest import (
+    FULL_ISOLATION,
+    Actor,
+    delegate_host,
+    link_wallet,
+    register_payload,
+)
 from tests.console.conftest import csrf_of
 from tests.json_server import JsonServer
 from tests.signed_agent import signed_by
@@ -71,7 +77,7 @@ class World:
     client: TestClient
     provider: Actor
     developer: Actor
-    wallet: Any
+    host_key: Any  # what the host signs with (its key, which the wallet delegated)
     host_id: str
     token: str  # an unused host token: refused registrations must not spend it
     agent: JsonServer
@@ -93,16 +99,16 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     # One backend (with the consoles) for the whole table: each case is one request.
     data = tmp_path_factory.mktemp("provider-text") / "backend"
     settings = BackendSettings(data_dir=Path(data), heartbeat_ttl=3600, signup_credit="10")
-    wallet = keypair_from_mnemonic(new_mnemonic())
+    wallet, host_key = (keypair_from_mnemonic(new_mnemonic()) for _ in range(2))
     with (
-        JsonServer(_agent, signer=wallet) as agent,
+        JsonServer(_agent, signer=host_key) as agent,
         TestClient(create_server(settings), base_url="http://127.0.0.1") as client,
     ):
         provider, developer = Actor(client, "provider"), Actor(client, "developer")
         link_wallet(client, provider, wallet)
         first = _host_token(client, provider)
         env = sign_envelope(
-            wallet,
+            host_key,
             register_payload(
                 first, apiUrl=agent.url, capacity={"cpu": 4, "memory": 8 << 30, "disk": 100 << 30}
             ),
@@ -110,6 +116,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         )
         resp = client.post("/v1/hosts/register", json=env.model_dump())
         assert resp.status_code == 201, resp.text
+        delegated = delegate_host(client, wallet, resp.json()["hostId"], host_key)
+        assert delegated.status_code == 200, delegated.text
         key = Ed25519PrivateKey.generate().public_key()
         ssh_key = key.public_bytes(
             serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
@@ -118,7 +126,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             client,
             provider,
             developer,
-            wallet,
+            host_key,
             resp.json()["hostId"],
             _host_token(client, provider),
             agent,
@@ -144,7 +152,7 @@ def _heartbeat(world: World, **over: Any) -> dict[str, Any]:
 
 
 def _post(world: World, path: str, domain: Domain, payload: dict[str, Any]) -> httpx.Response:
-    env = sign_envelope(world.wallet, payload, domain=domain)
+    env = sign_envelope(world.host_key, payload, domain=domain)
     return world.client.post(path, json=env.model_dump())
 
 

@@ -57,12 +57,12 @@ def _assert_invalid(resp: object, field: str = "publicIp") -> None:
 
 @pytest.mark.parametrize("bad", HOSTILE)
 def test_registration_refuses_a_hostile_public_ip(
-    backend: TestClient, provider: Actor, wallet: Keypair, bad: str
+    backend: TestClient, provider: Actor, wallet: Keypair, host_key: Keypair, bad: str
 ) -> None:
     link_wallet(backend, provider, wallet)
     token = backend.post("/v1/provider/host-tokens", headers=provider.headers).json()["token"]
     env = sign_envelope(
-        wallet, register_payload(token, publicIp=bad), domain=Domain.HOST_REGISTRATION
+        host_key, register_payload(token, publicIp=bad), domain=Domain.HOST_REGISTRATION
     )
     _assert_invalid(backend.post("/v1/hosts/register", json=env.model_dump()))
     assert _hosts(backend) == 0
@@ -79,12 +79,17 @@ def test_registration_refuses_a_hostile_public_ip(
     ],
 )
 def test_registration_accepts_ips_and_dns_names(
-    backend: TestClient, provider: Actor, wallet: Keypair, given: str, stored: str
+    backend: TestClient,
+    provider: Actor,
+    wallet: Keypair,
+    host_key: Keypair,
+    given: str,
+    stored: str,
 ) -> None:
     link_wallet(backend, provider, wallet)
     token = backend.post("/v1/provider/host-tokens", headers=provider.headers).json()["token"]
     env = sign_envelope(
-        wallet, register_payload(token, publicIp=given), domain=Domain.HOST_REGISTRATION
+        host_key, register_payload(token, publicIp=given), domain=Domain.HOST_REGISTRATION
     )
     resp = backend.post("/v1/hosts/register", json=env.model_dump())
     assert resp.status_code == 201, resp.text
@@ -95,12 +100,12 @@ def test_registration_accepts_ips_and_dns_names(
 
 @pytest.mark.parametrize("bad", HOSTILE)
 def test_ip_change_refuses_a_hostile_value_and_keeps_the_old_one(
-    backend: TestClient, provider: Actor, wallet: Keypair, bad: str
+    backend: TestClient, provider: Actor, wallet: Keypair, host_key: Keypair, bad: str
 ) -> None:
     link_wallet(backend, provider, wallet)
-    host_id = register_host(backend, provider, wallet)
+    host_id = register_host(backend, provider, wallet, host_key)
     env = sign_envelope(
-        wallet, {"kind": "ip", "hostId": host_id, "publicIp": bad}, domain=Domain.HOST_IP
+        host_key, {"kind": "ip", "hostId": host_id, "publicIp": bad}, domain=Domain.HOST_IP
     )
     _assert_invalid(backend.post("/v1/hosts/ip", json=env.model_dump()))
     shown = backend.get(f"/v1/provider/hosts/{host_id}", headers=provider.headers).json()
@@ -108,17 +113,17 @@ def test_ip_change_refuses_a_hostile_value_and_keeps_the_old_one(
 
 
 def test_ip_change_accepts_ips_and_dns_names(
-    backend: TestClient, provider: Actor, wallet: Keypair
+    backend: TestClient, provider: Actor, wallet: Keypair, host_key: Keypair
 ) -> None:
     link_wallet(backend, provider, wallet)
-    host_id = register_host(backend, provider, wallet)
+    host_id = register_host(backend, provider, wallet, host_key)
     for given, stored in [
         ("198.51.100.7", "198.51.100.7"),
         ("2001:db8:0::2", "2001:db8::2"),
         ("vm-host.Example.org", "vm-host.example.org"),
     ]:
         env = sign_envelope(
-            wallet, {"kind": "ip", "hostId": host_id, "publicIp": given}, domain=Domain.HOST_IP
+            host_key, {"kind": "ip", "hostId": host_id, "publicIp": given}, domain=Domain.HOST_IP
         )
         assert backend.post("/v1/hosts/ip", json=env.model_dump()).status_code == 200
         shown = backend.get(f"/v1/provider/hosts/{host_id}", headers=provider.headers).json()

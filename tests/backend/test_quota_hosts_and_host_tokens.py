@@ -23,7 +23,8 @@ def test_host_tokens_and_hosts_are_capped(tmp_path: Path, database_url: str) -> 
             return client.post("/v1/provider/host-tokens", headers=provider.headers)
 
         def register(value: str) -> object:
-            env = sign_envelope(wallet, register_payload(value), domain=Domain.HOST_REGISTRATION)
+            host_key = keypair_from_mnemonic(new_mnemonic())
+            env = sign_envelope(host_key, register_payload(value), domain=Domain.HOST_REGISTRATION)
             return client.post("/v1/hosts/register", json=env.model_dump())
 
         first, second = token().json()["token"], token().json()["token"]
@@ -47,7 +48,8 @@ def test_a_registration_past_the_host_quota_is_refused(tmp_path: Path, database_
         # The operator lowered the quota after the token was made (a restart with new
         # settings): the registration checks again, under the account's lock.
         client.app.state.settings.max_hosts = 0  # type: ignore[attr-defined]
-        env = sign_envelope(wallet, register_payload(made), domain=Domain.HOST_REGISTRATION)
+        host_key = keypair_from_mnemonic(new_mnemonic())
+        env = sign_envelope(host_key, register_payload(made), domain=Domain.HOST_REGISTRATION)
         refused = client.post("/v1/hosts/register", json=env.model_dump())
         assert_quota(refused, 0, "hosts")
         assert client.get("/v1/provider/hosts", headers=provider.headers).json()["items"] == []

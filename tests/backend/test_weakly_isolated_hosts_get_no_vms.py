@@ -9,7 +9,7 @@ from substrateinterface import Keypair
 
 from kumulus.backend.models import Host
 from kumulus.backend.scheduler import NoHostFitsError, Want, place
-from kumulus.core.signing import Domain, sign_envelope
+from kumulus.core.signing import Domain, keypair_from_mnemonic, new_mnemonic, sign_envelope
 from tests.backend.conftest import FULL_ISOLATION, Actor, link_wallet, register_host
 
 GIB = 1 << 30
@@ -23,11 +23,11 @@ WEAK = {
 SHAPE = {"cpu": 1, "memory": "1g", "disk": "10g"}
 
 
-def _beat(backend: TestClient, wallet: Keypair, host_id: str, isolation: Any) -> int:
+def _beat(backend: TestClient, host_key: Keypair, host_id: str, isolation: Any) -> int:
     payload: dict[str, Any] = {"kind": "health", "hostId": host_id, "agentVersion": "0.1.0"}
     if isolation is not None:
         payload["isolation"] = isolation
-    env = sign_envelope(wallet, payload, domain=Domain.HEARTBEAT)
+    env = sign_envelope(host_key, payload, domain=Domain.HEARTBEAT)
     return backend.post("/v1/hosts/heartbeat", json=env.model_dump()).status_code
 
 
@@ -39,12 +39,13 @@ def test_heartbeats_set_the_isolation_and_placement_follows(
     backend: TestClient, provider: Actor, developer: Actor, wallet: Keypair
 ) -> None:
     link_wallet(backend, provider, wallet)
+    weak_key, strong_key = (keypair_from_mnemonic(new_mnemonic()) for _ in range(2))
     weak, strong = (
-        register_host(backend, provider, wallet),
-        register_host(backend, provider, wallet),
+        register_host(backend, provider, wallet, weak_key),
+        register_host(backend, provider, wallet, strong_key),
     )
-    assert _beat(backend, wallet, weak, WEAK) == 202
-    assert _beat(backend, wallet, strong, FULL_ISOLATION) == 202
+    assert _beat(backend, weak_key, weak, WEAK) == 202
+    assert _beat(backend, strong_key, strong, FULL_ISOLATION) == 202
     view = _view(backend, provider, weak)
     assert view["isolated"] is False and view["isolationProblem"] == "missing: userns-remap"
     assert _view(backend, provider, strong)["isolated"] is True
@@ -60,7 +61,7 @@ def test_heartbeats_set_the_isolation_and_placement_follows(
         assert place(db, Want(1, GIB, 10 * GIB, allow_weak=True), 30).host_id == weak
 
     # The strong host stops reporting isolation (an old agent): it is weak too now.
-    assert _beat(backend, wallet, strong, None) == 202
+    assert _beat(backend, strong_key, strong, None) == 202
     assert _view(backend, provider, strong)["isolationProblem"] == (
         "not reported by the agent (upgrade it)"
     )
@@ -87,16 +88,16 @@ def test_heartbeats_set_the_isolation_and_placement_follows(
 
 
 def test_a_forged_or_malformed_report_is_not_full_isolation(
-    backend: TestClient, provider: Actor, wallet: Keypair
+    backend: TestClient, provider: Actor, wallet: Keypair, host_key: Keypair
 ) -> None:
     link_wallet(backend, provider, wallet)
-    host = register_host(backend, provider, wallet)
+    host = register_host(backend, provider, wallet, host_key)
     assert _view(backend, provider, host)["isolated"] is True  # registered fully isolated
     # "full" while a required part says no: not believed.
-    assert _beat(backend, wallet, host, {**FULL_ISOLATION, "firewall": False}) == 202
+    assert _beat(backend, host_key, host, {**FULL_ISOLATION, "firewall": False}) == 202
     assert _view(backend, provider, host)["isolationProblem"] == "missing: firewall"
     for bad in ({"level": "total"}, {**FULL_ISOLATION, "missing": ["x"]}, "full"):
-        assert _beat(backend, wallet, host, bad) == 422
+        assert _beat(backend, host_key, host, bad) == 422
     assert _view(backend, provider, host)["isolated"] is False
 
 

@@ -14,6 +14,8 @@ import docker
 import httpx
 from substrateinterface import Keypair
 
+from kumulus.agent.host_key import ensure_host_key
+from kumulus.config import AgentSettings
 from tests.generous_limits import GENEROUS_LIMITS
 
 
@@ -139,27 +141,40 @@ class BackendProcess(ServiceProcess):
         return self
 
 
+def make_host_key(state_dir: Path) -> str:
+    """This host's own key (`kumulus agent host-key`), made before the agent starts, as
+    provider-setup.sh does: the agent signs with the key it finds at start. Its address."""
+    return str(ensure_host_key(AgentSettings(state_dir=state_dir)).ss58_address)
+
+
 def register_agent(
-    agent: AgentProcess, backend_url: str, token: str
+    agent: AgentProcess, backend_url: str, token: str, mnemonic: str
 ) -> subprocess.CompletedProcess[str]:
-    """`kumulus agent register` as the provider runs it on the agent's host."""
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kumulus.cli",
-            "agent",
-            "register",
-            "--backend",
-            backend_url,
-            "--token",
-            token,
-        ],
-        env=agent.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    """What a provider runs on the agent's host: `kumulus agent register` (signed by the
+    host key, see make_host_key), then `kumulus agent delegate` with the wallet's
+    `mnemonic` on stdin, used once: no wallet is left in the agent's state directory. The
+    registration's outcome when it failed, else the delegation's, with both outputs."""
+
+    def kumulus(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "kumulus.cli", "agent", *args],
+            env=agent.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    registered = kumulus("register", "--backend", backend_url, "--token", token)
+    if registered.returncode != 0:
+        return registered
+    delegated = kumulus("delegate", "--mnemonic-file", "-", stdin=mnemonic + "\n")
+    return subprocess.CompletedProcess(
+        delegated.args,
+        delegated.returncode,
+        registered.stdout + delegated.stdout,
+        registered.stderr + delegated.stderr,
     )
 
 

@@ -1,5 +1,6 @@
-"""A real agent registers with a real backend: wallet-signed registration, pinned backend
-key, signed heartbeats that bring the host online."""
+"""A real agent registers with a real backend: registration signed by the host's own key,
+delegated by the wallet (used once, never stored on the host), pinned backend key, signed
+heartbeats that bring the host online."""
 
 import time
 from pathlib import Path
@@ -11,16 +12,21 @@ from kumulus.core.signing import (
     load_keypair,
     new_mnemonic,
     sign_request,
-    write_secret_file,
 )
-from tests.e2e.agent_process import AgentProcess, BackendProcess, link_wallet, register_agent
+from tests.e2e.agent_process import (
+    AgentProcess,
+    BackendProcess,
+    link_wallet,
+    make_host_key,
+    register_agent,
+)
 
 
 def test_agent_registers_and_heartbeats_bring_it_online(docker_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     backend = BackendProcess(tmp_path / "backend").start()
     mnemonic = new_mnemonic()
     wallet = keypair_from_mnemonic(mnemonic)
-    write_secret_file(tmp_path / "agent" / "wallet-mnemonic", mnemonic)
+    host_key = make_host_key(tmp_path / "agent")
     agent = AgentProcess(
         tmp_path / "agent", (23540, 23549), KUMULUS_AGENT_STATS_INTERVAL="1"
     ).start()
@@ -37,9 +43,11 @@ def test_agent_registers_and_heartbeats_bring_it_online(docker_client, tmp_path:
             assert link_wallet(api, wallet).status_code == 200
             host_token = api.post("/v1/provider/host-tokens").json()["token"]
 
-            out = register_agent(agent, backend.url, host_token)
+            out = register_agent(agent, backend.url, host_token, mnemonic)
             assert out.returncode == 0, out.stderr
             assert "registered as host" in out.stdout
+            assert f"host key {host_key} delegated by {wallet.ss58_address}" in out.stdout
+            assert not (tmp_path / "agent" / "wallet-mnemonic").exists()
 
             deadline = time.monotonic() + 20
             hosts = []
@@ -51,6 +59,7 @@ def test_agent_registers_and_heartbeats_bring_it_online(docker_client, tmp_path:
             assert hosts and hosts[0]["status"] == "online", hosts
             assert hosts[0]["apiUrl"] == f"http://127.0.0.1:{agent.port}"
             assert hosts[0]["diskQuota"] is True
+            assert hosts[0]["hostKeyState"] == "delegated"
             host_id = hosts[0]["id"]
 
         # The agent now trusts the backend's key, and only it.
@@ -68,7 +77,7 @@ def test_agent_registers_and_heartbeats_bring_it_online(docker_client, tmp_path:
         assert refused.status_code == 401
 
         # A second registration with the same one-time token is refused.
-        again = register_agent(agent, backend.url, host_token)
+        again = register_agent(agent, backend.url, host_token, mnemonic)
         assert again.returncode == 1 and "used" in again.stderr
     finally:
         agent.stop()

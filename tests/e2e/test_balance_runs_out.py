@@ -10,11 +10,12 @@ import docker
 import httpx
 import pytest
 
-from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic, write_secret_file
+from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic
 from tests.e2e.agent_process import (
     AgentProcess,
     BackendProcess,
     link_wallet,
+    make_host_key,
     register_agent,
     remove_agent_vms,
 )
@@ -36,7 +37,7 @@ def test_running_out_of_balance_stops_the_vm_but_keeps_it(
         KUMULUS_BACKEND_HOLD_WINDOW="60",
     ).start()
     mnemonic = new_mnemonic()
-    write_secret_file(tmp_path / "agent" / "wallet-mnemonic", mnemonic)
+    make_host_key(tmp_path / "agent")
     agent = AgentProcess(
         tmp_path / "agent", (23640, 23649), KUMULUS_AGENT_STATS_INTERVAL="1"
     ).start()
@@ -45,7 +46,7 @@ def test_running_out_of_balance_stops_the_vm_but_keeps_it(
         prov = _account(anon, "dear@example.com", "provider")
         assert link_wallet(prov, keypair_from_mnemonic(mnemonic)).status_code == 200
         token = prov.post("/v1/provider/host-tokens").json()["token"]
-        out = register_agent(agent, backend.url, token)
+        out = register_agent(agent, backend.url, token, mnemonic)
         assert out.returncode == 0, out.stderr
         host_id = out.stdout.split("registered as host ")[1].split(";")[0]
         # 36 UNIT per vCPU-hour: 0.5 vCPU spends 0.005 UNIT a second.

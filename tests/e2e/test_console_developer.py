@@ -14,11 +14,12 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic, write_secret_file
+from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic
 from tests.e2e.agent_process import (
     AgentProcess,
     BackendProcess,
     link_wallet,
+    make_host_key,
     register_agent,
     remove_agent_vms,
 )
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.slow
 
 def _provider_with_a_host(tmp_path: Path, backend: BackendProcess) -> AgentProcess:
     mnemonic = new_mnemonic()
-    write_secret_file(tmp_path / "agent" / "wallet-mnemonic", mnemonic)
+    make_host_key(tmp_path / "agent")
     agent = AgentProcess(
         tmp_path / "agent",
         (23600, 23609),
@@ -45,7 +46,7 @@ def _provider_with_a_host(tmp_path: Path, backend: BackendProcess) -> AgentProce
         assert link_wallet(prov, keypair_from_mnemonic(mnemonic)).status_code == 200
         token = prov.post("/v1/provider/host-tokens").json()["token"]
         prov.close()
-    out = register_agent(agent, backend.url, token)
+    out = register_agent(agent, backend.url, token, mnemonic)
     assert out.returncode == 0, out.stderr
     return agent
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic, write_secret_file
-from tests.e2e.agent_process import AgentProcess, BackendProcess, register_agent
+from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic
+from tests.e2e.agent_process import AgentProcess, BackendProcess, make_host_key, register_agent
 from tests.e2e.browser import screenshot
 
 pytestmark = pytest.mark.slow
@@ -108,7 +108,7 @@ def test_provider_console_end_to_end(
         token = command.split("--token ")[1].split()[0]
         expect(page.locator("[aria-live=polite]").last).to_contain_text("waiting")
         screenshot(page, "provider-add-host")
-        write_secret_file(tmp_path / "agent" / "wallet-mnemonic", mnemonic)
+        make_host_key(tmp_path / "agent")
         agent = AgentProcess(
             tmp_path / "agent",
             (23610, 23619),
@@ -117,7 +117,7 @@ def test_provider_console_end_to_end(
             KUMULUS_AGENT_MEMORY_CAPACITY="4g",
             KUMULUS_AGENT_DISK_CAPACITY="40g",
         ).start()
-        out = register_agent(agent, backend.url, token)
+        out = register_agent(agent, backend.url, token, mnemonic)
         assert out.returncode == 0, out.stderr
         expect(page.locator(".state-online")).to_have_text("online", timeout=20_000)
         page.reload()

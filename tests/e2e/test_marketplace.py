@@ -14,11 +14,12 @@ import docker
 import httpx
 import pytest
 
-from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic, write_secret_file
+from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic
 from tests.e2e.agent_process import (
     AgentProcess,
     BackendProcess,
     link_wallet,
+    make_host_key,
     register_agent,
     remove_agent_vms,
 )
@@ -72,7 +73,7 @@ def test_developer_gets_vms_placed_on_fitting_hosts(
         ("small", (23550, 23559), "1", "1g"),
         ("big", (23560, 23569), "4", "8g"),
     ]:
-        write_secret_file(tmp_path / name / "wallet-mnemonic", mnemonic)
+        make_host_key(tmp_path / name)
         agents[name] = AgentProcess(
             tmp_path / name,
             ports,
@@ -90,7 +91,7 @@ def test_developer_gets_vms_placed_on_fitting_hosts(
         host_ids: dict[str, str] = {}
         for name, agent in agents.items():
             token = prov.post("/v1/provider/host-tokens").json()["token"]
-            out = register_agent(agent, backend.url, token)
+            out = register_agent(agent, backend.url, token, mnemonic)
             assert out.returncode == 0, out.stderr
             host_ids[name] = out.stdout.split("registered as host ")[1].split(";")[0]
         _wait(

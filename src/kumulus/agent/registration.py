@@ -79,7 +79,7 @@ def register(
     http: httpx.Client | None = None,
     backend_address: str | None = None,
 ) -> Registration:
-    """Register with the backend (signed by the provider's wallet), then pin the backend's
+    """Register with the backend (signed by this host's own key), then pin the backend's
     key so the agent accepts calls signed by it, and only by it. The key pinned is the one
     the one-time token carries (or `backend_address`, given out of band), never one taken
     from the answer alone: an answer naming another key is a RegistrationError and nothing

@@ -3,9 +3,10 @@
 
 The backend trusts a host key only through the chain wallet -> delegation -> host key: the
 delegation must be signed by the wallet linked to the provider now (re-linking a wallet
-revokes every delegation), for the key the host registered with its one-time token. Hosts
-registered before host keys ("legacy") go on signing with the wallet until their next setup
-run delegates a key. Raises the error family.
+revokes every delegation), for the key the host registered with its one-time token, and
+made after that wallet was linked (the text says when it was made). Hosts registered before
+host keys ("legacy") go on signing with the wallet until their next setup run delegates a
+key; no new host registers so. Raises the error family.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ LEGACY, PENDING, DELEGATED, REVOKED = "legacy", "pending", "delegated", "revoked
 # A delegation longer than this is refused: an expiry bounds how long a forgotten host
 # key could speak for the wallet.
 MAX_DELEGATION = timedelta(days=2 * 366)
+# A delegation is sent right after it is made (setup, `kumulus agent delegate`, the
+# console): an older text is refused, which bounds how long one someone saw can be replayed.
+MAX_DELEGATION_AGE = timedelta(days=1)
 
 
 def speaks(state: str, delegated_until: datetime | None, now: datetime) -> bool:
@@ -53,10 +57,14 @@ def schedulable(host: Host) -> bool:
     return speaks(host.host_key_state, host.delegated_until, utcnow())
 
 
-def delegate(db: Session, message: str, signature: str) -> Host:
+def delegate(db: Session, message: str, signature: str, max_skew: float) -> Host:
     """Accept a delegation signed by the provider's wallet (raw or `<Bytes>`-wrapped) and
     make the host's key the one it signs with, until the expiry the text names (committed).
-    For a legacy host it also sets the key (its setup run moving it off the wallet)."""
+    For a legacy host it also sets the key (its setup run moving it off the wallet).
+
+    The text must have been made within MAX_DELEGATION_AGE (and not later than `max_skew`
+    seconds from now), and not before the wallet was last linked: a re-link revokes every
+    delegation, and linking an earlier wallet back must not revive what it signed then."""
     try:
         said = parse_delegation(message)
     except SignatureError as exc:
@@ -64,6 +72,15 @@ def delegate(db: Session, message: str, signature: str) -> Host:
     now = utcnow()
     if not now < said.expires_at <= now + MAX_DELEGATION:
         raise InvalidError("a delegation must expire in the future and within two years")
+    if said.issued_at > now + timedelta(seconds=max_skew):
+        raise InvalidError(
+            "this delegation says it was made in the future: check the clock where it was made"
+        )
+    if said.issued_at < now - MAX_DELEGATION_AGE:
+        raise InvalidError(
+            "this delegation was made more than a day ago: make a new one and send it at once "
+            "(on the host: kumulus agent delegate)"
+        )
     host = db.get(Host, said.host_id)
     profile = db.get(ProviderProfile, host.account_id) if host is not None else None
     if host is None or profile is None or profile.wallet_address is None:
@@ -75,6 +92,14 @@ def delegate(db: Session, message: str, signature: str) -> Host:
             f"delegation refused: {exc.reason} (it must be signed by the wallet linked now)",
             code="bad_signature",
         ) from exc
+    # The text says when to the second; the link is kept to the microsecond.
+    linked = profile.wallet_linked_at
+    if linked is not None and said.issued_at < aware(linked).replace(microsecond=0):
+        raise UnauthorizedError(
+            "delegation refused: it was made before your wallet was last linked, which "
+            "revoked it: make a new one (on the host: kumulus agent delegate)",
+            code="stale_delegation",
+        )
     if host.host_key_state == REVOKED:
         raise ConflictError("this host's key was revoked: set the host up again", code="revoked")
     # A host without a key of its own (legacy, or legacy cut off by a re-link) takes the
@@ -158,8 +183,10 @@ def key_out(host: Host) -> HostKeyOut:
 
 def to_sign(host: Host) -> DelegationOut:
     """The host's key state and, for a key that may be delegated (pending, or delegated:
-    renewing), the text the wallet signs, expiring in a year."""
+    renewing), the text the wallet signs: made now, expiring in a year. It is good for
+    MAX_DELEGATION_AGE: the console and the API hand out a new one on every call."""
     message = None
     if host.host_key and host.host_key_state in (PENDING, DELEGATED):
-        message = delegation_text(host.id, host.host_key, default_expiry())
+        now = utcnow()
+        message = delegation_text(host.id, host.host_key, default_expiry(now), issued_at=now)
     return DelegationOut(**key_out(host).model_dump(), message=message)

@@ -49,8 +49,9 @@ def link(profile: ProviderProfile, address: str, now: datetime, cooldown: timede
     the same one again, pays out at once; another one replacing a linked wallet only after
     `cooldown`. Returns whether a cool-down started."""
     replacing = profile.wallet_address is not None and profile.wallet_address != address
-    if profile.wallet_address != address or profile.wallet_linked_at is None:
-        profile.wallet_linked_at = now
+    # Every link, of the same wallet too, revokes the host key delegations made before it
+    # (host_keys.revoke_delegations); `delegate` refuses texts made before this moment.
+    profile.wallet_linked_at = now
     profile.wallet_address = address
     if replacing and cooldown > timedelta(0):
         profile.wallet_payouts_from = now + cooldown

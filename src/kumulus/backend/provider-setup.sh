@@ -641,16 +641,63 @@ fi
 host_key=$(run_kumulus agent host-key) || die "could not make this host's key"
 say "host key $host_key ($STATE_DIR/host-key, root only, 0600)"
 
+# Delegates this host's key with the provider's wallet: from --mnemonic-file or asked here
+# (hidden), used once and never stored. Checks it is the wallet `expected` when that is
+# known. Returns 1 when no wallet was given, 2 when the delegation failed (having said
+# why and "$later").
+delegate_with_wallet() {
+  local address mnemonic
+  if [ -n "$MNEMONIC_FILE" ]; then
+    [ -r "$MNEMONIC_FILE" ] || die "cannot read $MNEMONIC_FILE"
+    address=$(run_kumulus wallet address --mnemonic-file "$MNEMONIC_FILE") || die "$MNEMONIC_FILE does not hold a valid mnemonic"
+    [ -z "$expected" ] || [ "$address" = "$expected" ] || die "that mnemonic is for $address, but your provider account's wallet is $expected"
+    if ! run_kumulus agent delegate --mnemonic-file "$MNEMONIC_FILE" 2>&1 \
+        | while IFS= read -r line; do say "$line"; done; then
+      say "the delegation failed (see above); $later"
+      return 2
+    fi
+  elif { true </dev/tty; } 2>/dev/null; then
+    mnemonic=""
+    read -r -s -p "Wallet mnemonic${expected:+ for $expected}, to delegate this host's key once (input hidden; empty: later): " mnemonic </dev/tty
+    printf '\n' >/dev/tty
+    if [ -z "$mnemonic" ]; then
+      say "$later"
+      return 1
+    fi
+    # printf is a shell builtin: the phrase goes through a pipe, never a process argument.
+    address=$(printf '%s\n' "$mnemonic" | run_kumulus wallet address --mnemonic-file -) || { mnemonic=""; die "that is not a valid mnemonic"; }
+    if [ -n "$expected" ] && [ "$address" != "$expected" ]; then mnemonic=""; die "that mnemonic is for $address, but your provider account's wallet is $expected"; fi
+    if ! printf '%s\n' "$mnemonic" | run_kumulus agent delegate --mnemonic-file - 2>&1 \
+        | while IFS= read -r line; do say "$line"; done; then
+      mnemonic=""
+      say "the delegation failed (see above); $later"
+      return 2
+    fi
+    mnemonic=""
+  else
+    say "no terminal to ask for the wallet on: $later"
+    return 1
+  fi
+}
+
 # A host set up before host keys kept the wallet itself here: its key is delegated with that
-# wallet now, then the wallet is removed and the agent restarted on the host key.
+# wallet now, then the wallet is removed and the agent restarted on the host key. After the
+# provider linked another wallet the stored one delegates nothing (and the backend hears the
+# host no more): the wallet linked now delegates the key instead, given or asked for here.
 if [ "$registered" -eq 1 ] && [ -f "$STATE_DIR/wallet-mnemonic" ]; then
+  later="run kumulus agent delegate here with the wallet linked to your provider account now (it asks for the mnemonic, stores nothing and removes the wallet stored here), then restart the agent (run this script again); or run this script again with --mnemonic-file"
   if run_kumulus agent delegate --mnemonic-file "$STATE_DIR/wallet-mnemonic" 2>&1 \
       | while IFS= read -r line; do say "$line"; done; then
     shred -u "$STATE_DIR/wallet-mnemonic" 2>/dev/null || rm -f "$STATE_DIR/wallet-mnemonic"
     say "removed the wallet from this host: it signs with its delegated host key from now on"
     CHANGED=1
   else
-    say "could not delegate the host key yet (see above): the host goes on signing with the wallet; run this script again"
+    say "the wallet stored here could not delegate this host's key (see above; if you linked another wallet since, it no longer counts): delegating with the wallet linked now"
+    if delegate_with_wallet; then
+      # `kumulus agent delegate` removed the stored wallet; the restart below drops it.
+      shred -u "$STATE_DIR/wallet-mnemonic" 2>/dev/null || rm -f "$STATE_DIR/wallet-mnemonic"
+      CHANGED=1
+    fi
   fi
 fi
 
@@ -689,35 +736,10 @@ if [ "$registered" -eq 0 ]; then
   fi
   # The wallet delegates the host key: from --mnemonic-file or asked here (hidden), used
   # once and never stored; or later (kumulus agent delegate, or kumulus wallet sign elsewhere).
-  later="delegate this host's key later: run kumulus agent delegate here (asks for the mnemonic, stores nothing), or sign the text of GET /v1/provider/hosts/<id>/delegation with kumulus wallet sign elsewhere and POST it to /v1/hosts/delegation; until then it takes no VMs"
-  if [ -n "$MNEMONIC_FILE" ]; then
-    [ -r "$MNEMONIC_FILE" ] || die "cannot read $MNEMONIC_FILE"
-    address=$(run_kumulus wallet address --mnemonic-file "$MNEMONIC_FILE") || die "$MNEMONIC_FILE does not hold a valid mnemonic"
-    [ "$address" = "$expected" ] || die "that mnemonic is for $address, but your provider account's wallet is $expected"
-    if ! run_kumulus agent delegate --mnemonic-file "$MNEMONIC_FILE" 2>&1 \
-        | while IFS= read -r line; do say "$line"; done; then
-      die "the delegation failed (see above); $later"
-    fi
-  elif { true </dev/tty; } 2>/dev/null; then
-    mnemonic=""
-    read -r -s -p "Wallet mnemonic for $expected, to delegate this host's key once (input hidden; empty: later): " mnemonic </dev/tty
-    printf '\n' >/dev/tty
-    if [ -z "$mnemonic" ]; then
-      say "$later"
-    else
-      # printf is a shell builtin: the phrase goes through a pipe, never a process argument.
-      address=$(printf '%s\n' "$mnemonic" | run_kumulus wallet address --mnemonic-file -) || { mnemonic=""; die "that is not a valid mnemonic"; }
-      if [ "$address" != "$expected" ]; then mnemonic=""; die "that mnemonic is for $address, but your provider account's wallet is $expected"; fi
-      if ! printf '%s\n' "$mnemonic" | run_kumulus agent delegate --mnemonic-file - 2>&1 \
-          | while IFS= read -r line; do say "$line"; done; then
-        mnemonic=""
-        die "the delegation failed (see above); $later"
-      fi
-      mnemonic=""
-    fi
-  else
-    say "no terminal to ask for the wallet on: $later"
-  fi
+  later="delegate this host's key later: run kumulus agent delegate here (asks for the mnemonic, stores nothing), or sign the text of GET /v1/provider/hosts/<id>/delegation with kumulus wallet sign elsewhere and POST it to /v1/hosts/delegation at once (a text is good for a day); until then it takes no VMs"
+  outcome=0
+  delegate_with_wallet || outcome=$?
+  [ "$outcome" -ne 2 ] || die "the wallet did not delegate this host's key (see above)"
 else
   say "already registered with $BACKEND"
 fi

@@ -248,7 +248,7 @@ def delegate_host_key(
         body = DelegationIn.model_validate(values)
         if _delegated_host(body.message) not in (None, host.id):
             raise InvalidError("this text delegates another host's key: reload the page")
-        host_keys.delegate(db, body.message, body.signature)
+        host_keys.delegate(db, body.message, body.signature, settings.signature_max_skew)
     except ValidationError as exc:
         errors = field_errors(exc)
         return _host_page(

@@ -466,6 +466,6 @@ def verify_wallet_link(address: str, message: str, signature_hex: str) -> None:
 def verify_delegation(address: str, message: str, signature_hex: str) -> None:
     """Accept a wallet's signature of a delegation (`message`, built by
     `wallet_text(Domain.DELEGATION, ...)`), raw or `<Bytes>`-wrapped as with wallet links:
-    the provider signs it in a browser extension. No caller yet: hosts will carry keys of
-    their own, delegated by the wallet (issue 12, item 3)."""
+    the provider signs it in a browser extension. What the text says (its host, key and
+    times) is checked by the caller (backend/host_keys.delegate)."""
     _verify_wallet_text(Domain.DELEGATION, address, message, signature_hex)

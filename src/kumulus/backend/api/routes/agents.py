@@ -1,9 +1,10 @@
 """Agent-facing API: every body is an envelope signed by the host's key (delegated by the
-provider's wallet; the wallet itself for hosts set up before host keys; sr25519), fresh and
-never seen before (nonces in the database), whose payload is then validated field by field
-(backend/agent_payloads.py). The signature is checked before FastAPI parses the body
-(core/auth_first.py): anything but a well-signed envelope is a 401. Heartbeats are stored
-by the group-commit writer (backend/heartbeats.py), on threads of their own."""
+provider's wallet; the wallet itself for hosts registered before host keys, which no new
+host may do; sr25519), fresh and never seen before (nonces in the database), whose payload
+is then validated field by field (backend/agent_payloads.py). The signature is checked
+before FastAPI parses the body (core/auth_first.py): anything but a well-signed envelope is
+a 401. Heartbeats are stored by the group-commit writer (backend/heartbeats.py), on threads
+of their own."""
 
 from __future__ import annotations
 
@@ -213,9 +214,17 @@ def register(
     if profile is None or profile.wallet_address is None:
         db.rollback()
         raise ForbiddenError("the provider has no linked wallet")
-    # Signed by the host's own key: pending until the wallet delegates it. Signed by the
-    # wallet itself (agents set up before host keys): the wallet signs for it, as before.
-    legacy = envelope.address == profile.wallet_address
+    if envelope.address == profile.wallet_address:
+        # No wallet key on any host: a host signing with the wallet itself is a host whose
+        # theft is the provider's money gone. Hosts registered so before host keys keep
+        # working until their next setup run delegates them a key; no new one joins so.
+        db.rollback()  # neither the token nor the nonce is spent: register again, right
+        raise ForbiddenError(
+            "a new host registers with a key of its own, not with the wallet: set it up "
+            "with provider-setup.sh (or run kumulus agent host-key, kumulus agent register, "
+            "then kumulus agent delegate, which uses the wallet once and stores nothing)",
+            code="wallet_signed",
+        )
     # Hosts may have registered since this token was made (within the quota then).
     quotas.check_hosts(db, token.account_id, settings.max_hosts)
     host_id = secrets.token_hex(8)
@@ -232,8 +241,9 @@ def register(
         id=host_id,
         account_id=token.account_id,
         wallet_address=profile.wallet_address,
-        host_key=None if legacy else envelope.address,
-        host_key_state=host_keys.LEGACY if legacy else host_keys.PENDING,
+        # Pending until the wallet delegates it (host_keys.delegate).
+        host_key=envelope.address,
+        host_key_state=host_keys.PENDING,
         api_url=payload.api_url,
         public_ip=payload.public_ip,
         region=profile.region,
@@ -378,8 +388,10 @@ def update_ip(
 
 
 @router.post("/delegation", response_model=HostKeyOut, responses=refusals(409))
-def delegation(body: DelegationIn, db: Db) -> HostKeyOut:
+def delegation(body: DelegationIn, db: Db, settings: Settings) -> HostKeyOut:
     """Accept the provider wallet's delegation of a host key (the text of
     `GET /v1/provider/hosts/{id}/delegation`, signed raw or `<Bytes>`-wrapped). Open: the
     wallet's signature is the authentication, so the host's setup can send it."""
-    return host_keys.key_out(host_keys.delegate(db, body.message, body.signature))
+    return host_keys.key_out(
+        host_keys.delegate(db, body.message, body.signature, settings.signature_max_skew)
+    )
