@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import getpass
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -33,9 +32,13 @@ wallet_app.command("deposit")(devcli.wallet_deposit)
 
 
 def _setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    """Text logs, or JSON lines with KUMULUS_LOG_FORMAT=json (core/logs.py)."""
+    from kumulus.core import logs
+
+    try:
+        logs.configure()
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:

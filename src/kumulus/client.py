@@ -12,6 +12,7 @@ import httpx
 from pydantic import ValidationError
 from substrateinterface import Keypair
 
+from kumulus.core import request_ids
 from kumulus.core.http import parse_error
 from kumulus.core.schemas import VMPublic
 from kumulus.core.signing import (
@@ -95,7 +96,12 @@ class AgentClient:
             signed["Content-Type"] = "application/json"
         # Async only for its cancellation: a sync request blocked in a read cannot be
         # interrupted, a task can. Callers are plain threads (routes, jobs).
-        resp = asyncio.run(self._request(method, path, content, {**signed, **(headers or {})}))
+        # The request (or job run) this call serves, so both logs show the same id.
+        request_id = request_ids.current()
+        traced = {request_ids.HEADER: request_id} if request_id else {}
+        resp = asyncio.run(
+            self._request(method, path, content, {**signed, **traced, **(headers or {})})
+        )
         try:
             verify_answer(
                 self.answer_address,

@@ -101,6 +101,9 @@ class AgentSettings(BaseSettings):
     backend_key_file: Path | None = None  # ss58 address of the pinned backend
     mnemonic_file: Path | None = None  # the provider's wallet mnemonic (0600; legacy hosts)
     host_key_file: Path | None = None  # this host's own sr25519 key, a mnemonic (0600)
+    # GET /metrics answers loopback callers, and others presenting the token in this file
+    # (`Authorization: Bearer ...`; core/metrics_access.py). None: loopback only.
+    metrics_token_file: Path | None = None
 
     @model_validator(mode="after")
     def _default_files(self) -> AgentSettings:
@@ -201,6 +204,9 @@ class BackendSettings(BaseSettings):
     # tokens leave it in any 24 hours (a payout over it waits).
     chain_url: str | None = None
     ss58_format: int = Field(default=42, ge=0, le=16383)
+    # GET /metrics answers loopback callers, and others presenting the token in this file
+    # (`Authorization: Bearer ...`; core/metrics_access.py). None: loopback only.
+    metrics_token_file: Path | None = None
     payout_key_file: Path | None = None
     deposit_key_file: Path | None = None
     deposit_address: str | None = None

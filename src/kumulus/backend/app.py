@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy import text
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from substrateinterface import Keypair
 
@@ -37,7 +38,11 @@ from kumulus.chain.client import ChainClient
 from kumulus.config import BackendSettings
 from kumulus.core.access import Public
 from kumulus.core.http import ERROR_RESPONSES, install_error_handlers
+from kumulus.core.http_metrics import HttpMetrics, request_histogram
+from kumulus.core.job_metrics import JobMetrics
 from kumulus.core.openapi_statuses import install_declared_statuses
+from kumulus.core.readiness import Check, ready
+from kumulus.core.request_ids import RequestIdMiddleware
 from kumulus.core.signing import load_keypair, new_mnemonic, write_secret_file
 
 log = logging.getLogger(__name__)
@@ -91,8 +96,13 @@ def create_app(settings: BackendSettings) -> FastAPI:
     heartbeats = HeartbeatWriter(db, ttl=settings.heartbeat_ttl)
     chain, payout_key, anchor_key, deposit = settlement(settings)
     jobs = backend_jobs(db, settings, keypair, chain, payout_key, anchor_key, deposit=deposit)
+    registry = metrics.registry(db)  # this app's own (tests build many apps)
+    job_metrics = JobMetrics(registry)
+    job_metrics.attach(jobs.runner)
+    jobs.runner.observer = job_metrics.observe
+    events = metrics.BackendEvents(registry)
 
-    converger = Converger(db, settings, keypair)
+    converger = Converger(db, settings, keypair, events=events)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -123,7 +133,9 @@ def create_app(settings: BackendSettings) -> FastAPI:
     app.state.jobs = jobs.runner
     app.state.converger = converger
     app.state.backend_jobs = jobs
-    app.state.metrics = metrics.registry(db)  # this app's own (tests build many apps)
+    app.state.metrics = registry
+    app.state.metrics_token_file = settings.metrics_token_file
+    app.state.events = events
     app.state.rate_limits = RateLimits(settings, db)
     configure_hashing(settings.password_hash_concurrency, settings.password_hash_wait)
     install_error_handlers(app)
@@ -131,8 +143,25 @@ def create_app(settings: BackendSettings) -> FastAPI:
     # are built from the public URL only, and a foreign Host is DNS rebinding or poisoning.
     if (hosts := trusted_hosts(settings.public_url, settings.allowed_hosts)) is not None:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False)
-    app.add_middleware(SecurityHeaders)  # added last: outermost, so even a 400 carries them
+    app.add_middleware(SecurityHeaders)  # outside the host check: even a 400 carries them
+    # Outermost: every answer is timed and carries a request id, refusals included.
+    app.add_middleware(HttpMetrics, histogram=request_histogram(registry))
+    app.add_middleware(RequestIdMiddleware)
     install_declared_statuses(app)
+
+    def database() -> None:
+        with db.session() as s:
+            s.execute(text("SELECT 1"))
+
+    checks = [Check("database", database)]
+    if chain is not None:
+        checks.append(Check("chain", chain.finalized_number))
+
+    @app.get("/readyz", tags=["meta"], dependencies=[Public])
+    def readyz() -> Mapping[str, object]:
+        """Ready to serve: the database answers and, with settlement on, the chain does
+        (503 `not_ready` naming each failed check). Liveness is /healthz."""
+        return ready(checks)
 
     @app.get("/healthz", tags=["meta"], dependencies=[Public])
     def healthz() -> dict[str, Any]:

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import timedelta
 from enum import Enum
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -35,7 +35,11 @@ from kumulus.backend.db import Database
 from kumulus.backend.models import VM
 from kumulus.client import CALL_DEADLINE
 from kumulus.config import BackendSettings
+from kumulus.core import request_ids
 from kumulus.core.errors import KumulusError
+
+if TYPE_CHECKING:
+    from kumulus.backend.metrics import BackendEvents
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +129,10 @@ class Converger:
         settings: BackendSettings,
         keypair: Keypair,
         workers: int = 8,
+        events: BackendEvents | None = None,
     ) -> None:
         self._db, self._settings, self._keypair = db, settings, keypair
+        self._events = events
         self._pool = ThreadPoolExecutor(workers, "converge")
         # Bounded: under a burst the excess is left to the jobs instead of queueing
         # without end in memory.
@@ -141,18 +147,19 @@ class Converger:
                 s.commit()
             return
         try:
-            self._pool.submit(self._run, vm_id, action)
+            # The request's id goes with the try, so the agent logs it too.
+            self._pool.submit(self._run, vm_id, action, request_ids.current())
         except RuntimeError:  # shutting down
             self._slots.release()
 
-    def _run(self, vm_id: str, action: Action) -> None:
+    def _run(self, vm_id: str, action: Action, request_id: str | None = None) -> None:
         from kumulus.backend.vms import VMService  # vms imports this module
 
         try:
-            with self._db.session() as s:
+            with request_ids.bound(request_id), self._db.session() as s:
                 vm = s.get(VM, vm_id)
                 if vm is not None:
-                    service = VMService(s, self._settings, self._keypair)
+                    service = VMService(s, self._settings, self._keypair, events=self._events)
                     first = self._settings.maintenance_interval
                     converge(s, service.act(action), vm, action, first)
         except Exception:  # the database went away: the job tries after IN_FLIGHT

@@ -46,6 +46,7 @@ from kumulus.core.sizes import format_size
 
 if TYPE_CHECKING:
     from kumulus.backend.converge import Action, Converger
+    from kumulus.backend.metrics import BackendEvents
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +106,13 @@ class VMService:
         settings: BackendSettings,
         keypair: Keypair,
         converger: Converger | None = None,
+        events: BackendEvents | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
         self.keypair = keypair
         self.converger = converger
+        self.events = events  # placement metrics (backend/metrics.py); None: not counted
 
     def _kick(self, vm: VM, action: Action) -> None:
         if self.converger is not None:
@@ -303,6 +306,8 @@ class VMService:
             )
         except NoHostFitsError as exc:
             self.db.rollback()
+            if self.events is not None:
+                self.events.refused("no_host_fits")
             raise ConflictError(str(exc), code="no_host_fits") from exc
         vm.host_id, vm.reserved, vm.updated_at = placed.host_id, True, utcnow()
         vm.price_cpu_hour = placed.price_cpu_hour
@@ -313,10 +318,14 @@ class VMService:
         try:
             # In the placement's transaction: no hold, no placement.
             billing.take_hold(self.db, vm, locked, self.terms, self.money)
-        except PaymentRequiredError:
+        except PaymentRequiredError as exc:
             self.db.rollback()
+            if self.events is not None:
+                self.events.refused(exc.error_code)
             raise
         self.db.commit()
+        if self.events is not None:
+            self.events.placed()
 
     @staticmethod
     def awaiting_create(vm: VM) -> bool:

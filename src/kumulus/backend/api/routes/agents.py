@@ -33,6 +33,7 @@ from kumulus.core.access import AgentSigned
 from kumulus.core.errors import (
     ForbiddenError,
     InvalidError,
+    KumulusError,
     NotFoundError,
     TooLargeError,
     UnauthorizedError,
@@ -230,7 +231,15 @@ def accept_heartbeat(
 def heartbeat(
     envelope: SignedEnvelope, request: Request, settings: Settings, limits: Limits
 ) -> Accepted:
-    accept_heartbeat(envelope, request.app.state.heartbeats, settings, limits)
+    events = getattr(request.app.state, "events", None)
+    try:
+        accept_heartbeat(envelope, request.app.state.heartbeats, settings, limits)
+    except KumulusError as exc:
+        if events is not None:
+            events.heartbeat(refused=exc.error_code)
+        raise
+    if events is not None:
+        events.heartbeat()
     return Accepted()
 
 

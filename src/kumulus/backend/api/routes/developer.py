@@ -30,8 +30,13 @@ router = APIRouter(prefix="/v1", tags=["developer"])
 
 
 def _service(request: Request, db: Db, settings: Settings) -> VMService:
+    state = request.app.state
     return VMService(
-        db, settings, request.app.state.keypair, getattr(request.app.state, "converger", None)
+        db,
+        settings,
+        state.keypair,
+        getattr(state, "converger", None),
+        events=getattr(state, "events", None),
     )
 
 
