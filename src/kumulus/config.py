@@ -232,6 +232,15 @@ class BackendSettings(BaseSettings):
     # a run longer than its timeout is logged as an overrun, and an exclusive job's lease
     # expires after it.
     maintenance_interval: float = Field(default=15.0, gt=0)
+    # A new intent is left to the converge worker of the process that recorded it for this
+    # long before the jobs (on any replica) try it too: a replica killed mid-call leaves its
+    # intents to the others after it. Default: the agent call deadline (90 s) plus margin;
+    # shorter only costs a repeated (idempotent) call.
+    converge_in_flight: float = Field(default=100.0, gt=0)
+    # PostgreSQL connections of one process: `db_pool_size` kept, `db_max_overflow` more
+    # under load. Replicas x (both) must stay under the server's max_connections.
+    db_pool_size: int = Field(default=10, ge=1, le=1000)
+    db_max_overflow: int = Field(default=20, ge=0, le=1000)
     reputation_interval: float = Field(default=300.0, gt=0)
     heartbeat_retention_hours: float = Field(default=48.0, gt=0)
     job_timeout: float = Field(default=300.0, gt=0)

@@ -90,7 +90,7 @@ def settlement(
 
 
 def create_app(settings: BackendSettings) -> FastAPI:
-    db = Database(settings.db_url)
+    db = Database(settings.db_url, settings.db_pool_size, settings.db_max_overflow)
     migrate(db.engine)
     keypair = backend_keypair(settings)
     heartbeats = HeartbeatWriter(db, ttl=settings.heartbeat_ttl)

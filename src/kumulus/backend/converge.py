@@ -76,10 +76,11 @@ def backoff(attempts: int, first: float) -> timedelta:
     return timedelta(seconds=delay * random.uniform(0.8, 1.2))  # noqa: S311 (not a secret)
 
 
-def mark_intent(vm: VM) -> None:
-    """A new intent: its worker owns it for IN_FLIGHT, then the jobs (caller commits)."""
+def mark_intent(vm: VM, in_flight: timedelta = IN_FLIGHT) -> None:
+    """A new intent: its worker owns it for `in_flight` (settings.converge_in_flight), then
+    the jobs (caller commits)."""
     vm.converge_attempts = 0
-    vm.converge_after = utcnow() + IN_FLIGHT
+    vm.converge_after = utcnow() + in_flight
 
 
 def _record(db: Session, vm_id: str, done: bool, first: float) -> None:

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, select, update
+from sqlalchemy import delete as sql_delete
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 from substrateinterface import Keypair
@@ -233,7 +234,7 @@ class VMService:
                 select(VM).where(VM.account_id == account.id, VM.idempotency_key == idempotency_key)
             )
             if existing is not None:
-                return existing
+                return self._adopt_unplaced(existing)
         key_line = self._key_line(account, body)
         quotas.check_vms(self.db, account.id, self.settings.max_vms)
         now = utcnow()
@@ -275,25 +276,56 @@ class VMService:
             )
             if existing is None:
                 raise
-            return existing
+            return self._adopt_unplaced(existing)
+        return self._place_new(vm)
+
+    @staticmethod
+    def _unplaced(vm: VM) -> bool:
+        """A created row whose placement never happened: its request died (a replica killed
+        between the row's commit and the placement's) or is still placing it."""
+        return (
+            vm.host_id is None
+            and not vm.reserved
+            and vm.actual_state == "pending"
+            and vm.intended_state == "running"
+        )
+
+    def _adopt_unplaced(self, vm: VM) -> VM:
+        """A retried create (same key) finds its VM; one left unplaced is placed now, so a
+        request cut off by a dying replica is finished by the retry instead of leaving a
+        VM that never runs. Serialised with the first request on the VM's hold balances."""
+        return self._place_new(vm) if self._unplaced(vm) else vm
+
+    def _place_new(self, vm: VM) -> VM:
         try:
-            self._place(vm, tried=set())
+            placed = self._place(vm, tried=set(), only_unplaced=True)
         except (ConflictError, PaymentRequiredError):
-            self.db.delete(vm)  # nothing fits or nothing pays: no VM to keep
+            # Nothing fits or nothing pays: no VM to keep (unless another request for the
+            # same key placed it meanwhile).
+            self.db.execute(
+                sql_delete(VM)
+                .where(VM.id == vm.id, VM.host_id.is_(None), VM.reserved.is_(False))
+                .execution_options(synchronize_session=False)
+            )
             self.db.commit()
             raise
-        self._kick(vm, "create")
+        if placed:
+            self._kick(vm, "create")
         return vm
 
-    def _place(self, vm: VM, tried: set[str]) -> None:
+    def _place(self, vm: VM, tried: set[str], only_unplaced: bool = False) -> bool:
         """Place the VM on a host that fits (none of `tried`) and take its prepaid hold, in
         one transaction (committed): ConflictError `no_host_fits` or PaymentRequiredError,
-        nothing changed, when it cannot be."""
+        nothing changed, when it cannot be. `only_unplaced`: a new VM, which another
+        request for the same key may have placed meanwhile: then nothing is done (False)."""
         # Balances first, then the host: the order every money change takes locks in.
         locked, _ = billing.lock_vms(self.db, [vm])
         if vm.intended_state == "deleted":  # deleted meanwhile: its hold is back already
             self.db.rollback()
             raise ConflictError(f"VM {vm.id} is being deleted", code="deleting")
+        if only_unplaced and not self._unplaced(vm):  # re-read under the lock
+            self.db.rollback()
+            return False
         try:
             placed = place(
                 self.db,
@@ -314,7 +346,7 @@ class VMService:
         vm.price_memory_gib_hour = placed.price_memory_gib_hour
         vm.price_disk_gib_hour = placed.price_disk_gib_hour
         vm.actual_state, vm.failure_reason = "pending", None
-        converge.mark_intent(vm)
+        converge.mark_intent(vm, timedelta(seconds=self.settings.converge_in_flight))
         try:
             # In the placement's transaction: no hold, no placement.
             billing.take_hold(self.db, vm, locked, self.terms, self.money)
@@ -326,6 +358,7 @@ class VMService:
         self.db.commit()
         if self.events is not None:
             self.events.placed()
+        return True
 
     @staticmethod
     def awaiting_create(vm: VM) -> bool:
@@ -565,7 +598,7 @@ class VMService:
             return vm
         self._settle(vm, "running", strict=True)
         vm.start_requested_at = vm.updated_at = utcnow()
-        converge.mark_intent(vm)
+        converge.mark_intent(vm, timedelta(seconds=self.settings.converge_in_flight))
         self.db.commit()
         self._kick(vm, "start")
         return vm
@@ -623,7 +656,7 @@ class VMService:
         if vm.actual_state in ("running", "starting", "restarting"):
             vm.actual_state = "stopping"
         vm.updated_at = utcnow()
-        converge.mark_intent(vm)
+        converge.mark_intent(vm, timedelta(seconds=self.settings.converge_in_flight))
         self.db.commit()
         self._kick(vm, "stop")
         return vm
@@ -668,7 +701,7 @@ class VMService:
         vm.intended_state, vm.updated_at = "deleted", utcnow()
         if vm.actual_state != "deleted" and not self.awaiting_create(vm):
             vm.actual_state = "deleting"
-        converge.mark_intent(vm)
+        converge.mark_intent(vm, timedelta(seconds=self.settings.converge_in_flight))
         self.db.commit()
         self._kick(vm, "delete")
         return vm
