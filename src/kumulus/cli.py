@@ -355,6 +355,35 @@ def backend_settlement() -> None:
         typer.secho(f"{name}: {reason}", fg=colour)
 
 
+@backend_app.command("jobs")
+def backend_jobs(
+    url: Annotated[
+        str | None, typer.Option(help="the backend process to ask (default: this machine's)")
+    ] = None,
+    token_file: Annotated[
+        Path | None, typer.Option(help="the metrics token, for a backend on another machine")
+    ] = None,
+) -> None:
+    """Show each named job of one backend process: runs, failures (in a row: the alert's
+    figure), last duration, last success and who holds its lease (any replica)."""
+    import httpx
+
+    from kumulus.job_table import parse, render
+
+    settings = BackendSettings()
+    base = (url or f"http://127.0.0.1:{settings.port}").rstrip("/")
+    headers = {}
+    if token_file is not None:
+        headers["Authorization"] = f"Bearer {token_file.read_text().strip()}"
+    try:
+        resp = httpx.get(f"{base}/metrics", headers=headers, timeout=10)
+    except httpx.HTTPError as exc:
+        raise _fail(f"cannot reach {base}: {exc}") from exc
+    if resp.status_code != 200:
+        raise _fail(f"{base}/metrics answered {resp.status_code}: {resp.text[:200]}")
+    typer.echo(render(parse(resp.text)))
+
+
 @app.command("verify")
 def verify_record(
     proof_file: Annotated[Path, typer.Argument(help="a proof document (GET /v1/anchors/...)")],

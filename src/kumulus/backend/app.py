@@ -8,8 +8,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from substrateinterface import Keypair
 
@@ -37,7 +39,8 @@ from kumulus.backend.security_headers import SecurityHeaders, trusted_hosts
 from kumulus.chain.client import ChainClient
 from kumulus.config import BackendSettings
 from kumulus.core.access import Public
-from kumulus.core.http import ERROR_RESPONSES, install_error_handlers
+from kumulus.core.errors import UnavailableError
+from kumulus.core.http import ERROR_RESPONSES, error_response, install_error_handlers
 from kumulus.core.http_metrics import HttpMetrics, request_histogram
 from kumulus.core.job_metrics import JobMetrics
 from kumulus.core.openapi_statuses import install_declared_statuses
@@ -139,6 +142,16 @@ def create_app(settings: BackendSettings) -> FastAPI:
     app.state.rate_limits = RateLimits(settings, db)
     configure_hashing(settings.password_hash_concurrency, settings.password_hash_wait)
     install_error_handlers(app)
+
+    @app.exception_handler(PoolTimeout)
+    async def _database_busy(_: Request, exc: PoolTimeout) -> JSONResponse:
+        # Every connection of this process's pool is in use: a load peak, not a bug; the
+        # same request succeeds later (here or on another replica).
+        log.warning("database pool exhausted: answered 503 busy (%s)", type(exc).__name__)
+        return error_response(
+            UnavailableError("the database is busy; retry shortly", code="busy", retry_after=1)
+        )
+
     # Requests naming another Host are refused (400) before any route: links and scripts
     # are built from the public URL only, and a foreign Host is DNS rebinding or poisoning.
     if (hosts := trusted_hosts(settings.public_url, settings.allowed_hosts)) is not None:
