@@ -215,6 +215,22 @@ def _create(proxy: str, headers: dict[str, str], key_id: int, i: int) -> Outcome
     raise AssertionError(f"{key}: no answer after 40 tries")
 
 
+def _agent_vm_ids(agent: dict[str, str]) -> list[str]:
+    """Every VM the agent has, page by page."""
+    ids: list[str] = []
+    after: str | None = None
+    with httpx.Client(
+        base_url=agent["url"], headers={"Authorization": f"Bearer {agent['admin_token']}"}
+    ) as http:
+        while True:
+            params = {"limit": "200", **({"after": after} if after else {})}
+            page = http.get("/v1/vms", params=params, timeout=30).json()
+            ids += [vm["vmId"] for vm in page["items"]]
+            after = page["next"]
+            if not after:
+                return ids
+
+
 def _owner_pid(owner: str) -> int:
     return int(owner.split(":")[1])  # host:pid:runner (core/jobs.default_owner)
 
@@ -341,13 +357,7 @@ def _run(tmp: Path, proxy: str, replicas: list[BackendProcess], db_url: str) -> 
         # Each VM exists exactly once, on its own host; no host holds another's or extras.
         on_agents: dict[str, set[str]] = {}
         for agent in agents:
-            listed = httpx.get(
-                agent["url"] + "/v1/vms",
-                headers={"Authorization": f"Bearer {agent['admin_token']}"},
-                timeout=30,
-            ).json()
-            items = listed["items"] if isinstance(listed, dict) else listed
-            ids = [vm["vmId"] for vm in items]
+            ids = _agent_vm_ids(agent)
             assert len(ids) == len(set(ids))
             on_agents[agent["host_id"]] = set(ids)
         for host_id, ids in on_agents.items():
