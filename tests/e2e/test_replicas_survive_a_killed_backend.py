@@ -7,8 +7,9 @@ VM, every placed VM exists on exactly its host and nowhere else, no host holds m
 its capacity (the excess was refused `no_host_fits`), and the jobs the dead replica held
 run on the others once its leases expired.
 
-CI size: 150 creates on 3 hosts (~100 s here, most of it starting processes). KUMULUS_REPLICAS_CREATES=500 (or more) runs the
-issue's full size; KUMULUS_REPLICAS_HOSTS changes the number of fake hosts.
+CI size: 150 creates on 3 hosts (~100 s here under load, most of it starting processes);
+KUMULUS_REPLICAS_CREATES=500 (or more) runs the issue's full size; KUMULUS_REPLICAS_HOSTS
+changes the number of fake hosts. The ~20 creates on a real agent are not part of it yet.
 
 Keys: the replicas share the first one's backend key, copied into the others' data
 directories before they start (the deployment's shared-key files do this in production)."""
