@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import getpass
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -33,9 +32,13 @@ wallet_app.command("deposit")(devcli.wallet_deposit)
 
 
 def _setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    """Text logs, or JSON lines with KUMULUS_LOG_FORMAT=json (core/logs.py)."""
+    from kumulus.core import logs
+
+    try:
+        logs.configure()
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -425,6 +428,35 @@ def backend_settlement() -> None:
     for name, reason in sorted(states.items()):
         colour = typer.colors.RED if name.startswith("blocked:") else typer.colors.YELLOW
         typer.secho(f"{name}: {reason}", fg=colour)
+
+
+@backend_app.command("jobs")
+def backend_jobs(
+    url: Annotated[
+        str | None, typer.Option(help="the backend process to ask (default: this machine's)")
+    ] = None,
+    token_file: Annotated[
+        Path | None, typer.Option(help="the metrics token, for a backend on another machine")
+    ] = None,
+) -> None:
+    """Show each named job of one backend process: runs, failures (in a row: the alert's
+    figure), last duration, last success and who holds its lease (any replica)."""
+    import httpx
+
+    from kumulus.job_table import parse, render
+
+    settings = BackendSettings()
+    base = (url or f"http://127.0.0.1:{settings.port}").rstrip("/")
+    headers = {}
+    if token_file is not None:
+        headers["Authorization"] = f"Bearer {token_file.read_text().strip()}"
+    try:
+        resp = httpx.get(f"{base}/metrics", headers=headers, timeout=10)
+    except httpx.HTTPError as exc:
+        raise _fail(f"cannot reach {base}: {exc}") from exc
+    if resp.status_code != 200:
+        raise _fail(f"{base}/metrics answered {resp.status_code}: {resp.text[:200]}")
+    typer.echo(render(parse(resp.text)))
 
 
 @app.command("verify")

@@ -15,6 +15,7 @@ import httpx
 from pydantic import ValidationError
 from substrateinterface import Keypair
 
+from kumulus.core import request_ids
 from kumulus.core.http import parse_error
 from kumulus.core.public_dial import NotPublicError, PublicOnly, Resolver, resolve
 from kumulus.core.schemas import VMPublic
@@ -123,6 +124,9 @@ class AgentClient:
         headers: dict[str, str] | None = None,
     ) -> Any:
         content = json.dumps(body).encode() if body is not None else b""
+        # The request (or job run) this call serves, so both logs show the same id.
+        request_id = request_ids.current()
+        traced = {request_ids.HEADER: request_id} if request_id else {}
         with self._slot() as waited:
             signed = sign_request(self.keypair, method, path, content, audience=self.host_id)
             if body is not None:
@@ -134,7 +138,7 @@ class AgentClient:
                     method,
                     path,
                     content,
-                    {**signed, "Accept-Encoding": "identity", **(headers or {})},
+                    {**signed, "Accept-Encoding": "identity", **traced, **(headers or {})},
                     self._deadline - waited,
                 )
             )

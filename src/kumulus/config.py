@@ -104,6 +104,9 @@ class AgentSettings(BaseSettings):
     backend_key_file: Path | None = None  # ss58 address of the pinned backend
     mnemonic_file: Path | None = None  # the provider's wallet mnemonic (0600; legacy hosts)
     host_key_file: Path | None = None  # this host's own sr25519 key, a mnemonic (0600)
+    # GET /metrics answers loopback callers, and others presenting the token in this file
+    # (`Authorization: Bearer ...`; core/metrics_access.py). None: loopback only.
+    metrics_token_file: Path | None = None
 
     @model_validator(mode="after")
     def _default_files(self) -> AgentSettings:
@@ -227,6 +230,9 @@ class BackendSettings(BaseSettings):
     # tokens leave it in any 24 hours (a payout over it waits).
     chain_url: str | None = None
     ss58_format: int = Field(default=42, ge=0, le=16383)
+    # GET /metrics answers loopback callers, and others presenting the token in this file
+    # (`Authorization: Bearer ...`; core/metrics_access.py). None: loopback only.
+    metrics_token_file: Path | None = None
     payout_key_file: Path | None = None
     deposit_key_file: Path | None = None
     deposit_address: str | None = None
@@ -252,6 +258,15 @@ class BackendSettings(BaseSettings):
     # a run longer than its timeout is logged as an overrun, and an exclusive job's lease
     # expires after it.
     maintenance_interval: float = Field(default=15.0, gt=0)
+    # A new intent is left to the converge worker of the process that recorded it for this
+    # long before the jobs (on any replica) try it too: a replica killed mid-call leaves its
+    # intents to the others after it. Default: the agent call deadline (90 s) plus margin;
+    # shorter only costs a repeated (idempotent) call.
+    converge_in_flight: float = Field(default=100.0, gt=0)
+    # PostgreSQL connections of one process: `db_pool_size` kept, `db_max_overflow` more
+    # under load. Replicas x (both) must stay under the server's max_connections.
+    db_pool_size: int = Field(default=10, ge=1, le=1000)
+    db_max_overflow: int = Field(default=20, ge=0, le=1000)
     reputation_interval: float = Field(default=300.0, gt=0)
     heartbeat_retention_hours: float = Field(default=48.0, gt=0)
     job_timeout: float = Field(default=300.0, gt=0)

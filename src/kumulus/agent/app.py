@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 from substrateinterface import Keypair
 
 from kumulus import __version__
@@ -19,6 +20,7 @@ from kumulus.agent.errors import AgentError
 from kumulus.agent.firewall import FirewallState
 from kumulus.agent.host_key import signing_key
 from kumulus.agent.lxcfs import StaleMountRepair
+from kumulus.agent.metrics import AgentMetrics, CountingRuntime, StateCollector
 from kumulus.agent.routes import legacy, vms
 from kumulus.agent.runtime import EngineError, VMRuntime
 from kumulus.agent.service import VMService
@@ -29,8 +31,13 @@ from kumulus.core.access import Public
 from kumulus.core.auth_first import AuthFirstRoute
 from kumulus.core.body_limit import BodyLimit
 from kumulus.core.http import ERROR_RESPONSES, install_error_handlers
+from kumulus.core.http_metrics import HttpMetrics, request_histogram
+from kumulus.core.job_metrics import JobMetrics
 from kumulus.core.jobs import Job, JobRunner
+from kumulus.core.metrics_route import metrics_router
 from kumulus.core.openapi_statuses import install_declared_statuses
+from kumulus.core.readiness import Check, ready
+from kumulus.core.request_ids import RequestIdMiddleware
 from kumulus.core.signing import NonceCache, SignedEnvelope
 
 log = logging.getLogger(__name__)
@@ -100,12 +107,18 @@ def create_app(
         runtime = DockerRuntime(agent_id, settings.docker_host)
     if keypair is None:
         keypair = signing_key(settings)
+    registry = CollectorRegistry(auto_describe=True)  # this app's own (tests build many)
+    metrics = AgentMetrics(registry)
+    job_metrics = JobMetrics(registry)
+    runtime = CountingRuntime.wrap(runtime, metrics)
     service = VMService(
         runtime,
         settings,
         firewall=install_firewall(runtime, settings),
         wallet_address=str(keypair.ss58_address) if keypair else None,
+        on_created=metrics.created,
     )
+    registry.register(StateCollector(lambda: service))
     limits = service.disk_limits
     collector = (
         StatsCollector(
@@ -147,6 +160,8 @@ def create_app(
         if applied:
             log.info("disk limits in force for %d VMs", applied)
         jobs = agent_jobs(service, limits, settings, collector if collect_stats else None)
+        jobs.observer = job_metrics.observe
+        job_metrics.attach(jobs)
         app.state.jobs = jobs
         jobs.start()
         yield
@@ -162,6 +177,8 @@ def create_app(
     app.router.route_class = AuthFirstRoute  # callers known before bodies are parsed
     app.state.service = service
     app.state.collector = collector
+    app.state.metrics = registry
+    app.state.metrics_token_file = settings.metrics_token_file
     app.state.auth = AuthConfig(
         admin_token=ensure_admin_token(settings.token_path),
         backend_key_file=settings.backend_key_path,
@@ -177,8 +194,12 @@ def create_app(
     # Answers to the backend are signed by the key heartbeats are signed with (the host
     # key), which the backend knows for this host.
     app.add_middleware(SignedAnswers, signer=lambda: keypair)
-    # Outermost: bodies are bounded before routing, authentication or parsing.
+    # Bodies are bounded before routing, authentication or parsing.
     app.add_middleware(BodyLimit, default=settings.max_body_bytes)
+    # Outside the signing: the request id header is not part of what is signed (the body
+    # and status are), and every answer is timed, refusals included.
+    app.add_middleware(HttpMetrics, histogram=request_histogram(registry))
+    app.add_middleware(RequestIdMiddleware)
 
     @app.get("/healthz", tags=["host"], dependencies=[Public])
     def healthz() -> dict[str, Any]:
@@ -190,6 +211,13 @@ def create_app(
         """The last signed health envelope this agent produced."""
         return collector.last if collector else None
 
+    @app.get("/readyz", tags=["host"], dependencies=[Public])
+    def readyz() -> Mapping[str, object]:
+        """Ready to create VMs' containers: the engine answers (503 `not_ready` naming the
+        failed check otherwise). Liveness is /healthz."""
+        return ready([Check("engine", runtime.engine)])
+
     app.include_router(vms.router)
     app.include_router(legacy.router)
+    app.include_router(metrics_router("host"))
     return app

@@ -9,6 +9,7 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from kumulus import __version__
@@ -69,8 +70,11 @@ class VMService:
         *,
         firewall: FirewallState | None = None,
         wallet_address: str | None = None,
+        on_created: Callable[[float], None] | None = None,
     ) -> None:
         self.runtime = runtime
+        # Told the seconds from request to sshd's banner of each create answered Running.
+        self.on_created = on_created
         self.settings = settings
         # Kept current by the agent's guard job, which installs the rules again.
         self.firewall = firewall or FirewallState(False, "the firewall is not set up")
@@ -283,6 +287,8 @@ class VMService:
                 t_started - t_keyed,
                 t_ready - t_started,
             )
+            if view.status == "Running" and self.on_created is not None:
+                self.on_created(t_ready - t0)
             return view, True
         raise InsufficientCapacityError(
             "could not bind an SSH port after several tries; retry later"

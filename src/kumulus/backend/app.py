@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from substrateinterface import Keypair
 
@@ -38,8 +41,13 @@ from kumulus.config import BackendSettings
 from kumulus.core.access import Public
 from kumulus.core.auth_first import AuthFirstRoute
 from kumulus.core.body_limit import BodyLimit
-from kumulus.core.http import ERROR_RESPONSES, install_error_handlers
+from kumulus.core.errors import UnavailableError
+from kumulus.core.http import ERROR_RESPONSES, error_response, install_error_handlers
+from kumulus.core.http_metrics import HttpMetrics, request_histogram
+from kumulus.core.job_metrics import JobMetrics
 from kumulus.core.openapi_statuses import install_declared_statuses
+from kumulus.core.readiness import Check, ready
+from kumulus.core.request_ids import RequestIdMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -77,15 +85,20 @@ def settlement(
 
 
 def create_app(settings: BackendSettings) -> FastAPI:
-    db = Database(settings.db_url)
+    db = Database(settings.db_url, settings.db_pool_size, settings.db_max_overflow)
     migrate(db.engine)
     keypair = backend_keypair(db, settings)
     heartbeats = HeartbeatWriter(db, ttl=settings.heartbeat_ttl)
     placements = vms.placer(db, settings)
     chain, payout_key, anchor_key, deposit = settlement(db, settings)
     jobs = backend_jobs(db, settings, keypair, chain, payout_key, anchor_key, deposit=deposit)
+    registry = metrics.registry(db)  # this app's own (tests build many apps)
+    job_metrics = JobMetrics(registry)
+    job_metrics.attach(jobs.runner)
+    jobs.runner.observer = job_metrics.observe
+    events = metrics.BackendEvents(registry)
 
-    converger = Converger(db, settings, keypair, placer=placements)
+    converger = Converger(db, settings, keypair, placer=placements, events=events)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -119,10 +132,22 @@ def create_app(settings: BackendSettings) -> FastAPI:
     app.state.jobs = jobs.runner
     app.state.converger = converger
     app.state.backend_jobs = jobs
-    app.state.metrics = metrics.registry(db)  # this app's own (tests build many apps)
+    app.state.metrics = registry
+    app.state.metrics_token_file = settings.metrics_token_file
+    app.state.events = events
     app.state.rate_limits = RateLimits(settings, db)
     configure_hashing(settings.password_hash_concurrency, settings.password_hash_wait)
     install_error_handlers(app)
+
+    @app.exception_handler(PoolTimeout)
+    async def _database_busy(_: Request, exc: PoolTimeout) -> JSONResponse:
+        # Every connection of this process's pool is in use: a load peak, not a bug; the
+        # same request succeeds later (here or on another replica).
+        log.warning("database pool exhausted: answered 503 busy (%s)", type(exc).__name__)
+        return error_response(
+            UnavailableError("the database is busy; retry shortly", code="busy", retry_after=1)
+        )
+
     # Requests naming another Host are refused (400) before any route: links and scripts
     # are built from the public URL only, and a foreign Host is DNS rebinding or poisoning.
     if (hosts := trusted_hosts(settings.public_url, settings.allowed_hosts)) is not None:
@@ -134,8 +159,25 @@ def create_app(settings: BackendSettings) -> FastAPI:
         default=settings.max_body_bytes,
         per_path={HEARTBEAT_PATH: settings.heartbeat_max_bytes + ENVELOPE_OVERHEAD},
     )
-    app.add_middleware(SecurityHeaders)  # added last: outermost, so even a 413 carries them
+    app.add_middleware(SecurityHeaders)  # outside the checks: even a 400 or 413 carries them
+    # Outermost: every answer is timed and carries a request id, refusals included.
+    app.add_middleware(HttpMetrics, histogram=request_histogram(registry))
+    app.add_middleware(RequestIdMiddleware)
     install_declared_statuses(app)
+
+    def database() -> None:
+        with db.session() as s:
+            s.execute(text("SELECT 1"))
+
+    checks = [Check("database", database)]
+    if chain is not None:
+        checks.append(Check("chain", chain.finalized_number))
+
+    @app.get("/readyz", tags=["meta"], dependencies=[Public])
+    def readyz() -> Mapping[str, object]:
+        """Ready to serve: the database answers and, with settlement on, the chain does
+        (503 `not_ready` naming each failed check). Liveness is /healthz."""
+        return ready(checks)
 
     @app.get("/healthz", tags=["meta"], dependencies=[Public])
     def healthz() -> dict[str, Any]:

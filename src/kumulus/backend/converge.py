@@ -35,10 +35,12 @@ from kumulus.backend.db import Database
 from kumulus.backend.models import VM
 from kumulus.client import CALL_DEADLINE
 from kumulus.config import BackendSettings
+from kumulus.core import request_ids
 from kumulus.core.errors import KumulusError
 
 if TYPE_CHECKING:
     from kumulus.backend.group_commit import GroupCommitter
+    from kumulus.backend.metrics import BackendEvents
     from kumulus.backend.vms import PlaceRequest
 
 log = logging.getLogger(__name__)
@@ -76,10 +78,11 @@ def backoff(attempts: int, first: float) -> timedelta:
     return timedelta(seconds=delay * random.uniform(0.8, 1.2))  # noqa: S311 (not a secret)
 
 
-def mark_intent(vm: VM) -> None:
-    """A new intent: its worker owns it for IN_FLIGHT, then the jobs (caller commits)."""
+def mark_intent(vm: VM, in_flight: timedelta = IN_FLIGHT) -> None:
+    """A new intent: its worker owns it for `in_flight` (settings.converge_in_flight), then
+    the jobs (caller commits)."""
     vm.converge_attempts = 0
-    vm.converge_after = utcnow() + IN_FLIGHT
+    vm.converge_after = utcnow() + in_flight
 
 
 def _record(db: Session, vm_id: str, done: bool, first: float) -> None:
@@ -130,9 +133,10 @@ class Converger:
         keypair: Keypair,
         workers: int = 8,
         placer: GroupCommitter[PlaceRequest, str] | None = None,
+        events: BackendEvents | None = None,
     ) -> None:
         self._db, self._settings, self._keypair = db, settings, keypair
-        self._placer = placer
+        self._placer, self._events = placer, events
         self._pool = ThreadPoolExecutor(workers, "converge")
         # Bounded: under a burst the excess is left to the jobs instead of queueing
         # without end in memory.
@@ -147,18 +151,21 @@ class Converger:
                 s.commit()
             return
         try:
-            self._pool.submit(self._run, vm_id, action)
+            # The request's id goes with the try, so the agent logs it too.
+            self._pool.submit(self._run, vm_id, action, request_ids.current())
         except RuntimeError:  # shutting down
             self._slots.release()
 
-    def _run(self, vm_id: str, action: Action) -> None:
+    def _run(self, vm_id: str, action: Action, request_id: str | None = None) -> None:
         from kumulus.backend.vms import VMService  # vms imports this module
 
         try:
-            with self._db.session() as s:
+            with request_ids.bound(request_id), self._db.session() as s:
                 vm = s.get(VM, vm_id)
                 if vm is not None:
-                    service = VMService(s, self._settings, self._keypair, placer=self._placer)
+                    service = VMService(
+                        s, self._settings, self._keypair, placer=self._placer, events=self._events
+                    )
                     first = self._settings.maintenance_interval
                     converge(s, service.act(action), vm, action, first)
         except Exception:  # the database went away: the job tries after IN_FLIGHT

@@ -24,7 +24,9 @@ def _price_within(
     return hourly_price(float(cpu), memory, disk, price_cpu, price_mem, price_disk) <= most
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> Engine:
+    """An engine for `url`; on PostgreSQL at most `pool_size + max_overflow` connections
+    (N replicas need N times that under the server's max_connections)."""
     if url.startswith("sqlite"):
         path = url.removeprefix("sqlite:///")
         if path and path != ":memory:":
@@ -45,7 +47,7 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow)
 
 
 def upsert_insert(session: Session, table: Any) -> Any:
@@ -83,8 +85,8 @@ def migrate(engine: Engine) -> None:
 
 
 class Database:
-    def __init__(self, url: str) -> None:
-        self.engine = make_engine(url)
+    def __init__(self, url: str, pool_size: int = 10, max_overflow: int = 20) -> None:
+        self.engine = make_engine(url, pool_size, max_overflow)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kumulus.backend import chain_identity, ledger
+from kumulus.backend import settlement_state as state
 from kumulus.backend.clock import utcnow
 from kumulus.backend.db import Database, upsert_insert
 from kumulus.backend.models import ChainCursor, ChainDeposit, DeveloperWallet
@@ -50,6 +51,8 @@ class DepositWatcher:
             return 0
         head = self._chain.finalized_number()
         with self._db.session() as s:
+            state.put(s, state.CHAIN_HEAD, str(head))
+            s.commit()
             last = self.cursor(s)
             if last is None:
                 last = head - 1

@@ -3,7 +3,8 @@
 Three kinds of rows:
 - the pinned chain: `genesis` holds the genesis hash the settlement state belongs to;
 - `check:ledger`: how many violations the last ledger check found (breaker.py; the
-  `kumulus_ledger_violations` metric);
+  `kumulus_ledger_violations` metric); `chain:head`: the finalized block the deposits job
+  last saw (the `kumulus_chain_head_lag_blocks` metric);
 - conditions: `blocked:<what>` stops settlement (deposits and payouts for `chain`, payouts
   for `breaker`), `waiting:<what>` is a warning (the payout float, the daily cap). A row
   present is a condition in force; its value says why, for operators.
@@ -33,6 +34,7 @@ BLOCKED_RESTORE = "blocked:restore"  # restored from a backup: payouts wait (res
 WAITING_FLOAT = "waiting:float"
 WAITING_CAP = "waiting:cap"
 LEDGER_VIOLATIONS = "check:ledger"
+CHAIN_HEAD = "chain:head"  # the finalized block the deposits job last saw (head lag metric)
 
 # What the public sees (/healthz): stable codes, no details (those are in the log and in
 # `kumulus backend settlement`).

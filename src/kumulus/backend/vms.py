@@ -16,6 +16,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, select, update
+from sqlalchemy import delete as sql_delete
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 from substrateinterface import Keypair
@@ -61,6 +62,7 @@ from kumulus.host_slots import host_slots
 
 if TYPE_CHECKING:
     from kumulus.backend.converge import Action, Converger
+    from kumulus.backend.metrics import BackendEvents
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +145,14 @@ def place_vms(
     # Balances first, then the hosts: the order every money change takes locks in, and one
     # sorted lock for the whole batch (ledger.lock: once per transaction).
     locked, _ = billing.lock_vms(db, [vms[i] for i in ids if i in vms])
+    # Re-read under those locks: another request (a retry of the same create, on this or
+    # another replica) may have placed or deleted one of them meanwhile.
+    vms = {
+        vm.id: vm
+        for vm in db.scalars(
+            select(VM).where(VM.id.in_(ids)).execution_options(populate_existing=True)
+        )
+    }
     return [
         _place_one(settings, db, vms.get(r.vm_id), r, locked, last)
         for r, last in zip(requests, last_try, strict=True)
@@ -205,7 +215,7 @@ def _place_one(
         return exc
     vm.host_id, vm.reserved, vm.updated_at = placed.host_id, True, utcnow()
     vm.actual_state, vm.failure_reason = "pending", None
-    converge.mark_intent(vm)
+    converge.mark_intent(vm, timedelta(seconds=settings.converge_in_flight))
     return placed.host_id
 
 
@@ -221,12 +231,14 @@ class VMService:
         keypair: Keypair,
         converger: Converger | None = None,
         placer: GroupCommitter[PlaceRequest, str] | None = None,
+        events: BackendEvents | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
         self.keypair = keypair
         self.converger = converger
         self.placer = placer  # without it, each placement commits on its own
+        self.events = events  # placement metrics (backend/metrics.py); None: not counted
 
     def _kick(self, vm: VM, action: Action) -> None:
         if self.converger is not None:
@@ -347,7 +359,7 @@ class VMService:
                 select(VM).where(VM.account_id == account.id, VM.idempotency_key == idempotency_key)
             )
             if existing is not None:
-                return existing
+                return self._adopt_unplaced(existing)
         key_line = self._key_line(account, body)
         quotas.check_vms(self.db, account.id, self.settings.max_vms)
         now = utcnow()
@@ -389,21 +401,60 @@ class VMService:
             )
             if existing is None:
                 raise
-            return existing
+            return self._adopt_unplaced(existing)
+        return self._place_new(vm)
+
+    @staticmethod
+    def _unplaced(vm: VM) -> bool:
+        """A created row whose placement never happened: its request died (a replica killed
+        between the row's commit and the placement's) or is still placing it."""
+        return (
+            vm.host_id is None
+            and not vm.reserved
+            and vm.actual_state == "pending"
+            and vm.intended_state == "running"
+        )
+
+    def _adopt_unplaced(self, vm: VM) -> VM:
+        """A retried create (same key) finds its VM; one left unplaced is placed now, so a
+        request cut off by a dying replica is finished by the retry instead of leaving a
+        VM that never runs. Serialised with the first request on the VM's hold balances."""
+        return self._place_new(vm) if self._unplaced(vm) else vm
+
+    def _place_new(self, vm: VM) -> VM:
         try:
-            self._place(vm, tried=set())
+            placed = self._place(vm, tried=set())
         except (ConflictError, PaymentRequiredError):
-            self.db.delete(vm)  # nothing fits or nothing pays: no VM to keep
+            # Nothing fits or nothing pays: no VM to keep (unless another request for the
+            # same key placed it meanwhile).
+            self.db.execute(
+                sql_delete(VM)
+                .where(VM.id == vm.id, VM.host_id.is_(None), VM.reserved.is_(False))
+                .execution_options(synchronize_session=False)
+            )
             self.db.commit()
             raise
-        self._kick(vm, "create")
+        if placed:
+            self._kick(vm, "create")
         return vm
 
-    def _place(self, vm: VM, tried: set[str]) -> None:
+    def _place(self, vm: VM, tried: set[str]) -> bool:
         """Place the VM on a host that fits (none of `tried`) and take its prepaid hold, in
         one transaction (committed; with `placer`, the group commit of the placements
         arriving together): ConflictError `no_host_fits` or PaymentRequiredError, nothing
-        changed, when it cannot be."""
+        changed, when it cannot be. Placing a VM placed already (another request for the
+        same key did meanwhile) changes nothing. Returns True (the VM is placed)."""
+        try:
+            self._place_or_raise(vm, tried)
+        except (ConflictError, PaymentRequiredError) as exc:
+            if self.events is not None:
+                self.events.refused(exc.error_code)
+            raise
+        if self.events is not None:
+            self.events.placed()
+        return True
+
+    def _place_or_raise(self, vm: VM, tried: set[str]) -> None:
         request = PlaceRequest(vm.id, frozenset(tried))
         if self.placer is not None:
             self.db.commit()  # a fresh snapshot afterwards sees the placer's commit
@@ -671,7 +722,7 @@ class VMService:
             return vm
         self._settle(vm, "running", strict=True)
         vm.start_requested_at = vm.updated_at = utcnow()
-        converge.mark_intent(vm)
+        converge.mark_intent(vm, timedelta(seconds=self.settings.converge_in_flight))
         self.db.commit()
         self._kick(vm, "start")
         return vm
@@ -729,7 +780,7 @@ class VMService:
         if vm.actual_state in ("running", "starting", "restarting"):
             vm.actual_state = "stopping"
         vm.updated_at = utcnow()
-        converge.mark_intent(vm)
+        converge.mark_intent(vm, timedelta(seconds=self.settings.converge_in_flight))
         self.db.commit()
         self._kick(vm, "stop")
         return vm
@@ -774,7 +825,7 @@ class VMService:
         vm.intended_state, vm.updated_at = "deleted", utcnow()
         if vm.actual_state != "deleted" and not self.awaiting_create(vm):
             vm.actual_state = "deleting"
-        converge.mark_intent(vm)
+        converge.mark_intent(vm, timedelta(seconds=self.settings.converge_in_flight))
         self.db.commit()
         self._kick(vm, "delete")
         return vm

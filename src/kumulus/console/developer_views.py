@@ -49,7 +49,8 @@ def _service(request: Request, db: Db, settings: Settings) -> VMService:
         settings,
         state.keypair,
         getattr(state, "converger", None),
-        getattr(state, "placer", None),
+        placer=getattr(state, "placer", None),
+        events=getattr(state, "events", None),
     )
 
 

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Protocol
 
+from kumulus.core import request_ids
+
 log = logging.getLogger(__name__)
 
 
@@ -90,6 +92,7 @@ class JobStats:
 
     runs: int = 0  # runs that started (succeeded or failed)
     failures: int = 0
+    consecutive_failures: int = 0  # failed runs since the last success (alerts watch it)
     overruns: int = 0
     skipped: int = 0  # attempts where the lease was held elsewhere
     running: bool = False
@@ -128,10 +131,19 @@ def _describe(exc: BaseException) -> str:
 
 
 class JobRunner:
-    """Runs `jobs` (unique names) on their own threads between `start` and `stop`."""
+    """Runs `jobs` (unique names) on their own threads between `start` and `stop`.
 
-    def __init__(self, jobs: Sequence[Job], owner: str | None = None) -> None:
+    `observer(name, seconds, ok)` is told of every finished run (metrics); it must not
+    raise and must be quick: it runs on the job's thread."""
+
+    def __init__(
+        self,
+        jobs: Sequence[Job],
+        owner: str | None = None,
+        observer: Callable[[str, float, bool], None] | None = None,
+    ) -> None:
         self.owner = owner or default_owner()
+        self.observer = observer
         self._states: dict[str, _State] = {}
         for job in jobs:
             if job.name in self._states:
@@ -212,24 +224,25 @@ class JobRunner:
             except Exception as exc:  # the lease store is away: a failure of this job
                 started = self._begin(state)
                 self._failed(state, exc, started)
-                self._finish(state, started)
+                self._finish(state, started, ok=False)
                 raise
             started = self._begin(state)
             watchdog = threading.Timer(job.timeout, self._overrun, (state, state.run_id))
             watchdog.daemon = True
             watchdog.start()
+            ok = False
             try:
-                value = job.fn()
+                with request_ids.bound():  # one id per run: its log lines and agent calls
+                    value = job.fn()
+                ok = True
             except Exception as exc:
                 self._failed(state, exc, started)
                 raise
             finally:
                 watchdog.cancel()
-                self._finish(state, started)
+                self._finish(state, started, ok)
                 if holder is not None:
                     self._release(job, holder)
-            with self._stats_lock:
-                state.stats.last_success = time.time()
             return RunResult(True, value)
 
     def _skipped(self, state: _State) -> RunResult:
@@ -246,15 +259,23 @@ class JobRunner:
             state.stats.last_started = time.time()
         return time.monotonic()
 
-    def _finish(self, state: _State, started: float) -> None:
+    def _finish(self, state: _State, started: float, ok: bool) -> None:
         duration = time.monotonic() - started
         with self._stats_lock:
             state.stats.running = False
             state.stats.last_duration = duration
+            if ok:
+                state.stats.last_success = time.time()
+                state.stats.consecutive_failures = 0
             late = duration > state.job.timeout and not state.overrun_counted
             if late:  # the watchdog did not get to it first
                 state.overrun_counted = True
                 state.stats.overruns += 1
+        if self.observer is not None:
+            try:
+                self.observer(state.job.name, duration, ok)
+            except Exception:  # metrics never fail a job
+                log.exception("job %s: observer failed", state.job.name)
         if late:
             log.warning(
                 "job %s overran: %.1f s (timeout %g s)", state.job.name, duration,
@@ -275,6 +296,7 @@ class JobRunner:
         job = state.job
         with self._stats_lock:
             state.stats.failures += 1
+            state.stats.consecutive_failures += 1
             state.stats.last_error = _describe(exc)
         if isinstance(exc, job.expected):
             log.warning("job %s failed: %s", job.name, _describe(exc))

@@ -41,6 +41,7 @@ from kumulus.core.errors import (
     FieldProblem,
     ForbiddenError,
     InvalidError,
+    KumulusError,
     NotFoundError,
     TooLargeError,
     UnauthorizedError,
@@ -354,16 +355,24 @@ def store_heartbeat(
 async def heartbeat(body: SignedEnvelope, envelope: SignedHeartbeat, request: Request) -> Accepted:
     """Store a host's signed heartbeat (at most `heartbeat_max_bytes`). Served on threads
     of its own (`heartbeat_limiter`), with no dependency on the shared pool; 429 over the
-    host's rate."""
+    host's rate. Counted as accepted or refused (by reason) in the metrics."""
     app = request.app
-    await anyio.to_thread.run_sync(
-        store_heartbeat,
-        envelope,
-        app.state.heartbeats,
-        app.state.settings,
-        app.state.rate_limits,
-        limiter=heartbeat_limiter(app),
-    )
+    events = getattr(app.state, "events", None)
+    try:
+        await anyio.to_thread.run_sync(
+            store_heartbeat,
+            envelope,
+            app.state.heartbeats,
+            app.state.settings,
+            app.state.rate_limits,
+            limiter=heartbeat_limiter(app),
+        )
+    except KumulusError as exc:
+        if events is not None:
+            events.heartbeat(refused=exc.error_code)
+        raise
+    if events is not None:
+        events.heartbeat()
     return Accepted()
 
 
