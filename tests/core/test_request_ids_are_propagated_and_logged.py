@@ -79,7 +79,7 @@ def test_unknown_log_format_is_refused() -> None:
 def test_agent_calls_send_the_bound_id() -> None:
     from substrateinterface import Keypair
 
-    from kumulus.client import AgentClient, ApiError
+    from kumulus.client import AgentClient, ApiError, CallPolicy
 
     got: list[str | None] = []
 
@@ -89,7 +89,12 @@ def test_agent_calls_send_the_bound_id() -> None:
 
     key = Keypair.create_from_uri("//Alice")
     client = AgentClient(
-        "http://agent.test:8000", "h1", key, key.ss58_address, transport=httpx.MockTransport(answer)
+        "http://agent.test:8000",
+        "h1",
+        key,
+        key.ss58_address,
+        CallPolicy(allow_private=True),  # agent.test resolves nowhere: nothing is dialled
+        transport=httpx.MockTransport(answer),
     )
     with request_ids.bound("req-77"), pytest.raises(ApiError):  # unsigned answer: refused
         client.get_vm("abc")

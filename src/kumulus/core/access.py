@@ -82,13 +82,15 @@ def route_mark(dependant: Dependant) -> RouteMark:
     return RouteMark(frozenset(access), frozenset(statuses))
 
 
+# The markers are async so that FastAPI runs them on the event loop, not on a thread of
+# the shared pool (heartbeats must never wait for one).
 @marked(access=Access.PUBLIC)
-def public() -> None:
+async def public() -> None:
     """Marker: this route is open to anyone on purpose."""
 
 
 @marked(access=Access.AGENT_SIGNED, statuses=(401, 404))
-def agent_signed() -> None:
+async def agent_signed() -> None:
     """Marker: the route verifies a host's signed envelope itself (it is in the body):
     401 for a bad signature, 404 for a host the signer does not speak for."""
 
