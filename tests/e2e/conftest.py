@@ -33,7 +33,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     # A fresh machine debootstraps the systemd host for a minute or more: while other tests run.
     if session.config.option.collectonly:
         return
-    if any(item.get_closest_marker("systemd") for item in session.items):
+    wanted = os.environ.get("KUMULUS_E2E_SYSTEMD", "0") in ("1", "full")
+    if wanted and any(item.get_closest_marker("systemd") for item in session.items):
         prebuild()
 
 

@@ -7,7 +7,10 @@ the units and files.
 
 The VM base image is the one the tests use, loaded with --vm-image (the container cannot pull
 from a registry). KUMULUS_E2E_SYSTEMD=full builds it inside instead, as a host without registry
-access would (debootstrap fallback; about two minutes more)."""
+access would (debootstrap fallback; about two minutes more).
+
+It runs when KUMULUS_E2E_SYSTEMD is `1` or `full` (scripts/setup.sh test sets it when the
+CI budget allows; measured: 150-270 s warm, about 410 s on a fresh machine)."""
 
 from __future__ import annotations
 
@@ -29,7 +32,15 @@ from tests.e2e.conftest import ssh
 from tests.e2e.systemd_host import SHARED, SystemdHost, systemd_host
 from tests.e2e.test_marketplace import _account, _wait
 
-pytestmark = [pytest.mark.slow, pytest.mark.systemd, pytest.mark.timeout(1800)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.systemd,
+    pytest.mark.timeout(1800),
+    pytest.mark.skipif(
+        os.environ.get("KUMULUS_E2E_SYSTEMD", "0") not in ("1", "full"),
+        reason="the systemd host test runs with KUMULUS_E2E_SYSTEMD=1 (or full)",
+    ),
+]
 
 BUILD_IMAGE_INSIDE = os.environ.get("KUMULUS_E2E_SYSTEMD") == "full"
 UNIT = "/etc/systemd/system/kumulus-agent.service"
