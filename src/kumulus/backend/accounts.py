@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from kumulus.backend import billing, paging, quotas
 from kumulus.backend.clock import utcnow
 from kumulus.backend.models import Account, ApiToken
+from kumulus.backend.rate_limits import RateLimits
 from kumulus.backend.schemas import SignupRequest
 from kumulus.backend.security import hash_password, new_token, verify_password
 from kumulus.config import BackendSettings
@@ -99,10 +100,14 @@ def issue_token(
     return row, token
 
 
-def check_password(account: Account, password: str) -> None:
+def check_password(account: Account, password: str, limits: RateLimits) -> None:
     """ForbiddenError `wrong_password` unless `password` is the account's: what a stolen
-    session cannot supply, asked before changes that lock the owner out or move money."""
+    session cannot supply, asked before changes that lock the owner out or move money.
+    Wrong passwords spend the account's log-in failure budget (RateLimitedError once it
+    is spent, before any hashing): a session is no faster a way to guess than a log-in."""
+    limits.password_attempt(account.email)
     if not verify_password(account.password_hash, password):
+        limits.login_failed(account.email)
         raise ForbiddenError("wrong password", code="wrong_password")
 
 
@@ -118,11 +123,13 @@ def revoke_all(db: Session, account: Account, keep: int | None) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def change_password(db: Session, account: Account, current: str, new: str, keep: int | None) -> int:
-    """Set a new password once `current` is checked (ForbiddenError otherwise), and revoke
-    every other token and session (`keep` is the caller's); returns how many were revoked
+def change_password(
+    db: Session, limits: RateLimits, account: Account, current: str, new: str, keep: int | None
+) -> int:
+    """Set a new password once `current` is checked (`check_password`), and revoke every
+    other token and session (`keep` is the caller's); returns how many were revoked
     (committed)."""
-    check_password(account, current)
+    check_password(account, current, limits)
     account.password_hash = hash_password(new)
     db.flush()
     return revoke_all(db, account, keep)

@@ -13,6 +13,7 @@ from kumulus.backend import accounts, host_keys, ledger, paging, payout_wallet, 
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.hosts import prices_in, prices_out, starting_prices
 from kumulus.backend.models import Account, Host, HostToken, ProviderProfile
+from kumulus.backend.rate_limits import RateLimits
 from kumulus.backend.schemas import (
     HostTokenCreated,
     HostTokenInfo,
@@ -69,21 +70,21 @@ def update_profile(
 
 
 def link_wallet(
-    db: Session, settings: BackendSettings, account: Account, body: ProviderWalletLinkIn
+    db: Session,
+    settings: BackendSettings,
+    limits: RateLimits,
+    account: Account,
+    body: ProviderWalletLinkIn,
 ) -> ProviderProfile:
     """Link the payout wallet that signed the account's challenge, revoking every host
     key delegation the wallet linked before signed (committed). Replacing a linked wallet
     needs the account's password (ForbiddenError `wrong_password`) and starts the payout
     cool-down: pending payouts are cancelled and payouts wait until it ends
     (payout_wallet.py)."""
-    profile = profile_of(db, account)
-    replacing = profile.wallet_address is not None and profile.wallet_address != body.address
-    if replacing and body.password is None:
-        raise ForbiddenError(
-            "replacing the payout wallet needs your password", code="wrong_password"
-        )
-    if body.password is not None:
-        accounts.check_password(account, body.password)
+    if body.password is None:
+        _password_needed(profile_of(db, account), body.address)
+    else:
+        accounts.check_password(account, body.password, limits)
     spend_challenge(db, account, body)
     # The provider's balance lock, which payout requests take before reading the wallet:
     # a request racing this re-link either finishes first (and is cancelled below) or
@@ -91,6 +92,14 @@ def link_wallet(
     ledger.lock(db, [ledger.key_of(ledger.PROVIDER, account.id), ledger.key_of(ledger.CHAIN, None)])
     profile = profile_of(db, account)
     db.refresh(profile)
+    if body.password is None:
+        # Again under the lock: a link of another wallet may have committed meanwhile, and
+        # a password-less link must not replace it (with the wallet it replaced, say).
+        try:
+            _password_needed(profile, body.address)
+        except ForbiddenError:
+            db.rollback()
+            raise
     now = utcnow()
     if payout_wallet.link(profile, body.address, now, timedelta(seconds=settings.wallet_cooldown)):
         payouts.cancel_pending(db, account.id, "the payout wallet was replaced")
@@ -105,6 +114,13 @@ def link_wallet(
             "this wallet is linked to another account", code="wallet_taken"
         ) from exc
     return profile
+
+
+def _password_needed(profile: ProviderProfile, address: str) -> None:
+    if profile.wallet_address is not None and profile.wallet_address != address:
+        raise ForbiddenError(
+            "replacing the payout wallet needs your password", code="wrong_password"
+        )
 
 
 def new_host_token(

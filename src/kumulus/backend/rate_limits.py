@@ -55,6 +55,12 @@ class RateLimits:
         """Before a log-in's password is checked: every attempt counts against its IP;
         an account that had too many failures refuses attempts until its window ends."""
         self._hit(self._local, self._login_ip, ("login-ip", ip), "log-ins from your address")
+        self.password_attempt(email)
+
+    def password_attempt(self, email: str) -> None:
+        """Before the password of the account `email` is checked (a log-in, or a session
+        confirming it): refused while the account is over its failure budget, so a stolen
+        session guesses no faster than a stranger at the log-in form."""
         if not self._counted(lambda: self._shared.test(self._login_failures, "login-fail", email)):
             raise self._refusal(
                 self._shared, self._login_failures, ("login-fail", email),
@@ -62,8 +68,9 @@ class RateLimits:
             )  # fmt: skip
 
     def login_failed(self, email: str) -> None:
-        """A log-in named `email` and failed (counted whether or not the account exists,
-        so the answers tell nobody which emails have one)."""
+        """A log-in named `email` and failed, or a wrong password was given for it
+        (counted whether or not the account exists, so the answers tell nobody which
+        emails have one)."""
         self._counted(lambda: self._shared.hit(self._login_failures, "login-fail", email))
 
     def signup_attempt(self, ip: str, email: str) -> None:

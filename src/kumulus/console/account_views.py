@@ -244,7 +244,9 @@ def revoke_all(request: Request, form: Form, db: Db, account: AnyAccount) -> Res
 
 
 @router.post("/account/password")
-def change_password(request: Request, form: Form, db: Db, account: AnyAccount) -> Response:
+def change_password(
+    request: Request, form: Form, db: Db, account: AnyAccount, limits: Limits
+) -> Response:
     values = {
         "current_password": str(form.get("current_password", ""))[:256],
         "new_password": str(form.get("new_password", ""))[:256],
@@ -253,6 +255,7 @@ def change_password(request: Request, form: Form, db: Db, account: AnyAccount) -
         body = PasswordChange.model_validate(values)
         count = accounts.change_password(
             db,
+            limits,
             account,
             body.current_password,
             body.new_password,

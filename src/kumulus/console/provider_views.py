@@ -7,9 +7,9 @@ provider API's functions."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlalchemy import func, select
@@ -19,6 +19,7 @@ from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.deps import Db, Settings
 from kumulus.backend.hosts import host_public, host_status, prices_out, starting_prices
 from kumulus.backend.models import VM, Account, Heartbeat, Host, HostToken
+from kumulus.backend.rate_limits import RateLimits, get_rate_limits
 from kumulus.backend.schemas import DelegationIn, ProviderProfileIn, ProviderWalletLinkIn
 from kumulus.backend.security import hash_token
 from kumulus.backend.wallet_links import new_challenge
@@ -330,7 +331,12 @@ def wallet_page(request: Request, db: Db, settings: Settings, account: Provider)
 
 @router.post("/wallet")
 def link_wallet(
-    request: Request, form: Form, db: Db, settings: Settings, account: Provider
+    request: Request,
+    form: Form,
+    db: Db,
+    settings: Settings,
+    account: Provider,
+    limits: Annotated[RateLimits, Depends(get_rate_limits)],
 ) -> Response:
     values = {
         "challenge_id": str(form.get("challenge_id", "")),
@@ -340,7 +346,7 @@ def link_wallet(
     password = str(form.get("password", ""))[:256]
     try:
         body = ProviderWalletLinkIn.model_validate({**values, "password": password or None})
-        providers.link_wallet(db, settings, account, body)
+        providers.link_wallet(db, settings, limits, account, body)
     except ValidationError as exc:
         return _wallet_page(
             request, db, settings, account, 422, errors=field_errors(exc), values=values

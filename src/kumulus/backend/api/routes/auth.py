@@ -69,13 +69,18 @@ def login(
 
 
 @router.post("/auth/password", response_model=Revoked, responses=refusals(403))
-def change_password(body: PasswordChange, found: CurrentToken, db: Db) -> Revoked:
+def change_password(
+    body: PasswordChange,
+    found: CurrentToken,
+    db: Db,
+    limits: Limits,
+) -> Revoked:
     """Set a new password (403 `wrong_password` unless `currentPassword` is right); every
     other token and console session of the account is revoked, the caller's is kept."""
     account, token = found
     return Revoked(
         revoked=accounts.change_password(
-            db, account, body.current_password, body.new_password, keep=token.id
+            db, limits, account, body.current_password, body.new_password, keep=token.id
         )
     )
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, status
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, status
 
 from kumulus.backend import host_keys, providers
 from kumulus.backend.deps import CurrentProvider, Db, ResourceId, Settings
 from kumulus.backend.hosts import host_public
 from kumulus.backend.paging import After, Limit
+from kumulus.backend.rate_limits import RateLimits, get_rate_limits
 from kumulus.backend.schemas import (
     DelegationOut,
     HostKeyOut,
@@ -52,12 +55,17 @@ def wallet_challenge(account: CurrentProvider, db: Db, settings: Settings) -> Wa
 
 @router.post("/wallet/link", response_model=ProviderProfileOut, responses=refusals(404, 409))
 def wallet_link(
-    body: ProviderWalletLinkIn, account: CurrentProvider, db: Db, settings: Settings
+    body: ProviderWalletLinkIn,
+    account: CurrentProvider,
+    db: Db,
+    settings: Settings,
+    limits: Annotated[RateLimits, Depends(get_rate_limits)],
 ) -> ProviderProfileOut:
     """Link the wallet that signed the challenge. Replacing a linked wallet needs
     `password` (403 `wrong_password`), cancels pending payouts and pauses payouts until
     `walletPayoutsFrom` (the cool-down); it also revokes every host-key delegation."""
-    return providers.profile_out(providers.link_wallet(db, settings, account, body), settings)
+    profile = providers.link_wallet(db, settings, limits, account, body)
+    return providers.profile_out(profile, settings)
 
 
 @router.post(
