@@ -49,3 +49,15 @@ def client_ip(connection: HTTPConnection, proxies: Sequence[Network]) -> str:
         if not _trusted(address, proxies):
             break
     return caller
+
+
+def limit_key(ip: str) -> str:
+    """What a per-IP limit counts `ip` as: an IPv6 client by its /64 (the least a
+    subscriber is given: counting each address would let one client take a fresh one per
+    request), an IPv4-mapped IPv6 address as its IPv4 address, anything else as itself."""
+    address = _address(ip)
+    if isinstance(address, IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(IPv6Network((address, 64), strict=False))
+    return ip

@@ -25,7 +25,7 @@ from limits.errors import StorageError
 from limits.storage import MemoryStorage
 from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter, RateLimiter
 
-from kumulus.backend.client_ip import client_ip, parse_networks
+from kumulus.backend.client_ip import client_ip, limit_key, parse_networks
 from kumulus.backend.db import Database
 from kumulus.backend.rate_counters import DatabaseStorage
 from kumulus.config import BackendSettings
@@ -54,7 +54,9 @@ class RateLimits:
     def login_attempt(self, ip: str, email: str) -> None:
         """Before a log-in's password is checked: every attempt counts against its IP;
         an account that had too many failures refuses attempts until its window ends."""
-        self._hit(self._local, self._login_ip, ("login-ip", ip), "log-ins from your address")
+        self._hit(
+            self._local, self._login_ip, ("login-ip", limit_key(ip)), "log-ins from your address"
+        )
         self.password_attempt(email)
 
     def password_attempt(self, email: str) -> None:
@@ -74,7 +76,9 @@ class RateLimits:
         self._counted(lambda: self._shared.hit(self._login_failures, "login-fail", email))
 
     def signup_attempt(self, ip: str, email: str) -> None:
-        self._hit(self._local, self._signup_ip, ("signup-ip", ip), "sign-ups from your address")
+        self._hit(
+            self._local, self._signup_ip, ("signup-ip", limit_key(ip)), "sign-ups from your address"
+        )
         self._hit(self._shared, self._signup_account, ("signup", email), "sign-ups for this email")
 
     def api_call(self, token_id: int) -> None:
