@@ -12,6 +12,7 @@ GENEROUS_LIMITS: dict[str, Any] = {
     "signup_rate_per_account": "100000/minute",
     "api_rate_per_token": "1000000/minute",
     "heartbeat_rate_per_host": "1000000/minute",
+    "heartbeat_rate_per_ip": "1000000/minute",
     "password_hash_concurrency": 64,
     "password_hash_wait": 30,
 }

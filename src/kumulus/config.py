@@ -293,6 +293,9 @@ class BackendSettings(BaseSettings):
     signup_rate_per_account: str = "5/hour"
     api_rate_per_token: str = "1200/minute"  # noqa: S105 (a rate, not a secret)
     heartbeat_rate_per_host: str = "30/minute"  # agents send one every 10 s
+    # Before the signature: signer and host id are the sender's choice (a made-up key and
+    # host id make a fresh per-host budget), the address is not. 200 hosts behind one NAT.
+    heartbeat_rate_per_ip: str = "1200/minute"
     heartbeat_max_bytes: int = Field(default=64 * 1024, ge=1024)  # of the signed payload
     # Password hashing (argon2id, 64 MiB each): at most `password_hash_concurrency` at once
     # per process; a login or sign-up that finds no slot within `password_hash_wait`
@@ -317,6 +320,7 @@ class BackendSettings(BaseSettings):
         "signup_rate_per_account",
         "api_rate_per_token",
         "heartbeat_rate_per_host",
+        "heartbeat_rate_per_ip",
     )
     @classmethod
     def _rate(cls, value: str) -> str:

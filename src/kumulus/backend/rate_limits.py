@@ -47,6 +47,7 @@ class RateLimits:
         self._signup_account = parse(settings.signup_rate_per_account)
         self._api_token = parse(settings.api_rate_per_token)
         self._heartbeat_host = parse(settings.heartbeat_rate_per_host)
+        self._heartbeat_ip = parse(settings.heartbeat_rate_per_ip)
 
     def client_ip(self, request: Request) -> str:
         return client_ip(request, self._proxies)
@@ -83,6 +84,14 @@ class RateLimits:
 
     def api_call(self, token_id: int) -> None:
         self._hit(self._local, self._api_token, ("token", str(token_id)), "calls with this token")
+
+    def heartbeat_from(self, ip: str) -> None:
+        """Before a heartbeat's signature is checked: its signer and host id are the
+        sender's to choose (any made-up key has a budget of its own), its address is not."""
+        self._hit(
+            self._local, self._heartbeat_ip, ("heartbeat-ip", limit_key(ip)),
+            "heartbeats from your address",
+        )  # fmt: skip
 
     def heartbeat(self, signer: str, host_id: str) -> None:
         self._hit(

@@ -81,6 +81,9 @@ def _signed_first(domain: Domain, heartbeat: bool = False) -> Gate:
     verified on their own threads (`heartbeat_limiter`)."""
 
     async def gate(request: Request) -> None:
+        if heartbeat:
+            limits: RateLimits = request.app.state.rate_limits
+            limits.heartbeat_from(limits.client_ip(request))
         try:
             envelope = SignedEnvelope.model_validate_json(await request.body())
         except ValidationError as exc:
