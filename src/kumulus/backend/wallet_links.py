@@ -7,7 +7,7 @@ from __future__ import annotations
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from kumulus.backend.clock import aware, utcnow
@@ -22,8 +22,14 @@ from kumulus.core.signing import (
     wallet_text,
 )
 
+# Challenges an account keeps (the latest): each request and each view of the consoles'
+# wallet and billing pages makes one, and rows must not grow without end.
+MAX_CHALLENGES = 10
+
 
 def new_challenge(db: Session, account: Account, ttl: float, purpose: str) -> WalletChallengeOut:
+    """A new challenge for `account` to sign (committed); its older ones past the latest
+    `MAX_CHALLENGES` are dropped (signing one of those is then a 404)."""
     expires = utcnow() + timedelta(seconds=ttl)
     message = wallet_text(
         Domain.WALLET_LINK,
@@ -32,6 +38,18 @@ def new_challenge(db: Session, account: Account, ttl: float, purpose: str) -> Wa
     )
     row = WalletChallenge(account_id=account.id, message=message, expires_at=expires)
     db.add(row)
+    db.flush()
+    latest = (
+        select(WalletChallenge.id)
+        .where(WalletChallenge.account_id == account.id)
+        .order_by(WalletChallenge.id.desc())
+        .limit(MAX_CHALLENGES)
+    )
+    db.execute(
+        delete(WalletChallenge).where(
+            WalletChallenge.account_id == account.id, WalletChallenge.id.not_in(latest)
+        )
+    )
     db.commit()
     return WalletChallengeOut(challenge_id=row.id, message=message, expires_at=expires)
 
