@@ -196,7 +196,7 @@ class AgentClient:
                         # Asked for identity: a compressed answer could inflate past the cap.
                         raise ApiError("the agent's answer is compressed", None, "bad_answer")
                     declared = resp.headers.get("content-length", "")
-                    if declared.isdigit() and int(declared) > cap:
+                    if declared.isascii() and declared.isdigit() and int(declared) > cap:
                         raise self._too_large(cap)
                     body = bytearray()
                     async for chunk in resp.aiter_bytes():  # identity: the raw bytes

@@ -48,7 +48,7 @@ class BodyLimit:
         )
         declared = Headers(scope=scope).get("content-length")
         if declared is not None:
-            if not declared.isdigit():
+            if not (declared.isascii() and declared.isdigit()):  # '²' is a digit to isdigit
                 await error_response(InvalidError("Content-Length is not a number"))(
                     scope, receive, send
                 )
