@@ -153,8 +153,9 @@ case $cmd in
     install_chopsticks
     "$venv/bin/ruff" check src tests bench
     "$venv/bin/mypy"
-    log "tests: unit (no Docker), then end-to-end on the real engine, engine restarts last"
-    KUMULUS_E2E_REQUIRED=1 "$venv/bin/pytest" -q tests
+    log "tests: unit (no Docker, one worker per core), then end-to-end on the real engine, engine restarts last"
+    KUMULUS_E2E_REQUIRED=1 "$venv/bin/pytest" -q -n auto --ignore=tests/e2e tests
+    KUMULUS_E2E_REQUIRED=1 "$venv/bin/pytest" -q tests/e2e
     ;;
   bench)
     # setup.sh bench [provision|scheduler|heartbeats|metering|api_load|soak] [args]; all but soak

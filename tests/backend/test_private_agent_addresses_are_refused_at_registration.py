@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from substrateinterface import Keypair
 
 from kumulus.config import BackendSettings
-from kumulus.core.signing import Domain, sign_envelope
+from kumulus.core.signing import Domain, keypair_from_mnemonic, new_mnemonic, sign_envelope
 from tests.backend.conftest import Actor, link_wallet, register_payload
 
 
@@ -41,7 +41,9 @@ PRIVATE = [
 def _register(backend: TestClient, provider: Actor, wallet: Keypair, api_url: str) -> int:
     token = backend.post("/v1/provider/host-tokens", headers=provider.headers).json()["token"]
     payload = register_payload(token, apiUrl=api_url)
-    env = sign_envelope(wallet, payload, domain=Domain.HOST_REGISTRATION)
+    # Signed by a host key of its own, as every new host registers (wallet ones are refused).
+    host_key = keypair_from_mnemonic(new_mnemonic())
+    env = sign_envelope(host_key, payload, domain=Domain.HOST_REGISTRATION)
     resp = backend.post("/v1/hosts/register", json=env.model_dump())
     if resp.status_code == 422:
         assert resp.json()["fields"][0]["loc"][-1] == "apiUrl", resp.text

@@ -16,6 +16,7 @@ from substrateinterface import Keypair
 
 from kumulus.agent.host_key import ensure_host_key
 from kumulus.config import AgentSettings
+from kumulus.core.delegation import default_expiry, delegation_text
 from tests.generous_limits import GENEROUS_LIMITS
 
 
@@ -139,6 +140,18 @@ class BackendProcess(ServiceProcess):
     def start(self) -> BackendProcess:
         self._start()
         return self
+
+
+def delegate(backend_url: str, wallet: Keypair, host_id: str, host_address: str) -> None:
+    """The provider's `wallet` delegates the host key `host_address` of `host_id` (what
+    `kumulus agent delegate` sends), for hosts a test registers in-process."""
+    text = delegation_text(host_id, host_address, default_expiry())
+    signature = "0x" + bytes(wallet.sign(text.encode())).hex()
+    httpx.post(
+        f"{backend_url}/v1/hosts/delegation",
+        json={"message": text, "signature": signature},
+        timeout=30,
+    ).raise_for_status()
 
 
 def make_host_key(state_dir: Path) -> str:

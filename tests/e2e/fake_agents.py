@@ -2,7 +2,7 @@
 no engine (tests/e2e/test_replicas_survive_a_killed_backend.py): each is the real agent app
 (auth, signed answers, capacity, idempotency, heartbeats) over `tests.fakes.FakeRuntime`,
 served by uvicorn on its own port, registered with the backend as a host of the provider
-whose wallet signs for it (a legacy host: no delegation step).
+whose own host key the wallet delegates (as provider-setup.sh does).
 
     python -m tests.e2e.fake_agents CONFIG.json
 
@@ -25,10 +25,12 @@ import httpx
 import uvicorn
 
 from kumulus.agent.app import create_app
+from kumulus.agent.host_key import ensure_host_key
 from kumulus.agent.registration import register
 from kumulus.config import AgentSettings
 from kumulus.core import logs
-from kumulus.core.signing import keypair_from_mnemonic, write_secret_file
+from kumulus.core.signing import keypair_from_mnemonic
+from tests.e2e.agent_process import delegate
 from tests.fakes import FakeRuntime
 
 
@@ -67,8 +69,9 @@ def main(config_path: str) -> None:
             backend_url=config["backend_url"],
             stats_interval=1.0,
         )
-        write_secret_file(settings.mnemonic_path, config["wallet_mnemonic"])
-        app = create_app(settings, FakeRuntime(), keypair=wallet)
+        # The host signs with a key of its own; the wallet only delegates it.
+        host_key = ensure_host_key(settings)
+        app = create_app(settings, FakeRuntime(), keypair=host_key)
         url = f"http://127.0.0.1:{spec['port']}"
         _serve(app, spec["port"])
         admin = settings.token_path.read_text().strip()
@@ -78,13 +81,14 @@ def main(config_path: str) -> None:
         reg = register(
             state_dir=state_dir,
             backend_key_file=settings.backend_key_path,
-            keypair=wallet,
+            keypair=host_key,
             backend_url=config["backend_url"],
             provider_token=spec["host_token"],
             api_url=url,
             public_ip="127.0.0.1",
             host_info=info,
         )
+        delegate(config["backend_url"], wallet, reg.host_id, host_key.ss58_address)
         ready.append({"url": url, "host_id": reg.host_id, "admin_token": admin})
     Path(config["ready_file"]).write_text(json.dumps({"agents": ready}))
     threading.Event().wait()  # serve until terminated

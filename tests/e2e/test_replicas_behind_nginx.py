@@ -26,11 +26,12 @@ import pytest
 import uvicorn
 
 from kumulus.agent.app import create_app as create_agent
+from kumulus.agent.host_key import ensure_host_key
 from kumulus.agent.registration import register
 from kumulus.config import AgentSettings
-from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic, write_secret_file
+from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic
 from tests.conftest import POSTGRES
-from tests.e2e.agent_process import BackendProcess, link_wallet
+from tests.e2e.agent_process import BackendProcess, delegate, link_wallet
 from tests.fakes import FakeRuntime
 from tests.nginx_proxy import Proxy, free_port, nginx_binary, nginx_proxy
 
@@ -149,17 +150,19 @@ def _through_the_proxy(
             disk_capacity="200g", ssh_ready_timeout=0.05, lxcfs_dir=tmp_path / "lxcfs",
             backend_url=proxy.url, stats_interval=1.0,
         )  # fmt: skip
-        write_secret_file(settings.mnemonic_path, wallet_mnemonic)
-        server, thread = _serve(create_agent(settings, FakeRuntime(), keypair=wallet), agent_port)
+        # The host signs with a key of its own; the wallet only delegates it.
+        host_key = ensure_host_key(settings)
+        server, thread = _serve(create_agent(settings, FakeRuntime(), keypair=host_key), agent_port)
         try:
             admin = {"Authorization": f"Bearer {settings.token_path.read_text().strip()}"}
             info = httpx.get(f"http://127.0.0.1:{agent_port}/v1/host", headers=admin).json()
             token = provider.post("/v1/provider/host-tokens").json()["token"]
             host = register(
                 state_dir=settings.state_dir, backend_key_file=settings.backend_key_path,
-                keypair=wallet, backend_url=proxy.url, provider_token=token,
+                keypair=host_key, backend_url=proxy.url, provider_token=token,
                 api_url=f"http://127.0.0.1:{agent_port}", public_ip="127.0.0.1", host_info=info,
             ).host_id  # fmt: skip
+            delegate(proxy.url, wallet, host, host_key.ss58_address)
 
             def last_beat() -> Any:
                 return provider.get(f"/v1/provider/hosts/{host}").json()["lastHeartbeatAt"]
