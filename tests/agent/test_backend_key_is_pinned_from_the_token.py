@@ -54,7 +54,11 @@ def test_an_answer_with_another_key_pins_nothing(tmp_path: Path) -> None:
     assert load_registration(tmp_path) is None
 
 
-@pytest.mark.parametrize("token", ["kmh_abc", "kmh_notanaddress_abc", f"kmt_{BACKEND}_abc"])
+@pytest.mark.parametrize(
+    "token",
+    ["kmh_abc", "kmh_notanaddress_abc", f"kmt_{BACKEND}_abc"],
+    ids=["no-address", "not-an-address", "api-token"],  # stable across pytest-xdist workers
+)
 def test_a_token_without_a_backend_key_is_refused_before_sending(
     tmp_path: Path, token: str
 ) -> None:
