@@ -297,7 +297,7 @@ class BackendSettings(BaseSettings):
     # host id make a fresh per-host budget), the address is not. 200 hosts behind one NAT.
     heartbeat_rate_per_ip: str = "1200/minute"
     heartbeat_max_bytes: int = Field(default=64 * 1024, ge=1024)  # of the signed payload
-    # Password hashing (argon2id, 64 MiB each): at most `password_hash_concurrency` at once
+    # Password hashing (argon2id, 19 MiB each): at most `password_hash_concurrency` at once
     # per process; a login or sign-up that finds no slot within `password_hash_wait`
     # seconds is answered 503 `busy` with Retry-After, instead of queueing memory.
     password_hash_concurrency: int = Field(default=4, ge=1, le=256)

@@ -1,4 +1,4 @@
-"""At most `password_hash_concurrency` argon2 hashes run at once per process (64 MiB
+"""At most `password_hash_concurrency` argon2 hashes run at once per process (19 MiB
 each); a log-in that finds no slot within `password_hash_wait` is answered 503 `busy`
 with Retry-After at once, not queued."""
 
@@ -31,6 +31,9 @@ def test_a_login_beyond_the_bound_is_refused_fast(
                 hashing.set()
                 finish.wait(30)
                 return real.verify(*args)
+
+            def check_needs_rehash(self, password_hash: str) -> bool:
+                return real.check_needs_rehash(password_hash)
 
         monkeypatch.setattr(security, "_hasher", SlowHasher())
         first: list[int] = []

@@ -22,7 +22,7 @@ from kumulus.backend.clock import utcnow
 from kumulus.backend.models import Account, ApiToken
 from kumulus.backend.rate_limits import RateLimits
 from kumulus.backend.schemas import SignupRequest
-from kumulus.backend.security import hash_password, new_token, verify_password
+from kumulus.backend.security import hash_password, needs_rehash, new_token, verify_password
 from kumulus.config import BackendSettings
 from kumulus.core.errors import ConflictError, ForbiddenError, NotFoundError, UnauthorizedError
 from kumulus.core.money import parse_amount
@@ -54,9 +54,15 @@ def authenticate(db: Session, email: str, password: str) -> Account:
     """The account with this email and password; UnauthorizedError otherwise (same answer,
     same time, for an unknown email and a wrong password)."""
     account = db.scalar(select(Account).where(Account.email == email.strip().lower()))
+    # The hash takes a moment and may wait for a hashing slot: no connection is held
+    # meanwhile (the account stays loaded: sessions keep objects on commit).
+    db.commit()
     if not verify_password(account.password_hash if account else None, password):
         raise UnauthorizedError("wrong email or password", code="bad_credentials")
     assert account is not None
+    if needs_rehash(account.password_hash):
+        account.password_hash = hash_password(password)
+        db.commit()
     return account
 
 

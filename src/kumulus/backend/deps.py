@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
@@ -24,9 +25,17 @@ from kumulus.core.schemas import MAX_DB_ID
 _LAST_USED_GRANULARITY = timedelta(minutes=1)
 
 
-def get_db(request: Request) -> Iterator[Session]:
-    with request.app.state.db.session() as session:
+async def get_db(request: Request) -> AsyncIterator[Session]:
+    """The request's session. Opening one takes no connection (the first query does), so
+    it is made on the event loop; closing returns the connection to the pool, on a thread
+    outside the request threads' limit: a close must never wait behind the requests that
+    wait for its connection."""
+    session: Session = request.app.state.db.sessions()
+    try:
         yield session
+    finally:
+        with anyio.CancelScope(shield=True):  # a client that hangs up still frees it
+            await anyio.to_thread.run_sync(session.close, limiter=anyio.CapacityLimiter(1))
 
 
 async def get_settings(request: Request) -> BackendSettings:
@@ -76,47 +85,48 @@ def _bearer(request: Request) -> str:
     return token
 
 
-def _ids_for(db: Database, token: str) -> tuple[int, int] | None:
+def _rows_for(db: Database, token: str) -> tuple[Account, ApiToken] | None:
+    # The rows leave their session loaded (sessions keep objects on commit): the request's
+    # own session adopts them without reading them again.
     with db.session() as s:
-        found = account_for_token(s, token)
-        return (found[0].id, found[1].id) if found else None
+        return account_for_token(s, token)
 
 
 async def _token_first(request: Request) -> None:
     """Authenticate the bearer token before the body is parsed (core/auth_first.py): the
-    lookup runs on a thread, and the account and token ids wait on `request.state`."""
+    lookup runs on a thread with a session of its own, closed at once, and the account and
+    token rows wait on `request.state`."""
     token = _bearer(request)
-    ids = await run_in_threadpool(_ids_for, request.app.state.db, token)
-    if ids is None:
+    rows = await run_in_threadpool(_rows_for, request.app.state.db, token)
+    if rows is None:
         raise UnauthorizedError("invalid, expired or revoked token")
-    request.state.token_ids = ids
+    request.state.token_rows = rows
 
 
 @gated(_token_first)
 @marked(access=Access.ACCOUNT, statuses=(401, 429))
-def current_token(request: Request, db: Db) -> tuple[Account, ApiToken]:
+async def current_token(request: Request, db: Db) -> tuple[Account, ApiToken]:
     """The account and the live API token (or console session) that authenticate the
-    request; 401 otherwise. On routes of `AuthFirstRoute` routers the token was checked
-    before the body was parsed, and only the rows are read here. Each call counts against
-    the token's rate limit (429 past it; backend/rate_limits.py)."""
-    ids: tuple[int, int] | None = getattr(request.state, "token_ids", None)
-    found: tuple[Account, ApiToken] | None = None
-    if ids is None:
-        found = account_for_token(db, _bearer(request))
-    else:
-        account, api_token = db.get(Account, ids[0]), db.get(ApiToken, ids[1])
-        if account is not None and api_token is not None:  # deleted since the gate
-            found = account, api_token
-    if found is None:
-        raise UnauthorizedError("invalid, expired or revoked token")
-    request.app.state.rate_limits.api_call(found[1].id)
-    return found
+    request; 401 otherwise. On routes of `AuthFirstRoute` routers the gate checked the
+    token before the body was parsed, and its rows join the request's session without a
+    query: no database connection is taken here, nor held while the request waits for a
+    thread (a request holding one while others wait for threads is how a pool starves).
+    Each call counts against the token's rate limit (429 past it; backend/rate_limits.py)."""
+    rows: tuple[Account, ApiToken] | None = getattr(request.state, "token_rows", None)
+    if rows is None:
+        found = await run_in_threadpool(_rows_for, request.app.state.db, _bearer(request))
+        if found is None:
+            raise UnauthorizedError("invalid, expired or revoked token")
+        rows = found
+    account, api_token = db.merge(rows[0], load=False), db.merge(rows[1], load=False)
+    request.app.state.rate_limits.api_call(api_token.id)
+    return account, api_token
 
 
 CurrentToken = Annotated[tuple[Account, ApiToken], Depends(current_token)]
 
 
-def current_account(found: CurrentToken) -> Account:
+async def current_account(found: CurrentToken) -> Account:
     """The caller's account (see current_token)."""
     return found[0]
 
@@ -125,14 +135,14 @@ CurrentAccount = Annotated[Account, Depends(current_account)]
 
 
 @marked(access=Access.PROVIDER, statuses=(403,))
-def current_provider(account: CurrentAccount) -> Account:
+async def current_provider(account: CurrentAccount) -> Account:
     if account.role != "provider":
         raise ForbiddenError("this is for provider accounts")
     return account
 
 
 @marked(access=Access.DEVELOPER, statuses=(403,))
-def current_developer(account: CurrentAccount) -> Account:
+async def current_developer(account: CurrentAccount) -> Account:
     if account.role != "developer":
         raise ForbiddenError("this is for developer accounts")
     return account

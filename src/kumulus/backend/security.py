@@ -1,6 +1,12 @@
 """Passwords (argon2id) and bearer tokens (random, stored as SHA-256).
 
-Each argon2 hash or verification takes 64 MiB for a moment, so this process runs at most
+Argon2id with OWASP's parameters (19 MiB, 2 passes, 1 lane): about 30 ms of one core per
+hash here. The library's default (64 MiB, 3 passes, 4 lanes) cost 240 ms of CPU, so a
+flood of wrong passwords within the per-IP limits took both cores of a small backend away
+from everyone else (bench/api_load). Hashes made with other parameters still verify, and
+are made again with these at the next successful log-in.
+
+Each hash or verification takes its memory for a moment, so this process runs at most
 `configure_hashing(slots)` at once: a caller that gets no slot within the wait is refused
 (`UnavailableError` code `busy`, 503 with Retry-After) rather than queued, so a flood of
 logins costs a bounded amount of memory and answers fast. The bound is per process (it
@@ -19,7 +25,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from kumulus.core.errors import UnavailableError
 
-_hasher = PasswordHasher()
+_hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 # Verifying against this keeps unknown-email logins as slow as wrong-password ones.
 _DUMMY_HASH = _hasher.hash("kumulus-timing-equaliser")
 _T = TypeVar("_T")
@@ -69,6 +75,11 @@ def verify_password(password_hash: str | None, password: str) -> bool:
             return False
 
     return _bounded(verify)
+
+
+def needs_rehash(password_hash: str) -> bool:
+    """Whether a verified hash was made with other parameters than today's."""
+    return _hasher.check_needs_rehash(password_hash)
 
 
 def new_token(kind: str) -> tuple[str, str]:

@@ -585,6 +585,12 @@ class VMService:
         }
 
     def _agent(self, host: Host) -> AgentClient:
+        # An agent may take up to its call deadline to answer (or trickle on purpose): the
+        # read transaction before the call ends here, so no pooled connection waits on it.
+        # Every caller has only read since its last commit; a caller with changes pending
+        # keeps them (and its transaction).
+        if not (self.db.new or self.db.dirty or self.db.deleted):
+            self.db.commit()
         # Its answers must be signed by the key its heartbeats are signed by (none for a
         # revoked key: every answer is then refused).
         signer = host_keys.signing_address(host) or ""
