@@ -287,7 +287,9 @@ class BackendSettings(BaseSettings):
     # trusted proxy saw (X-Forwarded-For) when the peer is one of `trusted_proxies` (IPs or
     # networks, JSON list).
     trusted_proxies: list[str] = Field(default_factory=list)
-    login_rate_per_ip: str = "30/minute"
+    # Each log-in costs ~30 ms of argon2 CPU: 10/minute lets one address burn 0.5% of a
+    # core at most (bench/api_load's flood).
+    login_rate_per_ip: str = "10/minute"
     login_failures_per_account: str = "10 per 15 minutes"
     signup_rate_per_ip: str = "20/hour"
     signup_rate_per_account: str = "5/hour"
