@@ -18,11 +18,11 @@ def _stored(backend: TestClient, email: str) -> str:
 
 
 def test_an_old_hash_verifies_and_is_upgraded(backend: TestClient, developer: Actor) -> None:
-    old = PasswordHasher(time_cost=3, memory_cost=64 * 1024, parallelism=4).hash(
-        developer.password
-    )
+    old = PasswordHasher(time_cost=3, memory_cost=64 * 1024, parallelism=4).hash(developer.password)
     with backend.app.state.db.session() as db:  # type: ignore[attr-defined]
-        db.execute(update(Account).where(Account.email == developer.email).values(password_hash=old))
+        db.execute(
+            update(Account).where(Account.email == developer.email).values(password_hash=old)
+        )
         db.commit()
 
     wrong = {"email": developer.email, "password": "not the password at all"}

@@ -8,6 +8,7 @@ of their own."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -291,15 +292,13 @@ def accept_heartbeat(
     store_heartbeat(envelope, writer, settings, limits)
 
 
-def store_heartbeat(
-    envelope: SignedEnvelope,
-    writer: HeartbeatWriter,
-    settings: BackendSettings,
-    limits: RateLimits | None = None,
-) -> None:
-    """Store a heartbeat whose signature was verified (its nonce is spent by the writer, in
-    the batch's transaction); raises the HTTP error to answer otherwise (413 over
-    `heartbeat_max_bytes`, 429 over the host's rate in `limits`). Blocking."""
+def prepare_heartbeat(
+    envelope: SignedEnvelope, settings: BackendSettings, limits: RateLimits | None = None
+) -> VerifiedHeartbeat:
+    """What the writer stores of a heartbeat whose signature was verified (its nonce is
+    spent by the writer, in the batch's transaction); raises the HTTP error to answer
+    otherwise (413 over `heartbeat_max_bytes`, 422 for a bad payload, 429 over the host's
+    rate in `limits`). Blocking (parsing)."""
     payload = envelope.payload
     size = len(json.dumps(payload, separators=(",", ":"), allow_nan=False))
     if size > settings.heartbeat_max_bytes:
@@ -312,7 +311,7 @@ def store_heartbeat(
         limits.heartbeat(envelope.address, parsed.host_id)
     stored = parsed.stored()
     isolated, isolation_problem = judge(parse_isolation(payload))
-    beat = VerifiedHeartbeat(
+    return VerifiedHeartbeat(
         address=envelope.address,
         nonce=envelope.nonce,
         signed_at=envelope.timestamp,
@@ -326,16 +325,16 @@ def store_heartbeat(
         isolated=isolated,
         isolation_problem=isolation_problem,
     )
-    try:
-        outcome = writer.submit(beat).result(timeout=30)
-    except Exception as exc:
-        raise UnavailableError("could not store the heartbeat; retry") from exc
+
+
+def check_outcome(beat: VerifiedHeartbeat, outcome: Outcome) -> None:
+    """Raise the HTTP error for a heartbeat the writer did not store."""
     if outcome is Outcome.REPLAYED:
         raise UnauthorizedError(
             "signature refused: replayed envelope (nonce already used)", code="replayed"
         )
     if outcome is Outcome.UNKNOWN_HOST:
-        raise NotFoundError(f"no host {parsed.host_id} for this key")
+        raise NotFoundError(f"no host {beat.host_id} for this key")
     if outcome is Outcome.NOT_DELEGATED:
         raise UnauthorizedError(
             "signature refused: this host's key has no standing delegation (never delegated, "
@@ -347,6 +346,22 @@ def store_heartbeat(
         raise UnauthorizedError(
             "signature refused: this host's key was revoked by its provider", code="revoked"
         )
+
+
+def store_heartbeat(
+    envelope: SignedEnvelope,
+    writer: HeartbeatWriter,
+    settings: BackendSettings,
+    limits: RateLimits | None = None,
+) -> None:
+    """Store a verified heartbeat and wait for its batch's commit (prepare_heartbeat,
+    check_outcome). Blocking: for callers on threads (benchmarks, accept_heartbeat)."""
+    beat = prepare_heartbeat(envelope, settings, limits)
+    try:
+        outcome = writer.submit(beat).result(timeout=30)
+    except Exception as exc:
+        raise UnavailableError("could not store the heartbeat; retry") from exc
+    check_outcome(beat, outcome)
 
 
 @router.post(
@@ -362,14 +377,21 @@ async def heartbeat(body: SignedEnvelope, envelope: SignedHeartbeat, request: Re
     app = request.app
     events = getattr(app.state, "events", None)
     try:
-        await anyio.to_thread.run_sync(
-            store_heartbeat,
+        beat = await anyio.to_thread.run_sync(
+            prepare_heartbeat,
             envelope,
-            app.state.heartbeats,
             app.state.settings,
             app.state.rate_limits,
             limiter=heartbeat_limiter(app),
         )
+        # The batch's commit is awaited on the event loop, holding no thread: heartbeats in
+        # flight are bounded by the writer's batches, not by `heartbeat_threads`.
+        try:
+            with anyio.fail_after(30):
+                outcome = await asyncio.wrap_future(app.state.heartbeats.submit(beat))
+        except Exception as exc:
+            raise UnavailableError("could not store the heartbeat; retry") from exc
+        check_outcome(beat, outcome)
     except KumulusError as exc:
         if events is not None:
             events.heartbeat(refused=exc.error_code)
