@@ -39,6 +39,7 @@ import os
 import random
 import secrets
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -274,14 +275,18 @@ def _run_phase(
         cls.fixed_count = counts[cls.__name__]
     runner = env.create_local_runner()
     total = sum(counts.values())
-    server, me = STATE["server_pid"], os.getpid()
-    cpu_before = _cpu_seconds(server), _cpu_seconds(me)
+    servers, me = STATE["server_pids"], os.getpid()
+
+    def cpu() -> tuple[float, float]:
+        return sum(_cpu_seconds(pid) for pid in servers), _cpu_seconds(me)
+
+    cpu_before = cpu()
     runner.start(total, spawn_rate=float(total))
     gevent.sleep(seconds)
     runner.stop()
-    cpu_after = _cpu_seconds(server), _cpu_seconds(me)
-    # Where the 2 cores went: the backend runs its Python on one core at most (the GIL), so
-    # a server near 1.0 is saturated whatever the latencies say.
+    cpu_after = cpu()
+    # Where the 2 cores went: a backend process runs its Python on one core at most (the
+    # GIL), so one near 1.0 per replica is saturated whatever the latencies say.
     routes: dict[str, Any] = {
         "cpu_cores": {
             "backend": round((cpu_after[0] - cpu_before[0]) / seconds, 2),
@@ -336,7 +341,7 @@ def _seed(url: str, database_url: str, args: argparse.Namespace, slow_url: str) 
 
     def account(prefix: str, i: int, vms: int) -> dict[str, Any]:
         email = f"{prefix}{i}-{suffix}@example.com"
-        with httpx.Client(base_url=url, timeout=60) as c:
+        with httpx.Client(base_url=url, timeout=60, verify=STATE.get("verify", True)) as c:
             ip = {"X-Forwarded-For": f"10.200.{i // 250}.{i % 250 + 1}"}
             r = c.post(
                 "/v1/auth/signup",
@@ -390,6 +395,57 @@ def _add_slow_hosts() -> None:
         s.commit()
 
 
+@contextmanager
+def _backends(tmp: Path, database_url: str | None, args: argparse.Namespace) -> Iterator[str]:
+    """`--replicas` backend processes on the database, and the URL the clients use: the
+    backend's own with one replica, else Debian's nginx in front of them as deploy/nginx
+    runs it (TLS, one key set for all, the proxy's X-Forwarded-For trusted)."""
+    extra = dict(item.split("=", 1) for item in args.backend_env)
+    env = {
+        # The bench plays the trusted proxy in front of the backend (or of nginx), so per-IP
+        # limits see the clients' addresses; its hosts' agents live on loopback.
+        "KUMULUS_BACKEND_TRUSTED_PROXIES": '["127.0.0.1/32"]',  # a JSON list
+        "KUMULUS_BACKEND_ALLOW_PRIVATE_AGENTS": "true",
+        "KUMULUS_BACKEND_SIGNUP_CREDIT": "1000",
+        # The limits a production backend has (the test harness loosens them), so the
+        # flood meets what an attacker would: --backend-env overrides them.
+        **{
+            f"KUMULUS_BACKEND_{name.upper()}": str(BackendSettings.model_fields[name].default)
+            for name in GENEROUS_LIMITS
+        },
+        **extra,
+    }
+    if args.replicas > 1:
+        if database_url is None or not database_url.startswith("postgresql"):
+            raise SystemExit("--replicas needs PostgreSQL (--database-url)")
+        subprocess.run(
+            [sys.executable, "-m", "kumulus.cli", "backend", "init-keys", str(tmp / "keys")],
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        env["KUMULUS_BACKEND_KEY_FILE"] = str(tmp / "keys" / "backend-mnemonic")
+    db_url = database_url or f"sqlite:///{tmp / 'bench.db'}"
+    replicas = [BackendProcess(tmp / f"backend{i}", db_url, **env) for i in range(args.replicas)]
+    try:
+        replicas[0].start()  # migrates; the others find the schema made
+        for replica in replicas[1:]:
+            replica.start()
+        STATE["server_pids"] = [r.proc.pid for r in replicas if r.proc is not None]
+        kind = db_url.split(":", 1)[0]
+        if args.replicas == 1:
+            _say(f"backend up at {replicas[0].url} ({kind}); seeding")
+            yield replicas[0].url
+            return
+        from tests.nginx_proxy import nginx_proxy
+
+        with nginx_proxy(tmp / "nginx", [f"127.0.0.1:{r.port}" for r in replicas]) as proxy:
+            STATE["verify"] = str(proxy.ca_file)
+            _say(f"{args.replicas} backends behind nginx at {proxy.url} ({kind}); seeding")
+            yield proxy.url
+    finally:
+        for replica in replicas:
+            replica.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per phase")
@@ -402,6 +458,12 @@ def main() -> int:
     parser.add_argument("--vms", type=int, default=5, help="VMs per developer")
     parser.add_argument("--database-url", default=os.environ.get("KUMULUS_TEST_POSTGRES_URL"))
     parser.add_argument("--backend-env", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="backend processes; more than one run behind Debian's nginx (deploy/nginx)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     for cls in (Baseline, Developer):
@@ -411,38 +473,19 @@ def main() -> int:
     with (
         tempfile.TemporaryDirectory(prefix="kumulus-bench-") as tmp,
         _fresh_schema(args.database_url) as fresh,
+        _backends(Path(tmp), fresh, args) as url,
     ):
         database_url = fresh or f"sqlite:///{Path(tmp) / 'bench.db'}"
-        extra = dict(item.split("=", 1) for item in args.backend_env)
-        backend = BackendProcess(
-            Path(tmp) / "backend",
-            database_url,
-            # The bench plays the trusted proxy in front of the backend, so per-IP limits see
-            # the clients' addresses; its hosts' agents live on loopback.
-            KUMULUS_BACKEND_TRUSTED_PROXIES='["127.0.0.1/32"]',  # a JSON list
-            KUMULUS_BACKEND_ALLOW_PRIVATE_AGENTS="true",
-            KUMULUS_BACKEND_SIGNUP_CREDIT="1000",
-            # The limits a production backend has (the test harness loosens them), so the
-            # flood meets what an attacker would: --backend-env overrides them.
-            **{
-                f"KUMULUS_BACKEND_{name.upper()}": str(BackendSettings.model_fields[name].default)
-                for name in GENEROUS_LIMITS
-            },
-            **extra,
-        ).start()
-        assert backend.proc is not None
-        STATE["server_pid"] = backend.proc.pid
-        _say(f"backend up at {backend.url} ({database_url.split(':', 1)[0]}); seeding")
         try:
-            _seed(backend.url, database_url, args, slow.url)
+            _seed(url, database_url, args, slow.url)
             baseline = _run_phase(
-                "baseline", [Baseline], {"Baseline": args.users}, backend.url, args.duration
+                "baseline", [Baseline], {"Baseline": args.users}, url, args.duration
             )
             mix = _run_phase(
                 "mix",
                 [Developer, Host],
                 {"Developer": args.users, "Host": args.hosts},
-                backend.url,
+                url,
                 args.duration,
             )
             _add_slow_hosts()
@@ -450,14 +493,11 @@ def main() -> int:
                 "flood",
                 [Developer, Host, Attacker],
                 {"Developer": args.users, "Host": args.hosts, "Attacker": args.hostile},
-                backend.url,
+                url,
                 args.duration,
             )
         finally:
-            backend.stop()
             slow.close()
-            if args.database_url is None:
-                pass
 
     base_p99 = baseline["baseline GET /healthz"]["p99_ms"] or 1
     for phase in (mix, flood):
@@ -473,6 +513,7 @@ def main() -> int:
     result = {
         "benchmark": "API under load and flood",
         "database": database_url.split(":", 1)[0],
+        "replicas": args.replicas,
         "duration_s_per_phase": args.duration,
         "offered": {
             "honest_rps": round(args.users * args.rate, 1),
@@ -492,7 +533,8 @@ def main() -> int:
         print(json.dumps(result))
     else:
         print(
-            f"API load: {result['database']}, {args.duration:.0f} s per phase, offered "
+            f"API load: {result['database']}, {args.replicas} backend process(es), "
+            f"{args.duration:.0f} s per phase, offered "
             f"{result['offered']}"
         )
         for name, phase in (("baseline", baseline), ("mix", mix), ("flood", flood)):
