@@ -378,6 +378,11 @@ class VMOut(CamelModel):
         description="why the VM failed; it may quote the host's agent (one line, bounded)"
     )
     price_per_hour: str | None = Field(description="while running, fixed at placement")
+    cost_so_far: str = Field(
+        default="0",
+        description="tokens the VM has cost so far: usage posted to the ledger, accrued on "
+        "its prepaid hold, and the seconds since it was last metered",
+    )
     delete_after: Timestamp | None = Field(
         default=None,
         description="set while the VM's disk is no longer paid for: it is deleted then "
