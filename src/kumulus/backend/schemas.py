@@ -112,7 +112,13 @@ class ProviderProfileOut(ProviderProfileIn):
 
 
 class HostUpdate(CamelModel):
-    prices: Prices
+    """What PATCH changes on a host; a field left out stays as it is."""
+
+    prices: Prices | None = None
+    draining: bool | None = Field(
+        default=None,
+        description="true: take no new VMs (those there keep running); false: take VMs again",
+    )
 
 
 class WalletChallengeOut(CamelModel):
@@ -186,6 +192,10 @@ class HostPublic(CamelModel):
         "firewall, disk quota); only such hosts get VMs unless a developer accepts less",
     )
     isolation_problem: str | None = Field(default=None, description="what is missing")
+    draining: bool = Field(
+        default=False,
+        description="its provider stopped new placements here; its VMs keep running",
+    )
 
 
 class HostRegistered(CamelModel):
