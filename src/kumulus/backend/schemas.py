@@ -449,6 +449,13 @@ class BillingOut(CamelModel):
         "per UTC day (0: it pays none)"
     )
     per_hour: str = Field(description="developers: spending now; providers: earning now")
+    accruing: str = Field(
+        default="0",
+        description="providers: their share of what their hosts' VMs were charged since "
+        "it was last posted to the ledger (posted at least every "
+        "KUMULUS_BACKEND_LEDGER_POST_INTERVAL and at every stop, start and delete; "
+        "withdrawable, or promotional, from then on); developers: 0",
+    )
     hours_left: float | None = Field(description="developers: runway at the current spend")
     warning: str | None
     settlement: str = Field(description="on-chain settlement: on | off")
