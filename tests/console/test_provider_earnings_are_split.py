@@ -5,8 +5,8 @@ the hosts page and the Earnings page."""
 from __future__ import annotations
 
 import re
-from decimal import Decimal
 from datetime import timedelta
+from decimal import Decimal
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select
