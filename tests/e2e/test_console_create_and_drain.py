@@ -74,6 +74,7 @@ def test_create_flow_and_drain(chromium: Browser, live: Platform) -> None:
         assert _checked_preset(page) == "1/2g/20g"  # the fields are Small's
         page.locator("#f-username").fill("alice")
         expect(page.locator("#quote")).to_contain_text("per hour while running")
+        screenshot(page, "developer-create-vm")
 
         # Double click: one request, held here until the button is seen disabled.
         held: list[Route] = []
@@ -128,6 +129,15 @@ def test_create_flow_and_drain(chromium: Browser, live: Platform) -> None:
         screenshot(page, "provider-hosts")
         row.get_by_role("button", name="Undrain").click()
         expect(row.locator(".placement")).to_have_text("taken")
+        assert httpx.get(hosts, headers=live.provider).json()["draining"] is False
+
+        # The host's page: drained and undrained from its panel too.
+        page.get_by_role("link", name=live.host_id).click()
+        page.get_by_role("button", name="Drain").click()
+        expect(page.locator("#placement")).to_contain_text("Draining")
+        screenshot(page, "provider-host")
+        page.get_by_role("button", name="Undrain").click()
+        expect(page.locator("#placement")).to_contain_text("Taken")
         assert httpx.get(hosts, headers=live.provider).json()["draining"] is False
     finally:
         context.close()
