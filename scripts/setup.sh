@@ -22,7 +22,7 @@ source "$here/lib/postgres.sh"
 source "$here/lib/lxcfs.sh"
 
 need_root() {
-  [ "$(id -u)" -eq 0 ] || die "run as root (sudo $0 $*): Docker and the VM image need it"
+  [ "$(id -u)" -eq 0 ] || die "run as root, or with sudo (sudo $0 $*): Docker and the VM image need it"
 }
 
 apt_updated=0
@@ -175,7 +175,7 @@ case $cmd in
     done
     ;;
   *)
-    echo "usage: sudo $0 up|test|bench" >&2
+    echo "usage: $0 up|test|bench (as root, or with sudo)" >&2
     exit 2
     ;;
 esac

@@ -28,6 +28,7 @@ from kumulus.backend.app import create_app as create_backend
 from kumulus.config import AgentSettings, BackendSettings
 from kumulus.core.delegation import default_expiry, delegation_text
 from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic
+from kumulus.server import create_server
 from tests.fakes import FakeRuntime
 
 PASSWORD = "correct horse battery"
@@ -78,7 +79,15 @@ def _login(http: httpx.Client, role: str) -> dict[str, str]:
 
 
 @contextmanager
-def platform(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Platform]:
+def platform(
+    tmp: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    runtime: FakeRuntime | None = None,
+    consoles: bool = False,
+    **backend: Any,
+) -> Iterator[Platform]:
+    """The platform above; `runtime`: the agent's engine (default: a FakeRuntime);
+    `consoles`: serve the consoles too (kumulus.server); `backend`: more settings."""
     monkeypatch.setattr(
         security, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     )
@@ -89,6 +98,7 @@ def platform(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Platform]:
         KUMULUS_DATABASE_URL=f"sqlite:///{tmp / 'backend.db'}",
         heartbeat_ttl=30,
         signup_credit="1000",
+        **backend,
     )
     wallet_mnemonic = new_mnemonic()
     agent_settings = AgentSettings(
@@ -109,9 +119,11 @@ def platform(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Platform]:
     # The host signs with a key of its own; the wallet delegates it and stays off the host.
     wallet = keypair_from_mnemonic(wallet_mnemonic)
     host_key = ensure_host_key(agent_settings)
-    agent_app = create_agent(agent_settings, FakeRuntime(), keypair=host_key)
+    agent_app = create_agent(agent_settings, runtime or FakeRuntime(), keypair=host_key)
     with (
-        _serve(create_backend(backend_settings), backend_port) as backend_url,
+        _serve(
+            (create_server if consoles else create_backend)(backend_settings), backend_port
+        ) as backend_url,
         _serve(agent_app, agent_port) as agent_url,
         httpx.Client(base_url=backend_url, timeout=30) as http,
     ):

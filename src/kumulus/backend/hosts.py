@@ -6,11 +6,13 @@ import math
 from datetime import timedelta
 from typing import Any, Literal
 
+from sqlalchemy.orm import Session
+
 from kumulus.backend.clock import aware, utcnow
-from kumulus.backend.models import Host, ProviderProfile
+from kumulus.backend.models import Account, Host, ProviderProfile
 from kumulus.backend.schemas import HostPublic, Prices
 from kumulus.config import BackendSettings
-from kumulus.core.errors import FieldProblem, InvalidError
+from kumulus.core.errors import FieldProblem, InvalidError, NotFoundError
 from kumulus.core.money import format_amount, parse_amount
 from kumulus.core.sizes import format_size
 
@@ -138,6 +140,25 @@ def starting_prices(settings: BackendSettings, profile: ProviderProfile) -> tupl
     )
 
 
+def owned_host(db: Session, account: Account, host_id: str) -> Host:
+    """The account's host `host_id`; NotFoundError for another's (as for none at all, so a
+    stranger learns nothing of which hosts exist)."""
+    host = db.get(Host, host_id[:32])
+    if host is None or host.account_id != account.id:
+        raise NotFoundError(f"no host {host_id[:40]}")
+    return host
+
+
+def set_draining(db: Session, account: Account, host_id: str, draining: bool) -> Host:
+    """Start (True) or end (False) draining the account's host and commit: while it
+    drains, the scheduler places no new VM there; the VMs already there keep running and
+    can still be stopped and started. NotFoundError for a host that is not the account's."""
+    host = owned_host(db, account, host_id)
+    host.draining = draining
+    db.commit()
+    return host
+
+
 def host_public(host: Host, settings: BackendSettings) -> HostPublic:
     return HostPublic(
         id=host.id,
@@ -170,4 +191,5 @@ def host_public(host: Host, settings: BackendSettings) -> HostPublic:
         delegated_until=aware(host.delegated_until) if host.delegated_until else None,
         isolated=host.isolated,
         isolation_problem=host.isolation_problem,
+        draining=host.draining,
     )

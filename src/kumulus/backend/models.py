@@ -219,6 +219,9 @@ class Host(Base):
     # the developer accepts less. `isolation_problem`: what is missing, for people.
     isolated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     isolation_problem: Mapped[str | None] = mapped_column(String(300))
+    # Set by its provider before maintenance: the scheduler places no new VM here, while the
+    # VMs already here keep running (and can be stopped and started).
+    draining: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Reputation (backend/reputation.py): uptime from heartbeats, lease outcomes.
     uptime_24h: Mapped[float | None] = mapped_column(Float)
     uptime_7d: Mapped[float | None] = mapped_column(Float)

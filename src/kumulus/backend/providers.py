@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from kumulus.backend import accounts, host_keys, ledger, paging, payout_wallet, payouts, quotas
 from kumulus.backend.clock import aware, utcnow
-from kumulus.backend.hosts import prices_in, prices_out, starting_prices
+from kumulus.backend.hosts import owned_host, prices_in, prices_out, starting_prices
 from kumulus.backend.models import Account, Host, HostToken, ProviderProfile
 from kumulus.backend.rate_limits import RateLimits
 from kumulus.backend.schemas import (
@@ -25,7 +25,7 @@ from kumulus.backend.schemas import (
 from kumulus.backend.security import hash_token, new_token
 from kumulus.backend.wallet_links import spend_challenge
 from kumulus.config import BackendSettings
-from kumulus.core.errors import ConflictError, ForbiddenError, NotFoundError, UnauthorizedError
+from kumulus.core.errors import ConflictError, ForbiddenError, UnauthorizedError
 from kumulus.core.host_tokens import host_token_kind
 
 
@@ -149,13 +149,6 @@ def hosts_page(
 ) -> tuple[list[Host], str | None]:
     stmt = select(Host).where(Host.account_id == account.id)
     return paging.page(db, stmt, [Host.registered_at, Host.id], limit, after)
-
-
-def owned_host(db: Session, account: Account, host_id: str) -> Host:
-    host = db.get(Host, host_id[:32])
-    if host is None or host.account_id != account.id:
-        raise NotFoundError(f"no host {host_id[:40]}")
-    return host
 
 
 def set_host_prices(

@@ -89,12 +89,12 @@ _PRICE_WITHIN = {
 # Its keys let it take VMs (backend/host_keys.schedulable): it signs with the wallet (set up
 # before host keys), or with a host key the wallet delegated until later than now.
 _KEYED = "(host_key_state = 'legacy' OR (host_key_state = 'delegated' AND delegated_until > :now))"
-# Online, fits, in the region, under the price, isolated (unless the developer accepts
-# less), not excluded: constant fragments only, every value is a bound parameter. The
-# isolation test is a fragment rather than a parameter so the common statement filters on
-# the column alone while it walks the index.
+# Online, not draining, fits, in the region, under the price, isolated (unless the
+# developer accepts less), not excluded: constant fragments only, every value is a bound
+# parameter. The isolation test is a fragment rather than a parameter so the common
+# statement filters on the column alone while it walks the index.
 _WHERE = (
-    " FROM hosts WHERE last_heartbeat_at >= :since AND "
+    " FROM hosts WHERE last_heartbeat_at >= :since AND NOT draining AND "
     + _KEYED
     + " AND "
     + _FITS
@@ -331,7 +331,14 @@ def explain(
     """Why nothing fits, in the user's terms."""
     hosts = list(db.scalars(_online(want, ttl, exclude)))
     where = f" in region {want.region}" if want.region else ""
+    draining = [h for h in hosts if h.draining]
+    hosts = [h for h in hosts if not h.draining]
     if not hosts:
+        if draining:
+            return (
+                f"no provider fits: the {len(draining)} host(s) online{where} are draining "
+                "(their providers take no new VMs there for now)"
+            )
         return f"no provider fits: no host is online{where}"
     if not want.allow_weak:
         weak = [h for h in hosts if not h.isolated]

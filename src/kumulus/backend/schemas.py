@@ -112,7 +112,13 @@ class ProviderProfileOut(ProviderProfileIn):
 
 
 class HostUpdate(CamelModel):
-    prices: Prices
+    """What PATCH changes on a host; a field left out stays as it is."""
+
+    prices: Prices | None = None
+    draining: bool | None = Field(
+        default=None,
+        description="true: take no new VMs (those there keep running); false: take VMs again",
+    )
 
 
 class WalletChallengeOut(CamelModel):
@@ -186,6 +192,10 @@ class HostPublic(CamelModel):
         "firewall, disk quota); only such hosts get VMs unless a developer accepts less",
     )
     isolation_problem: str | None = Field(default=None, description="what is missing")
+    draining: bool = Field(
+        default=False,
+        description="its provider stopped new placements here; its VMs keep running",
+    )
 
 
 class HostRegistered(CamelModel):
@@ -378,6 +388,11 @@ class VMOut(CamelModel):
         description="why the VM failed; it may quote the host's agent (one line, bounded)"
     )
     price_per_hour: str | None = Field(description="while running, fixed at placement")
+    cost_so_far: str = Field(
+        default="0",
+        description="tokens the VM has cost so far: usage posted to the ledger, accrued on "
+        "its prepaid hold, and the seconds since it was last metered",
+    )
     delete_after: Timestamp | None = Field(
         default=None,
         description="set while the VM's disk is no longer paid for: it is deleted then "
@@ -434,6 +449,13 @@ class BillingOut(CamelModel):
         "per UTC day (0: it pays none)"
     )
     per_hour: str = Field(description="developers: spending now; providers: earning now")
+    accruing: str = Field(
+        default="0",
+        description="providers: their share of what their hosts' VMs were charged since "
+        "it was last posted to the ledger (posted at least every "
+        "KUMULUS_BACKEND_LEDGER_POST_INTERVAL and at every stop, start and delete; "
+        "withdrawable, or promotional, from then on); developers: 0",
+    )
     hours_left: float | None = Field(description="developers: runway at the current spend")
     warning: str | None
     settlement: str = Field(description="on-chain settlement: on | off")

@@ -3,10 +3,12 @@ and its ledger entries (newest first)."""
 
 from __future__ import annotations
 
+from functools import partial
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from kumulus.backend import billing, ledger, paging, promo_payouts
+from kumulus.backend import billing, ledger, paging, promo_payouts, vm_costs
 from kumulus.backend.models import VM, Account, Host, LedgerEntry
 from kumulus.backend.schemas import BillingOut, LedgerEntryOut
 from kumulus.config import BackendSettings
@@ -68,8 +70,10 @@ def statement(
     set aside), `held` what their VMs' prepaid holds keep. Providers: `balance` is what
     they can withdraw; `promo` what they earned from promotional credit and is still
     pending (not withdrawable), `promo_paid` how much of it the platform paid from its fees
-    (backend/promo_payouts.py)."""
+    (backend/promo_payouts.py), `accruing` their share of what their hosts' VMs were
+    charged since it was last posted (withdrawable or promotional once posted)."""
     developer = account.role == "developer"
+    accruing = 0
     if developer:
         cash = ledger.balance(db, ledger.DEVELOPER, account.id)
         promo = ledger.balance(db, ledger.PROMO, account.id)
@@ -82,14 +86,17 @@ def statement(
         promo = ledger.balance(db, ledger.PROVIDER_PROMO, account.id)
         held = 0
         promo_paid = promo_payouts.paid_to(db, account.id)
-        vms = db.scalars(
-            select(VM)
-            .join(Host, Host.id == VM.host_id)
-            .where(Host.account_id == account.id, VM.metered_until.is_not(None))
+        vms = list(
+            db.scalars(
+                select(VM)
+                .join(Host, Host.id == VM.host_id)
+                .where(Host.account_id == account.id, VM.metered_until.is_not(None))
+            )
         )
-        per_hour = sum(
-            billing.split_fee(billing.rate_of(vm), settings.platform_fee_bps)[0] for vm in vms
-        )
+        share = partial(billing.split_fee, fee_bps=settings.platform_fee_bps)
+        per_hour = sum(share(billing.rate_of(vm))[0] for vm in vms)
+        # Charged to the VMs' holds, not posted yet: earned, withdrawable only once posted.
+        accruing = sum(share(vm_costs.cost_so_far(vm, 0, False))[0] for vm in vms)
     hours_left = None
     warning = None
     if developer:
@@ -124,6 +131,7 @@ def statement(
             else settings.promo_payout_daily_cap_planck,
         ),
         per_hour=_money(settings, per_hour),
+        accruing=_money(settings, accruing),
         hours_left=hours_left,
         warning=warning,
         settlement="on" if settlement_on else "off",

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 from substrateinterface import Keypair
 
-from kumulus.backend import billing, converge, host_keys, ledger, paging, quotas
+from kumulus.backend import billing, converge, host_keys, ledger, paging, quotas, vm_costs
 from kumulus.backend.billing import STOPPED_FOR_FUNDS, failure_reason, start_metering
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.db import Database
@@ -275,12 +275,23 @@ class VMService:
     def money(self, planck: int) -> str:
         return format_amount(planck, self.settings.token_decimals, self.settings.token_symbol)
 
-    def view(self, vm: VM) -> VMOut:
+    def views(self, vms: Sequence[VM]) -> builtins.list[VMOut]:
+        """`view` of each VM, their posted usage read in one query."""
+        posted = vm_costs.posted_usage(self.db, vms)
+        return [self.view(vm, posted[vm.id]) for vm in vms]
+
+    def view(self, vm: VM, posted: int | None = None) -> VMOut:
+        """The VM as its developer sees it. `posted`: its usage posted to the ledger when
+        the caller read it already (`views`), else read here."""
         actual = vm.actual_state
+        offline = False
         if vm.host_id and actual not in ("failed", "deleted", "deleting", "insufficient_funds"):
             host = self.db.get(Host, vm.host_id)
-            if host is None or host_status(host, self.settings.heartbeat_ttl) == "offline":
+            offline = host is None or host_status(host, self.settings.heartbeat_ttl) == "offline"
+            if offline:
                 actual = "unreachable"  # never claim running for a host we cannot hear
+        if posted is None:
+            posted = vm_costs.posted_usage(self.db, [vm])[vm.id]
         # The address comes from the provider and ends up in a shell: rows stored before it
         # was validated (or written around the API) are withheld, with the reason.
         problem = ssh_problem(vm.ssh_host, vm.ssh_port, vm.username)
@@ -310,6 +321,7 @@ class VMService:
             disk_used_at=aware(vm.disk_used_at) if vm.disk_used_at else None,
             failure_reason=vm.failure_reason,
             price_per_hour=self.money(price_hour(vm)) if vm.host_id else None,
+            cost_so_far=self.money(vm_costs.cost_so_far(vm, posted, offline)),
             delete_after=deadline,
             funds_warning=(
                 None

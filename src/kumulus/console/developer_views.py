@@ -4,8 +4,9 @@ functions as the developer API."""
 
 from __future__ import annotations
 
+import re
+import secrets
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -14,11 +15,11 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from kumulus.backend import quotes, ssh_keys
-from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.deps import Db, Settings
 from kumulus.backend.models import VM, Host, SshKey
 from kumulus.backend.schemas import SshKeyIn, VMCreateIn, VMQuoteIn
-from kumulus.backend.vms import VMService, price_hour
+from kumulus.backend.vms import VMService
+from kumulus.console.create_stages import create_stages
 from kumulus.console.web import Developer, Form, field_errors, redirect, render
 from kumulus.core.errors import InvalidError, KumulusError, NotFoundError
 from kumulus.core.http import status_of
@@ -33,6 +34,11 @@ class Preset:
     memory: str
     disk: str
 
+    @property
+    def value(self) -> str:
+        """The radio's value, "cpu/memory/disk" (console.js matches the fields to it)."""
+        return f"{self.cpu:g}/{self.memory}/{self.disk}"
+
 
 PRESETS = (
     Preset("Nano", 1, "1g", "10g"),
@@ -40,6 +46,20 @@ PRESETS = (
     Preset("Medium", 2, "4g", "40g"),
     Preset("Large", 4, "8g", "80g"),
 )
+CUSTOM = "custom"
+# The form's Idempotency-Key (see create_vm): made once per form shown, sent back with it.
+IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def preset_of(cpu: str, memory: str, disk: str) -> str:
+    """The preset radio value the size fields amount to, or CUSTOM: the preset shown is
+    always the one the fields hold, whatever was checked when they were edited."""
+    try:
+        cpu = f"{float(cpu):g}"
+    except ValueError:
+        return CUSTOM
+    held = f"{cpu}/{memory.strip().lower()}/{disk.strip().lower()}"
+    return next((p.value for p in PRESETS if p.value == held), CUSTOM)
 
 
 def _service(request: Request, db: Db, settings: Settings) -> VMService:
@@ -136,12 +156,16 @@ def _new_vm_page(
     **extra: Any,
 ) -> Response:
     values = extra.pop("values", None) or {
-        "preset": f"{PRESETS[0].cpu}/{PRESETS[0].memory}/{PRESETS[0].disk}",
-        "cpu": PRESETS[0].cpu,
+        "cpu": f"{PRESETS[0].cpu:g}",
         "memory": PRESETS[0].memory,
         "disk": PRESETS[0].disk,
         "name": "vm",
     }
+    values["preset"] = preset_of(values["cpu"], values["memory"], values["disk"])
+    # A retry of this form (double click, reload after a timeout) must not make a second
+    # VM: the key stays with the form until a create with it succeeds.
+    if not IDEMPOTENCY_KEY.fullmatch(values.get("idempotency_key", "")):
+        values["idempotency_key"] = secrets.token_urlsafe(18)
     return render(
         request,
         "developer/new_vm.html",
@@ -164,8 +188,11 @@ def _vm_body(form: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(form values to show again, VMCreateIn input)."""
     values = {
         k: str(form.get(k, "")).strip()
-        for k in ("preset", "cpu", "memory", "disk", "name", "username", "ssh_key_id", "region")
-    }
+        for k in (
+            "preset", "cpu", "memory", "disk", "name", "username", "ssh_key_id", "region",
+            "idempotency_key",
+        )
+    }  # fmt: skip
     values["max_price"] = str(form.get("max_price", "")).strip()
     body: dict[str, Any] = {
         "name": values["name"] or "vm",
@@ -250,7 +277,10 @@ def create_vm(
             request, db, account.id, settings, status_of(exc), values=values, error=exc.detail
         )
     try:
-        vm = service.create(account, body, idempotency_key=None)
+        key = values["idempotency_key"]
+        vm = service.create(
+            account, body, idempotency_key=key if IDEMPOTENCY_KEY.fullmatch(key) else None
+        )
     except InvalidError as exc:  # a maximum price over the platform's limit
         return _new_vm_page(
             request, db, account.id, settings, 422, values=values,
@@ -277,31 +307,24 @@ def create_vm(
 @router.get("/vms")
 def vms_page(request: Request, db: Db, settings: Settings, account: Developer) -> Response:
     service = _service(request, db, settings)
-    vms = [service.view(vm) for vm in service.list(account)]
+    vms = service.views(service.list(account))
     return render(request, "developer/vms.html", {"title": "VMs", "nav": "vms", "vms": vms})
 
 
 @router.get("/vms/rows")
 def vm_rows(request: Request, db: Db, settings: Settings, account: Developer) -> Response:
     service = _service(request, db, settings)
-    vms = [service.view(vm) for vm in service.list(account)]
+    vms = service.views(service.list(account))
     return render(request, "developer/_vm_rows.html", {"vms": vms})
 
 
 def _panel_context(service: VMService, vm: VM) -> dict[str, Any]:
     host = service.db.get(Host, vm.host_id) if vm.host_id else None
-    running_for = timedelta(0)
-    if vm.host_id and vm.intended_state == "running":
-        running_for = utcnow() - aware(vm.created_at)
-    seconds = int(running_for.total_seconds())
+    view = service.view(vm)
     return {
-        "vm": service.view(vm),
+        "vm": view,
         "host_region": host.region if host else None,
-        "running_for": f"{seconds // 3600} h {seconds % 3600 // 60} min",
-        # An estimate at the placement price until per-second metering (billing) lands.
-        "usage_so_far": (
-            f"{service.money(price_hour(vm) * seconds // 3600)} (estimate)" if seconds else None
-        ),
+        "stages": create_stages(view),
     }
 
 

@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
-from kumulus.backend import host_keys, payout_wallet, providers, setup_script, statements
+from kumulus.backend import host_keys, hosts, payout_wallet, providers, setup_script, statements
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.deps import Db, Settings
 from kumulus.backend.hosts import host_public, host_status, prices_out, starting_prices
@@ -75,8 +75,7 @@ def hosts_page(request: Request, db: Db, settings: Settings, account: Provider) 
             "title": "Hosts",
             "nav": "hosts",
             "wallet": profile.wallet_address,
-            "earnings": earnings.balance,
-            "earning_rate": earnings.per_hour,
+            "earnings": earnings,
             **_hosts_context(db, settings, account),
         },
     )
@@ -104,8 +103,14 @@ def _host_context(db: Db, settings: Settings, host: Host) -> dict[str, Any]:
             if isinstance(value, int | float):
                 points.append((aware(received_at), float(value)))
     view = host_public(host, settings)
+    vms_here = db.scalar(
+        select(func.count())
+        .select_from(VM)
+        .where(VM.host_id == host.id, VM.intended_state != "deleted")
+    )
     return {
         "host": view,
+        "vms_here": int(vms_here or 0),
         "cpu_pct": round(100 * host.reserved_cpu / host.cpu) if host.cpu else 0,
         "mem_pct": round(100 * host.reserved_memory / host.memory) if host.memory else 0,
         "hours": CHART_HOURS,
@@ -284,6 +289,22 @@ def revoke_host_key(
         flash="Host key revoked: the host takes no new VMs and its reports are refused. "
         "Run provider-setup.sh on it again to give it a new key.",
     )  # fmt: skip
+
+
+@router.post("/hosts/{host_id}/draining")
+def set_draining(
+    request: Request, host_id: str, form: Form, db: Db, settings: Settings, account: Provider
+) -> Response:
+    """Drain (`draining=true`: no new VM is placed on the host, its VMs keep running) or
+    undrain it. Answers the fragment the button sat in (the host list's rows or the host
+    panel: htmx's HX-Target), or the host's page for a plain form post."""
+    host = hosts.set_draining(db, account, host_id, str(form.get("draining")) == "true")
+    target = request.headers.get("hx-target")
+    if target == "host-rows":
+        return render(request, "provider/_host_rows.html", _hosts_context(db, settings, account))
+    if target == "host-detail":
+        return render(request, "provider/_host_panel.html", _host_context(db, settings, host))
+    return _host_page(request, db, settings, account, host)
 
 
 @router.get("/hosts/{host_id}/panel")

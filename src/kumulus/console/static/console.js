@@ -37,10 +37,38 @@ document.addEventListener("visibilitychange", () => {
 document.addEventListener("DOMContentLoaded", schedulePolls);
 document.addEventListener("htmx:afterSettle", schedulePolls);
 
-// Plain forms that destroy something ask first (htmx forms use hx-confirm).
+// Plain forms that destroy something ask first (htmx forms use hx-confirm). Forms marked
+// `data-submit-once` (creating a VM) go once: their button is disabled while the request
+// runs, so a double click sends one request; the form's Idempotency-Key covers a resend.
 document.addEventListener("submit", (event) => {
   const form = event.target;
   if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) event.preventDefault();
+  if (event.defaultPrevented || !("submitOnce" in form.dataset)) return;
+  if (form.dataset.submitted) {
+    event.preventDefault();
+    return;
+  }
+  form.dataset.submitted = "1";
+  form.querySelectorAll("button[type=submit]").forEach((button) => {
+    button.disabled = true;
+    button.setAttribute("aria-busy", "true");
+    if (button.dataset.busyText) {
+      button.dataset.idleText = button.textContent;
+      button.textContent = button.dataset.busyText;
+    }
+  });
+});
+// Back to a page kept in the browser's cache: its form may be sent again (same key).
+window.addEventListener("pageshow", (event) => {
+  if (!event.persisted) return;
+  document.querySelectorAll("form[data-submitted]").forEach((form) => {
+    delete form.dataset.submitted;
+    form.querySelectorAll("button[aria-busy]").forEach((button) => {
+      button.disabled = false;
+      button.removeAttribute("aria-busy");
+      if (button.dataset.idleText) button.textContent = button.dataset.idleText;
+    });
+  });
 });
 
 // Copy buttons: <button data-copy="#id">.
@@ -78,11 +106,17 @@ document.addEventListener("change", (event) => {
   htmx.trigger(form, "quote");
 });
 
+// Editing a size field checks the preset the fields now hold, or "Custom" (as the server
+// does when it shows the form again: developer_views.preset_of).
 document.addEventListener("input", (event) => {
   const input = event.target.closest("input[name=cpu], input[name=memory], input[name=disk]");
   if (!input || !input.form) return;
-  const custom = input.form.querySelector("input[name=preset][value=custom]");
-  if (custom) custom.checked = true;
+  const fields = input.form.elements;
+  const cpu = Number(fields.cpu.value.trim());
+  const held = `${fields.cpu.value.trim() === "" ? "" : cpu}/${fields.memory.value.trim().toLowerCase()}/${fields.disk.value.trim().toLowerCase()}`;
+  const presets = Array.from(input.form.querySelectorAll("input[name=preset]"));
+  const match = presets.find((p) => p.value === held) || presets.find((p) => p.value === "custom");
+  if (match) match.checked = true;
 });
 
 // Uploading a .pub file fills the key textarea, so the same field is validated either way.

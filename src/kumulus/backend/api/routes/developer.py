@@ -96,7 +96,7 @@ def list_vms(
     account: CurrentDeveloper, vms: VMs, limit: Limit = 50, after: After = None
 ) -> Page[VMOut]:
     rows, next_cursor = vms.page(account, limit, after)
-    return Page(items=[vms.view(vm) for vm in rows], next=next_cursor)
+    return Page(items=vms.views(rows), next=next_cursor)
 
 
 @router.post(

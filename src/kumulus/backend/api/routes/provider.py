@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, status
 
-from kumulus.backend import host_keys, providers
+from kumulus.backend import host_keys, hosts, providers
 from kumulus.backend.deps import CurrentProvider, Db, ResourceId, Settings
 from kumulus.backend.hosts import host_public
 from kumulus.backend.paging import After, Limit
@@ -93,28 +93,32 @@ def list_hosts(
 def get_host(
     host_id: ResourceId, account: CurrentProvider, db: Db, settings: Settings
 ) -> HostPublic:
-    return host_public(providers.owned_host(db, account, host_id), settings)
+    return host_public(hosts.owned_host(db, account, host_id), settings)
 
 
-@router.patch("/hosts/{host_id}", response_model=HostPublic)
+@router.patch("/hosts/{host_id}", response_model=HostPublic, responses=refusals(404))
 def update_host(
     host_id: ResourceId, body: HostUpdate, account: CurrentProvider, db: Db, settings: Settings
 ) -> HostPublic:
-    """Set the host's prices. VMs already placed keep the prices they were placed at."""
-    return host_public(
-        providers.set_host_prices(db, settings, account, host_id, body.prices), settings
-    )
+    """Set the host's prices (VMs already placed keep the prices they were placed at)
+    and/or whether it drains (takes no new VMs; those there keep running)."""
+    host = hosts.owned_host(db, account, host_id)
+    if body.prices is not None:
+        host = providers.set_host_prices(db, settings, account, host_id, body.prices)
+    if body.draining is not None:
+        host = hosts.set_draining(db, account, host_id, body.draining)
+    return host_public(host, settings)
 
 
 @router.get("/hosts/{host_id}/delegation", response_model=DelegationOut)
 def host_delegation(host_id: ResourceId, account: CurrentProvider, db: Db) -> DelegationOut:
     """The host key's state and the text to sign with the wallet to delegate it (send the
     signature to `POST /v1/hosts/delegation`)."""
-    return host_keys.to_sign(providers.owned_host(db, account, host_id))
+    return host_keys.to_sign(hosts.owned_host(db, account, host_id))
 
 
 @router.post("/hosts/{host_id}/revoke-key", response_model=HostKeyOut, responses=refusals(409))
 def revoke_host_key(host_id: ResourceId, account: CurrentProvider, db: Db) -> HostKeyOut:
     """Revoke the host's key for good: its heartbeats and answers are refused from now on
     and it takes no new VMs."""
-    return host_keys.key_out(host_keys.revoke(db, providers.owned_host(db, account, host_id)))
+    return host_keys.key_out(host_keys.revoke(db, hosts.owned_host(db, account, host_id)))
