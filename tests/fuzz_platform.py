@@ -42,6 +42,7 @@ class Platform:
     provider: dict[str, str]
     agent_admin: dict[str, str]
     host_id: str
+    runtime: FakeRuntime
 
 
 def _free_port() -> int:
@@ -109,7 +110,8 @@ def platform(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Platform]:
     # The host signs with a key of its own; the wallet delegates it and stays off the host.
     wallet = keypair_from_mnemonic(wallet_mnemonic)
     host_key = ensure_host_key(agent_settings)
-    agent_app = create_agent(agent_settings, FakeRuntime(), keypair=host_key)
+    runtime = FakeRuntime()
+    agent_app = create_agent(agent_settings, runtime, keypair=host_key)
     with (
         _serve(create_backend(backend_settings), backend_port) as backend_url,
         _serve(agent_app, agent_port) as agent_url,
@@ -156,4 +158,4 @@ def platform(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Platform]:
             if time.monotonic() > deadline:
                 raise RuntimeError("the fake host sent no heartbeat")
             time.sleep(0.2)
-        yield Platform(backend_url, agent_url, developer, provider, admin, reg.host_id)
+        yield Platform(backend_url, agent_url, developer, provider, admin, reg.host_id, runtime)
