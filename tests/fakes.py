@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 
 from kumulus.agent.firewall import FirewallState
 from kumulus.agent.runtime import (
@@ -15,6 +16,13 @@ from kumulus.agent.runtime import (
     VMSpec,
     VMUsage,
 )
+from kumulus.core import log_times
+from kumulus.core.log_times import LogChunk
+
+
+def _stamp() -> str:
+    # Docker's RFC3339Nano (here to the microsecond).
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class FakeRuntime:
@@ -39,6 +47,7 @@ class FakeRuntime:
         self.create_delay = 0.0
         self.fail_create: str | None = None
         self.host_keys: dict[str, bytes] = {}  # vm id -> private host key installed
+        self.console: dict[str, list[str]] = {}  # vm id -> "<time> <line>\n", as Docker's
         self._lock = threading.Lock()
 
     def create(self, spec: VMSpec, image: str, pids_limit: int) -> VMInfo:
@@ -92,8 +101,20 @@ class FakeRuntime:
             return list(self.vms.values())
 
     def logs(self, vm_id: str, tail: int) -> str:
+        return self.logs_since(vm_id, tail, None).text
+
+    def logs_since(self, vm_id: str, tail: int, since: str | None) -> LogChunk:
         self._get(vm_id)
-        return "sshd started\n"
+        with self._lock:
+            lines = self.console.setdefault(vm_id, [f"{_stamp()} sshd started\n"])
+            stamped = "".join(lines[-tail:])
+        return log_times.after(stamped, since)
+
+    def say(self, vm_id: str, line: str) -> None:
+        """The VM writes `line` to its console (a test's stand-in for its programs)."""
+        with self._lock:
+            lines = self.console.setdefault(vm_id, [f"{_stamp()} sshd started\n"])
+            lines.append(f"{_stamp()} {line}\n")
 
     def usage(self, vm_id: str) -> VMUsage:
         self._get(vm_id)

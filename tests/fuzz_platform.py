@@ -43,6 +43,7 @@ class Platform:
     provider: dict[str, str]
     agent_admin: dict[str, str]
     host_id: str
+    runtime: FakeRuntime
 
 
 def _free_port() -> int:
@@ -119,7 +120,8 @@ def platform(
     # The host signs with a key of its own; the wallet delegates it and stays off the host.
     wallet = keypair_from_mnemonic(wallet_mnemonic)
     host_key = ensure_host_key(agent_settings)
-    agent_app = create_agent(agent_settings, runtime or FakeRuntime(), keypair=host_key)
+    runtime = runtime or FakeRuntime()
+    agent_app = create_agent(agent_settings, runtime, keypair=host_key)
     with (
         _serve(
             (create_server if consoles else create_backend)(backend_settings), backend_port
@@ -168,4 +170,4 @@ def platform(
             if time.monotonic() > deadline:
                 raise RuntimeError("the fake host sent no heartbeat")
             time.sleep(0.2)
-        yield Platform(backend_url, agent_url, developer, provider, admin, reg.host_id)
+        yield Platform(backend_url, agent_url, developer, provider, admin, reg.host_id, runtime)

@@ -9,14 +9,18 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from functools import cache
+from typing import Any, TypeVar, cast
+from urllib.parse import quote
 
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from substrateinterface import Keypair
 
-from kumulus.core import request_ids
+from kumulus.backend import schemas as s
+from kumulus.core import log_times, request_ids
 from kumulus.core.http import parse_error
+from kumulus.core.log_times import LogChunk
 from kumulus.core.public_dial import NotPublicError, PublicOnly, Resolver, resolve
 from kumulus.core.schemas import VMPublic
 from kumulus.core.signing import (
@@ -35,18 +39,38 @@ class ApiError(Exception):
     retry True: trying again, or elsewhere, may help)."""
 
     def __init__(
-        self, detail: str, status: int | None, code: str = "unreachable", retry: bool = True
+        self,
+        detail: str,
+        status: int | None,
+        code: str = "unreachable",
+        retry: bool = True,
+        fields: list[Any] | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.status = status
         self.code = code
         self.retry = retry
+        self.fields = fields
 
     @classmethod
     def of(cls, resp: httpx.Response) -> ApiError:
         detail, code, retry = parse_error(resp)
-        return cls(detail, resp.status_code, code, retry)
+        try:
+            fields = resp.json().get("fields")
+        except (ValueError, AttributeError):
+            fields = None
+        return cls(
+            detail, resp.status_code, code, retry, fields if isinstance(fields, list) else None
+        )
+
+    def body(self) -> dict[str, Any]:
+        """The error as the API's error body (`detail`, `code`, `retry`, `fields` when the
+        API sent some), with `status` (null: the API was not reached)."""
+        out: dict[str, Any] = {"detail": self.detail, "code": self.code, "retry": self.retry}
+        if self.fields is not None:
+            out["fields"] = self.fields
+        return {**out, "status": self.status}
 
 
 # Every backend -> agent call ends within this many seconds.
@@ -255,12 +279,22 @@ class AgentClient:
         self._call("DELETE", f"/v1/vms/{vm_id}")
 
     def logs(self, vm_id: str, tail: int = 200) -> str:
-        answer = self._call("GET", f"/v1/vms/{vm_id}/logs?tail={tail}")
+        return self.logs_since(vm_id, tail, None).text
+
+    def logs_since(self, vm_id: str, tail: int, since: str | None) -> LogChunk:
+        """The VM's last `tail` console lines after the marker `since` (None: all) and
+        the marker of the last (None from an agent that sends none)."""
+        query = f"?tail={int(tail)}" + (f"&since={since}" if since else "")
+        answer = self._call("GET", f"/v1/vms/{vm_id}/logs{query}")
         if not isinstance(answer, dict) or not isinstance(answer.get("logs"), str):
             raise ApiError("the agent's answer has no logs", 200, "bad_answer", retry=True)
+        until = answer.get("until")
         # Relayed to the developer as they are (lines, their programs' colours): the CLI
         # shows control characters as '?', the console escapes HTML. Only bounded here.
-        return str(answer["logs"])[-MAX_LOGS:]
+        return LogChunk(
+            str(answer["logs"])[-MAX_LOGS:],
+            until if isinstance(until, str) and log_times.is_marker(until) else None,
+        )
 
 
 def _field_name(loc: tuple[int | str, ...]) -> str:
@@ -270,26 +304,74 @@ def _field_name(loc: tuple[int | str, ...]) -> str:
     return name[:60] or "answer"
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
+@cache
+def _lenient(model: type[M]) -> type[M]:
+    # The shared schemas forbid unknown fields (right for requests); an answer from a newer
+    # backend may carry more, which this client does not need to refuse.
+    config = {"model_config": ConfigDict(extra="ignore"), "__module__": model.__module__}
+    lenient: type[M] = type(model.__name__, (model,), config)
+    return lenient
+
+
+def _parse(model: type[M], data: Any) -> M:
+    try:
+        # Strict: a `true` is not a port, nor "22" a number (JSON mode: times from text).
+        return cast(M, _lenient(model).model_validate_json(json.dumps(data), strict=True))
+    except ValidationError as exc:
+        raise ApiError(
+            f"the backend's answer is not a {model.__name__} (wrong: "
+            + ", ".join(_field_name(e["loc"]) for e in exc.errors(include_input=False)[:4])
+            + ")",
+            200,
+            "bad_answer",
+            retry=False,
+        ) from exc
+
+
+def _body(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
 class BackendClient:
-    """The developer/provider API as the CLI uses it (bearer API token)."""
+    """The developer/provider API as the CLI uses it (bearer API token). Each method is
+    one API call (lists: every page, following the `next` cursors) and returns the
+    backend's schema models; any refusal or failure to reach it is an ApiError."""
 
     def __init__(self, base_url: str, token: str | None = None, timeout: float = 120.0) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, headers=headers)
 
+    def __enter__(self) -> BackendClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def close(self) -> None:
         self._http.close()
 
     def call(
-        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, Any] | None = None,
     ) -> Any:
         try:
-            resp = self._http.request(method, path, json=body, headers=headers)
+            resp = self._http.request(method, path, json=body, headers=headers, params=params)
         except httpx.HTTPError as exc:
             raise ApiError(f"cannot reach {self._http.base_url}: {exc}", None) from exc
         if resp.status_code >= 400:
             raise ApiError.of(resp)
-        return resp.json() if resp.content else None
+        try:
+            return resp.json() if resp.content else None
+        except ValueError as exc:
+            raise ApiError("the backend answered something that is not JSON", resp.status_code,
+                           "bad_answer", retry=True) from exc  # fmt: skip
 
     def list_all(self, path: str, page_size: int = 200, max_pages: int = 1000) -> list[Any]:
         """Every item of a paged list endpoint ({"items", "next"}), following its cursors;
@@ -298,9 +380,12 @@ class BackendClient:
         after: str | None = None
         seen: set[str] = set()
         for _ in range(max_pages):
-            query = f"limit={page_size}" + (f"&after={after}" if after else "")
-            sep = "&" if "?" in path else "?"
-            page = self.call("GET", f"{path}{sep}{query}")
+            params: dict[str, Any] = {"limit": page_size}
+            if after:
+                params["after"] = after
+            page = self.call("GET", path, params=params)
+            if not isinstance(page, dict) or not isinstance(page.get("items"), list):
+                raise ApiError(f"{path}: the answer is not a page", 200, "bad_answer", False)
             items.extend(page["items"])
             after = page.get("next")
             if not after:
@@ -309,3 +394,123 @@ class BackendClient:
                 raise ApiError(f"{path}: the server repeated a page cursor", 200, "bad_answer")
             seen.add(after)
         raise ApiError(f"{path}: more than {max_pages} pages", 200, "bad_answer")
+
+    def _list(self, model: type[M], path: str) -> list[M]:
+        return [_parse(model, item) for item in self.list_all(path)]
+
+    # -- account ----------------------------------------------------------------------
+
+    def signup(self, email: str, password: str, role: str) -> s.AccountPublic:
+        body = {"email": email, "password": password, "role": role}
+        return _parse(s.AccountPublic, self.call("POST", "/v1/auth/signup", body))
+
+    def login(
+        self,
+        email: str,
+        password: str,
+        token_name: str = "cli",  # noqa: S107 (a name)
+    ) -> s.LoginResponse:
+        body = {"email": email, "password": password, "tokenName": token_name}
+        return _parse(s.LoginResponse, self.call("POST", "/v1/auth/login", body))
+
+    def me(self) -> s.AccountPublic:
+        return _parse(s.AccountPublic, self.call("GET", "/v1/me"))
+
+    def tokens(self) -> list[s.TokenPublic]:
+        return self._list(s.TokenPublic, "/v1/tokens")
+
+    def create_token(self, name: str) -> s.TokenCreated:
+        return _parse(s.TokenCreated, self.call("POST", "/v1/tokens", {"name": name}))
+
+    def revoke_token(self, token_id: int) -> None:
+        self.call("DELETE", f"/v1/tokens/{int(token_id)}")
+
+    def billing(self) -> s.BillingOut:
+        return _parse(s.BillingOut, self.call("GET", "/v1/billing"))
+
+    def deposit_info(self) -> s.DepositInfo:
+        return _parse(s.DepositInfo, self.call("GET", "/v1/billing/deposit-info"))
+
+    def wallets(self) -> list[s.WalletOut]:
+        return self._list(s.WalletOut, "/v1/wallets")
+
+    # -- developer --------------------------------------------------------------------
+
+    def ssh_keys(self) -> list[s.SshKeyOut]:
+        return self._list(s.SshKeyOut, "/v1/ssh-keys")
+
+    def add_ssh_key(self, name: str, public_key: str) -> s.SshKeyOut:
+        body = {"name": name, "publicKey": public_key}
+        return _parse(s.SshKeyOut, self.call("POST", "/v1/ssh-keys", body))
+
+    def delete_ssh_key(self, key_id: int) -> None:
+        self.call("DELETE", f"/v1/ssh-keys/{int(key_id)}")
+
+    def quote(self, want: s.VMQuoteIn) -> s.VMQuoteOut:
+        return _parse(s.VMQuoteOut, self.call("POST", "/v1/vms/quote", _body(want)))
+
+    def create_vm(self, want: s.VMCreateIn, idempotency_key: str) -> s.VMOut:
+        """Create a VM; the same `idempotency_key` again answers the VM it made (so a retry
+        after a lost answer never makes two)."""
+        headers = {"Idempotency-Key": idempotency_key}
+        return _parse(s.VMOut, self.call("POST", "/v1/vms", _body(want), headers=headers))
+
+    def vms(self) -> list[s.VMOut]:
+        return self._list(s.VMOut, "/v1/vms")
+
+    def vm(self, vm_id: str) -> s.VMOut:
+        return _parse(s.VMOut, self.call("GET", f"/v1/vms/{_segment(vm_id)}"))
+
+    def start_vm(self, vm_id: str) -> s.VMOut:
+        return _parse(s.VMOut, self.call("POST", f"/v1/vms/{_segment(vm_id)}/start"))
+
+    def stop_vm(self, vm_id: str) -> s.VMOut:
+        return _parse(s.VMOut, self.call("POST", f"/v1/vms/{_segment(vm_id)}/stop"))
+
+    def delete_vm(self, vm_id: str) -> s.VMOut | None:
+        """None once deleted; the VM (`deleting`) while its host has not confirmed."""
+        answer = self.call("DELETE", f"/v1/vms/{_segment(vm_id)}")
+        return _parse(s.VMOut, answer) if answer else None
+
+    def vm_logs(self, vm_id: str, tail: int = 200, since: str | None = None) -> s.VMLogsOut:
+        params: dict[str, Any] = {"tail": tail}
+        if since:
+            params["since"] = since
+        path = f"/v1/vms/{_segment(vm_id)}/logs"
+        return _parse(s.VMLogsOut, self.call("GET", path, params=params))
+
+    # -- provider ---------------------------------------------------------------------
+
+    def hosts(self) -> list[s.HostPublic]:
+        return self._list(s.HostPublic, "/v1/provider/hosts")
+
+    def host(self, host_id: str) -> s.HostPublic:
+        return _parse(s.HostPublic, self.call("GET", f"/v1/provider/hosts/{_segment(host_id)}"))
+
+    def update_host(self, host_id: str, change: s.HostUpdate) -> s.HostPublic:
+        path = f"/v1/provider/hosts/{_segment(host_id)}"
+        return _parse(s.HostPublic, self.call("PATCH", path, _body(change)))
+
+    def payouts(self) -> list[s.PayoutOut]:
+        return self._list(s.PayoutOut, "/v1/provider/payouts")
+
+    def request_payout(self, amount: str | None) -> s.PayoutOut:
+        body = _body(s.PayoutIn(amount=amount))
+        return _parse(s.PayoutOut, self.call("POST", "/v1/provider/payouts", body))
+
+    # -- anchors ----------------------------------------------------------------------
+
+    def my_anchored_records(self) -> list[s.AnchoredRecordOut]:
+        return self._list(s.AnchoredRecordOut, "/v1/anchors/mine")
+
+    def anchor_proof(self, anchor_id: int, index: int) -> dict[str, Any]:
+        """The proof document `kumulus verify` checks (chain/verify.py)."""
+        answer = self.call("GET", f"/v1/anchors/{int(anchor_id)}/proofs/{int(index)}")
+        if not isinstance(answer, dict):
+            raise ApiError("the backend's proof is not a document", 200, "bad_answer", False)
+        return answer
+
+
+def _segment(value: str) -> str:
+    # An id typed by a person becomes one path segment, never more path or a query.
+    return quote(str(value), safe="")

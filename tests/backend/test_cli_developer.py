@@ -26,7 +26,7 @@ def test_cli_signup_login_keys_and_errors(tmp_path: Path, ssh_keypair: tuple[Pat
             home,
             "wrong-password\n",
         )
-        assert bad.returncode == 1 and "wrong email or password" in bad.stderr
+        assert bad.returncode == 6 and "wrong email or password" in bad.stderr
         assert "Traceback" not in bad.stderr
         out = _kumulus(
             ["login", "--backend", backend.url, "--email", "d@example.com", "--password-stdin"],
@@ -44,10 +44,10 @@ def test_cli_signup_login_keys_and_errors(tmp_path: Path, ssh_keypair: tuple[Pat
         assert "laptop" in listed and "SHA256:" in listed and "FINGERPRINT" in listed
 
         out = _kumulus(["vm", "create", "--username", "dev", "--cpu", "1", "--memory", "1g"], home)
-        assert out.returncode == 1
+        assert out.returncode == 4  # no capacity
         assert "no provider fits: no host is online" in out.stderr
         out = _kumulus(["vm", "create", "--username", "root"], home)
-        assert out.returncode == 1 and "reserved" in out.stderr
+        assert out.returncode == 2 and "reserved" in out.stderr
         assert "ID" in _kumulus(["vm", "ls"], home).stdout
     finally:
         backend.stop()
@@ -55,4 +55,4 @@ def test_cli_signup_login_keys_and_errors(tmp_path: Path, ssh_keypair: tuple[Pat
 
 def test_cli_without_login_says_how(tmp_path: Path) -> None:
     out = _kumulus(["vm", "ls"], tmp_path / "empty")
-    assert out.returncode == 1 and "kumulus login" in out.stderr
+    assert out.returncode == 6 and "kumulus login" in out.stderr

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.api_bodies import vm_body
 from tests.cli_runner import run_cli
 from tests.json_server import JsonServer
 
@@ -26,7 +27,7 @@ HOSTILE = "\x1b[2J\x1b]52;c;cm0gLXJmIH4=\x07boom\x9b31m"
 def _hostile(method: str, _path: str) -> tuple[int, Any]:
     """A backend passing on a hostile agent's error detail, and rows of hostile text."""
     if method == "GET":
-        vm = {"id": "v1", "name": "vm" + HOSTILE, "actualState": "failed" + HOSTILE}
+        vm = vm_body(name="vm" + HOSTILE, sshHost="203.0.113.5" + HOSTILE)
         return 200, {"items": [vm], "next": None}
     return 502, {"detail": f"the host refused: {HOSTILE}", "code": "upstream", "retry": False}
 

@@ -7,25 +7,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tests.api_bodies import key_body, vm_body
 from tests.cli_runner import run_cli
 from tests.json_server import JsonServer
 
-VM = {
-    "id": "v1",
-    "actualState": "running",
-    "hostId": "h1",
-    "pricePerHour": "0.0255 UNIT",
-    "username": "dev",
-    "sshHost": "203.0.113.5",
-    "sshPort": 2201,
-}
+VM = vm_body(pricePerHour="0.0255 UNIT")
 QUOTE = {"pricePerHour": "0.0255", "hostId": "h1", "maxPricePerHour": "0.02805", "symbol": "UNIT"}
 
 
 def _backend(method: str, target: str) -> tuple[int, Any]:
     path = target.split("?", 1)[0]
     if method == "GET" and path == "/v1/ssh-keys":
-        return 200, {"items": [{"id": 1, "name": "k", "fingerprint": "SHA256:x"}], "next": None}
+        return 200, {"items": [key_body()], "next": None}
     if method == "POST" and path == "/v1/vms/quote":
         return 200, QUOTE
     if method == "POST" and path == "/v1/vms":
@@ -52,11 +45,11 @@ def test_create_sends_the_quoted_maximum(tmp_path: Path) -> None:
         assert "at most 0.02805 UNIT" in out.stdout
         quotes = [b for m, p, b in server.requests if (m, p) == ("POST", "/v1/vms/quote")]
         assert quotes == [
-            {"cpu": 1.5, "memory": "3g", "disk": "10g", "region": None, "maxPricePerHour": None}
+            {"cpu": 1.5, "memory": 3 << 30, "disk": 10 << 30, "allowWeakIsolation": False}
         ]
         (create,) = _creates(server)
         assert create["maxPricePerHour"] == "0.02805"
-        assert (create["cpu"], create["memory"]) == (1.5, "3g")
+        assert (create["cpu"], create["memory"]) == (1.5, 3 << 30)
 
 
 def test_max_price_overrides_the_quote(tmp_path: Path) -> None:

@@ -49,7 +49,8 @@ class FakeBackend(JsonServer):
         path = target.split("?", 1)[0]  # lists are paged: ?limit=...
         missing = (404, {"detail": "no such thing", "code": "not_found"})
         if method == "POST" and path == "/v1/vms/quote":
-            return 200, {"pricePerHour": "1", "maxPricePerHour": "1.1", "symbol": "UNIT"}
+            quote = {"pricePerHour": "1", "maxPricePerHour": "1.1", "symbol": "UNIT"}
+            return 200, {**quote, "hostId": "h1"}
         if method == "POST":
             return (
                 (201, next(iter(self.vms.values()))) if path == "/v1/vms" and self.vms else missing
@@ -57,7 +58,9 @@ class FakeBackend(JsonServer):
         if path == "/v1/vms":
             return 200, {"items": list(self.vms.values()), "next": None}
         if path == "/v1/ssh-keys":
-            return 200, {"items": [{"id": 1, "name": "k", "fingerprint": "SHA256:x"}], "next": None}
+            key = {"id": 1, "name": "k", "fingerprint": "SHA256:x", "publicKey": "ssh-ed25519 A",
+                   "createdAt": "2026-01-01T00:00:00Z"}  # fmt: skip
+            return 200, {"items": [key], "next": None}
         if path.startswith("/v1/vms/") and path[8:] in self.vms:
             return 200, self.vms[path[8:]]
         return missing
@@ -93,6 +96,13 @@ class Env:
             # What the server would like us to run; the CLI must never use it.
             "sshCommand": f'ssh -oProxyCommand="touch {self.marker}" x',
             "sshProblem": None,
+            "cpu": 1.0,
+            "memory": "1g",
+            "disk": "10g",
+            "region": "",
+            "failureReason": None,
+            "pricePerHour": "0.01",
+            "createdAt": "2026-01-01T00:00:00Z",
             **over,
         }
         self.backend.vms = {"v1": body}
@@ -181,7 +191,7 @@ def test_hostile_parts_are_refused(env: Env, over: dict[str, Any]) -> None:
 
 def test_missing_address_or_a_problem_the_server_reports_is_refused(env: Env) -> None:
     out = env.kumulus("vm", "ssh", env.vm(sshHost=None, sshPort=None, actualState="starting"))
-    assert out.returncode == 1 and "has no SSH address yet (starting)" in out.stderr
+    assert out.returncode == 4 and "has no SSH address yet (starting)" in out.stderr
     out = env.kumulus(
         "vm", "ssh", env.vm(sshHost=None, sshPort=None, sshProblem="the host's address is bad")
     )

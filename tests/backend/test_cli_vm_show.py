@@ -29,6 +29,8 @@ VM = {
     "diskUsedBytes": 3 << 29,  # 1.5 GiB
     "pricePerHour": "0.02",
     "createdAt": "2026-12-01T00:00:00Z",
+    "sshCommand": "ssh -p 2201 dev@203.0.113.7",
+    "failureReason": None,
 }
 
 

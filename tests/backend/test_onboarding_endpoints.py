@@ -74,7 +74,7 @@ def test_agent_package_is_an_installable_sdist(backend: TestClient) -> None:
         names = set(tar.getnames())
         top = f"kumulus-{head.headers['x-kumulus-version']}"
         pyproject = tar.extractfile(f"{top}/pyproject.toml").read().decode()  # type: ignore[union-attr]
-    assert f"{top}/src/kumulus/cli.py" in names
+    assert f"{top}/src/kumulus/cli/__init__.py" in names
     assert f"{top}/src/kumulus/agent/image/Dockerfile" in names
     assert not any("__pycache__" in n for n in names)
     assert '"substrate-interface' in pyproject and "pytest" not in pyproject

@@ -74,17 +74,17 @@ def test_anchored_records_verify_and_tampered_ones_do_not(
     copy = ChainClient(dev_chain.url).remark(bob, doc["remark"].encode())
     impostor = {**doc, "blockHash": copy.block_hash, "blockNumber": copy.block_number}
     refused = _verify(impostor, tmp_path / "impostor.json", *trusted)
-    assert refused.returncode == 1 and "by the platform" in refused.stderr
+    assert refused.returncode == 7 and "by the platform" in refused.stderr
     # A block number that does not match the hash is refused too.
     moved = {**doc, "blockNumber": doc["blockNumber"] + 1}
-    assert _verify(moved, tmp_path / "moved.json", *trusted).returncode == 1
+    assert _verify(moved, tmp_path / "moved.json", *trusted).returncode == 7
 
     tampered = {**doc, "record": {**doc["record"], "charged": doc["record"]["charged"] - 1}}
     bad = _verify(tampered, tmp_path / "tampered.json", *trusted)
-    assert bad.returncode == 1 and "NOT VERIFIED" in bad.stderr
+    assert bad.returncode == 7 and "NOT VERIFIED" in bad.stderr
 
     # A proof that is internally consistent but whose root was never anchored is refused too.
     forged_root = "ab" * 32
     forged = {**doc, "proof": [], "root": forged_root,
               "remark": f"kumulus-anchor:v1:{forged_root}:{doc['anchorId']}"}  # fmt: skip
-    assert _verify(forged, tmp_path / "forged.json", *trusted).returncode == 1
+    assert _verify(forged, tmp_path / "forged.json", *trusted).returncode == 7

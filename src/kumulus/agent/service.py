@@ -44,6 +44,7 @@ from kumulus.agent.sshprobe import banner, default_public_host, probe_host, wait
 from kumulus.config import AgentSettings
 from kumulus.core.hostkeys import HostKey, HostKeyError, parse_host_key
 from kumulus.core.hostnames import ssh_command
+from kumulus.core.log_times import LogChunk
 from kumulus.core.schemas import VM_ID_RE, Capacity, HostInfo, VMCreate, VMPublic, VMStatus
 from kumulus.core.sizes import format_size, parse_size
 
@@ -464,10 +465,11 @@ class VMService:
             raise VMFailedError(str(exc)) from exc
         log.info("deleted VM %s", vm_id)
 
-    def logs(self, vm_id: str, tail: int = 200) -> str:
+    def logs(self, vm_id: str, tail: int = 200, since: str | None = None) -> LogChunk:
+        """The VM's last `tail` console lines (after the marker `since`, when given)."""
         self._inspect(vm_id)
         try:
-            return self.runtime.logs(vm_id, tail=max(1, min(tail, 10_000)))
+            return self.runtime.logs_since(vm_id, max(1, min(tail, 10_000)), since)
         except EngineError as exc:
             raise VMFailedError(str(exc)) from exc
 

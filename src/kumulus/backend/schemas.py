@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, AliasChoices, Field, field_validator
 
 from kumulus.core.http import MAX_RELAYED_DETAIL
 from kumulus.core.schemas import CamelModel, Size, SshKeyLine, Timestamp, Username
@@ -173,9 +173,15 @@ class HostPublic(CamelModel):
     reserved_memory: int
     reserved_disk: int
     reputation: float
-    uptime_24h: float | None = Field(serialization_alias="uptime24h")
-    uptime_7d: float | None = Field(serialization_alias="uptime7d")
-    uptime_30d: float | None = Field(serialization_alias="uptime30d")
+    uptime_24h: float | None = Field(
+        serialization_alias="uptime24h", validation_alias=AliasChoices("uptime24h", "uptime_24h")
+    )
+    uptime_7d: float | None = Field(
+        serialization_alias="uptime7d", validation_alias=AliasChoices("uptime7d", "uptime_7d")
+    )
+    uptime_30d: float | None = Field(
+        serialization_alias="uptime30d", validation_alias=AliasChoices("uptime30d", "uptime_30d")
+    )
     leases_completed: int
     leases_failed: int
     capacity_problem: str | None = Field(
@@ -412,6 +418,11 @@ class VMOut(CamelModel):
 class VMLogsOut(CamelModel):
     id: str
     logs: str
+    until: str | None = Field(
+        default=None,
+        description="when the last line returned was written (the host's clock, RFC 3339); "
+        "send it back as `since` for only the lines after it (null: the host gave no times)",
+    )
 
 
 class LedgerEntryOut(CamelModel):

@@ -55,6 +55,7 @@ from kumulus.core.hostnames import (
     ssh_problem,
     validate_public_host,
 )
+from kumulus.core.log_times import LogChunk
 from kumulus.core.money import format_amount, hourly_price
 from kumulus.core.schemas import VMPublic
 from kumulus.core.sizes import format_size
@@ -900,9 +901,10 @@ class VMService:
         self.db.commit()
         return False
 
-    def logs(self, vm: VM, tail: int) -> str:
+    def logs(self, vm: VM, tail: int, since: str | None = None) -> LogChunk:
+        """The VM's console lines from its host (after the marker `since`, when given)."""
         try:
-            return self._host_agent(vm).logs(vm.agent_vm_id or "", tail)
+            return self._host_agent(vm).logs_since(vm.agent_vm_id or "", tail, since)
         except ApiError as exc:
             raise self._agent_error(exc) from exc
 

@@ -393,7 +393,7 @@ def vm_logs(
     service = _service(request, db, settings)
     vm = service.owned(account, vm_id)
     try:
-        text = service.logs(vm, 200)
+        text = service.logs(vm, 200).text
     except KumulusError as exc:
         text = f"(logs unavailable: {exc.detail})"
     return render(request, "partials/logs.html", {"logs": text})

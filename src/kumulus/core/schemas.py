@@ -148,6 +148,9 @@ class VMDeleted(CamelModel):
 class VMLogs(CamelModel):
     vm_id: str
     logs: str
+    until: str | None = Field(
+        default=None, description="the time of the last line (send it as `since` next)"
+    )
 
 
 class Capacity(CamelModel):

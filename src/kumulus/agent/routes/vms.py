@@ -10,6 +10,7 @@ from kumulus.agent.auth import Caller
 from kumulus.agent.routes.deps import IdempotencyKey, Service
 from kumulus.core.auth_first import AuthFirstRoute
 from kumulus.core.cursors import After, Limit, page_list
+from kumulus.core.log_times import MARKER
 from kumulus.core.openapi_statuses import refusals
 from kumulus.core.schemas import HostInfo, Page, VMCreate, VMDeleted, VMLogs, VMPublic
 
@@ -70,9 +71,15 @@ def stop_vm(vm_id: VMIdPath, _: Caller, service: Service) -> VMPublic:
 
 @router.get("/vms/{vm_id}/logs", response_model=VMLogs, tags=["vms"])
 def vm_logs(
-    vm_id: VMIdPath, _: Caller, service: Service, tail: Annotated[int, Query(ge=1, le=10000)] = 200
+    vm_id: VMIdPath,
+    _: Caller,
+    service: Service,
+    tail: Annotated[int, Query(ge=1, le=10000)] = 200,
+    since: Annotated[str | None, Query(pattern=MARKER, max_length=40)] = None,
 ) -> VMLogs:
-    return VMLogs(vm_id=vm_id, logs=service.logs(vm_id, tail))
+    """The last `tail` lines, only those after `since` (a previous answer's `until`)."""
+    chunk = service.logs(vm_id, tail, since)
+    return VMLogs(vm_id=vm_id, logs=chunk.text, until=chunk.until)
 
 
 @router.get("/host", response_model=HostInfo, tags=["host"])

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from kumulus.agent.firewall import FirewallState
+from kumulus.core.log_times import LogChunk
 
 VM_ID_LENGTH = 16  # lowercase hex
 
@@ -129,6 +130,10 @@ class VMRuntime(Protocol):
 
     def logs(self, vm_id: str, tail: int) -> str:
         """The last `tail` lines of the VM's console output."""
+
+    def logs_since(self, vm_id: str, tail: int, since: str | None) -> LogChunk:
+        """The last `tail` lines of the VM's console output written after the marker
+        `since` (core/log_times.py; None: from the start), and the marker of the last."""
 
     def usage(self, vm_id: str) -> VMUsage:
         """Cumulative CPU time and current memory of a running VM."""

@@ -31,6 +31,8 @@ from kumulus.agent.runtime.base import (
     VMSpec,
     VMUsage,
 )
+from kumulus.core import log_times
+from kumulus.core.log_times import LogChunk
 
 LABEL_VM = "io.kumulus.vm"
 LABEL_AGENT = "io.kumulus.agent"  # which agent owns the VM (several may share one engine)
@@ -465,6 +467,19 @@ class DockerRuntime:
         self._inspect_raw(vm_id)
         raw: bytes = self._api.logs(container_name(vm_id), tail=tail, timestamps=False)
         return raw.decode("utf-8", errors="replace")
+
+    @_engine_errors
+    def logs_since(self, vm_id: str, tail: int, since: str | None) -> LogChunk:
+        self._inspect_raw(vm_id)
+        # The engine's `since` is inclusive and to the microsecond at best: `after` drops
+        # the lines at or before the marker that it repeats.
+        raw: bytes = self._api.logs(
+            container_name(vm_id),
+            tail=tail,
+            timestamps=True,
+            since=log_times.epoch(since) if since else None,
+        )
+        return log_times.after(raw.decode("utf-8", errors="replace"), since)
 
     @_engine_errors
     def usage(self, vm_id: str) -> VMUsage:

@@ -24,6 +24,7 @@ from kumulus.backend.schemas import (
 from kumulus.backend.vms import VMService
 from kumulus.core.auth_first import AuthFirstRoute
 from kumulus.core.errors import UpstreamError
+from kumulus.core.log_times import MARKER
 from kumulus.core.openapi_statuses import refusals
 from kumulus.core.schemas import Page
 
@@ -197,6 +198,10 @@ def vm_logs(
     account: CurrentDeveloper,
     vms: VMs,
     tail: Annotated[int, Query(ge=1, le=10000)] = 200,
+    since: Annotated[str | None, Query(pattern=MARKER, max_length=40)] = None,
 ) -> VMLogsOut:
+    """The VM's last `tail` console lines; with `since` (an earlier answer's `until`) only
+    those written after it, which is how `kumulus vm logs --follow` polls."""
     vm = vms.owned(account, vm_id)
-    return VMLogsOut(id=vm.id, logs=vms.logs(vm, tail))
+    chunk = vms.logs(vm, tail, since)
+    return VMLogsOut(id=vm.id, logs=chunk.text, until=chunk.until)
