@@ -256,7 +256,9 @@ class BackendSettings(BaseSettings):
     # backend processes. `job_intervals` / `job_timeouts` (JSON objects, e.g. {"meter": 5})
     # override the interval of a frequent job and the timeout (default `job_timeout`) of any:
     # a run longer than its timeout is logged as an overrun, and an exclusive job's lease
-    # expires after it.
+    # is no longer renewed after it. An exclusive job's lease lasts `job_lease_ttl`
+    # seconds and its holder renews it while the run goes on: a replica that dies holds
+    # its jobs for at most that long.
     maintenance_interval: float = Field(default=15.0, gt=0)
     # A new intent is left to the converge worker of the process that recorded it for this
     # long before the jobs (on any replica) try it too: a replica killed mid-call leaves its
@@ -270,6 +272,7 @@ class BackendSettings(BaseSettings):
     reputation_interval: float = Field(default=300.0, gt=0)
     heartbeat_retention_hours: float = Field(default=48.0, gt=0)
     job_timeout: float = Field(default=300.0, gt=0)
+    job_lease_ttl: float = Field(default=30.0, gt=0)
     job_intervals: dict[str, float] = Field(default_factory=dict)
     job_timeouts: dict[str, float] = Field(default_factory=dict)
     # Price bounds (prices live in 64-bit columns; ledger amounts are exact at any size):

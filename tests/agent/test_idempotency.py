@@ -66,3 +66,16 @@ def test_retry_starts_a_vm_whose_first_attempt_died_before_start(
     again = fake_agent.post("/v1/vms", json=_req(ssh_keypair[1]), headers={"Idempotency-Key": "x"})
     assert again.status_code == 200 and again.json()["vmId"] == vm_id
     assert fake_runtime.vms[vm_id].state == "running"
+
+
+def test_retry_starts_a_vm_that_stopped_while_starting_and_was_left_behind(
+    fake_agent: TestClient, fake_runtime: FakeRuntime, ssh_keypair: tuple[Path, str]
+) -> None:
+    first = fake_agent.post("/v1/vms", json=_req(ssh_keypair[1]), headers={"Idempotency-Key": "y"})
+    vm_id = first.json()["vmId"]
+    # dockerd died under it while it started; removing it failed with the engine away.
+    fake_runtime._set(vm_id, "exited")
+    again = fake_agent.post("/v1/vms", json=_req(ssh_keypair[1]), headers={"Idempotency-Key": "y"})
+    assert again.status_code == 200 and again.json()["vmId"] == vm_id
+    assert fake_runtime.vms[vm_id].state == "running"
+    assert len(fake_runtime.vms) == 1

@@ -20,20 +20,34 @@ class MemoryLease:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._held: dict[str, tuple[str, float]] = {}
+        self._held: dict[str, tuple[str, float, int]] = {}  # owner, expiry, token
+        self._tokens = 0
         self.now: Callable[[], float] = time.monotonic
 
-    def acquire(self, name: str, owner: str, ttl: float) -> bool:
+    def acquire(self, name: str, owner: str, ttl: float) -> int | None:
         with self._lock:
             holder = self._held.get(name)
-            if holder is None or holder[0] == owner or holder[1] < self.now():
-                self._held[name] = (owner, self.now() + ttl)
-                return True
-            return False
+            if holder is not None and holder[0] == owner and holder[1] >= self.now():
+                token = holder[2]
+            elif holder is None or holder[1] < self.now():
+                self._tokens += 1
+                token = self._tokens
+            else:
+                return None
+            self._held[name] = (owner, self.now() + ttl, token)
+            return token
+
+    def renew(self, name: str, owner: str, token: int, ttl: float) -> bool:
+        with self._lock:
+            holder = self._held.get(name)
+            if holder is None or holder[:1] + holder[2:] != (owner, token):
+                return False
+            self._held[name] = (owner, self.now() + ttl, token)
+            return True
 
     def release(self, name: str, owner: str) -> None:
         with self._lock:
-            if self._held.get(name, ("", 0.0))[0] == owner:
+            if self._held.get(name, ("", 0.0, 0))[0] == owner:
                 del self._held[name]
 
 
@@ -146,8 +160,11 @@ def test_once_per_interval_runs_once_across_runners_until_the_interval_passes() 
 
 def test_a_lease_store_that_is_away_is_a_failure_of_that_job_only() -> None:
     class Away:
-        def acquire(self, name: str, owner: str, ttl: float) -> bool:
+        def acquire(self, name: str, owner: str, ttl: float) -> int | None:
             raise ConnectionError("database away")
+
+        def renew(self, name: str, owner: str, token: int, ttl: float) -> bool:
+            raise AssertionError("never held")
 
         def release(self, name: str, owner: str) -> None:
             raise AssertionError("never held")

@@ -104,9 +104,9 @@ class Platform:
             None,
             KUMULUS_BACKEND_HEARTBEAT_TTL="6",
             KUMULUS_BACKEND_MAINTENANCE_INTERVAL="1",
-            # A killed backend holds its exclusive jobs' leases until their timeout (300 s by
-            # default): the restarted one would wait that long to resume creates and deletes.
-            KUMULUS_BACKEND_JOB_TIMEOUT="20",
+            # A killed backend holds its exclusive jobs' leases for job_lease_ttl (30 s by
+            # default) before the restarted one resumes creates and deletes: shorter here.
+            KUMULUS_BACKEND_JOB_LEASE_TTL="5",
         )
         self.mnemonic = new_mnemonic()
         self.wallet = keypair_from_mnemonic(self.mnemonic)

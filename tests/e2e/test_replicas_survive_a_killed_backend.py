@@ -5,11 +5,16 @@ one subprocess, tests/e2e/fake_agents.py), and one replica is killed with SIGKIL
 Clients retry through the proxy with the same key. Afterwards: each key made at most one
 VM, every placed VM exists on exactly its host and nowhere else, no host holds more than
 its capacity (the excess was refused `no_host_fits`), and the jobs the dead replica held
-run on the others once its leases expired.
+run on the others once its leases expired (job_lease_ttl, 3 s here).
 
-CI size: 150 creates on 3 hosts (~100 s here under load, most of it starting processes);
+Then a real agent (Docker runtime, the real VM image) registers through the proxy, while
+the dead replica is still in nginx's upstreams: 20 creates on it, concurrent, each VM made
+once and reachable over SSH (a sample of them), what does not fit refused, then every one
+deleted and nothing left on the engine or reserved on the host.
+
+CI size: 60 creates on 3 fake hosts + 20 on the real agent (KUMULUS_REPLICAS_REAL_CREATES);
 KUMULUS_REPLICAS_CREATES=500 (or more) runs the issue's full size; KUMULUS_REPLICAS_HOSTS
-changes the number of fake hosts. The ~20 creates on a real agent are not part of it yet.
+changes the number of fake hosts.
 
 Keys: the replicas share the first one's backend key, copied into the others' data
 directories before they start (the deployment's shared-key files do this in production)."""
@@ -32,13 +37,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import docker
 import httpx
 import psycopg
 import pytest
 
 from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic
 from tests.conftest import POSTGRES
-from tests.e2e.agent_process import BackendProcess, free_port, link_wallet
+from tests.e2e.agent_process import (
+    AgentProcess,
+    BackendProcess,
+    free_port,
+    link_wallet,
+    make_host_key,
+    register_agent,
+    remove_agent_vms,
+)
+from tests.e2e.conftest import ssh
 
 pytestmark = pytest.mark.slow
 
@@ -49,6 +64,11 @@ DEVELOPERS = 10
 HOST_CPU = max(1, (CREATES * 4 // 5) // HOSTS)
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExoKzrGLzzNNO9d+FQVgBOqM2x6VJGMeYFHzkaLIm6b r"
 RETRYABLE = {502, 503, 504}
+# The real agent: this many creates, of which all but 2 fit its declared capacity.
+REAL_CREATES = int(os.environ.get("KUMULUS_REPLICAS_REAL_CREATES", "20"))
+REAL_FITS = REAL_CREATES - 2
+REAL_SIZE = {"cpu": 0.25, "memory": "128m", "disk": "1g"}
+REAL_SSH_SAMPLE = 5  # VMs logged into over SSH (all: KUMULUS_REPLICAS_REAL_CREATES small)
 
 
 @pytest.fixture
@@ -196,12 +216,18 @@ class Outcome:
     tries: int
 
 
-def _create(proxy: str, headers: dict[str, str], key_id: int, i: int) -> Outcome:
+def _create(
+    proxy: str, headers: dict[str, str], key_id: int, i: int, size: dict[str, object] | None = None
+) -> Outcome:
     """One developer's create, retried through the proxy with the same key until it has an
     answer that is not a proxy's or a dying replica's."""
     key = f"create-{i}"
-    body = {"username": f"u{i}", "sshKeyId": key_id, "cpu": 1, "memory": "1g", "disk": "2g"}
-    with httpx.Client(base_url=proxy, timeout=60) as http:
+    body = {
+        "username": f"u{i}",
+        "sshKeyId": key_id,
+        **(size or {"cpu": 1, "memory": "1g", "disk": "2g"}),
+    }
+    with httpx.Client(base_url=proxy, timeout=120) as http:
         for tries in range(1, 40):
             try:
                 resp = http.post("/v1/vms", headers={**headers, "Idempotency-Key": key}, json=body)
@@ -236,10 +262,15 @@ def _owner_pid(owner: str) -> int:
     return int(owner.split(":")[1])  # host:pid:runner (core/jobs.default_owner)
 
 
-def test_replicas_survive_a_killed_backend(tmp_path: Path, postgres_url: str) -> None:
+def test_replicas_survive_a_killed_backend(
+    tmp_path: Path,
+    postgres_url: str,
+    docker_client: docker.DockerClient,
+    ssh_keypair: tuple[Path, str],
+) -> None:
     env = {
         "KUMULUS_BACKEND_MAINTENANCE_INTERVAL": "1",
-        "KUMULUS_BACKEND_JOB_TIMEOUT": "4",  # a dead holder's leases expire after 4 s
+        "KUMULUS_BACKEND_JOB_LEASE_TTL": "3",  # a dead holder's leases expire after 3 s
         "KUMULUS_BACKEND_CONVERGE_IN_FLIGHT": "5",  # a dead replica's kicks: the jobs' after 5 s
         "KUMULUS_BACKEND_MAX_VMS": "1000",
         "KUMULUS_BACKEND_SIGNUP_CREDIT": "100000",
@@ -257,13 +288,18 @@ def test_replicas_survive_a_killed_backend(tmp_path: Path, postgres_url: str) ->
         r.start()
     try:
         with nginx(tmp_path / "nginx", [r.port for r in replicas]) as proxy:
-            _run(tmp_path, proxy, replicas, postgres_url)
+            provider, wallet_mnemonic = _run(tmp_path, proxy, replicas, postgres_url)
+            _real_agent(tmp_path, proxy, provider, wallet_mnemonic, postgres_url, ssh_keypair,
+                        docker_client)  # fmt: skip
     finally:
         for r in replicas:
             r.stop()
 
 
-def _run(tmp: Path, proxy: str, replicas: list[BackendProcess], db_url: str) -> None:
+def _run(
+    tmp: Path, proxy: str, replicas: list[BackendProcess], db_url: str
+) -> tuple[httpx.Client, str]:
+    """The fake hosts' round; the provider's client and its wallet's mnemonic."""
     addresses = {httpx.get(r.url + "/healthz").json()["backendAddress"] for r in replicas}
     assert len(addresses) == 1, "the replicas must sign with one key"
     http = httpx.Client(base_url=proxy, timeout=60)
@@ -370,7 +406,7 @@ def _run(tmp: Path, proxy: str, replicas: list[BackendProcess], db_url: str) -> 
         assert sum(len(ids) for ids in on_agents.values()) == len(placed)
         # The jobs went on without the dead replica: once its leases expired, the
         # survivors took them (each run releases its lease; the owner stays the last holder).
-        time.sleep(6)  # the lease ttl (4 s), then a run
+        time.sleep(5)  # the lease ttl (3 s), then a run
         pids = {r.proc.pid for r in survivors if r.proc}
         with psycopg.connect(db_url) as conn:
             last = dict(
@@ -390,3 +426,127 @@ def _run(tmp: Path, proxy: str, replicas: list[BackendProcess], db_url: str) -> 
             f"3 replicas, one killed after {CREATES // 3}: {len(placed)} placed, "
             f"{len(refused)} refused no_host_fits, {retried} retried; statuses {dict(statuses)}"
         )
+    return provider_http, wallet_mnemonic
+
+
+def _real_agent(
+    tmp: Path,
+    proxy: str,
+    provider: httpx.Client,
+    wallet_mnemonic: str,
+    db_url: str,
+    ssh_keypair: tuple[Path, str],
+    docker_client: docker.DockerClient,
+) -> None:
+    """REAL_CREATES concurrent creates through the proxy onto one real agent (the fake
+    hosts are full): REAL_FITS made, each once and reachable, the rest refused; then all
+    deleted, nothing left."""
+    state = tmp / "real-agent"
+    make_host_key(state)
+    agent = AgentProcess(
+        state,
+        (23800, 23800 + REAL_CREATES + 10),
+        KUMULUS_AGENT_STATS_INTERVAL="1",
+        KUMULUS_AGENT_CPU_CAPACITY=str(REAL_FITS * float(REAL_SIZE["cpu"])),  # type: ignore[arg-type]
+        KUMULUS_AGENT_MEMORY_CAPACITY=f"{REAL_FITS * 128 + 64}m",
+        KUMULUS_AGENT_DISK_CAPACITY=f"{REAL_FITS + 1}g",
+    ).start()
+    try:
+        token = provider.post("/v1/provider/host-tokens").json()["token"]
+        out = register_agent(agent, proxy, token, wallet_mnemonic)
+        assert out.returncode == 0, out.stderr
+        host_id = out.stdout.split("registered as host ")[1].split(";")[0]
+        deadline = time.monotonic() + 60
+        while not any(
+            h["id"] == host_id and h["status"] == "online"
+            for h in provider.get("/v1/provider/hosts").json()["items"]
+        ):
+            assert time.monotonic() < deadline, "the real agent never came online"
+            time.sleep(0.5)
+        http = httpx.Client(base_url=proxy, timeout=120)
+        headers = _login(http, "real@replicas.example.com", "developer")
+        added = http.post(
+            "/v1/ssh-keys", headers=headers, json={"name": "k", "publicKey": ssh_keypair[1]}
+        )
+        added.raise_for_status()
+        key_id = int(added.json()["id"])
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            outcomes = list(
+                pool.map(
+                    lambda i: _create(proxy, headers, key_id, 10_000 + i, REAL_SIZE),
+                    range(REAL_CREATES),
+                )
+            )
+        created_in = time.monotonic() - started
+        statuses = Counter(o.status for o in outcomes)
+        placed = [o for o in outcomes if o.vm_id]
+        assert len(placed) == REAL_FITS, statuses  # the rest: no_host_fits, never overcommit
+        assert statuses[409] == REAL_CREATES - REAL_FITS, statuses
+        deadline = time.monotonic() + 90
+        while True:  # answered once recorded (202): running once sshd answers
+            vms = [http.get(f"/v1/vms/{o.vm_id}", headers=headers).json() for o in placed]
+            not_yet = [
+                (vm["id"], vm["actualState"], vm.get("failureReason"))
+                for vm in vms
+                if vm["actualState"] != "running"
+            ]
+            if not not_yet or any(state == "failed" for _, state, _ in not_yet):
+                break
+            assert time.monotonic() < deadline, not_yet
+            time.sleep(0.5)
+        running_in = time.monotonic() - started
+        assert not not_yet, [*not_yet, dict(statuses)]
+        assert {vm["hostId"] for vm in vms} == {host_id}
+        # Each VM exactly once: on the agent, in the engine and in the database.
+        agent_view = {"url": agent.url, "admin_token": agent.token}
+        on_agent = _agent_vm_ids(agent_view)
+        agent_id = (state / "agent-id").read_text().strip()
+        label = {"label": f"io.kumulus.agent={agent_id}"}
+        containers = docker_client.containers.list(all=True, filters=label, sparse=True)
+        with psycopg.connect(db_url) as conn:
+            rows = conn.execute(
+                "SELECT agent_vm_id, cpu, idempotency_key FROM vms WHERE host_id = %s", (host_id,)
+            ).fetchall()
+        assert sorted(on_agent) == sorted(r[0] for r in rows) == sorted({r[0] for r in rows})
+        assert len(containers) == REAL_FITS and len(Counter(r[2] for r in rows)) == REAL_FITS
+        assert sum(float(r[1]) for r in rows) <= REAL_FITS * float(REAL_SIZE["cpu"])  # type: ignore[arg-type]
+        # Reachable: the developer logs in with the key the VM was made with.
+        for vm in vms[:REAL_SSH_SAMPLE]:
+            login = ssh(ssh_keypair[0], vm, "whoami")
+            assert login.stdout.strip() == vm["username"], login.stderr
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = list(
+                pool.map(lambda vm: http.delete(f"/v1/vms/{vm['id']}", headers=headers), vms)
+            )
+        assert {a.status_code for a in answers} <= {200, 202}, [a.text for a in answers]
+        deadline = time.monotonic() + 90
+        while docker_client.containers.list(all=True, filters=label, sparse=True):
+            assert time.monotonic() < deadline, "VMs left on the engine after their deletes"
+            time.sleep(0.5)
+        deleted_in = time.monotonic() - started
+        with psycopg.connect(db_url) as conn:
+            left = conn.execute(
+                "SELECT count(*) FROM vms WHERE host_id = %s AND actual_state != 'deleted'",
+                (host_id,),
+            ).fetchone()
+            reserved = conn.execute(
+                "SELECT reserved_cpu, reserved_memory, reserved_disk FROM hosts WHERE id = %s",
+                (host_id,),
+            ).fetchone()
+        assert left == (0,) and reserved is not None and tuple(reserved) == (0, 0, 0), (
+            left,
+            reserved,
+        )
+        assert _agent_vm_ids(agent_view) == []
+        print(
+            f"real agent: {REAL_CREATES} creates answered in {created_in:.1f} s through nginx "
+            f"{dict(statuses)}, {REAL_FITS} running after {running_in:.1f} s, "
+            f"{min(REAL_SSH_SAMPLE, REAL_FITS)} SSH logins, deleted in {deleted_in:.1f} s"
+        )
+    finally:
+        agent.stop()
+        remove_agent_vms(docker_client, state)

@@ -310,7 +310,13 @@ class VMService:
             raise UnenforceableError(
                 "this Idempotency-Key was used for a different request; use a new key"
             )
-        if info.state == "created":  # the first attempt died between create and start
+        # The first attempt died between create and start, or its VM stopped while starting
+        # and could not be removed (the engine went down under it: the chaos test's dockerd
+        # kill). Either way nothing ever ran there and nobody stopped it on purpose (a stop
+        # needs the VM id, which only an answered create gives): start it, so that a retry
+        # ends in a VM rather than the same failure for ever (and a delete that learns the
+        # VM id through a retried create is never stuck).
+        if info.state in ("created", "exited"):
             try:
                 info = self.runtime.start(spec.vm_id)
             except EngineError as exc:

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
+from kumulus.backend import lease_fence
 from kumulus.core.money import hourly_price
 
 
@@ -88,6 +89,7 @@ class Database:
     def __init__(self, url: str, pool_size: int = 10, max_overflow: int = 20) -> None:
         self.engine = make_engine(url, pool_size, max_overflow)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        lease_fence.install(self.sessions)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -510,13 +510,16 @@ class AnchorLeaf(Base):
 
 class WorkerLease(Base):
     """A job only one backend process may run at a time (e.g. sending payouts, whose nonces
-    must come from one sender). Held by `owner` until `expires_at` (epoch seconds)."""
+    must come from one sender). Held by `owner` until `expires_at` (epoch seconds);
+    `generation` grows each time the lease is taken anew (backend/leases.py), so a holder
+    that lost it cannot renew it or commit under it (backend/lease_fence.py)."""
 
     __tablename__ = "worker_leases"
 
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     owner: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[float] = mapped_column(Float)
+    generation: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class SettlementState(Base):

@@ -234,7 +234,7 @@ class PayoutWorker:
         """Take or renew the sender lease; False if another process holds it. Called before
         every send, so a sender that lost its lease (too slow, paused) stops sending."""
         with self._db.session() as s:
-            return leases.acquire(s, LEASE, self.owner, LEASE_TTL)
+            return leases.acquire(s, LEASE, self.owner, LEASE_TTL) is not None
 
     def run_once(self, schedule_minimum: int | None = None) -> int:
         """Reconcile what was submitted, then (optionally) schedule payouts of earnings above

@@ -55,6 +55,7 @@ from kumulus.core.hostnames import (
     ssh_problem,
     validate_public_host,
 )
+from kumulus.core.jobs import LeaseLostError
 from kumulus.core.log_times import LogChunk
 from kumulus.core.money import format_amount, hourly_price
 from kumulus.core.schemas import VMPublic
@@ -705,10 +706,10 @@ class VMService:
                 providers=hosts,
             )
             self.db.commit()
-        except (PaymentRequiredError, OperationalError, InterfaceError):
+        except (PaymentRequiredError, OperationalError, InterfaceError, LeaseLostError):
             self.db.rollback()
             self.db.refresh(vm)
-            raise  # no funds, or no database: the change cannot be made either
+            raise  # no funds, no database or a job's lost lease: no change either
         except Exception as exc:
             # A VM whose charge fails (a row that breaks a ledger rule) must still be
             # stoppable and, above all, deletable: the change goes on, unbilled, logged.

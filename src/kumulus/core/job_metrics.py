@@ -58,6 +58,12 @@ class JobMetrics(Collector):
                 "attempts skipped because another process held the job's lease",
                 labels=["job"],
             ),
+            "leases_lost": CounterMetricFamily(
+                "kumulus_job_leases_lost",
+                "runs whose lease another process took over while they ran (fenced: their "
+                "later commits refused)",
+                labels=["job"],
+            ),
             "consecutive_failures": GaugeMetricFamily(
                 "kumulus_job_consecutive_failures",
                 "failed runs since the job's last success in this process (alert when it grows)",
@@ -77,7 +83,8 @@ class JobMetrics(Collector):
             ),
         }  # fmt: skip
         for name, s in sorted(stats.items()):
-            for key in ("runs", "failures", "overruns", "skipped", "consecutive_failures"):
+            counts = ("runs", "failures", "overruns", "skipped", "leases_lost")
+            for key in (*counts, "consecutive_failures"):
                 families[key].add_metric([name], getattr(s, key))
             families["running"].add_metric([name], int(s.running))
             if s.last_duration is not None:

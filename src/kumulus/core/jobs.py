@@ -9,11 +9,19 @@ Contract of a `JobRunner`:
   stuck job shows) and counted; Python cannot kill a thread, so the run itself goes on;
 - within one runner, runs of one job never overlap (`run_now` waits for a scheduled run);
 - a job with a lease shares it with the other processes holding the same lease store, in one
-  of two ways (`LeaseUse`): EXCLUSIVE, one process at a time runs it (lease ttl = timeout,
-  released after the run, so a holder that dies blocks the others for at most `timeout`);
+  of two ways (`LeaseUse`): EXCLUSIVE, one process at a time runs it: the lease lasts
+  `lease_ttl` (short) and a renewer thread extends it every third of that while the run
+  goes on, up to the job's `timeout`; it is released after the run. So a holder that dies
+  blocks the others for at most `lease_ttl`, a stuck one for `timeout` + `lease_ttl`.
   ONCE_PER_INTERVAL, at most one run per `interval` across all processes and restarts (the
   lease has ttl = interval and nobody releases it: only its expiry lets the next run in; the
-  runner asks every `poll` seconds so a restarted process does not wait a whole interval).
+  runner asks every `poll` seconds so a restarted process does not wait a whole interval);
+- fencing: an EXCLUSIVE run's holding (name, owner, token) is bound to its context
+  (`current_hold()`) for the lease store to check at each commit. A holding another process
+  took over is lost for good: the renewer marks it, `check_lease()` raises
+  `LeaseLostError` between steps, and the store refuses its commits (backend/lease_fence.py).
+  A run that lost its lease counts in `leases_lost`; one stopped by it fails with
+  `LeaseLostError` (logged in one line).
 
 Nothing here is global: every runner has its own threads, stop event and stats.
 """
@@ -26,12 +34,15 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Protocol
 
 from kumulus.core import request_ids
+from kumulus.core.errors import UnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +50,15 @@ log = logging.getLogger(__name__)
 class Lease(Protocol):
     """A named lease shared by processes (e.g. a database row)."""
 
-    def acquire(self, name: str, owner: str, ttl: float) -> bool:
-        """Take or renew `name` for `ttl` seconds; True if `owner` now holds it."""
+    def acquire(self, name: str, owner: str, ttl: float) -> int | None:
+        """Take or renew `name` for `ttl` seconds. The holding's token (>= 1) if `owner` now
+        holds it, None if another owner does. Taking it anew (from another owner, or after
+        it expired) gives a new token; renewing an unexpired holding keeps it."""
+        ...
+
+    def renew(self, name: str, owner: str, token: int, ttl: float) -> bool:
+        """Extend the holding (`owner`, `token`) to `ttl` seconds from now; False if the lease
+        changed hands since (then that holding is lost for good)."""
         ...
 
     def release(self, name: str, owner: str) -> None:
@@ -53,6 +71,61 @@ class LeaseUse(Enum):
     ONCE_PER_INTERVAL = "once_per_interval"
 
 
+DEFAULT_LEASE_TTL = 30.0
+
+
+class LeaseLostError(UnavailableError):
+    """The run's lease moved to another process: its remaining work is not done here (the
+    new holder does it)."""
+
+    code = "lease_lost"
+
+
+@dataclass
+class LeaseHold:
+    """One EXCLUSIVE run's holding of its lease, bound to the run's context."""
+
+    name: str
+    owner: str
+    token: int
+    ttl: float
+    _lost: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def lost(self) -> bool:
+        return self._lost.is_set()
+
+    def mark_lost(self) -> None:
+        self._lost.set()
+
+
+_hold: ContextVar[LeaseHold | None] = ContextVar("kumulus_lease_hold", default=None)
+
+
+def current_hold() -> LeaseHold | None:
+    """The holding of the leased run this code runs in (None outside one). Threads the run
+    starts see it only if they copy the context (`contextvars.copy_context`)."""
+    return _hold.get()
+
+
+def check_lease() -> None:
+    """Raise LeaseLostError if the calling run lost its lease: long jobs call it between
+    steps (before an agent call), so a holder that lost its lease stops. Outside a leased
+    run, nothing."""
+    hold = _hold.get()
+    if hold is not None and hold.lost:
+        raise LeaseLostError(f"job {hold.name}: its lease moved to another process")
+
+
+@contextmanager
+def _holding(hold: LeaseHold | None) -> Iterator[None]:
+    token = _hold.set(hold)
+    try:
+        yield
+    finally:
+        _hold.reset(token)
+
+
 @dataclass(frozen=True)
 class Job:
     """What to run and how often.
@@ -61,8 +134,10 @@ class Job:
     one interval after `start` unless `run_at_start`, so a process that just started is not
     busy at once); for
     ONCE_PER_INTERVAL, the period across processes. `timeout`: a run longer than this is an
-    overrun, and the EXCLUSIVE lease expires after it. `expected`: exception types that are
-    a normal failure (a chain that is away): logged in one line, without a traceback."""
+    overrun, and its EXCLUSIVE lease is no longer renewed. `lease_ttl`: how long an
+    EXCLUSIVE lease lasts unrenewed (a dead holder's jobs wait this long). `expected`:
+    exception types that are a normal failure (a chain that is away): logged in one line,
+    without a traceback."""
 
     name: str
     interval: float
@@ -73,10 +148,14 @@ class Job:
     poll: float | None = None  # ONCE_PER_INTERVAL: how often to ask the lease
     expected: tuple[type[Exception], ...] = ()
     run_at_start: bool = False  # first run right at `start` instead of one wait later
+    lease_ttl: float = DEFAULT_LEASE_TTL
 
     def __post_init__(self) -> None:
-        if self.interval <= 0 or self.timeout <= 0 or (self.poll is not None and self.poll <= 0):
-            raise ValueError(f"job {self.name}: interval, timeout and poll must be > 0")
+        if (
+            min(self.interval, self.timeout, self.lease_ttl) <= 0
+            or (self.poll is not None and self.poll <= 0)
+        ):  # fmt: skip
+            raise ValueError(f"job {self.name}: interval, timeout, lease_ttl and poll must be > 0")
 
     @property
     def wait(self) -> float:
@@ -95,6 +174,7 @@ class JobStats:
     consecutive_failures: int = 0  # failed runs since the last success (alerts watch it)
     overruns: int = 0
     skipped: int = 0  # attempts where the lease was held elsewhere
+    leases_lost: int = 0  # runs whose lease another process took over while they ran
     running: bool = False
     last_started: float | None = None
     last_duration: float | None = None  # seconds, of the last finished run
@@ -209,18 +289,20 @@ class JobRunner:
     def _run(self, state: _State, ignore_lease: bool) -> RunResult:
         job = state.job
         with state.run_lock:
-            holder = None
+            hold = None
             try:
                 if job.lease is not None and not ignore_lease:
                     if job.lease_use is LeaseUse.ONCE_PER_INTERVAL:
                         # A fresh owner each time: nobody renews the schedule, only its
                         # expiry lets the next run in (here or in another process).
-                        if not job.lease.acquire(job.name, secrets.token_hex(8), job.interval):
+                        taken = job.lease.acquire(job.name, secrets.token_hex(8), job.interval)
+                        if taken is None:
                             return self._skipped(state)
                     else:
-                        if not job.lease.acquire(job.name, self.owner, job.timeout):
+                        token = job.lease.acquire(job.name, self.owner, job.lease_ttl)
+                        if token is None:
                             return self._skipped(state)
-                        holder = self.owner
+                        hold = LeaseHold(job.name, self.owner, token, job.lease_ttl)
             except Exception as exc:  # the lease store is away: a failure of this job
                 started = self._begin(state)
                 self._failed(state, exc, started)
@@ -230,9 +312,12 @@ class JobRunner:
             watchdog = threading.Timer(job.timeout, self._overrun, (state, state.run_id))
             watchdog.daemon = True
             watchdog.start()
+            renewer = _Renewer(job, hold) if hold is not None else None
             ok = False
             try:
-                with request_ids.bound():  # one id per run: its log lines and agent calls
+                # One request id per run (its log lines and agent calls), and its holding
+                # for fenced commits.
+                with request_ids.bound(), _holding(hold):
                     value = job.fn()
                 ok = True
             except Exception as exc:
@@ -240,9 +325,14 @@ class JobRunner:
                 raise
             finally:
                 watchdog.cancel()
+                if renewer is not None:
+                    renewer.stop()
+                if hold is not None and hold.lost:
+                    with self._stats_lock:
+                        state.stats.leases_lost += 1
                 self._finish(state, started, ok)
-                if holder is not None:
-                    self._release(job, holder)
+                if hold is not None:
+                    self._release(job, hold.owner)
             return RunResult(True, value)
 
     def _skipped(self, state: _State) -> RunResult:
@@ -298,7 +388,7 @@ class JobRunner:
             state.stats.failures += 1
             state.stats.consecutive_failures += 1
             state.stats.last_error = _describe(exc)
-        if isinstance(exc, job.expected):
+        if isinstance(exc, (*job.expected, LeaseLostError)):
             log.warning("job %s failed: %s", job.name, _describe(exc))
         else:
             log.exception(
@@ -312,3 +402,41 @@ class JobRunner:
             job.lease.release(job.name, owner)
         except Exception as exc:  # it expires after `timeout` by itself
             log.warning("job %s: lease not released (%s); it expires", job.name, _describe(exc))
+
+
+class _Renewer:
+    """Renews one run's holding every third of its ttl on its own thread, until the run
+    ends or reaches its job's timeout (a stuck run must not hold the lease for ever). A
+    renewal refused marks the holding lost; one that fails (the store is away) is tried
+    again at the next tick: if the lease lapses meanwhile, the fence decides at commit."""
+
+    def __init__(self, job: Job, hold: LeaseHold) -> None:
+        self._job = job
+        self._hold = hold
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"lease-{job.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=5.0)
+
+    def _loop(self) -> None:
+        job, hold = self._job, self._hold
+        assert job.lease is not None
+        until = time.monotonic() + job.timeout
+        while not self._done.wait(hold.ttl / 3):
+            if time.monotonic() >= until:
+                log.warning(
+                    "job %s: past its timeout of %g s, its lease is no longer renewed",
+                    job.name, job.timeout,
+                )  # fmt: skip
+                return
+            try:
+                if not job.lease.renew(hold.name, hold.owner, hold.token, hold.ttl):
+                    hold.mark_lost()
+                    log.warning("job %s: lost its lease to another process", job.name)
+                    return
+            except Exception as exc:
+                log.warning("job %s: lease not renewed (%s); trying again", job.name,
+                            _describe(exc))  # fmt: skip

@@ -20,6 +20,10 @@
 The chain jobs exist only with settlement on; a ChainError fails that job's run only. Each
 runs only on the pinned chain (backend/chain_identity.py); payouts also stop while the
 circuit breaker is tripped (backend/breaker.py).
+An exclusive lease lasts `job_lease_ttl` (30 s) and the runner renews it while the run goes
+on, so a replica that dies holds its jobs that long; each commit of the run is fenced by
+its holding (backend/lease_fence.py): after another process took the lease over, the old
+holder's commits fail and its run stops.
 Lease names are the job names (`payout-schedule` is the schedule lease of old); they must
 not collide with the workers' own leases (`payout-sender`, `anchors`), hence no runner
 lease on those two jobs."""
@@ -112,17 +116,18 @@ def backend_jobs(
         return settings.job_timeouts.get(name, settings.job_timeout)
 
     poll = settings.maintenance_interval
+    ttl = settings.job_lease_ttl
     jobs = [
         Job("meter", every("meter"), timeout("meter"),
-            partial(meter.meter_and_enforce, db, settings), lease=lease),
+            partial(meter.meter_and_enforce, db, settings), lease=lease, lease_ttl=ttl),
         Job("creates", every("creates"), timeout("creates"),
-            partial(creates.resolve_creates, db, settings, keypair), lease=lease),
+            partial(creates.resolve_creates, db, settings, keypair), lease=lease, lease_ttl=ttl),
         Job(starts.NAME, every(starts.NAME), timeout(starts.NAME),
-            partial(starts.send_pending_starts, db, settings, keypair), lease=lease),
+            partial(starts.send_pending_starts, db, settings, keypair), lease=lease, lease_ttl=ttl),
         Job("stops", every("stops"), timeout("stops"),
-            partial(stops.send_pending_stops, db, settings, keypair), lease=lease),
+            partial(stops.send_pending_stops, db, settings, keypair), lease=lease, lease_ttl=ttl),
         Job("deletes", every("deletes"), timeout("deletes"),
-            partial(deletes.finish_deletes, db, settings, keypair), lease=lease),
+            partial(deletes.finish_deletes, db, settings, keypair), lease=lease, lease_ttl=ttl),
         Job("prune", every("prune"), timeout("prune"), partial(prune.prune, db, settings)),
         Job("reputation", settings.reputation_interval, timeout("reputation"),
             partial(reputation.recompute, db), lease=lease,
@@ -131,7 +136,7 @@ def backend_jobs(
     if Budget.of(settings).enabled:  # at 0, the default, promo earnings are never paid
         jobs.append(
             Job(promo_payouts.NAME, every(promo_payouts.NAME), timeout(promo_payouts.NAME),
-                partial(promo_payouts.pay, db, settings), lease=lease)
+                partial(promo_payouts.pay, db, settings), lease=lease, lease_ttl=ttl)
         )  # fmt: skip
     if chain is None or payout_key is None:
         return BackendJobs(JobRunner(jobs))  # settlement off: no chain jobs
@@ -142,7 +147,7 @@ def backend_jobs(
     chain_errors = (ChainError,)
     jobs += [
         Job("deposits", every("deposits"), timeout("deposits"), partial(deposits.scan, watcher),
-            lease=lease, expected=chain_errors),
+            lease=lease, lease_ttl=ttl, expected=chain_errors),
         Job("payouts", every("payouts"), timeout("payouts"),
             partial(payouts.send, worker), expected=chain_errors),
         Job(payouts.SCHEDULE, settings.payout_interval, timeout(payouts.SCHEDULE),
@@ -150,7 +155,7 @@ def backend_jobs(
             lease_use=LeaseUse.ONCE_PER_INTERVAL, poll=poll),
         Job(payout_float.NAME, every(payout_float.NAME), timeout(payout_float.NAME),
             partial(payout_float.top_up, db, settings, chain, payout_key.ss58_address, deposit),
-            lease=lease, expected=chain_errors),
+            lease=lease, lease_ttl=ttl, expected=chain_errors),
     ]  # fmt: skip
     anchor = None
     if anchor_key is not None:

@@ -39,7 +39,7 @@ class AnchorJob:
         if genesis is None:
             return 0
         with self._db.session() as s:
-            if not leases.acquire(s, LEASE, self.owner, LEASE_TTL):
+            if leases.acquire(s, LEASE, self.owner, LEASE_TTL) is None:
                 return 0
             now = time.monotonic()
             if force or now - self._last >= self._interval:

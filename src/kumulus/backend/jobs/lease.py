@@ -12,9 +12,15 @@ class DbLease:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def acquire(self, name: str, owner: str, ttl: float) -> bool:
+    def acquire(self, name: str, owner: str, ttl: float) -> int | None:
         with self._db.session() as s:
             return leases.acquire(s, name, owner, ttl)
+
+    def renew(self, name: str, owner: str, token: int, ttl: float) -> bool:
+        with self._db.session() as s:
+            renewed = leases.renew(s, name, owner, token, ttl)
+            s.commit()
+            return renewed
 
     def release(self, name: str, owner: str) -> None:
         with self._db.session() as s:

@@ -36,6 +36,7 @@ from kumulus.backend.db import Database
 from kumulus.backend.meter_rows import METERED_FIELDS
 from kumulus.backend.models import VM
 from kumulus.config import BackendSettings
+from kumulus.core.jobs import LeaseLostError
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,8 @@ def meter_ids(
         if holds_first:
             try:
                 left = _accrue_chunk(s, chunk, terms, now, report)
-            except (OperationalError, InterfaceError):
-                raise  # the database, not a VM: the whole run fails and is retried
+            except (OperationalError, InterfaceError, LeaseLostError):
+                raise  # the database or the lease, not a VM: the whole run fails
             except Exception:
                 s.rollback()
                 left = chunk  # settled in full below, where a bad VM is found and skipped
@@ -151,7 +152,7 @@ def _settle_or_split(
     `holds_first` when that is not known)."""
     try:
         quiet = _settle_chunk(s, ids, terms, now, report)
-    except (OperationalError, InterfaceError):
+    except (OperationalError, InterfaceError, LeaseLostError):
         raise
     except Exception:
         s.rollback()
@@ -193,7 +194,7 @@ def _settle_one(
         out = billing.settle(s, vm, terms, now)
         s.commit()
         _count(vm, out, report)
-    except (OperationalError, InterfaceError):
+    except (OperationalError, InterfaceError, LeaseLostError):
         raise
     except Exception as exc:
         s.rollback()

@@ -14,6 +14,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import copy_context
 
 from sqlalchemy import ColumnElement, or_
 from substrateinterface import Keypair
@@ -24,6 +25,7 @@ from kumulus.backend.db import Database
 from kumulus.backend.models import VM
 from kumulus.backend.vms import VMService
 from kumulus.config import BackendSettings
+from kumulus.core.jobs import check_lease
 
 MAX_HOSTS_AT_ONCE = 8
 HOST_BUDGET_CALLS = 2  # a host's share of one run: this many call deadlines
@@ -58,6 +60,7 @@ def on_each_host(
             for vm_id in vm_ids:
                 if time.monotonic() - started >= budget:
                     break  # the rest wait for the next run: the other hosts' turn
+                check_lease()  # a run whose lease moved on calls no agent
                 vm = s.get(VM, vm_id)
                 if vm is None:
                     continue
@@ -68,4 +71,7 @@ def on_each_host(
         return done
 
     with ThreadPoolExecutor(min(MAX_HOSTS_AT_ONCE, len(by_host)), "per-host") as pool:
-        return sum(pool.map(on_host, by_host.values()))
+        # Each host's thread runs in a copy of the run's context: its request id and its
+        # lease holding (fenced commits) go along.
+        runs = [pool.submit(copy_context().run, on_host, ids) for ids in by_host.values()]
+        return sum(run.result() for run in runs)
