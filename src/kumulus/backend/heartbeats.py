@@ -18,7 +18,7 @@ import queue
 import threading
 from collections import defaultdict
 from collections.abc import Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -131,6 +131,21 @@ def hour_of(moment: datetime) -> int:
     return int(moment.timestamp()) // 3600
 
 
+def _resolve(
+    done: Future[Outcome], outcome: Outcome | None = None, error: BaseException | None = None
+) -> None:
+    """Answer a heartbeat's waiter, unless it stopped waiting: the route awaits the future
+    through `asyncio.wrap_future`, whose cancellation (its timeout) cancels this future, and
+    resolving a cancelled future raises, which would end the writer's thread and with it
+    every later heartbeat. The heartbeat itself was stored (or not) all the same."""
+    with contextlib.suppress(InvalidStateError):
+        if error is not None:
+            done.set_exception(error)
+        else:
+            assert outcome is not None
+            done.set_result(outcome)
+
+
 class HeartbeatWriter:
     """Group-commit writer. `submit` returns a future that resolves to the `Outcome` once the
     heartbeat's batch committed (or raises if the database failed: nothing was stored)."""
@@ -181,7 +196,7 @@ class HeartbeatWriter:
         except Exception:
             if len(batch) == 1:
                 log.exception("storing a heartbeat failed")
-                batch[0].done.set_exception(RuntimeError("the database refused the heartbeat"))
+                _resolve(batch[0].done, error=RuntimeError("the database refused the heartbeat"))
                 return
             # One bad heartbeat (say, its host deleted meanwhile) must not fail the others.
             log.warning("a batch of %d heartbeats failed; storing them one by one", len(batch))
@@ -190,7 +205,7 @@ class HeartbeatWriter:
             return
         self.batches += 1
         for beat, outcome in zip(batch, outcomes, strict=True):
-            beat.done.set_result(outcome)
+            _resolve(beat.done, outcome)
 
     def _session(self) -> Session:
         """A session on the writer's own connection, kept across batches: no pool checkout
