@@ -105,6 +105,8 @@ class FakeRuntime:
 
     def logs_since(self, vm_id: str, tail: int, since: str | None) -> LogChunk:
         self._get(vm_id)
+        if since is not None:
+            log_times.epoch(since)  # what the Docker driver hands the engine as its `since`
         with self._lock:
             lines = self.console.setdefault(vm_id, [f"{_stamp()} sshd started\n"])
             stamped = "".join(lines[-tail:])

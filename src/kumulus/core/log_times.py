@@ -38,6 +38,21 @@ def is_marker(value: str) -> bool:
     return bool(_MARKER.fullmatch(value))
 
 
+def checked(value: str | None) -> str | None:
+    """`value` when it is a marker of a real time after the Unix epoch (what the engine's
+    `since` takes), else ValueError: the pattern alone lets "2024-13-45T99:99:99Z" by. For
+    the `since` query parameters (a 422 rather than an error deep in the driver)."""
+    if value is None:
+        return None
+    try:
+        valid = is_marker(value) and epoch(value) > 0
+    except (ValueError, OverflowError):
+        valid = False
+    if not valid:
+        raise ValueError("since must be an RFC 3339 UTC time after 1970 (an earlier `until`)")
+    return value
+
+
 def after(stamped: str, since: str | None) -> LogChunk:
     """Lines of `stamped` ("<RFC 3339 time> <line>" each, as `docker logs --timestamps`
     prints them) written after `since`, without their times, and the last one's time (or

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
+from pydantic import AfterValidator
 
 from kumulus.agent.auth import Caller
 from kumulus.agent.routes.deps import IdempotencyKey, Service
+from kumulus.core import log_times
 from kumulus.core.auth_first import AuthFirstRoute
 from kumulus.core.cursors import After, Limit, page_list
 from kumulus.core.log_times import MARKER
@@ -75,7 +77,9 @@ def vm_logs(
     _: Caller,
     service: Service,
     tail: Annotated[int, Query(ge=1, le=10000)] = 200,
-    since: Annotated[str | None, Query(pattern=MARKER, max_length=40)] = None,
+    since: Annotated[
+        str | None, Query(pattern=MARKER, max_length=40), AfterValidator(log_times.checked)
+    ] = None,
 ) -> VMLogs:
     """The last `tail` lines, only those after `since` (a previous answer's `until`)."""
     chunk = service.logs(vm_id, tail, since)
