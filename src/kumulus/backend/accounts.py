@@ -16,6 +16,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from kumulus.backend import billing, paging, quotas
 from kumulus.backend.clock import utcnow
@@ -60,9 +61,21 @@ def authenticate(db: Session, email: str, password: str) -> Account:
     if not verify_password(account.password_hash if account else None, password):
         raise UnauthorizedError("wrong email or password", code="bad_credentials")
     assert account is not None
-    if needs_rehash(account.password_hash):
-        account.password_hash = hash_password(password)
+    verified = account.password_hash
+    if needs_rehash(verified):
+        # Only over the hash just verified: a password changed meanwhile (the hash took a
+        # moment, without a lock) must not be set back to the one this log-in knew.
+        upgraded = hash_password(password)
+        done = db.execute(
+            update(Account)
+            .where(Account.id == account.id, Account.password_hash == verified)
+            .values(password_hash=upgraded)
+            .execution_options(synchronize_session=False)
+        )
         db.commit()
+        if done.rowcount != 1:  # type: ignore[attr-defined]
+            raise UnauthorizedError("wrong email or password", code="bad_credentials")
+        set_committed_value(account, "password_hash", upgraded)
     return account
 
 
