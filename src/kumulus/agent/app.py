@@ -27,6 +27,7 @@ from kumulus.agent.service import VMService
 from kumulus.agent.signed_answers import SignedAnswers
 from kumulus.agent.stats import StatsCollector
 from kumulus.config import AgentSettings
+from kumulus.core import telemetry
 from kumulus.core.access import Public
 from kumulus.core.auth_first import AuthFirstRoute
 from kumulus.core.body_limit import BodyLimit
@@ -168,6 +169,7 @@ def create_app(
         jobs.stop(timeout=5)
 
     app = FastAPI(
+        telemetry=telemetry.OFF,
         title="kumulus-agent",
         version=__version__,
         description="Creates, starts, stops and deletes hardened VM containers on this host.",

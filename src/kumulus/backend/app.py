@@ -38,6 +38,7 @@ from kumulus.backend.security import configure_hashing
 from kumulus.backend.security_headers import SecurityHeaders, trusted_hosts
 from kumulus.chain.client import ChainClient
 from kumulus.config import BackendSettings
+from kumulus.core import telemetry
 from kumulus.core.access import Public
 from kumulus.core.auth_first import AuthFirstRoute
 from kumulus.core.body_limit import BodyLimit
@@ -113,6 +114,7 @@ def create_app(settings: BackendSettings) -> FastAPI:
             db.engine.dispose()  # its pooled connections go back to the server now
 
     app = FastAPI(
+        telemetry=telemetry.OFF,
         title="Kumulus backend",
         version=__version__,
         description="Providers, their hosts, developers and their VMs.",
