@@ -2,7 +2,8 @@
 
 Two kinds of counting, chosen per limit (docs/architecture.md, decisions):
 - per client IP, per API token and per host: a moving window in this process's memory
-  (`limits`' MemoryStorage). Cheap (no database write per request) and exact per process;
+  (`limits`' MemoryStorage, without its expiry threads: backend/memory_counters.py).
+  Cheap (no database write per request) and exact per process;
   N replicas behind a balancer allow up to N times the rate, which is what an IP or token
   limit is for (keeping one caller from taking a process).
 - per account (the email a log-in or sign-up names): a fixed window in the database
@@ -22,11 +23,11 @@ from typing import Any
 from fastapi import Request
 from limits import RateLimitItem, parse
 from limits.errors import StorageError
-from limits.storage import MemoryStorage
 from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter, RateLimiter
 
 from kumulus.backend.client_ip import client_ip, limit_key, parse_networks
 from kumulus.backend.db import Database
+from kumulus.backend.memory_counters import LazyExpiryMemoryStorage
 from kumulus.backend.rate_counters import DatabaseStorage
 from kumulus.config import BackendSettings
 from kumulus.core.access import marked
@@ -39,7 +40,7 @@ class RateLimits:
 
     def __init__(self, settings: BackendSettings, db: Database) -> None:
         self._proxies = parse_networks(settings.trusted_proxies)
-        self._local = MovingWindowRateLimiter(MemoryStorage())
+        self._local = MovingWindowRateLimiter(LazyExpiryMemoryStorage())
         self._shared = FixedWindowRateLimiter(DatabaseStorage(db))
         self._login_ip = parse(settings.login_rate_per_ip)
         self._login_failures = parse(settings.login_failures_per_account)
