@@ -1,6 +1,6 @@
 """Exit codes are the API's answer mapped in one place (cli/exits.py): 3 not found, 4 no
-capacity, 6 not logged in or a refused token, 8 unreachable, 2 usage; with --json the
-error is the API's error body on stderr."""
+capacity, 5 payment required, 6 not logged in or a refused token, 8 unreachable, 2 usage;
+with --json the error is the API's error body on stderr."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tests.cli.conftest import Cli
 from tests.cli_runner import run_cli
+from tests.fuzz_platform import Platform
 
 
 def test_not_found_prints_the_api_error_body(developer: Cli) -> None:
@@ -48,3 +49,28 @@ def test_an_unreachable_backend_is_8(developer: Cli) -> None:
     out = developer("vm", "ls", "--json", KUMULUS_BACKEND=f"http://127.0.0.1:{port}")
     assert out.returncode == 8
     assert json.loads(out.stderr)["code"] == "unreachable"
+
+
+def test_a_vm_the_balance_cannot_hold_is_5(developer: Cli, provider: Cli, live: Platform) -> None:
+    before = provider.json("provider", "host", "show", live.host_id)["prices"]
+    dear = ["--cpu", "120", "--memory-gib", "1", "--disk-gib", "0.001"]
+    assert provider("provider", "host", "price", live.host_id, *dear).returncode == 0
+    made: list[str] = []
+    try:
+        # 8 vCPU at 120 tokens an hour: each VM's prepaid hold (10 min of use, 160 tokens)
+        # comes out of the 1000 tokens of sign-up credit, until one cannot be paid for.
+        for _ in range(8):
+            out = developer("vm", "create", "--username", "dev", "--cpu", "8", "--no-wait",
+                            "--json")  # fmt: skip
+            if out.returncode != 0:
+                break
+            made.append(json.loads(out.stdout)["id"])
+    finally:
+        restore = ["--cpu", before["cpu"], "--memory-gib", before["memoryGib"]]
+        restore += ["--disk-gib", before["diskGib"]]
+        assert provider("provider", "host", "price", live.host_id, *restore).returncode == 0
+        for vm_id in made:
+            assert developer("vm", "rm", vm_id, "--no-wait").returncode == 0
+    assert out.returncode == 5, (out.returncode, out.stderr)
+    body = json.loads(out.stderr.splitlines()[-1])  # after the quote's line
+    assert body["status"] == 402 and body["code"] == "insufficient_funds"
