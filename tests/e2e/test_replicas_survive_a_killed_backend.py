@@ -527,20 +527,25 @@ def _real_agent(
         while docker_client.containers.list(all=True, filters=label, sparse=True):
             assert time.monotonic() < deadline, "VMs left on the engine after their deletes"
             time.sleep(0.5)
+        # The engine is empty once the agent removed the containers; the backend records
+        # each delete when the agent's answer reaches it, a moment later.
+        deadline = time.monotonic() + 60
+        while True:
+            with psycopg.connect(db_url) as conn:
+                left = conn.execute(
+                    "SELECT count(*) FROM vms WHERE host_id = %s AND actual_state != 'deleted'",
+                    (host_id,),
+                ).fetchone()
+                reserved = conn.execute(
+                    "SELECT reserved_cpu, reserved_memory, reserved_disk FROM hosts WHERE id = %s",
+                    (host_id,),
+                ).fetchone()
+            done = left == (0,) and reserved is not None and tuple(reserved) == (0, 0, 0)
+            if done or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         deleted_in = time.monotonic() - started
-        with psycopg.connect(db_url) as conn:
-            left = conn.execute(
-                "SELECT count(*) FROM vms WHERE host_id = %s AND actual_state != 'deleted'",
-                (host_id,),
-            ).fetchone()
-            reserved = conn.execute(
-                "SELECT reserved_cpu, reserved_memory, reserved_disk FROM hosts WHERE id = %s",
-                (host_id,),
-            ).fetchone()
-        assert left == (0,) and reserved is not None and tuple(reserved) == (0, 0, 0), (
-            left,
-            reserved,
-        )
+        assert done, (left, reserved)
         assert _agent_vm_ids(agent_view) == []
         print(
             f"real agent: {REAL_CREATES} creates answered in {created_in:.1f} s through nginx "
