@@ -6,6 +6,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Query
+from pydantic import AfterValidator
 
 # What a marker looks like: Docker's RFC3339Nano in UTC (at most 9 fraction digits).
 MARKER = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$"
@@ -70,3 +74,9 @@ def after(stamped: str, since: str | None) -> LogChunk:
         kept.append(rest)
         until = stamp
     return LogChunk("".join(kept), until)
+
+
+# The query parameters of a logs route (the agent's and the backend's take the same):
+# how many last lines, and the marker of an earlier answer to continue after.
+LogTail = Annotated[int, Query(ge=1, le=10000)]
+LogSince = Annotated[str | None, Query(pattern=MARKER, max_length=40), AfterValidator(checked)]

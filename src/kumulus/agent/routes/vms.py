@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response, status
-from pydantic import AfterValidator
+from fastapi import APIRouter, Path, Response, status
 
 from kumulus.agent.auth import Caller
 from kumulus.agent.routes.deps import IdempotencyKey, Service
-from kumulus.core import log_times
 from kumulus.core.auth_first import AuthFirstRoute
 from kumulus.core.cursors import After, Limit, page_list
-from kumulus.core.log_times import MARKER
+from kumulus.core.log_times import LogSince, LogTail
 from kumulus.core.openapi_statuses import refusals
 from kumulus.core.schemas import HostInfo, Page, VMCreate, VMDeleted, VMLogs, VMPublic
 
@@ -76,10 +74,8 @@ def vm_logs(
     vm_id: VMIdPath,
     _: Caller,
     service: Service,
-    tail: Annotated[int, Query(ge=1, le=10000)] = 200,
-    since: Annotated[
-        str | None, Query(pattern=MARKER, max_length=40), AfterValidator(log_times.checked)
-    ] = None,
+    tail: LogTail = 200,
+    since: LogSince = None,
 ) -> VMLogs:
     """The last `tail` lines, only those after `since` (a previous answer's `until`)."""
     chunk = service.logs(vm_id, tail, since)

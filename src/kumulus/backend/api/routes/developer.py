@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Request, Response, status
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator
 
 from kumulus.backend import quotes, ssh_keys
 from kumulus.backend.converge import Action, parse_wait
@@ -23,10 +22,9 @@ from kumulus.backend.schemas import (
     VMQuoteOut,
 )
 from kumulus.backend.vms import VMService
-from kumulus.core import log_times
 from kumulus.core.auth_first import AuthFirstRoute
 from kumulus.core.errors import UpstreamError
-from kumulus.core.log_times import MARKER
+from kumulus.core.log_times import LogSince, LogTail
 from kumulus.core.openapi_statuses import refusals
 from kumulus.core.schemas import Page
 
@@ -199,10 +197,8 @@ def vm_logs(
     vm_id: ResourceId,
     account: CurrentDeveloper,
     vms: VMs,
-    tail: Annotated[int, Query(ge=1, le=10000)] = 200,
-    since: Annotated[
-        str | None, Query(pattern=MARKER, max_length=40), AfterValidator(log_times.checked)
-    ] = None,
+    tail: LogTail = 200,
+    since: LogSince = None,
 ) -> VMLogsOut:
     """The VM's last `tail` console lines; with `since` (an earlier answer's `until`) only
     those written after it, which is how `kumulus vm logs --follow` polls."""
