@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from substrateinterface import Keypair
 
 from kumulus.backend import billing, converge, host_keys, ledger, paging, quotas, vm_costs
+from kumulus.backend.batch_placement import place_many
 from kumulus.backend.billing import STOPPED_FOR_FUNDS, failure_reason, start_metering
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.db import Database
@@ -31,9 +32,9 @@ from kumulus.backend.models import VM, Account, Host, SshKey
 from kumulus.backend.scheduler import (
     HostsBusyError,
     NoHostFitsError,
+    Placement,
     Want,
     explain,
-    place_once,
     release,
 )
 from kumulus.backend.schemas import VMCreateIn, VMOut
@@ -155,39 +156,58 @@ def place_vms(
             select(VM).where(VM.id.in_(ids)).execution_options(populate_existing=True)
         )
     }
-    return [
-        _place_one(settings, db, vms.get(r.vm_id), r, locked, last)
-        for r, last in zip(requests, last_try, strict=True)
-    ]
-
-
-def _place_one(
-    settings: BackendSettings,
-    db: Session,
-    vm: VM | None,
-    request: PlaceRequest,
-    locked: dict[ledger.Key, int],
-    last_try: bool,
-) -> str | BaseException | Retry:
-    if vm is None or vm.intended_state == "deleted":  # its hold is back already
-        return ConflictError(f"VM {request.vm_id} is being deleted", code="deleting")
-    if vm.reserved and vm.host_id:
-        return vm.host_id  # placed already (the same placement asked twice)
 
     def money(planck: int) -> str:
         return format_amount(planck, settings.token_decimals, settings.token_symbol)
 
+    outcomes: list[str | BaseException | Retry | None] = []
+    # The VMs to place, once each (the same VM asked twice in one batch is placed once and
+    # both requests get its outcome): its first request, and whether any is on its last try.
+    placing: dict[str, tuple[VM, PlaceRequest, bool]] = {}
+    for request, last in zip(requests, last_try, strict=True):
+        vm = vms.get(request.vm_id)
+        if vm is None or vm.intended_state == "deleted":  # its hold is back already
+            outcomes.append(ConflictError(f"VM {request.vm_id} is being deleted", code="deleting"))
+        elif vm.reserved and vm.host_id:
+            outcomes.append(vm.host_id)  # placed already (the same placement asked twice)
+        else:
+            first = placing.get(vm.id)
+            placing[vm.id] = (
+                (vm, request, last) if first is None else (*first[:2], first[2] or last)
+            )
+            outcomes.append(None)
+    placed = place_many(
+        db,
+        [want_of(vm) for vm, _, _ in placing.values()],
+        settings.heartbeat_ttl,
+        [request.tried for _, request, _ in placing.values()],
+        money,
+        settings.max_vm_price_planck,
+    )
+    finished = {
+        vm.id: _finish_placement(settings, db, vm, request, outcome, locked, money, last)
+        for (vm, request, last), outcome in zip(placing.values(), placed, strict=True)
+    }
+    return [
+        finished[r.vm_id] if outcome is None else outcome
+        for r, outcome in zip(requests, outcomes, strict=True)
+    ]
+
+
+def _finish_placement(
+    settings: BackendSettings,
+    db: Session,
+    vm: VM,
+    request: PlaceRequest,
+    placed: Placement | NoHostFitsError | HostsBusyError,
+    locked: dict[ledger.Key, int],
+    money: Callable[[int], str],
+    last_try: bool,
+) -> str | BaseException | Retry:
+    """Take the placed VM's prepaid hold and record its host, or turn a refusal into the
+    request's outcome."""
     want = want_of(vm)
-    try:
-        placed = place_once(
-            db,
-            want,
-            settings.heartbeat_ttl,
-            exclude=set(request.tried),
-            money=money,
-            price_limit=settings.max_vm_price_planck,
-        )
-    except HostsBusyError:
+    if isinstance(placed, HostsBusyError):
         if not last_try:
             return RETRY
         return ConflictError(
@@ -201,8 +221,8 @@ def _place_one(
             ),
             code="no_host_fits",
         )
-    except NoHostFitsError as exc:
-        return ConflictError(str(exc), code="no_host_fits")
+    if isinstance(placed, NoHostFitsError):
+        return ConflictError(str(placed), code="no_host_fits")
     before = (vm.price_cpu_hour, vm.price_memory_gib_hour, vm.price_disk_gib_hour)
     vm.price_cpu_hour = placed.price_cpu_hour
     vm.price_memory_gib_hour = placed.price_memory_gib_hour
