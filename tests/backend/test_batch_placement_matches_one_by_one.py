@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from kumulus.backend import scheduler
 from kumulus.backend.batch_placement import place_many
 from kumulus.backend.clock import utcnow
 from kumulus.backend.models import Account, Host
@@ -142,3 +143,40 @@ def test_mixed_batches_fit_and_never_overcommit(backend: TestClient, seed: int) 
                 with pytest.raises(NoHostFitsError):
                     place_once(db, replace(want), TTL, set(exclude), price_limit=6000)
         db.rollback()
+
+
+def test_room_taken_after_the_read_is_not_overcommitted(
+    backend: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another replica fills the best hosts between the batch's read and its UPDATE: the
+    UPDATE's capacity check refuses them and their VMs are placed on other hosts."""
+    database = backend.app.state.db  # type: ignore[attr-defined]
+    if database.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer: no other transaction can write in between")
+    rng = random.Random(7)
+    with database.session() as db:
+        ids = list(_hosts(db, rng, SHORTLIST + 8, small=False))
+    read = scheduler.candidates
+    taken: list[str] = []
+
+    def read_then_fill(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        rows = read(*args, **kwargs)
+        with database.session() as other:  # another replica, committed before our UPDATE
+            for row in rows[:4]:
+                host = other.get(Host, row.id)
+                host.reserved_cpu, host.reserved_memory = host.cpu, host.memory
+                taken.append(row.id)
+            other.commit()
+        return rows
+
+    monkeypatch.setattr(scheduler, "candidates", read_then_fill)
+    wants = [Want(cpu=1.0, memory=GIB, disk=GIB) for _ in range(12)]
+    with database.session() as db:
+        outcomes = place_many(db, wants, TTL)
+        db.commit()
+    assert len(taken) == 4
+    assert all(isinstance(o, Placement) for o in outcomes)
+    assert not {o.host_id for o in outcomes if isinstance(o, Placement)} & set(taken)
+    with database.session() as db:
+        for host in db.scalars(select(Host).where(Host.id.in_(ids))):
+            assert host.reserved_cpu <= host.cpu + 1e-9 and host.reserved_memory <= host.memory
