@@ -1,8 +1,9 @@
-"""Signed heartbeats accepted per second by the backend's handler, called from a pool of
-threads as the server's thread pool calls it: sr25519 verification and parsing in each
-thread, then the group-commit writer (nonce claim, heartbeat row, uptime, host update,
-VM inventory) stores what arrived together in one transaction; each call returns once its
-heartbeat is committed.
+"""Signed heartbeats accepted per second by the backend's handler, run as the heartbeat
+route runs it: sr25519 verification and parsing on `heartbeat_threads` threads, then the
+group-commit writer (nonce claim, heartbeat row, uptime, host update, VM inventory) stores
+what arrived together in one transaction, awaited on the event loop; each heartbeat is done
+once its batch is committed. `--in-flight` heartbeats at a time per process, as that many
+open requests would hold.
 
 With `--processes N` the handler runs in N processes on the one database (as N backend
 replicas would), each with its own writer and pool, each beating for its share of the hosts
@@ -18,15 +19,18 @@ server's cheapest request on the same stack and load generator.
 Baselines in the same run: bare one-row INSERT + COMMIT on the same database, and sr25519
 verification alone.
 
-    python -m bench.heartbeats [--count 3000] [--hosts 100] [--threads 32] [--processes 1]
+    python -m bench.heartbeats [--count 3000] [--hosts 100] [--in-flight 256] [--processes 1]
+                               [--threads 32]
                                [--http] [--database-url URL] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import multiprocessing
+import os
 import secrets
 import sys
 import tempfile
@@ -37,14 +41,19 @@ from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 from sqlalchemy import delete
 from substrateinterface import Keypair
 
 from bench.common import add_hosts, insert_commit_rate, remove_hosts
-from kumulus.backend.api.routes.agents import accept_heartbeat
+from kumulus.backend.api.routes.agents import (
+    accept_heartbeat,
+    check_outcome,
+    verify_and_prepare,
+)
 from kumulus.backend.db import Database, migrate
-from kumulus.backend.heartbeats import HeartbeatWriter
+from kumulus.backend.heartbeats import HeartbeatWriter, VerifiedHeartbeat
 from kumulus.backend.models import Heartbeat, HostUptime, SeenNonce
 from kumulus.config import BackendSettings
 from kumulus.core.errors import KumulusError
@@ -84,45 +93,79 @@ def _handler_process(
     url: str,
     settings: BackendSettings,
     envelopes: list[SignedEnvelope],
-    threads: int,
+    in_flight: int,
     start: Barrier,
     results: Any,
 ) -> None:
-    """One replica's handler: its own connection pool, writer and calling threads."""
+    """One replica's handler, as the heartbeat route runs it: verification and parsing on
+    `heartbeat_threads` threads, then the batch's commit awaited on the event loop (no
+    thread held); `in_flight` heartbeats at a time, as that many open requests would."""
     db = Database(url)
     writer = HeartbeatWriter(db, ttl=settings.heartbeat_ttl)
+
+    def prepared(envelope: SignedEnvelope) -> VerifiedHeartbeat:
+        beat = verify_and_prepare(envelope, settings, None)  # the route's gate's own
+        if isinstance(beat, KumulusError):
+            raise beat
+        return beat
+
+    async def run_all() -> None:
+        limiter = anyio.CapacityLimiter(settings.heartbeat_threads)
+        pending = iter(envelopes)
+
+        async def connection() -> None:  # one open request after another
+            for envelope in pending:
+                beat = await anyio.to_thread.run_sync(prepared, envelope,
+                                                      limiter=limiter)  # fmt: skip
+                check_outcome(beat, await asyncio.wrap_future(writer.submit(beat)))
+
+        async with anyio.create_task_group() as tasks:
+            for _ in range(in_flight):
+                tasks.start_soon(connection)
+
     start.wait()
-    t0 = time.time()
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(lambda env: accept_heartbeat(env, writer, settings), envelopes))
-    results.put((t0, time.time(), writer.batches))
+    t0, cpu0 = time.time(), time.process_time()
+    anyio.run(run_all)
+    results.put((t0, time.time(), writer.batches, time.process_time() - cpu0))
     writer.close()
     db.engine.dispose()
 
 
 def handler_rate(
-    url: str, settings: BackendSettings, envelopes: list[SignedEnvelope], threads: int,
+    url: str, settings: BackendSettings, envelopes: list[SignedEnvelope], in_flight: int,
     processes: int, hosts: int,
-) -> tuple[float, int]:  # fmt: skip
-    """Heartbeats/s through accept_heartbeat in `processes` processes; and transactions."""
+) -> tuple[float, int, float, float]:  # fmt: skip
+    """Heartbeats/s through the handler in `processes` processes; the transactions; the
+    CPU seconds the handler processes used, and the whole machine (database included)."""
     ctx = multiprocessing.get_context("fork")
     start, results = ctx.Barrier(processes), ctx.Queue()
     # Split by host: process k beats for hosts k, k + processes, ...
     shares = [[e for i, e in enumerate(envelopes) if (i % hosts) % processes == k]
               for k in range(processes)]  # fmt: skip
     children = [
-        ctx.Process(target=_handler_process, args=(url, settings, share, threads, start, results))
+        ctx.Process(target=_handler_process, args=(url, settings, share, in_flight, start, results))
         for share in shares
     ]
+    busy0 = machine_busy_seconds()
     for child in children:
         child.start()
     done = [results.get(timeout=600) for _ in children]
+    busy = machine_busy_seconds() - busy0
     for child in children:
         child.join()
     if any(c.exitcode for c in children):
         raise RuntimeError("a handler process failed")
     elapsed = max(d[1] for d in done) - min(d[0] for d in done)
-    return len(envelopes) / elapsed, sum(d[2] for d in done)
+    handlers = sum(d[3] for d in done)
+    return len(envelopes) / elapsed, sum(d[2] for d in done), handlers, busy
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy so far (all cores; /proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    ticks = [int(f) for f in fields]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def http_rates(
@@ -171,7 +214,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=3000)
     parser.add_argument("--hosts", type=int, default=100)
-    parser.add_argument("--threads", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=32, help="HTTP clients (--http)")
+    parser.add_argument(
+        "--in-flight", type=int, default=256, help="heartbeats in flight per handler process"
+    )
     parser.add_argument("--processes", type=int, default=1, help="handler processes (replicas)")
     parser.add_argument("--http", action="store_true", help="also over HTTP, vs GET /healthz")
     parser.add_argument("--database-url", default=None)
@@ -199,8 +245,8 @@ def main() -> int:
         )
         insert_rate = insert_commit_rate(db, suffix, min(args.count, 3000))
 
-        rate, batches = handler_rate(
-            url, settings, envelopes, args.threads, args.processes, args.hosts
+        rate, batches, handler_cpu, machine_cpu = handler_rate(
+            url, settings, envelopes, args.in_flight, args.processes, args.hosts
         )
         http = None
         if args.http:
@@ -234,9 +280,13 @@ def main() -> int:
         "baseline_insert_commit_per_s": round(insert_rate, 1),
         "baseline_sr25519_verify_per_s": round(verify_rate, 1),
         "ratio_vs_insert": round(rate / insert_rate, 2),
-        "threads": args.threads,
+        "in_flight": args.in_flight,
         "processes": args.processes,
         "transactions": batches,
+        "cpu_us_per_heartbeat": {
+            "handlers": round(handler_cpu / args.count * 1e6),
+            "machine": round(machine_cpu / args.count * 1e6),
+        },
         "replays_refused": f"{refused}/50",
         "target_per_s": 5000 if args.processes > 1 else 1000,
         "http": http,
@@ -255,9 +305,15 @@ def main() -> int:
             f"INSERT baseline; target >= {result['target_per_s']}/s)"
         )
         print(
-            f"  {args.processes} process(es) x {args.threads} calling threads, "
+            f"  {args.processes} process(es) x {args.in_flight} in flight "
+            f"({settings.heartbeat_threads} verifying threads each), "
             f"{batches} transactions "
             f"({args.count / max(batches, 1):.1f} heartbeats each), replays refused: {refused}/50"
+        )
+        print(
+            f"  CPU per heartbeat: {handler_cpu / args.count * 1e6:.0f} us in the handler "
+            f"processes, {machine_cpu / args.count * 1e6:.0f} us on the whole machine "
+            "(the database and anything else running included)"
         )
     if http is not None and not args.json:
         print(

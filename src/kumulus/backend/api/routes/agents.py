@@ -75,6 +75,18 @@ def _verify(envelope: SignedEnvelope, domain: Domain, settings: BackendSettings)
         raise UnauthorizedError(f"signature refused: {exc.reason}", code="bad_signature") from exc
 
 
+def verify_and_prepare(
+    envelope: SignedEnvelope, settings: BackendSettings, limits: RateLimits | None
+) -> VerifiedHeartbeat | KumulusError:
+    """A heartbeat's signature (raises 401), then what the writer stores of it, or the
+    error to answer (returned, so that the route counts it as a refusal)."""
+    _verify(envelope, Domain.HEARTBEAT, settings)
+    try:
+        return prepare_heartbeat(envelope, settings, limits)
+    except KumulusError as exc:
+        return exc
+
+
 def _signed_first(domain: Domain, heartbeat: bool = False) -> Gate:
     """A gate (core/auth_first.py) that takes the raw body (bounded by core/body_limit.py)
     as an envelope and checks its signature before FastAPI parses anything: a body that is
@@ -92,8 +104,15 @@ def _signed_first(domain: Domain, heartbeat: bool = False) -> Gate:
                 "signature refused: the body is not a signed envelope", code="bad_signature"
             ) from exc
         settings: BackendSettings = request.app.state.settings
-        limiter = heartbeat_limiter(request.app) if heartbeat else None
-        await anyio.to_thread.run_sync(_verify, envelope, domain, settings, limiter=limiter)
+        if heartbeat:
+            # Verified and prepared on one trip to a heartbeat thread: each trip costs the
+            # event loop about as much as the parsing itself.
+            request.state.heartbeat = await anyio.to_thread.run_sync(
+                verify_and_prepare, envelope, settings, request.app.state.rate_limits,
+                limiter=heartbeat_limiter(request.app),
+            )  # fmt: skip
+        else:
+            await anyio.to_thread.run_sync(_verify, envelope, domain, settings)
         request.state.envelope = envelope
 
     return gate
@@ -377,13 +396,11 @@ async def heartbeat(body: SignedEnvelope, envelope: SignedHeartbeat, request: Re
     app = request.app
     events = getattr(app.state, "events", None)
     try:
-        beat = await anyio.to_thread.run_sync(
-            prepare_heartbeat,
-            envelope,
-            app.state.settings,
-            app.state.rate_limits,
-            limiter=heartbeat_limiter(app),
-        )
+        beat = getattr(request.state, "heartbeat", None)  # the gate's (verify_and_prepare)
+        if isinstance(beat, KumulusError):
+            raise beat
+        if not isinstance(beat, VerifiedHeartbeat):
+            raise UnauthorizedError("signature refused: not verified", code="bad_signature")
         # The batch's commit is awaited on the event loop, holding no thread: heartbeats in
         # flight are bounded by the writer's batches, not by `heartbeat_threads`.
         try:
