@@ -261,10 +261,10 @@ class BackendSettings(BaseSettings):
     # its jobs for at most that long.
     maintenance_interval: float = Field(default=15.0, gt=0)
     # A new intent is left to the converge worker of the process that recorded it for this
-    # long before the jobs (on any replica) try it too: a replica killed mid-call leaves its
-    # intents to the others after it. Default: the agent call deadline (90 s) plus margin;
-    # shorter only costs a repeated (idempotent) call.
-    converge_in_flight: float = Field(default=100.0, gt=0)
+    # long before the jobs (on any replica) try it too; the process renews it every third
+    # of that while its worker holds the intent (queued or calling the host), so a replica
+    # killed mid-call leaves its intents to the others this long after its last renewal.
+    converge_in_flight: float = Field(default=30.0, gt=0)
     # PostgreSQL connections of one process: `db_pool_size` kept, `db_max_overflow` more
     # under load. Replicas x (both) must stay under the server's max_connections.
     db_pool_size: int = Field(default=10, ge=1, le=1000)
