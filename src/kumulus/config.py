@@ -168,8 +168,8 @@ class BackendSettings(BaseSettings):
     # threads other routes use (a flood of slow requests cannot make hosts look offline).
     heartbeat_threads: int = Field(default=8, ge=1, le=256)
     # Calls to providers' agents (kumulus.client.AgentClient): each ends within
-    # `agent_call_deadline` seconds whatever the agent does (at most 90: a kicked VM
-    # intent is the worker's for 100 s, backend/converge.py), reads at most
+    # `agent_call_deadline` seconds whatever the agent does (at most 90: how long a
+    # converge worker may hold a VM per call, backend/converge.py), reads at most
     # `agent_answer_max_bytes` of an answer, and at most `agent_calls_per_host` run at
     # once per host and process (more wait `agent_queue_wait` seconds, then fail as busy).
     # Agents' `apiUrl`s must resolve to public addresses, checked against the address
