@@ -168,8 +168,8 @@ class BackendSettings(BaseSettings):
     # threads other routes use (a flood of slow requests cannot make hosts look offline).
     heartbeat_threads: int = Field(default=8, ge=1, le=256)
     # Calls to providers' agents (kumulus.client.AgentClient): each ends within
-    # `agent_call_deadline` seconds whatever the agent does (at most 90: a kicked VM
-    # intent is the worker's for 100 s, backend/converge.py), reads at most
+    # `agent_call_deadline` seconds whatever the agent does (at most 90: how long a
+    # converge worker may hold a VM per call, backend/converge.py), reads at most
     # `agent_answer_max_bytes` of an answer, and at most `agent_calls_per_host` run at
     # once per host and process (more wait `agent_queue_wait` seconds, then fail as busy).
     # Agents' `apiUrl`s must resolve to public addresses, checked against the address
@@ -261,10 +261,10 @@ class BackendSettings(BaseSettings):
     # its jobs for at most that long.
     maintenance_interval: float = Field(default=15.0, gt=0)
     # A new intent is left to the converge worker of the process that recorded it for this
-    # long before the jobs (on any replica) try it too: a replica killed mid-call leaves its
-    # intents to the others after it. Default: the agent call deadline (90 s) plus margin;
-    # shorter only costs a repeated (idempotent) call.
-    converge_in_flight: float = Field(default=100.0, gt=0)
+    # long before the jobs (on any replica) try it too; the process renews it every third
+    # of that while its worker holds the intent (queued or calling the host), so a replica
+    # killed mid-call leaves its intents to the others this long after its last renewal.
+    converge_in_flight: float = Field(default=30.0, gt=0)
     # PostgreSQL connections of one process: `db_pool_size` kept, `db_max_overflow` more
     # under load. Replicas x (both) must stay under the server's max_connections.
     db_pool_size: int = Field(default=10, ge=1, le=1000)

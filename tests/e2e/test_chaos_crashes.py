@@ -9,10 +9,10 @@ created, stopped, started and deleted; after restarts and a reconcile, the invar
 
 Seeded (KUMULUS_CHAOS_SEED, default 14): a failure names its seed and can be replayed.
 CI runs 3 rounds (the default: each of agent, backend and dockerd killed once, in a seeded
-order); longer runs: KUMULUS_CHAOS_ROUNDS=50. Settling after a backend crash takes about
-converge.IN_FLIGHT (100 s): the dead process's in-flight intents pass to the jobs only
-then. Marked `disruptive`: one round kills the shared Docker engine (KUMULUS_CHAOS_DOCKERD=0
-leaves it alone, for runs next to other e2e tests)."""
+order); longer runs: KUMULUS_CHAOS_ROUNDS=50. A killed backend's in-flight intents pass
+to the jobs once their claims lapse (`converge_in_flight`, 5 s here: its renewals stop with
+it) and its job leases expire (5 s here). Marked `disruptive`: one round kills the shared
+Docker engine (KUMULUS_CHAOS_DOCKERD=0 leaves it alone, for runs next to other e2e tests)."""
 
 from __future__ import annotations
 
@@ -107,6 +107,8 @@ class Platform:
             # A killed backend holds its exclusive jobs' leases for job_lease_ttl (30 s by
             # default) before the restarted one resumes creates and deletes: shorter here.
             KUMULUS_BACKEND_JOB_LEASE_TTL="5",
+            # Likewise its intents' claims (30 s by default), no longer renewed once killed.
+            KUMULUS_BACKEND_CONVERGE_IN_FLIGHT="5",
         )
         self.mnemonic = new_mnemonic()
         self.wallet = keypair_from_mnemonic(self.mnemonic)

@@ -22,6 +22,7 @@ from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.models import Anchor, AnchorLeaf, Host, LedgerEntry
 from kumulus.chain.client import ChainClient
 from kumulus.core.errors import ConflictError, NotFoundError
+from kumulus.core.jobs import check_lease
 from kumulus.core.merkle import root_and_proofs
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,8 @@ def submit_pending(
     returns how many were anchored."""
     done = 0
     for anchor in db.scalars(select(Anchor).where(Anchor.status == "pending")).all():
+        # Only while the job surely holds its lease: a replaced holder would anchor twice.
+        check_lease(before_effect=True)
         receipt = chain.remark(key, remark_of(anchor))
         anchor.status = "anchored"
         anchor.block_hash, anchor.block_number = receipt.block_hash, receipt.block_number

@@ -33,7 +33,6 @@ from substrateinterface import Keypair
 from kumulus.backend.clock import utcnow
 from kumulus.backend.db import Database
 from kumulus.backend.models import VM
-from kumulus.client import CALL_DEADLINE
 from kumulus.config import BackendSettings
 from kumulus.core import request_ids
 from kumulus.core.errors import KumulusError
@@ -47,9 +46,9 @@ log = logging.getLogger(__name__)
 
 Action = Literal["create", "start", "stop", "delete"]
 
-# An intent kicked in this process is left to its worker for this long (agent calls end
-# within CALL_DEADLINE) before a job may try it too.
-IN_FLIGHT = timedelta(seconds=CALL_DEADLINE + 10)
+# A new intent is its worker's for this long (settings.converge_in_flight), renewed while
+# the worker holds it, then the jobs'.
+IN_FLIGHT = timedelta(seconds=30)
 BACKOFF_MAX = 600.0
 # Longest `Prefer: wait=N` honoured; longer waits are cut to this.
 MAX_WAIT = 120.0
@@ -79,8 +78,8 @@ def backoff(attempts: int, first: float) -> timedelta:
 
 
 def mark_intent(vm: VM, in_flight: timedelta = IN_FLIGHT) -> None:
-    """A new intent: its worker owns it for `in_flight` (settings.converge_in_flight), then
-    the jobs (caller commits)."""
+    """A new intent: its worker owns it for `in_flight` (settings.converge_in_flight; the
+    worker's process renews that while it holds it), then the jobs (caller commits)."""
     vm.converge_attempts = 0
     vm.converge_after = utcnow() + in_flight
 
@@ -124,7 +123,17 @@ def converge(
 
 
 class Converger:
-    """This process's workers for new intents (see the module docstring)."""
+    """This process's workers for new intents (see the module docstring).
+
+    Who drives a VM: a new intent's `converge_after` lies `in_flight` ahead, and the jobs
+    take only VMs whose `converge_after` has passed. While this process holds the intent
+    (queued or trying) a keeper thread pushes it `in_flight` ahead again every third of it,
+    so a worker keeps its VM through agent calls of any length, and a killed process's
+    intents pass to the jobs (of any replica) within `in_flight` after its last renewal.
+    A worker starts its try only after renewing the claim itself, and only while the claim
+    still stands: one that lapsed (this process stalled) may be the jobs' by now, so the
+    worker leaves it to them. What the claim cannot stop: a try under way when a stall
+    longer than `in_flight` let the jobs take its VM (every try is idempotent on the host)."""
 
     def __init__(
         self,
@@ -137,11 +146,17 @@ class Converger:
     ) -> None:
         self._db, self._settings, self._keypair = db, settings, keypair
         self._placer, self._events = placer, events
+        self._in_flight = timedelta(seconds=settings.converge_in_flight)
         self._pool = ThreadPoolExecutor(workers, "converge")
         # Bounded: under a burst the excess is left to the jobs instead of queueing
         # without end in memory.
         self._slots = threading.BoundedSemaphore(workers * 8)
         self._closed = False
+        self._held: set[str] = set()  # VM ids whose intent this process holds
+        self._held_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._keeper = threading.Thread(target=self._keep, name="converge-keeper", daemon=True)
+        self._keeper.start()
 
     def kick(self, vm_id: str, action: Action) -> None:
         """Try `action` for the VM now, in the background (its intent is committed)."""
@@ -150,10 +165,13 @@ class Converger:
                 s.execute(update(VM).where(VM.id == vm_id).values(converge_after=None))
                 s.commit()
             return
+        with self._held_lock:
+            self._held.add(vm_id)
         try:
             # The request's id goes with the try, so the agent logs it too.
             self._pool.submit(self._run, vm_id, action, request_ids.current())
         except RuntimeError:  # shutting down
+            self._let_go(vm_id)
             self._slots.release()
 
     def _run(self, vm_id: str, action: Action, request_id: str | None = None) -> None:
@@ -161,6 +179,9 @@ class Converger:
 
         try:
             with request_ids.bound(request_id), self._db.session() as s:
+                if not self._renew(s, [vm_id]):
+                    log.info("VM %s: %s left to the jobs (its claim lapsed)", vm_id, action)
+                    return
                 vm = s.get(VM, vm_id)
                 if vm is not None:
                     service = VMService(
@@ -168,13 +189,46 @@ class Converger:
                     )
                     first = self._settings.maintenance_interval
                     converge(s, service.act(action), vm, action, first)
-        except Exception:  # the database went away: the job tries after IN_FLIGHT
+        except Exception:  # the database went away: the jobs try once the claim lapses
             log.exception("VM %s: %s could not be tried now", vm_id, action)
         finally:
+            self._let_go(vm_id)
             self._slots.release()
+
+    def _renew(self, s: Session, vm_ids: list[str]) -> int:
+        """Push the claims on `vm_ids` that still stand `in_flight` ahead (commits); how
+        many stood. A lapsed claim is not taken back: the jobs may be trying that VM."""
+        now = utcnow()
+        renewed = s.execute(
+            update(VM)
+            .where(VM.id.in_(vm_ids), VM.converge_after > now)
+            .values(converge_after=now + self._in_flight)
+            .execution_options(synchronize_session=False)
+        )
+        s.commit()
+        return int(renewed.rowcount)  # type: ignore[attr-defined]
+
+    def _let_go(self, vm_id: str) -> None:
+        with self._held_lock:
+            self._held.discard(vm_id)
+
+    def _keep(self) -> None:
+        period = self._in_flight.total_seconds() / 3
+        while not self._stop.wait(period):
+            with self._held_lock:
+                held = sorted(self._held)
+            if not held:
+                continue
+            try:
+                with self._db.session() as s:
+                    for start in range(0, len(held), 500):
+                        self._renew(s, held[start : start + 500])
+            except Exception:  # tried again next period; if the claims lapse, the jobs act
+                log.warning("converge claims not renewed; trying again", exc_info=True)
 
     def close(self) -> None:
         self._closed = True
+        self._stop.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 

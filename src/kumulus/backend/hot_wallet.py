@@ -24,6 +24,7 @@ from kumulus.backend import settlement_state as state
 from kumulus.backend.db import Database
 from kumulus.chain.client import ChainClient
 from kumulus.config import BackendSettings
+from kumulus.core.jobs import check_lease
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ def top_up(
             logging.WARNING,
         )
         return 0
+    check_lease(before_effect=True)  # the deposit key's nonces: one sender at a time
     chain.transfer(deposit.key, payout_address, amount)
     log.info("payout float topped up with %d planck from the deposit key", amount)
     if amount < need:

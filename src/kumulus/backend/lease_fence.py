@@ -46,9 +46,14 @@ def renew(
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
+_PENDING = "kumulus_fence_confirms"  # session.info: (holding, time) confirmed by the commit
+
+
 def install(sessions: sessionmaker[Session]) -> None:
     """Fence every commit of `sessions`' sessions made inside a leased job run."""
     event.listen(sessions, "before_commit", _fence)
+    event.listen(sessions, "after_commit", _confirm)
+    event.listen(sessions, "after_rollback", _forget)
 
 
 def _fence(session: Session) -> None:
@@ -59,8 +64,22 @@ def _fence(session: Session) -> None:
     # commit of this run never waits for the lease row while holding a row another of
     # its threads (also about to fence) waits for.
     session.flush()
+    asked = time.monotonic()
     if not renew(session, hold.name, hold.owner, hold.token, hold.ttl):
         hold.mark_lost()
         raise jobs.LeaseLostError(
             f"job {hold.name}: its lease moved to another process; this run's work is not committed"
         )
+    session.info[_PENDING] = (hold, asked)
+
+
+def _confirm(session: Session) -> None:
+    # Committed: the renewal holds from when it was issued (jobs.check_lease(before_effect)).
+    pending = session.info.pop(_PENDING, None)
+    if pending is not None:
+        hold, asked = pending
+        hold.confirm(asked)
+
+
+def _forget(session: Session) -> None:
+    session.info.pop(_PENDING, None)

@@ -21,9 +21,6 @@ and no more than `daily_cap` planck in any 24 hours (a payout over it waits, pen
 from __future__ import annotations
 
 import logging
-import os
-import secrets
-import socket
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -34,7 +31,6 @@ from substrateinterface import Keypair
 from kumulus.backend import (
     breaker,
     chain_identity,
-    leases,
     ledger,
     payout_wallet,
     restored_payouts,
@@ -45,6 +41,7 @@ from kumulus.backend.db import Database
 from kumulus.backend.models import Payout, ProviderProfile
 from kumulus.chain.client import ChainClient, ChainError
 from kumulus.core.errors import ConflictError, KumulusError
+from kumulus.core.jobs import check_lease
 
 log = logging.getLogger(__name__)
 
@@ -201,48 +198,35 @@ def fail_payout(s: Session, payout: Payout, error: str) -> None:
     log.warning("payout %d failed and was refunded: %s", payout.id, error)
 
 
+# The lease of the job `payouts` (backend/jobs): older than the job, hence its own name.
 LEASE = "payout-sender"
-LEASE_TTL = 120.0
 
 
 class PayoutWorker:
-    """Sends payouts. Only the process holding the `payout-sender` lease sends, so the payout
-    key's nonces are assigned by one sender at a time; a holder that dies loses the lease
-    after LEASE_TTL and the next one reconciles what it left."""
+    """Sends payouts. Only one process may send at a time, so the payout key's nonces are
+    assigned by one sender: the job `payouts` runs `run_once` under the `payout-sender`
+    lease (short, renewed, fenced: core/jobs.py, backend/lease_fence.py). A sender that
+    lost it commits nothing and sends nothing more (`check_lease(before_effect=True)` right
+    before each transfer); the next holder reconciles what it left. Called outside a leased
+    run (tests, tools), it sends unguarded: one process only."""
 
     def __init__(
         self,
         db: Database,
         chain: ChainClient,
         key: Keypair,
-        owner: str | None = None,
         daily_cap: int | None = None,
     ) -> None:
         self._db = db
         self._chain = chain
         self._key = key
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.daily_cap = daily_cap  # planck per 24 h across all providers; None: no cap
         self._genesis: str | None = None
-
-    def close(self) -> None:
-        """Release the sender lease (clean shutdown)."""
-        with self._db.session() as s:
-            leases.release(s, LEASE, self.owner)
-
-    def _hold_lease(self) -> bool:
-        """Take or renew the sender lease; False if another process holds it. Called before
-        every send, so a sender that lost its lease (too slow, paused) stops sending."""
-        with self._db.session() as s:
-            return leases.acquire(s, LEASE, self.owner, LEASE_TTL) is not None
 
     def run_once(self, schedule_minimum: int | None = None) -> int:
         """Reconcile what was submitted, then (optionally) schedule payouts of earnings above
         `schedule_minimum`, then send pending payouts; returns how many were paid. Does
-        nothing when another process holds the sender lease or the chain is not the pinned
-        one."""
-        if not self._hold_lease():
-            return 0
+        nothing when the chain is not the pinned one."""
         self._genesis = chain_identity.verify(self._db, self._chain)
         if self._genesis is None:
             return 0
@@ -272,7 +256,8 @@ class PayoutWorker:
                         f"{self.daily_cap}: request at most that at a time",
                     )
                     continue
-                if not self._hold_lease() or not self._under_cap(s, payout):
+                check_lease()  # a sender that lost its lease stops here
+                if not self._under_cap(s, payout):
                     break  # in order: a payout that waits is not overtaken by later ones
                 if not self._submit(s, payout):
                     break  # not settled: its nonce must be used before any later one
@@ -340,6 +325,9 @@ class PayoutWorker:
 
     def _send(self, s: Session, payout: Payout) -> bool:
         assert payout.nonce is not None
+        # Nothing takes a transfer back: only while this run surely holds the sender lease
+        # (else it stays submitted and the holder reconciles it, same nonce).
+        check_lease(before_effect=True)
         try:
             receipt = self._chain.transfer(
                 self._key, payout.address, payout.amount, nonce=payout.nonce

@@ -21,7 +21,10 @@ Contract of a `JobRunner`:
   took over is lost for good: the renewer marks it, `check_lease()` raises
   `LeaseLostError` between steps, and the store refuses its commits (backend/lease_fence.py).
   A run that lost its lease counts in `leases_lost`; one stopped by it fails with
-  `LeaseLostError` (logged in one line).
+  `LeaseLostError` (logged in one line). Before an effect no commit can fence (a chain
+  extrinsic), `check_lease(before_effect=True)` also stops a run whose holding was not
+  confirmed recently (by acquire, renewal or a fenced commit) to stand a third of its ttl
+  longer: a stalled holder may have been replaced without knowing it yet.
 
 Nothing here is global: every runner has its own threads, stop event and stats.
 """
@@ -89,7 +92,12 @@ class LeaseHold:
     owner: str
     token: int
     ttl: float
+    # Monotonic time until which the holding surely stands: the start of its last
+    # confirmed acquire/renewal plus its ttl (others take it only once that has passed, by
+    # their clocks).
+    confirmed_until: float = 0.0
     _lost: threading.Event = field(default_factory=threading.Event, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def lost(self) -> bool:
@@ -97,6 +105,15 @@ class LeaseHold:
 
     def mark_lost(self) -> None:
         self._lost.set()
+
+    def confirm(self, since: float) -> None:
+        """The holding was renewed by a write issued at monotonic time `since`."""
+        with self._lock:
+            self.confirmed_until = max(self.confirmed_until, since + self.ttl)
+
+    def stands_for(self) -> float:
+        """Seconds the holding surely stands from now (negative: it may have lapsed)."""
+        return self.confirmed_until - time.monotonic()
 
 
 _hold: ContextVar[LeaseHold | None] = ContextVar("kumulus_lease_hold", default=None)
@@ -108,13 +125,22 @@ def current_hold() -> LeaseHold | None:
     return _hold.get()
 
 
-def check_lease() -> None:
+def check_lease(before_effect: bool = False) -> None:
     """Raise LeaseLostError if the calling run lost its lease: long jobs call it between
-    steps (before an agent call), so a holder that lost its lease stops. Outside a leased
-    run, nothing."""
+    steps (before an agent call), so a holder that lost its lease stops. `before_effect`
+    (before a chain extrinsic, which nothing can take back): also raise unless the holding
+    surely stands a third of its ttl longer; that third covers the effect leaving this
+    process and the clock skew between processes. Outside a leased run, nothing."""
     hold = _hold.get()
-    if hold is not None and hold.lost:
+    if hold is None:
+        return
+    if hold.lost:
         raise LeaseLostError(f"job {hold.name}: its lease moved to another process")
+    if before_effect and hold.stands_for() < hold.ttl / 3:
+        raise LeaseLostError(
+            f"job {hold.name}: its lease was not confirmed for {hold.ttl - hold.stands_for():.1f} s"
+            "; another process may hold it now"
+        )
 
 
 @contextmanager
@@ -137,7 +163,8 @@ class Job:
     overrun, and its EXCLUSIVE lease is no longer renewed. `lease_ttl`: how long an
     EXCLUSIVE lease lasts unrenewed (a dead holder's jobs wait this long). `expected`:
     exception types that are a normal failure (a chain that is away): logged in one line,
-    without a traceback."""
+    without a traceback. `lease_name`: the lease's name when it is not the job's (a lease
+    older than the job)."""
 
     name: str
     interval: float
@@ -149,6 +176,11 @@ class Job:
     expected: tuple[type[Exception], ...] = ()
     run_at_start: bool = False  # first run right at `start` instead of one wait later
     lease_ttl: float = DEFAULT_LEASE_TTL
+    lease_name: str | None = None
+
+    @property
+    def lease_key(self) -> str:
+        return self.lease_name or self.name
 
     def __post_init__(self) -> None:
         if (
@@ -295,14 +327,16 @@ class JobRunner:
                     if job.lease_use is LeaseUse.ONCE_PER_INTERVAL:
                         # A fresh owner each time: nobody renews the schedule, only its
                         # expiry lets the next run in (here or in another process).
-                        taken = job.lease.acquire(job.name, secrets.token_hex(8), job.interval)
+                        taken = job.lease.acquire(job.lease_key, secrets.token_hex(8), job.interval)
                         if taken is None:
                             return self._skipped(state)
                     else:
-                        token = job.lease.acquire(job.name, self.owner, job.lease_ttl)
+                        asked = time.monotonic()
+                        token = job.lease.acquire(job.lease_key, self.owner, job.lease_ttl)
                         if token is None:
                             return self._skipped(state)
-                        hold = LeaseHold(job.name, self.owner, token, job.lease_ttl)
+                        hold = LeaseHold(job.lease_key, self.owner, token, job.lease_ttl)
+                        hold.confirm(asked)
             except Exception as exc:  # the lease store is away: a failure of this job
                 started = self._begin(state)
                 self._failed(state, exc, started)
@@ -399,7 +433,7 @@ class JobRunner:
     def _release(self, job: Job, owner: str) -> None:
         assert job.lease is not None
         try:
-            job.lease.release(job.name, owner)
+            job.lease.release(job.lease_key, owner)
         except Exception as exc:  # it expires after `timeout` by itself
             log.warning("job %s: lease not released (%s); it expires", job.name, _describe(exc))
 
@@ -433,10 +467,12 @@ class _Renewer:
                 )  # fmt: skip
                 return
             try:
+                asked = time.monotonic()
                 if not job.lease.renew(hold.name, hold.owner, hold.token, hold.ttl):
                     hold.mark_lost()
                     log.warning("job %s: lost its lease to another process", job.name)
                     return
+                hold.confirm(asked)
             except Exception as exc:
                 log.warning("job %s: lease not renewed (%s); trying again", job.name,
                             _describe(exc))  # fmt: skip

@@ -12,9 +12,9 @@
 |                 |                         | only with a promo budget and cap above 0     |
 | reputation      | reputation_interval     | once per interval across processes           |
 | deposits        | maintenance_interval    | exclusive                                    |
-| payouts         | maintenance_interval    | its own sender lease (PayoutWorker)          |
+| payouts         | maintenance_interval    | exclusive, lease named `payout-sender`       |
 | payout-schedule | payout_interval         | once per interval across processes           |
-| anchors         | maintenance_interval    | its own sticky lease (digest per interval)   |
+| anchors         | maintenance_interval    | exclusive (a digest per anchor_interval)     |
 | payout-float    | maintenance_interval    | exclusive (the deposit key's nonces)         |
 
 The chain jobs exist only with settlement on; a ChainError fails that job's run only. Each
@@ -23,14 +23,13 @@ circuit breaker is tripped (backend/breaker.py).
 An exclusive lease lasts `job_lease_ttl` (30 s) and the runner renews it while the run goes
 on, so a replica that dies holds its jobs that long; each commit of the run is fenced by
 its holding (backend/lease_fence.py): after another process took the lease over, the old
-holder's commits fail and its run stops.
-Lease names are the job names (`payout-schedule` is the schedule lease of old); they must
-not collide with the workers' own leases (`payout-sender`, `anchors`), hence no runner
-lease on those two jobs."""
+holder's commits fail and its run stops; the chain jobs also send no extrinsic unless
+their holding surely stands (`check_lease(before_effect=True)`).
+Lease names are the job names, except `payouts`' (`payout-sender`, the sender lease of old:
+a replica of the previous version still excludes this one)."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from functools import partial
 
@@ -54,13 +53,12 @@ from kumulus.backend.jobs import (
 )
 from kumulus.backend.jobs.anchors import AnchorJob
 from kumulus.backend.jobs.lease import DbLease
+from kumulus.backend.payouts import LEASE as PAYOUT_LEASE
 from kumulus.backend.payouts import PayoutWorker
 from kumulus.backend.promo_payouts import Budget
 from kumulus.chain.client import ChainClient, ChainError
 from kumulus.config import BackendSettings
 from kumulus.core.jobs import Job, JobRunner, Lease, LeaseUse
-
-log = logging.getLogger(__name__)
 
 FREQUENT = (
     "meter", "creates", starts.NAME, "stops", "deletes", "prune", "deposits", "payouts", "anchors",
@@ -79,12 +77,7 @@ class BackendJobs:
         self.runner.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        still = self.runner.stop(timeout)
-        if self.payouts is not None and "payouts" not in still:
-            try:  # only once this process surely stopped sending
-                self.payouts.close()
-            except Exception:  # the database is going away too; the lease just expires
-                log.warning("could not release the payout lease; it expires by itself")
+        self.runner.stop(timeout)
 
 
 def backend_jobs(
@@ -148,8 +141,8 @@ def backend_jobs(
     jobs += [
         Job("deposits", every("deposits"), timeout("deposits"), partial(deposits.scan, watcher),
             lease=lease, lease_ttl=ttl, expected=chain_errors),
-        Job("payouts", every("payouts"), timeout("payouts"),
-            partial(payouts.send, worker), expected=chain_errors),
+        Job("payouts", every("payouts"), timeout("payouts"), partial(payouts.send, worker),
+            lease=lease, lease_ttl=ttl, lease_name=PAYOUT_LEASE, expected=chain_errors),
         Job(payouts.SCHEDULE, settings.payout_interval, timeout(payouts.SCHEDULE),
             partial(payouts.schedule, db, settings), lease=lease,
             lease_use=LeaseUse.ONCE_PER_INTERVAL, poll=poll),
@@ -161,6 +154,14 @@ def backend_jobs(
     if anchor_key is not None:
         anchor = AnchorJob(db, chain, anchor_key, settings.anchor_interval)
         jobs.append(
-            Job("anchors", every("anchors"), timeout("anchors"), anchor, expected=chain_errors)
+            Job(
+                "anchors",
+                every("anchors"),
+                timeout("anchors"),
+                anchor,
+                lease=lease,
+                lease_ttl=ttl,
+                expected=chain_errors,
+            )
         )
     return BackendJobs(JobRunner(jobs), worker, anchor)

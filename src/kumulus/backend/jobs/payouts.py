@@ -1,8 +1,8 @@
 """Jobs `payouts` (send pending payouts) and `payout-schedule` (scheduled payouts of
 earnings, once per `payout_interval` across all processes and restarts).
 
-`payouts` runs in every process; the PayoutWorker's own sender lease lets one of them send
-at a time (renewed before every send, released on a clean shutdown). `payout-schedule` runs
+`payouts` runs in one process at a time, under the exclusive lease `payout-sender` (fenced:
+a sender that lost it commits and sends nothing more). `payout-schedule` runs
 under a schedule lease nobody renews (lease name `payout-schedule`, as before jobs existed):
 only its expiry lets the next round in. It only writes pending payouts, which the sender
 then sends."""

@@ -19,7 +19,7 @@ from contextvars import copy_context
 from sqlalchemy import ColumnElement, or_
 from substrateinterface import Keypair
 
-from kumulus.backend.clock import utcnow
+from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.converge import Action, Outcome, converge
 from kumulus.backend.db import Database
 from kumulus.backend.models import VM
@@ -34,6 +34,10 @@ HOST_BUDGET_CALLS = 2  # a host's share of one run: this many call deadlines
 def due() -> ColumnElement[bool]:
     """VMs whose next try may be made now."""
     return or_(VM.converge_after.is_(None), VM.converge_after <= utcnow())
+
+
+def _still_due(vm: VM) -> bool:
+    return vm.converge_after is None or aware(vm.converge_after) <= utcnow()
 
 
 def on_each_host(
@@ -62,8 +66,8 @@ def on_each_host(
                     break  # the rest wait for the next run: the other hosts' turn
                 check_lease()  # a run whose lease moved on calls no agent
                 vm = s.get(VM, vm_id)
-                if vm is None:
-                    continue
+                if vm is None or not _still_due(vm):
+                    continue  # gone, or a converge worker claimed it since the run's read
                 outcome = converge(s, act, vm, action, settings.maintenance_interval)
                 done += outcome is Outcome.DONE
                 if outcome is Outcome.HOST_AWAY:
