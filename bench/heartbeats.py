@@ -98,8 +98,9 @@ def _handler_process(
     results: Any,
 ) -> None:
     """One replica's handler, as the heartbeat route runs it: verification and parsing on
-    `heartbeat_threads` threads, then the batch's commit awaited on the event loop (no
-    thread held); `in_flight` heartbeats at a time, as that many open requests would."""
+    `heartbeat_threads` threads (an executor, as the app's), then the batch's commit
+    awaited on the event loop (no thread held); `in_flight` heartbeats at a time, as that
+    many open requests would."""
     db = Database(url)
     writer = HeartbeatWriter(db, ttl=settings.heartbeat_ttl)
 
@@ -110,18 +111,17 @@ def _handler_process(
         return beat
 
     async def run_all() -> None:
-        limiter = anyio.CapacityLimiter(settings.heartbeat_threads)
         pending = iter(envelopes)
+        with ThreadPoolExecutor(settings.heartbeat_threads) as threads:
 
-        async def connection() -> None:  # one open request after another
-            for envelope in pending:
-                beat = await anyio.to_thread.run_sync(prepared, envelope,
-                                                      limiter=limiter)  # fmt: skip
-                check_outcome(beat, await asyncio.wrap_future(writer.submit(beat)))
+            async def connection() -> None:  # one open request after another
+                for envelope in pending:
+                    beat = await asyncio.wrap_future(threads.submit(prepared, envelope))
+                    check_outcome(beat, await asyncio.wrap_future(writer.submit(beat)))
 
-        async with anyio.create_task_group() as tasks:
-            for _ in range(in_flight):
-                tasks.start_soon(connection)
+            async with anyio.create_task_group() as tasks:
+                for _ in range(in_flight):
+                    tasks.start_soon(connection)
 
     start.wait()
     t0, cpu0 = time.time(), time.process_time()
@@ -171,32 +171,38 @@ def machine_busy_seconds() -> float:
 def http_rates(
     url: str, tmp: Path, envelopes: list[SignedEnvelope], threads: int
 ) -> dict[str, Any]:
-    """Heartbeats/s and GET /healthz/s over HTTP from `threads` clients, one backend."""
+    """Heartbeats/s and GET /healthz/s over HTTPS through Debian's nginx (deploy/nginx, as
+    production runs it) from `threads` clients, one backend behind it."""
     from tests.e2e.agent_process import BackendProcess
+    from tests.nginx_proxy import nginx_proxy
 
     backend = BackendProcess(tmp / "http-backend", database_url=url).start()
     local = threading.local()
-
-    def client() -> httpx.Client:
-        if not hasattr(local, "client"):
-            local.client = httpx.Client(base_url=backend.url, timeout=30)
-        return local.client  # type: ignore[no-any-return]
-
-    def beat(env: SignedEnvelope) -> int:
-        body = env.model_dump(mode="json", by_alias=True)
-        return client().post("/v1/hosts/heartbeat", json=body).status_code
-
-    def healthz(_: int) -> int:
-        return client().get("/healthz").status_code
-
     try:
-        with ThreadPoolExecutor(threads) as pool:
-            t0 = time.perf_counter()
-            statuses = list(pool.map(beat, envelopes))
-            beat_rate = len(envelopes) / (time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            health = list(pool.map(healthz, range(len(envelopes))))
-            health_rate = len(envelopes) / (time.perf_counter() - t0)
+        with nginx_proxy(tmp / "nginx", [f"127.0.0.1:{backend.port}"]) as proxy:
+
+            def client() -> httpx.Client:
+                if not hasattr(local, "client"):
+                    local.client = httpx.Client(
+                        base_url=proxy.url, timeout=30, verify=str(proxy.ca_file)
+                    )
+                return local.client  # type: ignore[no-any-return]
+
+            def beat(env: SignedEnvelope) -> int:
+                body = env.model_dump(mode="json", by_alias=True)
+                return client().post("/v1/hosts/heartbeat", json=body).status_code
+
+            def healthz(_: int) -> int:
+                return client().get("/healthz").status_code
+
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(healthz, range(threads)))  # every client's TLS handshake
+                t0 = time.perf_counter()
+                statuses = list(pool.map(beat, envelopes))
+                beat_rate = len(envelopes) / (time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                health = list(pool.map(healthz, range(len(envelopes))))
+                health_rate = len(envelopes) / (time.perf_counter() - t0)
     finally:
         backend.stop()
     return {
@@ -206,7 +212,7 @@ def http_rates(
         "accepted": statuses.count(202),
         "healthz_ok": health.count(200),
         "clients": threads,
-        "via": "direct (no deploy/ proxy on this branch)",
+        "via": "nginx (deploy/nginx, TLS) in front of one backend process",
     }
 
 

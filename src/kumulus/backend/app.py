@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -90,6 +91,13 @@ def create_app(settings: BackendSettings) -> FastAPI:
     migrate(db.engine)
     keypair = backend_keypair(db, settings)
     heartbeats = HeartbeatWriter(db, ttl=settings.heartbeat_ttl)
+    # Heartbeats are verified on threads of their own, apart from the pool every other sync
+    # route shares: slow requests elsewhere never make a host's heartbeats wait (and the
+    # host look offline). A plain executor: anyio's thread trip cost the event loop ~3
+    # times the verification itself (bench/heartbeats).
+    heartbeat_threads = ThreadPoolExecutor(
+        settings.heartbeat_threads, thread_name_prefix="heartbeat-verify"
+    )
     placements = vms.placer(db, settings)
     chain, payout_key, anchor_key, deposit = settlement(db, settings)
     jobs = backend_jobs(db, settings, keypair, chain, payout_key, anchor_key, deposit=deposit)
@@ -109,6 +117,7 @@ def create_app(settings: BackendSettings) -> FastAPI:
         finally:
             converger.close()
             jobs.stop()  # releases the payout sender lease once the payouts job is done
+            heartbeat_threads.shutdown(wait=False, cancel_futures=True)
             heartbeats.close()
             placements.close()
             db.engine.dispose()  # its pooled connections go back to the server now
@@ -126,6 +135,7 @@ def create_app(settings: BackendSettings) -> FastAPI:
     app.state.db = db
     app.state.keypair = keypair
     app.state.heartbeats = heartbeats
+    app.state.heartbeat_threads = heartbeat_threads
     app.state.placer = placements
     app.state.chain = chain
     app.state.payout_key = payout_key

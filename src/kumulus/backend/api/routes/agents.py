@@ -12,6 +12,7 @@ import asyncio
 import json
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -91,7 +92,7 @@ def _signed_first(domain: Domain, heartbeat: bool = False) -> Gate:
     """A gate (core/auth_first.py) that takes the raw body (bounded by core/body_limit.py)
     as an envelope and checks its signature before FastAPI parses anything: a body that is
     not a well-signed envelope of kind `domain` is a 401, whatever it holds. Heartbeats are
-    verified on their own threads (`heartbeat_limiter`)."""
+    verified on their own threads (the app's `heartbeat_threads`)."""
 
     async def gate(request: Request) -> None:
         if heartbeat:
@@ -105,12 +106,14 @@ def _signed_first(domain: Domain, heartbeat: bool = False) -> Gate:
             ) from exc
         settings: BackendSettings = request.app.state.settings
         if heartbeat:
-            # Verified and prepared on one trip to a heartbeat thread: each trip costs the
-            # event loop about as much as the parsing itself.
-            request.state.heartbeat = await anyio.to_thread.run_sync(
-                verify_and_prepare, envelope, settings, request.app.state.rate_limits,
-                limiter=heartbeat_limiter(request.app),
-            )  # fmt: skip
+            # Verified and prepared on one trip to a heartbeat thread (the app's
+            # `heartbeat_threads`): each trip costs the event loop more than the parsing.
+            threads: ThreadPoolExecutor = request.app.state.heartbeat_threads
+            request.state.heartbeat = await asyncio.wrap_future(
+                threads.submit(
+                    verify_and_prepare, envelope, settings, request.app.state.rate_limits
+                )
+            )
         else:
             await anyio.to_thread.run_sync(_verify, envelope, domain, settings)
         request.state.envelope = envelope
@@ -145,18 +148,6 @@ async def _heartbeat(request: Request) -> SignedEnvelope:
 SignedRegistration = Annotated[SignedEnvelope, Depends(_registration)]
 SignedIpChange = Annotated[SignedEnvelope, Depends(_ip_change)]
 SignedHeartbeat = Annotated[SignedEnvelope, Depends(_heartbeat)]
-
-
-def heartbeat_limiter(app: Any) -> anyio.CapacityLimiter:
-    """The threads heartbeats are verified and stored on (`heartbeat_threads` of them),
-    apart from the pool every other sync route and dependency shares: slow requests
-    elsewhere never make a host's heartbeats wait (and the host look offline). Made on
-    first use, inside the event loop."""
-    limiter = getattr(app.state, "heartbeat_limiter", None)
-    if limiter is None:
-        limiter = anyio.CapacityLimiter(app.state.settings.heartbeat_threads)
-        app.state.heartbeat_limiter = limiter
-    return limiter
 
 
 def _claim(db: Session, envelope: SignedEnvelope, settings: BackendSettings) -> None:
@@ -391,7 +382,7 @@ def store_heartbeat(
 )
 async def heartbeat(body: SignedEnvelope, envelope: SignedHeartbeat, request: Request) -> Accepted:
     """Store a host's signed heartbeat (at most `heartbeat_max_bytes`). Served on threads
-    of its own (`heartbeat_limiter`), with no dependency on the shared pool; 429 over the
+    of its own (the app's `heartbeat_threads`), with no dependency on the shared pool; 429 over the
     host's rate. Counted as accepted or refused (by reason) in the metrics."""
     app = request.app
     events = getattr(app.state, "events", None)
