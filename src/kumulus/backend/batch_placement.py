@@ -19,10 +19,12 @@ small ones, many hosts over the VM's price limit, an empty shortlist) that VM is
 `place_once` after the batch's reservations are written, which decides "busy" against "no
 host fits" and explains the refusal.
 
-Safety does not rest on the memory: the UPDATE re-checks every host's capacity against its
-current row (PostgreSQL re-evaluates the condition on the latest version once it holds the
-row's lock), so a host another replica filled meanwhile is not overcommitted: its VMs are
-placed again by `place_once`. The hosts read are not locked: locking the SHORTLIST + n rows
+Safety does not rest on the memory: the UPDATE re-checks every host's capacity, and all
+else that makes it eligible (online, not draining, keyed, region, isolation, the prices
+chosen at), against its current row (PostgreSQL re-evaluates the condition on the latest
+version once it holds the row's lock), so a host another replica filled, or that was
+drained, revoked or went offline meanwhile, gets none: its VMs are placed again by
+`place_once`. The hosts read are not locked: locking the SHORTLIST + n rows
 cost more database time than the placements themselves. The UPDATE takes its row locks
 in host id order, so two replicas' batches do not deadlock each other.
 """
@@ -32,11 +34,13 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import timedelta
 
-from sqlalchemy import text
+from sqlalchemy import DateTime, String, bindparam, text
 from sqlalchemy.orm import Session
 
 from kumulus.backend import scheduler
+from kumulus.backend.clock import utcnow
 from kumulus.backend.scheduler import (
     SHORTLIST,
     HostsBusyError,
@@ -105,7 +109,7 @@ def place_many(
     for indexes in groups.values():
         group = [wants[i] for i in indexes]
         planned, undecided = _plan(db, group, ttl, excludes[indexes[0]], price_limit)
-        reserved = _reserve(db, [(wants[indexes[n]], p) for n, p in planned.items()])
+        reserved = _reserve(db, [(wants[indexes[n]], p) for n, p in planned.items()], ttl)
         for n, placement in planned.items():
             if placement.host_id in reserved:
                 outcomes[indexes[n]] = placement
@@ -219,30 +223,48 @@ def _choose(
     )
 
 
-def _reserve(db: Session, planned: list[tuple[Want, Placement]]) -> set[str]:
-    """Write the planned reservations in one UPDATE, each host's capacity checked again
-    against its current row. Returns the hosts reserved on: a host whose room another
-    transaction took since it was read is left as it was, with none of its VMs."""
+def _reserve(db: Session, planned: list[tuple[Want, Placement]], ttl: float) -> set[str]:
+    """Write the planned reservations in one UPDATE, each host checked again against its
+    current row: its capacity, and that it still takes this group's VMs (online, not
+    draining, keyed, in the region, isolated unless allowed, at the prices the choice was
+    made at), all of which `place_once` checks in the statement that reserves. Returns the
+    hosts reserved on: a host whose room another transaction took since it was read, or
+    that stopped being eligible, is left as it was, with none of its VMs. All of
+    `planned` share region and isolation (one group of place_many)."""
     if not planned:
         return set()
     totals: dict[str, list[float]] = {}
+    prices: dict[str, Placement] = {}
     for want, placement in planned:
         total = totals.setdefault(placement.host_id, [0.0, 0, 0])
         total[0] += want.cpu
         total[1] += want.memory
         total[2] += want.disk
+        prices[placement.host_id] = placement
+    group = planned[0][0]
     rows = []
-    params: dict[str, object] = {}
+    now = utcnow()
+    params: dict[str, object] = {
+        "now": now,
+        "since": now - timedelta(seconds=ttl),
+        "region": group.region,
+    }
     # In host id order: the order the rows are locked in (a nested loop over these values).
     for n, host_id in enumerate(sorted(totals)):
         cpu, memory, disk = totals[host_id]
+        price = prices[host_id]
         rows.append(
             f"(CAST(:h{n} AS VARCHAR), CAST(:c{n} AS DOUBLE PRECISION),"
-            f" CAST(:m{n} AS BIGINT), CAST(:d{n} AS BIGINT))"
+            f" CAST(:m{n} AS BIGINT), CAST(:d{n} AS BIGINT), CAST(:pc{n} AS BIGINT),"
+            f" CAST(:pm{n} AS BIGINT), CAST(:pd{n} AS BIGINT))"
         )
-        params |= {f"h{n}": host_id, f"c{n}": cpu, f"m{n}": int(memory), f"d{n}": int(disk)}
+        params |= {
+            f"h{n}": host_id, f"c{n}": cpu, f"m{n}": int(memory), f"d{n}": int(disk),
+            f"pc{n}": price.price_cpu_hour, f"pm{n}": price.price_memory_gib_hour,
+            f"pd{n}": price.price_disk_gib_hour,
+        }  # fmt: skip
     sql = (
-        "WITH v(id, cpu, memory, disk) AS (VALUES " + ", ".join(rows) + ")"
+        "WITH v(id, cpu, memory, disk, pc, pm, pd) AS (VALUES " + ", ".join(rows) + ")"
         " UPDATE hosts SET"
         " reserved_cpu = hosts.reserved_cpu + v.cpu,"
         " reserved_memory = hosts.reserved_memory + v.memory,"
@@ -253,6 +275,18 @@ def _reserve(db: Session, planned: list[tuple[Want, Placement]]) -> set[str]:
         " AND hosts.cpu - hosts.reserved_cpu >= v.cpu - 0.000000001"
         " AND hosts.memory - hosts.reserved_memory >= v.memory"
         " AND hosts.disk - hosts.reserved_disk >= v.disk"
+        " AND hosts.last_heartbeat_at >= :since AND NOT hosts.draining"
+        " AND (hosts.host_key_state = 'legacy'"
+        " OR (hosts.host_key_state = 'delegated' AND hosts.delegated_until > :now))"
+        " AND (CAST(:region AS VARCHAR) IS NULL OR hosts.region = :region)"
+        + ("" if group.allow_weak else " AND hosts.isolated")
+        + " AND hosts.price_cpu_hour = v.pc AND hosts.price_memory_gib_hour = v.pm"
+        " AND hosts.price_disk_gib_hour = v.pd"
         " RETURNING hosts.id"
     )
-    return set(db.execute(text(sql), params).scalars())
+    statement = text(sql).bindparams(
+        bindparam("now", type_=DateTime(timezone=True)),
+        bindparam("since", type_=DateTime(timezone=True)),
+        bindparam("region", type_=String()),
+    )
+    return set(db.execute(statement, params).scalars())
