@@ -1,12 +1,12 @@
-"""Placing a batch of VMs in one pass: one locked read of the candidate hosts, the choices
-made in memory, one UPDATE for all the reservations.
+"""Placing a batch of VMs in one pass: one read of the candidate hosts per group of alike
+VMs, the choices made in memory, one UPDATE for all the reservations.
 
 The group-committed placer (backend/vms.place_vms, backend/group_commit.py) runs the
 placements that arrived together in one transaction. Run one by one (scheduler.place_once),
 each costs a statement that walks the host index, locks a shortlist and updates one row:
 about 0.3 ms of database time and a round trip each, which capped placements at ~700/s on
-this 2-core machine. Here a batch costs one locked read of SHORTLIST + n hosts and one
-UPDATE, whatever n is.
+this 2-core machine. Here a batch costs a read of SHORTLIST + n hosts per group of VMs that
+share region, isolation and excluded hosts, and one UPDATE, whatever n is.
 
 The choice is the one `place_once` makes, made in memory: for each VM in order, the
 SHORTLIST best fitting hosts by (reputation tier, reference price, load), as the index walk
@@ -24,9 +24,9 @@ else that makes it eligible (online, not draining, keyed, region, isolation, the
 chosen at), against its current row (PostgreSQL re-evaluates the condition on the latest
 version once it holds the row's lock), so a host another replica filled, or that was
 drained, revoked or went offline meanwhile, gets none: its VMs are placed again by
-`place_once`. The hosts read are not locked: locking the SHORTLIST + n rows
-cost more database time than the placements themselves. The UPDATE takes its row locks
-in host id order, so two replicas' batches do not deadlock each other.
+`place_once`. The hosts read are not locked: locking the SHORTLIST + n rows cost more
+database time than the placements themselves. The one UPDATE takes its row locks in host
+id order, as the heartbeat writer does, so batches do not deadlock each other.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
-from sqlalchemy import DateTime, String, bindparam, text
+from sqlalchemy import DateTime, bindparam, text
 from sqlalchemy.orm import Session
 
 from kumulus.backend import scheduler
@@ -105,20 +105,27 @@ def place_many(
     groups: dict[tuple[str | None, bool, frozenset[str]], list[int]] = {}
     for index, (want, exclude) in enumerate(zip(wants, excludes, strict=True)):
         groups.setdefault(_group_key(want, exclude), []).append(index)
-    outcomes: dict[int, Outcome] = {}
+    # The hosts read so far, with the batch's choices applied: a group reading a host an
+    # earlier group chose sees what is left of it.
+    seen: dict[str, _Host] = {}
+    planned: dict[int, Placement] = {}
+    undecided: list[int] = []
     for indexes in groups.values():
         group = [wants[i] for i in indexes]
-        planned, undecided = _plan(db, group, ttl, excludes[indexes[0]], price_limit)
-        reserved = _reserve(db, [(wants[indexes[n]], p) for n, p in planned.items()], ttl)
-        for n, placement in planned.items():
-            if placement.host_id in reserved:
-                outcomes[indexes[n]] = placement
-            else:  # another transaction took that host's room since it was read
-                undecided.append(n)
-        undecided.sort()
-        for n in undecided:
-            i = indexes[n]
-            outcomes[i] = _one(db, wants[i], ttl, excludes[i], money, price_limit)
+        chosen, left = _plan(db, group, ttl, excludes[indexes[0]], price_limit, seen)
+        planned |= {indexes[n]: placement for n, placement in chosen.items()}
+        undecided += [indexes[n] for n in left]
+    # One UPDATE for the whole batch, its rows locked in host id order: the order every
+    # placer and the heartbeat writer lock hosts in, so batches do not deadlock each other.
+    reserved = _reserve(db, [(wants[i], placement) for i, placement in planned.items()], ttl)
+    outcomes: dict[int, Outcome] = {}
+    for i, placement in planned.items():
+        if placement.host_id in reserved:
+            outcomes[i] = placement
+        else:  # another transaction took that host's room, or it stopped taking VMs
+            undecided.append(i)
+    for i in sorted(undecided):
+        outcomes[i] = _one(db, wants[i], ttl, excludes[i], money, price_limit)
     return [outcomes[i] for i in range(len(wants))]
 
 
@@ -142,9 +149,11 @@ def _plan(
     ttl: float,
     exclude: frozenset[str],
     price_limit: int | None,
+    seen: dict[str, _Host],
 ) -> tuple[dict[int, Placement], list[int]]:
     """Choose hosts in memory for the wants that share one candidate read (same region,
-    isolation, exclusions). Returns the placements made (by position in `wants`) and the
+    isolation, exclusions); `seen` holds the hosts earlier groups read, as they left them,
+    and gets this group's. Returns the placements made (by position in `wants`) and the
     positions left to `place_once`, in order."""
     limit = SHORTLIST + len(wants)
     # A host read must fit the smallest of each resource asked: every VM of the batch can
@@ -156,10 +165,16 @@ def _plan(
         disk=min(w.disk for w in wants),
     )
     rows = scheduler.candidates(db, smallest, ttl, set(exclude), limit)
-    hosts = [_Host(**row._mapping) for row in rows]
+    hosts = [seen.setdefault(row.id, _Host(**row._mapping)) for row in rows]
     # Hosts past the last one read may precede a host read whose load grew: up to the
-    # boundary, what was read is exactly what the index walk would give.
-    boundary = hosts[-1].key() if len(hosts) == limit else None
+    # boundary (the last row as the database has it), what was read is exactly what the
+    # index walk would give.
+    last = rows[-1] if rows else None
+    boundary = (
+        (-last.rep_tier, last.ref_price, last.load)
+        if last is not None and len(rows) == limit
+        else None
+    )
     order = sorted(hosts, key=_Host.key)
     keys = [h.key() for h in order]
     planned: dict[int, Placement] = {}
@@ -223,49 +238,57 @@ def _choose(
     )
 
 
+@dataclass
+class _Reservation:
+    """What a batch reserves on one host, and what its VMs need of the host."""
+
+    placement: Placement  # the prices the VMs were placed at
+    cpu: float = 0.0
+    memory: int = 0
+    disk: int = 0
+    region: str | None = None  # what some VM there asked for (one host: one region)
+    isolated: bool = False  # some VM there needs isolation
+
+
 def _reserve(db: Session, planned: list[tuple[Want, Placement]], ttl: float) -> set[str]:
     """Write the planned reservations in one UPDATE, each host checked again against its
-    current row: its capacity, and that it still takes this group's VMs (online, not
-    draining, keyed, in the region, isolated unless allowed, at the prices the choice was
-    made at), all of which `place_once` checks in the statement that reserves. Returns the
-    hosts reserved on: a host whose room another transaction took since it was read, or
-    that stopped being eligible, is left as it was, with none of its VMs. All of
-    `planned` share region and isolation (one group of place_many)."""
+    current row: its capacity, and that it still takes these VMs (online, not draining,
+    keyed, in the region asked, isolated unless every VM there allows less, at the prices
+    the choice was made at), all of which `place_once` checks in the statement that
+    reserves. Returns the hosts reserved on: a host whose room another transaction took
+    since it was read, or that stopped being eligible, is left as it was, with none of its
+    VMs."""
     if not planned:
         return set()
-    totals: dict[str, list[float]] = {}
-    prices: dict[str, Placement] = {}
+    totals: dict[str, _Reservation] = {}
     for want, placement in planned:
-        total = totals.setdefault(placement.host_id, [0.0, 0, 0])
-        total[0] += want.cpu
-        total[1] += want.memory
-        total[2] += want.disk
-        prices[placement.host_id] = placement
-    group = planned[0][0]
+        total = totals.setdefault(placement.host_id, _Reservation(placement))
+        total.cpu += want.cpu
+        total.memory += want.memory
+        total.disk += want.disk
+        total.region = total.region or want.region
+        total.isolated = total.isolated or not want.allow_weak
     rows = []
     now = utcnow()
-    params: dict[str, object] = {
-        "now": now,
-        "since": now - timedelta(seconds=ttl),
-        "region": group.region,
-    }
+    params: dict[str, object] = {"now": now, "since": now - timedelta(seconds=ttl)}
     # In host id order: the order the rows are locked in (a nested loop over these values).
     for n, host_id in enumerate(sorted(totals)):
-        cpu, memory, disk = totals[host_id]
-        price = prices[host_id]
+        t = totals[host_id]
         rows.append(
             f"(CAST(:h{n} AS VARCHAR), CAST(:c{n} AS DOUBLE PRECISION),"
             f" CAST(:m{n} AS BIGINT), CAST(:d{n} AS BIGINT), CAST(:pc{n} AS BIGINT),"
-            f" CAST(:pm{n} AS BIGINT), CAST(:pd{n} AS BIGINT))"
+            f" CAST(:pm{n} AS BIGINT), CAST(:pd{n} AS BIGINT), CAST(:r{n} AS VARCHAR),"
+            f" CAST(:i{n} AS BOOLEAN))"
         )
         params |= {
-            f"h{n}": host_id, f"c{n}": cpu, f"m{n}": int(memory), f"d{n}": int(disk),
-            f"pc{n}": price.price_cpu_hour, f"pm{n}": price.price_memory_gib_hour,
-            f"pd{n}": price.price_disk_gib_hour,
+            f"h{n}": host_id, f"c{n}": t.cpu, f"m{n}": t.memory, f"d{n}": t.disk,
+            f"pc{n}": t.placement.price_cpu_hour, f"pm{n}": t.placement.price_memory_gib_hour,
+            f"pd{n}": t.placement.price_disk_gib_hour, f"r{n}": t.region, f"i{n}": t.isolated,
         }  # fmt: skip
     sql = (
-        "WITH v(id, cpu, memory, disk, pc, pm, pd) AS (VALUES " + ", ".join(rows) + ")"
-        " UPDATE hosts SET"
+        "WITH v(id, cpu, memory, disk, pc, pm, pd, region, isolated) AS (VALUES "
+        + ", ".join(rows)
+        + ") UPDATE hosts SET"
         " reserved_cpu = hosts.reserved_cpu + v.cpu,"
         " reserved_memory = hosts.reserved_memory + v.memory,"
         " reserved_disk = hosts.reserved_disk + v.disk,"
@@ -278,15 +301,14 @@ def _reserve(db: Session, planned: list[tuple[Want, Placement]], ttl: float) -> 
         " AND hosts.last_heartbeat_at >= :since AND NOT hosts.draining"
         " AND (hosts.host_key_state = 'legacy'"
         " OR (hosts.host_key_state = 'delegated' AND hosts.delegated_until > :now))"
-        " AND (CAST(:region AS VARCHAR) IS NULL OR hosts.region = :region)"
-        + ("" if group.allow_weak else " AND hosts.isolated")
-        + " AND hosts.price_cpu_hour = v.pc AND hosts.price_memory_gib_hour = v.pm"
+        " AND (v.region IS NULL OR hosts.region = v.region)"
+        " AND (hosts.isolated OR NOT v.isolated)"
+        " AND hosts.price_cpu_hour = v.pc AND hosts.price_memory_gib_hour = v.pm"
         " AND hosts.price_disk_gib_hour = v.pd"
         " RETURNING hosts.id"
     )
     statement = text(sql).bindparams(
         bindparam("now", type_=DateTime(timezone=True)),
         bindparam("since", type_=DateTime(timezone=True)),
-        bindparam("region", type_=String()),
     )
     return set(db.execute(statement, params).scalars())
