@@ -64,7 +64,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tests.e2e.agent_process import BackendProcess
 from tests.generous_limits import GENEROUS_LIMITS
 
-from bench.common import add_hosts, touch_hosts
+from bench.common import add_hosts, fresh_schema, touch_hosts
 from kumulus.backend.db import Database
 from kumulus.config import BackendSettings
 from kumulus.core.signing import Domain, keypair_from_mnemonic, new_mnemonic, sign_envelope
@@ -317,28 +317,6 @@ def _run_phase(
     return routes
 
 
-@contextmanager
-def _fresh_schema(url: str | None) -> Iterator[str | None]:
-    """`url` with a new, empty schema as its search path, dropped afterwards: each run
-    starts from nothing, and its backend records its own keys (a database remembers the
-    keys of the backend that used it first, and refuses a backend with others)."""
-    if url is None or not url.startswith("postgresql"):
-        yield url
-        return
-    import psycopg
-
-    schema = f"bench_{secrets.token_hex(4)}"
-    plain = url.replace("postgresql+psycopg://", "postgresql://", 1)
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in url else "?"
-    try:
-        yield f"{url}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(plain, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-
-
 def _seed(url: str, database_url: str, args: argparse.Namespace, slow_url: str) -> None:
     """Developers with VMs and tokens, hosts with wallets, attackers with accounts."""
     db = Database(database_url)
@@ -492,7 +470,7 @@ def main() -> int:
     slow = TrickleAgent()
     with (
         tempfile.TemporaryDirectory(prefix="kumulus-bench-") as tmp,
-        _fresh_schema(args.database_url) as fresh,
+        fresh_schema(args.database_url) as fresh,
         _backends(Path(tmp), fresh, args) as url,
     ):
         database_url = fresh or f"sqlite:///{Path(tmp) / 'bench.db'}"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, delete, insert, update
 
@@ -111,3 +113,25 @@ def update_chunked_seconds(db: Database, suffix: str, count: int, chunk: int) ->
         elapsed = time.perf_counter() - t0
     scratch.drop(db.engine)
     return elapsed
+
+
+@contextmanager
+def fresh_schema(url: str | None) -> Iterator[str | None]:
+    """`url` with a new, empty schema as its search path, dropped afterwards: each run
+    starts from nothing, and its backend records its own keys (a database remembers the
+    keys of the backend that used it first, and refuses a backend with others)."""
+    if url is None or not url.startswith("postgresql"):
+        yield url
+        return
+    import psycopg
+
+    schema = f"bench_{secrets.token_hex(4)}"
+    plain = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in url else "?"
+    try:
+        yield f"{url}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')

@@ -46,7 +46,7 @@ import httpx
 from sqlalchemy import delete
 from substrateinterface import Keypair
 
-from bench.common import add_hosts, insert_commit_rate, remove_hosts
+from bench.common import add_hosts, fresh_schema, insert_commit_rate, remove_hosts
 from kumulus.backend.api.routes.agents import (
     accept_heartbeat,
     check_outcome,
@@ -229,7 +229,14 @@ def main() -> int:
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    # A schema of its own: a database keeps the keys of the first backend that used it
+    # (--http starts one).
+    with fresh_schema(args.database_url) as url:
+        return run(args, url)
 
+
+def run(args: argparse.Namespace, database_url: str | None) -> int:
+    """The benchmark on `database_url` (a fresh SQLite file when None); the exit status."""
     wallets = [keypair_from_mnemonic(new_mnemonic()) for _ in range(10)]
     suffix = secrets.token_hex(4)
     host_ids = [f"h{suffix}{i:06d}" for i in range(args.hosts)]
@@ -242,7 +249,7 @@ def main() -> int:
     verify_rate = len(envelopes) / (time.perf_counter() - t0)
 
     with tempfile.TemporaryDirectory(prefix="kumulus-bench-") as tmp:
-        url = args.database_url or f"sqlite:///{Path(tmp) / 'bench.db'}"
+        url = database_url or f"sqlite:///{Path(tmp) / 'bench.db'}"
         settings = BackendSettings(data_dir=Path(tmp), database_url=url)
         db = Database(url)
         migrate(db.engine)

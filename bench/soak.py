@@ -24,6 +24,7 @@ import json
 import os
 import secrets
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -37,7 +38,7 @@ import httpx
 from sqlalchemy import delete, func, insert, select
 from tests.e2e.agent_process import BackendProcess
 
-from bench.common import GIB, add_hosts, remove_hosts
+from bench.common import GIB, add_hosts, fresh_schema, remove_hosts
 from kumulus.backend.clock import utcnow
 from kumulus.backend.db import Database, migrate
 from kumulus.backend.models import VM, Account, Heartbeat, HostUptime, SeenNonce
@@ -91,8 +92,14 @@ def main() -> int:
     args = parser.parse_args()
     if not args.database_url or not args.database_url.startswith("postgresql"):
         parser.error("replicas share one PostgreSQL: give --database-url")
+    # A schema of its own: a database keeps the keys of the first backend that used it.
+    with fresh_schema(args.database_url) as url:
+        assert url is not None
+        return soak(args, url)
 
-    url = args.database_url
+
+def soak(args: argparse.Namespace, url: str) -> int:
+    """The soak on database `url` (migrated here); the exit status."""
     db = Database(url)
     migrate(db.engine)  # once, before the replicas start (none races another's migration)
     wallets = [keypair_from_mnemonic(new_mnemonic()) for _ in range(10)]
@@ -159,8 +166,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="kumulus-soak-") as tmp:
         replicas: list[BackendProcess] = []
         try:
+            # One key set for all the replicas, as production has (backend_keys.py).
+            subprocess.run(
+                [sys.executable, "-m", "kumulus.cli", "backend", "init-keys", f"{tmp}/keys"],
+                check=True, capture_output=True, timeout=120,
+            )  # fmt: skip
+            keys = {"KUMULUS_BACKEND_KEY_FILE": f"{tmp}/keys/backend-mnemonic"}
             for k in range(args.replicas):
-                replicas.append(BackendProcess(Path(tmp) / f"replica{k}", database_url=url).start())
+                replica = BackendProcess(Path(tmp) / f"replica{k}", database_url=url, **keys)
+                replicas.append(replica.start())
             # One client per replica, shared by the threads (httpx.Client is thread-safe):
             # a client per thread spent seconds building TLS contexts while beats were due.
             limits = httpx.Limits(max_connections=args.workers)
