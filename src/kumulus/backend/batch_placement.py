@@ -32,6 +32,7 @@ id order, as the heartbeat writer does, so batches do not deadlock each other.
 from __future__ import annotations
 
 import bisect
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -238,6 +239,64 @@ def _choose(
     )
 
 
+# The batch's reservations as rows (one JSON document: one statement text, prepared once,
+# whatever the batch's size), and the UPDATE that applies them where the host still takes
+# them (see _reserve).
+_ROWS = {
+    "postgresql": (
+        "SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS t(id varchar,"
+        " cpu double precision, memory bigint, disk bigint, pc bigint, pm bigint,"
+        " pd bigint, region varchar, isolated boolean)"
+    ),
+    "sqlite": (
+        "SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.cpu') AS cpu,"
+        " json_extract(value, '$.memory') AS memory, json_extract(value, '$.disk') AS disk,"
+        " json_extract(value, '$.pc') AS pc, json_extract(value, '$.pm') AS pm,"
+        " json_extract(value, '$.pd') AS pd, json_extract(value, '$.region') AS region,"
+        " json_extract(value, '$.isolated') AS isolated FROM json_each(:rows)"
+    ),
+}
+# PostgreSQL: the hosts' rows are locked in host id order first (a locking CTE over the ids,
+# sorted), the order every placer and the heartbeat writer lock hosts in, so batches sharing
+# hosts queue instead of deadlocking; the ids as an array also give the planner an index
+# condition (joined on the JSON rows alone it read the whole table: 5,000 rows, 7 ms).
+_LOCKED = {
+    "postgresql": (
+        ", locked AS (SELECT id FROM hosts WHERE id = ANY(CAST(:ids AS varchar[]))"
+        " ORDER BY id FOR NO KEY UPDATE)",
+        " JOIN locked ON locked.id = v.id",
+    ),
+    "sqlite": ("", ""),  # one writer at a time
+}
+_RESERVE = {
+    dialect: text(
+        "WITH v AS (" + rows + ")" + _LOCKED[dialect][0] + ""
+        " UPDATE hosts SET"
+        " reserved_cpu = hosts.reserved_cpu + v.cpu,"
+        " reserved_memory = hosts.reserved_memory + v.memory,"
+        " reserved_disk = hosts.reserved_disk + v.disk,"
+        " load = (hosts.reserved_cpu + v.cpu) / hosts.cpu"
+        " + (hosts.reserved_memory + v.memory) * 1.0 / hosts.memory"
+        " FROM v" + _LOCKED[dialect][1] + " WHERE hosts.id = v.id"
+        " AND hosts.cpu - hosts.reserved_cpu >= v.cpu - 0.000000001"
+        " AND hosts.memory - hosts.reserved_memory >= v.memory"
+        " AND hosts.disk - hosts.reserved_disk >= v.disk"
+        " AND hosts.last_heartbeat_at >= :since AND NOT hosts.draining"
+        " AND (hosts.host_key_state = 'legacy'"
+        " OR (hosts.host_key_state = 'delegated' AND hosts.delegated_until > :now))"
+        " AND (v.region IS NULL OR hosts.region = v.region)"
+        " AND (hosts.isolated OR NOT v.isolated)"
+        " AND hosts.price_cpu_hour = v.pc AND hosts.price_memory_gib_hour = v.pm"
+        " AND hosts.price_disk_gib_hour = v.pd"
+        " RETURNING hosts.id"
+    ).bindparams(
+        bindparam("now", type_=DateTime(timezone=True)),
+        bindparam("since", type_=DateTime(timezone=True)),
+    )
+    for dialect, rows in _ROWS.items()
+}
+
+
 @dataclass
 class _Reservation:
     """What a batch reserves on one host, and what its VMs need of the host."""
@@ -268,47 +327,26 @@ def _reserve(db: Session, planned: list[tuple[Want, Placement]], ttl: float) -> 
         total.disk += want.disk
         total.region = total.region or want.region
         total.isolated = total.isolated or not want.allow_weak
-    rows = []
     now = utcnow()
-    params: dict[str, object] = {"now": now, "since": now - timedelta(seconds=ttl)}
-    # In host id order: the order the rows are locked in (a nested loop over these values).
-    for n, host_id in enumerate(sorted(totals)):
-        t = totals[host_id]
-        rows.append(
-            f"(CAST(:h{n} AS VARCHAR), CAST(:c{n} AS DOUBLE PRECISION),"
-            f" CAST(:m{n} AS BIGINT), CAST(:d{n} AS BIGINT), CAST(:pc{n} AS BIGINT),"
-            f" CAST(:pm{n} AS BIGINT), CAST(:pd{n} AS BIGINT), CAST(:r{n} AS VARCHAR),"
-            f" CAST(:i{n} AS BOOLEAN))"
-        )
-        params |= {
-            f"h{n}": host_id, f"c{n}": t.cpu, f"m{n}": t.memory, f"d{n}": t.disk,
-            f"pc{n}": t.placement.price_cpu_hour, f"pm{n}": t.placement.price_memory_gib_hour,
-            f"pd{n}": t.placement.price_disk_gib_hour, f"r{n}": t.region, f"i{n}": t.isolated,
-        }  # fmt: skip
-    sql = (
-        "WITH v(id, cpu, memory, disk, pc, pm, pd, region, isolated) AS (VALUES "
-        + ", ".join(rows)
-        + ") UPDATE hosts SET"
-        " reserved_cpu = hosts.reserved_cpu + v.cpu,"
-        " reserved_memory = hosts.reserved_memory + v.memory,"
-        " reserved_disk = hosts.reserved_disk + v.disk,"
-        " load = (hosts.reserved_cpu + v.cpu) / hosts.cpu"
-        " + (hosts.reserved_memory + v.memory) * 1.0 / hosts.memory"
-        " FROM v WHERE hosts.id = v.id"
-        " AND hosts.cpu - hosts.reserved_cpu >= v.cpu - 0.000000001"
-        " AND hosts.memory - hosts.reserved_memory >= v.memory"
-        " AND hosts.disk - hosts.reserved_disk >= v.disk"
-        " AND hosts.last_heartbeat_at >= :since AND NOT hosts.draining"
-        " AND (hosts.host_key_state = 'legacy'"
-        " OR (hosts.host_key_state = 'delegated' AND hosts.delegated_until > :now))"
-        " AND (v.region IS NULL OR hosts.region = v.region)"
-        " AND (hosts.isolated OR NOT v.isolated)"
-        " AND hosts.price_cpu_hour = v.pc AND hosts.price_memory_gib_hour = v.pm"
-        " AND hosts.price_disk_gib_hour = v.pd"
-        " RETURNING hosts.id"
+    ordered = sorted(totals.items())
+    rows = json.dumps(
+        [
+            {
+                "id": host_id,
+                "cpu": t.cpu,
+                "memory": t.memory,
+                "disk": t.disk,
+                "pc": t.placement.price_cpu_hour,
+                "pm": t.placement.price_memory_gib_hour,
+                "pd": t.placement.price_disk_gib_hour,
+                "region": t.region,
+                "isolated": t.isolated,
+            }
+            for host_id, t in ordered
+        ]
     )
-    statement = text(sql).bindparams(
-        bindparam("now", type_=DateTime(timezone=True)),
-        bindparam("since", type_=DateTime(timezone=True)),
-    )
-    return set(db.execute(statement, params).scalars())
+    params: dict[str, object] = {"now": now, "since": now - timedelta(seconds=ttl), "rows": rows}
+    dialect = "postgresql" if db.get_bind().dialect.name == "postgresql" else "sqlite"
+    if dialect == "postgresql":
+        params["ids"] = [host_id for host_id, _ in ordered]
+    return set(db.execute(_RESERVE[dialect], params).scalars())
