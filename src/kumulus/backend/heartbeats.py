@@ -34,6 +34,7 @@ from sqlalchemy import (
     insert,
     select,
     text,
+    update,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
@@ -366,6 +367,7 @@ class HeartbeatWriter:
                 ],
             )
         self._add_uptime(s, beats, hosts, now)
+        self._retry_returned(s, beats, hosts, now)
         unknown = self._reconcile(s, beats)
         latest: dict[str, VerifiedHeartbeat] = {}
         for b in beats:
@@ -451,6 +453,38 @@ class HeartbeatWriter:
         )
         rows = [{"h": h, "hour": hour, "up": seconds} for h, seconds in sorted(up.items())]
         s.execute(stmt, rows)  # in host id order, as the host updates
+
+    def _retry_returned(
+        self,
+        s: Session,
+        beats: list[VerifiedHeartbeat],
+        hosts: dict[str, tuple[str, datetime | None]],
+        now: datetime,
+    ) -> None:
+        """A host heard from again after a silence longer than the TTL (a reboot, an
+        outage) has its VMs' pending intents tried at the jobs' next run: their backoff
+        (backend/converge.py) grew while it was away, up to 10 minutes, and would have kept
+        its VMs waiting that long after it came back. Only VMs in backoff (attempts > 0):
+        an intent its worker holds (attempts 0) stays that worker's."""
+        returned = sorted(
+            {
+                b.host_id
+                for b in beats
+                if (last := hosts[b.host_id][1]) is None
+                or (now - aware(last)).total_seconds() > self._ttl
+            }
+        )
+        if returned:
+            s.execute(
+                update(VM)
+                .where(
+                    VM.host_id.in_(returned),
+                    VM.converge_attempts > 0,
+                    VM.converge_after > now,
+                )
+                .values(converge_after=now, converge_attempts=0)
+                .execution_options(synchronize_session=False)
+            )
 
     @staticmethod
     def _reconcile(s: Session, beats: list[VerifiedHeartbeat]) -> dict[str, int]:
