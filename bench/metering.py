@@ -32,7 +32,7 @@ from pathlib import Path
 
 from sqlalchemy import insert, select, update
 
-from bench.common import GIB, add_hosts, update_chunked_seconds
+from bench.common import GIB, add_hosts, fresh_schema, update_chunked_seconds
 from kumulus.backend import billing, ledger
 from kumulus.backend.clock import utcnow
 from kumulus.backend.db import Database, migrate
@@ -45,7 +45,7 @@ STEADY_S = 15.0  # the maintenance loop's interval
 
 
 @contextmanager
-def scratch_database(url: str | None, tmp: Path, suffix: str) -> Iterator[str]:
+def scratch_database(url: str | None, tmp: Path) -> Iterator[str]:
     """The URL the bench works on: a fresh SQLite file, or a scratch schema on PostgreSQL."""
     if url is None:
         yield f"sqlite:///{tmp / 'bench.db'}"
@@ -56,18 +56,9 @@ def scratch_database(url: str | None, tmp: Path, suffix: str) -> Iterator[str]:
             raise SystemExit(f"{path} exists: a metering pass meters every VM in it")
         yield url
         return
-    import psycopg
-
-    schema = f"bench_{suffix}"
-    plain = url.replace("postgresql+psycopg://", "postgresql://", 1)
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in url else "?"
-    try:
-        yield f"{url}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(plain, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    with fresh_schema(url) as scratch:
+        assert scratch is not None
+        yield scratch
 
 
 def populate(
@@ -175,7 +166,7 @@ def main() -> int:
     suffix = secrets.token_hex(4)
     with (
         tempfile.TemporaryDirectory(prefix="kumulus-bench-") as tmp,
-        scratch_database(args.database_url, Path(tmp), suffix) as url,
+        scratch_database(args.database_url, Path(tmp)) as url,
     ):
         settings = BackendSettings(data_dir=Path(tmp), database_url=url)
         terms = billing.terms_of(settings)
