@@ -20,7 +20,6 @@ import logging
 import os
 import random
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -45,6 +44,7 @@ from tests.e2e.agent_process import (
     register_agent,
     remove_agent_vms,
 )
+from tests.e2e.dockerd import start_dockerd, stop_dockerd
 from tests.e2e.test_marketplace import _account
 
 ROUNDS = int(os.environ.get("KUMULUS_CHAOS_ROUNDS", "3"))
@@ -68,35 +68,6 @@ SEED = int(os.environ.get("KUMULUS_CHAOS_SEED", "14"))
 KILL_DOCKERD = os.environ.get("KUMULUS_CHAOS_DOCKERD", "1") != "0"
 SIZE = {"cpu": 0.25, "memory": "128m", "disk": "1g"}
 LIVE_STATES = {"running", "stopped"}
-
-
-def _kill_dockerd() -> list[bytes]:
-    """SIGKILL dockerd; returns its command line, to start it again."""
-    pid = int(
-        subprocess.run(
-            ["pidof", "dockerd"], capture_output=True, text=True, check=True
-        ).stdout.split()[0]
-    )
-    argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
-    os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return argv
-
-
-def _start_dockerd(argv: list[bytes]) -> None:
-    log_path = Path("/var/log/kumulus/dockerd.log")
-    out = log_path.open("ab") if log_path.parent.exists() else subprocess.DEVNULL
-    subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            docker.from_env().ping()
-            return
-        except Exception:
-            time.sleep(0.5)
-    raise AssertionError("dockerd did not come back")
 
 
 class Platform:
@@ -129,9 +100,9 @@ class Platform:
 
     def kill_and_restart(self, victim: str, rng: random.Random) -> None:
         if victim == "dockerd":
-            argv = _kill_dockerd()
+            argv = stop_dockerd(signal.SIGKILL)
             time.sleep(rng.uniform(0.2, 1.0))
-            _start_dockerd(argv)
+            start_dockerd(argv)
             return
         proc = self.agent if victim == "agent" else self.backend
         proc.stop(signal.SIGKILL)

@@ -2,45 +2,22 @@
 
 Marked `disruptive`: it restarts the engine every e2e test shares, so it runs on its own."""
 
-import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
-import docker
 import httpx
 import pytest
 
 from tests.e2e.agent_process import AgentProcess
 from tests.e2e.conftest import ssh
+from tests.e2e.dockerd import start_dockerd, stop_dockerd
 
 pytestmark = [pytest.mark.disruptive, pytest.mark.slow]
 
 
 def _restart_dockerd() -> None:
-    pid = int(
-        subprocess.run(
-            ["pidof", "dockerd"], capture_output=True, text=True, check=True
-        ).stdout.split()[0]
-    )
-    argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 60
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not Path(f"/proc/{pid}").exists(), "dockerd did not stop"
-    log_path = Path("/var/log/kumulus/dockerd.log")
-    log = log_path.open("ab") if log_path.parent.exists() else subprocess.DEVNULL
-    subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            docker.from_env().ping()
-            return
-        except Exception:
-            time.sleep(0.5)
-    raise AssertionError("dockerd did not come back")
+    start_dockerd(stop_dockerd(signal.SIGTERM))
 
 
 def test_running_vms_come_back_after_an_engine_restart(
