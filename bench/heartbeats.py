@@ -1,9 +1,9 @@
 """Signed heartbeats accepted per second by the backend's handler, run as the heartbeat
-route runs it: sr25519 verification and parsing on `heartbeat_threads` threads, then the
-group-commit writer (nonce claim, heartbeat row, uptime, host update, VM inventory) stores
-what arrived together in one transaction, awaited on the event loop; each heartbeat is done
-once its batch is committed. `--in-flight` heartbeats at a time per process, as that many
-open requests would hold.
+route runs it: on one of `heartbeat_threads` threads, sr25519 verification and parsing,
+then the heartbeat handed to the group-commit writer (nonce claim, heartbeat row, uptime,
+host update, VM inventory), which stores what arrived together in one transaction; the
+commit is awaited on the event loop. `--in-flight` heartbeats at a time per process, as
+that many open requests would hold.
 
 With `--processes N` the handler runs in N processes on the one database (as N backend
 replicas would), each with its own writer and pool, each beating for its share of the hosts
@@ -36,7 +36,7 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
@@ -50,10 +50,10 @@ from bench.common import add_hosts, fresh_schema, insert_commit_rate, remove_hos
 from kumulus.backend.api.routes.agents import (
     accept_heartbeat,
     check_outcome,
-    verify_and_prepare,
+    verify_and_store,
 )
 from kumulus.backend.db import Database, migrate
-from kumulus.backend.heartbeats import HeartbeatWriter, VerifiedHeartbeat
+from kumulus.backend.heartbeats import HeartbeatWriter, Outcome, VerifiedHeartbeat
 from kumulus.backend.models import Heartbeat, HostUptime, SeenNonce
 from kumulus.config import BackendSettings
 from kumulus.core.errors import KumulusError
@@ -97,18 +97,12 @@ def _handler_process(
     start: Barrier,
     results: Any,
 ) -> None:
-    """One replica's handler, as the heartbeat route runs it: verification and parsing on
-    `heartbeat_threads` threads (an executor, as the app's), then the batch's commit
-    awaited on the event loop (no thread held); `in_flight` heartbeats at a time, as that
-    many open requests would."""
+    """One replica's handler, as the heartbeat route runs it (agents.verify_and_store on
+    `heartbeat_threads` threads, an executor as the app's; the batch's commit awaited on
+    the event loop, no thread held); `in_flight` heartbeats at a time, as that many open
+    requests would."""
     db = Database(url)
     writer = HeartbeatWriter(db, ttl=settings.heartbeat_ttl)
-
-    def prepared(envelope: SignedEnvelope) -> VerifiedHeartbeat:
-        beat = verify_and_prepare(envelope, settings, None)  # the route's gate's own
-        if isinstance(beat, KumulusError):
-            raise beat
-        return beat
 
     async def run_all() -> None:
         pending = iter(envelopes)
@@ -116,8 +110,15 @@ def _handler_process(
 
             async def connection() -> None:  # one open request after another
                 for envelope in pending:
-                    beat = await asyncio.wrap_future(threads.submit(prepared, envelope))
-                    check_outcome(beat, await asyncio.wrap_future(writer.submit(beat)))
+                    done: Future[Outcome | KumulusError] = Future()
+                    prepared: list[VerifiedHeartbeat] = []
+                    threads.submit(
+                        verify_and_store, envelope, settings, None, writer, done, prepared
+                    )
+                    result = await asyncio.wrap_future(done)
+                    if isinstance(result, KumulusError):
+                        raise result
+                    check_outcome(prepared[0], result)
 
             async with anyio.create_task_group() as tasks:
                 for _ in range(in_flight):

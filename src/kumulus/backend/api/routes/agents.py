@@ -9,10 +9,12 @@ of their own."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import secrets
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -54,6 +56,7 @@ from kumulus.core.openapi_statuses import refusals
 from kumulus.core.public_dial import named_not_public
 from kumulus.core.signing import Domain, SignatureError, SignedEnvelope, verify_envelope
 
+log = logging.getLogger(__name__)
 router = APIRouter(
     prefix="/v1/hosts", tags=["agents"], dependencies=[AgentSigned], route_class=AuthFirstRoute
 )
@@ -76,16 +79,34 @@ def _verify(envelope: SignedEnvelope, domain: Domain, settings: BackendSettings)
         raise UnauthorizedError(f"signature refused: {exc.reason}", code="bad_signature") from exc
 
 
-def verify_and_prepare(
-    envelope: SignedEnvelope, settings: BackendSettings, limits: RateLimits | None
-) -> VerifiedHeartbeat | KumulusError:
-    """A heartbeat's signature (raises 401), then what the writer stores of it, or the
-    error to answer (returned, so that the route counts it as a refusal)."""
-    _verify(envelope, Domain.HEARTBEAT, settings)
+def verify_and_store(
+    envelope: SignedEnvelope,
+    settings: BackendSettings,
+    limits: RateLimits | None,
+    writer: HeartbeatWriter,
+    done: Future[Outcome | KumulusError],
+    prepared: list[VerifiedHeartbeat],
+) -> None:
+    """On a heartbeat thread: the signature (a refusal becomes `done`'s exception), then
+    what the writer stores of the heartbeat (an error to answer becomes `done`'s result,
+    so that the route counts it as a refusal), appended to `prepared` and handed to the
+    writer, which resolves `done` with its outcome once the batch committed. One trip
+    per heartbeat: the caller awaits `done` alone (each trip between the event loop and
+    a thread costs the loop about as much as the verification)."""
     try:
-        return prepare_heartbeat(envelope, settings, limits)
-    except KumulusError as exc:
-        return exc
+        _verify(envelope, Domain.HEARTBEAT, settings)
+        try:
+            beat = prepare_heartbeat(envelope, settings, limits)
+        except KumulusError as exc:
+            with contextlib.suppress(InvalidStateError):  # the caller stopped waiting
+                done.set_result(exc)
+            return
+        beat.done = done  # type: ignore[assignment]  # resolved with an Outcome only
+        prepared.append(beat)
+        writer.submit(beat)
+    except Exception as exc:  # every failure goes to the waiting request
+        with contextlib.suppress(InvalidStateError):
+            done.set_exception(exc)
 
 
 def _signed_first(domain: Domain, heartbeat: bool = False) -> Gate:
@@ -106,14 +127,25 @@ def _signed_first(domain: Domain, heartbeat: bool = False) -> Gate:
             ) from exc
         settings: BackendSettings = request.app.state.settings
         if heartbeat:
-            # Verified and prepared on one trip to a heartbeat thread (the app's
-            # `heartbeat_threads`): each trip costs the event loop more than the parsing.
+            # Verified, prepared and handed to the writer on one trip to a heartbeat
+            # thread (the app's `heartbeat_threads`); the batch's commit is awaited here,
+            # holding no thread: heartbeats in flight are bounded by the writer's batches.
             threads: ThreadPoolExecutor = request.app.state.heartbeat_threads
-            request.state.heartbeat = await asyncio.wrap_future(
-                threads.submit(
-                    verify_and_prepare, envelope, settings, request.app.state.rate_limits
-                )
-            )
+            done: Future[Outcome | KumulusError] = Future()
+            prepared: list[VerifiedHeartbeat] = []
+            threads.submit(
+                verify_and_store, envelope, settings, request.app.state.rate_limits,
+                request.app.state.heartbeats, done, prepared,
+            )  # fmt: skip
+            try:
+                with anyio.fail_after(30):
+                    result = await asyncio.wrap_future(done)
+            except KumulusError:
+                raise  # the signature: refused before anything else is read
+            except Exception as exc:  # the database, or no answer in time
+                log.warning("a heartbeat was not stored: %s", type(exc).__name__)
+                result = UnavailableError("could not store the heartbeat; retry")
+            request.state.heartbeat = (prepared[0] if prepared else None, result)
         else:
             await anyio.to_thread.run_sync(_verify, envelope, domain, settings)
         request.state.envelope = envelope
@@ -387,19 +419,14 @@ async def heartbeat(body: SignedEnvelope, envelope: SignedHeartbeat, request: Re
     app = request.app
     events = getattr(app.state, "events", None)
     try:
-        beat = getattr(request.state, "heartbeat", None)  # the gate's (verify_and_prepare)
-        if isinstance(beat, KumulusError):
-            raise beat
-        if not isinstance(beat, VerifiedHeartbeat):
+        # The gate's (verify_and_store): the heartbeat as prepared, and the writer's
+        # outcome or the error to answer.
+        beat, result = getattr(request.state, "heartbeat", (None, None))
+        if isinstance(result, KumulusError):
+            raise result
+        if not isinstance(beat, VerifiedHeartbeat) or not isinstance(result, Outcome):
             raise UnauthorizedError("signature refused: not verified", code="bad_signature")
-        # The batch's commit is awaited on the event loop, holding no thread: heartbeats in
-        # flight are bounded by the writer's batches, not by `heartbeat_threads`.
-        try:
-            with anyio.fail_after(30):
-                outcome = await asyncio.wrap_future(app.state.heartbeats.submit(beat))
-        except Exception as exc:
-            raise UnavailableError("could not store the heartbeat; retry") from exc
-        check_outcome(beat, outcome)
+        check_outcome(beat, result)
     except KumulusError as exc:
         if events is not None:
             events.heartbeat(refused=exc.error_code)
