@@ -133,16 +133,16 @@ def _signed_first(domain: Domain, heartbeat: bool = False) -> Gate:
             threads: ThreadPoolExecutor = request.app.state.heartbeat_threads
             done: Future[Outcome | KumulusError] = Future()
             prepared: list[VerifiedHeartbeat] = []
-            threads.submit(
-                verify_and_store, envelope, settings, request.app.state.rate_limits,
-                request.app.state.heartbeats, done, prepared,
-            )  # fmt: skip
             try:
+                threads.submit(
+                    verify_and_store, envelope, settings, request.app.state.rate_limits,
+                    request.app.state.heartbeats, done, prepared,
+                )  # fmt: skip
                 with anyio.fail_after(30):
                     result = await asyncio.wrap_future(done)
             except KumulusError:
                 raise  # the signature: refused before anything else is read
-            except Exception as exc:  # the database, or no answer in time
+            except Exception as exc:  # the database, no answer in time, or shutting down
                 log.warning("a heartbeat was not stored: %s", type(exc).__name__)
                 result = UnavailableError("could not store the heartbeat; retry")
             request.state.heartbeat = (prepared[0] if prepared else None, result)
