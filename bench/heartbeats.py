@@ -227,7 +227,12 @@ def main() -> int:
     )
     parser.add_argument("--processes", type=int, default=1, help="handler processes (replicas)")
     parser.add_argument("--http", action="store_true", help="also over HTTP, vs GET /healthz")
-    parser.add_argument("--database-url", default=None)
+    parser.add_argument(
+        "--database-url",
+        # From the environment by default (setup.sh bench sets it): not on the command line.
+        default=os.environ.get("KUMULUS_TEST_POSTGRES_URL"),
+        help="default: KUMULUS_TEST_POSTGRES_URL, else a fresh SQLite file",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     # A schema of its own: a database keeps the keys of the first backend that used it

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import statistics
 import sys
@@ -159,7 +160,12 @@ def main() -> int:
     parser.add_argument("--hosts", type=int, default=100)
     parser.add_argument("--developers", type=int, default=1000)
     parser.add_argument("--passes", type=int, default=3, help="of each kind; the median counts")
-    parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
+    parser.add_argument(
+        "--database-url",
+        # From the environment by default (setup.sh bench sets it): not on the command line.
+        default=os.environ.get("KUMULUS_TEST_POSTGRES_URL"),
+        help="default: KUMULUS_TEST_POSTGRES_URL, else a fresh SQLite file",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 

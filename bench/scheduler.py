@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import sys
 import tempfile
@@ -124,7 +125,12 @@ def main() -> int:
     parser.add_argument(
         "--clients", type=int, default=128, help="placements in flight at the group commit"
     )
-    parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
+    parser.add_argument(
+        "--database-url",
+        # From the environment by default (setup.sh bench sets it): not on the command line.
+        default=os.environ.get("KUMULUS_TEST_POSTGRES_URL"),
+        help="default: KUMULUS_TEST_POSTGRES_URL, else a fresh SQLite file",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
