@@ -66,6 +66,8 @@ class AgentSettings(BaseSettings):
     # lxcfs's mount point: VMs see their own cpu and memory through it when it answers.
     lxcfs_dir: Path = Path("/var/lib/lxcfs")
     lxcfs_interval: float = Field(default=10.0, gt=0)  # look for VMs an lxcfs restart broke
+    # How often to try removing failed creates' VMs the engine could not remove at once.
+    leftovers_interval: float = Field(default=5.0, gt=0)
 
     backend_url: str | None = None
     stats_interval: float = Field(default=10.0, gt=0)

@@ -15,7 +15,7 @@ from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic
 
 def test_the_guard_is_a_job_of_the_agent(fake_agent: TestClient) -> None:
     jobs: JobRunner = fake_agent.app.state.jobs  # type: ignore[attr-defined]
-    assert jobs.names == ["guard", "lxcfs"]  # no wallet in this fixture: no stats job
+    assert jobs.names == ["guard", "lxcfs", "leftovers"]  # no wallet in this fixture: no stats job
     assert jobs.run_now("guard").ran
     assert jobs.stats()["guard"].failures == 0
 

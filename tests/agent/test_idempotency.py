@@ -57,15 +57,18 @@ def test_same_key_with_a_different_request_is_refused(
     assert len(fake_runtime.vms) == 1
 
 
-def test_retry_starts_a_vm_whose_first_attempt_died_before_start(
+def test_retry_replaces_a_vm_whose_first_attempt_died_before_start(
     fake_agent: TestClient, fake_runtime: FakeRuntime, ssh_keypair: tuple[Path, str]
 ) -> None:
     first = fake_agent.post("/v1/vms", json=_req(ssh_keypair[1]), headers={"Idempotency-Key": "x"})
     vm_id = first.json()["vmId"]
-    fake_runtime._set(vm_id, "created")  # as if the agent crashed between create and start
+    # As if the agent crashed between create and start, perhaps before the VM's host key
+    # went in (it lived in that request's memory only): started, its sshd could not run.
+    fake_runtime._set(vm_id, "created")
     again = fake_agent.post("/v1/vms", json=_req(ssh_keypair[1]), headers={"Idempotency-Key": "x"})
-    assert again.status_code == 200 and again.json()["vmId"] == vm_id
-    assert fake_runtime.vms[vm_id].state == "running"
+    assert again.status_code == 201, again.text
+    assert list(fake_runtime.vms) == [again.json()["vmId"]] != [vm_id]
+    assert fake_runtime.vms[again.json()["vmId"]].state == "running"
 
 
 def test_retry_starts_a_vm_that_stopped_while_starting_and_was_left_behind(

@@ -97,8 +97,17 @@ class Platform:
             KUMULUS_AGENT_DISK_CAPACITY="20g",
         )
         self.db = Database(f"sqlite:///{tmp_path / 'backend' / 'kumulus.db'}")
+        self.errors: list[BaseException] = []
 
     def kill_and_restart(self, victim: str, rng: random.Random) -> None:
+        """Runs on a timer thread: a failure is kept for the test to raise (a thread's
+        exception would only be printed, and the test would go on without an engine)."""
+        try:
+            self._kill_and_restart(victim, rng)
+        except BaseException as exc:
+            self.errors.append(exc)
+
+    def _kill_and_restart(self, victim: str, rng: random.Random) -> None:
         if victim == "dockerd":
             argv = stop_dockerd(signal.SIGKILL)
             time.sleep(rng.uniform(0.2, 1.0))
@@ -177,7 +186,8 @@ def _check_invariants(
                 assert vm.reserved, f"{where}: live but not reserved"
         # No container without a live backend record.
         live = {vm.agent_vm_id for vm in vms if vm.intended_state != "deleted"}
-        assert set(on_host) <= live, f"containers without a backend record: {set(on_host) - live}"
+        orphans = {vm_id: on_host[vm_id] for vm_id in set(on_host) - live}
+        assert not orphans, f"containers without a backend record (seed {SEED}): {orphans}"
         # No capacity leak.
         for host in hosts:
             mine = [vm for vm in vms if vm.host_id == host.id and vm.reserved]
@@ -249,6 +259,8 @@ def test_crashes_at_random_points_break_no_invariant(
             chaos.start()
             _operations(dev, key_id, rng, rng.randint(2, 4))
             chaos.join()
+            if platform.errors:
+                raise AssertionError(f"restarting {victim} failed") from platform.errors[0]
             log.info("chaos round %d: %s killed after %.2f s", round_no, victim, delay)
 
         def settled() -> bool:

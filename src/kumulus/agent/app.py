@@ -76,8 +76,9 @@ def agent_jobs(
     collector: StatsCollector | None,
 ) -> JobRunner:
     """The agent's background jobs: the guard, lxcfs (restart VMs whose lxcfs files an lxcfs
-    restart broke), and the stats collector when there is a wallet to sign with (no leases:
-    they concern this host only)."""
+    restart broke), leftovers (remove failed creates' VMs the engine kept), and the stats
+    collector when there is a wallet to sign with (no leases: they concern this host
+    only)."""
     interval = settings.guard_interval
     jobs = [
         Job("guard", interval, max(60.0, interval), partial(_guard, service, limits, settings)),
@@ -88,6 +89,9 @@ def agent_jobs(
             StaleMountRepair(service.runtime, service.lxcfs).run,
             expected=(EngineError,),
         ),
+        # Cheap when there is nothing to remove (no engine call): often, so that a failed
+        # create's container is gone soon after the engine is back.
+        Job("leftovers", settings.leftovers_interval, 120.0, service.remove_leftovers),
     ]
     if collector is not None:
         jobs.append(collector.job())
@@ -137,6 +141,7 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         for note in runtime.recover():
             log.warning("recovered after a crash: removed %s", note)
+        service.remove_leftovers()  # failed creates' VMs a previous run could not remove
         lxcfs = service.lxcfs.probe()
         isolation = service.isolation()
         log.log(

@@ -29,6 +29,7 @@ from kumulus.agent.firewall import FirewallState
 from kumulus.agent.io_limits import caps_for
 from kumulus.agent.io_limits import probe as probe_io
 from kumulus.agent.isolation import Isolation
+from kumulus.agent.leftovers import Leftovers
 from kumulus.agent.lxcfs import Lxcfs, LxcfsStatus
 from kumulus.agent.ports import choose_port
 from kumulus.agent.runtime import (
@@ -81,6 +82,11 @@ class VMService:
         self.firewall = firewall or FirewallState(False, "the firewall is not set up")
         self.wallet_address = wallet_address
         self._create_lock = threading.Lock()
+        # Failed creates' VMs still to remove (their ids survive a restart).
+        self._leftovers = Leftovers(settings.state_dir / "failed-creates.json")
+        # VMs made by a create that has not answered yet: a retry (same idempotency key)
+        # waits for that answer rather than race the first request.
+        self._creating: set[str] = set()
         engine = self._engine()
         self.engine_info = engine
         self.disk_limits = DiskLimits(engine.root_dir, engine.storage_driver)
@@ -229,8 +235,10 @@ class VMService:
         req = self._with_default_disk(req)
         self._check_sizes(req)
         t0 = time.monotonic()
-        for _attempt in range(_PORT_RETRIES):
+        attempts = 0
+        while attempts < _PORT_RETRIES:
             existing: VMInfo | None = None
+            failed: EngineError | None = None
             host_key = host_keys.generate()
             with self._create_lock:
                 t_lock = time.monotonic()
@@ -239,61 +247,105 @@ class VMService:
                     existing = next(
                         (vm for vm in vms if vm.spec.idempotency_key == idempotency_key), None
                     )
-                if existing is None:
+                if existing is not None and existing.spec.vm_id not in self._creating:
+                    _check_same_request(existing.spec, req)
+                    if existing.state == "created":
+                        # Its first try died before starting it, perhaps before its host
+                        # key went in (a key lives in that request's memory only): a fresh
+                        # VM under the same key, rather than one whose sshd cannot start.
+                        self._remove_for_retry(existing.spec.vm_id)
+                        vms = [vm for vm in vms if vm.spec.vm_id != existing.spec.vm_id]
+                        existing = None
+                if existing is not None:
+                    if existing.spec.vm_id in self._creating:
+                        busy = existing.spec.vm_id  # its first request is still at work
+                    else:
+                        busy = None
+                        self._leftovers.discard(existing.spec.vm_id)  # this retry's now
+                else:
                     spec = self._place(
                         req, vms, idempotency_key, self._lxcfs_for_new_vm(), host_key.public_line
                     )
                     t_placed = time.monotonic()
                     try:
                         self.runtime.create(spec, self.settings.image, self.settings.pids_limit)
+                        self._creating.add(spec.vm_id)
                     except EngineError as exc:
-                        raise VMFailedError(str(exc)) from exc
+                        # The engine may have made the container before it failed (died
+                        # mid-call, say): nothing will ever ask for it again.
+                        self._leftovers.add(spec.vm_id)
+                        failed = exc
                     t_created = time.monotonic()
+            if existing is None and failed is not None:
+                self.remove_leftovers()
+                raise VMFailedError(str(failed)) from failed
             if existing is not None:
                 # Outside the lock: waiting for a retried VM must not block other creates.
+                if busy is not None:
+                    self._wait_created(busy)
+                    continue  # and look again: it may have failed meanwhile
                 return self._retried(existing, req), False
-            # Installing the host key, starting and waiting for sshd happen outside the lock:
-            # the container (with its labels: port, reservation) already exists, so the next
-            # create accounts for it.
+            attempts += 1
             try:
-                self.runtime.install_host_key(spec.vm_id, host_key.private_openssh)
-                # From now on the private key lives in the VM's files only.
-                del host_key
-                t_keyed = time.monotonic()
-                info = self.runtime.start(spec.vm_id)
+                return self._finish_create(spec, host_key, t0, t_lock, t_placed, t_created), True
             except PortInUseError:
-                log.warning("port %s taken by another program; choosing another", spec.ssh_port)
-                self._destroy_quietly(spec.vm_id)
                 continue
-            except EngineError as exc:
-                self._destroy_quietly(spec.vm_id)
-                raise VMFailedError(str(exc)) from exc
-            t_started = time.monotonic()
-            view = self._await_ready(info, fail_removes=True)
-            t_ready = time.monotonic()
-            log.info(
-                "created VM %s for %s (cpu=%g memory=%s disk=%s port=%d) in %.2f s: "
-                "wait %.2f, place %.2f, engine create %.2f, host key %.2f, start %.2f, sshd %.2f",
-                spec.vm_id,
-                spec.username,
-                spec.cpu,
-                format_size(spec.memory),
-                "-" if spec.disk is None else format_size(spec.disk),
-                spec.ssh_port,
-                t_ready - t0,
-                t_lock - t0,
-                t_placed - t_lock,
-                t_created - t_placed,
-                t_keyed - t_created,
-                t_started - t_keyed,
-                t_ready - t_started,
-            )
-            if view.status == "Running" and self.on_created is not None:
-                self.on_created(t_ready - t0)
-            return view, True
+            finally:
+                with self._create_lock:
+                    self._creating.discard(spec.vm_id)
         raise InsufficientCapacityError(
             "could not bind an SSH port after several tries; retry later"
         )
+
+    def _finish_create(
+        self,
+        spec: VMSpec,
+        host_key: host_keys.HostKeyPair,
+        t0: float,
+        t_lock: float,
+        t_placed: float,
+        t_created: float,
+    ) -> VMPublic:
+        """The rest of a create once its container exists: host key, start, sshd.
+        PortInUseError: the VM is abandoned, try another port."""
+        # Outside the create lock: the container (with its labels: port, reservation)
+        # already exists, so the next create accounts for it.
+        try:
+            self.runtime.install_host_key(spec.vm_id, host_key.private_openssh)
+            # From now on the private key lives in the VM's files only.
+            del host_key
+            t_keyed = time.monotonic()
+            info = self.runtime.start(spec.vm_id)
+        except PortInUseError:
+            log.warning("port %s taken by another program; choosing another", spec.ssh_port)
+            self._abandon(spec.vm_id)
+            raise
+        except EngineError as exc:
+            self._abandon(spec.vm_id)
+            raise VMFailedError(str(exc)) from exc
+        t_started = time.monotonic()
+        view = self._await_ready(info, fail_removes=True)
+        t_ready = time.monotonic()
+        log.info(
+            "created VM %s for %s (cpu=%g memory=%s disk=%s port=%d) in %.2f s: "
+            "wait %.2f, place %.2f, engine create %.2f, host key %.2f, start %.2f, sshd %.2f",
+            spec.vm_id,
+            spec.username,
+            spec.cpu,
+            format_size(spec.memory),
+            "-" if spec.disk is None else format_size(spec.disk),
+            spec.ssh_port,
+            t_ready - t0,
+            t_lock - t0,
+            t_placed - t_lock,
+            t_created - t_placed,
+            t_keyed - t_created,
+            t_started - t_keyed,
+            t_ready - t_started,
+        )
+        if view.status == "Running" and self.on_created is not None:
+            self.on_created(t_ready - t0)
+        return view
 
     def _with_default_disk(self, req: VMCreate) -> VMCreate:
         """No disk size asked: the host's default where it can enforce one (never unlimited
@@ -305,11 +357,7 @@ class VMService:
     def _retried(self, vm: VMInfo, req: VMCreate) -> VMPublic:
         info = self._inspect(vm.spec.vm_id)
         spec = info.spec
-        asked = (req.username, req.ssh_key, req.cpu, req.memory, req.disk)
-        if asked != (spec.username, spec.ssh_key, spec.cpu, spec.memory, spec.disk):
-            raise UnenforceableError(
-                "this Idempotency-Key was used for a different request; use a new key"
-            )
+        _check_same_request(spec, req)
         # The first attempt died between create and start, or its VM stopped while starting
         # and could not be removed (the engine went down under it: the chaos test's dockerd
         # kill). Either way nothing ever ran there and nobody stopped it on purpose (a stop
@@ -429,7 +477,7 @@ class VMService:
         with contextlib.suppress(EngineError):
             tail = self.runtime.logs(spec.vm_id, tail=20).strip()
         if fail_removes:
-            self._destroy_quietly(spec.vm_id)
+            self._abandon(spec.vm_id)
         raise VMFailedError(
             f"VM {spec.vm_id} stopped while starting ({current.state}): {tail[-500:]}"
         )
@@ -479,11 +527,60 @@ class VMService:
         except EngineError as exc:
             raise VMFailedError(str(exc)) from exc
 
-    def _destroy_quietly(self, vm_id: str) -> None:
+    def _wait_created(self, vm_id: str) -> None:
+        """Until the create that made `vm_id` has answered (a retry of it waits)."""
+        deadline = time.monotonic() + self.settings.ssh_ready_timeout + 120
+        while time.monotonic() < deadline:
+            with self._create_lock:
+                if vm_id not in self._creating:
+                    return
+            time.sleep(0.05)
+        raise EngineUnavailableError(f"VM {vm_id} is still being created; retry later")
+
+    def _remove_for_retry(self, vm_id: str) -> None:
+        """Remove a VM a retried create replaces (the create lock held)."""
         try:
             self.runtime.destroy(vm_id)
-        except EngineError:
-            log.exception("could not clean up VM %s", vm_id)
+        except VMNotFoundError:
+            pass
+        except EngineError as exc:
+            raise VMFailedError(str(exc)) from exc
+        self._leftovers.discard(vm_id)
+
+    def _abandon(self, vm_id: str) -> None:
+        """A create failed after its container was made: remove the container now if the
+        engine lets us, else later (the `leftovers` job). A retry of that create waits for
+        its answer (`_creating`), so none can have taken the VM over meanwhile."""
+        with self._create_lock:
+            self._leftovers.add(vm_id)
+        self.remove_leftovers()
+
+    def remove_leftovers(self) -> builtins.list[str]:
+        """Remove the VMs of failed creates that are still there (job `leftovers`); returns
+        the ids removed or found gone. One the engine will not remove now stays listed."""
+        done: list[str] = []
+        with self._create_lock:
+            for vm_id in self._leftovers.ids():
+                try:
+                    self.runtime.destroy(vm_id)
+                    log.info("removed VM %s, left by a failed create", vm_id)
+                except VMNotFoundError:
+                    pass
+                except EngineError as exc:
+                    log.warning("VM %s of a failed create is not removed yet: %s", vm_id, exc)
+                    continue
+                self._leftovers.discard(vm_id)
+                done.append(vm_id)
+        return done
+
+
+def _check_same_request(spec: VMSpec, req: VMCreate) -> None:
+    """A retried create must ask for what its key's first request asked (422 if not)."""
+    asked = (req.username, req.ssh_key, req.cpu, req.memory, req.disk)
+    if asked != (spec.username, spec.ssh_key, spec.cpu, spec.memory, spec.disk):
+        raise UnenforceableError(
+            "this Idempotency-Key was used for a different request; use a new key"
+        )
 
 
 def _host_key_of(spec: VMSpec) -> HostKey | None:
