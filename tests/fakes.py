@@ -97,8 +97,10 @@ class FakeRuntime:
         return self._get(vm_id)
 
     def list(self) -> list[VMInfo]:
+        """As Docker's list API: without what only an inspect gives (the SSH key, from the
+        container's environment)."""
         with self._lock:
-            return list(self.vms.values())
+            return [replace(vm, spec=replace(vm.spec, ssh_key="")) for vm in self.vms.values()]
 
     def logs(self, vm_id: str, tail: int) -> str:
         return self.logs_since(vm_id, tail, None).text

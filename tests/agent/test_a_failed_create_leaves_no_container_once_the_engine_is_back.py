@@ -22,6 +22,7 @@ class DyingEngine(FakeRuntime):
         self.down = False
         self.die_in_create = False
         self.die_in_start = False
+        self.die_after_start = False
 
     def _check(self) -> None:
         if self.down:
@@ -40,7 +41,13 @@ class DyingEngine(FakeRuntime):
         if self.die_in_start:
             self.down = True
             raise EngineError("Docker engine error: Remote end closed connection")
-        return super().start(vm_id)
+        info = super().start(vm_id)
+        self.down = self.die_after_start  # while sshd comes up
+        return info
+
+    def inspect(self, vm_id: str) -> VMInfo:
+        self._check()
+        return super().inspect(vm_id)
 
     def destroy(self, vm_id: str) -> None:
         self._check()
@@ -98,6 +105,23 @@ def test_a_failed_start_is_removed_after_an_agent_restart(
         assert engine.vms == {}
     finally:
         restarted.__exit__(None, None, None)
+
+
+def test_a_create_whose_engine_dies_while_sshd_comes_up_leaves_nothing(
+    agent_settings: AgentSettings, ssh_keypair: tuple[Path, str]
+) -> None:
+    engine = DyingEngine()
+    agent = _agent(agent_settings, engine)
+    try:
+        engine.die_after_start = True
+        resp = agent.post("/v1/vms", json=_req(ssh_keypair[1]))
+        assert resp.status_code in (502, 503), resp.text
+        assert len(engine.vms) == 1
+        engine.down = engine.die_after_start = False
+        assert len(agent.app.state.service.remove_leftovers()) == 1  # type: ignore[attr-defined]
+        assert engine.vms == {}
+    finally:
+        agent.__exit__(None, None, None)
 
 
 def test_a_retry_of_the_failed_create_gets_one_fresh_vm(

@@ -247,15 +247,19 @@ class VMService:
                     existing = next(
                         (vm for vm in vms if vm.spec.idempotency_key == idempotency_key), None
                     )
-                if existing is not None and existing.spec.vm_id not in self._creating:
-                    _check_same_request(existing.spec, req)
-                    if existing.state == "created":
-                        # Its first try died before starting it, perhaps before its host
-                        # key went in (a key lives in that request's memory only): a fresh
-                        # VM under the same key, rather than one whose sshd cannot start.
-                        self._remove_for_retry(existing.spec.vm_id)
-                        vms = [vm for vm in vms if vm.spec.vm_id != existing.spec.vm_id]
-                        existing = None
+                if (
+                    existing is not None
+                    and existing.spec.vm_id not in self._creating
+                    and existing.state == "created"
+                ):
+                    # Its first try died before starting it, perhaps before its host key
+                    # went in (a key lives in that request's memory only): a fresh VM under
+                    # the same key, rather than one whose sshd cannot start. The list leaves
+                    # the SSH key out: the request is compared with the inspected spec.
+                    _check_same_request(self._inspect(existing.spec.vm_id).spec, req)
+                    self._remove_for_retry(existing.spec.vm_id)
+                    vms = [vm for vm in vms if vm.spec.vm_id != existing.spec.vm_id]
+                    existing = None
                 if existing is not None:
                     if existing.spec.vm_id in self._creating:
                         busy = existing.spec.vm_id  # its first request is still at work
@@ -306,25 +310,30 @@ class VMService:
         t_placed: float,
         t_created: float,
     ) -> VMPublic:
-        """The rest of a create once its container exists: host key, start, sshd.
-        PortInUseError: the VM is abandoned, try another port."""
+        """The rest of a create once its container exists: host key, start, sshd. Whatever
+        error it answers, the VM is abandoned (`_abandon`): the backend gives up a VM whose
+        create answered an error, so nothing would ever name it again. PortInUseError: try
+        another port."""
         # Outside the create lock: the container (with its labels: port, reservation)
         # already exists, so the next create accounts for it.
         try:
-            self.runtime.install_host_key(spec.vm_id, host_key.private_openssh)
-            # From now on the private key lives in the VM's files only.
-            del host_key
-            t_keyed = time.monotonic()
-            info = self.runtime.start(spec.vm_id)
-        except PortInUseError:
-            log.warning("port %s taken by another program; choosing another", spec.ssh_port)
+            try:
+                self.runtime.install_host_key(spec.vm_id, host_key.private_openssh)
+                # From now on the private key lives in the VM's files only.
+                del host_key
+                t_keyed = time.monotonic()
+                info = self.runtime.start(spec.vm_id)
+            except PortInUseError:
+                log.warning("port %s taken by another program; choosing another", spec.ssh_port)
+                raise
+            except EngineError as exc:
+                raise VMFailedError(str(exc)) from exc
+            t_started = time.monotonic()
+            # The engine may die while sshd comes up: inspecting it then is a 503.
+            view = self._await_ready(info)
+        except BaseException:
             self._abandon(spec.vm_id)
             raise
-        except EngineError as exc:
-            self._abandon(spec.vm_id)
-            raise VMFailedError(str(exc)) from exc
-        t_started = time.monotonic()
-        view = self._await_ready(info, fail_removes=True)
         t_ready = time.monotonic()
         log.info(
             "created VM %s for %s (cpu=%g memory=%s disk=%s port=%d) in %.2f s: "
@@ -369,7 +378,7 @@ class VMService:
                 info = self.runtime.start(spec.vm_id)
             except EngineError as exc:
                 raise VMFailedError(str(exc)) from exc
-        return self._await_ready(info, fail_removes=False)
+        return self._await_ready(info)
 
     def _check_isolation(self) -> None:
         isolation = self.isolation()
@@ -454,9 +463,8 @@ class VMService:
             io_iops=io.iops if self.io.device else 0,
         )
 
-    def _await_ready(self, info: VMInfo, *, fail_removes: bool) -> VMPublic:
-        """Wait for the SSH banner. If the VM dies first, report why (and remove it when it
-        was just created, so a failed create leaves nothing behind)."""
+    def _await_ready(self, info: VMInfo) -> VMPublic:
+        """Wait for the SSH banner. If the VM dies first, report why (VMFailedError)."""
         spec = info.spec
         deadline = time.monotonic() + self.settings.ssh_ready_timeout
 
@@ -476,8 +484,6 @@ class VMService:
         tail = ""
         with contextlib.suppress(EngineError):
             tail = self.runtime.logs(spec.vm_id, tail=20).strip()
-        if fail_removes:
-            self._abandon(spec.vm_id)
         raise VMFailedError(
             f"VM {spec.vm_id} stopped while starting ({current.state}): {tail[-500:]}"
         )
@@ -500,7 +506,7 @@ class VMService:
             ) from exc
         except EngineError as exc:
             raise VMFailedError(str(exc)) from exc
-        return self._await_ready(info, fail_removes=False)
+        return self._await_ready(info)
 
     def stop(self, vm_id: str) -> VMPublic:
         self._inspect(vm_id)
