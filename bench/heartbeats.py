@@ -36,7 +36,8 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ from kumulus.backend.api.routes.agents import (
     verify_and_store,
 )
 from kumulus.backend.db import Database, migrate
+from kumulus.backend.heartbeat_intake import HeartbeatIntake
 from kumulus.backend.heartbeats import HeartbeatWriter, Outcome, VerifiedHeartbeat
 from kumulus.backend.models import Heartbeat, HostUptime, SeenNonce
 from kumulus.config import BackendSettings
@@ -98,36 +100,41 @@ def _handler_process(
     results: Any,
 ) -> None:
     """One replica's handler, as the heartbeat route runs it (agents.verify_and_store on
-    `heartbeat_threads` threads, an executor as the app's; the batch's commit awaited on
-    the event loop, no thread held); `in_flight` heartbeats at a time, as that many open
+    `heartbeat_threads` threads of a HeartbeatIntake, as the app's; the batch's commit
+    awaited on the event loop, no thread held); `in_flight` heartbeats at a time, as that many open
     requests would."""
     db = Database(url)
     writer = HeartbeatWriter(db, ttl=settings.heartbeat_ttl)
 
+    intake = HeartbeatIntake(
+        partial(verify_and_store, settings=settings, limits=None, writer=writer),
+        settings.heartbeat_threads,
+    )
+
     async def run_all() -> None:
         pending = iter(envelopes)
-        with ThreadPoolExecutor(settings.heartbeat_threads) as threads:
 
-            async def connection() -> None:  # one open request after another
-                for envelope in pending:
-                    done: Future[Outcome | KumulusError] = Future()
-                    prepared: list[VerifiedHeartbeat] = []
-                    threads.submit(
-                        verify_and_store, envelope, settings, None, writer, done, prepared
-                    )
-                    result = await asyncio.wrap_future(done)
-                    if isinstance(result, KumulusError):
-                        raise result
-                    check_outcome(prepared[0], result)
+        async def connection() -> None:  # one open request after another
+            loop = asyncio.get_running_loop()
+            for envelope in pending:
+                waiter: asyncio.Future[Outcome | KumulusError] = loop.create_future()
+                prepared: list[VerifiedHeartbeat] = []
+                intake.submit(envelope, waiter, prepared)
+                async with asyncio.timeout(30):
+                    result = await waiter
+                if isinstance(result, KumulusError):
+                    raise result
+                check_outcome(prepared[0], result)
 
-            async with anyio.create_task_group() as tasks:
-                for _ in range(in_flight):
-                    tasks.start_soon(connection)
+        async with anyio.create_task_group() as tasks:
+            for _ in range(in_flight):
+                tasks.start_soon(connection)
 
     start.wait()
     t0, cpu0 = time.time(), time.process_time()
     anyio.run(run_all)
     results.put((t0, time.time(), writer.batches, time.process_time() - cpu0))
+    intake.close()
     writer.close()
     db.engine.dispose()
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -28,9 +28,10 @@ from kumulus.backend.api.routes import (
     wallets,
 )
 from kumulus.backend.api.routes import metrics as metrics_routes
-from kumulus.backend.api.routes.agents import ENVELOPE_OVERHEAD, HEARTBEAT_PATH
+from kumulus.backend.api.routes.agents import ENVELOPE_OVERHEAD, HEARTBEAT_PATH, verify_and_store
 from kumulus.backend.converge import Converger
 from kumulus.backend.db import Database, migrate
+from kumulus.backend.heartbeat_intake import HeartbeatIntake
 from kumulus.backend.heartbeats import HeartbeatWriter
 from kumulus.backend.hot_wallet import DepositSide, deposit_side
 from kumulus.backend.jobs import backend_jobs
@@ -91,12 +92,15 @@ def create_app(settings: BackendSettings) -> FastAPI:
     migrate(db.engine)
     keypair = backend_keypair(db, settings)
     heartbeats = HeartbeatWriter(db, ttl=settings.heartbeat_ttl)
+    rate_limits = RateLimits(settings, db)
     # Heartbeats are verified on threads of their own, apart from the pool every other sync
     # route shares: slow requests elsewhere never make a host's heartbeats wait (and the
-    # host look offline). A plain executor: anyio's thread trip cost the event loop ~3
-    # times the verification itself (bench/heartbeats).
-    heartbeat_threads = ThreadPoolExecutor(
-        settings.heartbeat_threads, thread_name_prefix="heartbeat-verify"
+    # host look offline). One queue put per heartbeat: anyio's thread trip cost the event
+    # loop ~3 times the verification itself, an executor's Future a sixth of the handler
+    # (bench/heartbeats).
+    heartbeat_intake = HeartbeatIntake(
+        partial(verify_and_store, settings=settings, limits=rate_limits, writer=heartbeats),
+        settings.heartbeat_threads,
     )
     placements = vms.placer(db, settings)
     chain, payout_key, anchor_key, deposit = settlement(db, settings)
@@ -117,7 +121,7 @@ def create_app(settings: BackendSettings) -> FastAPI:
         finally:
             converger.close()
             jobs.stop()  # releases the payout sender lease once the payouts job is done
-            heartbeat_threads.shutdown(wait=False, cancel_futures=True)
+            heartbeat_intake.close()
             heartbeats.close()
             placements.close()
             db.engine.dispose()  # its pooled connections go back to the server now
@@ -135,7 +139,7 @@ def create_app(settings: BackendSettings) -> FastAPI:
     app.state.db = db
     app.state.keypair = keypair
     app.state.heartbeats = heartbeats
-    app.state.heartbeat_threads = heartbeat_threads
+    app.state.heartbeat_intake = heartbeat_intake
     app.state.placer = placements
     app.state.chain = chain
     app.state.payout_key = payout_key
@@ -147,7 +151,7 @@ def create_app(settings: BackendSettings) -> FastAPI:
     app.state.metrics = registry
     app.state.metrics_token_file = settings.metrics_token_file
     app.state.events = events
-    app.state.rate_limits = RateLimits(settings, db)
+    app.state.rate_limits = rate_limits
     configure_hashing(settings.password_hash_concurrency, settings.password_hash_wait)
     install_error_handlers(app)
 

@@ -10,6 +10,7 @@ holds across any number of backend processes."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import json
@@ -78,6 +79,9 @@ class VerifiedHeartbeat:
     isolation_problem: str | None = None
     disk_usage: dict[str, int] = field(default_factory=dict)  # agent VM id -> bytes used
     done: Future[Outcome] = field(default_factory=Future)
+    # Set by a caller on an event loop instead of waiting on `done`: resolved on its loop
+    # with one call per batch (`settle`), not one per heartbeat.
+    waiter: asyncio.Future[Any] | None = None
 
 
 NO_MACHINE_REPORT = (
@@ -183,9 +187,49 @@ def _resolve(
             done.set_result(outcome)
 
 
+# What a loop's waiter gets: (future, value, True when the value is the exception to raise).
+Settlement = tuple["asyncio.Future[Any]", Any, bool]
+
+
+def settle_on_loop(items: Sequence[Settlement]) -> None:
+    """On the waiters' event loop: resolve them, skipping any whose request stopped
+    waiting (its timeout cancelled it)."""
+    for future, value, error in items:
+        if future.done():
+            continue
+        if error:
+            future.set_exception(value)
+        else:
+            future.set_result(value)
+
+
+def settle(loop: asyncio.AbstractEventLoop, items: Sequence[Settlement]) -> None:
+    """From any thread: resolve `items` on `loop` with one call into it. Each call from a
+    thread wakes the loop through its self-pipe: one per heartbeat cost the loop about
+    as much as the heartbeat's verification. A closed loop has nobody waiting."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(settle_on_loop, items)
+
+
+def _answer(beats: Sequence[VerifiedHeartbeat], values: Sequence[Any], error: bool) -> None:
+    """Answer each heartbeat with its value (an Outcome, or with `error` the exception):
+    a waiter on a loop in one call per loop, a bare future at once."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Settlement]] = defaultdict(list)
+    for beat, value in zip(beats, values, strict=True):
+        if beat.waiter is not None:
+            by_loop[beat.waiter.get_loop()].append((beat.waiter, value, error))
+        elif error:
+            _resolve(beat.done, error=value)
+        else:
+            _resolve(beat.done, value)
+    for loop, items in by_loop.items():
+        settle(loop, items)
+
+
 class HeartbeatWriter:
     """Group-commit writer. `submit` returns a future that resolves to the `Outcome` once the
-    heartbeat's batch committed (or raises if the database failed: nothing was stored)."""
+    heartbeat's batch committed (or raises if the database failed: nothing was stored); a
+    heartbeat with a `waiter` has that resolved instead, on its loop."""
 
     def __init__(self, db: Database, ttl: float, max_batch: int = 500) -> None:
         self._db = db
@@ -233,7 +277,7 @@ class HeartbeatWriter:
         except Exception:
             if len(batch) == 1:
                 log.exception("storing a heartbeat failed")
-                _resolve(batch[0].done, error=RuntimeError("the database refused the heartbeat"))
+                _answer(batch, [RuntimeError("the database refused the heartbeat")], error=True)
                 return
             # One bad heartbeat (say, its host deleted meanwhile) must not fail the others.
             log.warning("a batch of %d heartbeats failed; storing them one by one", len(batch))
@@ -241,8 +285,7 @@ class HeartbeatWriter:
                 self._write_safely([beat])
             return
         self.batches += 1
-        for beat, outcome in zip(batch, outcomes, strict=True):
-            _resolve(beat.done, outcome)
+        _answer(batch, outcomes, error=False)
 
     def _session(self) -> Session:
         """A session on the writer's own connection, kept across batches: no pool checkout

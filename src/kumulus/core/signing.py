@@ -30,6 +30,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import secrets
 import stat
 import threading
@@ -212,8 +213,11 @@ def _check_fresh(
         raise SignatureError("signed before this service started; sign again")
 
 
+_NONCE = re.compile(r"[0-9a-f]{16,64}")  # one C call per envelope, not a loop per character
+
+
 def _check_nonce(nonce: str) -> None:
-    if not (16 <= len(nonce) <= 64) or any(c not in "0123456789abcdef" for c in nonce):
+    if _NONCE.fullmatch(nonce) is None:
         raise SignatureError("nonce must be 16-64 lowercase hex characters")
 
 

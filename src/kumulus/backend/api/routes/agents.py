@@ -9,12 +9,10 @@ of their own."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import secrets
 import time
-from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -29,7 +27,8 @@ from kumulus.backend import host_keys, quotas
 from kumulus.backend.agent_payloads import HeartbeatPayload, IpPayload, RegisterPayload
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.deps import Db, Settings
-from kumulus.backend.heartbeats import HeartbeatWriter, Outcome, VerifiedHeartbeat
+from kumulus.backend.heartbeat_intake import HeartbeatIntake
+from kumulus.backend.heartbeats import HeartbeatWriter, Outcome, VerifiedHeartbeat, settle
 from kumulus.backend.hosts import check_capacity, starting_prices
 from kumulus.backend.isolation import judge
 from kumulus.backend.isolation import parse as parse_isolation
@@ -81,39 +80,40 @@ def _verify(envelope: SignedEnvelope, domain: Domain, settings: BackendSettings)
 
 def verify_and_store(
     envelope: SignedEnvelope,
+    waiter: asyncio.Future[Outcome | KumulusError],
+    prepared: list[VerifiedHeartbeat],
+    *,
     settings: BackendSettings,
     limits: RateLimits | None,
     writer: HeartbeatWriter,
-    done: Future[Outcome | KumulusError],
-    prepared: list[VerifiedHeartbeat],
 ) -> None:
-    """On a heartbeat thread: the signature (a refusal becomes `done`'s exception), then
-    what the writer stores of the heartbeat (an error to answer becomes `done`'s result,
-    so that the route counts it as a refusal), appended to `prepared` and handed to the
-    writer, which resolves `done` with its outcome once the batch committed. One trip
-    per heartbeat: the caller awaits `done` alone (each trip between the event loop and
-    a thread costs the loop about as much as the verification)."""
+    """On a heartbeat thread: the signature (a refusal becomes `waiter`'s exception),
+    then what the writer stores of the heartbeat (an error to answer becomes `waiter`'s
+    result, so that the route counts it as a refusal), appended to `prepared` and handed
+    to the writer, which resolves `waiter` on its loop with the outcome once the batch
+    committed. One trip per heartbeat: the caller awaits `waiter` alone (each trip
+    between the event loop and a thread costs the loop about as much as the
+    verification)."""
+    loop = waiter.get_loop()
     try:
         _verify(envelope, Domain.HEARTBEAT, settings)
         try:
             beat = prepare_heartbeat(envelope, settings, limits)
         except KumulusError as exc:
-            with contextlib.suppress(InvalidStateError):  # the caller stopped waiting
-                done.set_result(exc)
+            settle(loop, [(waiter, exc, False)])
             return
-        beat.done = done  # type: ignore[assignment]  # resolved with an Outcome only
+        beat.waiter = waiter
         prepared.append(beat)
         writer.submit(beat)
     except Exception as exc:  # every failure goes to the waiting request
-        with contextlib.suppress(InvalidStateError):
-            done.set_exception(exc)
+        settle(loop, [(waiter, exc, True)])
 
 
 def _signed_first(domain: Domain, heartbeat: bool = False) -> Gate:
     """A gate (core/auth_first.py) that takes the raw body (bounded by core/body_limit.py)
     as an envelope and checks its signature before FastAPI parses anything: a body that is
     not a well-signed envelope of kind `domain` is a 401, whatever it holds. Heartbeats are
-    verified on their own threads (the app's `heartbeat_threads`)."""
+    verified on their own threads (the app's `heartbeat_intake`)."""
 
     async def gate(request: Request) -> None:
         if heartbeat:
@@ -128,18 +128,17 @@ def _signed_first(domain: Domain, heartbeat: bool = False) -> Gate:
         settings: BackendSettings = request.app.state.settings
         if heartbeat:
             # Verified, prepared and handed to the writer on one trip to a heartbeat
-            # thread (the app's `heartbeat_threads`); the batch's commit is awaited here,
+            # thread (the app's `heartbeat_intake`); the batch's commit is awaited here,
             # holding no thread: heartbeats in flight are bounded by the writer's batches.
-            threads: ThreadPoolExecutor = request.app.state.heartbeat_threads
-            done: Future[Outcome | KumulusError] = Future()
+            intake: HeartbeatIntake = request.app.state.heartbeat_intake
+            waiter: asyncio.Future[Outcome | KumulusError] = (
+                asyncio.get_running_loop().create_future()
+            )
             prepared: list[VerifiedHeartbeat] = []
             try:
-                threads.submit(
-                    verify_and_store, envelope, settings, request.app.state.rate_limits,
-                    request.app.state.heartbeats, done, prepared,
-                )  # fmt: skip
-                with anyio.fail_after(30):
-                    result = await asyncio.wrap_future(done)
+                intake.submit(envelope, waiter, prepared)  # verify_and_store
+                async with asyncio.timeout(30):
+                    result = await waiter
             except KumulusError:
                 raise  # the signature: refused before anything else is read
             except Exception as exc:  # the database, no answer in time, or shutting down
@@ -414,7 +413,7 @@ def store_heartbeat(
 )
 async def heartbeat(body: SignedEnvelope, envelope: SignedHeartbeat, request: Request) -> Accepted:
     """Store a host's signed heartbeat (at most `heartbeat_max_bytes`). Served on threads
-    of its own (the app's `heartbeat_threads`), with no dependency on the shared pool; 429 over the
+    of its own (the app's `heartbeat_intake`), with no dependency on the shared pool; 429 over the
     host's rate. Counted as accepted or refused (by reason) in the metrics."""
     app = request.app
     events = getattr(app.state, "events", None)
