@@ -53,7 +53,14 @@ def test_follow_prints_new_lines_once(developer: Cli, live: Platform) -> None:
         printed += _read_until(proc, "second line", 15)
         time.sleep(2.5)  # two more polls: nothing may come again
         proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=60)  # a loaded CI machine once took over 15 s
+        try:
+            rest, _ = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            # Seen twice under the full unit suite: the follower slept on in its poll loop
+            # as if the signal never came, and a second Ctrl-C ended it at once (not
+            # understood yet: see the issue 14 note of 2026-11-30).
+            proc.send_signal(signal.SIGINT)
+            rest, _ = proc.communicate(timeout=15)
     finally:
         if proc.poll() is None:
             proc.kill()

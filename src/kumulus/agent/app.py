@@ -52,8 +52,8 @@ def install_firewall(runtime: VMRuntime, settings: AgentSettings) -> FirewallSta
 
 def _guard(service: VMService, limits: DiskLimits, settings: AgentSettings) -> None:
     """Put back isolation rules someone flushed and re-read the engine (keeping /v1/host,
-    the heartbeats and the create guard truthful), and disk limits an engine restart
-    dropped."""
+    the heartbeats and the create guard truthful), disk limits an engine restart
+    dropped, and VMs the engine made after their create had failed."""
     before = service.isolation().report()
     service.firewall = install_firewall(service.runtime, settings)
     try:
@@ -67,6 +67,10 @@ def _guard(service: VMService, limits: DiskLimits, settings: AgentSettings) -> N
         limits.reapply(service.runtime.list())
     except EngineError as exc:
         log.warning("disk limits not re-checked: %s", exc)
+    try:
+        service.sweep_unstarted()
+    except EngineError as exc:
+        log.warning("unstarted VMs not looked for: %s", exc)
 
 
 def agent_jobs(

@@ -18,6 +18,8 @@ import logging
 import os
 from pathlib import Path
 
+from kumulus.core.schemas import VM_ID_RE
+
 log = logging.getLogger(__name__)
 
 
@@ -36,7 +38,9 @@ class Leftovers:
             log.warning("ignoring %s: %s", path, exc)
             loaded = []
         if isinstance(loaded, list):
-            self._ids = {str(vm_id) for vm_id in loaded}
+            # Only VM ids go to the engine (an edited file must not aim its calls at
+            # other API paths).
+            self._ids = {v for v in loaded if isinstance(v, str) and VM_ID_RE.fullmatch(v)}
 
     def __bool__(self) -> bool:
         return bool(self._ids)
@@ -50,12 +54,21 @@ class Leftovers:
     def add(self, vm_id: str) -> None:
         if vm_id not in self._ids:
             self._ids.add(vm_id)
-            self._save()
+            self._save_or_warn()
 
     def discard(self, vm_id: str) -> None:
         if vm_id in self._ids:
             self._ids.discard(vm_id)
+            self._save_or_warn()
+
+    def _save_or_warn(self) -> None:
+        """The set in memory is the truth while the agent runs: a state disk that is full
+        or read-only must not fail a create's answer or the agent's start. The file is
+        written again at the next change."""
+        try:
             self._save()
+        except OSError as exc:
+            log.warning("could not record failed creates in %s: %s", self._path, exc)
 
     def _save(self) -> None:
         """Written whole to a temporary file, synced, then renamed over the old one: a
@@ -69,6 +82,12 @@ class Leftovers:
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, self._path)
+            # The rename itself survives a crash once the directory is synced.
+            dir_fd = os.open(self._path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
         except BaseException:
             with contextlib.suppress(OSError):
                 tmp.unlink()

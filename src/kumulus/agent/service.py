@@ -87,6 +87,7 @@ class VMService:
         # VMs made by a create that has not answered yet: a retry (same idempotency key)
         # waits for that answer rather than race the first request.
         self._creating: set[str] = set()
+        self._removing: set[str] = set()  # being removed by remove_leftovers
         engine = self._engine()
         self.engine_info = engine
         self.disk_limits = DiskLimits(engine.root_dir, engine.storage_driver)
@@ -239,7 +240,9 @@ class VMService:
         while attempts < _PORT_RETRIES:
             existing: VMInfo | None = None
             failed: EngineError | None = None
-            host_key = host_keys.generate()
+            # Handed over in a holder that _finish_create empties: once the key is in the
+            # VM, no frame of this request keeps it (nor a traceback of a failure).
+            host_key = [host_keys.generate()]
             with self._create_lock:
                 t_lock = time.monotonic()
                 vms = self._list()
@@ -249,7 +252,7 @@ class VMService:
                     )
                 if (
                     existing is not None
-                    and existing.spec.vm_id not in self._creating
+                    and not self._busy(existing.spec.vm_id)
                     and existing.state == "created"
                 ):
                     # Its first try died before starting it, perhaps before its host key
@@ -261,14 +264,20 @@ class VMService:
                     vms = [vm for vm in vms if vm.spec.vm_id != existing.spec.vm_id]
                     existing = None
                 if existing is not None:
-                    if existing.spec.vm_id in self._creating:
-                        busy = existing.spec.vm_id  # its first request is still at work
+                    if self._busy(existing.spec.vm_id):
+                        busy = existing.spec.vm_id  # another request (or removal) at work
                     else:
                         busy = None
-                        self._leftovers.discard(existing.spec.vm_id)  # this retry's now
+                        # This retry's while it works on it: another retry waits, and
+                        # the leftovers job leaves it alone.
+                        self._creating.add(existing.spec.vm_id)
                 else:
                     spec = self._place(
-                        req, vms, idempotency_key, self._lxcfs_for_new_vm(), host_key.public_line
+                        req,
+                        vms,
+                        idempotency_key,
+                        self._lxcfs_for_new_vm(),
+                        host_key[0].public_line,
                     )
                     t_placed = time.monotonic()
                     try:
@@ -288,7 +297,7 @@ class VMService:
                 if busy is not None:
                     self._wait_created(busy)
                     continue  # and look again: it may have failed meanwhile
-                return self._retried(existing, req), False
+                return self._retry(existing, req), False
             attempts += 1
             try:
                 return self._finish_create(spec, host_key, t0, t_lock, t_placed, t_created), True
@@ -304,7 +313,7 @@ class VMService:
     def _finish_create(
         self,
         spec: VMSpec,
-        host_key: host_keys.HostKeyPair,
+        holder: builtins.list[host_keys.HostKeyPair],
         t0: float,
         t_lock: float,
         t_placed: float,
@@ -318,6 +327,7 @@ class VMService:
         # already exists, so the next create accounts for it.
         try:
             try:
+                host_key = holder.pop()
                 self.runtime.install_host_key(spec.vm_id, host_key.private_openssh)
                 # From now on the private key lives in the VM's files only.
                 del host_key
@@ -362,6 +372,23 @@ class VMService:
         if req.disk is None and self.disk_quota()[0]:
             return req.model_copy(update={"disk": parse_size(self.settings.default_disk)})
         return req
+
+    def _retry(self, vm: VMInfo, req: VMCreate) -> VMPublic:
+        """A retried create of `vm` (in `_creating` for this request). A VM its first
+        request abandoned (it answered an error) stays listed for removal unless this
+        retry answers it: a failed retry must not leave it behind for good, and one the
+        backend adopted from its first answer is never listed, so never removed."""
+        vm_id = vm.spec.vm_id
+        answered = False
+        try:
+            view = self._retried(vm, req)
+            answered = True
+        finally:
+            with self._create_lock:
+                self._creating.discard(vm_id)
+                if answered:
+                    self._leftovers.discard(vm_id)
+        return view
 
     def _retried(self, vm: VMInfo, req: VMCreate) -> VMPublic:
         info = self._inspect(vm.spec.vm_id)
@@ -533,12 +560,18 @@ class VMService:
         except EngineError as exc:
             raise VMFailedError(str(exc)) from exc
 
+    def _busy(self, vm_id: str) -> bool:
+        """A request works on `vm_id`, or the leftovers job is removing it (the create
+        lock held)."""
+        return vm_id in self._creating or vm_id in self._removing
+
     def _wait_created(self, vm_id: str) -> None:
-        """Until the create that made `vm_id` has answered (a retry of it waits)."""
+        """Until the request working on `vm_id` has answered, or its removal is done (a
+        retry of its create waits)."""
         deadline = time.monotonic() + self.settings.ssh_ready_timeout + 120
         while time.monotonic() < deadline:
             with self._create_lock:
-                if vm_id not in self._creating:
+                if not self._busy(vm_id):
                     return
             time.sleep(0.05)
         raise EngineUnavailableError(f"VM {vm_id} is still being created; retry later")
@@ -555,18 +588,39 @@ class VMService:
 
     def _abandon(self, vm_id: str) -> None:
         """A create failed after its container was made: remove the container now if the
-        engine lets us, else later (the `leftovers` job). A retry of that create waits for
-        its answer (`_creating`), so none can have taken the VM over meanwhile."""
+        engine lets us, else later (the `leftovers` job). Listed before this request lets
+        go of it (`_creating`): a retry that then takes it over unlists it only if it
+        answers it."""
         with self._create_lock:
             self._leftovers.add(vm_id)
+            self._creating.discard(vm_id)
         self.remove_leftovers()
+
+    def sweep_unstarted(self) -> builtins.list[str]:
+        """List for removal every VM never started that no request is working on (job
+        `guard`): the engine can make a container after the create call timed out, once
+        that create had answered an error and dropped it. Raises EngineError."""
+        with self._create_lock:
+            found = [
+                vm.spec.vm_id
+                for vm in self.runtime.list()
+                if vm.state == "created" and not self._busy(vm.spec.vm_id)
+            ]
+            for vm_id in found:
+                self._leftovers.add(vm_id)
+        return found
 
     def remove_leftovers(self) -> builtins.list[str]:
         """Remove the VMs of failed creates that are still there (job `leftovers`); returns
-        the ids removed or found gone. One the engine will not remove now stays listed."""
-        done: list[str] = []
+        the ids removed or found gone. One the engine will not remove now stays listed.
+        The engine calls run without the create lock (one removal that hangs must not
+        hold up every create); a VM a retry is working on is left for a later run."""
         with self._create_lock:
-            for vm_id in self._leftovers.ids():
+            todo = [vm_id for vm_id in self._leftovers.ids() if not self._busy(vm_id)]
+            self._removing.update(todo)
+        done: list[str] = []
+        try:
+            for vm_id in todo:
                 try:
                     self.runtime.destroy(vm_id)
                     log.info("removed VM %s, left by a failed create", vm_id)
@@ -575,8 +629,12 @@ class VMService:
                 except EngineError as exc:
                     log.warning("VM %s of a failed create is not removed yet: %s", vm_id, exc)
                     continue
-                self._leftovers.discard(vm_id)
                 done.append(vm_id)
+        finally:
+            with self._create_lock:
+                self._removing.difference_update(todo)
+                for vm_id in done:
+                    self._leftovers.discard(vm_id)
         return done
 
 

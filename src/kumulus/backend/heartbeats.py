@@ -78,9 +78,11 @@ class VerifiedHeartbeat:
     isolated: bool = False
     isolation_problem: str | None = None
     disk_usage: dict[str, int] = field(default_factory=dict)  # agent VM id -> bytes used
-    done: Future[Outcome] = field(default_factory=Future)
-    # Set by a caller on an event loop instead of waiting on `done`: resolved on its loop
-    # with one call per batch (`settle`), not one per heartbeat.
+    # What `submit` answers with; made there (a Future makes a Condition: not for the
+    # heartbeats that have a `waiter`).
+    done: Future[Outcome] | None = None
+    # Set by a caller on an event loop instead of waiting on `done` (`submit_waiting`):
+    # resolved on its loop with one call per batch (`settle`), not one per heartbeat.
     waiter: asyncio.Future[Any] | None = None
 
 
@@ -218,6 +220,8 @@ def _answer(beats: Sequence[VerifiedHeartbeat], values: Sequence[Any], error: bo
     for beat, value in zip(beats, values, strict=True):
         if beat.waiter is not None:
             by_loop[beat.waiter.get_loop()].append((beat.waiter, value, error))
+        elif beat.done is None:
+            continue  # nobody waits for it
         elif error:
             _resolve(beat.done, error=value)
         else:
@@ -242,10 +246,17 @@ class HeartbeatWriter:
         self.batches = 0  # for tests and benchmarks: how many transactions were needed
 
     def submit(self, beat: VerifiedHeartbeat) -> Future[Outcome]:
+        """Queue `beat`; its future resolves once its batch committed."""
+        if beat.done is None:
+            beat.done = Future()
+        self.submit_waiting(beat)
+        return beat.done
+
+    def submit_waiting(self, beat: VerifiedHeartbeat) -> None:
+        """Queue `beat`, whose `waiter` (or `done`) is resolved once its batch committed."""
         if not self._thread.is_alive():
             raise RuntimeError("heartbeat writer is stopped")
         self._queue.put(beat)
-        return beat.done
 
     def close(self, timeout: float = 10.0) -> None:
         """Store what is queued, then stop."""

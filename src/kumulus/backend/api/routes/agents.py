@@ -94,6 +94,8 @@ def verify_and_store(
     committed. One trip per heartbeat: the caller awaits `waiter` alone (each trip
     between the event loop and a thread costs the loop about as much as the
     verification)."""
+    if waiter.done():
+        return  # its request gave up (timed out under load): no work for nobody
     loop = waiter.get_loop()
     try:
         _verify(envelope, Domain.HEARTBEAT, settings)
@@ -104,7 +106,7 @@ def verify_and_store(
             return
         beat.waiter = waiter
         prepared.append(beat)
-        writer.submit(beat)
+        writer.submit_waiting(beat)
     except Exception as exc:  # every failure goes to the waiting request
         settle(loop, [(waiter, exc, True)])
 
