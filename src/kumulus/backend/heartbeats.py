@@ -30,6 +30,7 @@ from sqlalchemy import (
     DateTime,
     Integer,
     String,
+    any_,
     bindparam,
     delete,
     insert,
@@ -37,9 +38,10 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import BindParameter, TextClause
+from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.sql.elements import BindParameter, ColumnElement, TextClause
 
 from kumulus.backend import host_keys
 from kumulus.backend.clock import aware, utcnow
@@ -167,6 +169,17 @@ _UPDATE_HOSTS_PG = text(
     " rep_tier = hosts.rep_tier * v.keep_tier"
     " FROM v JOIN locked ON locked.id = v.id WHERE hosts.id = v.id"
 ).bindparams(bindparam("now", type_=DateTime(timezone=True)))
+
+
+def _among(
+    s: Session, column: InstrumentedAttribute[Any], ids: Sequence[str]
+) -> ColumnElement[bool]:
+    """`column IN ids`, as one statement text on PostgreSQL (`= ANY(array)`): an expanding
+    IN renders a new text for each batch size, which SQLAlchemy compiles and psycopg
+    parses and prepares again (a quarter of the writer's CPU with batches of ~130)."""
+    if s.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(ids), type_=ARRAY(String())))
+    return column.in_(ids)
 
 
 def hour_of(moment: datetime) -> int:
@@ -338,7 +351,7 @@ class HeartbeatWriter:
                 Host.cpu,
                 Host.memory,
                 Host.disk,
-            ).where(Host.id.in_(host_ids))
+            ).where(_among(s, Host.id, host_ids))
         ).all()
         hosts = {row.id: (row.wallet_address, row.last_heartbeat_at) for row in rows}
         declared = {row.id: (row.cpu, row.memory, row.disk) for row in rows}
@@ -532,7 +545,7 @@ class HeartbeatWriter:
             s.execute(
                 update(VM)
                 .where(
-                    VM.host_id.in_(returned),
+                    _among(s, VM.host_id, returned),
                     VM.converge_attempts > 0,
                     VM.converge_after > now,
                 )
@@ -549,7 +562,7 @@ class HeartbeatWriter:
         vms: dict[str, list[VM]] = defaultdict(list)
         for vm in s.scalars(
             select(VM).where(
-                VM.host_id.in_(sorted(reported)),
+                _among(s, VM.host_id, sorted(reported)),
                 VM.agent_vm_id.is_not(None),
                 VM.intended_state != "deleted",
             )
