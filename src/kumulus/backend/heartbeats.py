@@ -155,19 +155,22 @@ _ADD_UPTIME_PG = text(
     " DO UPDATE SET up_seconds = host_uptime.up_seconds + excluded.up_seconds"
 ).bindparams(bindparam("hour", type_=BigInteger()))
 # The rows are locked in host id order first (a locking sub-select, sorted, runs before
-# the update joins it), for the same reason. `unknown` is null where the heartbeat listed
-# no containers: the count stays as it was.
+# the update reads it), for the same reason. `unknown` is null where the heartbeat listed
+# no containers: the count stays as it was. Both reads of `hosts` go by `= ANY(ARRAY(...))`
+# so that they are primary-key lookups whatever the planner knows: joined to the JSON rows,
+# PostgreSQL scanned all of `hosts` twice per batch whenever its statistics were stale (a
+# batch's update took 6 ms among 6,000 hosts, 2 ms by key; it grows with the host count).
 _UPDATE_HOSTS_PG = text(
     "WITH v AS (SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS t(id varchar,"
     " version varchar, isolated boolean, isolation_problem varchar, unknown integer,"
     " problem varchar, keep_tier integer)),"
-    " locked AS (SELECT hosts.id FROM hosts JOIN v ON hosts.id = v.id"
+    " locked AS (SELECT hosts.id FROM hosts WHERE hosts.id = ANY(ARRAY(SELECT v.id FROM v))"
     " ORDER BY hosts.id FOR NO KEY UPDATE OF hosts)"
     " UPDATE hosts SET last_heartbeat_at = :now, agent_version = v.version,"
     " isolated = v.isolated, isolation_problem = v.isolation_problem,"
     " unknown_vms = COALESCE(v.unknown, hosts.unknown_vms), capacity_problem = v.problem,"
     " rep_tier = hosts.rep_tier * v.keep_tier"
-    " FROM v JOIN locked ON locked.id = v.id WHERE hosts.id = v.id"
+    " FROM v WHERE hosts.id = v.id AND hosts.id = ANY(ARRAY(SELECT locked.id FROM locked))"
 ).bindparams(bindparam("now", type_=DateTime(timezone=True)))
 
 

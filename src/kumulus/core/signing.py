@@ -305,6 +305,15 @@ def sign_envelope(
     )
 
 
+def payload_size(envelope: SignedEnvelope, domain: Domain, message: bytes) -> int:
+    """The length of `envelope`'s payload as compact JSON (`json.dumps(payload,
+    separators=(",", ":"))`), read off `message`, its canonical message as kind `domain`
+    (envelope_message): that message holds the payload's JSON with sorted keys, which is
+    as long as the compact form, so the payload need not be serialised a second time."""
+    frame = _envelope_message(domain, envelope.address, envelope.timestamp, envelope.nonce, {})
+    return len(message) - len(frame) + len(b"{}")
+
+
 def verify_envelope(
     envelope: SignedEnvelope,
     nonces: NonceStore,
@@ -317,6 +326,28 @@ def verify_envelope(
     """Return the payload of a valid, fresh, first-seen envelope of kind `domain`, signed
     over its exact bytes; raise SignatureError otherwise (an envelope of another kind, or a
     signature over the `<Bytes>`-wrapped message, is a bad signature)."""
+    verify_envelope_message(
+        envelope,
+        nonces,
+        domain=domain,
+        expected_address=expected_address,
+        max_skew=max_skew,
+        now=now,
+    )
+    return envelope.payload
+
+
+def verify_envelope_message(
+    envelope: SignedEnvelope,
+    nonces: NonceStore,
+    *,
+    domain: Domain,
+    expected_address: str | None = None,
+    max_skew: float = DEFAULT_MAX_SKEW,
+    now: float | None = None,
+) -> bytes:
+    """verify_envelope, returning the canonical message the signature covers (what
+    payload_size reads) instead of the payload."""
     now = time.time() if now is None else now
     if expected_address is not None and envelope.address != expected_address:
         raise SignatureError("envelope is signed by an unexpected address")
@@ -330,7 +361,7 @@ def verify_envelope(
     # Only a valid signature may consume a nonce, or anyone could burn others' nonces.
     if not nonces.check_and_store(envelope.address, envelope.nonce, now):
         raise SignatureError("replayed envelope (nonce already used)")
-    return envelope.payload
+    return message
 
 
 # --- signed HTTP requests -------------------------------------------------------------------

@@ -9,7 +9,6 @@ of their own."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 import time
@@ -53,7 +52,14 @@ from kumulus.core.errors import (
 from kumulus.core.http import field_problems, validation_message
 from kumulus.core.openapi_statuses import refusals
 from kumulus.core.public_dial import named_not_public
-from kumulus.core.signing import Domain, SignatureError, SignedEnvelope, verify_envelope
+from kumulus.core.signing import (
+    Domain,
+    SignatureError,
+    SignedEnvelope,
+    envelope_message,
+    payload_size,
+    verify_envelope_message,
+)
 
 log = logging.getLogger(__name__)
 router = APIRouter(
@@ -67,11 +73,12 @@ ENVELOPE_OVERHEAD = 1024
 Limits = Annotated[RateLimits, Depends(get_rate_limits)]
 
 
-def _verify(envelope: SignedEnvelope, domain: Domain, settings: BackendSettings) -> None:
+def _verify(envelope: SignedEnvelope, domain: Domain, settings: BackendSettings) -> bytes:
     """Signature and freshness of `envelope` as kind `domain` (not its nonce: spent later,
-    in the transaction that acts on it). Blocking (sr25519): run on a thread."""
+    in the transaction that acts on it); returns the signed message. Blocking (sr25519):
+    run on a thread."""
     try:
-        verify_envelope(
+        return verify_envelope_message(
             envelope, _SpendLater(), domain=domain, max_skew=settings.signature_max_skew
         )
     except SignatureError as exc:
@@ -98,9 +105,9 @@ def verify_and_store(
         return  # its request gave up (timed out under load): no work for nobody
     loop = waiter.get_loop()
     try:
-        _verify(envelope, Domain.HEARTBEAT, settings)
+        message = _verify(envelope, Domain.HEARTBEAT, settings)
         try:
-            beat = prepare_heartbeat(envelope, settings, limits)
+            beat = prepare_heartbeat(envelope, settings, limits, message=message)
         except KumulusError as exc:
             settle(loop, [(waiter, exc, False)])
             return
@@ -331,19 +338,26 @@ def accept_heartbeat(
     """Verify a signed heartbeat and store it through the group-commit writer; raises the
     HTTP error to answer otherwise (413 over `heartbeat_max_bytes`, 429 over the host's
     rate in `limits`). Returns once the heartbeat is committed."""
-    _verify(envelope, Domain.HEARTBEAT, settings)
-    store_heartbeat(envelope, writer, settings, limits)
+    message = _verify(envelope, Domain.HEARTBEAT, settings)
+    store_heartbeat(envelope, writer, settings, limits, message=message)
 
 
 def prepare_heartbeat(
-    envelope: SignedEnvelope, settings: BackendSettings, limits: RateLimits | None = None
+    envelope: SignedEnvelope,
+    settings: BackendSettings,
+    limits: RateLimits | None = None,
+    *,
+    message: bytes | None = None,
 ) -> VerifiedHeartbeat:
     """What the writer stores of a heartbeat whose signature was verified (its nonce is
     spent by the writer, in the batch's transaction); raises the HTTP error to answer
     otherwise (413 over `heartbeat_max_bytes`, 422 for a bad payload, 429 over the host's
-    rate in `limits`). Blocking (parsing)."""
+    rate in `limits`). `message` is the signed message the verification returned, when
+    the caller has it: the payload's size is read off it. Blocking (parsing)."""
     payload = envelope.payload
-    size = len(json.dumps(payload, separators=(",", ":"), allow_nan=False))
+    if message is None:
+        message = envelope_message(envelope, Domain.HEARTBEAT)
+    size = payload_size(envelope, Domain.HEARTBEAT, message)
     if size > settings.heartbeat_max_bytes:
         raise TooLargeError(
             f"heartbeat payload of {size} bytes; at most {settings.heartbeat_max_bytes}"
@@ -396,10 +410,12 @@ def store_heartbeat(
     writer: HeartbeatWriter,
     settings: BackendSettings,
     limits: RateLimits | None = None,
+    *,
+    message: bytes | None = None,
 ) -> None:
     """Store a verified heartbeat and wait for its batch's commit (prepare_heartbeat,
     check_outcome). Blocking: for callers on threads (benchmarks, accept_heartbeat)."""
-    beat = prepare_heartbeat(envelope, settings, limits)
+    beat = prepare_heartbeat(envelope, settings, limits, message=message)
     try:
         outcome = writer.submit(beat).result(timeout=30)
     except Exception as exc:
