@@ -70,7 +70,9 @@ def test_signatures_are_checked_off_the_event_loop(
 
     monkeypatch.setattr(agent_auth, "read_pinned_backend", recording(lambda _: "5Fake"))
     monkeypatch.setattr(agent_auth, "verify_request", recording(agent_auth.verify_request))
-    monkeypatch.setattr(agent_routes, "verify_envelope", recording(agent_routes.verify_envelope))
+    monkeypatch.setattr(
+        agent_routes, "verify_envelope_message", recording(agent_routes.verify_envelope_message)
+    )
     fake_agent.post(
         "/v1/vms",
         content=b"{}",

@@ -52,15 +52,11 @@ def test_follow_prints_new_lines_once(developer: Cli, live: Platform) -> None:
         live.runtime.say(agent_vm, "second line")
         printed += _read_until(proc, "second line", 15)
         time.sleep(2.5)  # two more polls: nothing may come again
+        # One Ctrl-C is enough, even when Python drops its interrupt in a finaliser
+        # (test_a_ctrl_c_dropped_by_a_finaliser_still_ends_a_wait.py).
         proc.send_signal(signal.SIGINT)
-        try:
-            rest, _ = proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            # Seen twice under the full unit suite: the follower slept on in its poll loop
-            # as if the signal never came, and a second Ctrl-C ended it at once (not
-            # understood yet: see the issue 14 note of 2026-11-30).
-            proc.send_signal(signal.SIGINT)
-            rest, _ = proc.communicate(timeout=15)
+        rest, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, rest
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -571,24 +571,45 @@ class VMService:
             _count_lease(self.db, host.id, completed=False)
             self.db.commit()
             return f"host {host.id}: {exc.detail}"
-        self._adopt(vm, host, agent_vm)
+        if not self._adopt(vm, host, agent_vm):
+            self._drop_late_create(vm, host, agent_vm)
         return None
+
+    def _drop_late_create(self, vm: VM, host: Host, agent_vm: VMPublic) -> None:
+        """`host` answered a create after another try had moved `vm` to another host (its
+        answer came late): nobody pays for what it made, so it is deleted there (best
+        effort; the host counts it among its unknown containers otherwise)."""
+        if vm.host_id == host.id and vm.agent_vm_id == agent_vm.vm_id:
+            return  # another try adopted this same answer
+        log.warning(
+            "VM %s: host %s answered its create after it moved to %s; deleting it there",
+            vm.id,
+            host.id,
+            vm.host_id,
+        )
+        try:
+            self._agent(host).delete_vm(agent_vm.vm_id)
+        except ApiError as exc:
+            log.warning("VM %s: could not delete it on %s: %s", vm.id, host.id, exc.detail)
 
     def _fail(self, vm: VM, why: str) -> None:
         vm.actual_state, vm.failure_reason, vm.updated_at = "failed", why, utcnow()
         self.db.commit()
 
-    def _adopt(self, vm: VM, host: Host, agent_vm: VMPublic) -> None:
-        """The host has the VM: it is paid for from now on (commits). Once only: a worker
-        and a job that both got the host's answer must not restart its metering."""
+    def _adopt(self, vm: VM, host: Host, agent_vm: VMPublic) -> bool:
+        """The host has the VM: it is paid for from now on (commits); False, with nothing
+        changed, when it was adopted already or is no longer placed on `host`. Once only: a
+        worker and a job that both got the host's answer must not restart its metering;
+        and a late answer from a host the VM left must not point it at that host's
+        container while its capacity and pay go to the host it is placed on."""
         probe = VM()
         start_metering(probe)
         # Checked once more here (the client checked the answer): what is stored is a key,
         # and the fingerprint is the backend's own, never the host's word.
         host_key = parse_host_key(agent_vm.host_key) if agent_vm.host_key else None
-        self.db.execute(
+        adopted = self.db.execute(
             update(VM)
-            .where(VM.id == vm.id, VM.agent_vm_id.is_(None))
+            .where(VM.id == vm.id, VM.host_id == host.id, VM.agent_vm_id.is_(None))
             .values(
                 agent_vm_id=agent_vm.vm_id,
                 metered_until=probe.metered_until,
@@ -607,6 +628,7 @@ class VMService:
         )
         self.db.commit()
         self.db.refresh(vm)
+        return bool(adopted.rowcount)  # type: ignore[attr-defined]
 
     @staticmethod
     def _agent_body(vm: VM) -> dict[str, Any]:

@@ -14,8 +14,8 @@ import typer
 from pydantic import ValidationError
 
 from kumulus import known_hosts
-from kumulus.backend.schemas import VMCreateIn, VMOut, VMQuoteIn
-from kumulus.cli import session, ssh
+from kumulus.backend.schemas import VMCreateIn, VMLogsOut, VMOut, VMQuoteIn
+from kumulus.cli import interrupts, session, ssh
 from kumulus.cli.exits import Exit, fail
 from kumulus.cli.output import JsonFlag, as_data, emit_json, fields, invalid, printable, table
 from kumulus.cli.progress import Stages
@@ -50,20 +50,21 @@ def _await(
     through on `stages`; the last answer (None once the VM is gone). Network blips and
     retryable refusals are waited out within the timeout."""
     deadline = time.monotonic() + timeout
-    while True:
-        if stages is not None:
-            stages.show(_STAGES.get(vm.actual_state, vm.actual_state))
-        if done(vm) or time.monotonic() >= deadline:
-            return vm
-        time.sleep(POLL_EVERY)
-        try:
-            vm = api.vm(vm.id)
-        except ApiError as exc:
-            if exc.status == 404:
-                return None
-            if exc.retry or exc.status is None:
-                continue
-            raise
+    with interrupts.watch():
+        while True:
+            if stages is not None:
+                stages.show(_STAGES.get(vm.actual_state, vm.actual_state))
+            if done(vm) or time.monotonic() >= deadline:
+                return vm
+            interrupts.sleep(POLL_EVERY)
+            try:
+                vm = api.vm(vm.id)
+            except ApiError as exc:
+                if exc.status == 404:
+                    return None
+                if exc.retry or exc.status is None:
+                    continue
+                raise
 
 
 def _create_once_more(api: BackendClient, want: VMCreateIn, key: str) -> VMOut:
@@ -298,27 +299,33 @@ def vm_logs(
     """The VM's console output, through its provider's agent. --follow asks again every
     second for the lines after the last one seen (the API's `until` marker, sent back
     as `since`); with --json, one JSON object per answer."""
+
+    def show(chunk: VMLogsOut) -> None:
+        if json_out:
+            emit_json(chunk)
+        else:
+            typer.echo(_console_text(chunk.logs), nl=False)
+
     with session.api(json_out) as api:
+        if not follow:
+            show(api.vm_logs(vm_id, tail, None))
+            return
         since: str | None = None
-        while True:
+        with interrupts.watch():
             try:
-                chunk = api.vm_logs(vm_id, tail, since)
-            except ApiError as exc:
-                if not follow or not (exc.retry or exc.status is None):
-                    raise
-                time.sleep(POLL_EVERY)  # a blip while following: ask again
-                continue
-            if json_out:
-                emit_json(chunk)
-            else:
-                typer.echo(_console_text(chunk.logs), nl=False)
-            if not follow:
-                return
-            since = chunk.until or since
-            try:
-                time.sleep(POLL_EVERY)
+                while True:
+                    try:
+                        chunk = api.vm_logs(vm_id, tail, since)
+                    except ApiError as exc:
+                        if not (exc.retry or exc.status is None):
+                            raise
+                        interrupts.sleep(POLL_EVERY)  # a blip while following: ask again
+                        continue
+                    show(chunk)
+                    since = chunk.until or since
+                    interrupts.sleep(POLL_EVERY)
             except KeyboardInterrupt:
-                return
+                return  # Ctrl-C is how a follow ends
 
 
 @app.command("ssh")
