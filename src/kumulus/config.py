@@ -168,7 +168,11 @@ class BackendSettings(BaseSettings):
     max_body_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
     # Heartbeats are verified and stored on threads of their own, never waiting behind the
     # threads other routes use (a flood of slow requests cannot make hosts look offline).
-    heartbeat_threads: int = Field(default=8, ge=1, le=256)
+    # Their work (sr25519, parsing) holds the GIL and never waits on I/O, so more threads
+    # only add switching: 2 (bench/heartbeats, 3 processes, 5 runs each: 8 threads
+    # 4,662-5,160/s at 268-284 us of handler CPU per heartbeat, 2 threads 4,745-6,100/s at
+    # 219-287 us). More processes (replicas) add verification in parallel.
+    heartbeat_threads: int = Field(default=2, ge=1, le=256)
     # Calls to providers' agents (kumulus.client.AgentClient): each ends within
     # `agent_call_deadline` seconds whatever the agent does (at most 90: how long a
     # converge worker may hold a VM per call, backend/converge.py), reads at most
