@@ -29,7 +29,9 @@ def agent(monkeypatch: pytest.MonkeyPatch) -> None:
     ScriptedAgent.answer = {}
 
 
-def _beat(backend: TestClient, host_id: str, vm_stats: list[dict[str, Any]], at: float) -> None:
+def _beat(
+    backend: TestClient, host_id: str, vm_stats: list[dict[str, Any]], at: float, status: int = 202
+) -> None:
     signer = keypair_from_mnemonic(HOST_WALLET)
     payload = {
         "kind": "health",
@@ -40,7 +42,7 @@ def _beat(backend: TestClient, host_id: str, vm_stats: list[dict[str, Any]], at:
     }
     env = sign_envelope(signer, payload, domain=Domain.HEARTBEAT, now=at)
     resp = backend.post("/v1/hosts/heartbeat", json=env.model_dump())
-    assert resp.status_code == 202, resp.text
+    assert resp.status_code == status, resp.text
 
 
 def test_usage_from_the_answer_then_from_heartbeats(
@@ -61,16 +63,18 @@ def test_usage_from_the_answer_then_from_heartbeats(
         db.commit()
     time.sleep(0.01)
     stats = {"vmId": row.agent_vm_id, "state": "running"}
-    _beat(backend, row.host_id, [{**stats, "diskUsedBytes": 512 * MIB}], time.time())
+    now = time.time()
+    _beat(backend, row.host_id, [{**stats, "diskUsedBytes": 512 * MIB}], now)
     shown = backend.get(f"/v1/vms/{vm['id']}", headers=developer.headers).json()
     assert shown["diskUsedBytes"] == 512 * MIB and shown["actualState"] == "running"
 
     # Moved by less than a MiB: not written again; a heartbeat without it changes nothing.
-    _beat(backend, row.host_id, [{**stats, "diskUsedBytes": 512 * MIB + 4096}], time.time())
-    _beat(backend, row.host_id, [stats], time.time())
+    _beat(backend, row.host_id, [{**stats, "diskUsedBytes": 512 * MIB + 4096}], now + 0.01)
+    _beat(backend, row.host_id, [stats], now + 0.02)
     assert _row(backend, vm["id"]).disk_used == 512 * MIB
-    # Older news than what is stored is ignored.
-    _beat(backend, row.host_id, [{**stats, "diskUsedBytes": MIB}], time.time() - 20)
+    # A heartbeat signed before the newest stored one is refused as a replay: its older
+    # news changes nothing.
+    _beat(backend, row.host_id, [{**stats, "diskUsedBytes": MIB}], now - 20, status=401)
     assert _row(backend, vm["id"]).disk_used == 512 * MIB
 
 

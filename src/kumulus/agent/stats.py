@@ -139,7 +139,13 @@ class StatsCollector:
         payload = self.collect()
         if host_id:
             payload["hostId"] = host_id
-        envelope = sign_envelope(self.keypair, payload, domain=Domain.HEARTBEAT)
+        # The backend stores a heartbeat only when it is signed later than the host's last
+        # one (its replay protection): times strictly increase, even if the clock steps
+        # back (they stay ahead until it catches up, within the allowed skew).
+        signed_at = time.time()
+        if self.last is not None:
+            signed_at = max(signed_at, self.last.timestamp + 0.001)
+        envelope = sign_envelope(self.keypair, payload, domain=Domain.HEARTBEAT, now=signed_at)
         self.last = envelope
         p = envelope.payload
         if backend_url is None:

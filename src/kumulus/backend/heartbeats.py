@@ -2,11 +2,17 @@
 
 Request threads do the CPU work (sr25519 verification, parsing) and hand each verified
 heartbeat to one writer thread per process. The writer stores everything that arrived while
-its previous transaction was committing in one transaction: one host lookup, one nonce
-claim, one heartbeat insert, one uptime upsert and one host update per batch instead of per
-heartbeat. A request is answered only after its batch committed, so an accepted heartbeat
-is never lost; replay protection stays in the database (`seen_nonces` primary key), so it
-holds across any number of backend processes."""
+its previous transaction was committing in one transaction: one host lookup, one heartbeat
+insert, one uptime upsert and one host update per batch instead of per heartbeat. A
+request is answered only after its batch committed, so an accepted heartbeat is never lost.
+
+Replay protection: a heartbeat is stored only when it is signed later than the newest one
+stored for its host (`hosts.heartbeat_signed_at`, set by the host update), as a Substrate
+account's transactions carry increasing nonces; a replay, or an older envelope arriving
+late, is refused. It holds across backend processes: the host update re-checks the time
+under the row's lock, and a batch that lost a race for a host (another process stored a
+newer heartbeat of it meanwhile) is rolled back and written again. Agents sign strictly
+increasing times (agent/stats.py), even when their clock steps back."""
 
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     Integer,
     String,
     any_,
@@ -55,7 +62,7 @@ log = logging.getLogger(__name__)
 
 class Outcome(enum.Enum):
     ACCEPTED = "accepted"
-    REPLAYED = "replayed"  # nonce already used: refused
+    REPLAYED = "replayed"  # signed no later than the newest stored for its host: refused
     UNKNOWN_HOST = "unknown_host"  # no such host, or one that signs with another key
     REVOKED = "revoked"  # the host's key was revoked by its provider
     NOT_DELEGATED = "not_delegated"  # its key, but no standing delegation (host_keys.speaks)
@@ -63,7 +70,8 @@ class Outcome(enum.Enum):
 
 @dataclass
 class VerifiedHeartbeat:
-    """A heartbeat whose signature and freshness were checked; its nonce is not spent yet."""
+    """A heartbeat whose signature and freshness were checked; whether it is new (signed
+    later than the newest stored for its host) is decided by the writer."""
 
     address: str
     nonce: str
@@ -72,7 +80,6 @@ class VerifiedHeartbeat:
     agent_version: str
     payload: dict[str, Any]
     inventory: dict[str, str] | None  # agent VM id -> docker state, when reported
-    nonce_expires_at: float
     # The machine the agent runs on, as it reports it (`host`: cpuCount, memoryTotal,
     # diskTotal, ...), compared with the declared capacity (hosts.capacity_problem).
     machine: dict[str, Any] | None = None
@@ -114,25 +121,17 @@ def _update_host(inventory: bool) -> TextClause:
         params.append(bindparam("unknown", type_=Integer()))
     sets += ", capacity_problem = :problem, rep_tier = rep_tier * :keep_tier"
     params += [bindparam("problem", type_=String()), bindparam("keep_tier", type_=Integer())]
-    return text(f"UPDATE hosts SET {sets} WHERE id = :id").bindparams(*params)  # noqa: S608
+    # SQLite has one writer at a time: the writer's own lookup decided which heartbeats
+    # are new; the condition only keeps the stored time from going back.
+    sets += ", heartbeat_signed_at = :last"
+    params += [bindparam("last", type_=Float()), bindparam("first", type_=Float())]
+    return text(
+        f"UPDATE hosts SET {sets} WHERE id = :id"  # noqa: S608
+        " AND (heartbeat_signed_at IS NULL OR heartbeat_signed_at < :first)"
+    ).bindparams(*params)
 
 
 _UPDATE_HOST = {i: _update_host(i) for i in (False, True)}
-
-
-_CLAIM_NONCES_PG = text(
-    "INSERT INTO seen_nonces (signer, nonce, expires_at)"
-    " SELECT * FROM json_to_recordset(CAST(:rows AS json))"
-    " AS t(a varchar, n varchar, e double precision)"
-    " ON CONFLICT DO NOTHING RETURNING signer, nonce"
-)
-# `WHERE true` resolves SQLite's parsing ambiguity of INSERT ... SELECT ... ON CONFLICT.
-_CLAIM_NONCES_SQLITE = text(
-    "INSERT INTO seen_nonces (signer, nonce, expires_at)"
-    " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
-    " json_extract(value, '$[2]') FROM json_each(:rows) WHERE true"
-    " ON CONFLICT DO NOTHING RETURNING signer, nonce"
-)
 
 
 # PostgreSQL: each of the batch's writes is one statement over the batch's rows, passed as
@@ -156,22 +155,38 @@ _ADD_UPTIME_PG = text(
 ).bindparams(bindparam("hour", type_=BigInteger()))
 # The rows are locked in host id order first (a locking sub-select, sorted, runs before
 # the update reads it), for the same reason. `unknown` is null where the heartbeat listed
-# no containers: the count stays as it was. Both reads of `hosts` go by `= ANY(ARRAY(...))`
+# no containers: the count stays as it was. `first` and `last` are the signed times of the
+# oldest and newest of the batch's heartbeats for the host: a host whose stored time is no
+# longer before `first` (another process stored a newer heartbeat of it after this batch's
+# lookup; seen under the row lock, which re-reads the row) is left alone and not returned,
+# and the writer writes the batch again. Both reads of `hosts` go by `= ANY(ARRAY(...))`
 # so that they are primary-key lookups whatever the planner knows: joined to the JSON rows,
 # PostgreSQL scanned all of `hosts` twice per batch whenever its statistics were stale (a
 # batch's update took 6 ms among 6,000 hosts, 2 ms by key; it grows with the host count).
 _UPDATE_HOSTS_PG = text(
     "WITH v AS (SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS t(id varchar,"
     " version varchar, isolated boolean, isolation_problem varchar, unknown integer,"
-    " problem varchar, keep_tier integer)),"
+    " problem varchar, keep_tier integer, first double precision, last double precision)),"
     " locked AS (SELECT hosts.id FROM hosts WHERE hosts.id = ANY(ARRAY(SELECT v.id FROM v))"
     " ORDER BY hosts.id FOR NO KEY UPDATE OF hosts)"
     " UPDATE hosts SET last_heartbeat_at = :now, agent_version = v.version,"
     " isolated = v.isolated, isolation_problem = v.isolation_problem,"
     " unknown_vms = COALESCE(v.unknown, hosts.unknown_vms), capacity_problem = v.problem,"
-    " rep_tier = hosts.rep_tier * v.keep_tier"
+    " rep_tier = hosts.rep_tier * v.keep_tier, heartbeat_signed_at = v.last"
     " FROM v WHERE hosts.id = v.id AND hosts.id = ANY(ARRAY(SELECT locked.id FROM locked))"
+    " AND (hosts.heartbeat_signed_at IS NULL OR hosts.heartbeat_signed_at < v.first)"
+    " RETURNING hosts.id"
 ).bindparams(bindparam("now", type_=DateTime(timezone=True)))
+
+
+# Writes of one batch before its heartbeats are answered with an error: each retry follows
+# another process storing a newer heartbeat of one of its hosts in the meantime (a replay
+# sent to two replicas at once, or an agent's retry racing its first try).
+WRITE_TRIES = 5
+
+
+class RaceLostError(RuntimeError):
+    """A batch lost WRITE_TRIES races for its hosts in a row."""
 
 
 def _among(
@@ -329,19 +344,26 @@ class HeartbeatWriter:
         self._connection = None
 
     def _write(self, batch: Sequence[VerifiedHeartbeat]) -> list[Outcome]:
-        now = utcnow()
         try:
-            with self._session() as s:
-                outcomes = self._write_in(s, batch, now)
-                s.commit()
+            for _ in range(WRITE_TRIES):
+                now = utcnow()
+                with self._session() as s:
+                    outcomes = self._write_in(s, batch, now)
+                    if outcomes is not None:
+                        s.commit()
+                        return outcomes
+                    s.rollback()  # lost a race for a host: again, on what was stored
         except Exception:
             self._drop_connection()
             raise
-        return outcomes
+        raise RaceLostError("another process kept storing these hosts' heartbeats first")
 
     def _write_in(
         self, s: Session, batch: Sequence[VerifiedHeartbeat], now: datetime
-    ) -> list[Outcome]:
+    ) -> list[Outcome] | None:
+        """Store `batch` in `s` (not committed): each heartbeat's outcome, or None when
+        another process stored a newer heartbeat of one of its hosts after the lookup
+        (the caller rolls back and writes the batch again)."""
         host_ids = sorted({b.host_id for b in batch})
         rows = s.execute(
             select(
@@ -351,6 +373,7 @@ class HeartbeatWriter:
                 Host.host_key_state,
                 Host.delegated_until,
                 Host.last_heartbeat_at,
+                Host.heartbeat_signed_at,
                 Host.cpu,
                 Host.memory,
                 Host.disk,
@@ -375,34 +398,21 @@ class HeartbeatWriter:
             return Outcome.ACCEPTED if b.host_id in heard else Outcome.NOT_DELEGATED
 
         outcomes = [outcome(b) for b in batch]
-        owned = [i for i, o in enumerate(outcomes) if o is Outcome.ACCEPTED]
-        claimed = self._claim_nonces(s, [batch[i] for i in owned])
+        # New: signed later than the newest stored for its host, and than the batch's
+        # earlier ones for it (the same envelope twice in one batch: the first wins).
+        newest = {row.id: row.heartbeat_signed_at for row in rows}
         accepted: list[VerifiedHeartbeat] = []
-        for i in owned:
-            key = (batch[i].address, batch[i].nonce)
-            if key in claimed:
-                claimed.discard(key)  # the same envelope twice in one batch: first wins
-                accepted.append(batch[i])
-            else:
+        owned = [i for i, o in enumerate(outcomes) if o is Outcome.ACCEPTED]
+        for i in sorted(owned, key=lambda i: (batch[i].host_id, batch[i].signed_at)):
+            last = newest[batch[i].host_id]
+            if last is not None and batch[i].signed_at <= last:
                 outcomes[i] = Outcome.REPLAYED
-        if accepted:
-            self._store(s, accepted, hosts, declared, now)
+            else:
+                newest[batch[i].host_id] = batch[i].signed_at
+                accepted.append(batch[i])
+        if accepted and not self._store(s, accepted, hosts, declared, now):
+            return None
         return outcomes
-
-    @staticmethod
-    def _claim_nonces(s: Session, beats: list[VerifiedHeartbeat]) -> set[tuple[str, str]]:
-        """Spend the nonces; returns those that were new. One statement whose text does not
-        depend on the batch size (a JSON list), so it is compiled once."""
-        if not beats:
-            return set()
-        rows = {(b.address, b.nonce): b.nonce_expires_at for b in beats}
-        if s.get_bind().dialect.name == "postgresql":
-            packed = json.dumps([{"a": a, "n": n, "e": e} for (a, n), e in rows.items()])
-            result = s.execute(_CLAIM_NONCES_PG, {"rows": packed})
-        else:
-            packed = json.dumps([[a, n, e] for (a, n), e in rows.items()])
-            result = s.execute(_CLAIM_NONCES_SQLITE, {"rows": packed})
-        return {(row[0], row[1]) for row in result}
 
     def _store(
         self,
@@ -411,7 +421,9 @@ class HeartbeatWriter:
         hosts: dict[str, tuple[str, datetime | None]],
         declared: dict[str, tuple[float, int, int]],
         now: datetime,
-    ) -> None:
+    ) -> bool:
+        """Store `beats` (new ones, of hosts that own them); False when the host update
+        found a newer heartbeat stored for one of their hosts by another process."""
         postgres = s.get_bind().dialect.name == "postgresql"
         if postgres:
             s.execute(
@@ -440,9 +452,12 @@ class HeartbeatWriter:
         self._retry_returned(s, beats, hosts, now)
         unknown = self._reconcile(s, beats)
         latest: dict[str, VerifiedHeartbeat] = {}
+        first: dict[str, float] = {}
         for b in beats:
             if b.host_id not in latest or b.signed_at >= latest[b.host_id].signed_at:
                 latest[b.host_id] = b
+            if b.host_id not in first or b.signed_at < first[b.host_id]:
+                first[b.host_id] = b.signed_at
         updates: dict[bool, list[dict[str, Any]]] = defaultdict(list)
         for h, b in sorted(latest.items()):
             row: dict[str, Any] = {
@@ -451,6 +466,8 @@ class HeartbeatWriter:
                 "version": b.agent_version[:32],
                 "isolated": b.isolated,
                 "isolation_problem": b.isolation_problem,
+                "first": first[h],
+                "last": b.signed_at,
             }
             if h in unknown:
                 row["unknown"] = unknown[h]
@@ -464,7 +481,7 @@ class HeartbeatWriter:
             updates[h in unknown].append(row)
         if postgres:
             rows = sorted(updates[False] + updates[True], key=lambda r: str(r["id"]))
-            s.execute(
+            stored = s.execute(
                 _UPDATE_HOSTS_PG,
                 {
                     "now": now,
@@ -478,17 +495,20 @@ class HeartbeatWriter:
                                 "unknown": r.get("unknown"),
                                 "problem": r["problem"],
                                 "keep_tier": r["keep_tier"],
+                                "first": r["first"],
+                                "last": r["last"],
                             }
                             for r in rows
                         ]
                     ),
                 },
-            )
-            return
+            ).all()
+            return len(stored) == len(rows)
         for variant, rows in updates.items():
             # In host id order, as every replica's writer: two batches sharing hosts then
             # queue on the first shared row instead of deadlocking.
             s.execute(_UPDATE_HOST[variant], rows)
+        return True
 
     def _add_uptime(
         self,

@@ -194,6 +194,9 @@ class Host(Base):
     agent_version: Mapped[str] = mapped_column(String(32), default="")
     registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The signed time of the newest heartbeat stored for the host: a heartbeat must be
+    # signed later to be stored (its replay protection; backend/heartbeats.py).
+    heartbeat_signed_at: Mapped[float | None] = mapped_column(Float)
     # Capacity held by live VMs. Changed only by conditional UPDATEs (scheduler.reserve /
     # release), so concurrent placements can never push it past the capacity above.
     reserved_cpu: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")

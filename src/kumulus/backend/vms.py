@@ -591,6 +591,38 @@ class VMService:
             self._agent(host).delete_vm(agent_vm.vm_id)
         except ApiError as exc:
             log.warning("VM %s: could not delete it on %s: %s", vm.id, host.id, exc.detail)
+            return
+        # While the delete was on its way, another try may have placed the VM back on this
+        # host and adopted the very container just deleted (the host answers a retried
+        # create with the VM it made): it then awaits its create again, unmetered, and the
+        # next try makes it anew.
+        undone = self.db.execute(
+            update(VM)
+            .where(VM.id == vm.id, VM.host_id == host.id, VM.agent_vm_id == agent_vm.vm_id)
+            .values(
+                agent_vm_id=None,
+                metered_until=None,
+                meter_carry=0,
+                posted_at=None,
+                ssh_host=None,
+                ssh_port=None,
+                host_key=None,
+                host_key_fingerprint=None,
+                disk_used=None,
+                disk_used_at=None,
+                actual_state="pending",
+                updated_at=utcnow(),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        self.db.commit()
+        self.db.refresh(vm)
+        if undone.rowcount:  # type: ignore[attr-defined]
+            log.warning(
+                "VM %s: adopted on %s while its late create was deleted there; created again",
+                vm.id,
+                host.id,
+            )
 
     def _fail(self, vm: VM, why: str) -> None:
         vm.actual_state, vm.failure_reason, vm.updated_at = "failed", why, utcnow()

@@ -26,17 +26,22 @@ def _on_sigint(signum: int, frame: FrameType | None) -> None:
 @contextmanager
 def watch() -> Iterator[None]:
     """While inside, Ctrl-C raises KeyboardInterrupt as usual and is remembered for
-    `sleep`. Only the main thread can take signals: elsewhere (an in-process test run)
-    this changes nothing."""
-    if threading.current_thread() is not threading.main_thread():
+    `sleep`. Only when Ctrl-C would raise KeyboardInterrupt anyway (Python's own handler
+    is in place) and on the main thread, the only one that takes signals: a process
+    started with SIGINT ignored (a background command of a shell script) keeps ignoring
+    it, and an embedding program's handler is left alone."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
         yield
         return
-    previous = signal.signal(signal.SIGINT, _on_sigint)
+    signal.signal(signal.SIGINT, _on_sigint)
     _pressed.clear()
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         _pressed.clear()
 
 

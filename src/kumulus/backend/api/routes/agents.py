@@ -1,6 +1,7 @@
 """Agent-facing API: every body is an envelope signed by the host's key (delegated by the
 provider's wallet; the wallet itself for hosts registered before host keys, which no new
-host may do; sr25519), fresh and never seen before (nonces in the database), whose payload
+host may do; sr25519), fresh and never seen before (registrations and addresses: nonces
+in the database; heartbeats: signed later than the host's newest stored), whose payload
 is then validated field by field (backend/agent_payloads.py). The signature is checked
 before FastAPI parses the body (core/auth_first.py): anything but a well-signed envelope is
 a 401. Heartbeats are stored by the group-commit writer (backend/heartbeats.py), on threads
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import time
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -74,9 +74,9 @@ Limits = Annotated[RateLimits, Depends(get_rate_limits)]
 
 
 def _verify(envelope: SignedEnvelope, domain: Domain, settings: BackendSettings) -> bytes:
-    """Signature and freshness of `envelope` as kind `domain` (not its nonce: spent later,
-    in the transaction that acts on it); returns the signed message. Blocking (sr25519):
-    run on a thread."""
+    """Signature and freshness of `envelope` as kind `domain` (not whether it is new:
+    decided later, in the transaction that acts on it); returns the signed message.
+    Blocking (sr25519): run on a thread."""
     try:
         return verify_envelope_message(
             envelope, _SpendLater(), domain=domain, max_skew=settings.signature_max_skew
@@ -349,8 +349,8 @@ def prepare_heartbeat(
     *,
     message: bytes | None = None,
 ) -> VerifiedHeartbeat:
-    """What the writer stores of a heartbeat whose signature was verified (its nonce is
-    spent by the writer, in the batch's transaction); raises the HTTP error to answer
+    """What the writer stores of a heartbeat whose signature was verified (whether it is
+    new is decided by the writer, in the batch's transaction); raises the HTTP error to answer
     otherwise (413 over `heartbeat_max_bytes`, 422 for a bad payload, 429 over the host's
     rate in `limits`). `message` is the signed message the verification returned, when
     the caller has it: the payload's size is read off it. Blocking (parsing)."""
@@ -377,7 +377,6 @@ def prepare_heartbeat(
         payload=stored,
         inventory=parsed.inventory(),
         disk_usage=parsed.disk_usage(),
-        nonce_expires_at=time.time() + 2 * settings.signature_max_skew + 5,
         machine=stored.get("host"),
         isolated=isolated,
         isolation_problem=isolation_problem,
@@ -388,7 +387,9 @@ def check_outcome(beat: VerifiedHeartbeat, outcome: Outcome) -> None:
     """Raise the HTTP error for a heartbeat the writer did not store."""
     if outcome is Outcome.REPLAYED:
         raise UnauthorizedError(
-            "signature refused: replayed envelope (nonce already used)", code="replayed"
+            "signature refused: replayed envelope (this host already sent a heartbeat signed"
+            " at that time or later: a replay, or its clock went back)",
+            code="replayed",
         )
     if outcome is Outcome.UNKNOWN_HOST:
         raise NotFoundError(f"no host {beat.host_id} for this key")
