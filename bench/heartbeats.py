@@ -99,8 +99,9 @@ def _handler_process(
     start: Barrier,
     results: Any,
 ) -> None:
-    """One replica's handler, as the heartbeat route runs it (agents.verify_and_store on
-    `heartbeat_threads` threads of a HeartbeatIntake, as the app's; the batch's commit
+    """One replica's handler, as the heartbeat route runs it (agents.verify_and_store of
+    the request's body on `heartbeat_threads` threads of a HeartbeatIntake, as the app's;
+    the batch's commit
     awaited on the event loop, no thread held); `in_flight` heartbeats at a time, as that many open
     requests would."""
     db = Database(url)
@@ -111,15 +112,18 @@ def _handler_process(
         settings.heartbeat_threads,
     )
 
+    # The request bodies, read on the heartbeat threads as the route's are.
+    bodies = [envelope.model_dump_json().encode() for envelope in envelopes]
+
     async def run_all() -> None:
-        pending = iter(envelopes)
+        pending = iter(bodies)
 
         async def connection() -> None:  # one open request after another
             loop = asyncio.get_running_loop()
-            for envelope in pending:
+            for body in pending:
                 waiter: asyncio.Future[Outcome | KumulusError] = loop.create_future()
                 prepared: list[VerifiedHeartbeat] = []
-                intake.submit(envelope, waiter, prepared)
+                intake.submit(body, waiter, prepared)
                 async with asyncio.timeout(30):
                     result = await waiter
                 if isinstance(result, KumulusError):

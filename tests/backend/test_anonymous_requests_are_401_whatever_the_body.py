@@ -86,3 +86,26 @@ def test_signatures_are_checked_off_the_event_loop(
     loop_threads = {backend.portal.call(threading.current_thread).name,  # type: ignore[union-attr]
                     fake_agent.portal.call(threading.current_thread).name}  # type: ignore[union-attr]  # fmt: skip
     assert not loop_threads & set(threads), (threads, loop_threads)
+
+
+def test_agent_envelopes_are_read_off_the_event_loop(
+    backend: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An anonymous body up to the limit (64 KiB for heartbeats, 1 MiB for the others) of
+    # small nested lists takes tens of milliseconds to parse: on the event loop, a few
+    # such requests a second would stall every other request of the process.
+    threads: list[str] = []
+    real = agent_routes._read_envelope
+
+    def recording(body: bytes):  # type: ignore[no-untyped-def]
+        threads.append(threading.current_thread().name)
+        return real(body)
+
+    monkeypatch.setattr(agent_routes, "_read_envelope", recording)
+    nested = b'{"payload": [' + b"[[1],[2]]," * 3000 + b"[]]}"
+    for path in ("/v1/hosts/heartbeat", "/v1/hosts/register", "/v1/hosts/ip"):
+        resp = backend.post(path, content=nested, headers=JSON)
+        assert resp.status_code == 401 and resp.json()["code"] == "bad_signature", resp.text
+    assert len(threads) == 3, threads
+    loop_thread = backend.portal.call(threading.current_thread).name  # type: ignore[union-attr]
+    assert loop_thread not in threads, (threads, loop_thread)

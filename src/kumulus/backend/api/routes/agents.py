@@ -85,8 +85,26 @@ def _verify(envelope: SignedEnvelope, domain: Domain, settings: BackendSettings)
         raise UnauthorizedError(f"signature refused: {exc.reason}", code="bad_signature") from exc
 
 
+def _read_envelope(body: bytes) -> SignedEnvelope:
+    """`body` as a signed envelope; a 401 when it is not one, whatever it holds."""
+    try:
+        return SignedEnvelope.model_validate_json(body)
+    except ValidationError as exc:
+        raise UnauthorizedError(
+            "signature refused: the body is not a signed envelope", code="bad_signature"
+        ) from exc
+
+
+def _read_and_verify(body: bytes, domain: Domain, settings: BackendSettings) -> SignedEnvelope:
+    """`body` as an envelope of kind `domain` whose signature holds (_read_envelope,
+    _verify). Blocking (parsing up to the body limit, sr25519): run on a thread."""
+    envelope = _read_envelope(body)
+    _verify(envelope, domain, settings)
+    return envelope
+
+
 def verify_and_store(
-    envelope: SignedEnvelope,
+    envelope: SignedEnvelope | bytes,
     waiter: asyncio.Future[Outcome | KumulusError],
     prepared: list[VerifiedHeartbeat],
     *,
@@ -94,7 +112,9 @@ def verify_and_store(
     limits: RateLimits | None,
     writer: HeartbeatWriter,
 ) -> None:
-    """On a heartbeat thread: the signature (a refusal becomes `waiter`'s exception),
+    """On a heartbeat thread: the envelope read from the request's body when that is what
+    `envelope` is (parsing a 64 KiB body of nested lists takes ~20 ms: not on the event
+    loop), then the signature (a refusal becomes `waiter`'s exception),
     then what the writer stores of the heartbeat (an error to answer becomes `waiter`'s
     result, so that the route counts it as a refusal), appended to `prepared` and handed
     to the writer, which resolves `waiter` on its loop with the outcome once the batch
@@ -105,6 +125,8 @@ def verify_and_store(
         return  # its request gave up (timed out under load): no work for nobody
     loop = waiter.get_loop()
     try:
+        if isinstance(envelope, bytes):
+            envelope = _read_envelope(envelope)
         message = _verify(envelope, Domain.HEARTBEAT, settings)
         try:
             beat = prepare_heartbeat(envelope, settings, limits, message=message)
@@ -128,15 +150,7 @@ def _signed_first(domain: Domain, heartbeat: bool = False) -> Gate:
         if heartbeat:
             limits: RateLimits = request.app.state.rate_limits
             limits.heartbeat_from(limits.client_ip(request))
-        try:
-            envelope = SignedEnvelope.model_validate_json(await request.body())
-        except ValidationError as exc:
-            raise UnauthorizedError(
-                "signature refused: the body is not a signed envelope", code="bad_signature"
-            ) from exc
-        settings: BackendSettings = request.app.state.settings
-        if heartbeat:
-            # Verified, prepared and handed to the writer on one trip to a heartbeat
+            # Read, verified, prepared and handed to the writer on one trip to a heartbeat
             # thread (the app's `heartbeat_intake`); the batch's commit is awaited here,
             # holding no thread: heartbeats in flight are bounded by the writer's batches.
             intake: HeartbeatIntake = request.app.state.heartbeat_intake
@@ -145,7 +159,7 @@ def _signed_first(domain: Domain, heartbeat: bool = False) -> Gate:
             )
             prepared: list[VerifiedHeartbeat] = []
             try:
-                intake.submit(envelope, waiter, prepared)  # verify_and_store
+                intake.submit(await request.body(), waiter, prepared)  # verify_and_store
                 async with asyncio.timeout(30):
                     result = await waiter
             except KumulusError:
@@ -154,9 +168,11 @@ def _signed_first(domain: Domain, heartbeat: bool = False) -> Gate:
                 log.warning("a heartbeat was not stored: %s", type(exc).__name__)
                 result = UnavailableError("could not store the heartbeat; retry")
             request.state.heartbeat = (prepared[0] if prepared else None, result)
-        else:
-            await anyio.to_thread.run_sync(_verify, envelope, domain, settings)
-        request.state.envelope = envelope
+            return
+        settings: BackendSettings = request.app.state.settings
+        request.state.envelope = await anyio.to_thread.run_sync(
+            _read_and_verify, await request.body(), domain, settings
+        )
 
     return gate
 
@@ -179,15 +195,20 @@ async def _ip_change(request: Request) -> SignedEnvelope:
 
 
 @gated(_signed_first(Domain.HEARTBEAT, heartbeat=True))
-async def _heartbeat(request: Request) -> SignedEnvelope:
-    return _verified_by_gate(request)
+async def _heartbeat(request: Request) -> tuple[object, object]:
+    """The gate's (verify_and_store): the heartbeat as prepared, and the writer's outcome
+    or the error to answer."""
+    answer: tuple[object, object] = getattr(request.state, "heartbeat", (None, None))
+    return answer
 
 
 # The verified envelope of each kind. Routes also declare the body as `SignedEnvelope`,
-# which FastAPI parses (again) and documents; the gate's object is the one acted on.
+# which FastAPI parses (again) and documents; the gate's object is the one acted on. The
+# heartbeat route declares it for the documentation only (`openapi_extra`): a heartbeat's
+# body is read once, on its thread.
 SignedRegistration = Annotated[SignedEnvelope, Depends(_registration)]
 SignedIpChange = Annotated[SignedEnvelope, Depends(_ip_change)]
-SignedHeartbeat = Annotated[SignedEnvelope, Depends(_heartbeat)]
+HeartbeatStored = Annotated[tuple[object, object], Depends(_heartbeat)]
 
 
 def _claim(db: Session, envelope: SignedEnvelope, settings: BackendSettings) -> None:
@@ -428,18 +449,24 @@ def store_heartbeat(
     "/heartbeat",
     response_model=Accepted,
     status_code=status.HTTP_202_ACCEPTED,
-    responses=refusals(429),
+    responses=refusals(413, 422, 429),  # the body is read by the gate, not by FastAPI
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/SignedEnvelope"}}
+            },
+        }
+    },
 )
-async def heartbeat(body: SignedEnvelope, envelope: SignedHeartbeat, request: Request) -> Accepted:
+async def heartbeat(stored: HeartbeatStored, request: Request) -> Accepted:
     """Store a host's signed heartbeat (at most `heartbeat_max_bytes`). Served on threads
     of its own (the app's `heartbeat_intake`), with no dependency on the shared pool; 429 over the
     host's rate. Counted as accepted or refused (by reason) in the metrics."""
     app = request.app
     events = getattr(app.state, "events", None)
     try:
-        # The gate's (verify_and_store): the heartbeat as prepared, and the writer's
-        # outcome or the error to answer.
-        beat, result = getattr(request.state, "heartbeat", (None, None))
+        beat, result = stored
         if isinstance(result, KumulusError):
             raise result
         if not isinstance(beat, VerifiedHeartbeat) or not isinstance(result, Outcome):
