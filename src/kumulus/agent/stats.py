@@ -8,6 +8,7 @@ logged, passed to a child process or written anywhere.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,10 @@ class StatsCollector:
         self._http = http or httpx.Client(timeout=10.0)
         self._cpu_seen: dict[str, tuple[float, float]] = {}
         self.last: SignedEnvelope | None = None
+        # Names this run of the agent in its heartbeats: the backend tries the host's VMs'
+        # pending intents again at once when it changes (a restarted agent), instead of
+        # after the backoff its failed calls built up meanwhile.
+        self.run_id = secrets.token_hex(8)
         self._runner: JobRunner | None = None
         psutil.cpu_percent(interval=None)  # prime: the first call has no baseline
 
@@ -113,6 +118,7 @@ class StatsCollector:
         return {
             "kind": "health",
             "agentVersion": __version__,
+            "agentRun": self.run_id,
             "host": {
                 "cpuCount": psutil.cpu_count() or 0,
                 "cpuPercent": psutil.cpu_percent(interval=None),

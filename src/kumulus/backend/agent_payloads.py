@@ -131,6 +131,8 @@ class VMReport(_Payload):
 class HeartbeatPayload(HostPayload):
     kind: Literal["health"]
     agent_version: AgentVersion | Literal[""] = Field(default="", alias="agentVersion")
+    # A new one each time the agent starts (agent/stats.py); none from older agents.
+    agent_run: str | None = Field(default=None, alias="agentRun", pattern=r"^[0-9a-f]{16}$")
     host: MachineReport | None = None
     capacity: Capacity | None = None
     docker: DockerReport | None = None

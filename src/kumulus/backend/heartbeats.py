@@ -86,6 +86,8 @@ class VerifiedHeartbeat:
     # From the signed isolation report (backend/isolation.py): no report is not isolated.
     isolated: bool = False
     isolation_problem: str | None = None
+    agent_run: str | None = None  # the agent's run: a new one at each start
+    engine_up: bool | None = None  # whether its container engine answered
     disk_usage: dict[str, int] = field(default_factory=dict)  # agent VM id -> bytes used
     # What `submit` answers with; made there (a Future makes a Condition: not for the
     # heartbeats that have a `waiter`).
@@ -125,6 +127,8 @@ def _update_host(inventory: bool) -> TextClause:
     # are new; the condition only keeps the stored time from going back.
     sets += ", heartbeat_signed_at = :last"
     params += [bindparam("last", type_=Float()), bindparam("first", type_=Float())]
+    sets += ", agent_run = COALESCE(:run, agent_run), engine_up = COALESCE(:engine, engine_up)"
+    params += [bindparam("run", type_=String()), bindparam("engine", type_=Boolean())]
     return text(
         f"UPDATE hosts SET {sets} WHERE id = :id"  # noqa: S608
         " AND (heartbeat_signed_at IS NULL OR heartbeat_signed_at < :first)"
@@ -166,13 +170,16 @@ _ADD_UPTIME_PG = text(
 _UPDATE_HOSTS_PG = text(
     "WITH v AS (SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS t(id varchar,"
     " version varchar, isolated boolean, isolation_problem varchar, unknown integer,"
-    " problem varchar, keep_tier integer, first double precision, last double precision)),"
+    " problem varchar, keep_tier integer, first double precision, last double precision,"
+    " run varchar, engine boolean)),"
     " locked AS (SELECT hosts.id FROM hosts WHERE hosts.id = ANY(ARRAY(SELECT v.id FROM v))"
     " ORDER BY hosts.id FOR NO KEY UPDATE OF hosts)"
     " UPDATE hosts SET last_heartbeat_at = :now, agent_version = v.version,"
     " isolated = v.isolated, isolation_problem = v.isolation_problem,"
     " unknown_vms = COALESCE(v.unknown, hosts.unknown_vms), capacity_problem = v.problem,"
-    " rep_tier = hosts.rep_tier * v.keep_tier, heartbeat_signed_at = v.last"
+    " rep_tier = hosts.rep_tier * v.keep_tier, heartbeat_signed_at = v.last,"
+    " agent_run = COALESCE(v.run, hosts.agent_run),"
+    " engine_up = COALESCE(v.engine, hosts.engine_up)"
     " FROM v WHERE hosts.id = v.id AND hosts.id = ANY(ARRAY(SELECT locked.id FROM locked))"
     " AND (hosts.heartbeat_signed_at IS NULL OR hosts.heartbeat_signed_at < v.first)"
     " RETURNING hosts.id"
@@ -374,12 +381,15 @@ class HeartbeatWriter:
                 Host.delegated_until,
                 Host.last_heartbeat_at,
                 Host.heartbeat_signed_at,
+                Host.agent_run,
+                Host.engine_up,
                 Host.cpu,
                 Host.memory,
                 Host.disk,
             ).where(_among(s, Host.id, host_ids))
         ).all()
         hosts = {row.id: (row.wallet_address, row.last_heartbeat_at) for row in rows}
+        restarted = {row.id: (row.agent_run, row.engine_up) for row in rows}
         declared = {row.id: (row.cpu, row.memory, row.disk) for row in rows}
         # The key each host signs with (backend/host_keys.signing_address, on bare rows).
         signers = {
@@ -410,7 +420,7 @@ class HeartbeatWriter:
             else:
                 newest[batch[i].host_id] = batch[i].signed_at
                 accepted.append(batch[i])
-        if accepted and not self._store(s, accepted, hosts, declared, now):
+        if accepted and not self._store(s, accepted, hosts, declared, restarted, now):
             return None
         return outcomes
 
@@ -420,6 +430,7 @@ class HeartbeatWriter:
         beats: list[VerifiedHeartbeat],
         hosts: dict[str, tuple[str, datetime | None]],
         declared: dict[str, tuple[float, int, int]],
+        restarted: dict[str, tuple[str | None, bool | None]],
         now: datetime,
     ) -> bool:
         """Store `beats` (new ones, of hosts that own them); False when the host update
@@ -449,7 +460,7 @@ class HeartbeatWriter:
                 ],
             )
         self._add_uptime(s, beats, hosts, now)
-        self._retry_returned(s, beats, hosts, now)
+        self._retry_returned(s, beats, hosts, restarted, now)
         unknown = self._reconcile(s, beats)
         latest: dict[str, VerifiedHeartbeat] = {}
         first: dict[str, float] = {}
@@ -468,6 +479,8 @@ class HeartbeatWriter:
                 "isolation_problem": b.isolation_problem,
                 "first": first[h],
                 "last": b.signed_at,
+                "run": b.agent_run,
+                "engine": b.engine_up,
             }
             if h in unknown:
                 row["unknown"] = unknown[h]
@@ -497,6 +510,8 @@ class HeartbeatWriter:
                                 "keep_tier": r["keep_tier"],
                                 "first": r["first"],
                                 "last": r["last"],
+                                "run": r["run"],
+                                "engine": r["engine"],
                             }
                             for r in rows
                         ]
@@ -549,21 +564,26 @@ class HeartbeatWriter:
         s: Session,
         beats: list[VerifiedHeartbeat],
         hosts: dict[str, tuple[str, datetime | None]],
+        restarted: dict[str, tuple[str | None, bool | None]],
         now: datetime,
     ) -> None:
         """A host heard from again after a silence longer than the TTL (a reboot, an
-        outage) has its VMs' pending intents tried at the jobs' next run: their backoff
+        outage), or whose agent or container engine came back (a new agent run, the
+        engine answering again after a heartbeat said it did not: both can happen within
+        the TTL), has its VMs' pending intents tried at the jobs' next run: their backoff
         (backend/converge.py) grew while it was away, up to 10 minutes, and would have kept
         its VMs waiting that long after it came back. Only VMs in backoff (attempts > 0):
         an intent its worker holds (attempts 0) stays that worker's."""
-        returned = sorted(
-            {
-                b.host_id
-                for b in beats
-                if (last := hosts[b.host_id][1]) is None
-                or (now - aware(last)).total_seconds() > self._ttl
-            }
-        )
+
+        def back(b: VerifiedHeartbeat) -> bool:
+            last = hosts[b.host_id][1]
+            if last is None or (now - aware(last)).total_seconds() > self._ttl:
+                return True
+            run, engine_up = restarted[b.host_id]
+            new_run = b.agent_run is not None and run is not None and b.agent_run != run
+            return new_run or (b.engine_up is True and engine_up is False)
+
+        returned = sorted({b.host_id for b in beats if back(b)})
         if returned:
             s.execute(
                 update(VM)

@@ -197,6 +197,11 @@ class Host(Base):
     # The signed time of the newest heartbeat stored for the host: a heartbeat must be
     # signed later to be stored (its replay protection; backend/heartbeats.py).
     heartbeat_signed_at: Mapped[float | None] = mapped_column(Float)
+    # From the newest heartbeat: the agent's run (a new one at each start) and whether
+    # its container engine answered. When either says the agent or its engine came back,
+    # the host's VMs' pending intents are tried at once (backend/heartbeats.py).
+    agent_run: Mapped[str | None] = mapped_column(String(16))
+    engine_up: Mapped[bool | None] = mapped_column(Boolean)
     # Capacity held by live VMs. Changed only by conditional UPDATEs (scheduler.reserve /
     # release), so concurrent placements can never push it past the capacity above.
     reserved_cpu: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")

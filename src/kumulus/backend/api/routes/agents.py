@@ -395,6 +395,8 @@ def prepare_heartbeat(
         signed_at=envelope.timestamp,
         host_id=parsed.host_id,
         agent_version=parsed.agent_version,
+        agent_run=parsed.agent_run,
+        engine_up=parsed.docker.up if parsed.docker is not None else None,
         payload=stored,
         inventory=parsed.inventory(),
         disk_usage=parsed.disk_usage(),
