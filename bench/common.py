@@ -1,7 +1,9 @@
-"""What the database benchmarks share: simulated hosts and the bare-INSERT / UPDATE baselines."""
+"""What the database benchmarks share: simulated hosts, the bare-INSERT / UPDATE baselines,
+and scratch schemas on PostgreSQL (the tests' too)."""
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -115,6 +117,39 @@ def update_chunked_seconds(db: Database, suffix: str, count: int, chunk: int) ->
     return elapsed
 
 
+# A scratch schema older than this was left by a run that was killed (no test or bench
+# run lasts hours): the next one made with its prefix drops it.
+STALE_AFTER = 6 * 3600
+
+
+@contextmanager
+def scratch_schema(url: str, prefix: str) -> Iterator[tuple[str, str]]:
+    """A new, empty schema on the PostgreSQL database `url` (libpq's form or
+    SQLAlchemy's), and `url` with it as its search path; dropped afterwards. Its name
+    (`<prefix>_<unix time>_<random>`) carries its creation time, so that schemas of
+    `prefix` left by killed runs are dropped once STALE_AFTER has passed."""
+    import psycopg
+
+    now = int(time.time())
+    schema = f"{prefix}_{now}_{secrets.token_hex(4)}"
+    plain = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    named = re.compile(rf"{re.escape(prefix)}_(\d{{10}})_[0-9a-f]{{8}}")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        for (name,) in conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, %s)", (prefix + "_",)
+        ).fetchall():
+            made = named.fullmatch(name)
+            if made is not None and int(made.group(1)) < now - STALE_AFTER:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in url else "?"
+    try:
+        yield f"{url}{sep}options=-csearch_path%3D{schema}", schema
+    finally:
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
 @contextmanager
 def fresh_schema(url: str | None) -> Iterator[str | None]:
     """`url` with a new, empty schema as its search path, dropped afterwards: each run
@@ -123,15 +158,5 @@ def fresh_schema(url: str | None) -> Iterator[str | None]:
     if url is None or not url.startswith("postgresql"):
         yield url
         return
-    import psycopg
-
-    schema = f"bench_{secrets.token_hex(4)}"
-    plain = url.replace("postgresql+psycopg://", "postgresql://", 1)
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in url else "?"
-    try:
-        yield f"{url}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(plain, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    with scratch_schema(url, "bench") as (scoped, _):
+        yield scoped

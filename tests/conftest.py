@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from bench.common import scratch_schema
 from fastapi.testclient import TestClient
 from hypothesis import settings
 
@@ -95,12 +95,5 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         if os.environ.get("KUMULUS_E2E_REQUIRED"):
             pytest.fail("PostgreSQL required: set KUMULUS_TEST_POSTGRES_URL")
         pytest.skip("no PostgreSQL configured (KUMULUS_TEST_POSTGRES_URL)")
-    import psycopg
-
-    schema = f"t_{secrets.token_hex(6)}"
-    with psycopg.connect(POSTGRES, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in POSTGRES else "?"
-    yield f"{POSTGRES}{sep}options=-csearch_path%3D{schema}"
-    with psycopg.connect(POSTGRES, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    with scratch_schema(POSTGRES, "t") as (url, _):
+        yield url

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import multiprocessing
-import secrets
 from collections.abc import Iterator
 from multiprocessing.synchronize import Barrier
 
 import psycopg
 import pytest
 from alembic.script import ScriptDirectory
+from bench.common import scratch_schema
 
 from kumulus.backend.db import alembic_config
 from tests.conftest import POSTGRES
@@ -23,13 +23,8 @@ def empty_schema() -> Iterator[tuple[str, str]]:
     """A database URL whose search path is a new, empty schema; and that schema."""
     if not POSTGRES:
         pytest.skip("no PostgreSQL configured (KUMULUS_TEST_POSTGRES_URL)")
-    schema = f"t_{secrets.token_hex(6)}"
-    with psycopg.connect(POSTGRES, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in POSTGRES else "?"
-    yield f"{POSTGRES}{sep}options=-csearch_path%3D{schema}", schema
-    with psycopg.connect(POSTGRES, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    with scratch_schema(POSTGRES, "t") as found:
+        yield found
 
 
 def _start(url: str, ready: Barrier) -> None:
