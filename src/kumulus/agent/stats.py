@@ -23,7 +23,7 @@ from kumulus.agent.registration import load_registration
 from kumulus.agent.runtime import EngineError
 from kumulus.agent.service import VMService
 from kumulus.core.jobs import Job, JobRunner
-from kumulus.core.signing import Domain, SignedEnvelope, sign_envelope
+from kumulus.core.signing import DEFAULT_MAX_SKEW, Domain, SignedEnvelope, sign_envelope
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +147,12 @@ class StatsCollector:
             payload["hostId"] = host_id
         # The backend stores a heartbeat only when it is signed later than the host's last
         # one (its replay protection): times strictly increase, even if the clock steps
-        # back (they stay ahead until it catches up, within the allowed skew).
+        # back (they stay ahead until it catches up). Only from a time the backend may have
+        # stored, within its allowed skew of the clock: a heartbeat signed by a clock that
+        # was further ahead was refused, and following it would keep every later one
+        # refused until real time caught up (attack19).
         signed_at = time.time()
-        if self.last is not None:
+        if self.last is not None and self.last.timestamp - signed_at <= DEFAULT_MAX_SKEW:
             signed_at = max(signed_at, self.last.timestamp + 0.001)
         envelope = sign_envelope(self.keypair, payload, domain=Domain.HEARTBEAT, now=signed_at)
         self.last = envelope

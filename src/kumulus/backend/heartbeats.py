@@ -163,7 +163,10 @@ _ADD_UPTIME_PG = text(
 # oldest and newest of the batch's heartbeats for the host: a host whose stored time is no
 # longer before `first` (another process stored a newer heartbeat of it after this batch's
 # lookup; seen under the row lock, which re-reads the row) is left alone and not returned,
-# and the writer writes the batch again. Both reads of `hosts` go by `= ANY(ARRAY(...))`
+# and the writer writes the batch again. Each updated host comes back with its previous
+# heartbeat's time as read under the lock (`prev`: the uptime credited, so that two
+# processes' batches for one host never both credit the same gap; attack19). Both reads of
+# `hosts` go by `= ANY(ARRAY(...))`
 # so that they are primary-key lookups whatever the planner knows: joined to the JSON rows,
 # PostgreSQL scanned all of `hosts` twice per batch whenever its statistics were stale (a
 # batch's update took 6 ms among 6,000 hosts, 2 ms by key; it grows with the host count).
@@ -172,17 +175,19 @@ _UPDATE_HOSTS_PG = text(
     " version varchar, isolated boolean, isolation_problem varchar, unknown integer,"
     " problem varchar, keep_tier integer, first double precision, last double precision,"
     " run varchar, engine boolean)),"
-    " locked AS (SELECT hosts.id FROM hosts WHERE hosts.id = ANY(ARRAY(SELECT v.id FROM v))"
-    " ORDER BY hosts.id FOR NO KEY UPDATE OF hosts)"
+    " locked AS (SELECT hosts.id, hosts.last_heartbeat_at AS prev FROM hosts"
+    " WHERE hosts.id = ANY(ARRAY(SELECT v.id FROM v)) ORDER BY hosts.id"
+    " FOR NO KEY UPDATE OF hosts)"
     " UPDATE hosts SET last_heartbeat_at = :now, agent_version = v.version,"
     " isolated = v.isolated, isolation_problem = v.isolation_problem,"
     " unknown_vms = COALESCE(v.unknown, hosts.unknown_vms), capacity_problem = v.problem,"
     " rep_tier = hosts.rep_tier * v.keep_tier, heartbeat_signed_at = v.last,"
     " agent_run = COALESCE(v.run, hosts.agent_run),"
     " engine_up = COALESCE(v.engine, hosts.engine_up)"
-    " FROM v WHERE hosts.id = v.id AND hosts.id = ANY(ARRAY(SELECT locked.id FROM locked))"
+    " FROM v JOIN locked ON locked.id = v.id"
+    " WHERE hosts.id = v.id AND hosts.id = ANY(ARRAY(SELECT locked.id FROM locked))"
     " AND (hosts.heartbeat_signed_at IS NULL OR hosts.heartbeat_signed_at < v.first)"
-    " RETURNING hosts.id"
+    " RETURNING hosts.id, locked.prev"
 ).bindparams(bindparam("now", type_=DateTime(timezone=True)))
 
 
@@ -459,7 +464,6 @@ class HeartbeatWriter:
                     for b in beats
                 ],
             )
-        self._add_uptime(s, beats, hosts, now)
         self._retry_returned(s, beats, hosts, restarted, now)
         unknown = self._reconcile(s, beats)
         latest: dict[str, VerifiedHeartbeat] = {}
@@ -518,25 +522,27 @@ class HeartbeatWriter:
                     ),
                 },
             ).all()
-            return len(stored) == len(rows)
+            if len(stored) != len(rows):
+                return False
+            # Uptime from each host's previous heartbeat as read under its lock: another
+            # process's batch for the same host, committed meanwhile, credited the time
+            # up to its own heartbeat (from the lookup, both batches credited all of it).
+            self._add_uptime(s, {row.id: row.prev for row in stored}, now)
+            return True
         for variant, rows in updates.items():
             # In host id order, as every replica's writer: two batches sharing hosts then
             # queue on the first shared row instead of deadlocking.
             s.execute(_UPDATE_HOST[variant], rows)
+        # SQLite: one writer at a time, the lookup is what is stored.
+        self._add_uptime(s, {h: hosts[h][1] for h in latest}, now)
         return True
 
-    def _add_uptime(
-        self,
-        s: Session,
-        beats: list[VerifiedHeartbeat],
-        hosts: dict[str, tuple[str, datetime | None]],
-        now: datetime,
-    ) -> None:
-        """Credit each host with the time since its previous heartbeat, up to the TTL: a host
-        heard every few seconds is up; silence longer than the TTL is downtime."""
-        up: dict[str, float] = defaultdict(float)
-        for host_id in {b.host_id for b in beats}:
-            last = hosts[host_id][1]  # None for a first heartbeat: nothing to credit yet
+    def _add_uptime(self, s: Session, previous: dict[str, datetime | None], now: datetime) -> None:
+        """Credit each host of `previous` ({host id: its previous heartbeat's time}) with
+        the time since, up to the TTL: a host heard every few seconds is up; silence
+        longer than the TTL is downtime."""
+        up: dict[str, float] = {}
+        for host_id, last in previous.items():  # None for a first heartbeat: nothing yet
             gap = 0.0 if last is None else (now - aware(last)).total_seconds()
             up[host_id] = max(0.0, min(gap, self._ttl))
         hour = hour_of(now)
