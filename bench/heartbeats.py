@@ -1,7 +1,8 @@
 """Signed heartbeats accepted per second by the backend's handler, run as the heartbeat
-route runs it: on one of `heartbeat_threads` threads, sr25519 verification and parsing,
-then the heartbeat handed to the group-commit writer (nonce claim, heartbeat row, uptime,
-host update, VM inventory), which stores what arrived together in one transaction; the
+route runs it: on one of `heartbeat_threads` threads, the body's parsing, sr25519
+verification, then the heartbeat handed to the group-commit writer (host lookup, heartbeat
+row, VM inventory, host update with the replay check, uptime), which stores what arrived
+together in one transaction; the
 commit is awaited on the event loop. `--in-flight` heartbeats at a time per process, as
 that many open requests would hold.
 
