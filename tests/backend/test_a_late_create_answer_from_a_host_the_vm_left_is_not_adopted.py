@@ -22,8 +22,8 @@ from kumulus.backend import ledger_check, vms
 from kumulus.backend.models import VM, Host
 from kumulus.client import ApiError
 from kumulus.core.errors import KumulusError
-from tests.backend.billing_fixtures import account, host
 from tests.backend.conftest import Actor
+from tests.backend.two_host_creates import vm_answer, vm_on_one_of_two_hosts
 
 
 class SlowThenRefusingAgent:
@@ -46,13 +46,7 @@ class SlowThenRefusingAgent:
         if hook is None:
             raise ApiError("busy", 503, "unavailable")
         hook(idempotency_key)
-        return SimpleNamespace(
-            vm_id="agent-" + idempotency_key,
-            ssh_port=2222,
-            status="Running",
-            host_key=None,
-            disk_used_bytes=None,
-        )
+        return vm_answer("agent-" + idempotency_key)
 
     def delete_vm(self, vm_id: str) -> None:
         SlowThenRefusingAgent.calls.append(("delete " + vm_id, self.host_id))
@@ -84,19 +78,8 @@ def _other_try(backend: TestClient, first_host: str, other_host: str) -> Callabl
 def test_a_late_answer_from_the_host_a_vm_left_is_deleted_there_not_adopted(
     backend: TestClient, developer: Actor, ssh_keypair: tuple[Path, str]
 ) -> None:
-    with backend.app.state.db.session() as db:  # type: ignore[attr-defined]
-        provider = account(db, "provider")
-        host_ids = [host(db, provider).id, host(db, provider).id]
-        db.commit()
-    backend.app.state.converger.close()  # type: ignore[attr-defined]  # the job carries it out
-    resp = backend.post(
-        "/v1/vms",
-        headers={"Authorization": f"Bearer {developer.token}"},
-        json={"username": "bob", "sshKey": ssh_keypair[1], "cpu": 1, "memory": "1g"},
-    )
-    assert resp.status_code == 202, resp.text
-    vm_id, first = resp.json()["id"], resp.json()["hostId"]
-    (other,) = [h for h in host_ids if h != first]
+    vm_id, first, other = vm_on_one_of_two_hosts(backend, developer, ssh_keypair[1])
+    host_ids = [first, other]
     SlowThenRefusingAgent.meanwhile = _other_try(backend, first, other)
     backend.app.state.jobs.run_now("creates")  # type: ignore[attr-defined]
 

@@ -21,8 +21,8 @@ from fastapi.testclient import TestClient
 from kumulus.backend import billing, ledger_check, vms
 from kumulus.backend.models import VM, Host
 from kumulus.client import ApiError
-from tests.backend.billing_fixtures import account, host
 from tests.backend.conftest import Actor
+from tests.backend.two_host_creates import vm_answer, vm_on_one_of_two_hosts
 
 
 class TwoFacedAgent:
@@ -41,13 +41,7 @@ class TwoFacedAgent:
         if hook is not None:
             hook(idempotency_key)
             raise ApiError("not enough memory", 409, "conflict")
-        return SimpleNamespace(
-            vm_id="agent-" + idempotency_key,
-            ssh_port=2222,
-            status="Running",
-            host_key=None,
-            disk_used_bytes=None,
-        )
+        return vm_answer("agent-" + idempotency_key)
 
 
 @pytest.fixture(autouse=True)
@@ -71,19 +65,9 @@ def _other_try(backend: TestClient) -> Callable[[str], None]:
 def test_a_late_refusal_of_an_adopted_create_leaves_it_where_it_runs(
     backend: TestClient, developer: Actor, ssh_keypair: tuple[Path, str]
 ) -> None:
-    with backend.app.state.db.session() as db:  # type: ignore[attr-defined]
-        provider = account(db, "provider")
-        host_ids = [host(db, provider).id, host(db, provider).id]
-        db.commit()
-    backend.app.state.converger.close()  # type: ignore[attr-defined]  # the job carries it out
+    vm_id, placed_on, other = vm_on_one_of_two_hosts(backend, developer, ssh_keypair[1])
+    host_ids = [placed_on, other]
     TwoFacedAgent.meanwhile = _other_try(backend)
-    resp = backend.post(
-        "/v1/vms",
-        headers={"Authorization": f"Bearer {developer.token}"},
-        json={"username": "bob", "sshKey": ssh_keypair[1], "cpu": 1, "memory": "1g"},
-    )
-    assert resp.status_code == 202, resp.text
-    vm_id, placed_on = resp.json()["id"], resp.json()["hostId"]
     backend.app.state.jobs.run_now("creates")  # type: ignore[attr-defined]
 
     assert TwoFacedAgent.creates == [placed_on, placed_on]  # never another host

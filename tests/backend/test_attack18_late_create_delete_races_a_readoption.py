@@ -43,8 +43,8 @@ from kumulus.backend import ledger_check, vms
 from kumulus.backend.models import VM
 from kumulus.client import ApiError
 from kumulus.core.errors import KumulusError
-from tests.backend.billing_fixtures import account, host
 from tests.backend.conftest import Actor
+from tests.backend.two_host_creates import vm_answer, vm_on_one_of_two_hosts
 
 
 class ScriptedAgent:
@@ -70,13 +70,7 @@ class ScriptedAgent:
             raise ApiError("busy", 503, "unavailable")
         if callable(step):
             step(idempotency_key)
-        return SimpleNamespace(
-            vm_id="agent-" + idempotency_key,
-            ssh_port=2222,
-            status="Running",
-            host_key=None,
-            disk_used_bytes=None,
-        )
+        return vm_answer("agent-" + idempotency_key)
 
     def delete_vm(self, vm_id: str) -> None:
         hook, ScriptedAgent.on_delete = ScriptedAgent.on_delete, None
@@ -105,19 +99,7 @@ def _deliver(backend: TestClient, vm_id: str) -> None:
 def test_a_late_create_is_not_deleted_under_a_try_that_adopted_it_meanwhile(
     backend: TestClient, developer: Actor, ssh_keypair: tuple[Path, str]
 ) -> None:
-    with backend.app.state.db.session() as db:  # type: ignore[attr-defined]
-        provider = account(db, "provider")
-        host_ids = [host(db, provider).id, host(db, provider).id]
-        db.commit()
-    backend.app.state.converger.close()  # type: ignore[attr-defined]  # the job carries it out
-    resp = backend.post(
-        "/v1/vms",
-        headers={"Authorization": f"Bearer {developer.token}"},
-        json={"username": "bob", "sshKey": ssh_keypair[1], "cpu": 1, "memory": "1g"},
-    )
-    assert resp.status_code == 202, resp.text
-    vm_id, a = resp.json()["id"], resp.json()["hostId"]
-    (b,) = [h for h in host_ids if h != a]
+    vm_id, a, b = vm_on_one_of_two_hosts(backend, developer, ssh_keypair[1])
     container = "agent-" + vm_id
 
     def try_2(_key: str) -> None:
