@@ -166,8 +166,8 @@ _ADD_UPTIME_PG = text(
 # and the writer writes the batch again. Each updated host comes back with its previous
 # heartbeat's time as read under the lock (`prev`: the uptime credited, so that two
 # processes' batches for one host never both credit the same gap; attack19). Both reads of
-# `hosts` go by `= ANY(ARRAY(...))`
-# so that they are primary-key lookups whatever the planner knows: joined to the JSON rows,
+# `hosts` go by `= ANY(ARRAY(...))` so that they are primary-key lookups whatever the
+# planner knows: joined to the JSON rows,
 # PostgreSQL scanned all of `hosts` twice per batch whenever its statistics were stale (a
 # batch's update took 6 ms among 6,000 hosts, 2 ms by key; it grows with the host count).
 _UPDATE_HOSTS_PG = text(
@@ -393,9 +393,7 @@ class HeartbeatWriter:
                 Host.disk,
             ).where(_among(s, Host.id, host_ids))
         ).all()
-        hosts = {row.id: (row.wallet_address, row.last_heartbeat_at) for row in rows}
-        restarted = {row.id: (row.agent_run, row.engine_up) for row in rows}
-        declared = {row.id: (row.cpu, row.memory, row.disk) for row in rows}
+        known = {row.id: row for row in rows}
         # The key each host signs with (backend/host_keys.signing_address, on bare rows).
         signers = {
             row.id: row.wallet_address if row.host_key_state == "legacy" else row.host_key
@@ -425,7 +423,7 @@ class HeartbeatWriter:
             else:
                 newest[batch[i].host_id] = batch[i].signed_at
                 accepted.append(batch[i])
-        if accepted and not self._store(s, accepted, hosts, declared, restarted, now):
+        if accepted and not self._store(s, accepted, known, now):
             return None
         return outcomes
 
@@ -433,13 +431,12 @@ class HeartbeatWriter:
         self,
         s: Session,
         beats: list[VerifiedHeartbeat],
-        hosts: dict[str, tuple[str, datetime | None]],
-        declared: dict[str, tuple[float, int, int]],
-        restarted: dict[str, tuple[str | None, bool | None]],
+        known: dict[str, Any],
         now: datetime,
     ) -> bool:
-        """Store `beats` (new ones, of hosts that own them); False when the host update
-        found a newer heartbeat stored for one of their hosts by another process."""
+        """Store `beats` (new ones, of hosts that own them; `known`: their hosts as the
+        batch's lookup read them); False when the host update found a newer heartbeat
+        stored for one of their hosts by another process."""
         postgres = s.get_bind().dialect.name == "postgresql"
         if postgres:
             s.execute(
@@ -464,7 +461,7 @@ class HeartbeatWriter:
                     for b in beats
                 ],
             )
-        self._retry_returned(s, beats, hosts, restarted, now)
+        self._retry_returned(s, beats, known, now)
         unknown = self._reconcile(s, beats)
         latest: dict[str, VerifiedHeartbeat] = {}
         first: dict[str, float] = {}
@@ -491,7 +488,7 @@ class HeartbeatWriter:
             # A heartbeat that says nothing usable about its machine is judged too: a liar
             # would otherwise just leave the report out.
             if b.machine is not None and machine_reported(b.machine):
-                problem = capacity_problem(*declared[h], b.machine)
+                problem = capacity_problem(known[h].cpu, known[h].memory, known[h].disk, b.machine)
             else:
                 problem = NO_MACHINE_REPORT
             row["problem"], row["keep_tier"] = problem, 0 if problem else 1
@@ -534,7 +531,7 @@ class HeartbeatWriter:
             # queue on the first shared row instead of deadlocking.
             s.execute(_UPDATE_HOST[variant], rows)
         # SQLite: one writer at a time, the lookup is what is stored.
-        self._add_uptime(s, {h: hosts[h][1] for h in latest}, now)
+        self._add_uptime(s, {h: known[h].last_heartbeat_at for h in latest}, now)
         return True
 
     def _add_uptime(self, s: Session, previous: dict[str, datetime | None], now: datetime) -> None:
@@ -569,8 +566,7 @@ class HeartbeatWriter:
         self,
         s: Session,
         beats: list[VerifiedHeartbeat],
-        hosts: dict[str, tuple[str, datetime | None]],
-        restarted: dict[str, tuple[str | None, bool | None]],
+        known: dict[str, Any],
         now: datetime,
     ) -> None:
         """A host heard from again after a silence longer than the TTL (a reboot, an
@@ -582,12 +578,13 @@ class HeartbeatWriter:
         an intent its worker holds (attempts 0) stays that worker's."""
 
         def back(b: VerifiedHeartbeat) -> bool:
-            last = hosts[b.host_id][1]
+            host = known[b.host_id]
+            last = host.last_heartbeat_at
             if last is None or (now - aware(last)).total_seconds() > self._ttl:
                 return True
-            run, engine_up = restarted[b.host_id]
+            run = host.agent_run
             new_run = b.agent_run is not None and run is not None and b.agent_run != run
-            return new_run or (b.engine_up is True and engine_up is False)
+            return new_run or (b.engine_up is True and host.engine_up is False)
 
         returned = sorted({b.host_id for b in beats if back(b)})
         if returned:
