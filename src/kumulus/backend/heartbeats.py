@@ -3,7 +3,7 @@
 Request threads do the CPU work (sr25519 verification, parsing) and hand each verified
 heartbeat to one writer thread per process. The writer stores everything that arrived while
 its previous transaction was committing in one transaction: one host lookup, one heartbeat
-insert, one uptime upsert and one host update per batch instead of per heartbeat. A
+insert and one host update (uptime included) per batch instead of per heartbeat. A
 request is answered only after its batch committed, so an accepted heartbeat is never lost.
 
 Replay protection: a heartbeat is stored only when it is signed later than the newest one
@@ -129,6 +129,12 @@ def _update_host(inventory: bool) -> TextClause:
     params += [bindparam("last", type_=Float()), bindparam("first", type_=Float())]
     sets += ", agent_run = COALESCE(:run, agent_run), engine_up = COALESCE(:engine, engine_up)"
     params += [bindparam("run", type_=String()), bindparam("engine", type_=Boolean())]
+    # The current hour's uptime: an older hour's was moved to host_uptime before.
+    sets += (
+        ", uptime_seconds = CASE WHEN uptime_hour = :hour THEN uptime_seconds ELSE 0 END"
+        " + :credit, uptime_hour = :hour"
+    )
+    params += [bindparam("hour", type_=BigInteger()), bindparam("credit", type_=Float())]
     return text(
         f"UPDATE hosts SET {sets} WHERE id = :id"  # noqa: S608
         " AND (heartbeat_signed_at IS NULL OR heartbeat_signed_at < :first)"
@@ -142,53 +148,64 @@ _UPDATE_HOST = {i: _update_host(i) for i in (False, True)}
 # one JSON document (json.dumps in C, parsed by PostgreSQL in C), whatever the batch size:
 # compiled and prepared once. Row by row (executemany), a heartbeat's insert, host update
 # and uptime upsert cost ~0.5 ms of database time; as arrays, psycopg escaped every JSON
-# payload in Python.
+# payload in Python. Uptime is now part of the host update.
 _INSERT_HEARTBEATS_PG = text(
     "INSERT INTO heartbeats (host_id, received_at, signed_at, payload)"
     " SELECT h, :now, s, p FROM json_to_recordset(CAST(:rows AS json))"
     " AS t(h varchar, s double precision, p json)"
 ).bindparams(bindparam("now", type_=DateTime(timezone=True)))
-# In host id order (the rows are sorted): the order every replica's writer locks hosts in,
-# so two batches sharing hosts queue on the first shared row instead of deadlocking.
-_ADD_UPTIME_PG = text(
-    "INSERT INTO host_uptime (host_id, hour, up_seconds)"
-    " SELECT h, :hour, u FROM json_to_recordset(CAST(:rows AS json))"
-    " AS t(h varchar, u double precision)"
-    " ON CONFLICT (host_id, hour)"
-    " DO UPDATE SET up_seconds = host_uptime.up_seconds + excluded.up_seconds"
-).bindparams(bindparam("hour", type_=BigInteger()))
 # The rows are locked in host id order first (a locking sub-select, sorted, runs before
-# the update reads it), for the same reason. `unknown` is null where the heartbeat listed
-# no containers: the count stays as it was. `first` and `last` are the signed times of the
-# oldest and newest of the batch's heartbeats for the host: a host whose stored time is no
-# longer before `first` (another process stored a newer heartbeat of it after this batch's
-# lookup; seen under the row lock, which re-reads the row) is left alone and not returned,
-# and the writer writes the batch again. Each updated host comes back with its previous
-# heartbeat's time as read under the lock (`prev`: the uptime credited, so that two
-# processes' batches for one host never both credit the same gap; attack19). Both reads of
-# `hosts` go by `= ANY(ARRAY(...))` so that they are primary-key lookups whatever the
-# planner knows: joined to the JSON rows,
-# PostgreSQL scanned all of `hosts` twice per batch whenever its statistics were stale (a
-# batch's update took 6 ms among 6,000 hosts, 2 ms by key; it grows with the host count).
+# the update reads it): the order every replica's writer locks hosts in, so two batches
+# sharing hosts queue on the first shared row instead of deadlocking.
+# - `unknown` is null where the heartbeat listed no containers: the count stays as it was.
+# - `first` and `last` are the signed times of the oldest and newest of the batch's
+#   heartbeats for the host. A host whose stored time is no longer before `first` (another
+#   process stored a newer heartbeat of it after this batch's lookup; seen under the row
+#   lock, which re-reads the row) is left alone and not returned, and the writer writes
+#   the batch again.
+# - Each updated host is credited the time since its previous heartbeat as read under the
+#   lock (`prev`), up to the TTL, in its current hour's uptime: two processes' batches for
+#   one host never both credit the same gap (from the lookup, both credited all of it;
+#   attack19). A host whose row still holds an earlier hour has that hour moved to
+#   host_uptime by the same statement (`flushed`: once per host and hour; a separate
+#   upsert per batch cost 15-21 µs of PostgreSQL time per heartbeat).
+# - Both reads of `hosts` go by `= ANY(ARRAY(...))` so that they are primary-key lookups
+#   whatever the planner knows: joined to the JSON rows, PostgreSQL scanned all of `hosts`
+#   twice per batch whenever its statistics were stale (a batch's update took 6 ms among
+#   6,000 hosts, 2 ms by key; it grows with the host count).
 _UPDATE_HOSTS_PG = text(
     "WITH v AS (SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS t(id varchar,"
     " version varchar, isolated boolean, isolation_problem varchar, unknown integer,"
     " problem varchar, keep_tier integer, first double precision, last double precision,"
     " run varchar, engine boolean)),"
-    " locked AS (SELECT hosts.id, hosts.last_heartbeat_at AS prev FROM hosts"
+    " locked AS (SELECT hosts.id, hosts.last_heartbeat_at AS prev,"
+    " hosts.uptime_hour AS old_hour, hosts.uptime_seconds AS old_seconds FROM hosts"
     " WHERE hosts.id = ANY(ARRAY(SELECT v.id FROM v)) ORDER BY hosts.id"
-    " FOR NO KEY UPDATE OF hosts)"
-    " UPDATE hosts SET last_heartbeat_at = :now, agent_version = v.version,"
+    " FOR NO KEY UPDATE OF hosts),"
+    " updated AS (UPDATE hosts SET last_heartbeat_at = :now, agent_version = v.version,"
     " isolated = v.isolated, isolation_problem = v.isolation_problem,"
     " unknown_vms = COALESCE(v.unknown, hosts.unknown_vms), capacity_problem = v.problem,"
     " rep_tier = hosts.rep_tier * v.keep_tier, heartbeat_signed_at = v.last,"
     " agent_run = COALESCE(v.run, hosts.agent_run),"
-    " engine_up = COALESCE(v.engine, hosts.engine_up)"
+    " engine_up = COALESCE(v.engine, hosts.engine_up),"
+    " uptime_seconds = CASE WHEN locked.old_hour = :hour THEN locked.old_seconds ELSE 0 END"
+    " + LEAST(GREATEST(COALESCE(EXTRACT(EPOCH FROM :now - locked.prev), 0), 0), :ttl),"
+    " uptime_hour = :hour"
     " FROM v JOIN locked ON locked.id = v.id"
     " WHERE hosts.id = v.id AND hosts.id = ANY(ARRAY(SELECT locked.id FROM locked))"
     " AND (hosts.heartbeat_signed_at IS NULL OR hosts.heartbeat_signed_at < v.first)"
-    " RETURNING hosts.id, locked.prev"
-).bindparams(bindparam("now", type_=DateTime(timezone=True)))
+    " RETURNING hosts.id, locked.old_hour, locked.old_seconds),"
+    " flushed AS (INSERT INTO host_uptime (host_id, hour, up_seconds)"
+    " SELECT id, old_hour, old_seconds FROM updated"
+    " WHERE old_hour <> :hour AND old_seconds > 0 ORDER BY id"
+    " ON CONFLICT (host_id, hour)"
+    " DO UPDATE SET up_seconds = host_uptime.up_seconds + excluded.up_seconds)"
+    " SELECT id FROM updated"
+).bindparams(
+    bindparam("now", type_=DateTime(timezone=True)),
+    bindparam("hour", type_=BigInteger()),
+    bindparam("ttl", type_=Float()),
+)
 
 
 # Writes of one batch before its heartbeats are answered with an error: each retry follows
@@ -388,6 +405,8 @@ class HeartbeatWriter:
                 Host.heartbeat_signed_at,
                 Host.agent_run,
                 Host.engine_up,
+                Host.uptime_hour,
+                Host.uptime_seconds,
                 Host.cpu,
                 Host.memory,
                 Host.disk,
@@ -470,11 +489,14 @@ class HeartbeatWriter:
                 latest[b.host_id] = b
             if b.host_id not in first or b.signed_at < first[b.host_id]:
                 first[b.host_id] = b.signed_at
+        hour = hour_of(now)
         updates: dict[bool, list[dict[str, Any]]] = defaultdict(list)
         for h, b in sorted(latest.items()):
             row: dict[str, Any] = {
                 "id": h,
                 "now": now,
+                "hour": hour,
+                "credit": self._credit(known[h].last_heartbeat_at, now),
                 "version": b.agent_version[:32],
                 "isolated": b.isolated,
                 "isolation_problem": b.isolation_problem,
@@ -499,6 +521,8 @@ class HeartbeatWriter:
                 _UPDATE_HOSTS_PG,
                 {
                     "now": now,
+                    "hour": hour,
+                    "ttl": self._ttl,
                     "rows": json.dumps(
                         [
                             {
@@ -519,48 +543,44 @@ class HeartbeatWriter:
                     ),
                 },
             ).all()
-            if len(stored) != len(rows):
-                return False
-            # Uptime from each host's previous heartbeat as read under its lock: another
-            # process's batch for the same host, committed meanwhile, credited the time
-            # up to its own heartbeat (from the lookup, both batches credited all of it).
-            self._add_uptime(s, {row.id: row.prev for row in stored}, now)
-            return True
+            return len(stored) == len(rows)
+        # SQLite: one writer at a time, the lookup is what is stored. An earlier hour's
+        # uptime moves off the host row before the update starts the current one.
+        self._flush_uptime(s, [known[h] for h in sorted(latest)], hour)
         for variant, rows in updates.items():
             # In host id order, as every replica's writer: two batches sharing hosts then
             # queue on the first shared row instead of deadlocking.
             s.execute(_UPDATE_HOST[variant], rows)
-        # SQLite: one writer at a time, the lookup is what is stored.
-        self._add_uptime(s, {h: known[h].last_heartbeat_at for h in latest}, now)
         return True
 
-    def _add_uptime(self, s: Session, previous: dict[str, datetime | None], now: datetime) -> None:
-        """Credit each host of `previous` ({host id: its previous heartbeat's time}) with
-        the time since, up to the TTL: a host heard every few seconds is up; silence
-        longer than the TTL is downtime."""
-        up: dict[str, float] = {}
-        for host_id, last in previous.items():  # None for a first heartbeat: nothing yet
-            gap = 0.0 if last is None else (now - aware(last)).total_seconds()
-            up[host_id] = max(0.0, min(gap, self._ttl))
-        hour = hour_of(now)
-        if s.get_bind().dialect.name == "postgresql":
-            ordered = sorted(up.items())
-            s.execute(
-                _ADD_UPTIME_PG,
-                {"hour": hour, "rows": json.dumps([{"h": h, "u": u} for h, u in ordered])},
-            )
+    def _credit(self, last: datetime | None, now: datetime) -> float:
+        """The uptime a heartbeat at `now` earns after one at `last`: the time since, up to
+        the TTL (a host heard every few seconds is up; silence longer than the TTL is
+        downtime); nothing for a first heartbeat."""
+        gap = 0.0 if last is None else (now - aware(last)).total_seconds()
+        return max(0.0, min(gap, self._ttl))
+
+    @staticmethod
+    def _flush_uptime(s: Session, hosts: Sequence[Any], hour: int) -> None:
+        """Move the uptime `hosts` (lookup rows) hold for an hour before `hour` to
+        host_uptime (SQLite; PostgreSQL's host update does it in the same statement)."""
+        rows = [
+            {"h": h.id, "hour": h.uptime_hour, "up": h.uptime_seconds}
+            for h in hosts
+            if h.uptime_hour is not None and h.uptime_hour != hour and h.uptime_seconds > 0
+        ]
+        if not rows:
             return
         stmt = upsert_insert(s, HostUptime).values(
             host_id=bindparam("h", type_=String()),
             hour=bindparam("hour", type_=BigInteger()),
-            up_seconds=bindparam("up"),
+            up_seconds=bindparam("up", type_=Float()),
         )
         stmt = stmt.on_conflict_do_update(
             index_elements=[HostUptime.host_id, HostUptime.hour],
             set_={"up_seconds": HostUptime.up_seconds + stmt.excluded.up_seconds},
         )
-        rows = [{"h": h, "hour": hour, "up": seconds} for h, seconds in sorted(up.items())]
-        s.execute(stmt, rows)  # in host id order, as the host updates
+        s.execute(stmt, rows)
 
     def _retry_returned(
         self,

@@ -202,6 +202,11 @@ class Host(Base):
     # the host's VMs' pending intents are tried at once (backend/heartbeats.py).
     agent_run: Mapped[str | None] = mapped_column(String(16))
     engine_up: Mapped[bool | None] = mapped_column(Boolean)
+    # Uptime credited in the current hour (`uptime_hour`, hours since the epoch), kept on
+    # the row every heartbeat updates anyway; the first heartbeat of a later hour moves it
+    # to host_uptime. Readers add it to host_uptime (heartbeats.uptime_by_hour).
+    uptime_hour: Mapped[int | None] = mapped_column(BigInteger)
+    uptime_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     # Capacity held by live VMs. Changed only by conditional UPDATEs (scheduler.reserve /
     # release), so concurrent placements can never push it past the capacity above.
     reserved_cpu: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
@@ -252,7 +257,8 @@ class Host(Base):
 
 
 class HostUptime(Base):
-    """Seconds a host was heard from (heartbeat gaps up to the TTL), per hour since the epoch."""
+    """Seconds a host was heard from (heartbeat gaps up to the TTL), per hour since the epoch,
+    for the hours before the one on its host row (`Host.uptime_hour`)."""
 
     __tablename__ = "host_uptime"
 

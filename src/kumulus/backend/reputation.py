@@ -1,10 +1,10 @@
 """Host reputation: how reliably a host was there (uptime from its signed heartbeats) and
 how its leases ended. The scheduler prefers higher tiers (floor(score * 10)).
 
-Uptime over a window is the seconds the host was heard from (host_uptime, filled by the
-heartbeat writer) over the seconds it could have been (since registration, within the
-window), smoothed by a prior of one hour at 50% so a host seen for a minute is neither
-perfect nor worthless."""
+Uptime over a window is the seconds the host was heard from (credited by the heartbeat
+writer: the current hour on the host row, earlier hours in host_uptime) over the seconds
+it could have been (since registration, within the window), smoothed by a prior of one
+hour at 50% so a host seen for a minute is neither perfect nor worthless."""
 
 from __future__ import annotations
 
@@ -102,12 +102,19 @@ def recompute(db: Session, now: datetime | None = None) -> int:
             Host.leases_failed,
             Host.unknown_vms,
             Host.capacity_problem,
+            Host.uptime_hour,
+            Host.uptime_seconds,
         )
     ).all()
     rows = []
     for host in hosts:
+        up = dict(totals.get(host.id, {}))
+        if host.uptime_hour is not None:  # the hour on the host row, not yet in host_uptime
+            for name, window in WINDOWS.items():
+                if host.uptime_hour >= hour_of(now - window):
+                    up[name] = up.get(name, 0.0) + host.uptime_seconds
         s = score(
-            totals.get(host.id, {}),
+            up,
             host.registered_at,
             now,
             host.leases_completed,
@@ -129,3 +136,21 @@ def recompute(db: Session, now: datetime | None = None) -> int:
         db.execute(update(Host), rows)
     db.commit()
     return len(rows)
+
+
+def uptime_by_hour(db: Session, host_id: str) -> dict[int, float]:
+    """Seconds `host_id` was heard from, by hour since the epoch: host_uptime's hours and
+    the one on its host row, added up (an hour is in both when the upgrade to host-row
+    uptime came within it)."""
+    hours = {
+        hour: seconds
+        for hour, seconds in db.execute(
+            select(HostUptime.hour, HostUptime.up_seconds).where(HostUptime.host_id == host_id)
+        ).tuples()
+    }
+    current = db.execute(
+        select(Host.uptime_hour, Host.uptime_seconds).where(Host.id == host_id)
+    ).one_or_none()
+    if current is not None and current.uptime_hour is not None:
+        hours[current.uptime_hour] = hours.get(current.uptime_hour, 0.0) + current.uptime_seconds
+    return hours
