@@ -166,6 +166,13 @@ class BackendSettings(BaseSettings):
     # parsing sees them (core/body_limit.py); heartbeats: `heartbeat_max_bytes` (below) plus
     # the envelope around the payload.
     max_body_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
+    # Bodies anyone may send without credentials, parsed on the event loop before any
+    # check can refuse them (sign-up, log-in, token info: a few hundred bytes), and the
+    # consoles' forms (the largest: an SSH key of 16,384 characters, percent-encoded).
+    # 1 MiB held the event loop 96 ms as JSON and 216 ms as a form; 16 KiB and 64 KiB
+    # bound that to about 1.5 and 14 ms.
+    anonymous_max_body_bytes: int = Field(default=16 << 10, ge=1024, le=1 << 20)
+    console_max_body_bytes: int = Field(default=64 << 10, ge=1024, le=1 << 20)
     # Heartbeats are verified and stored on threads of their own, never waiting behind the
     # threads other routes use (a flood of slow requests cannot make hosts look offline).
     # Their work (sr25519, parsing) holds the GIL and never waits on I/O, so more threads

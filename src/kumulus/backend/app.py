@@ -41,7 +41,7 @@ from kumulus.backend.security_headers import SecurityHeaders, trusted_hosts
 from kumulus.chain.client import ChainClient
 from kumulus.config import BackendSettings
 from kumulus.core import telemetry
-from kumulus.core.access import Public
+from kumulus.core.access import Public, public_body_paths
 from kumulus.core.auth_first import AuthFirstRoute
 from kumulus.core.body_limit import BodyLimit
 from kumulus.core.errors import UnavailableError
@@ -53,6 +53,21 @@ from kumulus.core.readiness import Check, ready
 from kumulus.core.request_ids import RequestIdMiddleware
 
 log = logging.getLogger(__name__)
+
+# The API's routes, included as they are (their paths are the routers' own).
+API_ROUTERS = (
+    auth.router,
+    provider.router,
+    developer.router,
+    agents.router,
+    onboarding.router,
+    billing.router,
+    wallets.router,
+    anchors.router,
+    metrics_routes.router,
+)
+# Where kumulus.console mounts its pages (its routers' prefix): their forms' body limit.
+CONSOLE_PREFIX = "/console/"
 
 
 def backend_keypair(db: Database, settings: BackendSettings) -> Keypair:
@@ -169,11 +184,19 @@ def create_app(settings: BackendSettings) -> FastAPI:
     if (hosts := trusted_hosts(settings.public_url, settings.allowed_hosts)) is not None:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False)
     # Bodies are bounded before routing, authentication or parsing (consoles included:
-    # they are mounted on this app).
+    # they are mounted on this app under CONSOLE_PREFIX). Anonymous bodies and console
+    # forms are parsed on the event loop before any check can refuse them: small limits.
     app.add_middleware(
         BodyLimit,
         default=settings.max_body_bytes,
-        per_path={HEARTBEAT_PATH: settings.heartbeat_max_bytes + ENVELOPE_OVERHEAD},
+        per_path={
+            HEARTBEAT_PATH: settings.heartbeat_max_bytes + ENVELOPE_OVERHEAD,
+            **dict.fromkeys(
+                public_body_paths(r for router in API_ROUTERS for r in router.routes),
+                settings.anonymous_max_body_bytes,
+            ),
+        },
+        per_prefix={CONSOLE_PREFIX: settings.console_max_body_bytes},
     )
     app.add_middleware(SecurityHeaders)  # outside the checks: even a 400 or 413 carries them
     # Outermost: every answer is timed and carries a request id, refusals included.
@@ -212,18 +235,7 @@ def create_app(settings: BackendSettings) -> FastAPI:
             "settlementBlocked": blocked,
         }
 
-    routers = [
-        auth.router,
-        provider.router,
-        developer.router,
-        agents.router,
-        onboarding.router,
-        billing.router,
-        wallets.router,
-        anchors.router,
-        metrics_routes.router,
-    ]
-    for router in routers:
+    for router in API_ROUTERS:
         app.include_router(router)
     log.info(
         "backend %s on %s; signing address %s",

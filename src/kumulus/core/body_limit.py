@@ -29,20 +29,36 @@ def _size(limit: int) -> str:
 
 class BodyLimit:
     """ASGI middleware: at most `default` bytes of request body, or `per_path[path]` for
-    the paths named there (exact paths, as routed). Larger bodies are answered 413
-    `too_large` and never read past the limit; a `Content-Length` that is not a number is
-    answered 422."""
+    the paths named there (exact paths, as routed), or else `per_prefix[prefix]` for the
+    longest prefix of the path named there. Larger bodies are answered 413 `too_large` and
+    never read past the limit; a `Content-Length` that is not a number is answered 422."""
 
-    def __init__(self, app: ASGIApp, default: int, per_path: Mapping[str, int] | None = None):
+    def __init__(
+        self,
+        app: ASGIApp,
+        default: int,
+        per_path: Mapping[str, int] | None = None,
+        per_prefix: Mapping[str, int] | None = None,
+    ):
         self.app = app
         self.default = default
         self.per_path = dict(per_path or {})
+        self.per_prefix = sorted((per_prefix or {}).items(), key=lambda kv: -len(kv[0]))
+
+    def limit_of(self, path: str) -> int:
+        """The most bytes of body a request to `path` may send."""
+        if path in self.per_path:
+            return self.per_path[path]
+        for prefix, limit in self.per_prefix:
+            if path.startswith(prefix):
+                return limit
+        return self.default
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.per_path.get(scope["path"], self.default)
+        limit = self.limit_of(scope["path"])
         refused = TooLargeError(
             f"request body too large: at most {_size(limit)} ({limit} bytes) here"
         )
