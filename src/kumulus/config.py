@@ -167,7 +167,8 @@ class BackendSettings(BaseSettings):
     # the envelope around the payload.
     max_body_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
     # Bodies anyone may send without credentials, parsed on the event loop before any
-    # check can refuse them (sign-up, log-in, token info: a few hundred bytes), and the
+    # check can refuse them (sign-up, log-in, token info, a host key's delegation: a few
+    # hundred bytes; core/auth_first.ungated_body_paths), and the
     # consoles' forms (the largest: an SSH key of 16,384 characters, percent-encoded).
     # 1 MiB held the event loop 96 ms as JSON and 216 ms as a form; 16 KiB and 64 KiB
     # bound that to about 1.5 and 14 ms.

@@ -41,8 +41,8 @@ from kumulus.backend.security_headers import SecurityHeaders, trusted_hosts
 from kumulus.chain.client import ChainClient
 from kumulus.config import BackendSettings
 from kumulus.core import telemetry
-from kumulus.core.access import Public, public_body_paths
-from kumulus.core.auth_first import AuthFirstRoute
+from kumulus.core.access import Public
+from kumulus.core.auth_first import AuthFirstRoute, ungated_body_paths
 from kumulus.core.body_limit import BodyLimit
 from kumulus.core.errors import UnavailableError
 from kumulus.core.http import ERROR_RESPONSES, error_response, install_error_handlers
@@ -184,15 +184,16 @@ def create_app(settings: BackendSettings) -> FastAPI:
     if (hosts := trusted_hosts(settings.public_url, settings.allowed_hosts)) is not None:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False)
     # Bodies are bounded before routing, authentication or parsing (consoles included:
-    # they are mounted on this app under CONSOLE_PREFIX). Anonymous bodies and console
-    # forms are parsed on the event loop before any check can refuse them: small limits.
+    # they are mounted on this app under CONSOLE_PREFIX). Bodies of routes without a gate
+    # and console forms are parsed on the event loop before any check can refuse their
+    # sender: small limits.
     app.add_middleware(
         BodyLimit,
         default=settings.max_body_bytes,
         per_path={
             HEARTBEAT_PATH: settings.heartbeat_max_bytes + ENVELOPE_OVERHEAD,
             **dict.fromkeys(
-                public_body_paths(r for router in API_ROUTERS for r in router.routes),
+                ungated_body_paths(r for router in API_ROUTERS for r in router.routes),
                 settings.anonymous_max_body_bytes,
             ),
         },

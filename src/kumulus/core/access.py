@@ -20,8 +20,6 @@ from typing import Any, TypeVar
 
 from fastapi import Depends
 from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
-from starlette.routing import BaseRoute
 
 _ATTR = "__kumulus_mark__"
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -82,23 +80,6 @@ def route_mark(dependant: Dependant) -> RouteMark:
     if access & {Access.DEVELOPER, Access.PROVIDER}:
         access.discard(Access.ACCOUNT)
     return RouteMark(frozenset(access), frozenset(statuses))
-
-
-def public_body_paths(routes: Iterable[BaseRoute]) -> list[str]:
-    """The paths of the routes anyone may call with a body (PUBLIC access and a body
-    parameter, which FastAPI parses on the event loop before any check can refuse the
-    caller): app.py bounds their bodies small. Exact paths: such a route with a path
-    parameter raises ValueError (a limit by exact path could not name it)."""
-    paths = []
-    for route in routes:
-        if not isinstance(route, APIRoute) or route.body_field is None:
-            continue
-        if Access.PUBLIC not in route_mark(route.dependant).access:
-            continue
-        if route.param_convertors:
-            raise ValueError(f"public route {route.path} takes a body and a path parameter")
-        paths.append(route.path)
-    return paths
 
 
 # The markers are async so that FastAPI runs them on the event loop, not on a thread of

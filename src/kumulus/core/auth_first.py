@@ -14,13 +14,14 @@ checks) to threads.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 
 Gate = Callable[[Request], Awaitable[None]]
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -69,3 +70,23 @@ class AuthFirstRoute(APIRoute):
             return await handler(request)
 
         return authenticated_first
+
+
+def ungated_body_paths(routes: Iterable[BaseRoute]) -> list[str]:
+    """The paths of the routes whose body FastAPI parses (on the event loop) before any
+    check can refuse the caller: a body parameter and no gate (sign-up, log-in, anything
+    open whose body is its own proof). The backend bounds their bodies small. Exact
+    paths: such a route with a path parameter raises ValueError (a limit by exact path
+    could not name it)."""
+    paths = []
+    for route in routes:
+        if not isinstance(route, APIRoute) or route.body_field is None:
+            continue
+        if gates_of(route.dependant):
+            continue
+        if route.param_convertors:
+            raise ValueError(
+                f"route {route.path} parses a body before any check and has a path parameter"
+            )
+        paths.append(route.path)
+    return paths

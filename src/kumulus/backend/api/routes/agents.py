@@ -202,10 +202,19 @@ async def _heartbeat(request: Request) -> tuple[object, object]:
     return answer
 
 
-# The verified envelope of each kind. Routes also declare the body as `SignedEnvelope`,
-# which FastAPI parses (again) and documents; the gate's object is the one acted on. The
-# heartbeat route declares it for the documentation only (`openapi_extra`): a heartbeat's
-# body is read once, on its thread.
+# The verified envelope of each kind. The routes declare their body as a `SignedEnvelope`
+# for the documentation only (`ENVELOPE_BODY`): FastAPI parsing it again would do so on
+# the event loop, for anyone (any fresh key signs a valid envelope, and one whose payload
+# is refused leaves its nonce unspent: replayable; attack20). The body is read once, by
+# the gate, on a thread.
+ENVELOPE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/SignedEnvelope"}}
+        },
+    }
+}
 SignedRegistration = Annotated[SignedEnvelope, Depends(_registration)]
 SignedIpChange = Annotated[SignedEnvelope, Depends(_ip_change)]
 HeartbeatStored = Annotated[tuple[object, object], Depends(_heartbeat)]
@@ -260,10 +269,10 @@ def _host_for(db: Db, envelope: SignedEnvelope, host_id: str) -> Host:
     "/register",
     response_model=HostRegistered,
     status_code=status.HTTP_201_CREATED,
-    responses=refusals(403, 409),
+    responses=refusals(403, 409, 413, 422),  # the body is read by the gate, not by FastAPI
+    openapi_extra=ENVELOPE_BODY,
 )
 def register(
-    body: SignedEnvelope,
     envelope: SignedRegistration,
     request: Request,
     db: Db,
@@ -452,14 +461,7 @@ def store_heartbeat(
     response_model=Accepted,
     status_code=status.HTTP_202_ACCEPTED,
     responses=refusals(413, 422, 429),  # the body is read by the gate, not by FastAPI
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/SignedEnvelope"}}
-            },
-        }
-    },
+    openapi_extra=ENVELOPE_BODY,
 )
 async def heartbeat(stored: HeartbeatStored, request: Request) -> Accepted:
     """Store a host's signed heartbeat (at most `heartbeat_max_bytes`). Served on threads
@@ -483,10 +485,10 @@ async def heartbeat(stored: HeartbeatStored, request: Request) -> Accepted:
     return Accepted()
 
 
-@router.post("/ip", response_model=Accepted)
-def update_ip(
-    body: SignedEnvelope, envelope: SignedIpChange, db: Db, settings: Settings
-) -> Accepted:
+@router.post(
+    "/ip", response_model=Accepted, responses=refusals(413, 422), openapi_extra=ENVELOPE_BODY
+)
+def update_ip(envelope: SignedIpChange, db: Db, settings: Settings) -> Accepted:
     _claim(db, envelope, settings)
     parsed = _parse(IpPayload, envelope.payload)
     if parsed.kind != "ip":
