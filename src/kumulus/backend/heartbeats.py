@@ -168,7 +168,9 @@ _INSERT_HEARTBEATS_PG = text(
 #   one host never both credit the same gap (from the lookup, both credited all of it;
 #   attack19). A host whose row still holds an earlier hour has that hour moved to
 #   host_uptime by the same statement (`flushed`: once per host and hour; a separate
-#   upsert per batch cost 15-21 µs of PostgreSQL time per heartbeat).
+#   upsert per batch cost 15-21 µs of PostgreSQL time per heartbeat). The heartbeat
+#   time never goes back (a batch that read the clock before another replica's but
+#   committed after it would have the next heartbeat credited that gap again).
 # - Both reads of `hosts` go by `= ANY(ARRAY(...))` so that they are primary-key lookups
 #   whatever the planner knows: joined to the JSON rows, PostgreSQL scanned all of `hosts`
 #   twice per batch whenever its statistics were stale (a batch's update took 6 ms among
@@ -182,7 +184,8 @@ _UPDATE_HOSTS_PG = text(
     " hosts.uptime_hour AS old_hour, hosts.uptime_seconds AS old_seconds FROM hosts"
     " WHERE hosts.id = ANY(ARRAY(SELECT v.id FROM v)) ORDER BY hosts.id"
     " FOR NO KEY UPDATE OF hosts),"
-    " updated AS (UPDATE hosts SET last_heartbeat_at = :now, agent_version = v.version,"
+    " updated AS (UPDATE hosts SET last_heartbeat_at = GREATEST(locked.prev, :now),"
+    " agent_version = v.version,"
     " isolated = v.isolated, isolation_problem = v.isolation_problem,"
     " unknown_vms = COALESCE(v.unknown, hosts.unknown_vms), capacity_problem = v.problem,"
     " rep_tier = hosts.rep_tier * v.keep_tier, heartbeat_signed_at = v.last,"
