@@ -3,13 +3,15 @@ how its leases ended. The scheduler prefers higher tiers (floor(score * 10)).
 
 Uptime over a window is the seconds the host was heard from (credited by the heartbeat
 writer: the current hour on the host row, earlier hours in host_uptime) over the seconds
-it could have been (since registration, within the window), smoothed by a prior of one
+it could have been (since registration, within the window; the hour a window starts in
+counts for its share inside the window), smoothed by a prior of one
 hour at 50% so a host seen for a minute is neither perfect nor worthless."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
@@ -75,25 +77,44 @@ def score(
     )
 
 
+def _weights(now: datetime) -> dict[str, tuple[int, float]]:
+    """Per window: its first hour and the share of that hour inside the window. Uptime is
+    kept by whole hours, so the hour in which a window starts counts in proportion: counted
+    whole, up to 59 minutes from before the window would raise the uptime."""
+    out = {}
+    for name, window in WINDOWS.items():
+        start = now - window
+        first = hour_of(start)
+        out[name] = (first, ((first + 1) * 3600 - start.timestamp()) / 3600)
+    return out
+
+
 def recompute(db: Session, now: datetime | None = None) -> int:
     """Refresh every host's uptimes, reputation and tier; returns how many hosts. Idempotent,
-    so several backend processes may run it."""
+    so several backend processes may run it.
+
+    The past hours (host_uptime) and the current hour (on the host row) are read in one
+    statement, so one snapshot: a heartbeat that moves an hour from the row to host_uptime
+    between two reads would otherwise leave it out of both (or count it in both)."""
     now = now or utcnow()
-    sums = [
-        func.sum(
-            case((HostUptime.hour >= hour_of(now - window), HostUptime.up_seconds), else_=0.0)
-        ).label(name)
-        for name, window in WINDOWS.items()
-    ]
-    oldest = hour_of(now - max(WINDOWS.values()))
-    totals = {
-        row.host_id: {name: float(getattr(row, name) or 0.0) for name in WINDOWS}
-        for row in db.execute(
-            select(HostUptime.host_id, *sums)
-            .where(HostUptime.hour >= oldest)
-            .group_by(HostUptime.host_id)
+    weights = _weights(now)
+
+    def in_window(hour: Any, seconds: Any, name: str) -> Any:
+        first, share = weights[name]
+        return case((hour > first, seconds), (hour == first, seconds * share), else_=0.0)
+
+    past = (
+        select(
+            HostUptime.host_id,
+            *(
+                func.sum(in_window(HostUptime.hour, HostUptime.up_seconds, name)).label(name)
+                for name in WINDOWS
+            ),
         )
-    }
+        .where(HostUptime.hour >= min(first for first, _ in weights.values()))
+        .group_by(HostUptime.host_id)
+        .subquery()
+    )
     hosts = db.execute(
         select(
             Host.id,
@@ -102,19 +123,19 @@ def recompute(db: Session, now: datetime | None = None) -> int:
             Host.leases_failed,
             Host.unknown_vms,
             Host.capacity_problem,
-            Host.uptime_hour,
-            Host.uptime_seconds,
-        )
+            *(
+                (
+                    func.coalesce(past.c[name], 0.0)
+                    + func.coalesce(in_window(Host.uptime_hour, Host.uptime_seconds, name), 0.0)
+                ).label(name)
+                for name in WINDOWS
+            ),
+        ).outerjoin(past, past.c.host_id == Host.id)
     ).all()
     rows = []
     for host in hosts:
-        up = dict(totals.get(host.id, {}))
-        if host.uptime_hour is not None:  # the hour on the host row, not yet in host_uptime
-            for name, window in WINDOWS.items():
-                if host.uptime_hour >= hour_of(now - window):
-                    up[name] = up.get(name, 0.0) + host.uptime_seconds
         s = score(
-            up,
+            {name: float(getattr(host, name)) for name in WINDOWS},
             host.registered_at,
             now,
             host.leases_completed,
