@@ -8,7 +8,9 @@ snapshot). Secrets are never in it: the key files are kept (and backed up) by th
 and a restore onto a backend whose keys have other addresses is refused unless forced,
 since agents pin the backend's key and the ledger's chain account belongs to the payout
 and deposit keys. A restore stops payouts until those sent after the backup are found on
-chain (restored_payouts); the backend must not run during a restore."""
+chain (restored_payouts); the backend must not run during a restore (if it does, or the
+restore is killed before it marks the database, the payout sender still notices the
+database is behind the chain)."""
 
 from __future__ import annotations
 
@@ -197,7 +199,12 @@ def restore(settings: BackendSettings, src: Path, force: bool = False) -> Manife
         with tarfile.open(src, "r") as tar:
             tar.extractall(tmp, filter="data")
         if kind == "sqlite":
-            _restore_sqlite(Path(tmp) / "database.sqlite", Path(url.removeprefix("sqlite:///")))
+            data = Path(tmp) / "database.sqlite"
+            if not data.is_file():
+                raise InvalidError(f"{src} holds no database")
+            # Marked in the copy, so the database and its mark arrive in one step.
+            _mark(f"sqlite:///{data}", manifest)
+            _restore_sqlite(data, Path(url.removeprefix("sqlite:///")))
         else:
             conninfo, env = _pg_args(url)
             data = Path(tmp) / "database.dump"
@@ -215,17 +222,22 @@ def restore(settings: BackendSettings, src: Path, force: bool = False) -> Manife
                 ],
                 env,
             )
+            # A second transaction: killed in between, the restored database is unmarked;
+            # the payout sender then finds the payout key's nonce on chain past the
+            # database's and stops as if marked (restored_payouts.notice_unknown_nonces).
+            _mark(url, manifest)
+    return manifest
+
+
+def _mark(url: str, manifest: Manifest) -> None:
     db = Database(url)
     try:
         restored_payouts.mark_restored(db, f"the backup of {manifest.created_at}")
     finally:
         db.engine.dispose()
-    return manifest
 
 
 def _restore_sqlite(data: Path, target: Path) -> None:
-    if not data.is_file():
-        raise InvalidError("the backup holds no database")
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     source = sqlite3.connect(data)
     dest = sqlite3.connect(target)

@@ -230,7 +230,11 @@ class PayoutWorker:
         self._genesis = chain_identity.verify(self._db, self._chain)
         if self._genesis is None:
             return 0
-        # After a restore, the payouts sent since the backup are recorded first.
+        # After a restore, the payouts sent since the backup are recorded first; a database
+        # that is behind the chain is treated as restored, marked or not.
+        restored_payouts.notice_unknown_nonces(
+            self._db, self._chain, self._key.ss58_address, self._genesis
+        )
         if not restored_payouts.reconcile(
             self._db, self._chain, self._key.ss58_address, self._genesis
         ):

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from kumulus.backend import ledger
@@ -47,6 +47,35 @@ def mark_restored(db: Database, what: str) -> None:
         f"restored from {what}: payouts wait until those sent after the backup are found on chain",
         logging.WARNING,
     )
+
+
+def notice_unknown_nonces(
+    db: Database, chain: ChainClient, payout_address: str, genesis: str
+) -> None:
+    """Stop payouts as after a restore (`reconcile` then runs) when the payout key's nonce on
+    chain is past every nonce the database gave a payout of this chain.
+
+    A database in use never falls behind: a payout's nonce is committed before it is sent.
+    So this only happens when the database is older than the chain: a restore whose
+    `mark_restored` did not happen (killed in between, PostgreSQL's restore and the mark are
+    two transactions), a backend that ran during a restore, or a database copied by other
+    means. Without it, the payouts pending in that database would be sent again."""
+    with db.session() as s:
+        known = s.scalar(
+            select(func.max(Payout.nonce)).where(
+                Payout.nonce.is_not(None),
+                or_(Payout.genesis_hash == genesis, Payout.genesis_hash.is_(None)),
+            )
+        )
+        already = state.get(s, state.BLOCKED_RESTORE) is not None
+    expected = 0 if known is None else int(known) + 1
+    on_chain = chain.nonce(payout_address)
+    if on_chain > expected and not already:
+        mark_restored(
+            db,
+            f"a database that is behind the chain (the payout key's nonce on chain is {on_chain}, "
+            f"the database knows nonces below {expected})",
+        )
 
 
 def _scan_from(s: Session) -> int:

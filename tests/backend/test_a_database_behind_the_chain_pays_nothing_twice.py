@@ -1,0 +1,104 @@
+"""A database older than the chain (a restore killed before it marked the database, or a
+backend that ran during a restore) is noticed by the payout sender: the payout key's nonce
+on chain is past every nonce the database knows, so payouts stop and the ones sent since
+are found on chain first, as after a marked restore. A database in use never trips it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from sqlalchemy import select
+
+from kumulus.backend import ledger
+from kumulus.backend import settlement_state as state
+from kumulus.backend.db import Database, migrate
+from kumulus.backend.models import Payout, ProviderProfile
+from kumulus.backend.payouts import PayoutWorker, request_payout
+from kumulus.core.signing import Keypair, new_mnemonic
+from tests.backend.billing_fixtures import UNIT, account, earnings
+from tests.backend.fake_chain import FakeChain
+
+WALLET = "5ProviderWallet"
+
+
+def _setup(path: Path) -> tuple[Database, int]:
+    db = Database(f"sqlite:///{path}")
+    migrate(db.engine)
+    with db.session() as s:
+        provider = account(s, "provider")
+        s.add(ProviderProfile(account_id=provider.id, wallet_address=WALLET))
+        earnings(s, provider.id, 10 * UNIT)
+        s.commit()
+        return db, provider.id
+
+
+def _payouts(db: Database) -> list[tuple[int, str, int | None]]:
+    with db.session() as s:
+        return [
+            (int(p.amount) // UNIT, p.status, p.nonce)
+            for p in s.scalars(select(Payout).order_by(Payout.nonce, Payout.id))
+        ]
+
+
+def test_an_unmarked_old_copy_of_the_database_sends_nothing_twice(tmp_path: Path) -> None:
+    live = tmp_path / "kumulus.db"
+    db, provider = _setup(live)
+    key = Keypair.create_from_mnemonic(new_mnemonic())
+    chain = FakeChain()
+    chain.balances[key.ss58_address] = 100 * UNIT
+    with db.session() as s:
+        request_payout(s, provider, WALLET, 2 * UNIT, minimum=1)
+    db.engine.dispose()
+    copy = tmp_path / "copy.db"
+    shutil.copy(live, copy)  # the database as it was, with no restore mark
+    worker = PayoutWorker(db, chain.client(), key)
+    assert worker.run_once() == 1
+    with db.session() as s:
+        request_payout(s, provider, WALLET, 3 * UNIT, minimum=1)
+    assert worker.run_once() == 1
+    assert len(chain.sent) == 2
+    db.engine.dispose()
+
+    shutil.copy(copy, live)  # back to the old state; nothing says it is a restore
+    worker = PayoutWorker(db, chain.client(), key)
+    assert _payouts(db) == [(2, "pending", None)]
+    assert worker.run_once() == 0
+    assert len(chain.sent) == 2  # the pending payout was not paid again
+    assert _payouts(db) == [(2, "paid", 0), (3, "paid", 1)]
+    with db.session() as s:
+        assert ledger.balance(s, ledger.PROVIDER, provider) == 5 * UNIT
+        assert state.get(s, state.BLOCKED_RESTORE) is None  # accounted for: resumes
+        request_payout(s, provider, WALLET, 5 * UNIT, minimum=1)
+    assert worker.run_once() == 1
+    assert _payouts(db)[-1] == (5, "paid", 2)
+
+
+def test_a_database_in_use_is_never_taken_for_an_old_one(tmp_path: Path) -> None:
+    db, provider = _setup(tmp_path / "kumulus.db")
+    key = Keypair.create_from_mnemonic(new_mnemonic())
+    chain = FakeChain()
+    chain.balances[key.ss58_address] = 100 * UNIT
+    worker = PayoutWorker(db, chain.client(), key)
+    for amount in (1, 2, 3):
+        with db.session() as s:
+            request_payout(s, provider, WALLET, amount * UNIT, minimum=1)
+        assert worker.run_once() == 1
+        with db.session() as s:
+            assert state.get(s, state.BLOCKED_RESTORE) is None
+    assert [n for _, _, n in _payouts(db)] == [0, 1, 2]
+
+
+def test_a_key_that_paid_someone_unknown_stops_payouts(tmp_path: Path) -> None:
+    db, provider = _setup(tmp_path / "kumulus.db")
+    key = Keypair.create_from_mnemonic(new_mnemonic())
+    chain = FakeChain()
+    chain.balances[key.ss58_address] = 100 * UNIT
+    chain.transfer(key, "5SomebodyElse", UNIT)  # the key was used outside the platform
+    with db.session() as s:
+        request_payout(s, provider, WALLET, 2 * UNIT, minimum=1)
+    assert PayoutWorker(db, chain.client(), key).run_once() == 0
+    assert len(chain.sent) == 1
+    with db.session() as s:
+        reason = state.get(s, state.BLOCKED_RESTORE)
+    assert reason is not None and "no provider's wallet" in reason
