@@ -20,6 +20,7 @@ class JobRow:
     last_duration: float | None = None
     last_success: float | None = None
     holders: list[str] = field(default_factory=list)
+    last_holder: str | None = None  # the latest holder, once its lease is released
 
 
 _FIELDS = {
@@ -41,6 +42,8 @@ def parse(text: str) -> dict[str, JobRow]:
                 continue
             if sample.name == "kumulus_job_lease_expires_timestamp_seconds":
                 rows[job].holders.append(sample.labels.get("holder", "?"))
+            elif sample.name == "kumulus_job_lease_last_holder" and not sample.value:
+                rows[job].last_holder = sample.labels.get("holder", "?")
             elif sample.name in _FIELDS:
                 name = _FIELDS[sample.name]
                 value = sample.value
@@ -49,7 +52,8 @@ def parse(text: str) -> dict[str, JobRow]:
 
 
 def render(rows: dict[str, JobRow], now: float | None = None) -> str:
-    """A fixed-width table, failing jobs flagged with `!`."""
+    """A fixed-width table, failing jobs flagged with `!`; a lease nobody holds now shows
+    its last holder in parentheses."""
     now = time.time() if now is None else now
     lines = [
         f"{'job':<16} {'runs':>6} {'fails':>6} {'in a row':>8} {'last':>8} "
@@ -59,8 +63,9 @@ def render(rows: dict[str, JobRow], now: float | None = None) -> str:
         last = "-" if r.last_duration is None else f"{r.last_duration:.2f}s"
         ago = "never" if r.last_success is None else f"{max(0.0, now - r.last_success):.0f}s"
         flag = "!" if r.consecutive_failures else " "
+        holder = ", ".join(r.holders) or (f"(last: {r.last_holder})" if r.last_holder else "-")
         lines.append(
             f"{job:<16} {r.runs:>6} {r.failures:>6} {r.consecutive_failures:>7}{flag} "
-            f"{last:>8} {ago:>8}  {', '.join(r.holders) or '-'}"
+            f"{last:>8} {ago:>8}  {holder}"
         )
     return "\n".join(lines)

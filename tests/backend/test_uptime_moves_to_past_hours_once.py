@@ -103,9 +103,7 @@ def test_reputation_counts_the_host_rows_hour_and_past_hours_once(
         s.commit()
         registered_at: datetime = s.scalar(select(Host.registered_at).where(Host.id == host_id))
         recompute(s, now)
-        got = s.execute(
-            select(Host.uptime_24h, Host.uptime_7d).where(Host.id == host_id)
-        ).one()
+        got = s.execute(select(Host.uptime_24h, Host.uptime_7d).where(Host.id == host_id)).one()
     expected = score(
         {"24h": 3900.0, "7d": 7500.0, "30d": 7500.0}, registered_at, now, 0, 0, 0,
         capacity_flagged=False,

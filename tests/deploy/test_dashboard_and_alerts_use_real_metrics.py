@@ -86,3 +86,16 @@ def test_the_dashboard_covers_what_operators_watch() -> None:
         "kumulus_agent_create_to_ssh_seconds_bucket",
     ):
         assert wanted in used, wanted
+
+
+def test_every_scrape_job_an_alert_names_is_configured() -> None:
+    """An alert on a scrape job that scrape.yml does not define can never fire."""
+    scrape = yaml.safe_load((DEPLOY / "prometheus" / "scrape.yml").read_text())
+    defined = {job["job_name"] for job in scrape["scrape_configs"]}
+    named: set[str] = set()
+    for expr in _alert_queries():
+        for value in re.findall(r'\bjob=~?"([^"]+)"', expr):
+            named |= set(value.split("|"))
+    assert "kumulus-readyz" in named  # the file was read
+    assert sorted(named - defined) == []
+    assert {"kumulus-readyz", "kumulus-backend"} <= defined

@@ -58,9 +58,7 @@ class SharedStateCollector(Collector):
             ).all()
             vms = s.execute(select(VM.actual_state, func.count()).group_by(VM.actual_state)).all()
             leases = s.execute(
-                select(WorkerLease.name, WorkerLease.owner, WorkerLease.expires_at).where(
-                    WorkerLease.expires_at > time.time()
-                )
+                select(WorkerLease.name, WorkerLease.owner, WorkerLease.expires_at)
             ).all()
             cursors = s.execute(select(ChainCursor.name, ChainCursor.block_number)).all()
         yield from _ledger(balances)
@@ -76,9 +74,21 @@ class SharedStateCollector(Collector):
             "leases held now, by job (lease name) and holder (host:pid:runner of the process)",
             labels=["job", "holder"],
         )
+        # Leases are released after each run, so most of the time nobody holds one: the last
+        # holder is what tells an operator which replica runs a job.
+        last = GaugeMetricFamily(
+            "kumulus_job_lease_last_holder",
+            "each job lease's latest holder (host:pid:runner, `~run` for once-per-interval "
+            "jobs): 1 while it holds the lease, 0 once released or lapsed",
+            labels=["job", "holder"],
+        )
+        now = time.time()
         for name, owner, expires in leases:
-            holder.add_metric([name, owner], expires)
+            if expires > now:
+                holder.add_metric([name, owner], expires)
+            last.add_metric([name, owner], int(expires > now))
         yield holder
+        yield last
         yield from _chain(states.get(state.CHAIN_HEAD), cursors)
         yield GaugeMetricFamily(
             "kumulus_payouts_breaker_tripped",

@@ -233,8 +233,9 @@ class _State:
 
 
 def default_owner() -> str:
-    """A lease owner id unique to this process (and to this runner within it)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    """A lease owner id unique to this process (and to this runner within it). The host name
+    is cut to 32 characters: the owner column holds 64, with room for a run's suffix."""
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 def _describe(exc: BaseException) -> str:
@@ -326,8 +327,11 @@ class JobRunner:
                 if job.lease is not None and not ignore_lease:
                     if job.lease_use is LeaseUse.ONCE_PER_INTERVAL:
                         # A fresh owner each time: nobody renews the schedule, only its
-                        # expiry lets the next run in (here or in another process).
-                        taken = job.lease.acquire(job.lease_key, secrets.token_hex(8), job.interval)
+                        # expiry lets the next run in (here or in another process). Named
+                        # after this runner, so operators see which process ran it last.
+                        taken = job.lease.acquire(
+                            job.lease_key, f"{self.owner}~{secrets.token_hex(4)}", job.interval
+                        )
                         if taken is None:
                             return self._skipped(state)
                     else:

@@ -7,7 +7,8 @@
 | starts          | maintenance_interval    | exclusive                                    |
 | stops           | maintenance_interval    | exclusive                                    |
 | deletes         | maintenance_interval    | exclusive                                    |
-| prune           | maintenance_interval    | none (idempotent and cheap)                  |
+| prune           | maintenance_interval    | exclusive (replicas would delete the same    |
+|                 |                         | rows at once, and wait on each other's locks)|
 | promo-payouts   | maintenance_interval    | exclusive (limits hold under ledger locks);  |
 |                 |                         | only with a promo budget and cap above 0     |
 | reputation      | reputation_interval     | once per interval across processes           |
@@ -121,7 +122,8 @@ def backend_jobs(
             partial(stops.send_pending_stops, db, settings, keypair), lease=lease, lease_ttl=ttl),
         Job("deletes", every("deletes"), timeout("deletes"),
             partial(deletes.finish_deletes, db, settings, keypair), lease=lease, lease_ttl=ttl),
-        Job("prune", every("prune"), timeout("prune"), partial(prune.prune, db, settings)),
+        Job("prune", every("prune"), timeout("prune"), partial(prune.prune, db, settings),
+            lease=lease, lease_ttl=ttl),
         Job("reputation", settings.reputation_interval, timeout("reputation"),
             partial(reputation.recompute, db), lease=lease,
             lease_use=LeaseUse.ONCE_PER_INTERVAL, poll=poll),
