@@ -29,7 +29,7 @@ from pathlib import Path
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import make_url
 
-from kumulus.backend import restored_payouts
+from kumulus.backend import backend_keys, restored_payouts
 from kumulus.backend.db import Database
 from kumulus.config import BackendSettings
 from kumulus.core.errors import ConflictError, InvalidError
@@ -70,6 +70,18 @@ def key_addresses(settings: BackendSettings) -> dict[str, str]:
     if settings.deposit_address:
         found["deposit"] = settings.deposit_address
     return found
+
+
+def _addresses(url: str, settings: BackendSettings) -> dict[str, str]:
+    """The addresses the database's replicas use: those it recorded (backend_keys, what
+    every replica is held to), else this machine's key files. Run where the key files are
+    not (another user, no credentials), a backup still names the keys it belongs to."""
+    db = Database(url)
+    try:
+        pinned = {role: r.address for role, r in backend_keys.recorded(db).items()}
+    finally:
+        db.engine.dispose()
+    return key_addresses(settings) | pinned
 
 
 def _kind(url: str) -> str:
@@ -117,7 +129,7 @@ def backup(settings: BackendSettings, dest: Path) -> Manifest:
         kind,
         _revision(url),
         datetime.now(UTC).isoformat(timespec="seconds"),
-        key_addresses(settings),
+        _addresses(url, settings),
     )
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
