@@ -44,7 +44,7 @@ from kumulus.core import telemetry
 from kumulus.core.access import Public
 from kumulus.core.auth_first import AuthFirstRoute, ungated_body_paths
 from kumulus.core.body_limit import BodyLimit
-from kumulus.core.errors import UnavailableError
+from kumulus.core.errors import TooLargeError, UnavailableError
 from kumulus.core.http import ERROR_RESPONSES, error_response, install_error_handlers
 from kumulus.core.http_metrics import HttpMetrics, request_histogram
 from kumulus.core.job_metrics import JobMetrics
@@ -183,10 +183,16 @@ def create_app(settings: BackendSettings) -> FastAPI:
     # are built from the public URL only, and a foreign Host is DNS rebinding or poisoning.
     if (hosts := trusted_hosts(settings.public_url, settings.allowed_hosts)) is not None:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False)
+
     # Bodies are bounded before routing, authentication or parsing (consoles included:
     # they are mounted on this app under CONSOLE_PREFIX). Bodies of routes without a gate
     # and console forms are parsed on the event loop before any check can refuse their
     # sender: small limits.
+    def body_refused(path: str) -> None:
+        # A heartbeat too large to read is a refused heartbeat like one refused inside.
+        if path == HEARTBEAT_PATH and (events := getattr(app.state, "events", None)):
+            events.heartbeat(refused=TooLargeError.code)
+
     app.add_middleware(
         BodyLimit,
         default=settings.max_body_bytes,
@@ -198,6 +204,7 @@ def create_app(settings: BackendSettings) -> FastAPI:
             ),
         },
         per_prefix={CONSOLE_PREFIX: settings.console_max_body_bytes},
+        on_refused=body_refused,
     )
     app.add_middleware(SecurityHeaders)  # outside the checks: even a 400 or 413 carries them
     # Outermost: every answer is timed and carries a request id, refusals included.

@@ -14,7 +14,7 @@ runs on another task.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -31,7 +31,8 @@ class BodyLimit:
     """ASGI middleware: at most `default` bytes of request body, or `per_path[path]` for
     the paths named there (exact paths, as routed), or else `per_prefix[prefix]` for the
     longest prefix of the path named there. Larger bodies are answered 413 `too_large` and
-    never read past the limit; a `Content-Length` that is not a number is answered 422."""
+    never read past the limit (`on_refused(path)` is told, e.g. to count it); a
+    `Content-Length` that is not a number is answered 422."""
 
     def __init__(
         self,
@@ -39,8 +40,10 @@ class BodyLimit:
         default: int,
         per_path: Mapping[str, int] | None = None,
         per_prefix: Mapping[str, int] | None = None,
+        on_refused: Callable[[str], None] | None = None,
     ):
         self.app = app
+        self.on_refused = on_refused
         self.default = default
         self.per_path = dict(per_path or {})
         self.per_prefix = sorted((per_prefix or {}).items(), key=lambda kv: -len(kv[0]))
@@ -53,6 +56,10 @@ class BodyLimit:
             if path.startswith(prefix):
                 return limit
         return self.default
+
+    def _refused(self, path: str) -> None:
+        if self.on_refused is not None:
+            self.on_refused(path)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -70,6 +77,7 @@ class BodyLimit:
                 )
                 return
             if int(declared) > limit:
+                self._refused(scope["path"])
                 await error_response(refused)(scope, receive, send)
                 return
         chunks: list[bytes] = []
@@ -81,6 +89,7 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
+                self._refused(scope["path"])
                 await error_response(refused)(scope, receive, send)
                 return
             chunks.append(chunk)
