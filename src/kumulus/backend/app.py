@@ -218,7 +218,7 @@ def create_app(settings: BackendSettings) -> FastAPI:
 
     checks = [Check("database", database)]
     if chain is not None:
-        checks.append(Check("chain", chain.finalized_number))
+        checks.append(Check("chain", lambda: chain.finalized_number()))
 
     @app.get("/readyz", tags=["meta"], dependencies=[Public])
     def readyz() -> Mapping[str, object]:

@@ -84,20 +84,30 @@ def _public_key(address: str) -> bytes:
 
 
 class ChainClient:
-    """One connection to a Substrate node. Thread-safe (calls are serialised)."""
+    """One connection to a Substrate node. Thread-safe (calls are serialised). It connects
+    at its first call, and again at the next call after a connection could not be made
+    (ChainError): a backend starts, serves and reports not ready (/readyz) while its chain
+    node is away, instead of failing to start."""
 
     def __init__(self, url: str, ss58_format: int = 42) -> None:
         self.url = url
         self.ss58_format = ss58_format
         self._lock = threading.RLock()
-        try:
-            # A bounded socket timeout: a node that never answers (or a transaction held
-            # back forever) becomes a retryable error instead of a hung thread.
-            self._api = SubstrateInterface(
-                url=url, ss58_format=ss58_format, ws_options={"timeout": 120}
-            )
-        except Exception as exc:
-            raise ChainError(f"cannot reach the chain at {url}: {exc}") from exc
+        self._connected: SubstrateInterface | None = None
+
+    @property
+    def _api(self) -> SubstrateInterface:
+        with self._lock:
+            if self._connected is None:
+                try:
+                    # A bounded socket timeout: a node that never answers (or a transaction
+                    # held back forever) becomes a retryable error instead of a hung thread.
+                    self._connected = SubstrateInterface(
+                        url=self.url, ss58_format=self.ss58_format, ws_options={"timeout": 120}
+                    )
+                except Exception as exc:
+                    raise ChainError(f"cannot reach the chain at {self.url}: {exc}") from exc
+            return self._connected
 
     def same_account(self, a: str, b: str) -> bool:
         """Whether two addresses (any ss58 prefix) are the same account."""
@@ -107,7 +117,10 @@ class ChainClient:
             return False
 
     def close(self) -> None:
-        self._api.close()
+        with self._lock:
+            if self._connected is not None:
+                self._connected.close()
+                self._connected = None
 
     # -- reads ---------------------------------------------------------------------------
 
