@@ -7,7 +7,7 @@ from __future__ import annotations
 import secrets
 from typing import Any, cast
 
-from kumulus.chain.client import ChainClient, Receipt, SignedExtrinsic, Transfer
+from kumulus.chain.client import ChainClient, ChainError, Receipt, SignedExtrinsic, Transfer
 
 
 class FakeChain:
@@ -20,6 +20,7 @@ class FakeChain:
         self.balances: dict[str, int] = {}
         self.nonces: dict[str, int] = {}
         self.sent: list[tuple[str, str, int]] = []  # (from, to, amount) of our transfers
+        self.remarks: list[bytes] = []  # what `remark` put on chain
         # block -> (signer, extrinsic) of the transfers sent through `transfer`
         self.signed: dict[int, list[tuple[str, SignedExtrinsic]]] = {}
 
@@ -77,6 +78,27 @@ class FakeChain:
                 sender,
                 SignedExtrinsic(
                     number, receipt.block_hash, receipt.extrinsic_hash, used, True, dest, amount
+                ),
+            )
+        )
+        return receipt
+
+    def remark(self, keypair: Any, data: bytes, nonce: int | None = None) -> Receipt:
+        """A block with the remark; a nonce already used is refused, as a node does."""
+        sender = str(keypair.ss58_address)
+        used = self.nonces.get(sender, 0)
+        if nonce is not None and nonce < used:
+            raise ChainError("the chain refused the transaction: outdated", retry=False)
+        self.nonces[sender] = used + 1
+        self.remarks.append(data)
+        number = len(self.blocks)
+        self.blocks.append([])
+        receipt = Receipt("0x" + secrets.token_hex(32), str(self.block_hash(number)), number, 0)
+        self.signed.setdefault(number, []).append(
+            (
+                sender,
+                SignedExtrinsic(
+                    number, receipt.block_hash, receipt.extrinsic_hash, used, True, None, None
                 ),
             )
         )

@@ -48,7 +48,11 @@ class RemarkChain:
     def finalized_number(self) -> int:
         return len(self.remarks)
 
-    def remark(self, keypair: Any, data: bytes) -> Receipt:
+    def nonce(self, address: str) -> int:
+        return len(self.remarks)
+
+    def remark(self, keypair: Any, data: bytes, nonce: int | None = None) -> Receipt:
+        assert nonce == len(self.remarks)
         self.remarks.append(data)
         n = len(self.remarks)
         return Receipt(f"0x{n:064x}", f"0x{n:064x}", n, 0)

@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -49,7 +48,6 @@ class StallingChain(FakeChain):
         self.stall_at: str | None = None
         self.stalled = threading.Event()
         self.resume = threading.Event()
-        self.remarks: list[bytes] = []
 
     def _maybe_stall(self, where: str) -> None:
         if self.stall_at == where:
@@ -64,10 +62,6 @@ class StallingChain(FakeChain):
     def nonce(self, address: str) -> int:
         self._maybe_stall("nonce")
         return super().nonce(address)
-
-    def remark(self, keypair: Any, data: bytes) -> Any:
-        self.remarks.append(data)
-        return super().transfer(keypair, "remark", 0)
 
 
 class Partitioned(DbLease):

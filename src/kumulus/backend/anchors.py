@@ -13,14 +13,14 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 from substrateinterface import Keypair
 
 from kumulus.backend import ledger, paging
 from kumulus.backend.clock import aware, utcnow
 from kumulus.backend.models import Anchor, AnchorLeaf, Host, LedgerEntry
-from kumulus.chain.client import ChainClient
+from kumulus.chain.client import ChainClient, SignedExtrinsic
 from kumulus.core.errors import ConflictError, NotFoundError
 from kumulus.core.jobs import check_lease
 from kumulus.core.merkle import root_and_proofs
@@ -140,20 +140,75 @@ def submit_pending(
     db: Session, chain: ChainClient, key: Keypair, genesis: str | None = None
 ) -> int:
     """Put pending anchors on chain (whose genesis hash is `genesis`, recorded on each);
-    returns how many were anchored."""
+    returns how many were anchored.
+
+    Each remark goes with a nonce of the anchor key fixed and committed before the first
+    send (with the finalized block before it), so however many holders send it (one that
+    lost its lease mid-call, or died before recording the block), the chain includes one.
+    An anchor whose nonce the chain has used is looked up on chain instead of sent."""
     done = 0
     for anchor in db.scalars(select(Anchor).where(Anchor.status == "pending")).all():
-        # Only while the job surely holds its lease: a replaced holder would anchor twice.
+        if anchor.nonce is not None and anchor.genesis_hash == genesis:
+            if chain.nonce(key.ss58_address) > anchor.nonce:
+                found = _sent_earlier(chain, key, anchor)
+                if found is None:
+                    log.warning(
+                        "anchor %d: nonce %d of the anchor key was used, but not found on "
+                        "chain from block %s yet", anchor.id, anchor.nonce, anchor.from_block,
+                    )  # fmt: skip
+                    break
+                if not found.success:  # it paid a fee and anchored nothing: a new nonce
+                    anchor.nonce = None
+                    db.commit()
+                    break
+                _anchored(anchor, found.block_hash, found.block_number, found.extrinsic_hash)
+                db.commit()
+                done += 1
+                continue
+        else:
+            anchor.nonce = _next_nonce(db, chain, key, genesis)
+            anchor.from_block = chain.finalized_number()
+            anchor.genesis_hash = genesis
+            db.commit()  # fenced: a holder that lost its lease stops here
+        # Only while the job surely holds its lease (a replaced holder's copy would be
+        # refused by the chain for its nonce, but costs a call).
         check_lease(before_effect=True)
-        receipt = chain.remark(key, remark_of(anchor))
-        anchor.status = "anchored"
-        anchor.block_hash, anchor.block_number = receipt.block_hash, receipt.block_number
-        anchor.extrinsic_hash, anchor.genesis_hash = receipt.extrinsic_hash, genesis
+        receipt = chain.remark(key, remark_of(anchor), nonce=anchor.nonce)
+        _anchored(anchor, receipt.block_hash, receipt.block_number, receipt.extrinsic_hash)
         db.commit()
-        log.info("anchored %d records (root %s) in block %d", anchor.leaf_count, anchor.root,
-                 receipt.block_number)  # fmt: skip
         done += 1
     return done
+
+
+def _anchored(anchor: Anchor, block_hash: str, block_number: int, extrinsic_hash: str) -> None:
+    anchor.status = "anchored"
+    anchor.block_hash, anchor.block_number = block_hash, block_number
+    anchor.extrinsic_hash = extrinsic_hash
+    log.info("anchored %d records (root %s) in block %d", anchor.leaf_count, anchor.root,
+             block_number)  # fmt: skip
+
+
+def _next_nonce(db: Session, chain: ChainClient, key: Keypair, genesis: str | None) -> int:
+    """The anchor key's next nonce: the chain's, or past every one given to an anchor of
+    this chain (one given but not yet seen by the chain must not be given twice)."""
+    given = db.scalar(
+        select(func.max(Anchor.nonce)).where(
+            Anchor.nonce.is_not(None), Anchor.genesis_hash == genesis
+        )
+    )
+    on_chain = chain.nonce(key.ss58_address)
+    return max(on_chain, 0 if given is None else int(given) + 1)
+
+
+def _sent_earlier(chain: ChainClient, key: Keypair, anchor: Anchor) -> SignedExtrinsic | None:
+    """The anchor key's extrinsic with the anchor's nonce, from the block before its first
+    send up to the finalized head; None when not found."""
+    head = chain.finalized_number()
+    for number in range(int(anchor.from_block or 0), head + 1):
+        for ext in chain.extrinsics_by(number, key.ss58_address):
+            if ext.nonce == anchor.nonce:
+                return ext
+    return None
 
 
 def proof_document(

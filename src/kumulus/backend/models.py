@@ -507,6 +507,10 @@ class Anchor(Base):
     extrinsic_hash: Mapped[str | None] = mapped_column(String(66))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     genesis_hash: Mapped[str | None] = mapped_column(String(66))  # the chain it went on
+    # The anchor key's nonce its remark is sent with (fixed before the first send, so the
+    # chain includes at most one copy) and the finalized block before that send.
+    nonce: Mapped[int | None] = mapped_column(BigInteger)
+    from_block: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class AnchorLeaf(Base):

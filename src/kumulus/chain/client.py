@@ -293,8 +293,9 @@ class ChainClient:
             )
             return self._submit(keypair, call, nonce)
 
-    def remark(self, keypair: Keypair, data: bytes) -> Receipt:
-        """System.remark_with_event, waited until finalized (anchors a digest)."""
+    def remark(self, keypair: Keypair, data: bytes, nonce: int | None = None) -> Receipt:
+        """System.remark_with_event, waited until finalized (anchors a digest). With `nonce`
+        fixed, re-sending is safe: the chain includes at most one."""
         with self._lock:
             call = self._api.compose_call("System", "remark_with_event", {"remark": data})
-            return self._submit(keypair, call, None)
+            return self._submit(keypair, call, nonce)
