@@ -9,13 +9,16 @@ import ipaddress
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -32,6 +35,19 @@ class Proxy:
     http_url: str  # the plain-HTTP listener, which only redirects
     ca_file: Path  # the certificate to trust (SSL_CERT_FILE, httpx verify=)
     prefix: Path  # nginx's -p directory: logs/ holds its access and error logs
+
+    def tls(self) -> ssl.SSLContext:
+        """A client's TLS context that trusts this proxy's certificate and nothing else."""
+        return ssl.create_default_context(cafile=self.ca_file)
+
+    def client(
+        self, source: str | None = None, tls: ssl.SSLContext | None = None, **kw: Any
+    ) -> httpx.Client:
+        """A client of the proxy that verifies its certificate (`tls`: a context to share
+        between many clients), from the loopback address `source` when given (127.0.0.0/8
+        is all ours: the backend then tells clients apart only by what nginx says)."""
+        transport = httpx.HTTPTransport(verify=tls or self.tls(), local_address=source)
+        return httpx.Client(base_url=self.url, transport=transport, **{"timeout": 60, **kw})
 
 
 def nginx_binary() -> str:

@@ -21,6 +21,7 @@ from kumulus.core.signing import new_mnemonic, write_secret_file
 from tests.e2e.agent_process import AgentProcess
 from tests.e2e.browser import chromium
 from tests.e2e.chain import dev_chain
+from tests.e2e.replicas import replica_schema
 from tests.e2e.systemd_host import prebuild
 
 # One browser and one chain for the whole session, shared by every module.
@@ -174,3 +175,10 @@ def ssh(
         timeout=timeout,
         check=False,
     )
+
+
+@pytest.fixture
+def replica_database() -> Iterator[str]:
+    """A database URL for backend replicas: a PostgreSQL schema of their own."""
+    with replica_schema() as url:
+        yield url

@@ -10,18 +10,12 @@ from __future__ import annotations
 
 import secrets
 import signal
-import ssl
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 import uvicorn
 
@@ -30,35 +24,14 @@ from kumulus.agent.host_key import ensure_host_key
 from kumulus.agent.registration import register
 from kumulus.config import AgentSettings
 from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic
-from tests.conftest import POSTGRES
 from tests.e2e.agent_process import BackendProcess, delegate, link_wallet
+from tests.e2e.replicas import shared_keys, start_all, stop_all
 from tests.fakes import FakeRuntime
 from tests.nginx_proxy import Proxy, free_port, nginx_binary, nginx_proxy
 
 PASSWORD = "correct horse battery"
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExoKzrGLzzNNO9d+FQVgBOqM2x6VJGMeYFHzkaLIm6b e2e"
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def empty_database() -> Iterator[str]:
-    if not POSTGRES:
-        pytest.skip("replicas share PostgreSQL: set KUMULUS_TEST_POSTGRES_URL")
-    schema = f"t_{secrets.token_hex(6)}"
-    with psycopg.connect(POSTGRES, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in POSTGRES else "?"
-    yield f"{POSTGRES}{sep}options=-csearch_path%3D{schema}"
-    with psycopg.connect(POSTGRES, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-
-
-def _client(proxy: Proxy, source: str, **kw: Any) -> httpx.Client:
-    """A client of the proxy from its own loopback address (127.0.0.0/8 is all ours), so
-    that the backend can tell clients apart only by what nginx says about them."""
-    tls = ssl.create_default_context(cafile=proxy.ca_file)
-    transport = httpx.HTTPTransport(local_address=source, verify=tls)
-    return httpx.Client(base_url=proxy.url, transport=transport, timeout=60, **kw)
 
 
 def _account(http: httpx.Client, role: str) -> dict[str, str]:
@@ -91,34 +64,26 @@ def _wait(what: str, check: Any, timeout: float = 60) -> Any:
 
 
 def test_platform_through_nginx_in_front_of_three_replicas(
-    tmp_path: Path, empty_database: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, replica_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     nginx_binary()
-    keys = tmp_path / "keys"  # one set of keys for every replica, as in production
-    subprocess.run(
-        [sys.executable, "-m", "kumulus.cli", "backend", "init-keys", str(keys)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
+    keys = shared_keys(tmp_path / "keys")  # one set of keys for every replica
     replicas = [
-        BackendProcess(tmp_path / f"replica{i}", database_url=empty_database) for i in range(3)
+        BackendProcess(tmp_path / f"replica{i}", database_url=replica_database, **keys)
+        for i in range(3)
     ]
     with nginx_proxy(tmp_path / "nginx", [f"127.0.0.1:{r.port}" for r in replicas]) as proxy:
         for replica in replicas:
             replica.env.update(
-                KUMULUS_BACKEND_KEY_FILE=str(keys / "backend-mnemonic"),
                 KUMULUS_BACKEND_PUBLIC_URL=proxy.url,
                 KUMULUS_BACKEND_TRUSTED_PROXIES='["127.0.0.1"]',
                 KUMULUS_BACKEND_LOGIN_RATE_PER_IP="1/minute",
             )
-            replica.start_timeout = 180  # three processes importing at once on 2 cores
         try:
-            # All three at once on the empty database: migrations must not race.
-            with ThreadPoolExecutor(len(replicas)) as pool:
-                list(pool.map(BackendProcess.start, replicas))
+            start_all(replicas)
             _through_the_proxy(tmp_path, proxy, replicas, monkeypatch)
         finally:
-            for replica in replicas:
-                replica.stop()
+            stop_all(replicas)
 
 
 def _through_the_proxy(
@@ -131,8 +96,8 @@ def _through_the_proxy(
     assert len({h["backendAddress"] for h in healthz}) == 1  # one key, recorded once
 
     with (
-        _client(proxy, "127.0.0.2") as developer,
-        _client(proxy, "127.0.0.3") as provider,
+        proxy.client("127.0.0.2") as developer,
+        proxy.client("127.0.0.3") as provider,
     ):
         _account(developer, "developer")
         _account(provider, "provider")
@@ -229,7 +194,7 @@ def _client_addresses_and_failover(
     # not (the backend reads the address nginx appended, not the proxy's own), and what a
     # client writes into X-Forwarded-For itself does not make it someone else.
     account = _account(developer, "developer")
-    with _client(proxy, "127.0.0.4") as one, _client(proxy, "127.0.0.5") as other:
+    with proxy.client("127.0.0.4") as one, proxy.client("127.0.0.5") as other:
         assert one.post("/v1/auth/login", json=account).status_code == 200
         assert one.post("/v1/auth/login", json=account).status_code == 429
         spoofed = one.post("/v1/auth/login", json=account, headers={"X-Forwarded-For": "127.0.0.9"})
