@@ -200,11 +200,17 @@ def _next_nonce(db: Session, chain: ChainClient, key: Keypair, genesis: str | No
     return max(on_chain, 0 if given is None else int(given) + 1)
 
 
+# Extrinsics are mortal for 64 blocks from the best block when signed (chain/client.py), a
+# few blocks past the finalized one recorded before: the remark lands within this many.
+_SCAN_BLOCKS = 256
+
+
 def _sent_earlier(chain: ChainClient, key: Keypair, anchor: Anchor) -> SignedExtrinsic | None:
     """The anchor key's extrinsic with the anchor's nonce, from the block before its first
-    send up to the finalized head; None when not found."""
-    head = chain.finalized_number()
-    for number in range(int(anchor.from_block or 0), head + 1):
+    send up to the finalized head (at most _SCAN_BLOCKS); None when not found."""
+    first = int(anchor.from_block or 0)
+    head = min(chain.finalized_number(), first + _SCAN_BLOCKS)
+    for number in range(first, head + 1):
         for ext in chain.extrinsics_by(number, key.ss58_address):
             if ext.nonce == anchor.nonce:
                 return ext
