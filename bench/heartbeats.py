@@ -12,15 +12,19 @@ replicas would), each with its own writer and pool, each beating for its share o
 the rate is all of them over the wall time. Target: >= 5,000/s in 3 processes on
 PostgreSQL (50,000 hosts at a 10 s interval).
 
-With `--http`, also the whole path: a backend process (`kumulus backend run`, same
-database) is sent fresh signed heartbeats over HTTP by `--threads` clients, then `GET
-/healthz` as many times by as many clients: the ratio is what a heartbeat costs above the
-server's cheapest request on the same stack and load generator.
+With `--http`, also the whole path: `--processes` backend replicas (`kumulus backend run`,
+one key set, the same database) behind Debian's nginx serving the TLS site that
+deploy/nginx/render-site.sh renders for production, are sent fresh signed heartbeats over
+HTTPS by `--threads` clients, then `GET /healthz` as many times by as many clients through
+the same proxy: the ratio is what a heartbeat costs above the server's cheapest request on
+the same stack, replicas and load generator. Each replica's CPU seconds per phase are
+reported (nginx balances the requests over all of them). The load generator (Python
+clients) shares the machine with nginx, the replicas and PostgreSQL.
 
 Baselines in the same run: bare one-row INSERT + COMMIT on the same database, and sr25519
 verification alone.
 
-    python -m bench.heartbeats [--count 3000] [--hosts 100] [--in-flight 256] [--processes 1]
+    python -m bench.heartbeats [--count 3000] [--hosts 1000] [--in-flight 256] [--processes 1]
                                [--threads 32]
                                [--http] [--database-url URL] [--json]
 """
@@ -32,7 +36,9 @@ import asyncio
 import json
 import multiprocessing
 import os
+import queue
 import secrets
+import subprocess
 import sys
 import tempfile
 import threading
@@ -162,7 +168,16 @@ def handler_rate(
     busy0 = machine_busy_seconds()
     for child in children:
         child.start()
-    done = [results.get(timeout=600) for _ in children]
+    done: list[Any] = []
+    deadline = time.monotonic() + 600
+    while len(done) < len(children):
+        try:
+            done.append(results.get(timeout=1))
+        except queue.Empty:
+            if any(c.exitcode for c in children) or time.monotonic() > deadline:
+                for child in children:
+                    child.kill()
+                raise RuntimeError("a handler process failed") from None
     busy = machine_busy_seconds() - busy0
     for child in children:
         child.join()
@@ -181,18 +196,39 @@ def machine_busy_seconds() -> float:
     return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) the process `pid` has used so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def http_rates(
-    url: str, tmp: Path, envelopes: list[SignedEnvelope], threads: int
+    url: str, tmp: Path, envelopes: list[SignedEnvelope], threads: int, replicas: int
 ) -> dict[str, Any]:
-    """Heartbeats/s and GET /healthz/s over HTTPS through Debian's nginx (deploy/nginx, as
-    production runs it) from `threads` clients, one backend behind it."""
+    """Heartbeats/s and GET /healthz/s over HTTPS from `threads` clients through Debian's
+    nginx serving the site deploy/nginx/render-site.sh renders (as production runs it), in
+    front of `replicas` backend processes (`kumulus backend run`, one key set, the one
+    database), which nginx balances the requests over."""
     from tests.e2e.agent_process import BackendProcess
     from tests.nginx_proxy import nginx_proxy
 
-    backend = BackendProcess(tmp / "http-backend", database_url=url).start()
+    # One key set for all the replicas, as production has (backend_keys.py).
+    subprocess.run(
+        [sys.executable, "-m", "kumulus.cli", "backend", "init-keys", str(tmp / "keys")],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    keys = {"KUMULUS_BACKEND_KEY_FILE": str(tmp / "keys" / "backend-mnemonic")}
+    backends = [
+        BackendProcess(tmp / f"http-backend{k}", database_url=url, **keys) for k in range(replicas)
+    ]
     local = threading.local()
     try:
-        with nginx_proxy(tmp / "nginx", [f"127.0.0.1:{backend.port}"]) as proxy:
+        for backend in backends:  # the schema is migrated already: none races another
+            backend.start_timeout = 120  # several importing at once on 2 cores
+            backend.start()
+        pids = [b.proc.pid for b in backends if b.proc is not None]
+        addresses = [f"127.0.0.1:{b.port}" for b in backends]
+        with nginx_proxy(tmp / "nginx", addresses) as proxy:
 
             def client() -> httpx.Client:
                 if not hasattr(local, "client"):
@@ -210,14 +246,18 @@ def http_rates(
 
             with ThreadPoolExecutor(threads) as pool:
                 list(pool.map(healthz, range(threads)))  # every client's TLS handshake
+                cpu0 = [cpu_seconds(pid) for pid in pids]
                 t0 = time.perf_counter()
                 statuses = list(pool.map(beat, envelopes))
                 beat_rate = len(envelopes) / (time.perf_counter() - t0)
+                cpu1 = [cpu_seconds(pid) for pid in pids]
                 t0 = time.perf_counter()
                 health = list(pool.map(healthz, range(len(envelopes))))
                 health_rate = len(envelopes) / (time.perf_counter() - t0)
+                cpu2 = [cpu_seconds(pid) for pid in pids]
     finally:
-        backend.stop()
+        for backend in backends:
+            backend.stop()
     return {
         "heartbeats_per_s": round(beat_rate, 1),
         "baseline_healthz_per_s": round(health_rate, 1),
@@ -225,14 +265,18 @@ def http_rates(
         "accepted": statuses.count(202),
         "healthz_ok": health.count(200),
         "clients": threads,
-        "via": "nginx (deploy/nginx, TLS) in front of one backend process",
+        "replicas": replicas,
+        # Each replica's CPU seconds in each phase: every one of them served its share.
+        "replica_cpu_s_heartbeats": [round(b - a, 2) for a, b in zip(cpu0, cpu1, strict=True)],
+        "replica_cpu_s_healthz": [round(b - a, 2) for a, b in zip(cpu1, cpu2, strict=True)],
+        "via": f"nginx (deploy/nginx site, TLS) in front of {replicas} backend process(es)",
     }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=3000)
-    parser.add_argument("--hosts", type=int, default=100)
+    parser.add_argument("--hosts", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=32, help="HTTP clients (--http)")
     parser.add_argument(
         "--in-flight", type=int, default=256, help="heartbeats in flight per handler process"
@@ -247,6 +291,10 @@ def main() -> int:
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.hosts < max(args.in_flight * args.processes, args.threads):
+        # A host sends one heartbeat at a time, each signed later than the last: two of
+        # one host's in flight together may be stored out of order, and the older refused.
+        parser.error("give at least --in-flight x --processes (and --threads) hosts")
     # A schema of its own: a database keeps the keys of the first backend that used it
     # (--http starts one).
     with fresh_schema(args.database_url) as url:
@@ -282,7 +330,11 @@ def run(args: argparse.Namespace, database_url: str | None) -> int:
         http = None
         if args.http:
             http = http_rates(
-                url, Path(tmp), envelopes_for(wallets, host_ids, args.count), args.threads
+                url,
+                Path(tmp),
+                envelopes_for(wallets, host_ids, args.count),
+                args.threads,
+                args.processes,
             )
 
         writer = HeartbeatWriter(db, ttl=settings.heartbeat_ttl)
@@ -350,9 +402,11 @@ def run(args: argparse.Namespace, database_url: str | None) -> int:
         print(
             f"  over HTTP ({http['via']}): {http['heartbeats_per_s']:.0f} heartbeats/s vs "
             f"{http['baseline_healthz_per_s']:.0f} GET /healthz/s = {http['ratio_vs_healthz']}x;"
-            f" accepted {http['accepted']}/{args.count}"
+            f" accepted {http['accepted']}/{args.count}, healthz ok {http['healthz_ok']}; "
+            f"replicas' CPU s (heartbeats | healthz): {http['replica_cpu_s_heartbeats']} | "
+            f"{http['replica_cpu_s_healthz']}"
         )
-    ok = refused == 50 and (http is None or http["accepted"] == args.count)
+    ok = refused == 50 and (http is None or http["accepted"] == http["healthz_ok"] == args.count)
     return 0 if ok else 1
 
 
