@@ -13,6 +13,8 @@ from sqlalchemy import select
 from kumulus.backend import ledger
 from kumulus.backend import settlement_state as state
 from kumulus.backend.db import Database, migrate
+from kumulus.backend.deposits import DepositWatcher
+from kumulus.backend.jobs import deposits
 from kumulus.backend.models import Payout, ProviderProfile
 from kumulus.backend.payouts import PayoutWorker, request_payout
 from kumulus.core.signing import Keypair, new_mnemonic
@@ -102,3 +104,35 @@ def test_a_key_that_paid_someone_unknown_stops_payouts(tmp_path: Path) -> None:
     with db.session() as s:
         reason = state.get(s, state.BLOCKED_RESTORE)
     assert reason is not None and "no provider's wallet" in reason
+
+
+def test_the_deposits_job_running_first_does_not_hide_the_payouts_sent_since(
+    tmp_path: Path,
+) -> None:
+    """The deposits job marks an old database before its cursor moves on: the payouts sent
+    since are looked for from where that database's view of the chain ended."""
+    live = tmp_path / "kumulus.db"
+    db, provider = _setup(live)
+    key = Keypair.create_from_mnemonic(new_mnemonic())
+    chain = FakeChain()
+    chain.balances[key.ss58_address] = 100 * UNIT
+    watcher = DepositWatcher(db, chain.client(), "5DepositAddress")
+    assert watcher.scan() == 0  # the cursor at the head
+    with db.session() as s:
+        request_payout(s, provider, WALLET, 2 * UNIT, minimum=1)
+    db.engine.dispose()
+    shutil.copy(live, tmp_path / "copy.db")
+    assert PayoutWorker(db, chain.client(), key).run_once() == 1  # sent after the copy
+    chain.empty_blocks(20)
+    db.engine.dispose()
+
+    shutil.copy(tmp_path / "copy.db", live)
+    assert deposits.scan(watcher, db, chain.client(), key.ss58_address) == 0  # runs first
+    with db.session() as s:
+        cursor = watcher.cursor(s)
+        assert cursor is not None and cursor > 20  # moved past the payout's block
+    assert PayoutWorker(db, chain.client(), key).run_once() == 0
+    assert len(chain.sent) == 1
+    assert _payouts(db) == [(2, "paid", 0)]
+    with db.session() as s:
+        assert state.get(s, state.BLOCKED_RESTORE) is None

@@ -1,4 +1,4 @@
-"""ATTACK21 (FAILS on the current code, showing the hole): after `kumulus backend
+"""ATTACK21 (an attacker review found it; fixed since): after `kumulus backend
 reset-chain-state` (a development chain restarted from its spec, or another chain), the
 next anchor and the next payout are sent with nonces of the OLD chain, which the new chain
 never includes: anchors and payouts stop for good, for everyone.
@@ -120,7 +120,7 @@ def test_anchors_go_on_chain_after_a_dev_chain_restart_and_reset(backend: TestCl
     with db.session() as s:
         anchor = s.get(Anchor, anchor_id)
         assert anchor is not None
-        # Fails today: nonce 3 (the old chain's next) on a chain where the key's is 0.
+        # Failed before the fix: nonce 3 (the old chain's next) on a chain where the key's is 0.
         assert anchor.status == "anchored", (anchor.status, anchor.nonce, second.remarks)
 
 
@@ -154,6 +154,6 @@ def test_payouts_are_sent_after_a_chain_reset(backend: TestClient, same_genesis:
     with db.session() as s:
         latest = s.query(Payout).order_by(Payout.id.desc()).first()
         assert latest is not None
-        # Fails today: sent with nonce 1 (the old chain's next) where the key's is 0; it
+        # Failed before the fix: sent with nonce 1 (the old chain's next) where the key's is 0; it
         # stays `submitted` for ever and every later payout waits behind it.
         assert latest.status == "paid", (latest.status, latest.nonce, latest.error)

@@ -1,4 +1,4 @@
-"""ATTACK21 (FAILS on the current code, showing the hole): after a restore, a payout made
+"""ATTACK21 (an attacker review found it; fixed since): after a restore, a payout made
 after the backup whose transfer FAILED on chain stops payouts for good, for everyone.
 
 restored_payouts.reconcile accounts for such a nonce ("a transfer that failed on chain paid
@@ -96,14 +96,14 @@ def test_a_failed_transfer_after_the_backup_does_not_stop_payouts_for_good(
         worker.run_once()
     with db.session() as s:
         blocked = state.get(s, state.BLOCKED_RESTORE)
-    # Fails today: "nonces [0] of the payout key were used but not found on chain".
+    # Failed before the fix: "nonces [0] of the payout key were used but not found on chain".
     assert blocked is None, blocked
     assert chain.sent == [(key.ss58_address, WALLET, 2 * UNIT)]
 
 
 @pytest.mark.parametrize("marked", [True, False])
 def test_a_restore_reconciles_after_the_deposit_watcher_ran(tmp_path: Path, marked: bool) -> None:
-    """ATTACK21 (FAILS on the current code): a restore, marked (the ordinary one) or not (a
+    """ATTACK21 (fixed since): a restore, marked (the ordinary one) or not (a
     PostgreSQL restore killed between pg_restore and its mark, the case 7b7bda4's
     notice_unknown_nonces is for). The deposit watcher runs every maintenance_interval like
     the payout sender (and is listed first) and moves the restored cursor to the head (up to
@@ -141,5 +141,5 @@ def test_a_restore_reconciles_after_the_deposit_watcher_ran(tmp_path: Path, mark
     with db.session() as s:
         blocked = state.get(s, state.BLOCKED_RESTORE)
     assert len(chain.sent) == 1  # not sent twice: this part holds
-    # Fails today: "nonces [0] of the payout key were used but not found on chain".
+    # Failed before the fix: "nonces [0] of the payout key were used but not found on chain".
     assert blocked is None, blocked

@@ -1,4 +1,4 @@
-"""ATTACK21 (FAILS on the current code, showing the hole): while the chain node does not
+"""ATTACK21 (an attacker review found it; fixed since): while the chain node does not
 answer (a firewall that drops packets, a node stuck in its handshake), every anonymous
 GET /readyz leaves a thread behind for up to 120 s per request before it, and they pile up.
 
@@ -69,5 +69,5 @@ def test_anonymous_readyz_calls_do_not_pile_up_threads(tmp_path: Path, silent_no
     assert codes == [503] * 8
     assert time.monotonic() - started < 30
     left = _probe_threads() - before
-    # Fails today: 8 threads left, one connecting (120 s), seven queued on the lock.
+    # Failed before the fix: 8 threads left, one connecting (120 s), seven queued on the lock.
     assert left <= 1, f"{left} probe threads left behind by 8 anonymous requests"

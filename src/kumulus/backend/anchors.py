@@ -13,7 +13,7 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 from substrateinterface import Keypair
 
@@ -148,25 +148,31 @@ def submit_pending(
     An anchor whose nonce the chain has used is looked up on chain instead of sent."""
     done = 0
     for anchor in db.scalars(select(Anchor).where(Anchor.status == "pending")).all():
-        if anchor.nonce is not None and anchor.genesis_hash == genesis:
-            if chain.nonce(key.ss58_address) > anchor.nonce:
-                found = _sent_earlier(chain, key, anchor)
-                if found is None:
-                    log.warning(
-                        "anchor %d: nonce %d of the anchor key was used, but not found on "
-                        "chain from block %s yet", anchor.id, anchor.nonce, anchor.from_block,
-                    )  # fmt: skip
-                    break
-                if not found.success:  # it paid a fee and anchored nothing: a new nonce
-                    anchor.nonce = None
-                    db.commit()
-                    break
-                _anchored(anchor, found.block_hash, found.block_number, found.extrinsic_hash)
+        on_chain = chain.nonce(key.ss58_address)
+        ours = anchor.nonce is not None and anchor.genesis_hash == genesis
+        if ours and anchor.nonce is not None and anchor.nonce < on_chain:
+            # Its nonce was used: by this remark (the anchor key sends nothing else), sent
+            # by a holder that lost its lease or died before recording it.
+            found = _sent_earlier(chain, key, anchor)
+            if found is None:
+                log.warning(
+                    "anchor %d: nonce %d of the anchor key was used, but not found on "
+                    "chain from block %s", anchor.id, anchor.nonce, anchor.from_block,
+                )  # fmt: skip
+                break
+            if not found.success:  # it paid a fee and anchored nothing: a new nonce
+                anchor.nonce = None
                 db.commit()
-                done += 1
-                continue
-        else:
-            anchor.nonce = _next_nonce(db, chain, key, genesis)
+                break
+            _anchored(anchor, found.block_hash, found.block_number, found.extrinsic_hash)
+            db.commit()
+            done += 1
+            continue
+        if not ours or anchor.nonce != on_chain:
+            # None yet, another chain's, or ahead of the key's (the chain was reset): a
+            # node would keep a nonce ahead of the key's waiting for ever. Nonces only
+            # grow on a chain, so one ahead was never used here.
+            anchor.nonce = on_chain
             anchor.from_block = chain.finalized_number()
             anchor.genesis_hash = genesis
             db.commit()  # fenced: a holder that lost its lease stops here
@@ -186,18 +192,6 @@ def _anchored(anchor: Anchor, block_hash: str, block_number: int, extrinsic_hash
     anchor.extrinsic_hash = extrinsic_hash
     log.info("anchored %d records (root %s) in block %d", anchor.leaf_count, anchor.root,
              block_number)  # fmt: skip
-
-
-def _next_nonce(db: Session, chain: ChainClient, key: Keypair, genesis: str | None) -> int:
-    """The anchor key's next nonce: the chain's, or past every one given to an anchor of
-    this chain (one given but not yet seen by the chain must not be given twice)."""
-    given = db.scalar(
-        select(func.max(Anchor.nonce)).where(
-            Anchor.nonce.is_not(None), Anchor.genesis_hash == genesis
-        )
-    )
-    on_chain = chain.nonce(key.ss58_address)
-    return max(on_chain, 0 if given is None else int(given) + 1)
 
 
 # Extrinsics are mortal for 64 blocks from the best block when signed (chain/client.py), a

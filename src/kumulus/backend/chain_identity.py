@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
 from kumulus.backend import settlement_state as state
@@ -205,7 +205,17 @@ def reset(s: Session, plan: ResetPlan) -> None:
     cursor = s.get(ChainCursor, DEPOSIT_CURSOR)
     if cursor is not None:
         s.delete(cursor)
-    for name in (state.GENESIS, state.BLOCKED_CHAIN, state.WAITING_FLOAT):
+    for name in (
+        state.GENESIS, state.BLOCKED_CHAIN, state.WAITING_FLOAT,
+        state.PAYOUT_NONCES_ACCOUNTED, state.RESTORE_SCAN_FROM,
+    ):  # fmt: skip
         state.delete(s, name)
+    # The nonces given so far are the forgotten chain's, even when the new one has the same
+    # genesis (a development chain restarted from its spec): payouts and anchors count
+    # only those given after the reset.
+    last = s.scalar(select(func.max(Payout.id)))
+    if last is not None:
+        state.put(s, state.PAYOUTS_BEFORE_RESET, str(last))
+    s.execute(update(Anchor).where(Anchor.status == "pending").values(nonce=None))
     s.commit()
     log.warning("settlement state reset by an operator (was pinned to %s)", plan.genesis or "none")

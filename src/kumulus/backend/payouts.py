@@ -269,11 +269,12 @@ class PayoutWorker:
         return paid
 
     def _next_nonce(self, s: Session) -> int:
-        assigned = s.scalar(
-            select(func.max(Payout.nonce)).where(Payout.status.in_(("submitted", "paid")))
-        )
+        """The chain's nonce for the payout key, or past every one given on this chain (one
+        given but not yet seen by the chain must not be given twice). Nonces of another
+        chain, or of this genesis before a reset-chain-state, do not count: the new chain
+        would keep a nonce ahead of the key's waiting for ever."""
         on_chain = self._chain.nonce(self._key.ss58_address)
-        return max(on_chain, (assigned + 1) if assigned is not None else 0)
+        return max(on_chain, restored_payouts.accounted_nonce(s, self._genesis))
 
     def _under_cap(self, s: Session, payout: Payout) -> bool:
         """Whether sending `payout` keeps the last 24 hours' payouts within the daily cap;

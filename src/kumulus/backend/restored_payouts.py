@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from kumulus.backend import ledger
@@ -40,7 +40,13 @@ log = logging.getLogger(__name__)
 
 
 def mark_restored(db: Database, what: str) -> None:
-    """Stop payouts until `reconcile` has matched them with the chain (after a restore)."""
+    """Stop payouts until `reconcile` has matched them with the chain (after a restore).
+    Where to look for the payouts sent since is recorded now, from the restored database,
+    before the deposit watcher moves its cursor on."""
+    with db.session() as s:
+        if state.get(s, state.RESTORE_SCAN_FROM) is None:
+            state.put(s, state.RESTORE_SCAN_FROM, str(_scan_from(s)))
+            s.commit()
     state.raise_condition(
         db,
         state.BLOCKED_RESTORE,
@@ -49,26 +55,42 @@ def mark_restored(db: Database, what: str) -> None:
     )
 
 
+def of_this_chain(s: Session, genesis: str | None) -> ColumnElement[bool]:
+    """Payouts whose nonce counts on the pinned chain: given a nonce, on this genesis (or
+    unmarked, from before pinning), and after the last reset-chain-state (a development
+    chain restarted from its spec keeps its genesis and starts its nonces again)."""
+    where = and_(
+        Payout.nonce.is_not(None),
+        or_(Payout.genesis_hash == genesis, Payout.genesis_hash.is_(None)),
+    )
+    through = state.get(s, state.PAYOUTS_BEFORE_RESET)
+    return where if through is None else and_(where, Payout.id > int(through))
+
+
+def accounted_nonce(s: Session, genesis: str | None) -> int:
+    """The payout key's next nonce as far as this database knows: past every nonce it gave
+    a payout of this chain and every one a reconcile accounted for."""
+    known = s.scalar(select(func.max(Payout.nonce)).where(of_this_chain(s, genesis)))
+    accounted = state.get(s, state.PAYOUT_NONCES_ACCOUNTED)
+    return max(0 if known is None else int(known) + 1, int(accounted or 0))
+
+
 def notice_unknown_nonces(
     db: Database, chain: ChainClient, payout_address: str, genesis: str
 ) -> None:
     """Stop payouts as after a restore (`reconcile` then runs) when the payout key's nonce on
-    chain is past every nonce the database gave a payout of this chain.
+    chain is past every nonce the database accounts for on this chain.
 
     A database in use never falls behind: a payout's nonce is committed before it is sent.
     So this only happens when the database is older than the chain: a restore whose
     `mark_restored` did not happen (killed in between, PostgreSQL's restore and the mark are
     two transactions), a backend that ran during a restore, or a database copied by other
-    means. Without it, the payouts pending in that database would be sent again."""
+    means. Without it, the payouts pending in that database would be sent again. The
+    deposits job calls it too, before its cursor moves: the cursor then still says where
+    the database's view of the chain ends."""
     with db.session() as s:
-        known = s.scalar(
-            select(func.max(Payout.nonce)).where(
-                Payout.nonce.is_not(None),
-                or_(Payout.genesis_hash == genesis, Payout.genesis_hash.is_(None)),
-            )
-        )
+        expected = accounted_nonce(s, genesis)
         already = state.get(s, state.BLOCKED_RESTORE) is not None
-    expected = 0 if known is None else int(known) + 1
     on_chain = chain.nonce(payout_address)
     if on_chain > expected and not already:
         mark_restored(
@@ -97,15 +119,13 @@ def reconcile(db: Database, chain: ChainClient, payout_address: str, genesis: st
     if not state.is_blocked(db, state.BLOCKED_RESTORE):
         return True
     with db.session() as s:
-        known = s.scalar(
-            select(func.max(Payout.nonce)).where(Payout.status.in_(("submitted", "paid")))
-        )
-        first = 0 if known is None else int(known) + 1
+        first = accounted_nonce(s, genesis)
         on_chain = chain.nonce(payout_address)
         wanted = set(range(first, on_chain))
         found: dict[int, SignedExtrinsic] = {}
         head = chain.finalized_number()
-        number = _scan_from(s)
+        recorded = state.get(s, state.RESTORE_SCAN_FROM)
+        number = int(recorded) if recorded is not None else _scan_from(s)
         while wanted - found.keys() and number <= head:
             for ext in chain.extrinsics_by(number, payout_address):
                 if ext.nonce in wanted:
@@ -121,6 +141,10 @@ def reconcile(db: Database, chain: ChainClient, payout_address: str, genesis: st
             if problem:
                 s.rollback()
                 return _still_blocked(db, problem)
+        # Failed transfers among them used their nonce too: accounted for, so the next run
+        # does not take the database for one behind the chain again.
+        state.put(s, state.PAYOUT_NONCES_ACCOUNTED, str(on_chain))
+        state.delete(s, state.RESTORE_SCAN_FROM)
         s.commit()
     state.clear_condition(db, state.BLOCKED_RESTORE)
     log.warning("after the restore, %d payout(s) sent since the backup were recorded", len(found))

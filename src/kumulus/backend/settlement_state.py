@@ -35,6 +35,15 @@ WAITING_FLOAT = "waiting:float"
 WAITING_CAP = "waiting:cap"
 LEDGER_VIOLATIONS = "check:ledger"
 CHAIN_HEAD = "chain:head"  # the finalized block the deposits job last saw (head lag metric)
+# Facts of restored_payouts: the payout key's nonces below this are accounted for (a
+# reconcile after a restore found them on chain, failed transfers included); the block a
+# pending reconcile looks for payouts from (recorded with the restore's mark, before the
+# deposit watcher moves its cursor); the last payout id before a reset-chain-state (the
+# nonces of payouts up to it belong to a forgotten chain, which may have had the same
+# genesis: a restarted development chain).
+PAYOUT_NONCES_ACCOUNTED = "payouts:nonces-accounted"
+RESTORE_SCAN_FROM = "restore:scan-from"
+PAYOUTS_BEFORE_RESET = "reset:payouts-through"
 
 # What the public sees (/healthz): stable codes, no details (those are in the log and in
 # `kumulus backend settlement`).

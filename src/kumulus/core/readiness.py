@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kumulus.core.errors import FieldProblem, UnavailableError
 
@@ -22,10 +22,13 @@ OK = "ok"
 
 @dataclass(frozen=True)
 class Check:
-    """`probe` returns when the dependency works and raises when it does not."""
+    """`probe` returns when the dependency works and raises when it does not. One probe of
+    a check runs at a time: while one is still running (a dependency that hangs), callers
+    are answered at once that it is, so anonymous callers cannot pile up threads."""
 
     name: str
     probe: Callable[[], object]
+    running: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
 
 def _reason(name: str, exc: BaseException) -> str:
@@ -36,7 +39,8 @@ def _reason(name: str, exc: BaseException) -> str:
 
 def run_checks(checks: list[Check], timeout: float = 5.0) -> dict[str, str]:
     """Each check's outcome: "ok" or why not. Probes run in parallel; one that has not
-    returned by `timeout` seconds fails (its daemon thread is left to finish)."""
+    returned by `timeout` seconds fails (its daemon thread is left to finish, and until it
+    does the check fails at once without another probe)."""
     results: dict[str, str] = {}
     lock = threading.Lock()
 
@@ -46,10 +50,17 @@ def run_checks(checks: list[Check], timeout: float = 5.0) -> dict[str, str]:
             outcome = OK
         except Exception as exc:  # any failure of a dependency is "not ready"
             outcome = _reason(check.name, exc)
+        finally:
+            check.running.release()
         with lock:
             results[check.name] = outcome
 
-    threads = [threading.Thread(target=run, args=(c,), daemon=True) for c in checks]
+    threads = []
+    for check in checks:
+        if check.running.acquire(blocking=False):
+            threads.append(threading.Thread(target=run, args=(check,), daemon=True))
+        else:
+            results[check.name] = "its previous probe is still running"
     for t in threads:
         t.start()
     for t in threads:

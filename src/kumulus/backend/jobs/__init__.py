@@ -141,7 +141,8 @@ def backend_jobs(
     worker = PayoutWorker(db, chain, payout_key, daily_cap=settings.payout_daily_cap_planck)
     chain_errors = (ChainError,)
     jobs += [
-        Job("deposits", every("deposits"), timeout("deposits"), partial(deposits.scan, watcher),
+        Job("deposits", every("deposits"), timeout("deposits"),
+            partial(deposits.scan, watcher, db, chain, payout_key.ss58_address),
             lease=lease, lease_ttl=ttl, expected=chain_errors),
         Job("payouts", every("payouts"), timeout("payouts"), partial(payouts.send, worker),
             lease=lease, lease_ttl=ttl, lease_name=PAYOUT_LEASE, expected=chain_errors),
