@@ -91,6 +91,8 @@ def settlement(
     key = backend_keys.key(db, backend_keys.PAYOUT, settings.payout_key_file)
     anchor_key = backend_keys.key(db, backend_keys.ANCHOR, settings.anchor_key_file)
     deposit = deposit_side(db, settings)
+    _distinct_senders({"payout": key.ss58_address, "anchor": anchor_key.ss58_address,
+                       "deposit": deposit.address})  # fmt: skip
     chain = ChainClient(settings.chain_url, settings.ss58_format)
     log.info(
         "on-chain settlement ON: %s; deposit address %s (%s), payout address %s (float %s, "
@@ -100,6 +102,21 @@ def settlement(
         settings.token_symbol,
     )  # fmt: skip
     return chain, key, anchor_key, deposit
+
+
+def _distinct_senders(addresses: dict[str, str]) -> None:
+    """The keys that send on chain must be three: the payout key's nonces are the payouts'
+    alone (a nonce the database did not give stops payouts as after a restore), the anchor
+    key's the anchors', and the deposit key's the float top-ups'."""
+    seen: dict[str, str] = {}
+    for role, address in addresses.items():
+        if address in seen:
+            raise backend_keys.KeysMismatchError(
+                f"the {seen[address]} and {role} keys are the same ({address}): each needs "
+                f"its own key ({backend_keys.SETTING[seen[address]]}, "
+                f"{backend_keys.SETTING[role]})"
+            )
+        seen[address] = role
 
 
 def create_app(settings: BackendSettings) -> FastAPI:
