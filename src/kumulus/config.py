@@ -279,6 +279,11 @@ class BackendSettings(BaseSettings):
     # of that while its worker holds the intent (queued or calling the host), so a replica
     # killed mid-call leaves its intents to the others this long after its last renewal.
     converge_in_flight: float = Field(default=30.0, gt=0)
+    # A created VM row that nothing placed this long after its creation (the replica
+    # handling its request died between the row's commit and its placement, and the client
+    # never retried with the same Idempotency-Key) is retired by the `creates` job: marked
+    # failed and deleted, nothing held or charged. Far longer than a placement takes.
+    unplaced_create_grace: float = Field(default=120.0, gt=0)
     # PostgreSQL connections of one process: `db_pool_size` kept, `db_max_overflow` more
     # under load. Replicas x (both) must stay under the server's max_connections.
     db_pool_size: int = Field(default=10, ge=1, le=1000)

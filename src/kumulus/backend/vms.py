@@ -194,6 +194,57 @@ def place_vms(
     ]
 
 
+def retire_unplaced(db: Session, grace: float) -> int:
+    """Retire VM rows that no placement finished `grace` seconds after their creation: their
+    create request died between the row's commit and its placement (a replica killed) and
+    no retry with the same key came to finish it (VMService._adopt_unplaced). Marked failed
+    and deleted, with the reason: nothing was reserved, held or charged. Serialised with
+    placements by the VMs' balance locks, which placements take first; returns how many."""
+    cutoff = utcnow() - timedelta(seconds=grace)
+    stale = list(
+        db.scalars(
+            select(VM)
+            .where(
+                VM.host_id.is_(None),
+                VM.reserved.is_(False),
+                VM.actual_state == "pending",
+                VM.intended_state == "running",
+                VM.created_at < cutoff,
+            )
+            .limit(500)
+        )
+    )
+    if not stale:
+        return 0
+    billing.lock_vms(db, stale)  # re-read under the locks: a placement may have finished
+    now = utcnow()
+    done = db.execute(
+        update(VM)
+        .where(
+            VM.id.in_([vm.id for vm in stale]),
+            VM.host_id.is_(None),
+            VM.reserved.is_(False),
+            VM.actual_state == "pending",
+            VM.intended_state == "running",
+        )
+        .values(
+            intended_state="deleted",
+            actual_state="failed",
+            failure_reason=(
+                "its create request was cut off before the VM was placed (the backend "
+                "handling it stopped); nothing was charged: create it again"
+            ),
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    db.commit()
+    count = int(done.rowcount)  # type: ignore[attr-defined]
+    if count:
+        log.warning("retired %d VM row(s) whose create request died before placement", count)
+    return count
+
+
 def _finish_placement(
     settings: BackendSettings,
     db: Session,

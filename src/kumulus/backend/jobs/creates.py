@@ -6,7 +6,8 @@ backend died meanwhile, this job asks the same host again with the same idempote
 until it answers: the VM is adopted (billed from then on) or, if the host refuses, placed
 elsewhere or failed (VMService.deliver_create). It is never tried on another host while
 its host is silent, so a late create can never leave an unbilled VM with the developer's
-key running somewhere."""
+key running somewhere. A VM row whose request died before it was placed at all is retired
+after `unplaced_create_grace` (vms.retire_unplaced)."""
 
 from __future__ import annotations
 
@@ -16,13 +17,15 @@ from substrateinterface import Keypair
 from kumulus.backend.db import Database
 from kumulus.backend.jobs.per_host import due, on_each_host
 from kumulus.backend.models import VM
+from kumulus.backend.vms import retire_unplaced
 from kumulus.config import BackendSettings
 
 
 def resolve_creates(db: Database, settings: BackendSettings, keypair: Keypair) -> int:
     """Ask each host once about its unanswered creates whose backoff passed; the number
-    resolved."""
+    resolved. First, retire created rows that no placement finished (vms.retire_unplaced)."""
     with db.session() as s:
+        retire_unplaced(s, settings.unplaced_create_grace)
         rows = s.execute(
             select(VM.id, VM.host_id).where(
                 VM.actual_state == "pending",
