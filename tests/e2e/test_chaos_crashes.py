@@ -1,4 +1,4 @@
-"""Chaos: SIGKILL of the agent, the backend and dockerd at random points while VMs are
+"""Chaos: SIGKILL of the agent, a backend replica and dockerd at random points while VMs are
 created, stopped, started and deleted; after restarts and a reconcile, the invariants hold:
 
 - every VM the backend knows is on its host in the state asked for, or failed with its
@@ -7,28 +7,45 @@ created, stopped, started and deleted; after restarts and a reconcile, the invar
 - no money made or lost (ledger_check) and no VM charged more than its price over its life;
 - no capacity leak: each host's reserved capacity is the sum of its live VMs.
 
+With PostgreSQL (KUMULUS_TEST_POSTGRES_URL, as in CI) the platform runs two backend
+replicas on one fresh schema (dropped afterwards), sharing the first one's backend key,
+which the agent pins: it takes commands from both. The "backend" victim is one replica,
+picked by the seeded rng, and restarted. The developer keeps working through the other
+while it is down (the round's operations go on until the other replica has answered one
+during the outage; the test fails if none is), as behind a balancing proxy
+(FailoverTransport: each request goes to the next replica in turn, and on to the other
+when a replica refuses the connection; a request a dying replica already took is not
+sent again: it fails, like a proxy's 502).
+The agent beats to the replica it registered with (the first): when that one is the
+victim its heartbeats fail until it is back. The invariants are read from that PostgreSQL
+schema. Without PostgreSQL (a local run) the one backend, on SQLite, is the victim;
+KUMULUS_E2E_REQUIRED=1 requires PostgreSQL instead.
+
 Seeded (KUMULUS_CHAOS_SEED, default 14): a failure names its seed and can be replayed.
 Runs in CI, 3 rounds (the default: each of agent, backend and dockerd killed once, in a seeded
-order); longer runs: KUMULUS_CHAOS_ROUNDS=50. A killed backend's in-flight intents pass
+order); longer runs: KUMULUS_CHAOS_ROUNDS=50. A killed replica's in-flight intents pass
 to the jobs once their claims lapse (`converge_in_flight`, 5 s here: its renewals stop with
-it) and its job leases expire (5 s here). Marked `disruptive`: one round kills the shared
-Docker engine (KUMULUS_CHAOS_DOCKERD=0 leaves it alone, for runs next to other e2e tests)."""
+it) and its job leases expire (5 s here), on the other replica or on itself once restarted.
+Marked `disruptive`: one round kills the shared Docker engine (KUMULUS_CHAOS_DOCKERD=0
+leaves it alone, for runs next to other e2e tests)."""
 
 from __future__ import annotations
 
 import logging
 import os
 import random
+import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import docker
 import httpx
 import pytest
+from bench.common import scratch_schema
 from sqlalchemy import select
 
 from kumulus.backend import ledger, ledger_check
@@ -36,6 +53,7 @@ from kumulus.backend.db import Database
 from kumulus.backend.models import VM, Host, LedgerEntry
 from kumulus.core.money import hourly_price
 from kumulus.core.signing import keypair_from_mnemonic, new_mnemonic
+from tests.conftest import POSTGRES
 from tests.e2e.agent_process import (
     AgentProcess,
     BackendProcess,
@@ -51,8 +69,9 @@ ROUNDS = int(os.environ.get("KUMULUS_CHAOS_ROUNDS", "3"))
 pytestmark = [
     pytest.mark.disruptive,
     pytest.mark.slow,
-    # About 30 s for its 3 rounds since a killed replica's intents pass to the jobs within
-    # seconds (it took 150 s when they waited 100 s): in CI. KUMULUS_E2E_CHAOS=0 skips it.
+    # About 30 s for its 3 rounds (two replicas on PostgreSQL as on one SQLite backend)
+    # since a killed replica's intents pass to the jobs within seconds (it took 150 s when
+    # they waited 100 s): in CI. KUMULUS_E2E_CHAOS=0 skips it.
     pytest.mark.skipif(
         os.environ.get("KUMULUS_E2E_CHAOS", "1") == "0",
         reason="KUMULUS_E2E_CHAOS=0 skips the chaos test",
@@ -70,21 +89,84 @@ SIZE = {"cpu": 0.25, "memory": "128m", "disk": "1g"}
 LIVE_STATES = {"running", "stopped"}
 
 
-class Platform:
-    """One backend and one agent, each killed and restarted on demand."""
+@pytest.fixture
+def database_url() -> Iterator[str | None]:
+    """A fresh PostgreSQL schema for the replicas (dropped afterwards), or None: SQLite."""
+    if not POSTGRES:
+        if os.environ.get("KUMULUS_E2E_REQUIRED"):
+            pytest.fail("PostgreSQL required: set KUMULUS_TEST_POSTGRES_URL")
+        yield None
+        return
+    with scratch_schema(POSTGRES, "chaos") as (url, _):
+        yield url
 
-    def __init__(self, tmp_path: Path) -> None:
-        self.backend = BackendProcess(
-            tmp_path / "backend",
-            None,
-            KUMULUS_BACKEND_HEARTBEAT_TTL="6",
-            KUMULUS_BACKEND_MAINTENANCE_INTERVAL="1",
-            # A killed backend holds its exclusive jobs' leases for job_lease_ttl (30 s by
-            # default) before the restarted one resumes creates and deletes: shorter here.
-            KUMULUS_BACKEND_JOB_LEASE_TTL="5",
+
+class FailoverTransport(httpx.BaseTransport):
+    """What a balancing proxy in front of the replicas does: each request goes to the next
+    replica in turn, and on to the others while they refuse the connection. A request a
+    replica took before dying is not sent again (a POST may have been done): it fails."""
+
+    def __init__(self, urls: list[str]) -> None:
+        self.urls = [httpx.URL(u) for u in urls]
+        self.inner = httpx.HTTPTransport()
+        self.turn = 0
+        self.lock = threading.Lock()
+        self.failovers = 0  # requests a refusing replica passed on to another
+        # (monotonic times sent and answered, the replica that answered)
+        self.answered: list[tuple[float, float, str]] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        with self.lock:
+            first = self.turn
+            self.turn = (self.turn + 1) % len(self.urls)
+        refused: httpx.ConnectError | None = None
+        for i in range(len(self.urls)):
+            to = self.urls[(first + i) % len(self.urls)]
+            request.url = request.url.copy_with(scheme=to.scheme, host=to.host, port=to.port)
+            request.headers["Host"] = to.netloc.decode()
+            sent = time.monotonic()
+            try:
+                response = self.inner.handle_request(request)
+            except httpx.ConnectError as exc:
+                refused = exc
+                continue
+            with self.lock:
+                if refused is not None:
+                    self.failovers += 1
+                self.answered.append((sent, time.monotonic(), str(to).rstrip("/")))
+            return response
+        assert refused is not None
+        raise refused
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class Platform:
+    """The backend (two replicas on PostgreSQL, or one on SQLite) and one agent, each
+    killed and restarted on demand."""
+
+    def __init__(self, tmp_path: Path, database_url: str | None) -> None:
+        env = {
+            "KUMULUS_BACKEND_HEARTBEAT_TTL": "6",
+            "KUMULUS_BACKEND_MAINTENANCE_INTERVAL": "1",
+            # A killed replica holds its exclusive jobs' leases for job_lease_ttl (30 s by
+            # default) before another run resumes creates and deletes: shorter here.
+            "KUMULUS_BACKEND_JOB_LEASE_TTL": "5",
             # Likewise its intents' claims (30 s by default), no longer renewed once killed.
-            KUMULUS_BACKEND_CONVERGE_IN_FLIGHT="5",
-        )
+            "KUMULUS_BACKEND_CONVERGE_IN_FLIGHT": "5",
+            # The PostgreSQL server is shared by other tests: a few connections each.
+            "KUMULUS_BACKEND_DB_POOL_SIZE": "5",
+            "KUMULUS_BACKEND_DB_MAX_OVERFLOW": "5",
+        }
+        if database_url:
+            self.backends = [
+                BackendProcess(tmp_path / f"backend{i}", database_url, **env) for i in range(2)
+            ]
+            self.db = Database(database_url, pool_size=2, max_overflow=2)
+        else:
+            self.backends = [BackendProcess(tmp_path / "backend", None, **env)]
+            self.db = Database(f"sqlite:///{tmp_path / 'backend' / 'kumulus.db'}")
         self.mnemonic = new_mnemonic()
         self.wallet = keypair_from_mnemonic(self.mnemonic)
         make_host_key(tmp_path / "agent")  # the wallet delegates it and stays off the host
@@ -96,27 +178,103 @@ class Platform:
             KUMULUS_AGENT_MEMORY_CAPACITY="2g",
             KUMULUS_AGENT_DISK_CAPACITY="20g",
         )
-        self.db = Database(f"sqlite:///{tmp_path / 'backend' / 'kumulus.db'}")
+        for proc in [*self.backends, self.agent]:
+            proc.start_timeout = 90  # starts and restarts on a busy shared machine
         self.errors: list[BaseException] = []
+        self.killed: list[str] = []  # what each round killed: "agent", "backend 1", ...
+        self.transports: list[FailoverTransport] = []
+        self.outages: list[tuple[str, float, float]] = []  # a replica's url, killed, back
+        self.down: tuple[str, float] | None = None  # the replica down now, killed when
+
+    def start(self) -> None:
+        """The agent starts meanwhile (a few seconds each on a busy machine)."""
+        agent = threading.Thread(target=self._keeping_failure, args=(self.agent.start,))
+        agent.start()
+        first, *others = self.backends
+        first.start()  # migrates, makes the backend key
+        for replica in others:  # the same key (the deployment's shared-key files)
+            replica.data_dir.mkdir(parents=True)
+            shutil.copy2(first.data_dir / "backend-mnemonic", replica.data_dir / "backend-mnemonic")
+            replica.start()
+        agent.join()
+        if self.errors:
+            raise AssertionError("the agent did not start") from self.errors[0]
+
+    def stop(self) -> None:
+        self.agent.stop()
+        for replica in self.backends:
+            replica.stop()
+        self.db.engine.dispose()
+
+    def client(self, headers: dict[str, str] | None = None) -> httpx.Client:
+        """A client of the backend that fails over between the replicas."""
+        transport = FailoverTransport([r.url for r in self.backends])
+        self.transports.append(transport)
+        return httpx.Client(
+            base_url=self.backends[0].url,
+            transport=transport,
+            headers=headers,
+            timeout=30,
+        )
 
     def kill_and_restart(self, victim: str, rng: random.Random) -> None:
-        """Runs on a timer thread: a failure is kept for the test to raise (a thread's
+        """Runs on a timer thread."""
+        self._keeping_failure(lambda: self._kill_and_restart(victim, rng))
+
+    def _keeping_failure(self, action: Callable[[], object]) -> None:
+        """`action` on a thread: a failure is kept for the test to raise (a thread's
         exception would only be printed, and the test would go on without an engine)."""
         try:
-            self._kill_and_restart(victim, rng)
+            action()
         except BaseException as exc:
             self.errors.append(exc)
 
     def _kill_and_restart(self, victim: str, rng: random.Random) -> None:
         if victim == "dockerd":
+            self.killed.append(victim)
             argv = stop_dockerd(signal.SIGKILL)
             time.sleep(rng.uniform(0.2, 1.0))
             start_dockerd(argv)
             return
-        proc = self.agent if victim == "agent" else self.backend
+        proc: AgentProcess | BackendProcess = self.agent
+        if victim == "backend":
+            replica = rng.randrange(len(self.backends))
+            proc = self.backends[replica]
+            victim = f"backend {replica}"
+        self.killed.append(victim)
+        killed = time.monotonic()
+        if isinstance(proc, BackendProcess):
+            self.down = (proc.url, killed)
         proc.stop(signal.SIGKILL)
         time.sleep(rng.uniform(0.2, 1.0))
         proc._start()
+        log.info("chaos: %s back after %.1f s", victim, time.monotonic() - killed)
+        if isinstance(proc, BackendProcess):
+            self.outages.append((proc.url, killed, time.monotonic()))
+            self.down = None
+
+    def _answered(self, url: str, since: float, until: float) -> bool:
+        """Whether a replica other than `url` answered a request between the two times."""
+        return any(
+            sent <= until and done >= since and by != url
+            for t in self.transports
+            for sent, done, by in t.answered
+        )
+
+    def served_while_down(self) -> bool:
+        """Whether the other replica answered since the one down now was killed."""
+        down = self.down
+        return down is not None and self._answered(*down, time.monotonic())
+
+    def check_failover(self) -> None:
+        """While a replica was down, the developer's requests were answered by another
+        (sent or answered within the outage)."""
+        if len(self.backends) < 2:
+            return
+        for url, killed, back in self.outages:
+            assert self._answered(url, killed, back), (
+                f"no request answered while {url} was down for {back - killed:.1f} s (seed {SEED})"
+            )
 
 
 def _operations(dev: httpx.Client, key_id: int, rng: random.Random, count: int) -> None:
@@ -191,9 +349,15 @@ def _check_invariants(
         # No capacity leak.
         for host in hosts:
             mine = [vm for vm in vms if vm.host_id == host.id and vm.reserved]
-            assert abs(host.reserved_cpu - sum(float(vm.cpu) for vm in mine)) < 1e-6
-            assert host.reserved_memory == sum(vm.memory for vm in mine)
-            assert host.reserved_disk == sum(vm.disk for vm in mine)
+            reserved = (float(host.reserved_cpu), host.reserved_memory, host.reserved_disk)
+            live = (
+                sum(float(vm.cpu) for vm in mine),
+                sum(vm.memory for vm in mine),
+                sum(vm.disk for vm in mine),
+            )
+            leak = f"host {host.id} reserves {reserved}, its live VMs {live} (seed {SEED})"
+            assert abs(reserved[0] - live[0]) < 1e-6, leak
+            assert reserved[1:] == live[1:], leak
         # No money made or lost, and no VM charged past its price over its whole life.
         assert ledger_check.violations(s) == []
         now = datetime.now(UTC)
@@ -219,22 +383,28 @@ def _check_invariants(
 
 
 def test_crashes_at_random_points_break_no_invariant(
-    docker_client: docker.DockerClient, tmp_path: Path, ssh_keypair: tuple[Path, str]
+    docker_client: docker.DockerClient,
+    tmp_path: Path,
+    ssh_keypair: tuple[Path, str],
+    database_url: str | None,
 ) -> None:
     rng = random.Random(SEED)
-    platform = Platform(tmp_path)
-    platform.backend.start()
-    platform.agent.start()
-    anon = httpx.Client(base_url=platform.backend.url, timeout=30)
+    platform = Platform(tmp_path, database_url)
+    anon = platform.client()
+    dev: httpx.Client | None = None
     # Each victim once, in a random order, then random ones (a longer run).
     victims = ["agent", "backend"] + (["dockerd"] if KILL_DOCKERD else [])
     schedule = rng.sample(victims, len(victims))
     schedule += [rng.choice(victims) for _ in range(max(ROUNDS - len(victims), 0))]
     try:
+        platform.start()
         prov = _account(anon, "chaos-prov@example.com", "provider")
         assert link_wallet(prov, platform.wallet).status_code == 200
         token = prov.post("/v1/provider/host-tokens").json()["token"]
-        registered = register_agent(platform.agent, platform.backend.url, token, platform.mnemonic)
+        # Its heartbeats go to the replica it registered with (the first).
+        registered = register_agent(
+            platform.agent, platform.backends[0].url, token, platform.mnemonic
+        )
         assert registered.returncode == 0, registered.stderr
         _wait(
             lambda: any(
@@ -243,11 +413,13 @@ def test_crashes_at_random_points_break_no_invariant(
             30,
             "the host never came online",
         )
-        dev = _account(anon, "chaos-dev@example.com", "developer")
+        with _account(anon, "chaos-dev@example.com", "developer") as signed_up:
+            # Through the replicas in turn: a killed one's share goes to the other.
+            dev = platform.client({"Authorization": signed_up.headers["Authorization"]})
         key_id = dev.post("/v1/ssh-keys", json={"name": "k", "publicKey": ssh_keypair[1]}).json()[
             "id"
         ]
-        del dev.headers["Prefer"]  # answers once recorded: crashes land mid-convergence
+        # No `Prefer: wait`: answers once recorded, so crashes land mid-convergence.
         dev.timeout = httpx.Timeout(10)
         started = time.monotonic()
         log.info("chaos: set up")
@@ -258,16 +430,33 @@ def test_crashes_at_random_points_break_no_invariant(
             )
             chaos.start()
             _operations(dev, key_id, rng, rng.randint(2, 4))
+            # And on until a killed replica is down and the other one has answered then
+            # (no more: each VM operation loads the machine its restart competes for).
+            # Its own rng: the main one's draws stay the seed's.
+            more = random.Random(rng.random())
+            while (
+                victim == "backend"
+                and len(platform.backends) > 1
+                and chaos.is_alive()
+                and not platform.served_while_down()
+            ):
+                _operations(dev, key_id, more, 1)
             chaos.join()
             if platform.errors:
                 raise AssertionError(f"restarting {victim} failed") from platform.errors[0]
-            log.info("chaos round %d: %s killed after %.2f s", round_no, victim, delay)
+            log.info("chaos round %d: %s killed after %.2f s", round_no, platform.killed[-1], delay)
 
         def settled() -> bool:
             with platform.db.session() as s:
                 return all(_settled(vm) for vm in s.scalars(select(VM)))
 
-        log.info("chaos: rounds done after %.1f s", time.monotonic() - started)
+        log.info(
+            "chaos: rounds done after %.1f s (%s killed; %d requests failed over)",
+            time.monotonic() - started,
+            ", ".join(platform.killed),
+            sum(t.failovers for t in platform.transports),
+        )
+        platform.check_failover()
 
         def unsettled() -> str:
             with platform.db.session() as s:
@@ -285,7 +474,8 @@ def test_crashes_at_random_points_break_no_invariant(
         _check_invariants(platform, docker_client, tmp_path / "agent")
     finally:
         anon.close()
-        platform.agent.stop()
-        platform.backend.stop()
-        platform.db.engine.dispose()
-        remove_agent_vms(docker_client, tmp_path / "agent")
+        if dev is not None:
+            dev.close()
+        platform.stop()
+        if (tmp_path / "agent" / "agent-id").exists():
+            remove_agent_vms(docker_client, tmp_path / "agent")
