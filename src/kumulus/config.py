@@ -281,8 +281,8 @@ class BackendSettings(BaseSettings):
     converge_in_flight: float = Field(default=30.0, gt=0)
     # A created VM row that nothing placed this long after its creation (the replica
     # handling its request died between the row's commit and its placement, and the client
-    # never retried with the same Idempotency-Key) is retired by the `creates` job: marked
-    # failed and deleted, nothing held or charged. Far longer than a placement takes.
+    # never retried with the same Idempotency-Key) is retired by the `creates` job: deleted
+    # with the reason, nothing held or charged. Far longer than a placement takes.
     unplaced_create_grace: float = Field(default=120.0, gt=0)
     # PostgreSQL connections of one process: `db_pool_size` kept, `db_max_overflow` more
     # under load. Replicas x (both) must stay under the server's max_connections.

@@ -2,7 +2,9 @@
 created, stopped, started and deleted; after restarts and a reconcile, the invariants hold:
 
 - every VM the backend knows is on its host in the state asked for, or failed with its
-  reservation released; a deleted one is gone from the host;
+  reservation released; a deleted one is gone from the host; one whose create request died
+  with its replica before it was placed is retired (deleted, `unplaced_create_grace`, 10 s
+  here) instead of staying pending for ever;
 - no container of the agent without a live backend record;
 - no money made or lost (ledger_check) and no VM charged more than its price over its life;
 - no capacity leak: each host's reserved capacity is the sum of its live VMs.
@@ -155,6 +157,9 @@ class Platform:
             "KUMULUS_BACKEND_JOB_LEASE_TTL": "5",
             # Likewise its intents' claims (30 s by default), no longer renewed once killed.
             "KUMULUS_BACKEND_CONVERGE_IN_FLIGHT": "5",
+            # A create whose replica was killed before it placed the VM is retired after
+            # this (120 s by default): the test waits for it.
+            "KUMULUS_BACKEND_UNPLACED_CREATE_GRACE": "10",
             # The PostgreSQL server is shared by other tests: a few connections each.
             "KUMULUS_BACKEND_DB_POOL_SIZE": "5",
             "KUMULUS_BACKEND_DB_MAX_OVERFLOW": "5",

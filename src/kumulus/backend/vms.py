@@ -197,9 +197,10 @@ def place_vms(
 def retire_unplaced(db: Session, grace: float) -> int:
     """Retire VM rows that no placement finished `grace` seconds after their creation: their
     create request died between the row's commit and its placement (a replica killed) and
-    no retry with the same key came to finish it (VMService._adopt_unplaced). Marked failed
-    and deleted, with the reason: nothing was reserved, held or charged. Serialised with
-    placements by the VMs' balance locks, which placements take first; returns how many."""
+    no retry with the same key came to finish it (VMService._adopt_unplaced). Deleted (it
+    never existed anywhere), with the reason: nothing was reserved, held or charged; the
+    placer refuses a deleted VM. Serialised with placements by the VMs' balance locks,
+    which placements take first; returns how many."""
     cutoff = utcnow() - timedelta(seconds=grace)
     stale = list(
         db.scalars(
@@ -229,7 +230,7 @@ def retire_unplaced(db: Session, grace: float) -> int:
         )
         .values(
             intended_state="deleted",
-            actual_state="failed",
+            actual_state="deleted",
             failure_reason=(
                 "its create request was cut off before the VM was placed (the backend "
                 "handling it stopped); nothing was charged: create it again"
