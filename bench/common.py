@@ -10,7 +10,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, delete, insert, update
+from sqlalchemy.orm import Session
 
+from kumulus.backend import ledger
 from kumulus.backend.clock import utcnow
 from kumulus.backend.db import Database
 from kumulus.backend.models import Account, Host
@@ -160,3 +162,26 @@ def fresh_schema(url: str | None) -> Iterator[str | None]:
         return
     with scratch_schema(url, "bench") as (scoped, _):
         yield scoped
+
+
+def add_funded_developers(s: Session, suffix: str, count: int, funds: int) -> list[int]:
+    """`count` developer accounts (no commit), each credited `funds` planck from the chain
+    as a deposit would be; their ids."""
+    now = utcnow()
+    dev_ids = list(
+        s.scalars(
+            insert(Account).returning(Account.id),
+            [
+                {
+                    "email": f"bench-{suffix}-dev{i}@example.com",
+                    "password_hash": "x",
+                    "role": "developer",
+                    "created_at": now,
+                }
+                for i in range(count)
+            ],
+        )
+    )
+    for dev in dev_ids:
+        ledger.transfer(s, (ledger.CHAIN, None), (ledger.DEVELOPER, dev), funds, "deposit")
+    return dev_ids

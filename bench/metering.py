@@ -33,12 +33,12 @@ from pathlib import Path
 
 from sqlalchemy import insert, select, update
 
-from bench.common import GIB, add_hosts, fresh_schema, update_chunked_seconds
-from kumulus.backend import billing, ledger
+from bench.common import GIB, add_funded_developers, add_hosts, fresh_schema, update_chunked_seconds
+from kumulus.backend import billing
 from kumulus.backend.clock import utcnow
 from kumulus.backend.db import Database, migrate
 from kumulus.backend.jobs.meter import CHUNK, MeterReport, meter_and_enforce
-from kumulus.backend.models import VM, Account, Host
+from kumulus.backend.models import VM, Host
 from kumulus.config import BackendSettings
 
 UNIT = 10**12
@@ -79,22 +79,7 @@ def populate(
                 price_disk_gib_hour=UNIT // 10_000,  # 0.0001 per GiB-hour
             )
         )
-        dev_ids = list(
-            s.scalars(
-                insert(Account).returning(Account.id),
-                [
-                    {
-                        "email": f"bench-{suffix}-dev{i}@example.com",
-                        "password_hash": "x",
-                        "role": "developer",
-                        "created_at": now,
-                    }
-                    for i in range(developers)
-                ],
-            )
-        )
-        for dev in dev_ids:
-            ledger.transfer(s, (ledger.CHAIN, None), (ledger.DEVELOPER, dev), 100 * UNIT, "deposit")
+        dev_ids = add_funded_developers(s, suffix, developers, 100 * UNIT)
         s.commit()
         for start in range(0, vms, CHUNK):
             rows = [

@@ -61,12 +61,12 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 
-from bench.common import GIB, add_hosts, fresh_schema, insert_commit_rate
+from bench.common import GIB, add_funded_developers, add_hosts, fresh_schema, insert_commit_rate
 from kumulus.backend import billing, ledger, vms
 from kumulus.backend.clock import utcnow
 from kumulus.backend.db import Database, migrate
 from kumulus.backend.group_commit import GroupCommitter
-from kumulus.backend.models import VM, Account, Balance, Host
+from kumulus.backend.models import VM, Balance, Host
 from kumulus.backend.vms import PlaceRequest, place_vms
 from kumulus.config import BackendSettings
 from kumulus.core.errors import ConflictError
@@ -138,22 +138,7 @@ def populate(
     now = utcnow()
     with db.session() as s:
         s.execute(update(Host).where(Host.id.in_(host_ids)).values(**PRICES))
-        dev_ids = list(
-            s.scalars(
-                insert(Account).returning(Account.id),
-                [
-                    {
-                        "email": f"bench-{suffix}-dev{i}@example.com",
-                        "password_hash": "x",
-                        "role": "developer",
-                        "created_at": now,
-                    }
-                    for i in range(developers)
-                ],
-            )
-        )
-        for dev in dev_ids:
-            ledger.transfer(s, (ledger.CHAIN, None), (ledger.DEVELOPER, dev), FUNDS, "deposit")
+        dev_ids = add_funded_developers(s, suffix, developers, FUNDS)
         vm_ids = [f"v{suffix}{i:07d}" for i in range(vm_count)]
         for start in range(0, vm_count, 2000):
             s.execute(

@@ -8,44 +8,20 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from sqlalchemy import select
-
 from kumulus.backend import ledger
 from kumulus.backend import settlement_state as state
-from kumulus.backend.db import Database, migrate
 from kumulus.backend.deposits import DepositWatcher
 from kumulus.backend.jobs import deposits
-from kumulus.backend.models import Payout, ProviderProfile
 from kumulus.backend.payouts import PayoutWorker, request_payout
 from kumulus.core.signing import Keypair, new_mnemonic
-from tests.backend.billing_fixtures import UNIT, account, earnings
+from tests.backend.billing_fixtures import UNIT
 from tests.backend.fake_chain import FakeChain
-
-WALLET = "5ProviderWallet"
-
-
-def _setup(path: Path) -> tuple[Database, int]:
-    db = Database(f"sqlite:///{path}")
-    migrate(db.engine)
-    with db.session() as s:
-        provider = account(s, "provider")
-        s.add(ProviderProfile(account_id=provider.id, wallet_address=WALLET))
-        earnings(s, provider.id, 10 * UNIT)
-        s.commit()
-        return db, provider.id
-
-
-def _payouts(db: Database) -> list[tuple[int, str, int | None]]:
-    with db.session() as s:
-        return [
-            (int(p.amount) // UNIT, p.status, p.nonce)
-            for p in s.scalars(select(Payout).order_by(Payout.nonce, Payout.id))
-        ]
+from tests.backend.payout_fixtures import WALLET, earning_provider, payouts_of
 
 
 def test_an_unmarked_old_copy_of_the_database_sends_nothing_twice(tmp_path: Path) -> None:
     live = tmp_path / "kumulus.db"
-    db, provider = _setup(live)
+    db, provider = earning_provider(live)
     key = Keypair.create_from_mnemonic(new_mnemonic())
     chain = FakeChain()
     chain.balances[key.ss58_address] = 100 * UNIT
@@ -64,20 +40,20 @@ def test_an_unmarked_old_copy_of_the_database_sends_nothing_twice(tmp_path: Path
 
     shutil.copy(copy, live)  # back to the old state; nothing says it is a restore
     worker = PayoutWorker(db, chain.client(), key)
-    assert _payouts(db) == [(2, "pending", None)]
+    assert payouts_of(db) == [(2, "pending", None)]
     assert worker.run_once() == 0
     assert len(chain.sent) == 2  # the pending payout was not paid again
-    assert _payouts(db) == [(2, "paid", 0), (3, "paid", 1)]
+    assert payouts_of(db) == [(2, "paid", 0), (3, "paid", 1)]
     with db.session() as s:
         assert ledger.balance(s, ledger.PROVIDER, provider) == 5 * UNIT
         assert state.get(s, state.BLOCKED_RESTORE) is None  # accounted for: resumes
         request_payout(s, provider, WALLET, 5 * UNIT, minimum=1)
     assert worker.run_once() == 1
-    assert _payouts(db)[-1] == (5, "paid", 2)
+    assert payouts_of(db)[-1] == (5, "paid", 2)
 
 
 def test_a_database_in_use_is_never_taken_for_an_old_one(tmp_path: Path) -> None:
-    db, provider = _setup(tmp_path / "kumulus.db")
+    db, provider = earning_provider(tmp_path / "kumulus.db")
     key = Keypair.create_from_mnemonic(new_mnemonic())
     chain = FakeChain()
     chain.balances[key.ss58_address] = 100 * UNIT
@@ -88,11 +64,11 @@ def test_a_database_in_use_is_never_taken_for_an_old_one(tmp_path: Path) -> None
         assert worker.run_once() == 1
         with db.session() as s:
             assert state.get(s, state.BLOCKED_RESTORE) is None
-    assert [n for _, _, n in _payouts(db)] == [0, 1, 2]
+    assert [n for _, _, n in payouts_of(db)] == [0, 1, 2]
 
 
 def test_a_key_that_paid_someone_unknown_stops_payouts(tmp_path: Path) -> None:
-    db, provider = _setup(tmp_path / "kumulus.db")
+    db, provider = earning_provider(tmp_path / "kumulus.db")
     key = Keypair.create_from_mnemonic(new_mnemonic())
     chain = FakeChain()
     chain.balances[key.ss58_address] = 100 * UNIT
@@ -112,7 +88,7 @@ def test_the_deposits_job_running_first_does_not_hide_the_payouts_sent_since(
     """The deposits job marks an old database before its cursor moves on: the payouts sent
     since are looked for from where that database's view of the chain ended."""
     live = tmp_path / "kumulus.db"
-    db, provider = _setup(live)
+    db, provider = earning_provider(live)
     key = Keypair.create_from_mnemonic(new_mnemonic())
     chain = FakeChain()
     chain.balances[key.ss58_address] = 100 * UNIT
@@ -133,6 +109,6 @@ def test_the_deposits_job_running_first_does_not_hide_the_payouts_sent_since(
         assert cursor is not None and cursor > 20  # moved past the payout's block
     assert PayoutWorker(db, chain.client(), key).run_once() == 0
     assert len(chain.sent) == 1
-    assert _payouts(db) == [(2, "paid", 0)]
+    assert payouts_of(db) == [(2, "paid", 0)]
     with db.session() as s:
         assert state.get(s, state.BLOCKED_RESTORE) is None

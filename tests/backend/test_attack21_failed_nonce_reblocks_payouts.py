@@ -22,17 +22,15 @@ import pytest
 
 from kumulus.backend import backups
 from kumulus.backend import settlement_state as state
-from kumulus.backend.db import Database, migrate
 from kumulus.backend.deposits import DepositWatcher
-from kumulus.backend.models import ProviderProfile
 from kumulus.backend.payouts import PayoutWorker, request_payout
 from kumulus.chain.client import SignedExtrinsic
 from kumulus.core.signing import load_keypair
 from tests.backend.backup_fixtures import settings_for
-from tests.backend.billing_fixtures import UNIT, account, earnings
+from tests.backend.billing_fixtures import UNIT
 from tests.backend.fake_chain import FakeChain
+from tests.backend.payout_fixtures import WALLET, earning_provider
 
-WALLET = "5ProviderWallet"
 DEPOSIT = "5DepositAddress"
 
 
@@ -57,14 +55,7 @@ def test_a_failed_transfer_after_the_backup_does_not_stop_payouts_for_good(
     tmp_path: Path,
 ) -> None:
     settings = settings_for(tmp_path / "data", f"sqlite:///{tmp_path / 'data' / 'kumulus.db'}")
-    db = Database(settings.db_url)
-    migrate(db.engine)
-    with db.session() as s:
-        provider = account(s, "provider")
-        s.add(ProviderProfile(account_id=provider.id, wallet_address=WALLET))
-        earnings(s, provider.id, 10 * UNIT)
-        s.commit()
-        provider_id = provider.id
+    db, provider_id = earning_provider(tmp_path / "data" / "kumulus.db")
     assert settings.payout_key_file is not None
     key = load_keypair(settings.payout_key_file)
     chain = FakeChain()
@@ -112,14 +103,8 @@ def test_a_restore_reconciles_after_the_deposit_watcher_ran(tmp_path: Path, mark
     not found") instead of being reconciled. Fail-safe (nothing is paid twice) but no
     command clears it. test_restored_backup_pays_nothing_twice never runs the watcher."""
     settings = settings_for(tmp_path / "data", f"sqlite:///{tmp_path / 'data' / 'kumulus.db'}")
-    db = Database(settings.db_url)
-    migrate(db.engine)
+    db, provider_id = earning_provider(tmp_path / "data" / "kumulus.db")
     with db.session() as s:
-        provider = account(s, "provider")
-        s.add(ProviderProfile(account_id=provider.id, wallet_address=WALLET))
-        earnings(s, provider.id, 10 * UNIT)
-        s.commit()
-        provider_id = provider.id
         request_payout(s, provider_id, WALLET, 2 * UNIT, minimum=1)
     assert settings.payout_key_file is not None
     key = load_keypair(settings.payout_key_file)

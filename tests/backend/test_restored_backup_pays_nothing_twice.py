@@ -6,43 +6,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import select
-
 from kumulus.backend import backups, ledger
 from kumulus.backend import settlement_state as state
-from kumulus.backend.db import Database, migrate
-from kumulus.backend.models import Payout, ProviderProfile
 from kumulus.backend.payouts import PayoutWorker, request_payout
 from kumulus.core.signing import load_keypair
 from tests.backend.backup_fixtures import settings_for
-from tests.backend.billing_fixtures import UNIT, account, earnings
+from tests.backend.billing_fixtures import UNIT
 from tests.backend.fake_chain import FakeChain
-
-WALLET = "5ProviderWallet"
-
-
-def _setup(tmp_path: Path) -> tuple[Database, int]:
-    db = Database(f"sqlite:///{tmp_path / 'data' / 'kumulus.db'}")
-    migrate(db.engine)
-    with db.session() as s:
-        provider = account(s, "provider")
-        s.add(ProviderProfile(account_id=provider.id, wallet_address=WALLET))
-        earnings(s, provider.id, 10 * UNIT)
-        s.commit()
-        return db, provider.id
-
-
-def _payouts(db: Database) -> list[tuple[int, str, int | None]]:
-    with db.session() as s:
-        return [
-            (int(p.amount) // UNIT, p.status, p.nonce)
-            for p in s.scalars(select(Payout).order_by(Payout.nonce, Payout.id))
-        ]
+from tests.backend.payout_fixtures import WALLET, earning_provider, payouts_of
 
 
 def test_payouts_sent_after_the_backup_are_not_sent_again(tmp_path: Path) -> None:
     settings = settings_for(tmp_path / "data", f"sqlite:///{tmp_path / 'data' / 'kumulus.db'}")
-    db, provider = _setup(tmp_path)
+    db, provider = earning_provider(tmp_path / "data" / "kumulus.db")
     assert settings.payout_key_file is not None
     key = load_keypair(settings.payout_key_file)
     chain = FakeChain()
@@ -60,17 +36,17 @@ def test_payouts_sent_after_the_backup_are_not_sent_again(tmp_path: Path) -> Non
     db.engine.dispose()
 
     backups.restore(settings, tmp_path / "before.backup")
-    assert _payouts(db) == [(2, "pending", None)]  # the backup's view
+    assert payouts_of(db) == [(2, "pending", None)]  # the backup's view
     worker = PayoutWorker(db, chain.client(), key)
     assert worker.run_once() == 0
     assert len(chain.sent) == 2  # nothing paid again
-    assert _payouts(db) == [(2, "paid", 0), (3, "paid", 1)]
+    assert payouts_of(db) == [(2, "paid", 0), (3, "paid", 1)]
     with db.session() as s:
         assert ledger.balance(s, ledger.PROVIDER, provider) == 5 * UNIT
         assert state.get(s, state.BLOCKED_RESTORE) is None
         request_payout(s, provider, WALLET, 5 * UNIT, minimum=1)
     assert worker.run_once() == 1  # payouts resume, with the next nonce
-    assert _payouts(db)[-1] == (5, "paid", 2)
+    assert payouts_of(db)[-1] == (5, "paid", 2)
     assert len(chain.sent) == 3
 
 
@@ -78,7 +54,7 @@ def test_a_payout_key_nonce_that_cannot_be_explained_keeps_payouts_stopped(
     tmp_path: Path,
 ) -> None:
     settings = settings_for(tmp_path / "data", f"sqlite:///{tmp_path / 'data' / 'kumulus.db'}")
-    db, provider = _setup(tmp_path)
+    db, provider = earning_provider(tmp_path / "data" / "kumulus.db")
     assert settings.payout_key_file is not None
     key = load_keypair(settings.payout_key_file)
     chain = FakeChain()
@@ -91,7 +67,7 @@ def test_a_payout_key_nonce_that_cannot_be_explained_keeps_payouts_stopped(
         request_payout(s, provider, WALLET, 2 * UNIT, minimum=1)
     worker = PayoutWorker(db, chain.client(), key)
     assert worker.run_once() == 0
-    assert len(chain.sent) == 1 and _payouts(db) == [(2, "pending", None)]
+    assert len(chain.sent) == 1 and payouts_of(db) == [(2, "pending", None)]
     with db.session() as s:
         reason = state.get(s, state.BLOCKED_RESTORE)
     assert reason is not None and "no provider's wallet" in reason
