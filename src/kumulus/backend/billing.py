@@ -424,12 +424,13 @@ def take_hold(
     locked: dict[Key, int],
     terms: Terms,
     money: Callable[[int], str] = str,
+    batch: ledger.PostingBatch | None = None,
 ) -> None:
     """At placement, in the placement's transaction, with the VM's balances locked
     (`lock_vms` before placing, so that the lock order is the same as everywhere else:
     balances, then VMs, then hosts): hold a full window of the VM's running price.
-    PaymentRequiredError (the caller rolls the placement back) when the developer's funds
-    cannot cover it."""
+    PaymentRequiredError (the caller rolls the placement back; nothing was posted) when
+    the developer's funds cannot cover it. `batch`: see `ledger.post`."""
     want = hold_for(running_rate(vm), terms.window) - room(vm, locked)
     have = available(vm.account_id, locked)
     if want > have:
@@ -441,7 +442,7 @@ def take_hold(
             code="insufficient_funds",
         )
     if want > 0:
-        fund(db, vm, locked, want)
+        fund(db, vm, locked, want, batch)
 
 
 def settle(

@@ -184,10 +184,14 @@ def place_vms(
         money,
         settings.max_vm_price_planck,
     )
+    # The holds' postings are written together (two statements for the batch, not two
+    # per VM), in this transaction, under the locks they were checked under.
+    postings = ledger.PostingBatch()
     finished = {
-        vm.id: _finish_placement(settings, db, vm, request, outcome, locked, money, last)
+        vm.id: _finish_placement(settings, db, vm, request, outcome, locked, money, last, postings)
         for (vm, request, last), outcome in zip(placing.values(), placed, strict=True)
     }
+    ledger.flush_batch(db, postings)
     return [
         finished[r.vm_id] if outcome is None else outcome
         for r, outcome in zip(requests, outcomes, strict=True)
@@ -255,6 +259,7 @@ def _finish_placement(
     locked: dict[ledger.Key, int],
     money: Callable[[int], str],
     last_try: bool,
+    postings: ledger.PostingBatch,
 ) -> str | BaseException | Retry:
     """Take the placed VM's prepaid hold and record its host, or turn a refusal into the
     request's outcome."""
@@ -282,7 +287,7 @@ def _finish_placement(
     try:
         # In the placement's transaction: no hold, no placement. It refuses before it
         # posts anything, so undoing the reservation undoes everything.
-        billing.take_hold(db, vm, locked, billing.terms_of(settings), money)
+        billing.take_hold(db, vm, locked, billing.terms_of(settings), money, postings)
     except PaymentRequiredError as exc:
         release(db, placed.host_id, want, commit=False)
         vm.price_cpu_hour, vm.price_memory_gib_hour, vm.price_disk_gib_hour = before
