@@ -67,38 +67,29 @@ class FakeChain:
 
     def transfer(self, keypair: Any, dest: str, amount: int, nonce: int | None = None) -> Receipt:
         sender = str(keypair.ss58_address)
-        used = self.nonces.get(sender, 0)
         self.balances[sender] = self.balances.get(sender, 0) - amount
-        self.nonces[sender] = used + 1
         self.sent.append((sender, dest, amount))
-        number = self.pay(sender, dest, amount)
+        return self._signed(sender, self.pay(sender, dest, amount), dest, amount)
+
+    def remark(self, keypair: Any, data: bytes, nonce: int | None = None) -> Receipt:
+        """A block with the remark; a nonce already used is refused, as a node does."""
+        sender = str(keypair.ss58_address)
+        if nonce is not None and nonce < self.nonces.get(sender, 0):
+            raise ChainError("the chain refused the transaction: outdated", retry=False)
+        self.remarks.append(data)
+        self.blocks.append([])
+        return self._signed(sender, len(self.blocks) - 1, None, None)
+
+    def _signed(self, sender: str, number: int, dest: str | None, amount: int | None) -> Receipt:
+        """`sender`'s extrinsic in block `number`, with its next nonce (used up now)."""
+        used = self.nonces.get(sender, 0)
+        self.nonces[sender] = used + 1
         receipt = Receipt("0x" + secrets.token_hex(32), str(self.block_hash(number)), number, 0)
         self.signed.setdefault(number, []).append(
             (
                 sender,
                 SignedExtrinsic(
                     number, receipt.block_hash, receipt.extrinsic_hash, used, True, dest, amount
-                ),
-            )
-        )
-        return receipt
-
-    def remark(self, keypair: Any, data: bytes, nonce: int | None = None) -> Receipt:
-        """A block with the remark; a nonce already used is refused, as a node does."""
-        sender = str(keypair.ss58_address)
-        used = self.nonces.get(sender, 0)
-        if nonce is not None and nonce < used:
-            raise ChainError("the chain refused the transaction: outdated", retry=False)
-        self.nonces[sender] = used + 1
-        self.remarks.append(data)
-        number = len(self.blocks)
-        self.blocks.append([])
-        receipt = Receipt("0x" + secrets.token_hex(32), str(self.block_hash(number)), number, 0)
-        self.signed.setdefault(number, []).append(
-            (
-                sender,
-                SignedExtrinsic(
-                    number, receipt.block_hash, receipt.extrinsic_hash, used, True, None, None
                 ),
             )
         )
