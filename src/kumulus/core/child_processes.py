@@ -42,18 +42,36 @@ class ProcessRecord:
     role: str = "child"  # "supervisor" or "child"
 
 
+_EXEC_SETTLE = 2.0  # seconds to wait for a process caught mid-exec to show its arguments
+
+
+def _read(pid: int) -> tuple[str, bytes]:
+    return Path(f"/proc/{pid}/stat").read_text(), Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
 def describe(pid: int, role: str = "child") -> ProcessRecord | None:
     """The record of the live process `pid`, or None when there is none (or it is a zombie
-    that already exited)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] == "Z":
-        return None
+    that already exited).
+
+    A process read just after `Popen` returned may be inside execve: its close-on-exec
+    pipe (which `Popen` waits on) is closed before the new program's arguments are mapped,
+    so /proc shows an empty command line for a moment. Such a record would never match the
+    running process again, and a sweep would leave it alive; so an empty command line is
+    read again for up to `_EXEC_SETTLE` seconds (the processes recorded here are never
+    kernel threads, whose command line stays empty)."""
+    deadline = time.monotonic() + _EXEC_SETTLE
+    while True:
+        try:
+            stat, raw = _read(pid)
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            return None
+        # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] == "Z":
+            return None
+        if raw.strip(b"\0") or time.monotonic() >= deadline:
+            break
+        time.sleep(0.01)
     cmdline = [part.decode(errors="replace") for part in raw.rstrip(b"\0").split(b"\0")]
     return ProcessRecord(pid, int(fields[19]), cmdline, role)
 
