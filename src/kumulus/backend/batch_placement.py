@@ -74,14 +74,6 @@ class _Host:
         """The index's order: best tier first, then reference price, then load."""
         return (-self.rep_tier, self.ref_price, self.load)
 
-    def fits(self, want: Want) -> bool:
-        # The same comparisons as scheduler._FITS.
-        return (
-            self.cpu - self.reserved_cpu >= want.cpu - 0.000000001
-            and self.memory - self.reserved_memory >= want.memory
-            and self.disk - self.reserved_disk >= want.disk
-        )
-
 
 def _group_key(want: Want, exclude: frozenset[str]) -> tuple[str | None, bool, frozenset[str]]:
     """Wants that share the candidate read: same region, isolation and excluded hosts."""
@@ -207,36 +199,51 @@ def _choose(
     order: list[_Host], want: Want, boundary: tuple[int, int, float] | None, price_limit: int | None
 ) -> _Host | None:
     """The host `place_once` would choose for `want` among `order` (sorted by the index
-    key), or None when what was read cannot tell (the VM goes to place_once)."""
+    key), or None when what was read cannot tell (the VM goes to place_once).
+
+    One pass over `order`: the first SHORTLIST hosts that fit (and are within the price
+    cap), keeping the best of them by (tier, this VM's price, reference price, load). The
+    VM's price depends only on a host's three unit prices, so it is computed once per
+    price triple seen (most hosts share a few), not once per host."""
     cap = scheduler.price_cap(want, price_limit)
-    shortlist: list[_Host] = []
-    for host in order:
-        if not host.fits(want):
-            continue
-        if cap is not None and hourly_price(
-            want.cpu, want.memory, want.disk,
-            host.price_cpu_hour, host.price_memory_gib_hour, host.price_disk_gib_hour,
-        ) > cap:  # fmt: skip
-            continue
-        shortlist.append(host)
-        if len(shortlist) == SHORTLIST:
-            break
-    if not shortlist:
-        return None  # nothing here: place_once tells busy from full and explains
-    if boundary is not None and (len(shortlist) < SHORTLIST or shortlist[-1].key() > boundary):
-        return None  # the shortlist may go on past what was read
+    cpu, memory, disk = want.cpu - 0.000000001, want.memory, want.disk
     memory_gib, disk_gib = want.memory / GIB, want.disk / GIB
-    return min(
-        shortlist,
-        key=lambda h: (
-            -h.rep_tier,
-            want.cpu * h.price_cpu_hour
-            + memory_gib * h.price_memory_gib_hour
-            + disk_gib * h.price_disk_gib_hour,
-            h.ref_price,
-            h.load,
-        ),
-    )
+    # per price triple: the VM's approximate price (for ranking, as the database ranks)
+    # and whether its exact price is within the cap
+    priced: dict[tuple[int, int, int], tuple[float, bool]] = {}
+    best: _Host | None = None
+    best_key: tuple[int, float, int, float] | None = None
+    last: _Host | None = None
+    found = 0
+    for host in order:
+        # The same comparisons as _Host.fits and scheduler._FITS, inline: this loop runs
+        # SHORTLIST times per VM.
+        if (
+            host.cpu - host.reserved_cpu < cpu
+            or host.memory - host.reserved_memory < memory
+            or host.disk - host.reserved_disk < disk
+        ):
+            continue
+        triple = (host.price_cpu_hour, host.price_memory_gib_hour, host.price_disk_gib_hour)
+        price = priced.get(triple)
+        if price is None:
+            within = cap is None or hourly_price(want.cpu, want.memory, want.disk, *triple) <= cap
+            approx = want.cpu * triple[0] + memory_gib * triple[1] + disk_gib * triple[2]
+            price = priced[triple] = (approx, within)
+        if not price[1]:
+            continue
+        key = (-host.rep_tier, price[0], host.ref_price, host.load)
+        if best_key is None or key < best_key:
+            best, best_key = host, key
+        last = host
+        found += 1
+        if found == SHORTLIST:
+            break
+    if best is None or last is None:
+        return None  # nothing here: place_once tells busy from full and explains
+    if boundary is not None and (found < SHORTLIST or last.key() > boundary):
+        return None  # the shortlist may go on past what was read
+    return best
 
 
 # The batch's reservations as rows (one JSON document: one statement text, prepared once,

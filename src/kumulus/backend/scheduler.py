@@ -228,6 +228,27 @@ _RELEASE = text(
 )
 
 
+_NO_SEQSCAN = text("SET LOCAL enable_seqscan = off")
+_SEQSCAN_AS_CONFIGURED = text("RESET enable_seqscan")
+
+
+def _walk_index(db: Session, statement: Any, params: dict[str, object]) -> Sequence[Any]:
+    """The rows of a statement that walks the hosts' index in preference order. PostgreSQL
+    cannot estimate how many hosts pass the fit test (free = capacity - reserved, over
+    several columns): it guesses one row, for which reading the whole table and sorting
+    looks cheapest, so every batch's candidates read all 5,000 hosts (4 ms; 40 ms at
+    50,000) where the walk stops after the rows it needs (0.1 ms). Sequential scans are
+    priced out for this statement alone (SET LOCAL, reset right after; a failed
+    statement rolls the transaction back, setting and all)."""
+    if _dialect(db) != "postgresql":
+        return db.execute(statement, params).all()
+    db.execute(_NO_SEQSCAN)
+    try:
+        return db.execute(statement, params).all()
+    finally:
+        db.execute(_SEQSCAN_AS_CONFIGURED)
+
+
 def price_cap(want: Want, price_limit: int | None) -> int | None:
     """The most the VM may cost per hour: the user's maximum and the platform's limit."""
     caps = [c for c in (want.max_price_hour, price_limit) if c is not None]
@@ -303,16 +324,17 @@ def place_once(
     now = utcnow()
     params["now"], params["since"] = now, now - timedelta(seconds=ttl)
     key = (dialect, bool(exclude), want.allow_weak)
-    row = db.execute(_PLACE_STATEMENTS[key], params).first()
+    rows = _walk_index(db, _PLACE_STATEMENTS[key], params)
+    row = rows[0] if rows else None
     if commit:
         db.commit()
     if row is not None:
         return Placement(str(row[0]), int(row[1]), int(row[2]), int(row[3]))
     if dialect == "postgresql":  # SQLite: one writer at a time, nothing was skipped
-        fits = db.execute(_ANY_FITS_STATEMENTS[key], params).first()
+        fits = _walk_index(db, _ANY_FITS_STATEMENTS[key], params)
         if commit:
             db.commit()
-        if fits is not None:
+        if fits:
             raise HostsBusyError("every fitting host is held by another placement")
     raise NoHostFitsError(explain(db, want, ttl, exclude, money, price_limit))
 
@@ -466,7 +488,7 @@ def candidates(
     now = utcnow()
     params["now"], params["since"], params["limit"] = now, now - timedelta(seconds=ttl), limit
     key = (_dialect(db), bool(exclude), want.allow_weak)
-    return db.execute(_CANDIDATES_STATEMENTS[key], params).all()
+    return _walk_index(db, _CANDIDATES_STATEMENTS[key], params)
 
 
 @dataclass(frozen=True)
@@ -495,9 +517,10 @@ def quote(
     now = utcnow()
     params["now"], params["since"] = now, now - timedelta(seconds=ttl)
     key = (_dialect(db), bool(exclude), want.allow_weak)
-    row = db.execute(_QUOTE_STATEMENTS[key], params).first()
-    if row is None:
+    rows = _walk_index(db, _QUOTE_STATEMENTS[key], params)
+    if not rows:
         return None
+    row = rows[0]
     prices = (int(row[1]), int(row[2]), int(row[3]))
     return Quote(
         str(row[0]),

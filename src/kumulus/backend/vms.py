@@ -21,7 +21,16 @@ from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 from substrateinterface import Keypair
 
-from kumulus.backend import billing, converge, host_keys, ledger, paging, quotas, vm_costs
+from kumulus.backend import (
+    billing,
+    converge,
+    host_keys,
+    ledger,
+    paging,
+    placed_vms,
+    quotas,
+    vm_costs,
+)
 from kumulus.backend.batch_placement import place_many
 from kumulus.backend.billing import STOPPED_FOR_FUNDS, failure_reason, start_metering
 from kumulus.backend.clock import aware, utcnow
@@ -147,9 +156,10 @@ def place_vms(
     vms = {vm.id: vm for vm in db.scalars(select(VM).where(VM.id.in_(ids)))}
     # Balances first, then the hosts: the order every money change takes locks in, and one
     # sorted lock for the whole batch (ledger.lock: once per transaction).
-    locked, _ = billing.lock_vms(db, [vms[i] for i in ids if i in vms])
+    locked, _ = billing.lock_vms(db, [vms[i] for i in ids if i in vms], reread=False)
     # Re-read under those locks: another request (a retry of the same create, on this or
-    # another replica) may have placed or deleted one of them meanwhile.
+    # another replica) may have placed or deleted one of them meanwhile (a deleted row is
+    # missing here: hence this read rather than lock_vms' refresh of the objects).
     vms = {
         vm.id: vm
         for vm in db.scalars(
@@ -192,6 +202,7 @@ def place_vms(
         for (vm, request, last), outcome in zip(placing.values(), placed, strict=True)
     }
     ledger.flush_batch(db, postings)
+    placed_vms.write(db, [vm for vm, _, _ in placing.values() if isinstance(finished[vm.id], str)])
     return [
         finished[r.vm_id] if outcome is None else outcome
         for r, outcome in zip(requests, outcomes, strict=True)

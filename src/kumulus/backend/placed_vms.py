@@ -1,0 +1,71 @@
+"""The VM rows a batch of placements finished, written in one statement.
+
+`vms.place_vms` finishes each placement on the VM's ORM object (its host, prices, state,
+converge intent), as the rest of the backend does. Left to the session's flush, those
+became one UPDATE per VM (psycopg pipelines them, but each is still parsed, planned and
+run alone: 4.3 ms of a 64-VM batch's ~40 ms, bench/scheduler). `write` sends the batch's
+rows as one JSON parameter in one UPDATE on PostgreSQL (an executemany on SQLite, where a
+statement costs no round trip), then marks the fields written as committed on the
+objects, so that the flush at commit has nothing left to write for them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, text, update
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+
+from kumulus.backend import ledger
+from kumulus.backend.models import VM
+
+# What finishing a placement sets on a VM, and each field's PostgreSQL type.
+PLACED_FIELDS = {
+    "host_id": "varchar",
+    "reserved": "boolean",
+    "price_cpu_hour": "bigint",
+    "price_memory_gib_hour": "bigint",
+    "price_disk_gib_hour": "bigint",
+    "actual_state": "varchar",
+    "failure_reason": "text",
+    "updated_at": "timestamptz",
+    "converge_attempts": "integer",
+    "converge_after": "timestamptz",
+}
+_VMS = cast(Table, VM.__table__)
+# Field names come from PLACED_FIELDS only; every value is a parameter.
+_PG_UPDATE = text(
+    "UPDATE vms AS v SET "  # noqa: S608
+    + ", ".join(f"{name} = w.{name}" for name in PLACED_FIELDS)
+    + " FROM json_to_recordset(CAST(:w AS json)) AS w(id varchar, "
+    + ", ".join(f"{name} {kind}" for name, kind in PLACED_FIELDS.items())
+    + ") WHERE v.id = w.id"
+)
+_SQLITE_UPDATE = (
+    update(_VMS)
+    .where(_VMS.c.id == bindparam("vm_id"))
+    .values({name: bindparam(f"v_{name}", type_=_VMS.c[name].type) for name in PLACED_FIELDS})
+)
+
+
+def write(db: Session, vms: Sequence[VM]) -> None:
+    """Write PLACED_FIELDS of `vms` as the objects hold them, in the caller's transaction,
+    and record them as committed on the objects (the session will not write them again;
+    other changed fields are still flushed as usual). The caller holds the locks the
+    placement was decided under."""
+    if not vms:
+        return
+    conn = db.connection()
+    if db.get_bind().dialect.name == "postgresql":
+        rows = [{"id": vm.id, **{name: getattr(vm, name) for name in PLACED_FIELDS}} for vm in vms]
+        conn.execute(_PG_UPDATE, {"w": ledger.pg_json(rows)})
+    else:
+        params: list[dict[str, Any]] = [
+            {"vm_id": vm.id, **{f"v_{name}": getattr(vm, name) for name in PLACED_FIELDS}}
+            for vm in vms
+        ]
+        conn.execute(_SQLITE_UPDATE, params)
+    for vm in vms:
+        for name in PLACED_FIELDS:
+            set_committed_value(vm, name, getattr(vm, name))
