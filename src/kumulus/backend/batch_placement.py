@@ -158,7 +158,12 @@ def _plan(
         disk=min(w.disk for w in wants),
     )
     rows = scheduler.candidates(db, smallest, ttl, set(exclude), limit)
-    hosts = [seen.setdefault(row.id, _Host(**row._mapping)) for row in rows]
+    hosts = []
+    for row in rows:
+        host = seen.get(row[0])
+        if host is None:  # the columns are _Host's fields, in order
+            host = seen[row[0]] = _Host(*row)  # type: ignore[call-arg]
+        hosts.append(host)
     # Hosts past the last one read may precede a host read whose load grew: up to the
     # boundary (the last row as the database has it), what was read is exactly what the
     # index walk would give.

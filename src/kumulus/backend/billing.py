@@ -240,17 +240,14 @@ def hosts_from(
 
 
 def lock_vms(
-    db: Session, vms: Sequence[VM], heartbeat_ttl: float | None = None, reread: bool = True
+    db: Session, vms: Sequence[VM], heartbeat_ttl: float | None = None
 ) -> tuple[dict[Key, int], Hosts]:
     """Lock every balance the VMs' money touches, then re-read the VMs (what another
-    process committed before the lock is seen now; `reread=False`: the caller re-reads
-    them itself, before using them). Returns the balances and the VMs' hosts (offline
-    ones only when `heartbeat_ttl` is given)."""
+    process committed before the lock is seen now). Returns the balances and the VMs'
+    hosts (offline ones only when `heartbeat_ttl` is given)."""
     db.flush()  # re-reading would drop unflushed changes
     hosts = hosts_of(db, vms, heartbeat_ttl)
     locked = ledger.lock(db, [k for vm in vms for k in keys_of(vm, hosts.get(vm.host_id or ""))])
-    if not reread:
-        return locked, hosts
     for start in range(0, len(vms), 500):  # one query per 500, not a refresh per VM
         ids = [vm.id for vm in vms[start : start + 500]]
         db.execute(select(VM).where(VM.id.in_(ids)).execution_options(populate_existing=True)).all()

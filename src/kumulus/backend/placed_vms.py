@@ -5,8 +5,8 @@ converge intent), as the rest of the backend does. Left to the session's flush, 
 became one UPDATE per VM (psycopg pipelines them, but each is still parsed, planned and
 run alone: 4.3 ms of a 64-VM batch's ~40 ms, bench/scheduler). `write` sends the batch's
 rows as one JSON parameter in one UPDATE on PostgreSQL (an executemany on SQLite, where a
-statement costs no round trip), then marks the fields written as committed on the
-objects, so that the flush at commit has nothing left to write for them."""
+statement costs no round trip), then expires the fields written on the objects, so that
+the flush at commit has nothing left to write for them."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, text, update
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from kumulus.backend import ledger
 from kumulus.backend.models import VM
@@ -51,9 +50,9 @@ _SQLITE_UPDATE = (
 
 def write(db: Session, vms: Sequence[VM]) -> None:
     """Write PLACED_FIELDS of `vms` as the objects hold them, in the caller's transaction,
-    and record them as committed on the objects (the session will not write them again;
-    other changed fields are still flushed as usual). The caller holds the locks the
-    placement was decided under."""
+    and expire those fields on the objects (the session will not write them again, and
+    reads them back from the rows; other changed fields are still flushed as usual). The
+    caller holds the locks the placement was decided under."""
     if not vms:
         return
     conn = db.connection()
@@ -66,6 +65,8 @@ def write(db: Session, vms: Sequence[VM]) -> None:
             for vm in vms
         ]
         conn.execute(_SQLITE_UPDATE, params)
+    # Written: the objects' changes to these fields are dropped (a flush would write them
+    # again, one UPDATE per VM); read again, they come from the row just written.
+    fields = list(PLACED_FIELDS)
     for vm in vms:
-        for name in PLACED_FIELDS:
-            set_committed_value(vm, name, getattr(vm, name))
+        db.expire(vm, fields)

@@ -26,6 +26,7 @@ from kumulus.backend import (
     converge,
     host_keys,
     ledger,
+    meter_rows,
     paging,
     placed_vms,
     quotas,
@@ -153,13 +154,18 @@ def place_vms(
     (`no_host_fits`, `deleting`) or PaymentRequiredError, having changed nothing; or RETRY
     when every fitting host is held by another transaction (never on its `last_try`)."""
     ids = sorted({r.vm_id for r in requests})
-    vms = {vm.id: vm for vm in db.scalars(select(VM).where(VM.id.in_(ids)))}
+    db.flush()  # the re-read below would drop unflushed changes
     # Balances first, then the hosts: the order every money change takes locks in, and one
-    # sorted lock for the whole batch (ledger.lock: once per transaction).
-    locked, _ = billing.lock_vms(db, [vms[i] for i in ids if i in vms], reread=False)
-    # Re-read under those locks: another request (a retry of the same create, on this or
-    # another replica) may have placed or deleted one of them meanwhile (a deleted row is
-    # missing here: hence this read rather than lock_vms' refresh of the objects).
+    # sorted lock for the whole batch (ledger.lock: once per transaction). The keys come
+    # from a plain read of the VMs' owners (billing.lock_vms would load every VM as an
+    # object twice, before and after the lock).
+    locked = ledger.lock(
+        db,
+        [k for vm_id, account, provider in meter_rows.owners(db, ids)
+         for k in billing.vm_keys(vm_id, account, provider)],
+    )  # fmt: skip
+    # Read under those locks: another request (a retry of the same create, on this or
+    # another replica) may have placed or deleted one of them meanwhile.
     vms = {
         vm.id: vm
         for vm in db.scalars(
