@@ -55,6 +55,7 @@ def write(db: Session, vms: Sequence[VM]) -> None:
     caller holds the locks the placement was decided under."""
     if not vms:
         return
+    vms = sorted(vms, key=lambda vm: vm.id)  # rows locked in id order, as the meter job does
     conn = db.connection()
     if db.get_bind().dialect.name == "postgresql":
         rows = [{"id": vm.id, **{name: getattr(vm, name) for name in PLACED_FIELDS}} for vm in vms]

@@ -238,15 +238,15 @@ def _walk_index(db: Session, statement: Any, params: dict[str, object]) -> Seque
     several columns): it guesses one row, for which reading the whole table and sorting
     looks cheapest, so every batch's candidates read all 5,000 hosts (4 ms; 40 ms at
     50,000) where the walk stops after the rows it needs (0.1 ms). Sequential scans are
-    priced out for this statement alone (SET LOCAL, reset right after; a failed
-    statement rolls the transaction back, setting and all)."""
+    priced out for this statement alone (SET LOCAL, reset right after). A statement that
+    fails is not followed by the reset: its transaction is aborted (another statement
+    would only replace its error), and the rollback undoes the setting with the rest."""
     if _dialect(db) != "postgresql":
         return db.execute(statement, params).all()
     db.execute(_NO_SEQSCAN)
-    try:
-        return db.execute(statement, params).all()
-    finally:
-        db.execute(_SEQSCAN_AS_CONFIGURED)
+    rows = db.execute(statement, params).all()
+    db.execute(_SEQSCAN_AS_CONFIGURED)
+    return rows
 
 
 def price_cap(want: Want, price_limit: int | None) -> int | None:
