@@ -64,7 +64,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tests.e2e.agent_process import BackendProcess
 from tests.generous_limits import GENEROUS_LIMITS
 
-from bench.common import add_hosts, fresh_schema, touch_hosts
+from bench.common import add_hosts, cpu_seconds, fresh_schema, touch_hosts
 from kumulus.backend.db import Database
 from kumulus.config import BackendSettings
 from kumulus.core.signing import Domain, keypair_from_mnemonic, new_mnemonic, sign_envelope
@@ -265,12 +265,6 @@ class TrickleAgent:
         self.sock.close()
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process `pid` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _run_phase(
     name: str, classes: list[type[FastHttpUser]], counts: dict[str, int], host: str, seconds: float
 ) -> dict[str, Any]:
@@ -285,7 +279,7 @@ def _run_phase(
     servers, me = STATE["server_pids"], os.getpid()
 
     def cpu() -> tuple[float, float]:
-        return sum(_cpu_seconds(pid) for pid in servers), _cpu_seconds(me)
+        return sum(cpu_seconds(pid) for pid in servers), cpu_seconds(me)
 
     runner.start(total, spawn_rate=float(total))
     # Every client opens its connections (TLS through nginx) at the phase's start: that

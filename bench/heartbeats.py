@@ -54,7 +54,14 @@ import httpx
 from sqlalchemy import delete
 from substrateinterface import Keypair
 
-from bench.common import add_hosts, fresh_schema, insert_commit_rate, remove_hosts
+from bench.common import (
+    add_hosts,
+    cpu_seconds,
+    fresh_schema,
+    insert_commit_rate,
+    machine_busy_seconds,
+    remove_hosts,
+)
 from kumulus.backend.api.routes.agents import (
     accept_heartbeat,
     check_outcome,
@@ -186,20 +193,6 @@ def handler_rate(
     elapsed = max(d[1] for d in done) - min(d[0] for d in done)
     handlers = sum(d[3] for d in done)
     return len(envelopes) / elapsed, sum(d[2] for d in done), handlers, busy
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds the whole machine spent busy so far (all cores; /proc/stat)."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    ticks = [int(f) for f in fields]
-    idle = ticks[3] + ticks[4]  # idle, iowait
-    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU seconds (user + system) the process `pid` has used so far (/proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def http_rates(

@@ -331,10 +331,12 @@ def place_once(
     if row is not None:
         return Placement(str(row[0]), int(row[1]), int(row[2]), int(row[3]))
     if dialect == "postgresql":  # SQLite: one writer at a time, nothing was skipped
-        fits = _walk_index(db, _ANY_FITS_STATEMENTS[key], params)
+        # No order to walk: any fitting host will do, and the planner's own plan is best
+        # (with sequential scans priced out it took 181 ms over 5,000 full hosts).
+        fits = db.execute(_ANY_FITS_STATEMENTS[key], params).first()
         if commit:
             db.commit()
-        if fits:
+        if fits is not None:
             raise HostsBusyError("every fitting host is held by another placement")
     raise NoHostFitsError(explain(db, want, ttl, exclude, money, price_limit))
 
