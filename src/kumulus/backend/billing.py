@@ -187,16 +187,22 @@ def keys_of(vm: Metered, provider_id: int | None) -> list[Key]:
     return vm_keys(vm.id, vm.account_id, provider_id)
 
 
-def vm_keys(vm_id: str, account_id: int, provider_id: int | None) -> list[Key]:
-    """Every account settling the VM may post to (`keys_of` before the VM is loaded)."""
-    keys = [
+def hold_keys(vm_id: str, account_id: int) -> list[Key]:
+    """The accounts taking or sizing the VM's hold moves money between: its developer's
+    funds and the VM's holds. What a placement locks (`take_hold` posts nothing else):
+    not the platform's accounts, which every settlement locks, so that placements neither
+    queue behind the meter job nor, on several replicas, behind each other."""
+    return [
         key_of(DEVELOPER, account_id),
         key_of(PROMO, account_id),
         key_of(HOLD, account_id, vm_id),
         key_of(HOLD_PROMO, account_id, vm_id),
-        key_of(PLATFORM, None),
-        key_of(PLATFORM_PROMO, None),
     ]
+
+
+def vm_keys(vm_id: str, account_id: int, provider_id: int | None) -> list[Key]:
+    """Every account settling the VM may post to (`keys_of` before the VM is loaded)."""
+    keys = [*hold_keys(vm_id, account_id), key_of(PLATFORM, None), key_of(PLATFORM_PROMO, None)]
     if provider_id is not None:
         keys += [key_of(PROVIDER, provider_id), key_of(PROVIDER_PROMO, provider_id)]
     return keys
@@ -426,9 +432,9 @@ def take_hold(
     money: Callable[[int], str] = str,
     batch: ledger.PostingBatch | None = None,
 ) -> None:
-    """At placement, in the placement's transaction, with the VM's balances locked
-    (`lock_vms` before placing, so that the lock order is the same as everywhere else:
-    balances, then VMs, then hosts): hold a full window of the VM's running price.
+    """At placement, in the placement's transaction, with the VM's `hold_keys` locked
+    (before placing, so that the lock order is the same as everywhere else: balances, then
+    VMs, then hosts): hold a full window of the VM's running price.
     PaymentRequiredError (the caller rolls the placement back; nothing was posted) when
     the developer's funds cannot cover it. `batch`: see `ledger.post`."""
     want = hold_for(running_rate(vm), terms.window) - room(vm, locked)

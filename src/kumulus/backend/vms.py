@@ -26,7 +26,6 @@ from kumulus.backend import (
     converge,
     host_keys,
     ledger,
-    meter_rows,
     paging,
     placed_vms,
     quotas,
@@ -156,14 +155,13 @@ def place_vms(
     ids = sorted({r.vm_id for r in requests})
     db.flush()  # the re-read below would drop unflushed changes
     # Balances first, then the hosts: the order every money change takes locks in, and one
-    # sorted lock for the whole batch (ledger.lock: once per transaction). The keys come
-    # from a plain read of the VMs' owners (billing.lock_vms would load every VM as an
-    # object twice, before and after the lock).
+    # sorted lock for the whole batch (ledger.lock: once per transaction). Only the
+    # accounts a hold moves money between (billing.hold_keys), read plainly (no VM object
+    # loaded before the lock, and again after it).
+    owners = db.execute(select(VM.id, VM.account_id).where(VM.id.in_(ids))).tuples()
     locked = ledger.lock(
-        db,
-        [k for vm_id, account, provider in meter_rows.owners(db, ids)
-         for k in billing.vm_keys(vm_id, account, provider)],
-    )  # fmt: skip
+        db, [k for vm_id, account in owners for k in billing.hold_keys(vm_id, account)]
+    )
     # Read under those locks: another request (a retry of the same create, on this or
     # another replica) may have placed or deleted one of them meanwhile.
     vms = {
