@@ -70,7 +70,7 @@ def test_a_vm_row_deleted_mid_batch_is_not_left_holding_money(
                     settings, s, [PlaceRequest(i, frozenset()) for i in vm_ids], [True] * 3
                 )
                 s.commit()
-        except Exception:  # noqa: BLE001  rolled back: nothing kept, which is fine
+        except Exception:  # rolled back: nothing kept, which is fine
             out = None
 
         with db.session() as s:
