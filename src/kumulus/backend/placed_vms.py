@@ -15,6 +15,7 @@ from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, text, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 
 from kumulus.backend import ledger
 from kumulus.backend.models import VM
@@ -59,13 +60,19 @@ def write(db: Session, vms: Sequence[VM]) -> None:
     conn = db.connection()
     if db.get_bind().dialect.name == "postgresql":
         rows = [{"id": vm.id, **{name: getattr(vm, name) for name in PLACED_FIELDS}} for vm in vms]
-        conn.execute(_PG_UPDATE, {"w": ledger.pg_json(rows)})
+        written = conn.execute(_PG_UPDATE, {"w": ledger.pg_json(rows)}).rowcount
     else:
         params: list[dict[str, Any]] = [
             {"vm_id": vm.id, **{f"v_{name}": getattr(vm, name) for name in PLACED_FIELDS}}
             for vm in vms
         ]
-        conn.execute(_SQLITE_UPDATE, params)
+        written = conn.execute(_SQLITE_UPDATE, params).rowcount
+    # A row gone since it was read (a refused create's row is deleted without the VM's
+    # locks, VMService._place_new) must fail the transaction, as the ORM's own UPDATE did
+    # (StaleDataError): committing would keep the host's capacity and the hold of a VM
+    # that is not there.
+    if written not in (-1, len(vms)):
+        raise StaleDataError(f"placing {len(vms)} VM row(s): {written} matched")
     # Written: the objects' changes to these fields are dropped (a flush would write them
     # again, one UPDATE per VM); read again, they come from the row just written.
     fields = list(PLACED_FIELDS)
