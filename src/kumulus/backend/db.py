@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -53,10 +54,15 @@ def make_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> Engine
         pool_pre_ping=True,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        # Ours first: options given in the URL come after them and win.
+        # Ours first: the operator's PGOPTIONS (which libpq ignores once `options` is
+        # given) and options given in the URL come after them and win.
         connect_args={
             "options": " ".join(
-                [PG_SESSION_OPTIONS, str(make_url(url).query.get("options", ""))]
+                [
+                    PG_SESSION_OPTIONS,
+                    os.environ.get("PGOPTIONS", ""),
+                    str(make_url(url).query.get("options", "")),
+                ]
             ).strip()
         },
     )
