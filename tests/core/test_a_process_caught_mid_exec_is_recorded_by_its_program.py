@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -30,3 +32,13 @@ def test_an_empty_command_line_is_read_again(monkeypatch: pytest.MonkeyPatch) ->
         assert child_processes.is_alive(record)
     finally:
         sleeper.kill()
+
+
+def test_a_kernel_thread_is_no_process_of_ours() -> None:
+    # pid 2 is kthreadd where kernel threads are visible (its command line stays empty:
+    # without the flag test, each look at it waited for the command line to appear).
+    if not Path("/proc/2/stat").exists() or "(kthreadd)" not in Path("/proc/2/stat").read_text():
+        pytest.skip("no kernel threads visible here")
+    started = time.monotonic()
+    assert child_processes.describe(2) is None
+    assert time.monotonic() - started < 0.5

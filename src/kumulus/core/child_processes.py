@@ -42,6 +42,7 @@ class ProcessRecord:
     role: str = "child"  # "supervisor" or "child"
 
 
+_PF_KTHREAD = 0x00200000  # in the flags of /proc/PID/stat (field 9)
 _EXEC_SETTLE = 2.0  # seconds to wait for a process caught mid-exec to show its arguments
 
 
@@ -51,7 +52,7 @@ def _read(pid: int) -> tuple[str, bytes]:
 
 def describe(pid: int, role: str = "child") -> ProcessRecord | None:
     """The record of the live process `pid`, or None when there is none (or it is a zombie
-    that already exited).
+    that already exited, or a kernel thread: never a process recorded here).
 
     A process read just after `Popen` returned may be inside execve: its close-on-exec
     pipe (which `Popen` waits on) is closed before the new program's arguments are mapped,
@@ -67,8 +68,8 @@ def describe(pid: int, role: str = "child") -> ProcessRecord | None:
             return None
         # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
         fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] == "Z":
-            return None
+        if fields[0] == "Z" or int(fields[6]) & _PF_KTHREAD:
+            return None  # exited, or a kernel thread that got the pid: not ours
         if raw.strip(b"\0") or time.monotonic() >= deadline:
             break
         time.sleep(0.01)
