@@ -4,12 +4,14 @@ and scratch schemas on PostgreSQL (the tests' too)."""
 from __future__ import annotations
 
 import os
+import queue
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, delete, insert, update
 from sqlalchemy.orm import Session
@@ -28,6 +30,28 @@ def machine_busy_seconds() -> float:
     ticks = [int(f) for f in fields]
     idle = ticks[3] + ticks[4]  # idle, iowait
     return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def results_of(children: Sequence[Any], results: Any, what: str, limit: float = 600) -> list[Any]:
+    """One result per child process (multiprocessing Processes putting theirs on the
+    queue `results`), joined; a child that fails, or `limit` seconds without them all,
+    kills them all and raises RuntimeError naming `what` (no 10-minute wait on a dead
+    child)."""
+    done: list[Any] = []
+    deadline = time.monotonic() + limit
+    while len(done) < len(children):
+        try:
+            done.append(results.get(timeout=1))
+        except queue.Empty:
+            if any(c.exitcode for c in children) or time.monotonic() > deadline:
+                for child in children:
+                    child.kill()
+                raise RuntimeError(f"a {what} process failed") from None
+    for child in children:
+        child.join()
+    if any(c.exitcode for c in children):
+        raise RuntimeError(f"a {what} process failed")
+    return done
 
 
 def cpu_seconds(pid: int) -> float:

@@ -36,7 +36,6 @@ import asyncio
 import json
 import multiprocessing
 import os
-import queue
 import secrets
 import subprocess
 import sys
@@ -61,6 +60,7 @@ from bench.common import (
     insert_commit_rate,
     machine_busy_seconds,
     remove_hosts,
+    results_of,
 )
 from kumulus.backend.api.routes.agents import (
     accept_heartbeat,
@@ -175,21 +175,8 @@ def handler_rate(
     busy0 = machine_busy_seconds()
     for child in children:
         child.start()
-    done: list[Any] = []
-    deadline = time.monotonic() + 600
-    while len(done) < len(children):
-        try:
-            done.append(results.get(timeout=1))
-        except queue.Empty:
-            if any(c.exitcode for c in children) or time.monotonic() > deadline:
-                for child in children:
-                    child.kill()
-                raise RuntimeError("a handler process failed") from None
+    done = results_of(children, results, "handler")
     busy = machine_busy_seconds() - busy0
-    for child in children:
-        child.join()
-    if any(c.exitcode for c in children):
-        raise RuntimeError("a handler process failed")
     elapsed = max(d[1] for d in done) - min(d[0] for d in done)
     handlers = sum(d[3] for d in done)
     return len(envelopes) / elapsed, sum(d[2] for d in done), handlers, busy

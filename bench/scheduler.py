@@ -54,7 +54,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import queue
 import random
 import secrets
 import sys
@@ -76,6 +75,7 @@ from bench.common import (
     fresh_schema,
     insert_commit_rate,
     machine_busy_seconds,
+    results_of,
 )
 from kumulus.backend import billing, ledger, vms
 from kumulus.backend.clock import utcnow
@@ -305,19 +305,8 @@ def in_processes_run(
         child.start()
     start.wait()
     busy = machine_busy_seconds()
-    done: list[tuple[Outcomes, int]] = []
-    deadline = time.monotonic() + 600
-    while len(done) < len(children):
-        try:
-            done.append(results.get(timeout=1))
-        except queue.Empty:
-            if any(c.exitcode for c in children) or time.monotonic() > deadline:
-                for child in children:
-                    child.kill()
-                raise RuntimeError("a placer process failed") from None
+    done: list[tuple[Outcomes, int]] = results_of(children, results, "placer")
     busy = machine_busy_seconds() - busy
-    for child in children:
-        child.join()
     merged = Outcomes.merged([outcomes for outcomes, _ in done])
     merged.busy = busy
     return merged, sum(batches for _, batches in done)

@@ -3,28 +3,21 @@
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 from typing import Any
 
 from bench.common import GIB
-from bench.scheduler import TTL, Size, populate
+from bench.scheduler import Size
 from sqlalchemy import event, select
 
-from kumulus.backend.db import Database, migrate
 from kumulus.backend.models import VM, Host
-from kumulus.backend.vms import PlaceRequest, place_vms
-from kumulus.config import BackendSettings
+from tests.backend.placement_fixtures import placing
 
 
 def test_placed_rows_are_written_once_and_right(database_url: str, tmp_path: Path) -> None:
-    db = Database(database_url)
-    try:
-        migrate(db.engine)
-        settings = BackendSettings(data_dir=tmp_path, database_url=database_url, heartbeat_ttl=TTL)
-        suffix = secrets.token_hex(4)
-        hosts = [f"b{suffix}{i:07d}" for i in range(40)]
-        vm_ids = populate(db, suffix, hosts, 10, Size(cpu=1.0, memory=GIB, disk=10 * GIB), 30)
+    size = Size(cpu=1.0, memory=GIB, disk=10 * GIB)
+    with placing(database_url, tmp_path, 40, 10, size, 30) as p:
+        db, hosts, vm_ids = p.db, p.hosts, p.vms
         updates: list[tuple[str, bool]] = []
 
         def seen(conn: Any, cursor: Any, statement: str, params: Any, ctx: Any, many: bool) -> None:
@@ -33,8 +26,7 @@ def test_placed_rows_are_written_once_and_right(database_url: str, tmp_path: Pat
 
         event.listen(db.engine, "before_cursor_execute", seen)
         with db.session() as s:
-            out = place_vms(settings, s, [PlaceRequest(i, frozenset()) for i in vm_ids],
-                            [False] * len(vm_ids))  # fmt: skip
+            out = p.place(s, vm_ids)
             s.commit()
         event.remove(db.engine, "before_cursor_execute", seen)
         assert all(isinstance(o, str) for o in out)
@@ -56,5 +48,3 @@ def test_placed_rows_are_written_once_and_right(database_url: str, tmp_path: Pat
             ]
             assert vm.converge_after is not None and vm.converge_attempts == 0
             assert vm.failure_reason is None
-    finally:
-        db.engine.dispose()

@@ -17,21 +17,18 @@ balance lock on, so the DELETE cannot come in between."""
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 from typing import Any
 
 import pytest
 from bench.common import GIB
-from bench.scheduler import TTL, Size, populate
+from bench.scheduler import Size
 from sqlalchemy import delete, func, select
 
 from kumulus.backend import vms as vms_module
-from kumulus.backend.db import Database, migrate
 from kumulus.backend.ledger import HOLD, HOLD_PROMO
 from kumulus.backend.models import VM, Balance, Host
-from kumulus.backend.vms import PlaceRequest, place_vms
-from kumulus.config import BackendSettings
+from tests.backend.placement_fixtures import placing
 
 
 def test_a_vm_row_deleted_mid_batch_is_not_left_holding_money(
@@ -39,13 +36,9 @@ def test_a_vm_row_deleted_mid_batch_is_not_left_holding_money(
 ) -> None:
     if not database_url.startswith("postgresql"):
         pytest.skip("SQLite has one writer: the DELETE cannot come in between")
-    db = Database(database_url)
-    try:
-        migrate(db.engine)
-        settings = BackendSettings(data_dir=tmp_path, database_url=database_url, heartbeat_ttl=TTL)
-        suffix = secrets.token_hex(4)
-        hosts = [f"b{suffix}{i:07d}" for i in range(4)]
-        vm_ids = populate(db, suffix, hosts, 2, Size(cpu=1.0, memory=GIB, disk=10 * GIB), 3)
+    size = Size(cpu=1.0, memory=GIB, disk=10 * GIB)
+    with placing(database_url, tmp_path, 4, 2, size, 3) as p:
+        db, hosts, vm_ids = p.db, p.hosts, p.vms
         victim = vm_ids[1]
         real_place_many = vms_module.place_many
 
@@ -66,9 +59,7 @@ def test_a_vm_row_deleted_mid_batch_is_not_left_holding_money(
         monkeypatch.setattr(vms_module, "place_many", place_many_then_refused_request_deletes)
         try:
             with db.session() as s:
-                out = place_vms(
-                    settings, s, [PlaceRequest(i, frozenset()) for i in vm_ids], [True] * 3
-                )
+                out = p.place(s, vm_ids, last=True)
                 s.commit()
         except Exception:  # rolled back: nothing kept, which is fine
             out = None
@@ -94,5 +85,3 @@ def test_a_vm_row_deleted_mid_batch_is_not_left_holding_money(
         assert held == 0, held
         # And the request for it was not told it was placed.
         assert out is None or not isinstance(out[1], str), out
-    finally:
-        db.engine.dispose()

@@ -7,18 +7,15 @@ platform)."""
 from __future__ import annotations
 
 import re
-import secrets
 from pathlib import Path
 from typing import Any
 
 import pytest
 from bench.common import GIB
-from bench.scheduler import TTL, Size, populate
+from bench.scheduler import Size
 from sqlalchemy import event, text
 
-from kumulus.backend.db import Database, migrate
-from kumulus.backend.vms import PlaceRequest, place_vms
-from kumulus.config import BackendSettings
+from tests.backend.placement_fixtures import placing
 
 _WHOLE_TABLE = re.compile(r"Seq Scan on (hosts|balances|vms)\b")
 
@@ -26,20 +23,14 @@ _WHOLE_TABLE = re.compile(r"Seq Scan on (hosts|balances|vms)\b")
 def test_a_placement_batch_scans_no_table(database_url: str, tmp_path: Path) -> None:
     if not database_url.startswith("postgresql"):
         pytest.skip("query plans are PostgreSQL's")
-    db = Database(database_url)
-    try:
-        migrate(db.engine)
-        settings = BackendSettings(data_dir=tmp_path, database_url=database_url, heartbeat_ttl=TTL)
-        suffix = secrets.token_hex(4)
-        hosts = [f"b{suffix}{i:07d}" for i in range(2000)]
-        size = Size(cpu=3.0, memory=12 * GIB, disk=200 * GIB)
-        vm_ids = populate(db, suffix, hosts, 200, size, 2600)
+    size = Size(cpu=3.0, memory=12 * GIB, disk=200 * GIB)
+    with placing(database_url, tmp_path, 2000, 200, size, 2600) as p:
+        db, vm_ids = p.db, p.vms
         # Fill part of the fleet first: thousands of balances, hosts at every load.
         for start in range(0, 2500, 250):
             with db.session() as s:
                 chunk = vm_ids[start : start + 250]
-                out = place_vms(settings, s, [PlaceRequest(i, frozenset()) for i in chunk],
-                                [False] * len(chunk))  # fmt: skip
+                out = p.place(s, chunk)
                 assert all(isinstance(o, str) for o in out), out[:3]
                 s.commit()
         with db.session() as s:
@@ -59,8 +50,7 @@ def test_a_placement_batch_scans_no_table(database_url: str, tmp_path: Path) -> 
         event.listen(db.engine, "before_cursor_execute", record)
         with db.session() as s:
             batch = vm_ids[2500:2564]
-            out = place_vms(settings, s, [PlaceRequest(i, frozenset()) for i in batch],
-                            [False] * len(batch))  # fmt: skip
+            out = p.place(s, batch)
             assert all(isinstance(o, str) for o in out), out[:3]
             s.flush()
             s.rollback()
@@ -78,5 +68,3 @@ def test_a_placement_batch_scans_no_table(database_url: str, tmp_path: Path) -> 
                 scans += [f"{m.group(0)}: {statement[:80]}" for m in _WHOLE_TABLE.finditer(plan)]
             conn.rollback()
         assert scans == []
-    finally:
-        db.engine.dispose()
