@@ -528,11 +528,17 @@ class VMService:
         return self._place_new(vm) if self._unplaced(vm) else vm
 
     def _place_new(self, vm: VM) -> VM:
+        account_id = vm.account_id
         try:
             placed = self._place(vm, tried=set())
         except (ConflictError, PaymentRequiredError):
             # Nothing fits or nothing pays: no VM to keep (unless another request for the
-            # same key placed it meanwhile).
+            # same key placed it meanwhile). Under the developer's balance lock, which
+            # every placement of the VM takes before anything else: a placement of it by
+            # that other request has committed (the row is kept) or not begun. Without it
+            # the row could go while that placement was reserving its host and hold.
+            self.db.rollback()
+            ledger.lock(self.db, [ledger.key_of(ledger.DEVELOPER, account_id)])
             self.db.execute(
                 sql_delete(VM)
                 .where(VM.id == vm.id, VM.host_id.is_(None), VM.reserved.is_(False))
