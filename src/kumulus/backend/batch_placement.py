@@ -221,8 +221,7 @@ def _choose(
     last: _Host | None = None
     found = 0
     for host in order:
-        # The same comparisons as _Host.fits and scheduler._FITS, inline: this loop runs
-        # SHORTLIST times per VM.
+        # The same comparisons as scheduler._FITS.
         if (
             host.cpu - host.reserved_cpu < cpu
             or host.memory - host.reserved_memory < memory

@@ -24,13 +24,11 @@ from sqlalchemy import (
     bindparam,
     func,
     select,
-    text,
-    update,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
-from kumulus.backend import billing, ledger
+from kumulus.backend import billing, vm_field_updates
 from kumulus.backend.models import VM, Host
 
 # Every VM field `billing.settle` may change (without `to_state`).
@@ -52,19 +50,6 @@ _HOSTS = cast(Table, Host.__table__)
 _OWNERS = select(_VMS.c.id, _VMS.c.account_id, _HOSTS.c.account_id).outerjoin(
     _HOSTS, _HOSTS.c.id == _VMS.c.host_id
 )
-# PostgreSQL type of each metered field (see `write`).
-_PG_TYPE = {
-    "metered_until": "timestamptz",
-    "meter_carry": "bigint",
-    "accrued": "numeric",
-    "posted_at": "timestamptz",
-    "unfunded_since": "timestamptz",
-    "intended_state": "varchar",
-    "actual_state": "varchar",
-    "failure_reason": "text",
-    "updated_at": "timestamptz",
-    "stop_requested_at": "timestamptz",
-}
 
 
 @dataclass(slots=True, eq=False)
@@ -170,24 +155,5 @@ def write(db: Session, rows: Sequence[MeterRow]) -> None:
         if changed:
             values = {f"v_{name}": getattr(row, name) for name in changed}
             groups.setdefault(changed, []).append({"vm_id": row.id, **values})
-    conn = db.connection()
-    postgres = db.get_bind().dialect.name == "postgresql"
     for names, params in groups.items():
-        if postgres:
-            # One statement over a JSON parameter (psycopg would otherwise send one per row).
-            if "accrued" in names:
-                for p in params:
-                    p["v_accrued"] = ledger.planck_text(p["v_accrued"])
-            # Column names come from METERED_FIELDS only; every value is a parameter.
-            sets = ", ".join(f"{n} = w.v_{n}" for n in names)
-            columns = ", ".join(f"v_{n} {_PG_TYPE[n]}" for n in names)
-            source = f"json_to_recordset(CAST(:w AS json)) AS w(vm_id varchar, {columns})"
-            sql = f"UPDATE vms AS v SET {sets} FROM {source} WHERE v.id = w.vm_id"  # noqa: S608
-            conn.execute(text(sql), {"w": ledger.pg_json(params)})
-            continue
-        conn.execute(
-            update(_VMS)
-            .where(_VMS.c.id == bindparam("vm_id"))
-            .values({name: bindparam(f"v_{name}", type_=_VMS.c[name].type) for name in names}),
-            params,
-        )
+        vm_field_updates.set_fields(db, names, params)
