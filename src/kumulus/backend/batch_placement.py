@@ -34,7 +34,7 @@ from __future__ import annotations
 import bisect
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from sqlalchemy import DateTime, bindparam, text
@@ -69,10 +69,30 @@ class _Host:
     price_cpu_hour: int
     price_memory_gib_hour: int
     price_disk_gib_hour: int
+    # What is left, and the unit prices as one key: read once per VM for every host of
+    # its shortlist (`_choose`), so kept rather than computed there.
+    free_cpu: float = field(init=False)
+    free_memory: int = field(init=False)
+    free_disk: int = field(init=False)
+    prices: tuple[int, int, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.free_cpu = self.cpu - self.reserved_cpu
+        self.free_memory = self.memory - self.reserved_memory
+        self.free_disk = self.disk - self.reserved_disk
+        self.prices = (self.price_cpu_hour, self.price_memory_gib_hour, self.price_disk_gib_hour)
 
     def key(self) -> tuple[int, int, float]:
         """The index's order: best tier first, then reference price, then load."""
         return (-self.rep_tier, self.ref_price, self.load)
+
+    def reserve(self, want: Want) -> None:
+        """Take `want`'s room, as the reservation UPDATE will (the same arithmetic)."""
+        self.reserved_cpu += want.cpu
+        self.reserved_memory += want.memory
+        self.reserved_disk += want.disk
+        self.__post_init__()
+        self.load = self.reserved_cpu / self.cpu + self.reserved_memory / self.memory
 
 
 def _group_key(want: Want, exclude: frozenset[str]) -> tuple[str | None, bool, frozenset[str]]:
@@ -177,17 +197,19 @@ def _plan(
     keys = [h.key() for h in order]
     planned: dict[int, Placement] = {}
     undecided: list[int] = []
+    # Per VM size and price cap: each price triple's VM price (see _choose). The VMs of a
+    # batch mostly share a few sizes, and the hosts a few price triples.
+    priced: dict[tuple[float, int, int, int | None], dict[tuple[int, int, int], float | None]] = {}
     for n, want in enumerate(wants):
-        chosen = _choose(order, want, boundary, price_limit)
+        cap = scheduler.price_cap(want, price_limit)
+        prices = priced.setdefault((want.cpu, want.memory, want.disk, cap), {})
+        chosen = _choose(order, want, boundary, cap, prices)
         if chosen is None:
             undecided.append(n)
             continue
         at = order.index(chosen)
         del order[at], keys[at]
-        chosen.reserved_cpu += want.cpu
-        chosen.reserved_memory += want.memory
-        chosen.reserved_disk += want.disk
-        chosen.load = chosen.reserved_cpu / chosen.cpu + chosen.reserved_memory / chosen.memory
+        chosen.reserve(want)
         at = bisect.bisect_right(keys, chosen.key())
         order.insert(at, chosen)
         keys.insert(at, chosen.key())
@@ -201,44 +223,41 @@ def _plan(
 
 
 def _choose(
-    order: list[_Host], want: Want, boundary: tuple[int, int, float] | None, price_limit: int | None
+    order: list[_Host],
+    want: Want,
+    boundary: tuple[int, int, float] | None,
+    cap: int | None,
+    priced: dict[tuple[int, int, int], float | None],
 ) -> _Host | None:
     """The host `place_once` would choose for `want` among `order` (sorted by the index
-    key), or None when what was read cannot tell (the VM goes to place_once).
+    key), or None when what was read cannot tell (the VM goes to place_once). `cap`: the
+    most the VM may cost per hour (`scheduler.price_cap`). `priced`: this VM size's price
+    at each price triple seen so far, None when over `cap` (filled here; shared by the VMs
+    of that size and cap).
 
-    One pass over `order`: the first SHORTLIST hosts that fit (and are within the price
-    cap), keeping the best of them by (tier, this VM's price, reference price, load). The
-    VM's price depends only on a host's three unit prices, so it is computed once per
-    price triple seen (most hosts share a few), not once per host."""
-    cap = scheduler.price_cap(want, price_limit)
+    The first SHORTLIST hosts that fit and are within the cap form the shortlist; the
+    choice is its best by (tier, this VM's price, reference price, load). `order` is by
+    (tier, reference price, load), so that is the first host, of the shortlist's best tier
+    (its first host's), at the lowest price: one pass, no key built per host. The VM's
+    price depends only on a host's three unit prices: it is computed once per triple."""
     cpu, memory, disk = want.cpu - 0.000000001, want.memory, want.disk
-    memory_gib, disk_gib = want.memory / GIB, want.disk / GIB
-    # per price triple: the VM's approximate price (for ranking, as the database ranks)
-    # and whether its exact price is within the cap
-    priced: dict[tuple[int, int, int], tuple[float, bool]] = {}
     best: _Host | None = None
-    best_key: tuple[int, float, int, float] | None = None
+    best_price = 0.0
     last: _Host | None = None
     found = 0
     for host in order:
         # The same comparisons as scheduler._FITS.
-        if (
-            host.cpu - host.reserved_cpu < cpu
-            or host.memory - host.reserved_memory < memory
-            or host.disk - host.reserved_disk < disk
-        ):
+        if host.free_cpu < cpu or host.free_memory < memory or host.free_disk < disk:
             continue
-        triple = (host.price_cpu_hour, host.price_memory_gib_hour, host.price_disk_gib_hour)
-        price = priced.get(triple)
+        triple = host.prices
+        if triple in priced:
+            price = priced[triple]
+        else:
+            price = priced[triple] = _price(want, triple, cap)
         if price is None:
-            within = cap is None or hourly_price(want.cpu, want.memory, want.disk, *triple) <= cap
-            approx = want.cpu * triple[0] + memory_gib * triple[1] + disk_gib * triple[2]
-            price = priced[triple] = (approx, within)
-        if not price[1]:
-            continue
-        key = (-host.rep_tier, price[0], host.ref_price, host.load)
-        if best_key is None or key < best_key:
-            best, best_key = host, key
+            continue  # over the cap: not on the shortlist
+        if best is None or (host.rep_tier == best.rep_tier and price < best_price):
+            best, best_price = host, price
         last = host
         found += 1
         if found == SHORTLIST:
@@ -248,6 +267,15 @@ def _choose(
     if boundary is not None and (found < SHORTLIST or last.key() > boundary):
         return None  # the shortlist may go on past what was read
     return best
+
+
+def _price(want: Want, triple: tuple[int, int, int], cap: int | None) -> float | None:
+    """The VM's price at these unit prices as the database ranks hosts by it (floating
+    point, the same formula), or None when its exact price (core.money.hourly_price, what
+    every charge uses) is over `cap`."""
+    if cap is not None and hourly_price(want.cpu, want.memory, want.disk, *triple) > cap:
+        return None
+    return want.cpu * triple[0] + want.memory / GIB * triple[1] + want.disk / GIB * triple[2]
 
 
 # The batch's reservations as rows (one JSON document: one statement text, prepared once,

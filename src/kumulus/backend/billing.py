@@ -426,7 +426,7 @@ def start_metering(vm: VM, now: datetime | None = None) -> None:
 
 def take_hold(
     db: Session,
-    vm: VM,
+    vm: Metered,
     locked: dict[Key, int],
     terms: Terms,
     money: Callable[[int], str] = str,
@@ -436,7 +436,8 @@ def take_hold(
     (before placing, so that the lock order is the same as everywhere else: balances, then
     VMs, then hosts): hold a full window of the VM's running price.
     PaymentRequiredError (the caller rolls the placement back; nothing was posted) when
-    the developer's funds cannot cover it. `batch`: see `ledger.post`."""
+    the developer's funds cannot cover it. `batch`: see `ledger.post`; with it the VM's
+    hold account is created if it has none, even when nothing is held."""
     want = hold_for(running_rate(vm), terms.window) - room(vm, locked)
     have = available(vm.account_id, locked)
     if want > have:
@@ -449,6 +450,10 @@ def take_hold(
         )
     if want > 0:
         fund(db, vm, locked, want, batch)
+    if batch is not None:
+        # The VM's hold account exists from its placement on, even holding nothing: the
+        # meter job's first step settles a VM on the lock of its hold rows alone.
+        batch.open_account(locked, key_of(HOLD, vm.account_id, vm.id))
 
 
 def settle(

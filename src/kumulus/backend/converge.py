@@ -22,9 +22,9 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import Enum
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -77,7 +77,14 @@ def backoff(attempts: int, first: float) -> timedelta:
     return timedelta(seconds=delay * random.uniform(0.8, 1.2))  # noqa: S311 (not a secret)
 
 
-def mark_intent(vm: VM, in_flight: timedelta = IN_FLIGHT) -> None:
+class Intent(Protocol):
+    """What recording a new intent sets: an ORM `VM`, or a plain row (placed_vms)."""
+
+    converge_attempts: int
+    converge_after: datetime | None
+
+
+def mark_intent(vm: Intent, in_flight: timedelta = IN_FLIGHT) -> None:
     """A new intent: its worker owns it for `in_flight` (settings.converge_in_flight; the
     worker's process renews that while it holds it), then the jobs (caller commits)."""
     vm.converge_attempts = 0

@@ -20,6 +20,18 @@ order (`lock`), then reads, decides and writes (`post`). PostgreSQL takes row lo
 (SELECT ... FOR UPDATE); SQLite takes its single write lock with the first statement (an
 INSERT of the missing balance rows), after which nobody else can write until commit. A
 transaction that needs more accounts later must not lock again: it locks all of them first.
+
+A VM's own accounts (`PER_VM`: its holds) are not created by `lock`: one that does not
+exist yet is locked as *absent* (`Locks.absent`), holding 0, and its row is inserted by
+the write that first changes it. Creating two rows per VM at every placement, locking them
+and updating one of them was a third of a placement's database time; most VMs never hold
+promotional credit, and their `hold_promo` row would only ever hold 0. An absent account
+has no row to lock, so its creation is the check: the INSERT fails (nothing is written,
+LedgerError) if another transaction created the row meanwhile, and waits for one that is
+creating it. No account a person owns can give from an absent (zero) balance, so until its
+row exists nobody can have decided anything on it but that it holds 0. In practice nothing
+races there: everything that posts to a VM's holds also locks its developer's balance
+(`billing.hold_keys`), which does exist.
 """
 
 from __future__ import annotations
@@ -61,6 +73,10 @@ _SET_BALANCE = (
     .where(_BALANCES.c.account_type == bindparam("t"), _BALANCES.c.account_key == bindparam("k"))
     .values(amount=bindparam("a"))
 )
+_NEW_BALANCE = text(
+    "INSERT INTO balances (account_type, account_key, amount) VALUES (:t, :k, :a) "
+    "ON CONFLICT DO NOTHING"
+)
 _TOUCH_BALANCE = text(
     "UPDATE balances SET amount = amount WHERE account_type = :t AND account_key = :k"
 )
@@ -93,6 +109,11 @@ _PG_SET_BALANCES = text(
     "UPDATE balances AS b SET amount = w.a "
     "FROM json_to_recordset(CAST(:w AS json)) AS w(t varchar, k varchar, a numeric) "
     "WHERE b.account_type = w.t AND b.account_key = w.k"
+)
+_PG_NEW_BALANCES = text(
+    "INSERT INTO balances (account_type, account_key, amount) "
+    "SELECT t, k, a FROM json_to_recordset(CAST(:w AS json)) AS w(t varchar, k varchar, a numeric) "
+    "ON CONFLICT DO NOTHING"
 )
 _SQLITE_READ = text(
     "SELECT account_key, amount FROM balances WHERE account_type = :t AND account_key IN :keys"
@@ -145,7 +166,12 @@ class NotLockedError(LedgerError):
 class Locks(dict[Key, int]):
     """The balances a transaction locked (`lock`, `lock_existing`), by account. Reading an
     account it did not lock raises NotLockedError: money is never decided on an unlocked
-    balance."""
+    balance. `absent`: the per-VM accounts among them that have no row yet (holding 0);
+    the write that first changes one inserts its row (see the module docstring)."""
+
+    def __init__(self, balances: Iterable[tuple[Key, int]] = (), absent: Iterable[Key] = ()):
+        super().__init__(balances)
+        self.absent: set[Key] = set(absent)
 
     def __missing__(self, key: Key) -> int:
         raise NotLockedError(key)
@@ -180,6 +206,14 @@ class PostingBatch:
 
     entries: list[dict[str, Any]] = field(default_factory=list)
     balances: dict[Key, int] = field(default_factory=dict)
+    created: set[Key] = field(default_factory=set)  # of `balances`: rows to insert
+
+    def open_account(self, locked: dict[Key, int], key: Key) -> None:
+        """Have `flush_batch` write `key`'s balance even if no posting changes it: an
+        absent per-VM account is then created, holding what it holds (0)."""
+        if key not in self.balances:
+            self.balances[key] = locked[key]
+            _take_absent(locked, key, self.created)
 
 
 def key_of(account_type: str, account_id: int | None, vm_id: str | None = None) -> Key:
@@ -192,28 +226,34 @@ def key_of(account_type: str, account_id: int | None, vm_id: str | None = None) 
 
 def lock(db: Session, keys: Iterable[Key]) -> Locks:
     """Lock the balances of `keys` for the rest of the caller's transaction and return
-    them (absent accounts are created, holding 0). Call once per transaction, with every
-    key it will post to (see the module docstring)."""
+    them. Absent accounts hold 0: a person's or the platform's is created now; a VM's own
+    (PER_VM) is not, and is in `Locks.absent` until a write creates it (see the module
+    docstring). Call once per transaction, with every key it will post to."""
     wanted = sorted(set(keys))
     if not wanted:
         return Locks()
+    accounts = [k for k in wanted if k[0] not in PER_VM]
     found: dict[Key, int] = {}
     if db.get_bind().dialect.name == "postgresql":
-        rows = {"w": pg_json([{"t": t, "k": k} for t, k in wanted])}
         # Creates missing rows (a conflict is an index probe: cheap for existing ones),
-        # then locks every row in one sorted pass.
-        db.execute(_PG_INSERT_KEYS, rows)
-        for account_type, account_key, amount in db.execute(_PG_LOCK, rows):
+        # then locks every row there is in one sorted pass.
+        if accounts:
+            db.execute(_PG_INSERT_KEYS, {"w": pg_json([{"t": t, "k": k} for t, k in accounts])})
+        every = {"w": pg_json([{"t": t, "k": k} for t, k in wanted])}
+        for account_type, account_key, amount in db.execute(_PG_LOCK, every):
             found[(account_type, account_key)] = int(amount)
-        return Locks((k, found.get(k, 0)) for k in wanted)
-    # SQLite: creates missing rows; its being a write also takes the database's write lock
-    # now, before any balance is read.
-    db.execute(
-        upsert_insert(db, _BALANCES).on_conflict_do_nothing(),
-        [{"account_type": t, "account_key": k, "amount": 0} for t, k in wanted],
-    )
-    found = _sqlite_read(db, wanted)
-    return Locks((k, found.get(k, 0)) for k in wanted)
+    else:
+        # SQLite: creates missing rows; its being a write also takes the database's write
+        # lock now, before any balance is read (as does setting a balance to itself).
+        if accounts:
+            db.execute(
+                upsert_insert(db, _BALANCES).on_conflict_do_nothing(),
+                [{"account_type": t, "account_key": k, "amount": 0} for t, k in accounts],
+            )
+        else:
+            db.execute(_TOUCH_BALANCE, {"t": wanted[0][0], "k": wanted[0][1]})
+        found = _sqlite_read(db, wanted)
+    return Locks(((k, found.get(k, 0)) for k in wanted), absent=set(wanted) - found.keys())
 
 
 def lock_existing(db: Session, account_types: Sequence[str], account_keys: Sequence[str]) -> Locks:
@@ -223,17 +263,22 @@ def lock_existing(db: Session, account_types: Sequence[str], account_keys: Seque
     that work needing them raises NotLockedError. Cheaper than `lock` (no INSERT, and on
     PostgreSQL a scan of the keys' range of the index, not of the table, which suits keys
     that are close together such as a chunk of VM ids); the caller must still lock once
-    per transaction."""
+    per transaction. Per-VM accounts (PER_VM) that do not exist are returned as `lock`
+    returns them: holding 0, in `Locks.absent`."""
     if not account_types or not account_keys:
         return Locks()
     if db.get_bind().dialect.name == "postgresql":
         params = {"types": list(account_types), "keys": list(account_keys)}
         rows = db.connection().execute(_PG_LOCK_EXISTING, params).all()
-        return Locks(((t, k), int(a)) for t, k, a in rows)
-    # SQLite: a write takes the database's write lock before any balance is read (`lock`
-    # does it with its INSERT); setting a balance to itself changes nothing.
-    db.execute(_TOUCH_BALANCE, {"t": account_types[0], "k": account_keys[0]})
-    return Locks(_sqlite_read(db, ((t, k) for t in account_types for k in account_keys)))
+        found = {(t, k): int(a) for t, k, a in rows}
+    else:
+        # SQLite: a write takes the database's write lock before any balance is read
+        # (`lock` does it with its INSERT); setting a balance to itself changes nothing.
+        db.execute(_TOUCH_BALANCE, {"t": account_types[0], "k": account_keys[0]})
+        found = _sqlite_read(db, ((t, k) for t in account_types for k in account_keys))
+    absent = [(t, k) for t in account_types if t in PER_VM for k in account_keys]
+    absent = [key for key in absent if key not in found]
+    return Locks([*found.items(), *((key, 0) for key in absent)], absent=absent)
 
 
 def _sqlite_read(db: Session, wanted: Iterable[Key]) -> dict[Key, int]:
@@ -309,6 +354,7 @@ def post(
             if change:
                 locked[key] += change
                 batch.balances[key] = locked[key]
+                _take_absent(locked, key, batch.created)
         return txn
     # On the session's connection, in its transaction: these writes need none of the
     # session's pending changes, so they do not flush them (one flush per posting was most
@@ -316,15 +362,56 @@ def post(
     conn = db.connection()
     if entries:
         conn.execute(_INSERT_ENTRIES, entries)
-    writes = []
+    writes: list[dict[str, Any]] = []
+    created: set[Key] = set()
     for key, change in changes.items():
         if change == 0:
             continue
         locked[key] += change
         writes.append({"t": key[0], "k": key[1], "a": locked[key]})
-    if writes:
-        conn.execute(_SET_BALANCE, writes)
+        _take_absent(locked, key, created)
+    _write_balances(conn, *_many(writes, created))
     return txn
+
+
+# A balance write: its statement, its parameters, how many rows it must write.
+Write = tuple[Any, Any, int]
+
+
+def _many(writes: list[dict[str, Any]], created: set[Key]) -> tuple[Write | None, Write | None]:
+    """`writes` ({t, k, a} rows) as one executemany UPDATE of the accounts that exist and
+    one executemany INSERT of those in `created`."""
+    updates = [w for w in writes if (w["t"], w["k"]) not in created]
+    inserts = [w for w in writes if (w["t"], w["k"]) in created]
+    return (
+        (_SET_BALANCE, updates, len(updates)) if updates else None,
+        (_NEW_BALANCE, inserts, len(inserts)) if inserts else None,
+    )
+
+
+def _take_absent(locked: dict[Key, int], key: Key, created: set[Key]) -> None:
+    """`key` is about to be written: if it has no row yet, its write is an INSERT."""
+    if isinstance(locked, Locks) and key in locked.absent:
+        locked.absent.discard(key)
+        created.add(key)
+
+
+def _write_balances(conn: Any, updates: Write | None, inserts: Write | None) -> None:
+    """Run the balance UPDATE, then the INSERT of the accounts created (last: the only
+    write here that can wait on another transaction), and check that each wrote every row.
+    An UPDATE that missed a row would lose that money silently; an INSERT that met a row
+    means another transaction created that account after it was read as absent. Either
+    raises LedgerError, and the caller's transaction must not commit."""
+    for write, what in ((updates, "update"), (inserts, "create")):
+        if write is None:
+            continue
+        statement, params, expected = write
+        written = conn.execute(statement, params).rowcount
+        if written not in (-1, expected):
+            raise LedgerError(
+                f"could only {what} {written} of {expected} balance(s): an account was "
+                "created or removed by another transaction meanwhile"
+            )
 
 
 def flush_batch(db: Session, batch: PostingBatch) -> None:
@@ -335,11 +422,9 @@ def flush_batch(db: Session, batch: PostingBatch) -> None:
     if db.get_bind().dialect.name != "postgresql":
         if batch.entries:
             conn.execute(_INSERT_ENTRIES, batch.entries)
-        if batch.balances:
-            conn.execute(
-                _SET_BALANCE, [{"t": t, "k": k, "a": a} for (t, k), a in batch.balances.items()]
-            )
-        batch.entries, batch.balances = [], {}
+        writes = [{"t": t, "k": k, "a": a} for (t, k), a in batch.balances.items()]
+        _write_balances(conn, *_many(writes, batch.created))
+        batch.entries, batch.balances, batch.created = [], {}, set()
         return
     if batch.entries:
         # COPY: no statement to parse per row, rows inserted in batches (about twice as
@@ -362,10 +447,18 @@ def flush_batch(db: Session, batch: PostingBatch) -> None:
                         aware(e["created_at"]),  # a naive one would be read in the session's zone
                     )
                 )
-    if batch.balances:
-        balances = [{"t": t, "k": k, "a": planck_text(a)} for (t, k), a in batch.balances.items()]
-        conn.execute(_PG_SET_BALANCES, {"w": pg_json(balances)})
-    batch.entries, batch.balances = [], {}
+    updates: list[dict[str, Any]] = []
+    inserts: list[dict[str, Any]] = []
+    for (t, k), a in batch.balances.items():
+        (inserts if (t, k) in batch.created else updates).append(
+            {"t": t, "k": k, "a": planck_text(a)}
+        )
+    _write_balances(
+        conn,
+        (_PG_SET_BALANCES, {"w": pg_json(updates)}, len(updates)) if updates else None,
+        (_PG_NEW_BALANCES, {"w": pg_json(inserts)}, len(inserts)) if inserts else None,
+    )
+    batch.entries, batch.balances, batch.created = [], {}, set()
 
 
 def balance(

@@ -38,6 +38,7 @@ from kumulus.backend.db import Database
 from kumulus.backend.group_commit import RETRY, GroupCommitter, Retry
 from kumulus.backend.hosts import bounded_planck, host_status
 from kumulus.backend.models import VM, Account, Host, SshKey
+from kumulus.backend.placed_vms import PlacingVM
 from kumulus.backend.scheduler import (
     HostsBusyError,
     NoHostFitsError,
@@ -95,7 +96,7 @@ _DOCKER_TO_ACTUAL = {
 }
 
 
-def want_of(vm: VM) -> Want:
+def want_of(vm: VM | PlacingVM) -> Want:
     return Want(
         cpu=vm.cpu,
         memory=vm.memory,
@@ -153,23 +154,18 @@ def place_vms(
     (`no_host_fits`, `deleting`) or PaymentRequiredError, having changed nothing; or RETRY
     when every fitting host is held by another transaction (never on its `last_try`)."""
     ids = sorted({r.vm_id for r in requests})
-    db.flush()  # the re-read below would drop unflushed changes
+    db.flush()  # the VM rows are read and written below around the ORM: nothing pending
     # Balances first, then the hosts: the order every money change takes locks in, and one
     # sorted lock for the whole batch (ledger.lock: once per transaction). Only the
-    # accounts a hold moves money between (billing.hold_keys), read plainly (no VM object
-    # loaded before the lock, and again after it).
-    owners = db.execute(select(VM.id, VM.account_id).where(VM.id.in_(ids))).tuples()
+    # accounts a hold moves money between (billing.hold_keys).
+    owners = placed_vms.owners(db, ids)
     locked = ledger.lock(
         db, [k for vm_id, account in owners for k in billing.hold_keys(vm_id, account)]
     )
     # Read under those locks: another request (a retry of the same create, on this or
-    # another replica) may have placed or deleted one of them meanwhile.
-    vms = {
-        vm.id: vm
-        for vm in db.scalars(
-            select(VM).where(VM.id.in_(ids)).execution_options(populate_existing=True)
-        )
-    }
+    # another replica) may have placed or deleted one of them meanwhile. Plain rows, not
+    # ORM objects (backend/placed_vms.py).
+    vms = placed_vms.load(db, ids)
 
     def money(planck: int) -> str:
         return format_amount(planck, settings.token_decimals, settings.token_symbol)
@@ -177,7 +173,7 @@ def place_vms(
     outcomes: list[str | BaseException | Retry | None] = []
     # The VMs to place, once each (the same VM asked twice in one batch is placed once and
     # both requests get its outcome): its first request, and whether any is on its last try.
-    placing: dict[str, tuple[VM, PlaceRequest, bool]] = {}
+    placing: dict[str, tuple[PlacingVM, PlaceRequest, bool]] = {}
     for request, last in zip(requests, last_try, strict=True):
         vm = vms.get(request.vm_id)
         if vm is None or vm.intended_state == "deleted":  # its hold is back already
@@ -268,7 +264,7 @@ def retire_unplaced(db: Session, grace: float) -> int:
 def _finish_placement(
     settings: BackendSettings,
     db: Session,
-    vm: VM,
+    vm: PlacingVM,
     request: PlaceRequest,
     placed: Placement | NoHostFitsError | HostsBusyError,
     locked: dict[ledger.Key, int],
