@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from kumulus.backend import scheduler
@@ -145,28 +145,35 @@ def test_mixed_batches_fit_and_never_overcommit(backend: TestClient, seed: int) 
         db.rollback()
 
 
+_FILL = text("UPDATE hosts SET reserved_cpu = cpu, reserved_memory = memory WHERE id = :id")
+
+
 def test_room_taken_after_the_read_is_not_overcommitted(
     backend: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Another replica fills the best hosts between the batch's read and its UPDATE: the
-    UPDATE's capacity check refuses them and their VMs are placed on other hosts."""
+    """The best hosts have no room left by the time the batch's UPDATE writes them: the
+    UPDATE's capacity check refuses them and their VMs are placed on other hosts. (The
+    batch locks the hosts it reads, so another replica cannot fill them in between any
+    more; the room is taken here in the batch's own transaction, which its UPDATE sees as
+    it would see a change the read missed. The check is what keeps a wrong in-memory
+    choice from ever overcommitting a host.)"""
     database = backend.app.state.db  # type: ignore[attr-defined]
-    if database.engine.dialect.name != "postgresql":
-        pytest.skip("SQLite has one writer: no other transaction can write in between")
     rng = random.Random(7)
     with database.session() as db:
         ids = list(_hosts(db, rng, SHORTLIST + 8, small=False))
     read = scheduler.candidates
     taken: list[str] = []
 
-    def read_then_fill(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
-        rows = read(*args, **kwargs)
-        with database.session() as other:  # another replica, committed before our UPDATE
-            for row in rows[:4]:
-                host = other.get(Host, row.id)
-                host.reserved_cpu, host.reserved_memory = host.cpu, host.memory
-                taken.append(row.id)
-            other.commit()
+    def read_then_fill(db: Session, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        rows = read(db, *args, **kwargs)  # type: ignore[arg-type]
+        for row in rows[:4]:
+            db.execute(
+                text(
+                    "UPDATE hosts SET reserved_cpu = cpu, reserved_memory = memory WHERE id = :id"
+                ),
+                {"id": row.id},
+            )
+            taken.append(row.id)
         return rows
 
     monkeypatch.setattr(scheduler, "candidates", read_then_fill)

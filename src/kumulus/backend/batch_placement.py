@@ -19,14 +19,20 @@ small ones, many hosts over the VM's price limit, an empty shortlist) that VM is
 `place_once` after the batch's reservations are written, which decides "busy" against "no
 host fits" and explains the refusal.
 
+On PostgreSQL the hosts read are locked as they are read, skipping those another
+transaction holds (FOR NO KEY UPDATE SKIP LOCKED, as `place_once` locks its shortlist):
+concurrent batches (other replicas') then choose among different hosts. Unlocked, every
+replica's batch chose the same least loaded hosts, and each reservation waited for the
+other batch's commit on those rows: a third of two placer processes' time (bench/scheduler)
+went to that wait, and at three processes it cost more than the third one gave. A batch
+never waits for a host row: what it locks it skips when taken, and what it then writes it
+holds already.
+
 Safety does not rest on the memory: the UPDATE re-checks every host's capacity, and all
 else that makes it eligible (online, not draining, keyed, region, isolation, the prices
-chosen at), against its current row (PostgreSQL re-evaluates the condition on the latest
-version once it holds the row's lock), so a host another replica filled, or that was
-drained, revoked or went offline meanwhile, gets none: its VMs are placed again by
-`place_once`. The hosts read are not locked: locking the SHORTLIST + n rows cost more
-database time than the placements themselves. The one UPDATE takes its row locks in host
-id order, as the heartbeat writer does, so batches do not deadlock each other.
+chosen at), against its current row, so a host that went offline since it was read gets
+none: its VMs are placed again by `place_once`. The one UPDATE takes its row locks in host id order, as the
+heartbeat writer does.
 """
 
 from __future__ import annotations

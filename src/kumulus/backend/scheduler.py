@@ -141,13 +141,14 @@ _RANK = (
 )
 _CANDIDATE = "SELECT id" + _WHERE
 # The hosts a batch of placements chooses from (backend/batch_placement.py): what the index
-# walk would pass through, with what the choice needs. Not locked: the batch's UPDATE
-# checks the capacity again (locking every candidate cost more than the placements).
+# walk would pass through, with what the choice needs, locked as `place_once` locks its
+# shortlist (skipping rows another transaction holds): concurrent batches choose among
+# different hosts instead of queueing on the same ones.
 _CANDIDATES = (
     "SELECT id, rep_tier, ref_price, load, cpu, memory, disk, reserved_cpu, reserved_memory,"
     " reserved_disk, price_cpu_hour, price_memory_gib_hour, price_disk_gib_hour"
     + _WHERE
-    + " ORDER BY rep_tier DESC, ref_price, load LIMIT :limit"
+    + " ORDER BY rep_tier DESC, ref_price, load LIMIT :limit{lock}"
 )
 # The best of the shortlist; on PostgreSQL one no other transaction holds. The lock covers
 # the shortlist's rows too (a locking clause applies to a sub-select), so a batch of
@@ -183,7 +184,11 @@ _TYPED = (
     bindparam("memory_gib", type_=Float()),
     bindparam("disk_gib", type_=Float()),
 )
-_LOCKS = {"sqlite": "", "postgresql": " FOR UPDATE SKIP LOCKED"}
+# NO KEY: a placement changes no key column of the host, and a plain FOR UPDATE also
+# conflicts with the KEY SHARE lock that writing a VM row with this host id takes through
+# its foreign key: placements skipped the hosts other transactions had just placed a VM on,
+# and those transactions' VM rows waited for them.
+_LOCKS = {"sqlite": "", "postgresql": " FOR NO KEY UPDATE SKIP LOCKED"}
 
 
 def _compile(sql: str, dialect: str, exclude: bool, weak: bool):  # type: ignore[no-untyped-def]
@@ -482,10 +487,11 @@ def candidates(
     db: Session, want: Want, ttl: float, exclude: set[str] | None, limit: int
 ) -> Sequence[Row[Any]]:
     """Up to `limit` hosts that `place_once` could choose for `want` (its price limit
-    aside), in the order it walks them, as they are now: nothing is locked, so another
-    transaction may reserve on them before the caller does. Columns: id, rep_tier,
-    ref_price, load, cpu, memory, disk, reserved_cpu, reserved_memory, reserved_disk,
-    price_cpu_hour, price_memory_gib_hour, price_disk_gib_hour."""
+    aside), in the order it walks them, as they are now. On PostgreSQL they are locked
+    for the caller's transaction, and hosts another transaction holds are skipped (as
+    `place_once` skips them). Columns: id, rep_tier, ref_price, load, cpu, memory, disk,
+    reserved_cpu, reserved_memory, reserved_disk, price_cpu_hour, price_memory_gib_hour,
+    price_disk_gib_hour."""
     params = _params(replace(want, max_price_hour=None), exclude, None)
     now = utcnow()
     params["now"], params["since"], params["limit"] = now, now - timedelta(seconds=ttl), limit
