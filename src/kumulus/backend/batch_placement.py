@@ -31,8 +31,8 @@ holds already.
 Safety does not rest on the memory: the UPDATE re-checks every host's capacity, and all
 else that makes it eligible (online, not draining, keyed, region, isolation, the prices
 chosen at), against its current row, so a host that went offline since it was read gets
-none: its VMs are placed again by `place_once`. The one UPDATE takes its row locks in host id order, as the
-heartbeat writer does.
+none: its VMs are placed again by `place_once`. The one UPDATE takes its row locks in host
+id order, as the heartbeat writer does.
 """
 
 from __future__ import annotations
