@@ -31,8 +31,7 @@ holds already.
 Safety does not rest on the memory: the UPDATE re-checks every host's capacity, and all
 else that makes it eligible (online, not draining, keyed, region, isolation, the prices
 chosen at), against its current row, so a host that went offline since it was read gets
-none: its VMs are placed again by `place_once`. The one UPDATE takes its row locks in host
-id order, as the heartbeat writer does.
+none: its VMs are placed again by `place_once`.
 """
 
 from __future__ import annotations
@@ -134,8 +133,7 @@ def place_many(
         chosen, left = _plan(db, group, ttl, excludes[indexes[0]], price_limit, seen)
         planned |= {indexes[n]: placement for n, placement in chosen.items()}
         undecided += [indexes[n] for n in left]
-    # One UPDATE for the whole batch, its rows locked in host id order: the order every
-    # placer and the heartbeat writer lock hosts in, so batches do not deadlock each other.
+    # One UPDATE for the whole batch, on rows the candidate reads locked.
     reserved = _reserve(db, [(wants[i], placement) for i, placement in planned.items()], ttl)
     outcomes: dict[int, Outcome] = {}
     for i, placement in planned.items():
@@ -301,28 +299,23 @@ _ROWS = {
         " json_extract(value, '$.isolated') AS isolated FROM json_each(:rows)"
     ),
 }
-# PostgreSQL: the hosts' rows are locked in host id order first (a locking CTE over the ids,
-# sorted), the order every placer and the heartbeat writer lock hosts in, so batches sharing
-# hosts queue instead of deadlocking; the ids as an array also give the planner an index
-# condition (joined on the JSON rows alone it read the whole table: 5,000 rows, 7 ms).
-_LOCKED = {
-    "postgresql": (
-        ", locked AS (SELECT id FROM hosts WHERE id = ANY(CAST(:ids AS varchar[]))"
-        " ORDER BY id FOR NO KEY UPDATE)",
-        " JOIN locked ON locked.id = v.id",
-    ),
-    "sqlite": ("", ""),  # one writer at a time
+# PostgreSQL: the hosts' ids as an array give the planner an index condition (joined on
+# the JSON rows alone it read the whole table: 5,000 rows, 7 ms). Their rows are this
+# transaction's already (the candidate read locked them), so the UPDATE waits for nobody.
+_BY_ID = {
+    "postgresql": " AND hosts.id = ANY(CAST(:ids AS varchar[]))",
+    "sqlite": "",  # one writer at a time
 }
 _RESERVE = {
     dialect: text(
-        "WITH v AS (" + rows + ")" + _LOCKED[dialect][0] + ""
+        "WITH v AS (" + rows + ")"
         " UPDATE hosts SET"
         " reserved_cpu = hosts.reserved_cpu + v.cpu,"
         " reserved_memory = hosts.reserved_memory + v.memory,"
         " reserved_disk = hosts.reserved_disk + v.disk,"
         " load = (hosts.reserved_cpu + v.cpu) / hosts.cpu"
         " + (hosts.reserved_memory + v.memory) * 1.0 / hosts.memory"
-        " FROM v" + _LOCKED[dialect][1] + " WHERE hosts.id = v.id"
+        " FROM v WHERE hosts.id = v.id" + _BY_ID[dialect] + ""
         " AND hosts.cpu - hosts.reserved_cpu >= v.cpu - 0.000000001"
         " AND hosts.memory - hosts.reserved_memory >= v.memory"
         " AND hosts.disk - hosts.reserved_disk >= v.disk"
@@ -359,9 +352,10 @@ def _reserve(db: Session, planned: list[tuple[Want, Placement]], ttl: float) -> 
     current row: its capacity, and that it still takes these VMs (online, not draining,
     keyed, in the region asked, isolated unless every VM there allows less, at the prices
     the choice was made at), all of which `place_once` checks in the statement that
-    reserves. Returns the hosts reserved on: a host whose room another transaction took
-    since it was read, or that stopped being eligible, is left as it was, with none of its
-    VMs."""
+    reserves. Returns the hosts reserved on: a host that stopped being eligible since it
+    was read (or whose room is gone, which its row lock rules out on PostgreSQL) is left
+    as it was, with none of its VMs. The hosts must be ones `scheduler.candidates` read in
+    this transaction: on PostgreSQL their rows are locked already."""
     if not planned:
         return set()
     totals: dict[str, _Reservation] = {}
