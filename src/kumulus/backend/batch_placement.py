@@ -59,7 +59,7 @@ from kumulus.core.money import GIB, hourly_price
 Outcome = Placement | NoHostFitsError | HostsBusyError
 
 
-@dataclass(eq=False)  # hosts are compared by identity
+@dataclass(slots=True, eq=False)  # hosts are compared by identity
 class _Host:
     id: str
     rep_tier: int

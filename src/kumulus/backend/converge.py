@@ -84,11 +84,12 @@ class Intent(Protocol):
     converge_after: datetime | None
 
 
-def mark_intent(vm: Intent, in_flight: timedelta = IN_FLIGHT) -> None:
-    """A new intent: its worker owns it for `in_flight` (settings.converge_in_flight; the
-    worker's process renews that while it holds it), then the jobs (caller commits)."""
+def mark_intent(vm: Intent, in_flight: timedelta = IN_FLIGHT, now: datetime | None = None) -> None:
+    """A new intent (made at `now`, default now): its worker owns it for `in_flight`
+    (settings.converge_in_flight; the worker's process renews that while it holds it),
+    then the jobs (caller commits)."""
     vm.converge_attempts = 0
-    vm.converge_after = utcnow() + in_flight
+    vm.converge_after = (now or utcnow()) + in_flight
 
 
 def _record(db: Session, vm_id: str, done: bool, first: float) -> None:

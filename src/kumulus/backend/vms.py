@@ -186,9 +186,10 @@ def place_vms(
                 (vm, request, last) if first is None else (*first[:2], first[2] or last)
             )
             outcomes.append(None)
+    wants = [want_of(vm) for vm, _, _ in placing.values()]
     placed = place_many(
         db,
-        [want_of(vm) for vm, _, _ in placing.values()],
+        wants,
         settings.heartbeat_ttl,
         [request.tried for _, request, _ in placing.values()],
         money,
@@ -197,9 +198,13 @@ def place_vms(
     # The holds' postings are written together (two statements for the batch, not two
     # per VM), in this transaction, under the locks they were checked under.
     postings = ledger.PostingBatch()
+    finish = partial(
+        _finish_placement, settings, db, billing.terms_of(settings), utcnow(), locked, money,
+        postings,
+    )  # fmt: skip
     finished = {
-        vm.id: _finish_placement(settings, db, vm, request, outcome, locked, money, last, postings)
-        for (vm, request, last), outcome in zip(placing.values(), placed, strict=True)
+        vm.id: finish(vm, want, request, outcome, last)
+        for (vm, request, last), want, outcome in zip(placing.values(), wants, placed, strict=True)
     }
     ledger.flush_batch(db, postings)
     placed_vms.write(db, [vm for vm, _, _ in placing.values() if isinstance(finished[vm.id], str)])
@@ -264,17 +269,19 @@ def retire_unplaced(db: Session, grace: float) -> int:
 def _finish_placement(
     settings: BackendSettings,
     db: Session,
-    vm: PlacingVM,
-    request: PlaceRequest,
-    placed: Placement | NoHostFitsError | HostsBusyError,
+    terms: billing.Terms,
+    now: datetime,
     locked: dict[ledger.Key, int],
     money: Callable[[int], str],
-    last_try: bool,
     postings: ledger.PostingBatch,
+    vm: PlacingVM,
+    want: Want,
+    request: PlaceRequest,
+    placed: Placement | NoHostFitsError | HostsBusyError,
+    last_try: bool,
 ) -> str | BaseException | Retry:
-    """Take the placed VM's prepaid hold and record its host, or turn a refusal into the
-    request's outcome."""
-    want = want_of(vm)
+    """Take the placed VM's prepaid hold and record its host (placed at `now`), or turn a
+    refusal into the request's outcome. `want`: the VM's `want_of`."""
     if isinstance(placed, HostsBusyError):
         if not last_try:
             return RETRY
@@ -298,14 +305,14 @@ def _finish_placement(
     try:
         # In the placement's transaction: no hold, no placement. It refuses before it
         # posts anything, so undoing the reservation undoes everything.
-        billing.take_hold(db, vm, locked, billing.terms_of(settings), money, postings)
+        billing.take_hold(db, vm, locked, terms, money, postings)
     except PaymentRequiredError as exc:
         release(db, placed.host_id, want, commit=False)
         vm.price_cpu_hour, vm.price_memory_gib_hour, vm.price_disk_gib_hour = before
         return exc
-    vm.host_id, vm.reserved, vm.updated_at = placed.host_id, True, utcnow()
+    vm.host_id, vm.reserved, vm.updated_at = placed.host_id, True, now
     vm.actual_state, vm.failure_reason = "pending", None
-    converge.mark_intent(vm, timedelta(seconds=settings.converge_in_flight))
+    converge.mark_intent(vm, timedelta(seconds=settings.converge_in_flight), now)
     return placed.host_id
 
 
