@@ -316,9 +316,8 @@ class VM(Base):
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    account_id: Mapped[int] = mapped_column(
-        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
-    )
+    # Looked up through ux_vms_account_idem, which starts with it (migration 0032).
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(64))
     host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id", ondelete="SET NULL"))
     agent_vm_id: Mapped[str | None] = mapped_column(String(32))
