@@ -253,10 +253,17 @@ def lock_vms(
     hosts (offline ones only when `heartbeat_ttl` is given)."""
     db.flush()  # re-reading would drop unflushed changes
     hosts = hosts_of(db, vms, heartbeat_ttl)
+    before = [vm.host_id for vm in vms]
     locked = ledger.lock(db, [k for vm in vms for k in keys_of(vm, hosts.get(vm.host_id or ""))])
     for start in range(0, len(vms), 500):  # one query per 500, not a refresh per VM
         ids = [vm.id for vm in vms[start : start + 500]]
         db.execute(select(VM).where(VM.id.in_(ids)).execution_options(populate_existing=True)).all()
+    if [vm.host_id for vm in vms] != before:
+        # A placement committed meanwhile (the caller's objects were read before it): the
+        # hosts are those the VMs are on now. Their providers' balances were not locked,
+        # so posting to them raises NotLockedError; a VM just placed has nothing to post,
+        # and its hold is sized (a delete: given back) as it must be.
+        hosts = hosts_of(db, vms, heartbeat_ttl)
     return locked, hosts
 
 
