@@ -6,9 +6,10 @@ every row there is in one statement and reports the others absent, holding 0. On
 PostgreSQL that statement reads the rows as of its start (READ COMMITTED: one snapshot
 per statement). When it has to wait for a row lock (the developer's balance) held by a
 transaction that is creating one of the VM's hold rows, the row that transaction commits
-is not in the statement's snapshot (its INSERT of the missing accounts does
-not wait: the other transaction had only locked them, not written them yet): once the lock is granted, the account is reported
-absent although it exists, and everything decided under the lock takes it for 0.
+is not in the statement's snapshot (its INSERT of the missing accounts does not wait: the
+other transaction had only locked them, not written them yet): once the lock is granted,
+the account is reported absent although it exists, and everything decided under the lock
+takes it for 0.
 
 Before, `lock` inserted every missing row first (INSERT ... ON CONFLICT DO NOTHING, which
 waits for a concurrent insert of the same key) and its locking SELECT started after that
@@ -50,7 +51,7 @@ def _waiting_for_a_lock(db: Database, pid: int) -> bool:
         event = s.scalar(
             text("SELECT wait_event_type FROM pg_stat_activity WHERE pid = :p"), {"p": pid}
         )
-    return event == "Lock"
+    return bool(event == "Lock")
 
 
 def test_a_delete_racing_a_promotional_top_up_returns_the_whole_hold(
@@ -84,7 +85,7 @@ def test_a_delete_racing_a_promotional_top_up_returns_the_whole_hold(
                 try:
                     billing.settle(deleter_session, doomed, TERMS, to_state="deleted")
                     deleter_session.commit()
-                except BaseException as exc:  # noqa: BLE001 (reported below)
+                except BaseException as exc:  # reported below
                     failures.append(exc)
 
             with db.session() as meter:

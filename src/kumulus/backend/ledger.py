@@ -248,9 +248,7 @@ def lock(db: Session, keys: Iterable[Key]) -> Locks:
         # missing ones again, in a new statement, which sees what was committed.
         missing = [{"t": t, "k": k} for t, k in wanted if (t, k) not in found]
         if missing and len(missing) < len(wanted):
-            for account_type, account_key, amount in db.execute(
-                _PG_LOCK, {"w": pg_json(missing)}
-            ):
+            for account_type, account_key, amount in db.execute(_PG_LOCK, {"w": pg_json(missing)}):
                 found[(account_type, account_key)] = int(amount)
     else:
         # SQLite: creates missing rows; its being a write also takes the database's write
