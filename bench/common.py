@@ -32,18 +32,6 @@ def machine_busy_seconds() -> float:
     return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def loop_seconds(steps: int = 3_000_000) -> float:
-    """Seconds a fixed pure-Python loop takes on this machine now: its speed at the time of
-    a run. A shared machine's varies by tens of percent from one minute to the next (this
-    one's 2-core VM: up to 1.6x between runs of the same code), which the baselines, bound
-    by a commit's disk flush, do not show; print it beside CPU-bound figures."""
-    start = time.perf_counter()
-    total = 0
-    for n in range(steps):
-        total += n
-    return time.perf_counter() - start
-
-
 def results_of(children: Sequence[Any], results: Any, what: str, limit: float = 600) -> list[Any]:
     """One result per child process (multiprocessing Processes putting theirs on the
     queue `results`), joined; a child that fails, or `limit` seconds without them all,

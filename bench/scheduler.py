@@ -16,9 +16,7 @@ ledger, the VM row updated), as the app runs it. Two ways, same hosts, same run:
 
 Each way also reports the CPU time the whole machine spent per placement (database
 included): on this 2-core machine, 3,750 placements/s leaves at most 533 us per placement,
-and only if both cores are busy all the time. The machine's speed (a fixed Python loop,
-before and after) is printed too: on a shared machine it varies from run to run, and the
-CPU-bound figures with it.
+and only if both cores are busy all the time.
 
 Not in the figure: the HTTP request, its authentication and body validation, the VM row's
 own INSERT + COMMIT that `VMService.create` makes before asking the placer (made here
@@ -76,7 +74,6 @@ from bench.common import (
     add_hosts,
     fresh_schema,
     insert_commit_rate,
-    loop_seconds,
     machine_busy_seconds,
     results_of,
 )
@@ -464,7 +461,6 @@ def run(args: argparse.Namespace, database_url: str | None) -> int:
             vm_ids[k * args.placements : (k + 1) * args.placements] for k in range(3)
         )
         insert_rate = insert_commit_rate(db, suffix, 3000)
-        speed = [loop_seconds()]
 
         each = one_commit_each(db, settings, first, args.threads)
         each_audit = audit(db, settings, host_ids, first, size, each)
@@ -481,7 +477,6 @@ def run(args: argparse.Namespace, database_url: str | None) -> int:
             parallel = in_processes_run(url, settings, third, args.clients, args.processes)
             parallel_audit = audit(db, settings, host_ids, third, size, parallel[0])
         db.engine.dispose()
-        speed.append(loop_seconds())
 
     def way(outcomes: Outcomes, audited: dict[str, Any], **extra: Any) -> dict[str, Any]:
         rates = outcomes.rates()
@@ -501,7 +496,6 @@ def run(args: argparse.Namespace, database_url: str | None) -> int:
         "placements": args.placements,
         "developers": args.developers,
         "baseline_insert_commit_per_s": round(insert_rate, 1),
-        "loop_seconds_before_after": [round(t, 3) for t in speed],
         "one_commit_each": way(each, each_audit, threads=args.threads),
         "group_commit": way(
             grouped, grouped_audit, clients=args.clients, transactions=committer.batches
@@ -524,10 +518,6 @@ def run(args: argparse.Namespace, database_url: str | None) -> int:
             f"{result['database']}; backend placer (place_vms: balances, hosts, holds, VM rows)"
         )
         print(f"  baseline bare INSERT+COMMIT:  {insert_rate:8.0f} /s")
-        print(
-            f"  machine speed: a 3M-step Python loop took {speed[0]:.3f} s before, "
-            f"{speed[1]:.3f} s after (lower is faster: CPU-bound figures scale with it)"
-        )
         named = [
             (f"one commit each ({args.threads} threads)", "one_commit_each", each_audit),
             (f"group commit ({args.clients} in flight)", "group_commit", grouped_audit),
