@@ -31,7 +31,9 @@ LedgerError) if another transaction created the row meanwhile, and waits for one
 creating it. No account a person owns can give from an absent (zero) balance, so until its
 row exists nobody can have decided anything on it but that it holds 0. In practice nothing
 races there: everything that posts to a VM's holds also locks its developer's balance
-(`billing.hold_keys`), which does exist.
+(`billing.hold_keys`), which does exist. That is also why `lock` looks again for the VM
+accounts it did not find, once it holds the rest: PostgreSQL reads a statement's rows as
+of its start, so a row created by the transaction the lock waited for was not among them.
 """
 
 from __future__ import annotations
