@@ -75,10 +75,19 @@ _SET_BALANCE = (
     .where(_BALANCES.c.account_type == bindparam("t"), _BALANCES.c.account_key == bindparam("k"))
     .values(amount=bindparam("a"))
 )
-_NEW_BALANCE = text(
-    "INSERT INTO balances (account_type, account_key, amount) VALUES (:t, :k, :a) "
-    "ON CONFLICT DO NOTHING"
-)
+# The amount as exact decimal text (`planck_text`): NUMERIC on PostgreSQL, stored as the
+# text it is on SQLite (as the Planck column stores it). A text statement, so that the
+# row count tells the INSERTs that met a row (SQLAlchemy's INSERT construct reports -1).
+_NEW_BALANCE = {
+    "postgresql": text(
+        "INSERT INTO balances (account_type, account_key, amount) "
+        "VALUES (:t, :k, CAST(:a AS numeric)) ON CONFLICT DO NOTHING"
+    ),
+    "sqlite": text(
+        "INSERT INTO balances (account_type, account_key, amount) VALUES (:t, :k, :a) "
+        "ON CONFLICT DO NOTHING"
+    ),
+}
 _TOUCH_BALANCE = text(
     "UPDATE balances SET amount = amount WHERE account_type = :t AND account_key = :k"
 )
@@ -380,7 +389,7 @@ def post(
         locked[key] += change
         writes.append({"t": key[0], "k": key[1], "a": locked[key]})
         _take_absent(locked, key, created)
-    _write_balances(conn, *_many(writes, created))
+    _write_balances(conn, *_many(db, writes, created))
     return txn
 
 
@@ -388,14 +397,17 @@ def post(
 Write = tuple[Any, Any, int]
 
 
-def _many(writes: list[dict[str, Any]], created: set[Key]) -> tuple[Write | None, Write | None]:
+def _many(
+    db: Session, writes: list[dict[str, Any]], created: set[Key]
+) -> tuple[Write | None, Write | None]:
     """`writes` ({t, k, a} rows) as one executemany UPDATE of the accounts that exist and
     one executemany INSERT of those in `created`."""
     updates = [w for w in writes if (w["t"], w["k"]) not in created]
-    inserts = [w for w in writes if (w["t"], w["k"]) in created]
+    inserts = [{**w, "a": planck_text(w["a"])} for w in writes if (w["t"], w["k"]) in created]
+    new = _NEW_BALANCE[db.get_bind().dialect.name]
     return (
         (_SET_BALANCE, updates, len(updates)) if updates else None,
-        (_NEW_BALANCE, inserts, len(inserts)) if inserts else None,
+        (new, inserts, len(inserts)) if inserts else None,
     )
 
 
@@ -433,7 +445,7 @@ def flush_batch(db: Session, batch: PostingBatch) -> None:
         if batch.entries:
             conn.execute(_INSERT_ENTRIES, batch.entries)
         writes = [{"t": t, "k": k, "a": a} for (t, k), a in batch.balances.items()]
-        _write_balances(conn, *_many(writes, batch.created))
+        _write_balances(conn, *_many(db, writes, batch.created))
         batch.entries, batch.balances, batch.created = [], {}, set()
         return
     if batch.entries:

@@ -1,0 +1,46 @@
+"""A VM's hold account created by its first write stores the amount exactly, however
+large (a u128 of planck does not fit SQLite's 64-bit integers: amounts go through the
+column's type, decimal text there), whether the posting is written at once or batched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kumulus.backend import ledger, ledger_check
+from kumulus.backend.db import Database, migrate
+from tests.backend.billing_fixtures import account
+
+HUGE = 2**100 + 7
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_huge_first_hold_is_stored_exactly(
+    database_url: str, tmp_path: Path, batched: bool
+) -> None:
+    db = Database(database_url)
+    try:
+        migrate(db.engine)
+        with db.session() as s:
+            dev = account(s, "developer").id
+            ledger.transfer(s, (ledger.CHAIN, None), (ledger.DEVELOPER, dev), HUGE, "deposit")
+            s.commit()
+            hold = (ledger.HOLD, f"vm-{dev}")
+            locked = ledger.lock(s, [ledger.key_of(ledger.DEVELOPER, dev), hold])
+            assert hold in locked.absent
+            batch = ledger.PostingBatch() if batched else None
+            legs = [
+                ledger.Leg(ledger.DEVELOPER, dev, -HUGE, "hold"),
+                ledger.Leg(ledger.HOLD, dev, HUGE, "hold"),
+            ]
+            ledger.post(s, locked, legs, vm_id=hold[1], batch=batch)
+            if batch is not None:
+                ledger.flush_batch(s, batch)
+            s.commit()
+        with db.session() as s:
+            assert ledger.balance(s, ledger.HOLD, dev, hold[1]) == HUGE
+            assert ledger.balance(s, ledger.DEVELOPER, dev) == 0
+            assert ledger_check.violations(s) == []
+    finally:
+        db.engine.dispose()
