@@ -99,3 +99,19 @@ def placed(db: Session, dev: Account, on: Host, since: datetime, terms: Terms) -
     start_metering(row, since)
     db.commit()
     return row
+
+
+def post_hold(
+    db: Session, locked: dict[ledger.Key, int], dev: int, vm_id: str, amount: int, batched: bool
+) -> None:
+    """Move `amount` of the developer's funds into the VM's hold under `locked`, written at
+    once or through a PostingBatch (`batched`). Raises what `ledger.post` or
+    `ledger.flush_batch` raises."""
+    batch = ledger.PostingBatch() if batched else None
+    legs = [
+        ledger.Leg(ledger.DEVELOPER, dev, -amount, "hold"),
+        ledger.Leg(ledger.HOLD, dev, amount, "hold"),
+    ]
+    ledger.post(db, locked, legs, vm_id=vm_id, batch=batch)
+    if batch is not None:
+        ledger.flush_batch(db, batch)

@@ -10,7 +10,7 @@ import pytest
 
 from kumulus.backend import ledger, ledger_check
 from kumulus.backend.db import Database, migrate
-from tests.backend.billing_fixtures import account
+from tests.backend.billing_fixtures import account, post_hold
 
 HUGE = 2**100 + 7
 
@@ -29,14 +29,7 @@ def test_a_huge_first_hold_is_stored_exactly(
             hold = (ledger.HOLD, f"vm-{dev}")
             locked = ledger.lock(s, [ledger.key_of(ledger.DEVELOPER, dev), hold])
             assert hold in locked.absent
-            batch = ledger.PostingBatch() if batched else None
-            legs = [
-                ledger.Leg(ledger.DEVELOPER, dev, -HUGE, "hold"),
-                ledger.Leg(ledger.HOLD, dev, HUGE, "hold"),
-            ]
-            ledger.post(s, locked, legs, vm_id=hold[1], batch=batch)
-            if batch is not None:
-                ledger.flush_batch(s, batch)
+            post_hold(s, locked, dev, hold[1], HUGE, batched)
             s.commit()
         with db.session() as s:
             assert ledger.balance(s, ledger.HOLD, dev, hold[1]) == HUGE

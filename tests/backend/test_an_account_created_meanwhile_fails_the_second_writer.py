@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from kumulus.backend import ledger, ledger_check
 from kumulus.backend.db import Database, migrate
 from kumulus.backend.models import Balance
-from tests.backend.billing_fixtures import account
+from tests.backend.billing_fixtures import account, post_hold
 
 HOLD = (ledger.HOLD, "vm-created-twice")
 
@@ -30,16 +30,10 @@ def _fund(db: Database) -> list[int]:
     return devs
 
 
-def _hold(s: Session, dev: int, amount: int, batch: ledger.PostingBatch | None) -> None:
+def _hold(s: Session, dev: int, amount: int, batched: bool) -> None:
     locked = ledger.lock(s, [ledger.key_of(ledger.DEVELOPER, dev), HOLD])
     assert HOLD in locked.absent and locked[HOLD] == 0
-    legs = [
-        ledger.Leg(ledger.DEVELOPER, dev, -amount, "hold"),
-        ledger.Leg(ledger.HOLD, dev, amount, "hold"),
-    ]
-    ledger.post(s, locked, legs, vm_id=HOLD[1], batch=batch)
-    if batch is not None:
-        ledger.flush_batch(s, batch)
+    post_hold(s, locked, dev, HOLD[1], amount, batched)
 
 
 @pytest.mark.parametrize("batched", [False, True])
@@ -53,20 +47,13 @@ def test_the_second_creation_of_an_account_fails(
         migrate(db.engine)
         first_dev, second_dev = _fund(db)
         with db.session() as first, db.session() as second:
-            _hold(first, first_dev, 30, ledger.PostingBatch() if batched else None)
+            _hold(first, first_dev, 30, batched)
             # The second found no row either (the first has not committed).
             locked = ledger.lock(second, [ledger.key_of(ledger.DEVELOPER, second_dev), HOLD])
             assert HOLD in locked.absent
             first.commit()
-            legs = [
-                ledger.Leg(ledger.DEVELOPER, second_dev, -50, "hold"),
-                ledger.Leg(ledger.HOLD, second_dev, 50, "hold"),
-            ]
             with pytest.raises(ledger.LedgerError, match="created or removed"):
-                batch = ledger.PostingBatch() if batched else None
-                ledger.post(second, locked, legs, vm_id=HOLD[1], batch=batch)
-                if batch is not None:
-                    ledger.flush_batch(second, batch)
+                post_hold(second, locked, second_dev, HOLD[1], 50, batched)
             second.rollback()
         with db.session() as s:
             held = s.scalar(
