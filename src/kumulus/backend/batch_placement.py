@@ -82,10 +82,13 @@ class _Host:
     prices: tuple[int, int, int] = field(init=False)
 
     def __post_init__(self) -> None:
+        self.prices = (self.price_cpu_hour, self.price_memory_gib_hour, self.price_disk_gib_hour)
+        self._count_free()
+
+    def _count_free(self) -> None:
         self.free_cpu = self.cpu - self.reserved_cpu
         self.free_memory = self.memory - self.reserved_memory
         self.free_disk = self.disk - self.reserved_disk
-        self.prices = (self.price_cpu_hour, self.price_memory_gib_hour, self.price_disk_gib_hour)
 
     def key(self) -> tuple[int, int, float]:
         """The index's order: best tier first, then reference price, then load."""
@@ -96,7 +99,7 @@ class _Host:
         self.reserved_cpu += want.cpu
         self.reserved_memory += want.memory
         self.reserved_disk += want.disk
-        self.__post_init__()
+        self._count_free()
         self.load = self.reserved_cpu / self.cpu + self.reserved_memory / self.memory
 
 

@@ -295,8 +295,9 @@ def lock_existing(db: Session, account_types: Sequence[str], account_keys: Seque
         # (`lock` does it with its INSERT); setting a balance to itself changes nothing.
         db.execute(_TOUCH_BALANCE, {"t": account_types[0], "k": account_keys[0]})
         found = _sqlite_read(db, ((t, k) for t in account_types for k in account_keys))
-    absent = [(t, k) for t in account_types if t in PER_VM for k in account_keys]
-    absent = [key for key in absent if key not in found]
+    absent = [
+        (t, k) for t in account_types if t in PER_VM for k in account_keys if (t, k) not in found
+    ]
     return Locks([*found.items(), *((key, 0) for key in absent)], absent=absent)
 
 
