@@ -202,18 +202,26 @@ def populate(
     return vm_ids
 
 
+def place_requests(db: Database, vm_ids: list[str]) -> list[PlaceRequest]:
+    """A placement request per VM, with its owner (read before the clock starts: a create
+    request knows its developer, VMService passes the VM's)."""
+    with db.session() as s:
+        rows = s.execute(select(VM.id, VM.account_id).where(VM.id.in_(vm_ids)))
+        owner = {vm_id: account_id for vm_id, account_id in rows}
+    return [PlaceRequest(vm_id, owner[vm_id], frozenset()) for vm_id in vm_ids]
+
+
 def one_commit_each(
-    db: Database, settings: BackendSettings, vm_ids: list[str], threads: int
+    db: Database, settings: BackendSettings, requests: list[PlaceRequest], threads: int
 ) -> Outcomes:
     """Place the VMs from `threads` callers, one transaction and commit each, as
     VMService does without a placer."""
     outcomes = Outcomes()
     lock = threading.Lock()
 
-    def worker(ids: list[str]) -> None:
+    def worker(mine: list[PlaceRequest]) -> None:
         with db.session() as s:
-            for vm_id in ids:
-                request = PlaceRequest(vm_id, frozenset())
+            for request in mine:
                 give_up = time.monotonic() + vms.RETRY_PLACEMENT_FOR
                 error: BaseException | None = None
                 for attempt in range(1_000_000):
@@ -230,7 +238,7 @@ def one_commit_each(
                 with lock:
                     outcomes.add(error)
 
-    shares = [vm_ids[k::threads] for k in range(threads)]
+    shares = [requests[k::threads] for k in range(threads)]
     busy = machine_busy_seconds()
     outcomes.start = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
@@ -240,7 +248,7 @@ def one_commit_each(
 
 
 def in_flight_run(
-    committer: GroupCommitter[PlaceRequest, str], vm_ids: list[str], in_flight: int
+    committer: GroupCommitter[PlaceRequest, str], requests: list[PlaceRequest], in_flight: int
 ) -> Outcomes:
     """Place the VMs keeping `in_flight` placements outstanding at the placer: each one
     that finishes submits the next, as that many concurrent create requests would. (Driven
@@ -250,7 +258,7 @@ def in_flight_run(
     lock = threading.Lock()
     done = threading.Event()
     outcomes = Outcomes()
-    pending: Iterator[str] = iter(vm_ids)
+    pending: Iterator[PlaceRequest] = iter(requests)
     state = {"finished": 0}
 
     def next_one(finished: Future[str] | None = None) -> None:
@@ -258,15 +266,15 @@ def in_flight_run(
             if finished is not None:
                 outcomes.add(finished.exception())
                 state["finished"] += 1
-                if state["finished"] == len(vm_ids):
+                if state["finished"] == len(requests):
                     done.set()
-            vm_id = next(pending, None)
-        if vm_id is not None:
-            committer.submit(PlaceRequest(vm_id, frozenset())).add_done_callback(next_one)
+            request = next(pending, None)
+        if request is not None:
+            committer.submit(request).add_done_callback(next_one)
 
     busy = machine_busy_seconds()
     outcomes.start = time.perf_counter()
-    for _ in range(min(in_flight, len(vm_ids))):
+    for _ in range(min(in_flight, len(requests))):
         next_one()
     done.wait()
     outcomes.busy = machine_busy_seconds() - busy
@@ -274,20 +282,24 @@ def in_flight_run(
 
 
 def _placer_process(
-    url: str, settings: BackendSettings, vm_ids: list[str], in_flight: int, start: Any,
-    results: Any,
+    url: str, settings: BackendSettings, requests: list[PlaceRequest], in_flight: int,
+    start: Any, results: Any,
 ) -> None:  # fmt: skip
     db = Database(url)  # this process's own connections
     committer = vms.placer(db, settings)
     start.wait()
-    outcomes = in_flight_run(committer, vm_ids, in_flight)
+    outcomes = in_flight_run(committer, requests, in_flight)
     committer.close()
     db.engine.dispose()
     results.put((outcomes, committer.batches))
 
 
 def in_processes_run(
-    url: str, settings: BackendSettings, vm_ids: list[str], in_flight: int, processes: int
+    url: str,
+    settings: BackendSettings,
+    requests: list[PlaceRequest],
+    in_flight: int,
+    processes: int,
 ) -> tuple[Outcomes, int]:
     """`in_flight_run` in `processes` processes at once (each its own placer and database
     connections, as backend replicas), the VMs dealt out in turn; their outcomes merged,
@@ -297,7 +309,7 @@ def in_processes_run(
     children = [
         ctx.Process(
             target=_placer_process,
-            args=(url, settings, vm_ids[k::processes], in_flight, start, results),
+            args=(url, settings, requests[k::processes], in_flight, start, results),
         )
         for k in range(processes)
     ]
@@ -462,19 +474,20 @@ def run(args: argparse.Namespace, database_url: str | None) -> int:
         )
         insert_rate = insert_commit_rate(db, suffix, 3000)
 
-        each = one_commit_each(db, settings, first, args.threads)
+        each = one_commit_each(db, settings, place_requests(db, first), args.threads)
         each_audit = audit(db, settings, host_ids, first, size, each)
 
         reset_hosts(db, host_ids)
         committer = vms.placer(db, settings)  # the app's placer, as backend/app.py makes it
-        grouped = in_flight_run(committer, second, args.clients)
+        grouped = in_flight_run(committer, place_requests(db, second), args.clients)
         committer.close()
         grouped_audit = audit(db, settings, host_ids, second, size, grouped)
         parallel: tuple[Outcomes, int] | None = None
         if args.processes > 0:
             reset_hosts(db, host_ids)
+            requests = place_requests(db, third)
             db.engine.dispose()  # the children open their own connections
-            parallel = in_processes_run(url, settings, third, args.clients, args.processes)
+            parallel = in_processes_run(url, settings, requests, args.clients, args.processes)
             parallel_audit = audit(db, settings, host_ids, third, size, parallel[0])
         db.engine.dispose()
 

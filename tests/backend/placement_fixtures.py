@@ -9,12 +9,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.scheduler import TTL, Size, populate
+from bench.scheduler import TTL, Size, place_requests, populate
 from sqlalchemy.orm import Session
 
 from kumulus.backend.db import Database, migrate
 from kumulus.backend.group_commit import Retry
-from kumulus.backend.vms import PlaceRequest, place_vms
+from kumulus.backend.vms import place_vms
 from kumulus.config import BackendSettings
 
 
@@ -29,9 +29,7 @@ class Placing:
         self, s: Session, ids: Sequence[str], last: bool = False
     ) -> list[str | BaseException | Retry]:
         """`place_vms` on `ids` in `s`'s transaction (the caller commits or rolls back)."""
-        return place_vms(
-            self.settings, s, [PlaceRequest(i, frozenset()) for i in ids], [last] * len(ids)
-        )
+        return place_vms(self.settings, s, place_requests(self.db, list(ids)), [last] * len(ids))
 
 
 @contextmanager

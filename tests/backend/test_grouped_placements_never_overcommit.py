@@ -83,12 +83,14 @@ def _vms(backend: TestClient, account_id: int, count: int) -> list[str]:
     return ids
 
 
-def _place_all(backend: TestClient, vm_ids: list[str]) -> dict[str, str | Exception]:
+def _place_all(backend: TestClient, owners: dict[str, int]) -> dict[str, str | Exception]:
+    """Place the VMs (id: its developer's account) at once through the app's placer."""
     placer = backend.app.state.placer  # type: ignore[attr-defined]
+    vm_ids = list(owners)
 
     def one(vm_id: str) -> str | Exception:
         try:
-            return str(placer.run(PlaceRequest(vm_id, frozenset()), timeout=60))
+            return str(placer.run(PlaceRequest(vm_id, owners[vm_id], frozenset()), timeout=60))
         except (ConflictError, PaymentRequiredError) as exc:
             return exc
 
@@ -100,7 +102,7 @@ def test_grouped_placements_fill_hosts_exactly(backend: TestClient) -> None:
     hosts = _hosts(backend, 5, price_cpu_hour=0)  # 5 hosts x 8 VMs of 0.5 vCPU
     developer = Actor(backend, "developer")
     vm_ids = _vms(backend, developer.id, 60)
-    outcomes = _place_all(backend, vm_ids)
+    outcomes = _place_all(backend, dict.fromkeys(vm_ids, developer.id))
 
     placed = {v: h for v, h in outcomes.items() if isinstance(h, str)}
     refused = [e for e in outcomes.values() if isinstance(e, Exception)]
@@ -124,7 +126,7 @@ def test_grouped_placements_spend_only_what_each_developer_has(backend: TestClie
     assert hold == 3 * UNIT
     developers = [Actor(backend, "developer") for _ in range(2)]
     vm_ids = {d.id: _vms(backend, d.id, 10) for d in developers}
-    outcomes = _place_all(backend, [v for ids in vm_ids.values() for v in ids])
+    outcomes = _place_all(backend, {v: d for d, ids in vm_ids.items() for v in ids})
 
     with backend.app.state.db.session() as db:  # type: ignore[attr-defined]
         balances = {

@@ -17,7 +17,11 @@ platform's fees) may go below zero: a posting that would overdraw one is refused
 
 Concurrency: a transaction locks every balance it touches once, up front, in one sorted
 order (`lock`), then reads, decides and writes (`post`). PostgreSQL takes row locks
-(SELECT ... FOR UPDATE); SQLite takes its single write lock with the first statement (an
+(SELECT ... FOR UPDATE), then creates the accounts of people and of the platform that had
+no row (once in an account's life; its creator holds the new row until it commits). That
+INSERT can wait, holding the locks, only for a transaction creating the same account,
+which is past its own locking pass and creates in the same sorted order, so the two do
+not wait for each other. SQLite takes its single write lock with the first statement (an
 INSERT of the missing balance rows), after which nobody else can write until commit. A
 transaction that needs more accounts later must not lock again: it locks all of them first.
 
@@ -99,7 +103,7 @@ _INSERT_ENTRIES = insert(cast(Table, LedgerEntry.__table__))
 _PG_INSERT_KEYS = text(
     "INSERT INTO balances (account_type, account_key, amount) SELECT t, k, 0 "
     "FROM json_to_recordset(CAST(:w AS json)) AS w(t varchar, k varchar) "
-    "ON CONFLICT DO NOTHING"
+    "ON CONFLICT DO NOTHING RETURNING account_type, account_key"
 )
 _PG_LOCK = text(
     "SELECT b.account_type, b.account_key, b.amount FROM balances AS b "
@@ -246,19 +250,27 @@ def lock(db: Session, keys: Iterable[Key]) -> Locks:
     accounts = [k for k in wanted if k[0] not in PER_VM]
     found: dict[Key, int] = {}
     if db.get_bind().dialect.name == "postgresql":
-        # Creates missing rows (a conflict is an index probe: cheap for existing ones),
-        # then locks every row there is in one sorted pass.
-        if accounts:
-            db.execute(_PG_INSERT_KEYS, {"w": pg_json([{"t": t, "k": k} for t, k in accounts])})
+        # Locks every row there is in one sorted pass, then creates the people's and the
+        # platform's accounts that have none (once in an account's life; creating them up
+        # front cost every lock an INSERT probing each key).
         every = {"w": pg_json([{"t": t, "k": k} for t, k in wanted])}
         for account_type, account_key, amount in db.execute(_PG_LOCK, every):
             found[(account_type, account_key)] = int(amount)
-        # That statement read the rows as of its start: a VM's account created by a
-        # transaction it then waited for (holding this developer's balance) is not among
+        new = [{"t": t, "k": k} for t, k in accounts if (t, k) not in found]
+        if new:
+            # A row this creates is this transaction's (nobody can lock it before the
+            # commit): it holds 0. One that another transaction created meanwhile is
+            # locked below with the VM accounts.
+            for account_type, account_key in db.execute(_PG_INSERT_KEYS, {"w": pg_json(new)}):
+                found[(account_type, account_key)] = 0
+        # Those statements read the rows as of their start: a VM's account created by a
+        # transaction they then waited for (holding this developer's balance) is not among
         # them. Now that every other lock is held, nobody is creating one: read the
-        # missing ones again, in a new statement, which sees what was committed.
+        # missing ones again, in a new statement, which sees what was committed, with the
+        # accounts another transaction created while the INSERT waited for it. (When
+        # nothing was found and nothing inserted, nothing was waited for.)
         missing = [{"t": t, "k": k} for t, k in wanted if (t, k) not in found]
-        if missing and len(missing) < len(wanted):
+        if missing and (new or len(missing) < len(wanted)):
             for account_type, account_key, amount in db.execute(_PG_LOCK, {"w": pg_json(missing)}):
                 found[(account_type, account_key)] = int(amount)
     else:

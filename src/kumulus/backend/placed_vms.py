@@ -73,14 +73,6 @@ class PlacingVM:
 
 _VMS = cast(Table, VM.__table__)
 _SELECT = select(*(_VMS.c[f.name] for f in fields(PlacingVM)))
-_OWNERS = select(_VMS.c.id, _VMS.c.account_id)
-
-
-def owners(db: Session, ids: Sequence[str]) -> list[tuple[str, int]]:
-    """(VM id, its developer's account id) of the VMs `ids` that exist: what the balance
-    keys of their holds are made of (`billing.hold_keys`), read before locking them."""
-    conn = db.connection()
-    return [(i, a) for part in id_parts(db, ids) for i, a in conn.execute(_OWNERS.where(part))]
 
 
 def load(db: Session, ids: Sequence[str]) -> dict[str, PlacingVM]:

@@ -130,7 +130,13 @@ RETRY_PLACEMENT_FOR = 5.0
 
 @dataclass(frozen=True)
 class PlaceRequest:
+    """A VM to place. `account_id`: its developer's, which the caller read with the VM (a
+    VM's owner never changes): the balances its hold moves are locked before the VM's row
+    is read, so the placer needs not read it once more first. A request whose VM belongs
+    to another account is refused, having changed nothing."""
+
     vm_id: str
+    account_id: int
     tried: frozenset[str]  # hosts that refused it: not again
 
 
@@ -158,9 +164,8 @@ def place_vms(
     # Balances first, then the hosts: the order every money change takes locks in, and one
     # sorted lock for the whole batch (ledger.lock: once per transaction). Only the
     # accounts a hold moves money between (billing.hold_keys).
-    owners = placed_vms.owners(db, ids)
     locked = ledger.lock(
-        db, [k for vm_id, account in owners for k in billing.hold_keys(vm_id, account)]
+        db, [k for r in requests for k in billing.hold_keys(r.vm_id, r.account_id)]
     )
     # Read under those locks: another request (a retry of the same create, on this or
     # another replica) may have placed or deleted one of them meanwhile. Plain rows, not
@@ -178,6 +183,10 @@ def place_vms(
         vm = vms.get(request.vm_id)
         if vm is None or vm.intended_state == "deleted":  # its hold is back already
             outcomes.append(ConflictError(f"VM {request.vm_id} is being deleted", code="deleting"))
+        elif vm.account_id != request.account_id:  # its balances are not the ones locked
+            outcomes.append(
+                ConflictError(f"VM {request.vm_id} is not account {request.account_id}'s")
+            )
         elif vm.reserved and vm.host_id:
             outcomes.append(vm.host_id)  # placed already (the same placement asked twice)
         else:
@@ -570,7 +579,7 @@ class VMService:
         return True
 
     def _place_or_raise(self, vm: VM, tried: set[str]) -> None:
-        request = PlaceRequest(vm.id, frozenset(tried))
+        request = PlaceRequest(vm.id, vm.account_id, frozenset(tried))
         if self.placer is not None:
             self.db.commit()  # a fresh snapshot afterwards sees the placer's commit
             try:
