@@ -86,6 +86,79 @@ def test_one_pass_chooses_what_one_by_one_would(backend: TestClient) -> None:
     assert len(set(batch)) > 1  # the cheapest host fills up: its load pushes it back
 
 
+@pytest.mark.parametrize("levels", [1, 3])
+def test_one_pass_chooses_what_one_by_one_would_among_equal_prices(
+    backend: TestClient, levels: int
+) -> None:
+    """Hosts priced alike (one price, or a few levels, as a region's providers often are):
+    the pass stops at the first host at the lowest price when the hosts read untouched by
+    the batch cover a shortlist (`batch_placement._choose`); otherwise it looks on. Loads
+    differ, so that the order has no ties and both ways must pick the same host."""
+    rng = random.Random(levels)
+    with backend.app.state.db.session() as db:  # type: ignore[attr-defined]
+        hosts = list(_hosts(db, rng, SHORTLIST * 3, small=False).values())
+        for n, host in enumerate(hosts):
+            level = rng.randrange(levels)
+            host.set_prices(1000 + 500 * level, 300 + 100 * level, 1 + level)
+            host.reserved_cpu = n * 0.0131  # distinct loads, and none a VM apart
+            host.load = host.reserved_cpu / host.cpu
+        db.commit()
+        wants = [
+            Want(cpu=rng.choice((0.5, 4.0, 16.0)), memory=rng.choice((1, 32)) * GIB,
+                 disk=10 * GIB, region="eu",
+                 max_price_hour=rng.choice((None, 60_000)))
+            for _ in range(96)
+        ]  # fmt: skip
+        batch = [_outcome(o) for o in place_many(db, wants, TTL)]
+        db.rollback()
+        one_by_one = [_once(db, want) for want in wants]
+        db.rollback()
+    assert batch == one_by_one
+    assert sum(b.startswith("h") for b in batch) > len(wants) // 2
+
+
+def test_one_pass_leaves_to_place_once_what_lies_past_its_read(
+    backend: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hosts priced alike, few of them big. The read (the SHORTLIST + n least loaded that
+    fit the smallest VM) holds 3 big hosts: a big VM's shortlist goes on past it, so the
+    cheapest big host read is not known to be the one the index walk gives first (a big
+    host not read may come before it once the batch has loaded it). Such a VM is placed
+    by place_once, even when the host read is at the lowest price there is; the small
+    VMs, whose shortlists the read covers, are chosen in memory."""
+    rng = random.Random(5)
+    with backend.app.state.db.session() as db:  # type: ignore[attr-defined]
+        hosts = list(_hosts(db, rng, 300, small=False).values())
+        for n, host in enumerate(hosts):
+            host.set_prices(1000, 300, 1)
+            host.region, host.isolated, host.rep_tier = "eu", True, 5
+            host.cpu = 40.0 if n in (5, 40, 70) or (n >= 150 and n % 3 == 0) else 8.0
+            host.load = n * 0.001  # distinct, in the order of n
+            host.reserved_cpu = host.load * host.cpu
+        db.commit()
+        big, small = Want(cpu=16.0, memory=GIB, disk=GIB), Want(cpu=1.0, memory=GIB, disk=GIB)
+        wants = [big] * 6 + [small] * 14
+        alone: list[Want] = []
+        place_once_itself = scheduler.place_once
+
+        def recorded(db: Session, want: Want, *args: object) -> Placement:
+            alone.append(want)
+            return place_once_itself(db, want, *args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(scheduler, "place_once", recorded)
+        outcomes = place_many(db, wants, TTL)
+        db.rollback()
+    assert all(isinstance(o, Placement) for o in outcomes), outcomes
+    assert alone == [big] * 6
+
+
+def _once(db: Session, want: Want) -> str:
+    try:
+        return _outcome(place_once(db, want, TTL))
+    except NoHostFitsError as exc:
+        return _outcome(exc)
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_mixed_batches_fit_and_never_overcommit(backend: TestClient, seed: int) -> None:
     rng = random.Random(seed)

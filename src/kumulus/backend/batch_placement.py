@@ -80,6 +80,8 @@ class _Host:
     free_memory: int = field(init=False)
     free_disk: int = field(init=False)
     prices: tuple[int, int, int] = field(init=False)
+    # The batch reserved room on it: its key is no longer the one the database gave.
+    touched: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         self.prices = (self.price_cpu_hour, self.price_memory_gib_hour, self.price_disk_gib_hour)
@@ -96,6 +98,7 @@ class _Host:
 
     def reserve(self, want: Want) -> None:
         """Take `want`'s room, as the reservation UPDATE will (the same arithmetic)."""
+        self.touched = True
         self.reserved_cpu += want.cpu
         self.reserved_memory += want.memory
         self.reserved_disk += want.disk
@@ -204,18 +207,21 @@ def _plan(
     keys = [h.key() for h in order]
     planned: dict[int, Placement] = {}
     undecided: list[int] = []
-    # Per VM size and price cap: each price triple's VM price (see _choose). The VMs of a
-    # batch mostly share a few sizes, and the hosts a few price triples.
-    priced: dict[tuple[float, int, int, int | None], dict[tuple[int, int, int], float | None]] = {}
+    # Per VM size and price cap (the VMs of a batch mostly share a few): see _Class.
+    classes: dict[tuple[float, int, int, int | None], _Class] = {}
     for n, want in enumerate(wants):
         cap = scheduler.price_cap(want, price_limit)
-        prices = priced.setdefault((want.cpu, want.memory, want.disk, cap), {})
-        chosen = _choose(order, want, boundary, cap, prices)
+        kind = classes.get((want.cpu, want.memory, want.disk, cap))
+        if kind is None:
+            kind = classes[(want.cpu, want.memory, want.disk, cap)] = _Class(want, cap, order)
+        chosen = _choose(order, want, boundary, kind)
         if chosen is None:
             undecided.append(n)
             continue
         at = order.index(chosen)
         del order[at], keys[at]
+        for other in classes.values():
+            other.touch(chosen)
         chosen.reserve(want)
         at = bisect.bisect_right(keys, chosen.key())
         order.insert(at, chosen)
@@ -229,25 +235,63 @@ def _plan(
     return planned, undecided
 
 
+class _Class:
+    """What `_choose` keeps for the VMs of one size and price cap in one candidate read.
+
+    `priced`: the VM's price at each price triple seen (None: over the cap); `floor`: the
+    lowest of them over every host read; `untouched`: how many hosts read fit such a VM
+    within the cap and have had nothing reserved by this batch yet, by this group or an
+    earlier one (their order keys are still the ones the database gave, none past the
+    read's boundary)."""
+
+    __slots__ = ("fits", "floor", "priced", "untouched")
+
+    def __init__(self, want: Want, cap: int | None, hosts: list[_Host]) -> None:
+        self.priced: dict[tuple[int, int, int], float | None] = {}
+        for triple in {host.prices for host in hosts}:
+            self.priced[triple] = _price(want, triple, cap)
+        within = [price for price in self.priced.values() if price is not None]
+        self.floor = min(within) if within else None
+        cpu, memory, disk = want.cpu - 0.000000001, want.memory, want.disk
+        self.fits = {
+            id(host)
+            for host in hosts
+            if not host.touched
+            and host.free_cpu >= cpu
+            and host.free_memory >= memory
+            and host.free_disk >= disk
+            and self.priced[host.prices] is not None
+        }
+        self.untouched = len(self.fits)
+
+    def touch(self, host: _Host) -> None:
+        """`host` is about to have room reserved: it no longer counts as untouched."""
+        if id(host) in self.fits:
+            self.fits.discard(id(host))
+            self.untouched -= 1
+
+
 def _choose(
-    order: list[_Host],
-    want: Want,
-    boundary: tuple[int, int, float] | None,
-    cap: int | None,
-    priced: dict[tuple[int, int, int], float | None],
+    order: list[_Host], want: Want, boundary: tuple[int, int, float] | None, kind: _Class
 ) -> _Host | None:
     """The host `place_once` would choose for `want` among `order` (sorted by the index
-    key), or None when what was read cannot tell (the VM goes to place_once). `cap`: the
-    most the VM may cost per hour (`scheduler.price_cap`). `priced`: this VM size's price
-    at each price triple seen so far, None when over `cap` (filled here; shared by the VMs
-    of that size and cap).
+    key), or None when what was read cannot tell (the VM goes to place_once). `kind`: the
+    VM's size and price cap, for every host read (`_Class`).
 
     The first SHORTLIST hosts that fit and are within the cap form the shortlist; the
     choice is its best by (tier, this VM's price, reference price, load). `order` is by
     (tier, reference price, load), so that is the first host, of the shortlist's best tier
-    (its first host's), at the lowest price: one pass, no key built per host. The VM's
-    price depends only on a host's three unit prices: it is computed once per triple."""
+    (its first host's), at the lowest price: one pass, no key built per host.
+
+    The pass stops early when it can: at a host priced at the floor (no later host is
+    cheaper, so the choice is made) if at least SHORTLIST hosts read fit and are untouched
+    by the batch. The shortlist then lies within what was read, whatever comes after: its
+    last host precedes, or is, the SHORTLIST-th untouched one, whose key is one the
+    database gave, at most the boundary's. Otherwise the pass goes on to the shortlist's
+    end, whose last host tells whether the read covered it."""
     cpu, memory, disk = want.cpu - 0.000000001, want.memory, want.disk
+    priced, floor = kind.priced, kind.floor
+    covered = boundary is None or kind.untouched >= SHORTLIST
     best: _Host | None = None
     best_price = 0.0
     last: _Host | None = None
@@ -256,15 +300,13 @@ def _choose(
         # The same comparisons as scheduler._FITS.
         if host.free_cpu < cpu or host.free_memory < memory or host.free_disk < disk:
             continue
-        triple = host.prices
-        if triple in priced:
-            price = priced[triple]
-        else:
-            price = priced[triple] = _price(want, triple, cap)
+        price = priced[host.prices]
         if price is None:
             continue  # over the cap: not on the shortlist
         if best is None or (host.rep_tier == best.rep_tier and price < best_price):
             best, best_price = host, price
+            if covered and price == floor:
+                return best
         last = host
         found += 1
         if found == SHORTLIST:
@@ -287,7 +329,9 @@ def _price(want: Want, triple: tuple[int, int, int], cap: int | None) -> float |
 
 # The batch's reservations as rows (one JSON document: one statement text, prepared once,
 # whatever the batch's size), and the UPDATE that applies them where the host still takes
-# them (see _reserve).
+# them (see _reserve). The statement starts with UPDATE, not WITH: Python's sqlite3 opens
+# a transaction before a statement only when it starts with INSERT, UPDATE, DELETE or
+# REPLACE, and would have committed the reservations at once, outside the caller's.
 _ROWS = {
     "postgresql": (
         "SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS t(id varchar,"
@@ -311,14 +355,13 @@ _BY_ID = {
 }
 _RESERVE = {
     dialect: text(
-        "WITH v AS (" + rows + ")"
-        " UPDATE hosts SET"
+        "UPDATE hosts SET"
         " reserved_cpu = hosts.reserved_cpu + v.cpu,"
         " reserved_memory = hosts.reserved_memory + v.memory,"
         " reserved_disk = hosts.reserved_disk + v.disk,"
         " load = (hosts.reserved_cpu + v.cpu) / hosts.cpu"
         " + (hosts.reserved_memory + v.memory) * 1.0 / hosts.memory"
-        " FROM v WHERE hosts.id = v.id" + _BY_ID[dialect] + ""
+        " FROM (" + rows + ") AS v WHERE hosts.id = v.id" + _BY_ID[dialect] + ""
         " AND hosts.cpu - hosts.reserved_cpu >= v.cpu - 0.000000001"
         " AND hosts.memory - hosts.reserved_memory >= v.memory"
         " AND hosts.disk - hosts.reserved_disk >= v.disk"
