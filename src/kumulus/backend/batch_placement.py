@@ -37,7 +37,6 @@ none: its VMs are placed again by `place_once`.
 from __future__ import annotations
 
 import bisect
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -47,6 +46,7 @@ from sqlalchemy.orm import Session
 
 from kumulus.backend import scheduler
 from kumulus.backend.clock import utcnow
+from kumulus.backend.ledger import pg_json
 from kumulus.backend.scheduler import (
     SHORTLIST,
     HostsBusyError,
@@ -414,7 +414,7 @@ def _reserve(db: Session, planned: list[tuple[Want, Placement]], ttl: float) -> 
         total.isolated = total.isolated or not want.allow_weak
     now = utcnow()
     ordered = sorted(totals.items())
-    rows = json.dumps(
+    rows = pg_json(
         [
             {
                 "id": host_id,
@@ -434,4 +434,4 @@ def _reserve(db: Session, planned: list[tuple[Want, Placement]], ttl: float) -> 
     dialect = "postgresql" if db.get_bind().dialect.name == "postgresql" else "sqlite"
     if dialect == "postgresql":
         params["ids"] = [host_id for host_id, _ in ordered]
-    return set(db.execute(_RESERVE[dialect], params).scalars())
+    return set(db.execute(_RESERVE[dialect], params).scalars().all())

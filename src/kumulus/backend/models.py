@@ -388,10 +388,9 @@ class LedgerEntry(Base):
     accounts and `account_id` otherwise (None for the platform's and the chain's)."""
 
     __tablename__ = "ledger_entries"
-    __table_args__ = (
-        Index("ix_ledger_account", "account_type", "account_id"),
-        Index("ix_ledger_txn", "txn_id"),
-    )
+    # No index on txn_id (migration 0033): nothing looks entries up by transaction, and
+    # every entry paid for one.
+    __table_args__ = (Index("ix_ledger_account", "account_type", "account_id"),)
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     txn_id: Mapped[str] = mapped_column(String(32))

@@ -82,7 +82,7 @@ def load(db: Session, ids: Sequence[str]) -> dict[str, PlacingVM]:
     return {
         values[0]: PlacingVM(*values)
         for part in id_parts(db, ids)
-        for values in conn.execute(_SELECT.where(part))
+        for values in conn.execute(_SELECT.where(part)).all()
     }
 
 
@@ -104,6 +104,8 @@ def write(db: Session, vms: Sequence[PlacingVM]) -> None:
     # lock, VMService._place_new, so this is the guard behind that lock.)
     if written not in (-1, len(vms)):
         raise StaleDataError(f"placing {len(vms)} VM row(s): {written} matched")
+    if not db.identity_map:  # the placer's own session: no ORM object to expire
+        return
     names = list(PLACED_FIELDS)
     for vm in vms:
         loaded = db.identity_map.get(db.identity_key(VM, vm.id))
