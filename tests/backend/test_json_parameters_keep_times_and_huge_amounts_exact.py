@@ -6,7 +6,7 @@ full rather than refused or rounded, and a value with no JSON form is an error."
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -20,7 +20,7 @@ def test_times_and_integers_round_trip() -> None:
     paris = datetime(2026, 12, 1, 16, 0, 0, tzinfo=timezone(timedelta(hours=1)))
     rows = [{"t": naive, "u": paris, "n": 10**18, "f": 3.0, "s": None, "b": True}]
     [out] = json.loads(pg_json(rows))
-    assert datetime.fromisoformat(out["t"]) == naive.replace(tzinfo=timezone.utc)
+    assert datetime.fromisoformat(out["t"]) == naive.replace(tzinfo=UTC)
     assert datetime.fromisoformat(out["u"]) == paris
     assert out["n"] == 10**18 and out["f"] == 3.0 and out["s"] is None and out["b"] is True
 

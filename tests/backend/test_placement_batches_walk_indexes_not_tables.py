@@ -11,17 +11,21 @@ import re
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from bench.common import GIB
-from bench.scheduler import Size
-from sqlalchemy import event, text
+from bench.scheduler import Size, place_requests
+from sqlalchemy import text
 
+from kumulus.backend.vms import place_vms
 from tests.backend.placement_fixtures import placing
 
 _WHOLE_TABLE = re.compile(r"Seq Scan on (hosts|balances|vms)\b")
 
 
-def test_a_placement_batch_scans_no_table(database_url: str, tmp_path: Path) -> None:
+def test_a_placement_batch_scans_no_table(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if not database_url.startswith("postgresql"):
         pytest.skip("query plans are PostgreSQL's")
     size = Size(cpu=3.0, memory=12 * GIB, disk=200 * GIB)
@@ -47,25 +51,29 @@ def test_a_placement_batch_scans_no_table(database_url: str, tmp_path: Path) -> 
             s.execute(text("ANALYZE hosts"))
             s.execute(text("ANALYZE balances"))
             s.commit()
-        # The batch's statements as sent, then each one's plan, in the same order (so the
-        # settings a statement runs under apply to its plan) and in one transaction that
-        # is rolled back: EXPLAIN without ANALYZE runs nothing.
+        # The batch's statements as the driver was given them (through SQLAlchemy, or on
+        # the driver's cursor: backend/db.driver_cursor), then each one's plan, in the same
+        # order (so the settings a statement runs under apply to its plan) and in one
+        # transaction that is rolled back: EXPLAIN without ANALYZE runs nothing.
         sent: list[tuple[str, Any]] = []
+        execute = psycopg.Cursor.execute
 
-        def record(
-            conn: Any, cursor: Any, statement: str, params: Any, ctx: Any, many: bool
-        ) -> None:
-            sent.append((statement, params[0] if many else params))
+        def record(cursor: Any, query: Any, params: Any = None, **kwargs: Any) -> Any:
+            sent.append((query, params))
+            return execute(cursor, query, params, **kwargs)
 
-        event.listen(db.engine, "before_cursor_execute", record)
         with db.session() as s:
             batch = vm_ids[2500:2564]
-            out = p.place(s, batch)
+            requests = place_requests(db, batch)
+            monkeypatch.setattr(psycopg.Cursor, "execute", record)
+            out = place_vms(p.settings, s, requests, [False] * len(requests))
             assert all(isinstance(o, str) for o in out), out[:3]
             s.flush()
+            monkeypatch.undo()
             s.rollback()
-        event.remove(db.engine, "before_cursor_execute", record)
-        assert any("FROM hosts" in statement for statement, _ in sent)
+        # Every kind of statement a batch runs was seen, whichever way it was sent.
+        for part in ("FROM hosts", "UPDATE hosts", "FROM balances AS b", "FROM vms", "UPDATE vms"):
+            assert any(part in statement for statement, _ in sent), part
         scans: list[str] = []
         with db.engine.connect() as conn:
             cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
@@ -73,6 +81,8 @@ def test_a_placement_batch_scans_no_table(database_url: str, tmp_path: Path) -> 
                 if statement.startswith(("SET ", "RESET ")):
                     cursor.execute(statement, params)
                     continue
+                if not statement.startswith(("SELECT", "UPDATE", "INSERT", "DELETE", "WITH")):
+                    continue  # the pool's liveness check (";"), BEGIN and the like
                 cursor.execute("EXPLAIN " + statement, params)
                 plan = "\n".join(row[0] for row in cursor.fetchall())
                 scans += [f"{m.group(0)}: {statement[:80]}" for m in _WHOLE_TABLE.finditer(plan)]

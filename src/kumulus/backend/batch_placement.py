@@ -46,6 +46,7 @@ from sqlalchemy.orm import Session
 
 from kumulus.backend import scheduler
 from kumulus.backend.clock import utcnow
+from kumulus.backend.db import driver_cursor
 from kumulus.backend.ledger import pg_json
 from kumulus.backend.scheduler import (
     SHORTLIST,
@@ -332,9 +333,10 @@ def _price(want: Want, triple: tuple[int, int, int], cap: int | None) -> float |
 # them (see _reserve). The statement starts with UPDATE, not WITH: Python's sqlite3 opens
 # a transaction before a statement only when it starts with INSERT, UPDATE, DELETE or
 # REPLACE, and would have committed the reservations at once, outside the caller's.
+# PostgreSQL runs it on the driver's cursor (db.driver_cursor: psycopg's placeholders).
 _ROWS = {
     "postgresql": (
-        "SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS t(id varchar,"
+        "SELECT * FROM json_to_recordset(CAST(%(rows)s AS json)) AS t(id varchar,"
         " cpu double precision, memory bigint, disk bigint, pc bigint, pm bigint,"
         " pd bigint, region varchar, isolated boolean)"
     ),
@@ -350,35 +352,35 @@ _ROWS = {
 # the JSON rows alone it read the whole table: 5,000 rows, 7 ms). Their rows are this
 # transaction's already (the candidate read locked them), so the UPDATE waits for nobody.
 _BY_ID = {
-    "postgresql": " AND hosts.id = ANY(CAST(:ids AS varchar[]))",
+    "postgresql": " AND hosts.id = ANY(CAST(%(ids)s AS varchar[]))",
     "sqlite": "",  # one writer at a time
 }
-_RESERVE = {
-    dialect: text(
-        "UPDATE hosts SET"
-        " reserved_cpu = hosts.reserved_cpu + v.cpu,"
-        " reserved_memory = hosts.reserved_memory + v.memory,"
-        " reserved_disk = hosts.reserved_disk + v.disk,"
-        " load = (hosts.reserved_cpu + v.cpu) / hosts.cpu"
-        " + (hosts.reserved_memory + v.memory) * 1.0 / hosts.memory"
-        " FROM (" + rows + ") AS v WHERE hosts.id = v.id" + _BY_ID[dialect] + ""
-        " AND hosts.cpu - hosts.reserved_cpu >= v.cpu - 0.000000001"
-        " AND hosts.memory - hosts.reserved_memory >= v.memory"
-        " AND hosts.disk - hosts.reserved_disk >= v.disk"
-        " AND hosts.last_heartbeat_at >= :since AND NOT hosts.draining"
-        " AND (hosts.host_key_state = 'legacy'"
-        " OR (hosts.host_key_state = 'delegated' AND hosts.delegated_until > :now))"
-        " AND (v.region IS NULL OR hosts.region = v.region)"
-        " AND (hosts.isolated OR NOT v.isolated)"
-        " AND hosts.price_cpu_hour = v.pc AND hosts.price_memory_gib_hour = v.pm"
-        " AND hosts.price_disk_gib_hour = v.pd"
-        " RETURNING hosts.id"
-    ).bindparams(
-        bindparam("now", type_=DateTime(timezone=True)),
-        bindparam("since", type_=DateTime(timezone=True)),
-    )
+_NOW = {"postgresql": ("%(now)s", "%(since)s"), "sqlite": (":now", ":since")}
+_RESERVE_SQL = {
+    dialect: "UPDATE hosts SET"
+    " reserved_cpu = hosts.reserved_cpu + v.cpu,"
+    " reserved_memory = hosts.reserved_memory + v.memory,"
+    " reserved_disk = hosts.reserved_disk + v.disk,"
+    " load = (hosts.reserved_cpu + v.cpu) / hosts.cpu"
+    " + (hosts.reserved_memory + v.memory) * 1.0 / hosts.memory"
+    " FROM (" + rows + ") AS v WHERE hosts.id = v.id" + _BY_ID[dialect] + ""
+    " AND hosts.cpu - hosts.reserved_cpu >= v.cpu - 0.000000001"
+    " AND hosts.memory - hosts.reserved_memory >= v.memory"
+    " AND hosts.disk - hosts.reserved_disk >= v.disk"
+    f" AND hosts.last_heartbeat_at >= {_NOW[dialect][1]} AND NOT hosts.draining"
+    " AND (hosts.host_key_state = 'legacy'"
+    f" OR (hosts.host_key_state = 'delegated' AND hosts.delegated_until > {_NOW[dialect][0]}))"
+    " AND (v.region IS NULL OR hosts.region = v.region)"
+    " AND (hosts.isolated OR NOT v.isolated)"
+    " AND hosts.price_cpu_hour = v.pc AND hosts.price_memory_gib_hour = v.pm"
+    " AND hosts.price_disk_gib_hour = v.pd"
+    " RETURNING hosts.id"
     for dialect, rows in _ROWS.items()
 }
+_SQLITE_RESERVE = text(_RESERVE_SQL["sqlite"]).bindparams(
+    bindparam("now", type_=DateTime(timezone=True)),
+    bindparam("since", type_=DateTime(timezone=True)),
+)
 
 
 @dataclass
@@ -431,7 +433,9 @@ def _reserve(db: Session, planned: list[tuple[Want, Placement]], ttl: float) -> 
         ]
     )
     params: dict[str, object] = {"now": now, "since": now - timedelta(seconds=ttl), "rows": rows}
-    dialect = "postgresql" if db.get_bind().dialect.name == "postgresql" else "sqlite"
-    if dialect == "postgresql":
-        params["ids"] = [host_id for host_id, _ in ordered]
-    return set(db.execute(_RESERVE[dialect], params).scalars().all())
+    if db.get_bind().dialect.name != "postgresql":
+        return set(db.execute(_SQLITE_RESERVE, params).scalars().all())
+    params["ids"] = [host_id for host_id, _ in ordered]
+    with driver_cursor(db) as cursor:
+        cursor.execute(_RESERVE_SQL["postgresql"], params)
+        return {host_id for (host_id,) in cursor.fetchall()}

@@ -44,9 +44,10 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any, cast
 
 import orjson
@@ -54,7 +55,7 @@ from sqlalchemy import ARRAY, String, Table, bindparam, insert, select, text, up
 from sqlalchemy.orm import Session
 
 from kumulus.backend.clock import aware, utcnow
-from kumulus.backend.db import upsert_insert
+from kumulus.backend.db import driver_cursor, upsert_insert
 from kumulus.backend.models import Balance, LedgerEntry, Planck
 
 DEVELOPER, HOLD, PROVIDER, PLATFORM, CHAIN = "developer", "hold", "provider", "platform", "chain"
@@ -100,15 +101,17 @@ _INSERT_ENTRIES = insert(cast(Table, LedgerEntry.__table__))
 # PostgreSQL: a chunk's keys and rows go as one JSON parameter (json_to_recordset), so
 # each statement is short, parsed and planned once, and joined by index rather than a long
 # OR of tuples or one statement per row; JSON is also far cheaper for psycopg to send than
-# arrays of strings. Amounts travel as decimal text and are read as NUMERIC: exact.
-_PG_INSERT_KEYS = text(
+# arrays of strings. Amounts travel as decimal text and are read as NUMERIC: exact. The
+# statements of `lock` and `flush_batch` run on the driver's cursor (db.driver_cursor):
+# every placement batch runs them.
+_PG_INSERT_KEYS = (
     "INSERT INTO balances (account_type, account_key, amount) SELECT t, k, 0 "
-    "FROM json_to_recordset(CAST(:w AS json)) AS w(t varchar, k varchar) "
+    "FROM json_to_recordset(CAST(%(w)s AS json)) AS w(t varchar, k varchar) "
     "ON CONFLICT DO NOTHING RETURNING account_type, account_key"
 )
-_PG_LOCK = text(
+_PG_LOCK = (
     "SELECT b.account_type, b.account_key, b.amount FROM balances AS b "
-    "JOIN json_to_recordset(CAST(:w AS json)) AS w(t varchar, k varchar) "
+    "JOIN json_to_recordset(CAST(%(w)s AS json)) AS w(t varchar, k varchar) "
     "ON b.account_type = w.t AND b.account_key = w.k "
     "ORDER BY b.account_type, b.account_key FOR UPDATE OF b"
 )
@@ -121,15 +124,15 @@ _PG_LOCK_EXISTING = text(
     "AND (SELECT max(k) FROM unnest(:keys) AS k) "
     "AND account_key = ANY(:keys) ORDER BY account_type, account_key FOR UPDATE"
 ).bindparams(bindparam("types", type_=ARRAY(String)), bindparam("keys", type_=ARRAY(String)))
-_PG_SET_BALANCES = text(
+_PG_SET_BALANCES = (
     "UPDATE balances AS b SET amount = w.a "
-    "FROM json_to_recordset(CAST(:w AS json)) AS w(t varchar, k varchar, a numeric) "
+    "FROM json_to_recordset(CAST(%(w)s AS json)) AS w(t varchar, k varchar, a numeric) "
     "WHERE b.account_type = w.t AND b.account_key = w.k"
 )
-_PG_NEW_BALANCES = text(
+_PG_NEW_BALANCES = (
     "INSERT INTO balances (account_type, account_key, amount) "
-    "SELECT t, k, a FROM json_to_recordset(CAST(:w AS json)) AS w(t varchar, k varchar, a numeric) "
-    "ON CONFLICT DO NOTHING"
+    "SELECT t, k, a FROM json_to_recordset(CAST(%(w)s AS json)) "
+    "AS w(t varchar, k varchar, a numeric) ON CONFLICT DO NOTHING"
 )
 _SQLITE_READ = text(
     "SELECT account_key, amount FROM balances WHERE account_type = :t AND account_key IN :keys"
@@ -272,17 +275,18 @@ def lock(db: Session, keys: Iterable[Key]) -> Locks:
         # platform's accounts that have none (once in an account's life; creating them up
         # front cost every lock an INSERT probing each key).
         every = {"w": pg_json([{"t": t, "k": k} for t, k in wanted])}
-        # (.all(): one fetch of every row, not one per row)
-        for account_type, account_key, amount in db.execute(_PG_LOCK, every).all():
-            found[(account_type, account_key)] = int(amount)
-        new = [{"t": t, "k": k} for t, k in accounts if (t, k) not in found]
-        if new:
-            # A row this creates is this transaction's (nobody can lock it before the
-            # commit): it holds 0. One that another transaction created meanwhile is
-            # locked below with the VM accounts.
-            created = db.execute(_PG_INSERT_KEYS, {"w": pg_json(new)}).all()
-            for account_type, account_key in created:
-                found[(account_type, account_key)] = 0
+        with driver_cursor(db) as cursor:
+            cursor.execute(_PG_LOCK, every)
+            for account_type, account_key, amount in cursor.fetchall():
+                found[(account_type, account_key)] = int(amount)
+            new = [{"t": t, "k": k} for t, k in accounts if (t, k) not in found]
+            if new:
+                # A row this creates is this transaction's (nobody can lock it before the
+                # commit): it holds 0. One that another transaction created meanwhile is
+                # locked below with the VM accounts.
+                cursor.execute(_PG_INSERT_KEYS, {"w": pg_json(new)})
+                for account_type, account_key in cursor.fetchall():
+                    found[(account_type, account_key)] = 0
         # Those statements read the rows as of their start: a VM's account created by a
         # transaction they then waited for (holding this developer's balance) is not among
         # them. Now that every other lock is held, nobody is creating one: read the
@@ -291,9 +295,10 @@ def lock(db: Session, keys: Iterable[Key]) -> Locks:
         # nothing was found and nothing inserted, nothing was waited for.)
         missing = [{"t": t, "k": k} for t, k in wanted if (t, k) not in found]
         if missing and (new or len(missing) < len(wanted)):
-            again = db.execute(_PG_LOCK, {"w": pg_json(missing)}).all()
-            for account_type, account_key, amount in again:
-                found[(account_type, account_key)] = int(amount)
+            with driver_cursor(db) as cursor:
+                cursor.execute(_PG_LOCK, {"w": pg_json(missing)})
+                for account_type, account_key, amount in cursor.fetchall():
+                    found[(account_type, account_key)] = int(amount)
     else:
         # SQLite: creates missing rows; its being a write also takes the database's write
         # lock now, before any balance is read (as does setting a balance to itself).
@@ -423,7 +428,7 @@ def post(
         locked[key] += change
         writes.append({"t": key[0], "k": key[1], "a": locked[key]})
         _take_absent(locked, key, created)
-    _write_balances(conn, *_many(db, writes, created))
+    _write_balances(partial(_rowcount, conn), *_many(db, writes, created))
     return txn
 
 
@@ -452,22 +457,29 @@ def _take_absent(locked: dict[Key, int], key: Key, created: set[Key]) -> None:
         created.add(key)
 
 
-def _write_balances(conn: Any, updates: Write | None, inserts: Write | None) -> None:
+def _write_balances(
+    run: Callable[[Any, Any], int], updates: Write | None, inserts: Write | None
+) -> None:
     """Run the balance UPDATE, then the INSERT of the accounts created (last: the only
     write here that can wait on another transaction), and check that each wrote every row.
     An UPDATE that missed a row would lose that money silently; an INSERT that met a row
     means another transaction created that account after it was read as absent. Either
-    raises LedgerError, and the caller's transaction must not commit."""
+    raises LedgerError, and the caller's transaction must not commit. `run` executes a
+    statement with its parameters and returns its row count."""
     for write, what in ((updates, "update"), (inserts, "create")):
         if write is None:
             continue
         statement, params, expected = write
-        written = conn.execute(statement, params).rowcount
+        written = run(statement, params)
         if written not in (-1, expected):
             raise LedgerError(
                 f"could only {what} {written} of {expected} balance(s): an account was "
                 "created or removed by another transaction meanwhile"
             )
+
+
+def _rowcount(conn: Any, statement: Any, params: Any) -> int:
+    return int(conn.execute(statement, params).rowcount)
 
 
 def flush_batch(db: Session, batch: PostingBatch) -> None:
@@ -479,17 +491,13 @@ def flush_batch(db: Session, batch: PostingBatch) -> None:
         if batch.entries:
             conn.execute(_INSERT_ENTRIES, batch.entries)
         writes = [{"t": t, "k": k, "a": a} for (t, k), a in batch.balances.items()]
-        _write_balances(conn, *_many(db, writes, batch.created))
+        _write_balances(partial(_rowcount, conn), *_many(db, writes, batch.created))
         batch.entries, batch.balances, batch.created = [], {}, set()
         return
     if batch.entries:
         # COPY: no statement to parse per row, rows inserted in batches (about twice as
         # fast as INSERT ... SELECT from JSON for a chunk's thousands of entries).
-        psycopg_conn: Any = conn.connection.driver_connection  # in this same transaction
-        with (
-            psycopg_conn.cursor() as cursor,
-            cursor.copy(_PG_COPY_ENTRIES) as copy,
-        ):
+        with driver_cursor(db) as cursor, cursor.copy(_PG_COPY_ENTRIES) as copy:
             for e in batch.entries:
                 copy.write_row(
                     (
@@ -509,11 +517,17 @@ def flush_batch(db: Session, batch: PostingBatch) -> None:
         (inserts if (t, k) in batch.created else updates).append(
             {"t": t, "k": k, "a": planck_text(a)}
         )
-    _write_balances(
-        conn,
-        (_PG_SET_BALANCES, {"w": pg_json(updates)}, len(updates)) if updates else None,
-        (_PG_NEW_BALANCES, {"w": pg_json(inserts)}, len(inserts)) if inserts else None,
-    )
+    with driver_cursor(db) as cursor:
+
+        def run(statement: str, params: dict[str, Any]) -> int:
+            cursor.execute(statement, params)
+            return int(cursor.rowcount)
+
+        _write_balances(
+            run,
+            (_PG_SET_BALANCES, {"w": pg_json(updates)}, len(updates)) if updates else None,
+            (_PG_NEW_BALANCES, {"w": pg_json(inserts)}, len(inserts)) if inserts else None,
+        )
     batch.entries, batch.balances, batch.created = [], {}, set()
 
 

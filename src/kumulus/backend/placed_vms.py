@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from kumulus.backend import vm_field_updates
+from kumulus.backend.db import driver_cursor
 from kumulus.backend.meter_rows import id_parts
 from kumulus.backend.models import VM
 
@@ -75,9 +76,30 @@ _VMS = cast(Table, VM.__table__)
 _SELECT = select(*(_VMS.c[f.name] for f in fields(PlacingVM)))
 
 
+# PostgreSQL: on the driver's cursor (db.driver_cursor), the ids as one array whose range
+# makes it a scan of the primary key's range (as meter_rows.id_parts builds it).
+_NAMES = [f.name for f in fields(PlacingVM)]
+_PG_SELECT = (
+    f"SELECT {', '.join(_NAMES)} FROM vms "  # noqa: S608 (column names from PlacingVM)
+    "WHERE id BETWEEN (SELECT min(k) FROM unnest(CAST(%(ids)s AS varchar[])) AS k) "
+    "AND (SELECT max(k) FROM unnest(CAST(%(ids)s AS varchar[])) AS k) "
+    "AND id = ANY(CAST(%(ids)s AS varchar[]))"
+)
+
+
 def load(db: Session, ids: Sequence[str]) -> dict[str, PlacingVM]:
     """The VMs `ids` that exist, by id, in the caller's transaction. Read after locking
     their balances: what another transaction committed before the lock is what is read."""
+    if db.get_bind().dialect.name == "postgresql":
+        with driver_cursor(db) as cursor:
+            cursor.execute(_PG_SELECT, {"ids": list(ids)})
+            rows = cursor.fetchall()
+        loaded = {}
+        for values in rows:
+            vm = PlacingVM(*values)
+            vm.accrued = int(vm.accrued)  # NUMERIC: the driver gives a Decimal
+            loaded[vm.id] = vm
+        return loaded
     conn = db.connection()
     return {
         values[0]: PlacingVM(*values)
