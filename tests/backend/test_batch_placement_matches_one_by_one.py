@@ -244,9 +244,9 @@ def test_room_taken_after_the_read_is_not_overcommitted(
                 text(
                     "UPDATE hosts SET reserved_cpu = cpu, reserved_memory = memory WHERE id = :id"
                 ),
-                {"id": row.id},
+                {"id": row[0]},
             )
-            taken.append(row.id)
+            taken.append(row[0])
         return rows
 
     monkeypatch.setattr(scheduler, "candidates", read_then_fill)

@@ -78,7 +78,7 @@ def test_a_host_that_became_ineligible_after_the_read_gets_no_vm(
 
     def read_then_change(db: Session, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
         rows = read(db, *args, **kwargs)  # type: ignore[arg-type]
-        best = rows[0].id
+        best = rows[0][0]  # the id
         # In the batch's own transaction: the UPDATE sees it as it would see a commit made
         # by another transaction in between (on both databases).
         db.execute(

@@ -193,17 +193,13 @@ def _plan(
     for row in rows:
         host = seen.get(row[0])
         if host is None:  # the columns are _Host's fields, in order
-            host = seen[row[0]] = _Host(*row)  # type: ignore[call-arg]
+            host = seen[row[0]] = _Host(*row)
         hosts.append(host)
     # Hosts past the last one read may precede a host read whose load grew: up to the
     # boundary (the last row as the database has it), what was read is exactly what the
     # index walk would give.
-    last = rows[-1] if rows else None
-    boundary = (
-        (-last.rep_tier, last.ref_price, last.load)
-        if last is not None and len(rows) == limit
-        else None
-    )
+    last = rows[-1] if rows else None  # id, rep_tier, ref_price, load, ...
+    boundary = (-last[1], last[2], last[3]) if last is not None and len(rows) == limit else None
     order = sorted(hosts, key=_Host.key)
     keys = [h.key() for h in order]
     planned: dict[int, Placement] = {}

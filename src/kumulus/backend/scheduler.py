@@ -26,7 +26,6 @@ from sqlalchemy import (
     ColumnElement,
     DateTime,
     Float,
-    Row,
     String,
     and_,
     bindparam,
@@ -35,9 +34,11 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.dialects.postgresql import psycopg as pg_psycopg
 from sqlalchemy.orm import Session
 
 from kumulus.backend.clock import utcnow
+from kumulus.backend.db import driver_cursor
 from kumulus.backend.models import Host
 from kumulus.core.money import GIB, hourly_price
 from kumulus.core.sizes import format_size
@@ -218,6 +219,15 @@ _PLACE_STATEMENTS = _statements(_PLACE)
 _ANY_FITS_STATEMENTS = _statements(_CANDIDATE + " LIMIT 1")
 _QUOTE_STATEMENTS = _statements(_QUOTE)
 _CANDIDATES_STATEMENTS = _statements(_CANDIDATES)
+
+# The candidates statement without exclusions as psycopg takes it (its placeholders, the
+# bound values' types as casts): what `candidates` sends on the driver's cursor.
+_PG_CANDIDATES = {
+    weak: str(
+        _CANDIDATES_STATEMENTS[("postgresql", False, weak)].compile(dialect=pg_psycopg.dialect())  # type: ignore[no-untyped-call]
+    )
+    for weak in (False, True)
+}
 
 _RELEASE = text(
     "UPDATE hosts SET"
@@ -485,17 +495,26 @@ def _cheapest(db: Session, want: Want, where: Any) -> int:
 
 def candidates(
     db: Session, want: Want, ttl: float, exclude: set[str] | None, limit: int
-) -> Sequence[Row[Any]]:
+) -> Sequence[tuple[Any, ...]]:
     """Up to `limit` hosts that `place_once` could choose for `want` (its price limit
     aside), in the order it walks them, as they are now. On PostgreSQL they are locked
     for the caller's transaction, and hosts another transaction holds are skipped (as
     `place_once` skips them). Columns: id, rep_tier, ref_price, load, cpu, memory, disk,
     reserved_cpu, reserved_memory, reserved_disk, price_cpu_hour, price_memory_gib_hour,
-    price_disk_gib_hour."""
+    price_disk_gib_hour (rows as tuples: read them by position)."""
     params = _params(replace(want, max_price_hour=None), exclude, None)
     now = utcnow()
     params["now"], params["since"], params["limit"] = now, now - timedelta(seconds=ttl), limit
     key = (_dialect(db), bool(exclude), want.allow_weak)
+    if key[:2] == ("postgresql", False):
+        # Every placement batch reads these: on the driver's cursor (db.driver_cursor),
+        # as the statement compiles for it, with the same index walk.
+        with driver_cursor(db) as cursor:
+            cursor.execute(_NO_SEQSCAN.text)
+            cursor.execute(_PG_CANDIDATES[want.allow_weak], params)
+            rows: Sequence[tuple[Any, ...]] = cursor.fetchall()
+            cursor.execute(_SEQSCAN_AS_CONFIGURED.text)
+        return rows
     return _walk_index(db, _CANDIDATES_STATEMENTS[key], params)
 
 
