@@ -17,11 +17,12 @@ platform's fees) may go below zero: a posting that would overdraw one is refused
 
 Concurrency: a transaction locks every balance it touches once, up front, in one sorted
 order (`lock`), then reads, decides and writes (`post`). PostgreSQL takes row locks
-(SELECT ... FOR UPDATE), then creates the accounts of people and of the platform that had
-no row (once in an account's life; its creator holds the new row until it commits). That
-INSERT can wait, holding the locks, only for a transaction creating the same account,
-which is past its own locking pass and creates in the same sorted order, so the two do
-not wait for each other. SQLite takes its single write lock with the first statement (an
+(SELECT ... FOR UPDATE) when every account of people and of the platform among them has
+a row, and takes none otherwise (one statement). The accounts with no row (once in an
+account's life) are then created first, and every row locked after: locking the rows
+there were and then one another transaction created meanwhile took a lock out of order,
+holding rows sorted after it, and deadlocked with a transaction taking them in order (found
+by an attacker review, attack24). SQLite takes its single write lock with the first statement (an
 INSERT of the missing balance rows), after which nobody else can write until commit. A
 transaction that needs more accounts later must not lock again: it locks all of them first.
 
@@ -107,12 +108,23 @@ _INSERT_ENTRIES = insert(cast(Table, LedgerEntry.__table__))
 _PG_INSERT_KEYS = (
     "INSERT INTO balances (account_type, account_key, amount) SELECT t, k, 0 "
     "FROM json_to_recordset(CAST(%(w)s AS json)) AS w(t varchar, k varchar) "
-    "ON CONFLICT DO NOTHING RETURNING account_type, account_key"
+    "ON CONFLICT DO NOTHING"
 )
 _PG_LOCK = (
     "SELECT b.account_type, b.account_key, b.amount FROM balances AS b "
     "JOIN json_to_recordset(CAST(%(w)s AS json)) AS w(t varchar, k varchar) "
     "ON b.account_type = w.t AND b.account_key = w.k "
+    "ORDER BY b.account_type, b.account_key FOR UPDATE OF b"
+)
+# The same, locking nothing (no row) unless all %(n)s accounts of %(a)s have a row: a
+# one-time filter, evaluated before any row is locked.
+_PG_LOCK_IF_EVERY = (
+    "SELECT b.account_type, b.account_key, b.amount FROM balances AS b "
+    "JOIN json_to_recordset(CAST(%(w)s AS json)) AS w(t varchar, k varchar) "
+    "ON b.account_type = w.t AND b.account_key = w.k "
+    "WHERE (SELECT count(*) FROM balances AS e "
+    "JOIN json_to_recordset(CAST(%(a)s AS json)) AS a(t varchar, k varchar) "
+    "ON e.account_type = a.t AND e.account_key = a.k) = %(n)s "
     "ORDER BY b.account_type, b.account_key FOR UPDATE OF b"
 )
 # The keys' range (in the database's collation) makes it an index range scan of the
@@ -271,30 +283,34 @@ def lock(db: Session, keys: Iterable[Key]) -> Locks:
     accounts = [k for k in wanted if k[0] not in PER_VM]
     found: dict[Key, int] = {}
     if db.get_bind().dialect.name == "postgresql":
-        # Locks every row there is in one sorted pass, then creates the people's and the
-        # platform's accounts that have none (once in an account's life; creating them up
-        # front cost every lock an INSERT probing each key).
+        # Locks every row there is in one sorted pass if the people's and the platform's
+        # accounts all have one (creating them up front cost every lock an INSERT probing
+        # each key). Otherwise it locks nothing: creating the missing ones then and
+        # locking a row another transaction created meanwhile would take that lock out of
+        # the sorted order, holding rows sorted after it (a deadlock with a transaction
+        # that locks both in order: attack24). So then: create them, then lock everything.
         every = {"w": pg_json([{"t": t, "k": k} for t, k in wanted])}
         with driver_cursor(db) as cursor:
-            cursor.execute(_PG_LOCK, every)
-            for account_type, account_key, amount in cursor.fetchall():
-                found[(account_type, account_key)] = int(amount)
-            new = [{"t": t, "k": k} for t, k in accounts if (t, k) not in found]
-            if new:
-                # A row this creates is this transaction's (nobody can lock it before the
-                # commit): it holds 0. One that another transaction created meanwhile is
-                # locked below with the VM accounts.
-                cursor.execute(_PG_INSERT_KEYS, {"w": pg_json(new)})
-                for account_type, account_key in cursor.fetchall():
-                    found[(account_type, account_key)] = 0
-        # Those statements read the rows as of their start: a VM's account created by a
-        # transaction they then waited for (holding this developer's balance) is not among
+            if accounts:
+                a = pg_json([{"t": t, "k": k} for t, k in accounts])
+                cursor.execute(_PG_LOCK_IF_EVERY, {**every, "a": a, "n": len(accounts)})
+                rows = cursor.fetchall()
+                if not rows:  # some account has no row: nothing was locked
+                    cursor.execute(_PG_INSERT_KEYS, {"w": a})
+                    cursor.execute(_PG_LOCK, every)
+                    rows = cursor.fetchall()
+            else:
+                cursor.execute(_PG_LOCK, every)
+                rows = cursor.fetchall()
+        for account_type, account_key, amount in rows:
+            found[(account_type, account_key)] = int(amount)
+        # That statement read the rows as of its start: a VM's account created by a
+        # transaction it then waited for (holding this developer's balance) is not among
         # them. Now that every other lock is held, nobody is creating one: read the
-        # missing ones again, in a new statement, which sees what was committed, with the
-        # accounts another transaction created while the INSERT waited for it. (When
-        # nothing was found and nothing inserted, nothing was waited for.)
+        # missing ones again, in a new statement, which sees what was committed. (When
+        # nothing was found, nothing was waited for.)
         missing = [{"t": t, "k": k} for t, k in wanted if (t, k) not in found]
-        if missing and (new or len(missing) < len(wanted)):
+        if missing and len(missing) < len(wanted):
             with driver_cursor(db) as cursor:
                 cursor.execute(_PG_LOCK, {"w": pg_json(missing)})
                 for account_type, account_key, amount in cursor.fetchall():
