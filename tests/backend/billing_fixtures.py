@@ -5,11 +5,13 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from kumulus.backend import ledger
 from kumulus.backend.billing import Terms, lock_vms, start_metering, take_hold
 from kumulus.backend.clock import utcnow
+from kumulus.backend.db import Database
 from kumulus.backend.models import VM, Account, Host
 
 GIB = 1 << 30
@@ -115,3 +117,12 @@ def post_hold(
     ledger.post(db, locked, legs, vm_id=vm_id, batch=batch)
     if batch is not None:
         ledger.flush_batch(db, batch)
+
+
+def waiting_for_a_lock(db: Database, pid: int) -> bool:
+    """Whether the PostgreSQL backend `pid` is waiting for a lock now."""
+    with db.session() as s:
+        event = s.scalar(
+            text("SELECT wait_event_type FROM pg_stat_activity WHERE pid = :p"), {"p": pid}
+        )
+    return bool(event == "Lock")

@@ -23,15 +23,16 @@ from sqlalchemy import text
 
 from kumulus.backend import ledger
 from kumulus.backend.db import Database, migrate
-from tests.backend.billing_fixtures import UNIT, account
+from tests.backend.billing_fixtures import UNIT, account, waiting_for_a_lock
 
 
-def _waiting_for_a_lock(db: Database, pid: int) -> bool:
+def _developer(db: Database) -> int:
+    """A migrated database's new developer, with no balance row yet."""
+    migrate(db.engine)
     with db.session() as s:
-        event = s.scalar(
-            text("SELECT wait_event_type FROM pg_stat_activity WHERE pid = :p"), {"p": pid}
-        )
-    return bool(event == "Lock")
+        dev_id = account(s, "developer").id
+        s.commit()
+    return dev_id
 
 
 def test_a_lock_waits_for_an_account_being_created_and_holds_its_money(
@@ -41,10 +42,7 @@ def test_a_lock_waits_for_an_account_being_created_and_holds_its_money(
         pytest.skip("SQLite has one writer: the second transaction starts after the first")
     db = Database(database_url)
     try:
-        migrate(db.engine)
-        with db.session() as s:
-            dev_id = account(s, "developer").id
-            s.commit()
+        dev_id = _developer(db)
         developer = ledger.key_of(ledger.DEVELOPER, dev_id)
         with db.engine.connect() as conn, db.sessions(bind=conn) as locker:
             locker_pid = locker.scalar(text("SELECT pg_backend_pid()"))
@@ -65,7 +63,7 @@ def test_a_lock_waits_for_an_account_being_created_and_holds_its_money(
                 thread = threading.Thread(target=lock)
                 thread.start()
                 deadline = time.monotonic() + 10
-                while not _waiting_for_a_lock(db, locker_pid):
+                while not waiting_for_a_lock(db, locker_pid):
                     assert time.monotonic() < deadline, "the lock never waited for the deposit"
                     assert thread.is_alive(), f"the lock did not wait: {held or failures}"
                     time.sleep(0.02)
@@ -87,10 +85,7 @@ def test_an_account_created_by_the_lock_holds_zero_and_is_written_in_place(
 ) -> None:
     db = Database(database_url)
     try:
-        migrate(db.engine)
-        with db.session() as s:
-            dev_id = account(s, "developer").id
-            s.commit()
+        dev_id = _developer(db)
         with db.session() as s:
             developer = ledger.key_of(ledger.DEVELOPER, dev_id)
             locked = ledger.lock(s, [developer, ledger.key_of(ledger.CHAIN, None)])

@@ -40,18 +40,10 @@ from kumulus.backend import billing, ledger
 from kumulus.backend.clock import utcnow
 from kumulus.backend.db import Database, migrate
 from kumulus.backend.models import VM
-from tests.backend.billing_fixtures import UNIT, account, host, placed
+from tests.backend.billing_fixtures import UNIT, account, host, placed, waiting_for_a_lock
 
 TERMS = billing.Terms(fee_bps=1000, window=600)
 PROMO_CREDIT = UNIT // 100
-
-
-def _waiting_for_a_lock(db: Database, pid: int) -> bool:
-    with db.session() as s:
-        event = s.scalar(
-            text("SELECT wait_event_type FROM pg_stat_activity WHERE pid = :p"), {"p": pid}
-        )
-    return bool(event == "Lock")
 
 
 def test_a_delete_racing_a_promotional_top_up_returns_the_whole_hold(
@@ -99,7 +91,7 @@ def test_a_delete_racing_a_promotional_top_up_returns_the_whole_hold(
                 deleter = threading.Thread(target=delete)
                 deleter.start()
                 deadline = time.monotonic() + 10
-                while not _waiting_for_a_lock(db, deleter_pid):
+                while not waiting_for_a_lock(db, deleter_pid):
                     assert time.monotonic() < deadline, "the delete never waited for the lock"
                     time.sleep(0.02)
                 assert billing.fund(meter, topping, locked, PROMO_CREDIT) == 0
